@@ -1,0 +1,311 @@
+//! The staging tree: the flattened image filesystem, held in memory as an inode table
+//! with file contents spilled to a temporary file.
+//!
+//! Names and link targets are raw bytes (Linux paths need not be UTF-8). Directory entries
+//! point at inodes, so hardlinks are simply several entries naming one inode. Every consumer
+//! (export, ext4, FAT) walks the tree in the same deterministic order: depth-first, entries
+//! sorted by their name bytes.
+
+mod spill;
+mod walk;
+
+pub use spill::{FileData, Spill};
+pub use walk::{Walk, WalkEntry};
+
+use std::collections::BTreeMap;
+
+/// Index of an inode in [`Tree::inodes`]. The root directory is [`ROOT`].
+pub type InodeId = u32;
+pub const ROOT: InodeId = 0;
+
+/// A point in time as stored in tar PAX headers and ext4: seconds since the epoch and nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+/// Ownership, permission bits and extended attributes of an inode.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// Permission bits including setuid, setgid and sticky (`0o7777`); never the file type.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: Timestamp,
+    /// Extended attributes by full name (`security.capability`, `user.foo`, ...).
+    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Dir(Dir),
+    File(FileData),
+    Symlink(Vec<u8>),
+    CharDevice { major: u32, minor: u32 },
+    BlockDevice { major: u32, minor: u32 },
+    Fifo,
+    Socket,
+}
+
+impl Kind {
+    /// The `S_IFMT` bits of this kind, as in `stat(2)`, tar and ext4.
+    pub fn format_bits(&self) -> u32 {
+        match self {
+            Kind::Dir(_) => 0o040000,
+            Kind::File(_) => 0o100000,
+            Kind::Symlink(_) => 0o120000,
+            Kind::CharDevice { .. } => 0o020000,
+            Kind::BlockDevice { .. } => 0o060000,
+            Kind::Fifo => 0o010000,
+            Kind::Socket => 0o140000,
+        }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        matches!(self, Kind::Dir(_))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dir {
+    pub entries: BTreeMap<Vec<u8>, InodeId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inode {
+    pub meta: Metadata,
+    pub kind: Kind,
+}
+
+impl Inode {
+    pub fn dir(meta: Metadata) -> Inode {
+        Inode { meta, kind: Kind::Dir(Dir::default()) }
+    }
+
+    /// `st_mode`: file type bits and permission bits.
+    pub fn st_mode(&self) -> u32 {
+        self.kind.format_bits() | (self.meta.mode & 0o7777)
+    }
+}
+
+/// Errors from operations on the tree; paths are shown lossily.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    #[error("path {0:?} is unsafe: it has a '..' component or escapes the image root")]
+    UnsafePath(String),
+    #[error("path {0:?}: a parent component is not a directory")]
+    NotADirectory(String),
+    #[error("hardlink {link:?} points at {target:?}, which does not exist")]
+    MissingLinkTarget { link: String, target: String },
+    #[error("hardlink {link:?} points at directory {target:?}")]
+    LinkToDirectory { link: String, target: String },
+    #[error("spill file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub fn show(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}
+
+/// Splits a tar-style path into its components: `./` prefixes, repeated and trailing slashes
+/// and `.` components are dropped; `..` anywhere is refused (tar paths are never resolved
+/// through the tree, so `..` has no safe meaning).
+pub fn components(path: &[u8]) -> Result<Vec<&[u8]>, TreeError> {
+    let mut out = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err(TreeError::UnsafePath(show(path))),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// The flattened filesystem.
+pub struct Tree {
+    inodes: Vec<Inode>,
+    spill: Spill,
+}
+
+impl Tree {
+    /// An empty tree: a root directory owned by root, mode 0755, file data spilled to `spill`.
+    pub fn new(spill: Spill) -> Tree {
+        let root = Inode::dir(Metadata { mode: 0o755, ..Metadata::default() });
+        Tree { inodes: vec![root], spill }
+    }
+
+    /// A tree whose spill file is an anonymous temporary file in `$TMPDIR`.
+    pub fn in_temp() -> Result<Tree, TreeError> {
+        Ok(Tree::new(Spill::temp()?))
+    }
+
+    pub fn inode(&self, id: InodeId) -> &Inode {
+        &self.inodes[id as usize]
+    }
+
+    pub fn inode_mut(&mut self, id: InodeId) -> &mut Inode {
+        &mut self.inodes[id as usize]
+    }
+
+    /// Number of inode slots, including ones no longer reachable.
+    pub fn inode_slots(&self) -> usize {
+        self.inodes.len()
+    }
+
+    pub fn spill(&self) -> &Spill {
+        &self.spill
+    }
+
+    pub fn spill_mut(&mut self) -> &mut Spill {
+        &mut self.spill
+    }
+
+    /// Appends file contents to the spill file.
+    pub fn store(&mut self, data: &mut dyn std::io::Read) -> Result<FileData, TreeError> {
+        Ok(self.spill.append(data)?)
+    }
+
+    fn dir_entries(&self, id: InodeId) -> Option<&BTreeMap<Vec<u8>, InodeId>> {
+        match &self.inode(id).kind {
+            Kind::Dir(d) => Some(&d.entries),
+            _ => None,
+        }
+    }
+
+    /// Looks `path` up without following symlinks.
+    pub fn lookup(&self, path: &[u8]) -> Option<InodeId> {
+        let comps = components(path).ok()?;
+        let mut cur = ROOT;
+        for c in comps {
+            cur = *self.dir_entries(cur)?.get(c)?;
+        }
+        Some(cur)
+    }
+
+    /// The directory holding `path`'s last component, creating missing parent directories
+    /// (mode 0755, root-owned, mtime 0) on the way. A non-directory in the way is replaced
+    /// by a directory when `replace` is set, else it is an error.
+    fn parent_dir<'p>(&mut self, path: &'p [u8], replace: bool) -> Result<(InodeId, Option<&'p [u8]>), TreeError> {
+        let comps = components(path)?;
+        let Some((last, parents)) = comps.split_last() else {
+            return Ok((ROOT, None));
+        };
+        let mut cur = ROOT;
+        for c in parents {
+            let next = self.dir_entries(cur).and_then(|e| e.get(*c).copied());
+            cur = match next {
+                Some(id) if self.inode(id).kind.is_dir() => id,
+                Some(_) if !replace => return Err(TreeError::NotADirectory(show(path))),
+                _ => {
+                    let id = self.push(Inode::dir(Metadata { mode: 0o755, ..Metadata::default() }));
+                    self.set_entry(cur, c, id);
+                    id
+                }
+            };
+        }
+        Ok((cur, Some(*last)))
+    }
+
+    fn push(&mut self, inode: Inode) -> InodeId {
+        self.inodes.push(inode);
+        (self.inodes.len() - 1) as InodeId
+    }
+
+    fn set_entry(&mut self, dir: InodeId, name: &[u8], id: InodeId) {
+        if let Kind::Dir(d) = &mut self.inode_mut(dir).kind {
+            d.entries.insert(name.to_vec(), id);
+        }
+    }
+
+    /// Puts `inode` at `path`, as a tar entry does: missing parents are created; an existing
+    /// entry of another type is replaced; an existing directory given a directory entry keeps
+    /// its children and takes the new metadata. Returns the inode's id. `path` naming the root
+    /// updates the root's metadata.
+    pub fn insert(&mut self, path: &[u8], inode: Inode) -> Result<InodeId, TreeError> {
+        let (dir, last) = self.parent_dir(path, true)?;
+        let Some(name) = last else {
+            self.inode_mut(ROOT).meta = inode.meta;
+            return Ok(ROOT);
+        };
+        if let (Kind::Dir(_), Some(&existing)) = (&inode.kind, self.dir_entries(dir).and_then(|e| e.get(name))) {
+            if self.inode(existing).kind.is_dir() {
+                self.inode_mut(existing).meta = inode.meta;
+                return Ok(existing);
+            }
+        }
+        let id = self.push(inode);
+        self.set_entry(dir, name, id);
+        Ok(id)
+    }
+
+    /// Makes `path` another name for the inode at `target` (a tar hardlink). Hardlinks to
+    /// symlinks are allowed; to directories they are not.
+    pub fn hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<InodeId, TreeError> {
+        let id = self.lookup(target).ok_or_else(|| TreeError::MissingLinkTarget { link: show(path), target: show(target) })?;
+        if self.inode(id).kind.is_dir() {
+            return Err(TreeError::LinkToDirectory { link: show(path), target: show(target) });
+        }
+        let (dir, last) = self.parent_dir(path, true)?;
+        let name = last.ok_or_else(|| TreeError::UnsafePath(show(path)))?;
+        self.set_entry(dir, name, id);
+        Ok(id)
+    }
+
+    /// Removes the entry at `path` (and so everything below it). Returns whether it existed.
+    pub fn remove(&mut self, path: &[u8]) -> Result<bool, TreeError> {
+        let comps = components(path)?;
+        let Some((last, parents)) = comps.split_last() else {
+            return Ok(false);
+        };
+        let mut cur = ROOT;
+        for c in parents {
+            match self.dir_entries(cur).and_then(|e| e.get(*c)) {
+                Some(&id) => cur = id,
+                None => return Ok(false),
+            }
+        }
+        match &mut self.inode_mut(cur).kind {
+            Kind::Dir(d) => Ok(d.entries.remove(*last).is_some()),
+            _ => Ok(false),
+        }
+    }
+
+    /// Removes every entry of the directory at `path`, keeping the directory itself.
+    pub fn clear_dir(&mut self, path: &[u8]) -> Result<(), TreeError> {
+        if let Some(id) = self.lookup(path) {
+            if let Kind::Dir(d) = &mut self.inode_mut(id).kind {
+                d.entries.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks every reachable entry depth-first, parents before children, entries of a
+    /// directory in byte order of their names. The root itself comes first with an empty path.
+    pub fn walk(&self) -> Walk<'_> {
+        Walk::new(self)
+    }
+
+    /// Link counts as a filesystem would report them, indexed by inode id: for a non-directory
+    /// the number of entries naming it; for a directory 2 + its subdirectories. Unreachable
+    /// inodes have 0.
+    pub fn link_counts(&self) -> Vec<u32> {
+        let mut counts = vec![0u32; self.inodes.len()];
+        counts[ROOT as usize] = 2;
+        for entry in self.walk().skip(1) {
+            let inode = self.inode(entry.id);
+            if inode.kind.is_dir() {
+                counts[entry.id as usize] += 2;
+                counts[entry.parent as usize] += 1;
+            } else {
+                counts[entry.id as usize] += 1;
+            }
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -4,5 +4,7 @@
 //! source (registry, OCI layout, docker-archive) → [`tree`] (staging tree) → guest fixes →
 //! disk (gpt, fat, ext4, grub) → output (vmdk, ovf, ova).
 
+pub mod cli;
 pub mod ids;
+pub mod pipeline;
 pub mod tree;

@@ -1,0 +1,1 @@
+//! OCI layout writer (next step).

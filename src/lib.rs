@@ -4,6 +4,7 @@
 //! source (registry, OCI layout, docker-archive) → [`tree`] (staging tree) → guest fixes →
 //! disk (gpt, fat, ext4, grub) → output (vmdk, ovf, ova).
 
+pub mod export;
 pub mod ids;
 pub mod layers;
 pub mod tree;

@@ -182,6 +182,11 @@ fn write_entry(out: &mut Vec<u8>, e: &Entry) {
             pax.push((b"linkpath".to_vec(), link.to_vec()));
         }
     }
+    for (key, v) in [("uid", e.uid), ("gid", e.gid)] {
+        if v > 0o7777777 && !gnu {
+            pax.push((key.as_bytes().to_vec(), v.to_string().into_bytes()));
+        }
+    }
     if let Some(nsec) = e.mtime_nsec {
         pax.push((
             b"mtime".to_vec(),
@@ -273,10 +278,17 @@ fn write_raw(
     out.resize(out.len().next_multiple_of(512), 0);
 }
 
+/// Octal digits and a NUL; GNU base-256 (high bit set, big-endian) when the value is too big.
 fn octal(field: &mut [u8], v: u64) {
     let w = field.len() - 1;
+    if v >= 1 << (3 * w) {
+        field.fill(0);
+        let n = field.len();
+        field[n - 8..].copy_from_slice(&v.to_be_bytes());
+        field[0] |= 0x80;
+        return;
+    }
     let s = format!("{v:0w$o}");
-    assert!(s.len() == w, "{v} does not fit a {w}-digit tar field");
     field[..w].copy_from_slice(s.as_bytes());
     field[w] = 0;
 }

@@ -6,5 +6,6 @@
 
 pub mod export;
 pub mod ids;
+pub mod inspect;
 pub mod layers;
 pub mod tree;

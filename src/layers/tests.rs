@@ -334,7 +334,7 @@ fn dotdot_is_refused_naming_layer_and_path() {
         Entry::file("d/.wh...", ""),
     ] {
         let mut t = Tree::in_temp().unwrap();
-        let err = apply(&mut t, &[bad.clone()]).unwrap_err();
+        let err = apply(&mut t, std::slice::from_ref(&bad)).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, LayerError::UnsafePath { .. }), "{msg}");
         assert!(msg.contains("sha256:test"), "{msg}");

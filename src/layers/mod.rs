@@ -111,6 +111,10 @@ fn apply_entry<R: Read>(
     }
 
     let header = entry.header();
+    let header_mtime = Timestamp {
+        sec: header.mtime().map_err(|e| bad(format!("mtime: {e}")))? as i64,
+        nsec: 0,
+    };
     let mut meta = Metadata {
         mode: header.mode().map_err(|e| bad(format!("mode: {e}")))? & 0o7777,
         uid: u32::try_from(header.uid().map_err(|e| bad(format!("uid: {e}")))?)
@@ -130,7 +134,15 @@ fn apply_entry<R: Read>(
         for ext in exts {
             let ext = ext.map_err(|e| bad(format!("PAX record: {e}")))?;
             let key = ext.key_bytes();
-            if key == b"mtime" {
+            // POSIX pax: a record with an empty value deletes the keyword (Go's archive/tar,
+            // and so umoci, docker and containerd, drop empty xattrs the same way).
+            if ext.value_bytes().is_empty() {
+                if key == b"mtime" {
+                    meta.mtime = header_mtime;
+                } else if let Some(xattr) = key.strip_prefix(b"SCHILY.xattr.") {
+                    meta.xattrs.remove(xattr);
+                }
+            } else if key == b"mtime" {
                 meta.mtime = parse_pax_time(ext.value_bytes())
                     .ok_or_else(|| bad(format!("PAX mtime {:?}", show(ext.value_bytes()))))?;
             } else if let Some(xattr) = key.strip_prefix(b"SCHILY.xattr.") {

@@ -259,6 +259,44 @@ fn xattrs_from_schily_records() {
 }
 
 #[test]
+fn empty_pax_values_delete_the_record() {
+    let t = layers(&[&[Entry::file("f", "x")
+        .mtime(5, Some(7))
+        .xattr("user.a", "1")
+        .xattr("user.a", "")
+        .xattr("user.b", "")]]);
+    assert!(t.inode(id(&t, "f")).meta.xattrs.is_empty());
+    let mut raw = testkit::tar::pax_record(b"mtime", b"");
+    raw.extend(testkit::tar::pax_record(b"SCHILY.xattr.user.c", b"v"));
+    let mut data = Vec::new();
+    data.extend(tar(&[Entry::file("PaxHeader", raw)])); // an 'x' header built by hand below
+    let flag = 156;
+    data[flag] = b'x';
+    let sum: u32 = data[..512]
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                b as u32
+            }
+        })
+        .sum();
+    data[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    data.truncate(data.len() - 1024);
+    data.extend(tar(&[Entry::file("g", "y").mtime(42, None)]));
+    let mut t = Tree::in_temp().unwrap();
+    apply_layer(&mut t, &mut &data[..], "l").unwrap();
+    let m = &t.inode(id(&t, "g")).meta;
+    assert_eq!(m.mtime, Timestamp { sec: 42, nsec: 0 });
+    assert_eq!(
+        m.xattrs.get(b"user.c".as_slice()).map(Vec::as_slice),
+        Some(b"v".as_slice())
+    );
+}
+
+#[test]
 fn devices_and_fifos() {
     let t = layers(&[&[
         Entry::char_dev("dev/null", 1, 3).mode(0o666),

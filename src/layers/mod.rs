@@ -8,10 +8,16 @@
 //!   the children and takes the new metadata; missing parents are created (0755, root).
 //! - Hardlinks name the target's inode in the tree as it is when the link is read, so they work
 //!   within a layer, to lower-layer files and to symlinks, and survive deletion of the original.
-//! - Paths with `..` are refused. Symlinks are data: never followed (a symlink where a parent
-//!   directory is needed is replaced by a directory, as the tree does).
+//! - Paths with `..` are refused. Symlinks are data, never followed outside the tree: a
+//!   symlink in a *parent* component of an entry, whiteout or hardlink target is resolved
+//!   inside the tree (chroot-like, as umoci, containerd and Docker do, so that `lib/x` over a
+//!   usr-merged `lib -> usr/lib` lands in `usr/lib/x`); an entry's own last component is never
+//!   followed: the entry replaces a symlink found there.
 
+mod resolve;
 mod whiteout;
+
+pub use resolve::resolve;
 
 use std::collections::BTreeSet;
 use std::io::{self, Read};
@@ -35,6 +41,8 @@ pub enum LayerError {
         path: String,
         source: TreeError,
     },
+    #[error("layer {layer}: entry {path:?}: too many levels of symbolic links in the image while resolving it")]
+    SymlinkLoop { layer: String, path: String },
     #[error("layer {layer}: entry {path:?}: unsupported tar entry type {kind:?}")]
     Unsupported {
         layer: String,
@@ -95,11 +103,16 @@ fn apply_entry<R: Read>(
     if etype.is_pax_global_extensions() {
         return Ok(());
     }
+    let symlink_loop = || LayerError::SymlinkLoop {
+        layer: layer.to_string(),
+        path: err_path.clone(),
+    };
 
     let (dir, name) = split_last(&path);
     if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+        let dir = resolve(tree, dir, true).map_err(|_| symlink_loop())?;
         if name == OPAQUE_WHITEOUT {
-            return whiteout::opaque(tree, dir, ours).map_err(tree_err);
+            return whiteout::opaque(tree, &dir, ours).map_err(tree_err);
         }
         if hidden.starts_with(WHITEOUT_PREFIX) {
             return Ok(()); // other aufs metadata (.wh..wh.plnk, .wh..wh.aufs): not content
@@ -107,8 +120,9 @@ fn apply_entry<R: Read>(
         if hidden.is_empty() || hidden == b"." || hidden == b".." {
             return Err(unsafe_path());
         }
-        return whiteout::whiteout(tree, &join(dir, hidden), ours).map_err(tree_err);
+        return whiteout::whiteout(tree, &join(&dir, hidden), ours).map_err(tree_err);
     }
+    let path = resolve(tree, &path, false).map_err(|_| symlink_loop())?;
 
     let header = entry.header();
     let header_mtime = Timestamp {
@@ -186,6 +200,7 @@ fn apply_entry<R: Read>(
         T::Fifo => Kind::Fifo,
         T::Link => {
             let target = normalize(&link_name(entry)).ok_or_else(unsafe_path)?;
+            let target = resolve(tree, &target, false).map_err(|_| symlink_loop())?;
             if target == path {
                 return Ok(()); // a link to itself changes nothing
             }

@@ -384,30 +384,78 @@ fn dotdot_is_refused_naming_layer_and_path() {
 }
 
 #[test]
-fn symlinks_are_never_followed() {
-    // A lower symlink to a directory: whiteouts and hardlinks through it do not reach the
-    // directory, and a later entry beneath it replaces the symlink by a real directory.
+fn symlinked_parents_resolve_inside_the_tree() {
+    // usr-merge: lib -> usr/lib, abs -> /usr/lib, esc -> ../../../usr (clamped at the root).
     let mut t = layers(&[&[
-        Entry::file("real/f", "f"),
-        Entry::symlink("lnk", "real"),
-        Entry::symlink("esc", "/../../etc"),
+        Entry::file("usr/lib/ld.so", "ld"),
+        Entry::file("usr/lib/gone", "g"),
+        Entry::symlink("lib", "usr/lib"),
+        Entry::symlink("abs", "/usr/lib"),
+        Entry::symlink("esc", "../../../usr"),
     ]]);
-    apply(&mut t, &[Entry::whiteout("lnk/f")]).unwrap();
+    apply(
+        &mut t,
+        &[
+            Entry::file("lib/new", "1"),
+            Entry::file("abs/new-abs", "2"),
+            Entry::file("esc/lib/new-esc", "3"),
+            Entry::whiteout("lib/gone"),
+            Entry::hardlink("hl", "lib/ld.so"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        paths(&t),
+        [
+            "abs",
+            "esc",
+            "hl",
+            "lib",
+            "usr",
+            "usr/lib",
+            "usr/lib/ld.so",
+            "usr/lib/new",
+            "usr/lib/new-abs",
+            "usr/lib/new-esc"
+        ]
+    );
+    assert_eq!(id(&t, "hl"), id(&t, "usr/lib/ld.so"));
+    assert_eq!(resolve(&t, b"esc/lib/x", false).unwrap(), b"usr/lib/x");
+}
+
+#[test]
+fn an_entrys_own_name_is_never_followed() {
+    // The last component is data: a file or directory entry replaces the symlink itself, a
+    // whiteout removes the symlink, a hardlink to a symlink links the symlink.
+    let t = layers(&[
+        &[
+            Entry::file("real/f", "f"),
+            Entry::symlink("s1", "real/f"),
+            Entry::symlink("s2", "real"),
+            Entry::symlink("s3", "real"),
+        ],
+        &[
+            Entry::file("s1", "replaced"),
+            Entry::dir("s2"),
+            Entry::whiteout("s3"),
+            Entry::hardlink("h", "s1"),
+        ],
+    ]);
     assert_eq!(read(&t, "real/f"), b"f");
-    let err = apply(&mut t, &[Entry::hardlink("h", "lnk/f")]).unwrap_err();
+    assert_eq!(read(&t, "s1"), b"replaced");
+    assert!(t.inode(id(&t, "s2")).kind.is_dir());
+    assert!(t.lookup(b"s3").is_none() && t.lookup(b"real").is_some());
+}
+
+#[test]
+fn symlink_loops_are_an_error() {
+    let mut t = layers(&[&[Entry::symlink("a", "b"), Entry::symlink("b", "a")]]);
+    let err = apply(&mut t, &[Entry::file("a/x", "x")]).unwrap_err();
+    assert!(matches!(err, LayerError::SymlinkLoop { .. }), "{err}");
     assert!(
-        matches!(
-            err,
-            LayerError::Tree {
-                source: TreeError::MissingLinkTarget { .. },
-                ..
-            }
-        ),
+        err.to_string().contains("a/x") && err.to_string().contains("sha256:test"),
         "{err}"
     );
-    apply(&mut t, &[Entry::file("esc/passwd", "p")]).unwrap();
-    assert!(t.inode(id(&t, "esc")).kind.is_dir());
-    assert_eq!(paths(&t), ["esc", "esc/passwd", "lnk", "real", "real/f"]);
 }
 
 #[test]

@@ -180,6 +180,28 @@ pub fn all() -> Vec<EdgeCase> {
             ]],
         },
         EdgeCase {
+            name: "symlink-parents",
+            compression: gz,
+            layers: vec![
+                vec![
+                    Entry::file("usr/lib/ld.so", "ld"),
+                    Entry::file("usr/lib/old", "old"),
+                    Entry::file("usr/lib/gone", "gone"),
+                    Entry::symlink("lib", "usr/lib"),
+                    Entry::symlink("abs", "/usr/lib"),
+                    Entry::symlink("esc", "../../../usr"),
+                    Entry::symlink("loop", "loop"),
+                ],
+                vec![
+                    Entry::file("lib/new", "via relative symlink"),
+                    Entry::file("abs/new-abs", "via absolute symlink"),
+                    Entry::file("esc/lib/new-esc", "via escaping symlink"),
+                    Entry::whiteout("lib/gone"),
+                    Entry::hardlink("hl", "lib/old"),
+                ],
+            ],
+        },
+        EdgeCase {
             name: "names",
             compression: gz,
             layers: vec![vec![

@@ -233,7 +233,7 @@ fn diff(ours: &Snap, theirs: &Snap) -> Vec<String> {
 }
 
 fn tree_from_layout(layout: &Path, tag: &str) -> Tree {
-    let (_, _, layers) = testkit::oci::read_image(layout, Some(tag)).unwrap();
+    let layers = testkit::oci::read_image(layout, Some(tag)).unwrap().layers;
     let mut tree = Tree::in_temp().unwrap();
     for (media_type, path) in layers {
         let mut r = testkit::oci::open_layer(&media_type, &path).unwrap();

@@ -283,13 +283,20 @@ impl Read for HashReader<'_> {
     }
 }
 
+/// An image read back from a layout by [`read_image`].
+#[derive(Debug, Clone)]
+pub struct LayoutImage {
+    pub manifest_digest: String,
+    pub manifest: Value,
+    pub config: Value,
+    /// `(media type, blob path)` of each layer, bottom first.
+    pub layers: Vec<(String, PathBuf)>,
+}
+
 /// A minimal reader for layouts this module (or skopeo/umoci) wrote: the manifest tagged
 /// `tag` (or the only one), its config and its layers as `(media_type, blob path)`. For tests
 /// until d2v's own source module reads layouts; no digest verification.
-pub fn read_image(
-    dir: &Path,
-    tag: Option<&str>,
-) -> io::Result<(Value, Value, Vec<(String, PathBuf)>)> {
+pub fn read_image(dir: &Path, tag: Option<&str>) -> io::Result<LayoutImage> {
     let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
     let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json"))?)?;
     let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
@@ -319,7 +326,12 @@ pub fn read_image(
             blob_path(dir, d),
         ));
     }
-    Ok((manifest, config, layers))
+    Ok(LayoutImage {
+        manifest_digest: digest.to_string(),
+        manifest,
+        config,
+        layers,
+    })
 }
 
 /// Opens a layer blob as a decompressed tar stream, by media type.
@@ -365,7 +377,7 @@ mod tests {
         let wb = write_image(&b, &spec("v1")).unwrap();
         assert_eq!(wa.manifest_digest, wb.manifest_digest);
         write_image(&a, &spec("v2")).unwrap();
-        let (_, config, layers) = read_image(&a, Some("v1")).unwrap();
+        let LayoutImage { config, layers, .. } = read_image(&a, Some("v1")).unwrap();
         assert_eq!(config["config"]["Entrypoint"][0], "/bin/sh");
         assert_eq!(layers.len(), 3);
         let diff = format!("sha256:{}", hex::encode(Sha256::digest(&tar)));

@@ -8,7 +8,7 @@
 //! and `open_layer`) until d2v's source module lands.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::{CString, OsStr};
+use std::ffi::CString;
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use d2v::layers::apply_layer;
-use d2v::tree::{show, InodeId, Kind, Tree};
+use d2v::tree::{InodeId, Kind, Tree};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,13 +265,38 @@ fn known_umoci_differences(case: &str, d: &str) -> bool {
     false
 }
 
-#[test]
-fn edge_cases_match_umoci_unpack() {
+/// Unpacks `tag` of `layout` with umoci into `work` and compares it with d2v's tree built
+/// from `ours_layout` (the same image, possibly compressed differently).
+fn compare_with_umoci(ours_layout: &Path, layout: &Path, tag: &str, work: &Path) -> Vec<String> {
+    let bundle = work.join(format!("bundle-{}", tag.replace('/', "_")));
+    let _ = fs::remove_dir_all(&bundle);
+    run(Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(&bundle));
+    let ours = snap_tree(&tree_from_layout(ours_layout, tag));
+    let theirs = snap_dir(&bundle.join("rootfs"));
+    assert!(!ours.nodes.is_empty(), "{tag}: empty tree");
+    let _ = fs::remove_dir_all(&bundle);
+    diff(&ours, &theirs)
+        .into_iter()
+        .filter(|d| !known_umoci_differences(tag, d))
+        .map(|d| format!("[{tag}] {d}"))
+        .collect()
+}
+
+fn require_root_umoci() {
     testkit::require_tool("umoci", "umoci");
     assert!(
         unsafe { libc::geteuid() } == 0,
         "umoci unpack must run as root to keep owners and devices"
     );
+}
+
+#[test]
+fn edge_cases_match_umoci_unpack() {
+    require_root_umoci();
     let work = workdir("umoci");
     let layout = work.join("layout");
     let images = testkit::edge_cases::write_layout(&layout).unwrap();
@@ -293,22 +318,64 @@ fn edge_cases_match_umoci_unpack() {
                 .collect::<Vec<_>>()
         };
         assert_eq!(diff_ids(ours_img), diff_ids(theirs_img));
-        let bundle = work.join(format!("bundle-{name}"));
-        run(Command::new("umoci")
-            .arg("unpack")
-            .arg("--image")
-            .arg(format!("{}:{name}", umoci_layout.display()))
-            .arg(&bundle));
-        let ours = snap_tree(&tree_from_layout(&layout, name));
-        let theirs = snap_dir(&bundle.join("rootfs"));
-        assert!(!ours.nodes.is_empty(), "{name}: empty tree");
-        for d in diff(&ours, &theirs) {
-            if !known_umoci_differences(name, &d) {
-                failures.push(format!("[{name}] {d}"));
+        failures.extend(compare_with_umoci(&layout, &umoci_layout, name, &work));
+    }
+    let _ = fs::remove_dir_all(&work);
+    assert!(
+        failures.is_empty(),
+        "d2v and umoci differ:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Every tagged image of every OCI layout under the fixtures directory (built by
+/// `cargo xtask test`), or of the layouts named in `$D2V_CONFORMANCE_LAYOUTS` (`:`-separated
+/// directories), against umoci. Ignored by default: it needs the fixtures; `cargo xtask test`
+/// runs it with `--include-ignored`.
+#[test]
+#[ignore = "needs the OCI layout fixtures built by cargo xtask test"]
+fn fixtures_match_umoci_unpack() {
+    require_root_umoci();
+    let layouts: Vec<PathBuf> = match std::env::var_os("D2V_CONFORMANCE_LAYOUTS") {
+        Some(v) => std::env::split_paths(&v).collect(),
+        None => {
+            let mut found = Vec::new();
+            let mut todo = vec![(testkit::fixtures_dir(), 0)];
+            while let Some((dir, depth)) = todo.pop() {
+                if dir.join("index.json").is_file() && dir.join("oci-layout").is_file() {
+                    found.push(dir);
+                } else if depth < 3 {
+                    for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                            todo.push((e.path(), depth + 1));
+                        }
+                    }
+                }
+            }
+            found
+        }
+    };
+    assert!(
+        !layouts.is_empty(),
+        "no OCI layouts under {}: run cargo xtask test",
+        testkit::fixtures_dir().display()
+    );
+    let work = workdir("fixtures");
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for layout in &layouts {
+        let index: serde_json::Value =
+            serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+        for m in index["manifests"].as_array().into_iter().flatten() {
+            if let Some(tag) = m["annotations"][testkit::oci::REF_NAME].as_str() {
+                eprintln!("conformance: {}:{tag}", layout.display());
+                failures.extend(compare_with_umoci(layout, layout, tag, &work));
+                checked += 1;
             }
         }
     }
     let _ = fs::remove_dir_all(&work);
+    assert!(checked > 0, "no tagged images in {layouts:?}");
     assert!(
         failures.is_empty(),
         "d2v and umoci differ:\n{}",
@@ -356,11 +423,9 @@ fn export_tar_extracted_by_gnu_tar_matches_the_tree() {
         assert!(first == again, "{name}: export differs between runs");
     }
     let _ = fs::remove_dir_all(&work);
-    let _ = OsStr::new("");
     assert!(
         failures.is_empty(),
         "GNU tar's extraction of d2v export differs from the tree:\n{}",
         failures.join("\n")
     );
-    let _ = show(b"");
 }

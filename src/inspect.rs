@@ -8,7 +8,7 @@ use std::io::Read;
 
 use serde::Serialize;
 
-use crate::tree::{components, show, InodeId, Kind, Tree, ROOT};
+use crate::tree::{components, show, InodeId, Kind, Tree};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BootReport {
@@ -63,7 +63,6 @@ pub struct OsRelease {
 }
 
 const MARKERS: [&str; 2] = ["/.dockerenv", "/run/.containerenv"];
-const MAX_LINKS: usize = 40;
 
 /// Builds the bootability report of `tree`.
 pub fn boot_report(tree: &Tree) -> BootReport {
@@ -108,47 +107,13 @@ pub fn boot_report(tree: &Tree) -> BootReport {
 }
 
 /// Follows symlinks in every component of `path` inside the tree (absolute targets start at the
-/// tree's root; `..` stops at the root). Returns the inode and its resolved absolute path.
+/// tree's root; `..` stops at the root; see [`crate::layers::resolve`]). Returns the inode and
+/// its resolved absolute path, or `None` if nothing is there or the symlinks loop.
 pub fn resolve(tree: &Tree, path: &str) -> Option<(InodeId, String)> {
-    let mut todo: Vec<Vec<u8>> = components(path.as_bytes())
-        .ok()?
-        .into_iter()
-        .rev()
-        .map(<[u8]>::to_vec)
-        .collect();
-    let mut stack: Vec<(InodeId, Vec<u8>)> = Vec::new(); // resolved ancestors below the root
-    let mut links = 0;
-    while let Some(c) = todo.pop() {
-        let cur = stack.last().map_or(ROOT, |s| s.0);
-        if c == b".." {
-            stack.pop();
-            continue;
-        }
-        if c.is_empty() || c == b"." {
-            continue;
-        }
-        let Kind::Dir(d) = &tree.inode(cur).kind else {
-            return None;
-        };
-        let id = *d.entries.get(&c)?;
-        if let Kind::Symlink(target) = &tree.inode(id).kind {
-            links += 1;
-            if links > MAX_LINKS {
-                return None;
-            }
-            if target.starts_with(b"/") {
-                stack.clear();
-            }
-            for t in target.split(|&b| b == b'/').rev() {
-                todo.push(t.to_vec());
-            }
-        } else {
-            stack.push((id, c));
-        }
-    }
-    let id = stack.last().map_or(ROOT, |s| s.0);
-    let path: Vec<String> = stack.iter().map(|s| show(&s.1)).collect();
-    Some((id, format!("/{}", path.join("/"))))
+    let normalized = components(path.as_bytes()).ok()?.join(&b'/');
+    let resolved = crate::layers::resolve(tree, &normalized, true).ok()?;
+    let id = tree.lookup(&resolved)?;
+    Some((id, format!("/{}", show(&resolved))))
 }
 
 fn artifact(tree: &Tree, path: &str) -> Option<Artifact> {

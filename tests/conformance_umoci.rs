@@ -14,7 +14,7 @@
 //! on every edge case here, wherever the whiteout sits in the tar. Points found on the way:
 //! - umoci 0.4.7 cannot read zstd layers, so it is given a gzip copy (same diff_ids).
 //! - An empty-valued `SCHILY.xattr.*` PAX record: POSIX pax says an empty value deletes the
-//!   keyword, and umoci (Go's archive/tar) sets no xattr; d2v follows POSIX too (GNU tar would
+//!   keyword, and umoci sets no xattr for it; d2v follows POSIX too (GNU tar 1.34 does
 //!   create an empty xattr).
 //! - Symlinks in *parent* components are resolved inside the rootfs by umoci (securejoin), as
 //!   by containerd and Docker; d2v does the same inside the tree (`symlink-parents` case), never

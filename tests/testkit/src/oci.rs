@@ -133,11 +133,7 @@ pub fn write_image(dir: &Path, image: &ImageSpec) -> io::Result<WrittenImage> {
     let config = json!({
         "architecture": image.architecture,
         "os": image.os,
-        "config": {
-            "Entrypoint": image.entrypoint,
-            "Cmd": image.cmd,
-            "Env": image.env,
-        },
+        "config": exec_config(image),
         "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()},
         "history": layers.iter().map(|_| json!({"created_by": "d2v testkit"})).collect::<Vec<_>>(),
     });
@@ -174,6 +170,21 @@ pub fn write_image(dir: &Path, image: &ImageSpec) -> io::Result<WrittenImage> {
         config_digest,
         layers,
     })
+}
+
+/// The config's `config` object; empty lists are left out (null in Docker's terms).
+fn exec_config(image: &ImageSpec) -> Value {
+    let mut c = serde_json::Map::new();
+    for (key, list) in [
+        ("Entrypoint", &image.entrypoint),
+        ("Cmd", &image.cmd),
+        ("Env", &image.env),
+    ] {
+        if !list.is_empty() {
+            c.insert(key.into(), json!(list));
+        }
+    }
+    Value::Object(c)
 }
 
 /// Streams one layer into the layout, compressing it; returns its descriptor data.

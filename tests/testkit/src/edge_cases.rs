@@ -212,6 +212,15 @@ pub fn all() -> Vec<EdgeCase> {
                 Entry::file("./dot/slash", "d"),
                 Entry::file("with space", "s"),
                 Entry::symlink(b"lnk\xe9", b"caf\xe9"),
+                Entry::file(
+                    [b"long-\xff/".as_slice(), "n".repeat(120).as_bytes()].concat(),
+                    "pax bytes",
+                ),
+                Entry::file(
+                    [b"gnu-\xfe/".as_slice(), "g".repeat(120).as_bytes()].concat(),
+                    "gnu bytes",
+                )
+                .gnu(),
             ]],
         },
     ]

@@ -5,6 +5,9 @@
 //! disk (gpt, fat, ext4, grub) → output (vmdk, ovf, ova).
 
 pub mod cli;
+pub mod export;
 pub mod ids;
+pub mod inspect;
+pub mod layers;
 pub mod pipeline;
 pub mod tree;

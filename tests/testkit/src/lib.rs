@@ -29,3 +29,7 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
     }
     panic!("{tool} not found: install Debian's {package} (cargo xtask test installs it)");
 }
+
+pub mod edge_cases;
+pub mod oci;
+pub mod tar;

@@ -1,0 +1,281 @@
+//! The bootability report of `d2v inspect`: what in the flattened tree a VM boot needs —
+//! kernels, initramfs images, the init system, GRUB's module directories — and container
+//! markers that guest fixes will remove. Symlinks are resolved inside the tree (as a chroot
+//! would), never on the host.
+
+use std::fmt;
+use std::io::Read;
+
+use serde::Serialize;
+
+use crate::tree::{components, show, InodeId, Kind, Tree};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BootReport {
+    /// Kernel images: `/boot/vmlinuz-*`, `/lib/modules/*/vmlinuz`, `/vmlinuz*` and `/boot/vmlinuz` links.
+    pub kernels: Vec<Artifact>,
+    /// `/boot/initrd.img-*`, `/boot/initramfs-*`, `/initrd.img*` and `/boot/initrd.img` links.
+    pub initramfs: Vec<Artifact>,
+    pub init: InitSystem,
+    /// The program the init system starts as PID 1 (resolved inside the tree), if any.
+    pub init_path: Option<String>,
+    pub grub_i386_pc: GrubModules,
+    pub grub_x86_64_efi: GrubModules,
+    /// Container markers present: `/.dockerenv`, `/run/.containerenv`.
+    pub container_markers: Vec<String>,
+    pub os_release: OsRelease,
+}
+
+/// A file found by the report; for a symlink, the regular file it resolves to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Artifact {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolves_to: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitSystem {
+    Systemd,
+    #[serde(rename = "openrc")]
+    OpenRc,
+    Busybox,
+    Sysvinit,
+    /// `/sbin/init` is some other program.
+    Other,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GrubModules {
+    pub path: String,
+    pub present: bool,
+    /// Number of `*.mod` files.
+    pub modules: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OsRelease {
+    pub id: Option<String>,
+    pub version_id: Option<String>,
+    pub pretty_name: Option<String>,
+}
+
+const MARKERS: [&str; 2] = ["/.dockerenv", "/run/.containerenv"];
+
+/// Builds the bootability report of `tree`.
+pub fn boot_report(tree: &Tree) -> BootReport {
+    let mut kernels = Vec::new();
+    let mut initramfs = Vec::new();
+    for name in dir_names(tree, "/boot") {
+        let path = format!("/boot/{name}");
+        if name.starts_with("vmlinuz-") || name == "vmlinuz" {
+            kernels.extend(artifact(tree, &path));
+        } else if name.starts_with("initrd.img-")
+            || name.starts_with("initramfs-")
+            || name == "initrd.img"
+        {
+            initramfs.extend(artifact(tree, &path));
+        }
+    }
+    for version in dir_names(tree, "/lib/modules") {
+        kernels.extend(artifact(tree, &format!("/lib/modules/{version}/vmlinuz")));
+    }
+    for name in dir_names(tree, "/") {
+        if name == "vmlinuz" || name == "vmlinuz.old" {
+            kernels.extend(artifact(tree, &format!("/{name}")));
+        } else if name == "initrd.img" || name == "initrd.img.old" {
+            initramfs.extend(artifact(tree, &format!("/{name}")));
+        }
+    }
+    let (init, init_path) = init_system(tree);
+    BootReport {
+        kernels,
+        initramfs,
+        init,
+        init_path,
+        grub_i386_pc: grub(tree, "/usr/lib/grub/i386-pc"),
+        grub_x86_64_efi: grub(tree, "/usr/lib/grub/x86_64-efi"),
+        container_markers: MARKERS
+            .iter()
+            .filter(|m| tree.lookup(m.as_bytes()).is_some())
+            .map(|m| m.to_string())
+            .collect(),
+        os_release: os_release(tree),
+    }
+}
+
+/// Follows symlinks in every component of `path` inside the tree (absolute targets start at the
+/// tree's root; `..` stops at the root; see [`crate::layers::resolve`]). Returns the inode and
+/// its resolved absolute path, or `None` if nothing is there or the symlinks loop.
+pub fn resolve(tree: &Tree, path: &str) -> Option<(InodeId, String)> {
+    let normalized = components(path.as_bytes()).ok()?.join(&b'/');
+    let resolved = crate::layers::resolve(tree, &normalized, true).ok()?;
+    let id = tree.lookup(&resolved)?;
+    Some((id, format!("/{}", show(&resolved))))
+}
+
+fn artifact(tree: &Tree, path: &str) -> Option<Artifact> {
+    let (id, resolved) = resolve(tree, path)?;
+    if !matches!(tree.inode(id).kind, Kind::File(_)) {
+        return None;
+    }
+    let resolves_to = (resolved != path).then_some(resolved);
+    Some(Artifact {
+        path: path.to_string(),
+        resolves_to,
+    })
+}
+
+/// Names in the directory `path` (resolved), in byte order; non-UTF-8 names shown lossily.
+fn dir_names(tree: &Tree, path: &str) -> Vec<String> {
+    match resolve(tree, path).map(|(id, _)| &tree.inode(id).kind) {
+        Some(Kind::Dir(d)) => d.entries.keys().map(|n| show(n)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn is_file(tree: &Tree, path: &str) -> Option<String> {
+    let (id, resolved) = resolve(tree, path)?;
+    matches!(tree.inode(id).kind, Kind::File(_)).then_some(resolved)
+}
+
+fn init_system(tree: &Tree) -> (InitSystem, Option<String>) {
+    let openrc = is_file(tree, "/sbin/openrc").is_some();
+    if let Some(init) = is_file(tree, "/sbin/init") {
+        let base = init.rsplit('/').next().unwrap_or("");
+        let kind = match base {
+            "systemd" => InitSystem::Systemd,
+            "openrc-init" => InitSystem::OpenRc,
+            _ if openrc => InitSystem::OpenRc,
+            "busybox" => InitSystem::Busybox,
+            _ if is_file(tree, "/etc/inittab").is_some() => InitSystem::Sysvinit,
+            _ => InitSystem::Other,
+        };
+        return (kind, Some(init));
+    }
+    if let Some(systemd) = is_file(tree, "/lib/systemd/systemd") {
+        return (InitSystem::Systemd, Some(systemd));
+    }
+    (InitSystem::None, None)
+}
+
+fn grub(tree: &Tree, path: &str) -> GrubModules {
+    let names = dir_names(tree, path);
+    let present = resolve(tree, path).is_some_and(|(id, _)| tree.inode(id).kind.is_dir());
+    GrubModules {
+        path: path.to_string(),
+        present,
+        modules: names.iter().filter(|n| n.ends_with(".mod")).count(),
+    }
+}
+
+fn os_release(tree: &Tree) -> OsRelease {
+    let text = ["/etc/os-release", "/usr/lib/os-release"]
+        .iter()
+        .find_map(|p| {
+            let (id, _) = resolve(tree, p)?;
+            let Kind::File(fd) = &tree.inode(id).kind else {
+                return None;
+            };
+            let mut buf = Vec::new();
+            tree.spill()
+                .reader(fd)
+                .take(64 * 1024)
+                .read_to_end(&mut buf)
+                .ok()?;
+            Some(String::from_utf8_lossy(&buf).into_owned())
+        });
+    let mut out = OsRelease::default();
+    for line in text.unwrap_or_default().lines() {
+        let Some((key, value)) = line.trim().split_once('=') else {
+            continue;
+        };
+        let value = Some(unquote(value.trim()));
+        match key.trim() {
+            "ID" => out.id = value,
+            "VERSION_ID" => out.version_id = value,
+            "PRETTY_NAME" => out.pretty_name = value,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Shell-style value of os-release(5): `"..."` with `\` escapes, `'...'`, or bare.
+fn unquote(v: &str) -> String {
+    if let Some(inner) = v.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        let mut out = String::new();
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => out.extend(chars.next()),
+                c => out.push(c),
+            }
+        }
+        out
+    } else if let Some(inner) = v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
+        inner.to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+impl fmt::Display for BootReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |items: &[Artifact]| -> String {
+            if items.is_empty() {
+                return "none".into();
+            }
+            let shown: Vec<String> = items
+                .iter()
+                .map(|a| match &a.resolves_to {
+                    Some(t) => format!("{} -> {t}", a.path),
+                    None => a.path.clone(),
+                })
+                .collect();
+            shown.join(", ")
+        };
+        let os = &self.os_release;
+        let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "?".into());
+        writeln!(
+            f,
+            "os-release: {} (ID={}, VERSION_ID={})",
+            opt(&os.pretty_name),
+            opt(&os.id),
+            opt(&os.version_id)
+        )?;
+        writeln!(f, "kernels:    {}", list(&self.kernels))?;
+        writeln!(f, "initramfs:  {}", list(&self.initramfs))?;
+        let init = serde_json::to_value(self.init)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        writeln!(
+            f,
+            "init:       {init}{}",
+            self.init_path
+                .as_ref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default()
+        )?;
+        for g in [&self.grub_i386_pc, &self.grub_x86_64_efi] {
+            let state = if g.present {
+                format!("{} modules", g.modules)
+            } else {
+                "absent".into()
+            };
+            writeln!(f, "grub:       {}: {state}", g.path)?;
+        }
+        let markers = if self.container_markers.is_empty() {
+            "none".into()
+        } else {
+            self.container_markers.join(", ")
+        };
+        writeln!(f, "container markers: {markers}")
+    }
+}
+
+#[cfg(test)]
+mod tests;

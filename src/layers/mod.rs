@@ -1,0 +1,279 @@
+//! Layer application: one OCI layer (a decompressed tar stream) applied onto the staging tree,
+//! following the OCI image spec's changeset rules (image-spec `layer.md`).
+//!
+//! - `.wh.NAME` deletes NAME from the lower layers; `.wh..wh..opq` hides the lower layers'
+//!   children of its directory. Whiteouts never hide entries of their own layer, wherever they
+//!   sit in the tar: the paths this layer wrote are tracked and spared (see [`whiteout`]).
+//! - An entry replaces an earlier one of another type; a directory entry over a directory keeps
+//!   the children and takes the new metadata; missing parents are created (0755, root).
+//! - Hardlinks name the target's inode in the tree as it is when the link is read, so they work
+//!   within a layer, to lower-layer files and to symlinks, and survive deletion of the original.
+//! - Paths with `..` are refused. Symlinks are data, never followed outside the tree: a
+//!   symlink in a *parent* component of an entry, whiteout or hardlink target is resolved
+//!   inside the tree (chroot-like, as umoci, containerd and Docker do, so that `lib/x` over a
+//!   usr-merged `lib -> usr/lib` lands in `usr/lib/x`); an entry's own last component is never
+//!   followed: the entry replaces a symlink found there.
+
+mod resolve;
+mod whiteout;
+
+pub use resolve::resolve;
+
+use std::collections::BTreeSet;
+use std::io::{self, Read};
+
+use crate::tree::{components, show, Inode, Kind, Metadata, Timestamp, Tree, TreeError};
+
+pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
+pub const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error(
+        "layer {layer}: reading the tar stream failed (corrupt or truncated layer?): {source}"
+    )]
+    Read { layer: String, source: io::Error },
+    #[error("layer {layer}: entry {path:?} has a '..' component or escapes the image root; refusing to apply this layer")]
+    UnsafePath { layer: String, path: String },
+    #[error("layer {layer}: entry {path:?}: {source}")]
+    Tree {
+        layer: String,
+        path: String,
+        source: TreeError,
+    },
+    #[error("layer {layer}: entry {path:?}: too many levels of symbolic links in the image while resolving it")]
+    SymlinkLoop { layer: String, path: String },
+    #[error("layer {layer}: entry {path:?}: unsupported tar entry type {kind:?}")]
+    Unsupported {
+        layer: String,
+        path: String,
+        kind: char,
+    },
+    #[error("layer {layer}: entry {path:?}: bad header: {what}")]
+    BadHeader {
+        layer: String,
+        path: String,
+        what: String,
+    },
+}
+
+/// Applies one layer's tar stream onto `tree`. `layer` names the layer in errors (its digest).
+/// The stream is read to its end, so a verifying reader sees all of it.
+pub fn apply_layer(tree: &mut Tree, tar: &mut dyn Read, layer: &str) -> Result<(), LayerError> {
+    let read_err = |source| LayerError::Read {
+        layer: layer.to_string(),
+        source,
+    };
+    let mut ours = BTreeSet::new();
+    {
+        let mut archive = tar::Archive::new(&mut *tar);
+        for entry in archive.entries().map_err(read_err)? {
+            let mut entry = entry.map_err(read_err)?;
+            apply_entry(tree, &mut entry, layer, &mut ours)?;
+        }
+    }
+    io::copy(tar, &mut io::sink()).map_err(read_err)?;
+    Ok(())
+}
+
+fn apply_entry<R: Read>(
+    tree: &mut Tree,
+    entry: &mut tar::Entry<'_, R>,
+    layer: &str,
+    ours: &mut BTreeSet<Vec<u8>>,
+) -> Result<(), LayerError> {
+    let raw_path = entry.path_bytes().into_owned();
+    let err_path = show(&raw_path);
+    let unsafe_path = || LayerError::UnsafePath {
+        layer: layer.to_string(),
+        path: err_path.clone(),
+    };
+    let bad = |what: String| LayerError::BadHeader {
+        layer: layer.to_string(),
+        path: err_path.clone(),
+        what,
+    };
+    let tree_err = |source| LayerError::Tree {
+        layer: layer.to_string(),
+        path: err_path.clone(),
+        source,
+    };
+    let path = normalize(&raw_path).ok_or_else(unsafe_path)?;
+    let etype = entry.header().entry_type();
+    if etype.is_pax_global_extensions() {
+        return Ok(());
+    }
+    let symlink_loop = || LayerError::SymlinkLoop {
+        layer: layer.to_string(),
+        path: err_path.clone(),
+    };
+
+    let (dir, name) = split_last(&path);
+    if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+        let dir = resolve(tree, dir, true).map_err(|_| symlink_loop())?;
+        if name == OPAQUE_WHITEOUT {
+            return whiteout::opaque(tree, &dir, ours).map_err(tree_err);
+        }
+        if hidden.starts_with(WHITEOUT_PREFIX) {
+            return Ok(()); // other aufs metadata (.wh..wh.plnk, .wh..wh.aufs): not content
+        }
+        if hidden.is_empty() || hidden == b"." || hidden == b".." {
+            return Err(unsafe_path());
+        }
+        return whiteout::whiteout(tree, &join(&dir, hidden), ours).map_err(tree_err);
+    }
+    let path = resolve(tree, &path, false).map_err(|_| symlink_loop())?;
+
+    let header = entry.header();
+    let header_mtime = Timestamp {
+        sec: header.mtime().map_err(|e| bad(format!("mtime: {e}")))? as i64,
+        nsec: 0,
+    };
+    let mut meta = Metadata {
+        mode: header.mode().map_err(|e| bad(format!("mode: {e}")))? & 0o7777,
+        uid: u32::try_from(header.uid().map_err(|e| bad(format!("uid: {e}")))?)
+            .map_err(|_| bad("uid does not fit 32 bits".into()))?,
+        gid: u32::try_from(header.gid().map_err(|e| bad(format!("gid: {e}")))?)
+            .map_err(|_| bad("gid does not fit 32 bits".into()))?,
+        mtime: Timestamp {
+            sec: header.mtime().map_err(|e| bad(format!("mtime: {e}")))? as i64,
+            nsec: 0,
+        },
+        xattrs: Default::default(),
+    };
+    if let Some(exts) = entry
+        .pax_extensions()
+        .map_err(|e| bad(format!("PAX header: {e}")))?
+    {
+        for ext in exts {
+            let ext = ext.map_err(|e| bad(format!("PAX record: {e}")))?;
+            let key = ext.key_bytes();
+            // POSIX pax: a record with an empty value deletes the keyword (Go's archive/tar,
+            // and so umoci, docker and containerd, drop empty xattrs the same way).
+            if ext.value_bytes().is_empty() {
+                if key == b"mtime" {
+                    meta.mtime = header_mtime;
+                } else if let Some(xattr) = key.strip_prefix(b"SCHILY.xattr.") {
+                    meta.xattrs.remove(xattr);
+                }
+            } else if key == b"mtime" {
+                meta.mtime = parse_pax_time(ext.value_bytes())
+                    .ok_or_else(|| bad(format!("PAX mtime {:?}", show(ext.value_bytes()))))?;
+            } else if let Some(xattr) = key.strip_prefix(b"SCHILY.xattr.") {
+                meta.xattrs
+                    .insert(xattr.to_vec(), ext.value_bytes().to_vec());
+            }
+        }
+    }
+
+    let device = |e: &tar::Entry<'_, R>| -> Result<(u32, u32), LayerError> {
+        let h = e.header();
+        let major = h
+            .device_major()
+            .map_err(|e| bad(format!("device major: {e}")))?
+            .unwrap_or(0);
+        let minor = h
+            .device_minor()
+            .map_err(|e| bad(format!("device minor: {e}")))?
+            .unwrap_or(0);
+        Ok((major, minor))
+    };
+    let link_name = |e: &tar::Entry<'_, R>| -> Vec<u8> {
+        e.link_name_bytes()
+            .map(|l| l.into_owned())
+            .unwrap_or_default()
+    };
+
+    use tar::EntryType as T;
+    let kind = match etype {
+        T::Regular | T::Continuous => Kind::File(tree.store(entry).map_err(tree_err)?),
+        T::Directory => Kind::Dir(Default::default()),
+        T::Symlink => Kind::Symlink(link_name(entry)),
+        T::Char => {
+            let (major, minor) = device(entry)?;
+            Kind::CharDevice { major, minor }
+        }
+        T::Block => {
+            let (major, minor) = device(entry)?;
+            Kind::BlockDevice { major, minor }
+        }
+        T::Fifo => Kind::Fifo,
+        T::Link => {
+            let target = normalize(&link_name(entry)).ok_or_else(unsafe_path)?;
+            let target = resolve(tree, &target, false).map_err(|_| symlink_loop())?;
+            if target == path {
+                return Ok(()); // a link to itself changes nothing
+            }
+            tree.hardlink(&path, &target).map_err(tree_err)?;
+            ours.insert(path);
+            return Ok(());
+        }
+        other => {
+            return Err(LayerError::Unsupported {
+                layer: layer.to_string(),
+                path: err_path.clone(),
+                kind: other.as_byte() as char,
+            })
+        }
+    };
+    tree.insert(&path, Inode { meta, kind }).map_err(tree_err)?;
+    ours.insert(path);
+    Ok(())
+}
+
+/// The path's components joined by `/` (no leading `./` or `/`); `None` if it has `..`.
+pub(crate) fn normalize(path: &[u8]) -> Option<Vec<u8>> {
+    let comps = components(path).ok()?;
+    Some(comps.join(&b'/'))
+}
+
+fn split_last(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&[], path),
+    }
+}
+
+pub(crate) fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = dir.to_vec();
+    if !p.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+/// Parses a PAX time (`1700000000`, `1700000000.5`, `-1.25`) into seconds and nanoseconds,
+/// the nanoseconds always counting forward from `sec`.
+pub(crate) fn parse_pax_time(v: &[u8]) -> Option<Timestamp> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let sec: i64 = int.parse().ok()?;
+    let mut nsec: u32 = 0;
+    for (i, d) in frac.bytes().take(9).enumerate() {
+        nsec += (d - b'0') as u32 * 10u32.pow(8 - i as u32);
+    }
+    Some(if !neg {
+        Timestamp { sec, nsec }
+    } else if nsec == 0 {
+        Timestamp { sec: -sec, nsec: 0 }
+    } else {
+        Timestamp {
+            sec: -sec - 1,
+            nsec: 1_000_000_000 - nsec,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

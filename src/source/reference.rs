@@ -195,21 +195,27 @@ pub fn check_digest(d: &str) -> Result<&str, SourceError> {
     }
 }
 
-/// Splits `PATH[:SUFFIX]` the way skopeo does for `oci:` and archives: the suffix after the last
-/// ':' unless the whole string names an existing file or directory.
+/// Splits `PATH[:SUFFIX]` the way skopeo does for `oci:` and archives: the whole string when
+/// it names an existing file or directory, else at the first ':' whose prefix exists (so a
+/// docker-archive suffix may itself be `name:tag`), else at the last ':'.
 fn split_path_suffix(s: &str) -> (PathBuf, Option<String>) {
     if std::path::Path::new(s).exists() {
         return (PathBuf::from(s), None);
     }
+    let suffix = |t: &str| {
+        if t.is_empty() {
+            None
+        } else {
+            Some(t.to_string())
+        }
+    };
+    for (i, _) in s.match_indices(':') {
+        if i > 0 && std::path::Path::new(&s[..i]).exists() {
+            return (PathBuf::from(&s[..i]), suffix(&s[i + 1..]));
+        }
+    }
     match s.rsplit_once(':') {
-        Some((p, t)) if !t.contains('/') && !p.is_empty() => (
-            PathBuf::from(p),
-            if t.is_empty() {
-                None
-            } else {
-                Some(t.to_string())
-            },
-        ),
+        Some((p, t)) if !t.contains('/') && !p.is_empty() => (PathBuf::from(p), suffix(t)),
         _ => (PathBuf::from(s), None),
     }
 }

@@ -432,8 +432,33 @@ fn bearer_token_registry() {
         .iter()
         .any(|r| r.method == "GET" && r.path.contains("/blobs/") && r.status == 200));
 
+    // Anonymous: the issuer hands out a token without access, and the registry says 401.
     let e = resolve(&src, &opts(&tmp.path().join("c2"))).unwrap_err();
     assert!(matches!(e, SourceError::Unauthorized { .. }), "{e}");
+    assert!(e.to_string().contains("private/app"), "{e}");
+    let o = SourceOptions {
+        creds: Some("d2vtest:nope".into()),
+        ..opts(&tmp.path().join("c2"))
+    };
+    let e = resolve(&src, &o).unwrap_err();
+    assert!(e.to_string().contains("rejected"), "{e}");
+
+    // Anonymous bearer flow (as on Docker Hub): a public repository pulls without credentials.
+    reg.push(&format!("oci:{}:v1", lay.dir.display()), "public/app:v1");
+    reg.clear_requests();
+    let img = resolve(
+        &format!("{}/public/app:v1", reg.host),
+        &opts(&tmp.path().join("c3")),
+    )
+    .unwrap();
+    check_image(&img, &made);
+    assert_eq!(
+        reg.requests()
+            .iter()
+            .filter(|r| r.method == "TOKEN")
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -469,6 +494,21 @@ fn tampered_blob_in_registry_is_refused() {
         0,
         "temp files left"
     );
+
+    // A manifest changed in the registry's storage: the served bytes no longer match the
+    // digest the registry announces for the tag.
+    let md = reg.digest("test/tamper:v1");
+    let p = reg.blob_data(&md);
+    let text = std::fs::read_to_string(&p).unwrap();
+    assert!(text.contains("config.v1+json"));
+    std::fs::write(&p, text.replacen("config.v1+json", "config.v9+json", 1)).unwrap();
+    let e = resolve(
+        &format!("{}/test/tamper:v1", reg.host),
+        &opts(&tmp.path().join("c2")),
+    )
+    .unwrap_err();
+    assert!(matches!(e, SourceError::DigestMismatch { .. }), "{e}");
+    assert!(e.to_string().contains(&md), "{e}");
 }
 
 fn skopeo(args: &[&str]) {

@@ -40,6 +40,20 @@ impl Cache {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(|e| io_err(&p, e))?;
         }
+        // Temporary files of a d2v that died a day ago or more (live ones are younger).
+        if let Ok(rd) = fs::read_dir(dir.join("tmp")) {
+            let day = std::time::Duration::from_secs(86_400);
+            for e in rd.flatten() {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok());
+                if old.is_some_and(|a| a > day) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         Ok(Cache {
             dir: dir.to_path_buf(),
         })

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use indicatif::ProgressBar;
 
 use super::{backoff, Client, ATTEMPTS};
+use crate::source::cache::sha256_digest;
 use crate::source::manifest::{Descriptor, ACCEPT, MAX_MANIFEST};
 use crate::source::resolve::Fetcher;
 use crate::source::SourceError;
@@ -42,6 +43,10 @@ impl Fetcher for Client {
             });
         }
         let ct = resp.header("content-type").map(str::to_string);
+        let served = resp
+            .header("docker-content-digest")
+            .filter(|d| d.starts_with("sha256:"))
+            .map(str::to_string);
         let mut body = Vec::new();
         resp.into_reader()
             .take(MAX_MANIFEST + 1)
@@ -56,6 +61,17 @@ impl Fetcher for Client {
                 what,
                 limit: MAX_MANIFEST,
             });
+        }
+        // For a tag the registry's Docker-Content-Digest is the only digest to check against.
+        if let Some(want) = served.filter(|_| !reference.starts_with("sha256:")) {
+            let got = sha256_digest(&body);
+            if got != want {
+                return Err(SourceError::DigestMismatch {
+                    what,
+                    expected: want,
+                    got,
+                });
+            }
         }
         Ok((body, ct))
     }

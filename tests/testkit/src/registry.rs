@@ -24,8 +24,8 @@ pub enum Kind {
     Plain,
     /// TLS with a certificate from a test CA ([`Registry::ca_dir`]) and htpasswd basic auth.
     TlsBasic,
-    /// Plain HTTP with `auth: token:`; tokens from an issuer run by the harness. Pulls need
-    /// credentials too.
+    /// Plain HTTP with `auth: token:`; tokens from an issuer run by the harness. Anonymous
+    /// tokens may only pull repositories under `public/`; wrong credentials get 401.
     Token,
 }
 
@@ -414,7 +414,8 @@ fn pct_decode(s: &str) -> String {
 }
 
 /// Serves `GET /token?service=..&scope=repository:NAME:ACTIONS` on 127.0.0.1:`port`: valid
-/// basic credentials get the requested access; anything else gets 401.
+/// basic credentials get the requested access, no credentials get pull access to `public/*`
+/// only, wrong credentials get 401.
 fn start_token_issuer(d: &Path, port: u16, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<Request>>>) {
     let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind token issuer");
     let pem = std::fs::read_to_string(d.join("token.crt")).unwrap();
@@ -450,7 +451,8 @@ fn start_token_issuer(d: &Path, port: u16, stop: Arc<AtomicBool>, log: Arc<Mutex
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
             );
-            let (status, body) = if authz.as_deref() != Some(want.as_str()) {
+            let anonymous = authz.is_none();
+            let (status, body) = if !anonymous && authz.as_deref() != Some(want.as_str()) {
                 (
                     401,
                     r#"{"details":"invalid or missing credentials"}"#.to_string(),
@@ -462,7 +464,11 @@ fn start_token_issuer(d: &Path, port: u16, stop: Arc<AtomicBool>, log: Arc<Mutex
                         let v = pct_decode(v);
                         let parts: Vec<&str> = v.split(':').collect();
                         if parts.len() == 3 {
-                            let actions: Vec<&str> = parts[2].split(',').collect();
+                            let mut actions: Vec<&str> = parts[2].split(',').collect();
+                            if anonymous {
+                                // Like Docker Hub: anonymous pulls of public repositories only.
+                                actions.retain(|a| *a == "pull" && parts[1].starts_with("public/"));
+                            }
                             access.push(serde_json::json!({"type": parts[0], "name": parts[1], "actions": actions}));
                         }
                     }

@@ -383,3 +383,61 @@ fn docker_archive_with_oci_layout_inside() {
     .unwrap_err();
     assert!(e.to_string().contains("other:2"), "{e}");
 }
+
+/// The classic `docker save` layout: `<id>/layer.tar` per layer, `<hex>.json` config, and a
+/// repeated layer stored once with a symlink to it.
+#[test]
+fn docker_save_legacy_layout_with_linked_duplicate_layer() {
+    let mut layer = vec![0u8; 512];
+    layer[..4].copy_from_slice(b"same");
+    layer.resize(2048, 0);
+    let mut other = vec![0u8; 512];
+    other[..5].copy_from_slice(b"other");
+    other.resize(2048, 0);
+    let ids = [sha(&layer), sha(&other), sha(&layer)];
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": ids}
+    }))
+    .unwrap();
+    let cname = format!("{}.json", &sha(&config)[7..]);
+    let manifest_json = serde_json::to_vec(&serde_json::json!([{
+        "Config": cname, "RepoTags": ["legacy:1"],
+        "Layers": ["aaa/layer.tar", "bbb/layer.tar", "ccc/layer.tar"],
+    }]))
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("legacy.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&f).unwrap());
+    for (name, data) in [
+        ("aaa/layer.tar".to_string(), layer.clone()),
+        ("bbb/layer.tar".to_string(), other.clone()),
+        (cname, config),
+        ("manifest.json".to_string(), manifest_json),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, &name, &data[..]).unwrap();
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "ccc/layer.tar", "../aaa/layer.tar")
+        .unwrap();
+    b.finish().unwrap();
+    drop(b);
+    let img = resolve(
+        &format!("docker-archive:{}", f.display()),
+        &opts(&tmp.path().join("c")),
+    )
+    .unwrap();
+    assert_eq!(img.layers.len(), 3);
+    for (l, want) in img.layers.iter().zip([&layer, &other, &layer]) {
+        let mut out = Vec::new();
+        open_layer(l).unwrap().read_to_end(&mut out).unwrap();
+        assert_eq!(&out, want);
+    }
+    assert_eq!(img.layers[0].digest, img.layers[2].digest);
+}

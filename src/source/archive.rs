@@ -32,6 +32,21 @@ pub(crate) struct Imported {
     small: BTreeMap<String, Vec<u8>>,
 }
 
+/// `a/b/../c` → `a/c` (archive member paths; nothing above the root).
+fn resolve_path(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out.join("/")
+}
+
 fn norm(name: &str) -> String {
     let mut s = name;
     while let Some(r) = s.strip_prefix("./") {
@@ -54,15 +69,29 @@ impl Imported {
         let mut ar = tar::Archive::new(BufReader::with_capacity(1 << 20, f));
         let mut files = BTreeMap::new();
         let mut small = BTreeMap::new();
+        let mut links = BTreeMap::new();
         for entry in ar
             .entries()
             .map_err(|e| bad(format!("not a tar archive: {e}")))?
         {
             let mut entry = entry.map_err(|e| bad(format!("corrupt tar archive: {e}")))?;
-            if !entry.header().entry_type().is_file() {
+            let name = norm(&String::from_utf8_lossy(&entry.path_bytes()));
+            let kind = entry.header().entry_type();
+            if kind.is_symlink() || kind.is_hard_link() {
+                // `docker save` links duplicate layers to the first copy.
+                if let Some(target) = entry.link_name_bytes() {
+                    let t = String::from_utf8_lossy(&target).into_owned();
+                    let base = match (kind.is_symlink(), name.rsplit_once('/')) {
+                        (true, Some((dir, _))) => format!("{dir}/"),
+                        _ => String::new(),
+                    };
+                    links.insert(name, resolve_path(&format!("{base}{t}")));
+                }
                 continue;
             }
-            let name = norm(&String::from_utf8_lossy(&entry.path_bytes()));
+            if !kind.is_file() {
+                continue;
+            }
             let size = entry.size();
             let keep = size <= MAX_MANIFEST
                 && (name.ends_with(".json")
@@ -87,6 +116,18 @@ impl Imported {
             }
             files.insert(name, (digest, len));
         }
+        // Links resolve to the file they name (a few hops at most).
+        for (name, mut target) in links.clone() {
+            for _ in 0..8 {
+                match links.get(&target) {
+                    Some(next) => target = next.clone(),
+                    None => break,
+                }
+            }
+            if let Some(f) = files.get(&target).cloned() {
+                files.insert(name, f);
+            }
+        }
         Ok(Imported {
             path: path.to_path_buf(),
             cache: cache.clone(),
@@ -103,11 +144,11 @@ impl Imported {
             .ok_or_else(|| SourceError::Layout {
                 path: self.path.clone(),
                 why: format!(
-                    "{name} is missing: not an {} archive",
+                    "{name} is missing: not {} archive",
                     if name == "index.json" {
-                        "OCI"
+                        "an OCI"
                     } else {
-                        "docker"
+                        "a docker"
                     }
                 ),
             })

@@ -10,4 +10,5 @@ pub mod ids;
 pub mod inspect;
 pub mod layers;
 pub mod pipeline;
+pub mod source;
 pub mod tree;

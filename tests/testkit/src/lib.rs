@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod registry;
+
 /// The workspace root (where the top-level Cargo.toml is).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,274 @@
+//! Tar archives of images: `oci-archive:` (an OCI layout in a tar) and `docker-archive:`
+//! (`docker save`, `skopeo copy … docker-archive:`, kaniko `--tar-path`: manifest.json, config
+//! and layer tars, or since Docker 25 an OCI layout with manifest.json beside it).
+//!
+//! The archive is read once: every regular file is hashed into the blob cache as it streams
+//! by, and small JSON files are kept in memory.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+
+use super::cache::Cache;
+use super::layer::sniff;
+use super::manifest::{
+    Compression, Descriptor, DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR, DOCKER_MANIFEST,
+    MAX_MANIFEST, OCI_LAYER_ZSTD,
+};
+use super::reference::Reference;
+use super::resolve::Fetcher;
+use super::SourceError;
+
+/// An archive whose files are in the cache.
+pub(crate) struct Imported {
+    path: PathBuf,
+    cache: Cache,
+    /// Archive member name → (digest, size).
+    files: BTreeMap<String, (String, u64)>,
+    /// Small JSON members by name.
+    small: BTreeMap<String, Vec<u8>>,
+}
+
+/// `a/b/../c` → `a/c` (archive member paths; nothing above the root).
+fn resolve_path(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out.join("/")
+}
+
+fn norm(name: &str) -> String {
+    let mut s = name;
+    while let Some(r) = s.strip_prefix("./") {
+        s = r;
+    }
+    s.trim_start_matches('/').to_string()
+}
+
+impl Imported {
+    pub fn load(path: &Path, cache: &Cache) -> Result<Imported, SourceError> {
+        let io = |e: std::io::Error| SourceError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let bad = |why: String| SourceError::Layout {
+            path: path.to_path_buf(),
+            why,
+        };
+        let f = File::open(path).map_err(io)?;
+        let mut ar = tar::Archive::new(BufReader::with_capacity(1 << 20, f));
+        let mut files = BTreeMap::new();
+        let mut small = BTreeMap::new();
+        let mut links = BTreeMap::new();
+        for entry in ar
+            .entries()
+            .map_err(|e| bad(format!("not a tar archive: {e}")))?
+        {
+            let mut entry = entry.map_err(|e| bad(format!("corrupt tar archive: {e}")))?;
+            let name = norm(&String::from_utf8_lossy(&entry.path_bytes()));
+            let kind = entry.header().entry_type();
+            if kind.is_symlink() || kind.is_hard_link() {
+                // `docker save` links duplicate layers to the first copy.
+                if let Some(target) = entry.link_name_bytes() {
+                    let t = String::from_utf8_lossy(&target).into_owned();
+                    let base = match (kind.is_symlink(), name.rsplit_once('/')) {
+                        (true, Some((dir, _))) => format!("{dir}/"),
+                        _ => String::new(),
+                    };
+                    links.insert(name, resolve_path(&format!("{base}{t}")));
+                }
+                continue;
+            }
+            if !kind.is_file() {
+                continue;
+            }
+            let size = entry.size();
+            let keep = size <= MAX_MANIFEST
+                && (name.ends_with(".json")
+                    || name == "repositories"
+                    || name == "oci-layout"
+                    || name.starts_with("blobs/"));
+            let mut w = cache.writer()?;
+            let mut head = Vec::new();
+            if keep {
+                entry.read_to_end(&mut head).map_err(io)?;
+                std::io::Write::write_all(&mut w, &head).map_err(io)?;
+            } else {
+                std::io::copy(&mut entry, &mut w).map_err(io)?;
+            }
+            let expect = name
+                .strip_prefix("blobs/sha256/")
+                .map(|h| (format!("sha256:{h}"), size));
+            let what = format!("{} member {name}", path.display());
+            let (digest, len) = w.commit(expect.as_ref().map(|(d, s)| (d.as_str(), *s)), &what)?;
+            if keep && (name.ends_with(".json") || name == "repositories" || name == "oci-layout") {
+                small.insert(name.clone(), head);
+            }
+            files.insert(name, (digest, len));
+        }
+        // Links resolve to the file they name (a few hops at most).
+        for (name, mut target) in links.clone() {
+            for _ in 0..8 {
+                match links.get(&target) {
+                    Some(next) => target = next.clone(),
+                    None => break,
+                }
+            }
+            if let Some(f) = files.get(&target).cloned() {
+                files.insert(name, f);
+            }
+        }
+        Ok(Imported {
+            path: path.to_path_buf(),
+            cache: cache.clone(),
+            files,
+            small,
+        })
+    }
+
+    /// A small JSON member (`index.json`, `manifest.json`).
+    pub fn small(&self, name: &str) -> Result<Vec<u8>, SourceError> {
+        self.small
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SourceError::Layout {
+                path: self.path.clone(),
+                why: format!(
+                    "{name} is missing: not {} archive",
+                    if name == "index.json" {
+                        "an OCI"
+                    } else {
+                        "a docker"
+                    }
+                ),
+            })
+    }
+
+    /// Turns a docker archive's manifest.json entry into a Docker schema2 manifest stored in the
+    /// cache and returns its digest.
+    pub fn docker_manifest(
+        &self,
+        path: &Path,
+        reference: Option<&str>,
+    ) -> Result<String, SourceError> {
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            #[serde(rename = "Config")]
+            config: String,
+            #[serde(rename = "RepoTags", default)]
+            repo_tags: Option<Vec<String>>,
+            #[serde(rename = "Layers", default)]
+            layers: Vec<String>,
+        }
+        let bad = |why: String| SourceError::Layout {
+            path: path.to_path_buf(),
+            why,
+        };
+        let bytes = self.small("manifest.json")?;
+        let entries: Vec<Entry> = serde_json::from_slice(&bytes)
+            .map_err(|e| bad(format!("manifest.json is not valid: {e}")))?;
+        let tags = |e: &Entry| e.repo_tags.clone().unwrap_or_default();
+        let entry = match reference {
+            None if entries.len() == 1 => &entries[0],
+            None => {
+                let all: Vec<String> = entries.iter().flat_map(tags).collect();
+                return Err(bad(format!(
+                    "the archive holds {} images: choose one with docker-archive:FILE:REF ({})",
+                    entries.len(),
+                    all.join(", ")
+                )));
+            }
+            Some(r) => {
+                let want = Reference::parse(r).ok().map(|x| x.to_string());
+                let by_index = r.strip_prefix('@').and_then(|n| n.parse::<usize>().ok());
+                entries
+                    .iter()
+                    .enumerate()
+                    .find(|(i, e)| {
+                        Some(*i) == by_index
+                            || tags(e).iter().any(|t| {
+                                t == r
+                                    || Reference::parse(t).ok().map(|x| x.to_string()) == want
+                                        && want.is_some()
+                            })
+                    })
+                    .map(|(_, e)| e)
+                    .ok_or_else(|| bad(format!("no image {r:?} in manifest.json")))?
+            }
+        };
+        let member = |name: &str| {
+            self.files.get(&norm(name)).cloned().ok_or_else(|| {
+                bad(format!(
+                    "manifest.json names {name}, which is not in the archive"
+                ))
+            })
+        };
+        let (cdigest, csize) = member(&entry.config)?;
+        let mut layers = Vec::new();
+        for l in &entry.layers {
+            let (digest, size) = member(l)?;
+            let p = self.cache.path(&digest)?;
+            let mut head = [0u8; 4];
+            let n = File::open(&p)
+                .and_then(|mut f| f.read(&mut head))
+                .map_err(|e| SourceError::Io { path: p, source: e })?;
+            let media_type = match sniff(&head[..n]) {
+                Compression::None => DOCKER_LAYER_TAR,
+                Compression::Gzip => DOCKER_LAYER_GZIP,
+                Compression::Zstd => OCI_LAYER_ZSTD,
+            };
+            layers
+                .push(serde_json::json!({"mediaType": media_type, "size": size, "digest": digest}));
+        }
+        let m = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": DOCKER_CONFIG, "size": csize, "digest": cdigest},
+            "layers": layers,
+        });
+        let bytes = serde_json::to_vec(&m).map_err(|e| bad(e.to_string()))?;
+        self.cache
+            .put_bytes(&bytes, None, &format!("{} manifest", path.display()))
+    }
+}
+
+impl Fetcher for Imported {
+    fn manifest(&self, reference: &str) -> Result<(Vec<u8>, Option<String>), SourceError> {
+        self.cache
+            .read_small(reference, MAX_MANIFEST)?
+            .map(|b| (b, None))
+            .ok_or_else(|| SourceError::Layout {
+                path: self.path.clone(),
+                why: format!("manifest {reference} is not in the archive"),
+            })
+    }
+
+    fn blob(&self, d: &Descriptor, what: &str, bar: &ProgressBar) -> Result<PathBuf, SourceError> {
+        if let Some(p) = self.cache.get(&d.digest, Some(d.size))? {
+            bar.set_position(d.size);
+            return Ok(p);
+        }
+        match self.cache.get(&d.digest, None)? {
+            Some(p) => Err(SourceError::SizeMismatch {
+                what: what.to_string(),
+                digest: d.digest.clone(),
+                expected: d.size,
+                got: std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0),
+            }),
+            None => Err(SourceError::Layout {
+                path: self.path.clone(),
+                why: format!("{what}: blob {} is not in the archive", d.digest),
+            }),
+        }
+    }
+}

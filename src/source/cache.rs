@@ -1,0 +1,254 @@
+//! The content-addressed blob cache: `<dir>/blobs/sha256/<hex>`, each file written to a
+//! temporary file in `<dir>/tmp` and renamed into place only after its digest was checked,
+//! so two d2v processes can fill the same cache at once.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::reference::check_digest;
+use super::SourceError;
+
+/// The default cache directory: `$XDG_CACHE_HOME/d2v`, else `~/.cache/d2v`.
+pub fn default_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("d2v");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    home.join(".cache/d2v")
+}
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+fn io_err(path: &Path, e: io::Error) -> SourceError {
+    SourceError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+impl Cache {
+    pub fn open(dir: &Path) -> Result<Cache, SourceError> {
+        for sub in ["blobs/sha256", "tmp"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(|e| io_err(&p, e))?;
+        }
+        // Temporary files of a d2v that died a day ago or more (live ones are younger).
+        if let Ok(rd) = fs::read_dir(dir.join("tmp")) {
+            let day = std::time::Duration::from_secs(86_400);
+            for e in rd.flatten() {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok());
+                if old.is_some_and(|a| a > day) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(Cache {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the blob with this digest lives (whether or not it is there yet).
+    pub fn path(&self, digest: &str) -> Result<PathBuf, SourceError> {
+        Ok(self.dir.join("blobs/sha256").join(check_digest(digest)?))
+    }
+
+    /// The cached blob when it is present with the expected size.
+    pub fn get(&self, digest: &str, size: Option<u64>) -> Result<Option<PathBuf>, SourceError> {
+        let p = self.path(digest)?;
+        match fs::metadata(&p) {
+            Ok(m) if m.is_file() && size.is_none_or(|s| s == m.len()) => Ok(Some(p)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Reads a small cached blob (manifest, config), re-checking its digest.
+    pub fn read_small(&self, digest: &str, max: u64) -> Result<Option<Vec<u8>>, SourceError> {
+        let Some(p) = self.get(digest, None)? else {
+            return Ok(None);
+        };
+        let f = File::open(&p).map_err(|e| io_err(&p, e))?;
+        let mut buf = Vec::new();
+        f.take(max + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| io_err(&p, e))?;
+        if buf.len() as u64 > max || sha256_digest(&buf) != digest {
+            // A damaged or foreign file: drop it and fetch again.
+            let _ = fs::remove_file(&p);
+            return Ok(None);
+        }
+        Ok(Some(buf))
+    }
+
+    /// Starts writing a blob.
+    pub fn writer(&self) -> Result<BlobWriter, SourceError> {
+        let tmpdir = self.dir.join("tmp");
+        let file = tempfile::NamedTempFile::new_in(&tmpdir).map_err(|e| io_err(&tmpdir, e))?;
+        Ok(BlobWriter {
+            file,
+            hasher: Sha256::new(),
+            len: 0,
+            cache: self.clone(),
+        })
+    }
+
+    /// Stores bytes already in memory, checking them against `digest` when given.
+    pub fn put_bytes(
+        &self,
+        bytes: &[u8],
+        expect: Option<(&str, u64)>,
+        what: &str,
+    ) -> Result<String, SourceError> {
+        let mut w = self.writer()?;
+        w.write_all(bytes).map_err(|e| io_err(&self.dir, e))?;
+        let (digest, _) = w.commit(expect, what)?;
+        Ok(digest)
+    }
+}
+
+/// A blob being written into the cache; hashes as it goes.
+pub struct BlobWriter {
+    file: tempfile::NamedTempFile,
+    hasher: Sha256,
+    len: u64,
+    cache: Cache,
+}
+
+impl BlobWriter {
+    /// Bytes written so far (where a resumed download continues).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Throws away what was written (the server restarted the body from byte 0).
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.file.as_file_mut().set_len(0)?;
+        io::Seek::seek(self.file.as_file_mut(), io::SeekFrom::Start(0))?;
+        self.hasher = Sha256::new();
+        self.len = 0;
+        Ok(())
+    }
+
+    /// Checks digest and size against `expect` (when given) and renames the file into the cache.
+    /// Returns the digest and size.
+    pub fn commit(
+        self,
+        expect: Option<(&str, u64)>,
+        what: &str,
+    ) -> Result<(String, u64), SourceError> {
+        let digest = format!("sha256:{}", hex::encode(self.hasher.finalize()));
+        if let Some((want, size)) = expect {
+            if self.len != size {
+                return Err(SourceError::SizeMismatch {
+                    what: what.to_string(),
+                    digest: want.to_string(),
+                    expected: size,
+                    got: self.len,
+                });
+            }
+            if digest != want {
+                return Err(SourceError::DigestMismatch {
+                    what: what.to_string(),
+                    expected: want.to_string(),
+                    got: digest,
+                });
+            }
+        }
+        let dest = self.cache.path(&digest)?;
+        self.file
+            .as_file()
+            .sync_data()
+            .map_err(|e| io_err(&dest, e))?;
+        self.file
+            .persist(&dest)
+            .map_err(|e| io_err(&dest, e.error))?;
+        Ok((digest, self.len))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_verify_and_find() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::open(d.path()).unwrap();
+        let digest = sha256_digest(b"hello");
+        assert!(c.get(&digest, None).unwrap().is_none());
+        let got = c
+            .put_bytes(b"hello", Some((&digest, 5)), "test blob")
+            .unwrap();
+        assert_eq!(got, digest);
+        let p = c.get(&digest, Some(5)).unwrap().unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"hello");
+        assert!(c.get(&digest, Some(6)).unwrap().is_none());
+        assert_eq!(c.read_small(&digest, 100).unwrap().unwrap(), b"hello");
+        // No temporary files are left behind.
+        assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn mismatches_are_refused_and_leave_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::open(d.path()).unwrap();
+        let digest = sha256_digest(b"hello");
+        let e = c
+            .put_bytes(b"hellO", Some((&digest, 5)), "layer 1 of x")
+            .unwrap_err();
+        assert!(matches!(e, SourceError::DigestMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("layer 1 of x"));
+        let e = c.put_bytes(b"hell", Some((&digest, 5)), "x").unwrap_err();
+        assert!(matches!(e, SourceError::SizeMismatch { .. }), "{e}");
+        assert!(c.get(&digest, None).unwrap().is_none());
+        assert_eq!(
+            fs::read_dir(d.path().join("blobs/sha256")).unwrap().count(),
+            0
+        );
+    }
+
+    #[test]
+    fn damaged_cached_file_is_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::open(d.path()).unwrap();
+        let digest = c.put_bytes(b"{}", None, "x").unwrap();
+        fs::write(c.path(&digest).unwrap(), b"[]").unwrap();
+        assert!(c.read_small(&digest, 100).unwrap().is_none());
+        assert!(c.get(&digest, None).unwrap().is_none());
+    }
+}

@@ -1,0 +1,223 @@
+//! Opening a cached layer blob as a decompressed tar stream whose `diff_id` is checked at
+//! the end of the stream.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+
+use sha2::{Digest, Sha256};
+
+use super::manifest::{layer_compression, Compression};
+use super::{Layer, SourceError};
+
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+
+/// The compression the first bytes of a blob show (`None` for anything else, e.g. a tar).
+pub fn sniff(head: &[u8]) -> Compression {
+    if head.starts_with(GZIP_MAGIC) {
+        Compression::Gzip
+    } else if head.starts_with(ZSTD_MAGIC) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// Opens a layer as an uncompressed tar stream. The media type must agree with the blob's
+/// magic bytes. When the stream reaches its end, the sha256 of everything read is compared
+/// with `layer.diff_id` and a mismatch is returned as an `InvalidData` error naming the layer.
+///
+/// Tar readers stop at the end-of-archive marker and may leave padding unread: drain the
+/// stream afterwards (`std::io::copy(&mut r, &mut std::io::sink())`) so the check runs, or use
+/// [`verify_layer`].
+pub fn open_layer(layer: &Layer) -> Result<Box<dyn Read + Send>, SourceError> {
+    let name = &layer.digest;
+    let declared =
+        layer_compression(&layer.media_type).ok_or_else(|| SourceError::LayerFormat {
+            layer: name.clone(),
+            why: format!(
+                "unsupported media type {:?} (d2v reads tar, tar+gzip and tar+zstd layers)",
+                layer.media_type
+            ),
+        })?;
+    let f = File::open(&layer.path).map_err(|e| SourceError::Io {
+        path: layer.path.clone(),
+        source: e,
+    })?;
+    let mut r = BufReader::with_capacity(256 << 10, f);
+    let head = r.fill_buf().map_err(|e| SourceError::Io {
+        path: layer.path.clone(),
+        source: e,
+    })?;
+    let actual = sniff(head);
+    if actual != declared {
+        let show = |c: Compression| match c {
+            Compression::None => "uncompressed",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        };
+        return Err(SourceError::LayerFormat {
+            layer: name.clone(),
+            why: format!(
+                "media type {} says {} but the blob is {} (first bytes {})",
+                layer.media_type,
+                show(declared),
+                show(actual),
+                hex::encode(&head[..head.len().min(4)])
+            ),
+        });
+    }
+    let inner: Box<dyn Read + Send> = match actual {
+        Compression::None => Box::new(r),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(|e| {
+                SourceError::LayerFormat {
+                    layer: name.clone(),
+                    why: format!("zstd: {e}"),
+                }
+            })?)
+        }
+    };
+    Ok(Box::new(DiffIdReader {
+        inner,
+        hasher: Sha256::new(),
+        layer: name.clone(),
+        diff_id: layer.diff_id.clone(),
+        done: false,
+    }))
+}
+
+/// Decompresses a whole layer and checks its diff_id.
+pub fn verify_layer(layer: &Layer) -> Result<(), SourceError> {
+    let mut r = open_layer(layer)?;
+    io::copy(&mut r, &mut io::sink()).map_err(|e| SourceError::LayerFormat {
+        layer: layer.digest.clone(),
+        why: e.to_string(),
+    })?;
+    Ok(())
+}
+
+struct DiffIdReader {
+    inner: Box<dyn Read + Send>,
+    hasher: Sha256,
+    layer: String,
+    diff_id: String,
+    done: bool,
+}
+
+impl Read for DiffIdReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("layer {}: corrupt compressed data: {e}", self.layer),
+            )
+        })?;
+        if n == 0 && !buf.is_empty() {
+            self.done = true;
+            let got = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
+            if got != self.diff_id {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "layer {}: uncompressed content has digest {got} but the image config's \
+                         diff_id is {}; the image is corrupt",
+                        self.layer, self.diff_id
+                    ),
+                ));
+            }
+        }
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::manifest::{OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD};
+    use std::io::Write;
+
+    fn layer(dir: &std::path::Path, bytes: &[u8], media_type: &str, diff_id: String) -> Layer {
+        let path = dir.join(format!("blob{}", bytes.len()));
+        std::fs::write(&path, bytes).unwrap();
+        Layer {
+            digest: "sha256:test".into(),
+            size: bytes.len() as u64,
+            media_type: media_type.into(),
+            diff_id,
+            path,
+        }
+    }
+
+    fn sha(b: &[u8]) -> String {
+        crate::source::cache::sha256_digest(b)
+    }
+
+    #[test]
+    fn gzip_zstd_and_plain_round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&data).unwrap();
+        let gz = gz.finish().unwrap();
+        let zs = zstd::encode_all(&data[..], 3).unwrap();
+        for (bytes, mt) in [
+            (&gz, OCI_LAYER_GZIP),
+            (&zs, OCI_LAYER_ZSTD),
+            (&data, OCI_LAYER_TAR),
+        ] {
+            let l = layer(d.path(), bytes, mt, sha(&data));
+            let mut out = Vec::new();
+            open_layer(&l).unwrap().read_to_end(&mut out).unwrap();
+            assert_eq!(out, data, "{mt}");
+            verify_layer(&l).unwrap();
+        }
+    }
+
+    #[test]
+    fn diff_id_mismatch_names_the_layer() {
+        let d = tempfile::tempdir().unwrap();
+        let l = layer(d.path(), b"not really a tar", OCI_LAYER_TAR, sha(b"other"));
+        let e = verify_layer(&l).unwrap_err().to_string();
+        assert!(e.contains("sha256:test") && e.contains("diff_id"), "{e}");
+    }
+
+    #[test]
+    fn media_type_must_match_magic() {
+        let d = tempfile::tempdir().unwrap();
+        let l = layer(
+            d.path(),
+            b"plain bytes",
+            OCI_LAYER_GZIP,
+            sha(b"plain bytes"),
+        );
+        let e = open_layer(&l).err().unwrap().to_string();
+        assert!(e.contains("says gzip but the blob is uncompressed"), "{e}");
+        let l = layer(
+            d.path(),
+            &[0x1f, 0x8b, 0, 0],
+            "application/x-foo",
+            String::new(),
+        );
+        assert!(open_layer(&l)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("unsupported media type"));
+    }
+
+    #[test]
+    fn corrupt_gzip_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let mut bytes = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+        bytes.extend_from_slice(&[0xff; 64]);
+        let l = layer(d.path(), &bytes, OCI_LAYER_GZIP, sha(b""));
+        let e = verify_layer(&l).unwrap_err().to_string();
+        assert!(e.contains("corrupt"), "{e}");
+    }
+}

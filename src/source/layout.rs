@@ -1,0 +1,158 @@
+//! OCI image layouts on disk (`oci:DIR[:TAG]`): `oci-layout`, `index.json`, `blobs/<alg>/<hex>`.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+
+use super::cache::Cache;
+use super::manifest::{Descriptor, Platform, MAX_MANIFEST};
+use super::reference::check_digest;
+use super::resolve::{Fetcher, Root};
+use super::SourceError;
+
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+#[derive(serde::Deserialize)]
+struct Index {
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+/// Chooses where to start in a layout's `index.json`: the entry tagged `tag`; without a tag the
+/// only entry, or the index itself when its entries are per-platform manifests.
+pub(crate) fn root_from_index(
+    index: &[u8],
+    path: &Path,
+    tag: Option<&str>,
+    _want: &Platform,
+) -> Result<Root, SourceError> {
+    let err = |why: String| SourceError::Layout {
+        path: path.to_path_buf(),
+        why,
+    };
+    let idx: Index =
+        serde_json::from_slice(index).map_err(|e| err(format!("index.json is not valid: {e}")))?;
+    if let Some(t) = tag {
+        let found: Vec<&Descriptor> = idx
+            .manifests
+            .iter()
+            .filter(|d| d.annotations.get(REF_NAME).map(String::as_str) == Some(t))
+            .collect();
+        return match found.as_slice() {
+            [d] => Ok(Root::Descriptor((*d).clone())),
+            [] => {
+                let tags: Vec<&str> = idx
+                    .manifests
+                    .iter()
+                    .filter_map(|d| d.annotations.get(REF_NAME).map(String::as_str))
+                    .collect();
+                Err(err(format!(
+                    "no image tagged {t:?} in index.json (tags: {})",
+                    tags.join(", ")
+                )))
+            }
+            _ if found.iter().all(|d| d.platform.is_some()) => {
+                let list: Vec<Descriptor> = found.into_iter().cloned().collect();
+                Ok(Root::Index(
+                    serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": list}))
+                        .unwrap_or_default(),
+                ))
+            }
+            _ => Err(err(format!("several images are tagged {t:?}"))),
+        };
+    }
+    match idx.manifests.as_slice() {
+        [] => Err(err("index.json lists no images".into())),
+        [d] => Ok(Root::Descriptor(d.clone())),
+        list if list.iter().all(|d| d.platform.is_some()) => Ok(Root::Index(index.to_vec())),
+        _ => Err(err(
+            "index.json lists several images: name one with :TAG".into()
+        )),
+    }
+}
+
+/// An OCI layout directory.
+pub(crate) struct OciDir {
+    dir: PathBuf,
+    cache: Cache,
+}
+
+impl OciDir {
+    pub fn open(dir: &Path, cache: Cache) -> Result<OciDir, SourceError> {
+        if !dir.join("index.json").is_file() {
+            return Err(SourceError::Layout {
+                path: dir.to_path_buf(),
+                why: "not an OCI layout: index.json is missing".into(),
+            });
+        }
+        Ok(OciDir {
+            dir: dir.to_path_buf(),
+            cache,
+        })
+    }
+
+    pub fn root(&self, tag: Option<&str>, want: &Platform) -> Result<Root, SourceError> {
+        let p = self.dir.join("index.json");
+        let bytes = read_limited(&p, MAX_MANIFEST)?;
+        root_from_index(&bytes, &self.dir, tag, want)
+    }
+
+    fn blob_path(&self, digest: &str) -> Result<PathBuf, SourceError> {
+        Ok(self.dir.join("blobs/sha256").join(check_digest(digest)?))
+    }
+}
+
+pub(crate) fn read_limited(p: &Path, max: u64) -> Result<Vec<u8>, SourceError> {
+    let f = File::open(p).map_err(|e| SourceError::Io {
+        path: p.to_path_buf(),
+        source: e,
+    })?;
+    let mut buf = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| SourceError::Io {
+            path: p.to_path_buf(),
+            source: e,
+        })?;
+    if buf.len() as u64 > max {
+        return Err(SourceError::TooLarge {
+            what: p.display().to_string(),
+            limit: max,
+        });
+    }
+    Ok(buf)
+}
+
+impl Fetcher for OciDir {
+    fn manifest(&self, reference: &str) -> Result<(Vec<u8>, Option<String>), SourceError> {
+        Ok((
+            read_limited(&self.blob_path(reference)?, MAX_MANIFEST)?,
+            None,
+        ))
+    }
+
+    fn blob(&self, d: &Descriptor, what: &str, bar: &ProgressBar) -> Result<PathBuf, SourceError> {
+        if let Some(p) = self.cache.get(&d.digest, Some(d.size))? {
+            bar.set_position(d.size);
+            return Ok(p);
+        }
+        let src = self.blob_path(&d.digest)?;
+        let f = File::open(&src).map_err(|e| SourceError::Io {
+            path: src.clone(),
+            source: e,
+        })?;
+        let mut w = self.cache.writer()?;
+        // Read one byte past the declared size so an oversized blob is noticed.
+        io::copy(&mut bar.wrap_read(f.take(d.size + 1)), &mut w).map_err(|e| SourceError::Io {
+            path: src.clone(),
+            source: e,
+        })?;
+        let (_, _) = w.commit(
+            Some((&d.digest, d.size)),
+            &format!("{what} ({})", src.display()),
+        )?;
+        self.cache.path(&d.digest)
+    }
+}

@@ -1,0 +1,193 @@
+//! Image sources: registries (`docker://REF` or `REF`), OCI layouts (`oci:DIR[:TAG]`),
+//! OCI archives (`oci-archive:FILE[:TAG]`) and docker archives (`docker-archive:FILE`).
+//!
+//! [`resolve`] reads the manifest (choosing a platform from an index), verifies every blob
+//! against its digest and size while storing it in the content-addressed [`cache`], and returns
+//! an [`Image`] whose layers are files in the cache. [`open_layer`] turns one into a
+//! decompressed tar stream that checks the config's `diff_id` when it reaches its end.
+
+mod archive;
+mod auth;
+pub mod cache;
+mod layer;
+mod layout;
+pub mod manifest;
+pub mod reference;
+mod registry;
+mod resolve;
+mod tls;
+
+use std::path::PathBuf;
+
+pub use layer::{open_layer, verify_layer};
+pub use manifest::{ContainerConfig, ImageConfig, Platform, RootFs};
+pub use reference::{parse_source, Reference, Transport};
+pub use resolve::resolve;
+
+/// How to reach and verify a source.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// The platform to pick from a multi-platform image (default `linux/amd64`, never the host's).
+    pub platform: Platform,
+    /// Blob cache directory; `None` means `$XDG_CACHE_HOME/d2v` or `~/.cache/d2v`.
+    pub cache_dir: Option<PathBuf>,
+    /// `USER:PASS` for the registry (`--creds`).
+    pub creds: Option<String>,
+    /// A containers-auth.json / docker config.json (`--authfile`); else `REGISTRY_AUTH_FILE`,
+    /// then `~/.docker/config.json`.
+    pub authfile: Option<PathBuf>,
+    /// A directory of `*.crt` CA certificates trusted in addition to the system's (`--cert-dir`).
+    pub cert_dir: Option<PathBuf>,
+    /// Verify TLS certificates (default true). False also allows plain HTTP to any registry.
+    pub tls_verify: bool,
+    /// Show a progress bar (only drawn when stderr is a terminal).
+    pub progress: bool,
+    /// Concurrent layer downloads (default 3).
+    pub jobs: usize,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions {
+            platform: Platform::default(),
+            cache_dir: None,
+            creds: None,
+            authfile: None,
+            cert_dir: None,
+            tls_verify: true,
+            progress: false,
+            jobs: 3,
+        }
+    }
+}
+
+/// A resolved image: every blob verified and present in the cache.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The normalised source (`docker.io/library/debian:12`, `oci:/dir:tag`, ...).
+    pub reference: String,
+    /// Digest of the platform-specific image manifest (seed for deterministic IDs).
+    pub manifest_digest: String,
+    /// Digest of the index or manifest list the manifest was chosen from, if any.
+    pub index_digest: Option<String>,
+    pub config_digest: String,
+    pub config: ImageConfig,
+    /// Bottom layer first.
+    pub layers: Vec<Layer>,
+    /// The platform of the chosen manifest.
+    pub platform: Platform,
+    /// Platforms the source offers (one entry for a single-platform image).
+    pub platforms_available: Vec<Platform>,
+}
+
+/// One layer blob, verified and stored in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// Digest of the blob as stored (compressed).
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    /// Digest of the uncompressed tar, from the config's `rootfs.diff_ids`.
+    pub diff_id: String,
+    /// The verified blob in the cache.
+    pub path: PathBuf,
+}
+
+/// Everything that can go wrong reading a source. Messages name the thing and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("invalid image reference {reference:?}: {why}")]
+    BadReference { reference: String, why: String },
+    #[error(
+        "unknown transport {transport:?}: use docker://REF (or REF), oci:DIR[:TAG], \
+         oci-archive:FILE[:TAG] or docker-archive:FILE"
+    )]
+    UnknownTransport { transport: String },
+    #[error("invalid digest {digest:?}: d2v reads sha256:<64 lowercase hex digits> digests")]
+    BadDigest { digest: String },
+    #[error("invalid platform {platform:?}: write os/arch[/variant], e.g. linux/amd64 or linux/arm64/v8")]
+    BadPlatform { platform: String },
+    #[error("{what}: unusable manifest: {why}")]
+    BadManifest { what: String, why: String },
+    #[error(
+        "{what} is a Docker schema1 manifest, which d2v does not read (it is deprecated); \
+         re-push the image with a current docker or skopeo to convert it to schema2/OCI"
+    )]
+    Schema1 { what: String },
+    #[error("{what} is larger than {limit} bytes: refusing an oversized manifest or config")]
+    TooLarge { what: String, limit: u64 },
+    #[error("{what} has no image for platform {want}; available: {available} (choose one with --platform)")]
+    NoPlatform {
+        what: String,
+        want: String,
+        available: String,
+    },
+    #[error("{what}: not found (404); check the repository name and tag{hint}")]
+    NotFound { what: String, hint: String },
+    #[error(
+        "{what}: authentication required (401) by {registry}; pass --creds USER:PASS or an \
+         --authfile, or log in with `docker login {registry}`{hint}"
+    )]
+    Unauthorized {
+        what: String,
+        registry: String,
+        hint: String,
+    },
+    #[error("{what}: access denied (403) by {registry}; check that your account may pull this repository")]
+    Forbidden { what: String, registry: String },
+    #[error("{what}: the registry answered HTTP {status}{detail}")]
+    Http {
+        what: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("{what}: cannot reach {registry}: {why}")]
+    Network {
+        what: String,
+        registry: String,
+        why: String,
+    },
+    #[error(
+        "{registry}: TLS failed: {why}; if the registry uses a private CA pass --cert-dir DIR \
+         with its ca.crt, or --tls-verify=false to skip verification"
+    )]
+    Tls { registry: String, why: String },
+    #[error(
+        "{what}: refusing plain HTTP to {registry}: only loopback registries may be reached without \
+         TLS (or pass --tls-verify=false)"
+    )]
+    PlainHttp { what: String, registry: String },
+    #[error(
+        "{what}: digest mismatch: expected {expected}, got {got}; the blob is corrupt or was \
+         tampered with (the cache keeps only verified blobs; try again or report it to the image owner)"
+    )]
+    DigestMismatch {
+        what: String,
+        expected: String,
+        got: String,
+    },
+    #[error(
+        "{what} ({digest}): size mismatch: expected {expected} bytes, got {got} (a truncated or \
+         corrupt blob; run again to retry the download)"
+    )]
+    SizeMismatch {
+        what: String,
+        digest: String,
+        expected: u64,
+        got: u64,
+    },
+    #[error("{what}: {why}")]
+    DiffIds { what: String, why: String },
+    #[error("layer {layer}: {why}")]
+    LayerFormat { layer: String, why: String },
+    #[error("credentials: {why}")]
+    Credentials { why: String },
+    #[error("{path}: {why}")]
+    Layout { path: PathBuf, why: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,143 @@
+//! Manifests and blobs from the registry, through the blob cache.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use indicatif::ProgressBar;
+
+use super::{backoff, Client, ATTEMPTS};
+use crate::source::cache::sha256_digest;
+use crate::source::manifest::{Descriptor, ACCEPT, MAX_MANIFEST};
+use crate::source::resolve::Fetcher;
+use crate::source::SourceError;
+
+impl Fetcher for Client {
+    fn manifest(&self, reference: &str) -> Result<(Vec<u8>, Option<String>), SourceError> {
+        let what = self.manifest_what(reference);
+        let path = format!("manifests/{reference}");
+        if reference.starts_with("sha256:") {
+            if let Some(b) = self.cache.read_small(reference, MAX_MANIFEST)? {
+                return Ok((b, None));
+            }
+        } else {
+            // A tag: ask for its digest first; the manifest may already be cached.
+            let resp = self.send("HEAD", &path, Some(ACCEPT), None, &what)?;
+            if let Some(d) = resp
+                .header("docker-content-digest")
+                .filter(|d| d.starts_with("sha256:"))
+            {
+                if let Some(b) = self.cache.read_small(d, MAX_MANIFEST)? {
+                    return Ok((b, resp.header("content-type").map(str::to_string)));
+                }
+            }
+        }
+        let resp = self.send("GET", &path, Some(ACCEPT), None, &what)?;
+        if resp
+            .header("content-length")
+            .and_then(|l| l.parse::<u64>().ok())
+            .is_some_and(|l| l > MAX_MANIFEST)
+        {
+            return Err(SourceError::TooLarge {
+                what,
+                limit: MAX_MANIFEST,
+            });
+        }
+        let ct = resp.header("content-type").map(str::to_string);
+        let served = resp
+            .header("docker-content-digest")
+            .filter(|d| d.starts_with("sha256:"))
+            .map(str::to_string);
+        let mut body = Vec::new();
+        resp.into_reader()
+            .take(MAX_MANIFEST + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| SourceError::Network {
+                what: what.clone(),
+                registry: self.r.registry.clone(),
+                why: e.to_string(),
+            })?;
+        if body.len() as u64 > MAX_MANIFEST {
+            return Err(SourceError::TooLarge {
+                what,
+                limit: MAX_MANIFEST,
+            });
+        }
+        // For a tag the registry's Docker-Content-Digest is the only digest to check against.
+        if let Some(want) = served.filter(|_| !reference.starts_with("sha256:")) {
+            let got = sha256_digest(&body);
+            if got != want {
+                return Err(SourceError::DigestMismatch {
+                    what,
+                    expected: want,
+                    got,
+                });
+            }
+        }
+        Ok((body, ct))
+    }
+
+    fn blob(&self, d: &Descriptor, what: &str, bar: &ProgressBar) -> Result<PathBuf, SourceError> {
+        if let Some(p) = self.cache.get(&d.digest, Some(d.size))? {
+            bar.set_position(d.size);
+            return Ok(p);
+        }
+        let mut w = self.cache.writer()?;
+        let path = format!("blobs/{}", d.digest);
+        let mut failures = 0;
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let from = (!w.is_empty()).then(|| w.len());
+            let resp = self.send("GET", &path, None, from, what)?;
+            let resumed = resp.status() == 206
+                && resp
+                    .header("content-range")
+                    .and_then(|c| c.strip_prefix("bytes "))
+                    .and_then(|c| c.split('-').next())
+                    == Some(&w.len().to_string());
+            if !resumed && !w.is_empty() {
+                w.restart().map_err(|e| SourceError::Io {
+                    path: self.cache.dir().into(),
+                    source: e,
+                })?;
+            }
+            let mut body = resp.into_reader();
+            let res = loop {
+                match body.read(&mut buf) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        w.write_all(&buf[..n]).map_err(|e| SourceError::Io {
+                            path: self.cache.dir().into(),
+                            source: e,
+                        })?;
+                        bar.set_position(w.len());
+                        if w.len() > d.size {
+                            break Ok(()); // commit reports the size mismatch
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            match res {
+                Ok(()) => break,
+                Err(e) => {
+                    failures += 1;
+                    if failures >= ATTEMPTS {
+                        return Err(SourceError::SizeMismatch {
+                            what: format!("{what} (download kept failing: {e})"),
+                            digest: d.digest.clone(),
+                            expected: d.size,
+                            got: w.len(),
+                        });
+                    }
+                    backoff(failures, None);
+                }
+            }
+        }
+        w.commit(
+            Some((&d.digest, d.size)),
+            &format!("{what} from {}", self.r.registry),
+        )?;
+        self.cache.path(&d.digest)
+    }
+}

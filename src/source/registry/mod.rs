@@ -1,0 +1,328 @@
+//! A synchronous OCI distribution client on `ureq`: /v2/ ping, anonymous, basic and bearer
+//! (WWW-Authenticate challenge) auth, retries with backoff for 429/5xx/connection resets,
+//! and blob downloads that resume with a Range request.
+
+mod fetch;
+mod token;
+
+use std::io::Read;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::auth::{self, Creds};
+use super::cache::Cache;
+use super::reference::Reference;
+use super::{tls, SourceError, SourceOptions};
+use token::parse_challenge;
+
+const ATTEMPTS: u32 = 5;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Auth {
+    Anonymous,
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+#[derive(Default)]
+struct State {
+    /// `https://host:port` or `http://host:port`, once pinged.
+    base: Option<String>,
+    auth: Option<Auth>,
+    token: Option<String>,
+}
+
+pub(crate) struct Client {
+    r: Reference,
+    opts: SourceOptions,
+    cache: Cache,
+    agent: ureq::Agent,
+    creds: Option<Creds>,
+    state: Mutex<State>,
+}
+
+/// Whether `host[:port]` is a loopback address, where plain HTTP is allowed.
+pub(crate) fn is_loopback(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        registry.rsplit_once(':').map_or(registry, |(h, _)| h)
+    };
+    host == "localhost"
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|a| a.is_loopback())
+}
+
+/// The registry's own error message from a JSON error body, shortened.
+fn detail(resp: ureq::Response) -> String {
+    let mut body = String::new();
+    let _ = resp.into_reader().take(4096).read_to_string(&mut body);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let msg = v["errors"][0]["message"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| v["details"].as_str().map(str::to_string));
+    match msg {
+        Some(m) => format!(": {}", m.chars().take(200).collect::<String>()),
+        None => String::new(),
+    }
+}
+
+fn backoff(attempt: u32, retry_after: Option<&str>) {
+    let secs = retry_after
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(|s| s.min(10));
+    let d = secs
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_millis(250 << attempt.min(5)));
+    std::thread::sleep(d);
+}
+
+fn transport_is_tls(t: &ureq::Transport) -> bool {
+    let m = t.to_string().to_ascii_lowercase();
+    m.contains("certificate")
+        || m.contains("tls")
+        || m.contains("handshake")
+        || m.contains("unknownissuer")
+}
+
+impl Client {
+    pub fn new(r: &Reference, opts: &SourceOptions, cache: Cache) -> Result<Client, SourceError> {
+        let tls = tls::client_config(opts.tls_verify, opts.cert_dir.as_deref(), &r.registry)?;
+        let agent = ureq::AgentBuilder::new()
+            .tls_config(tls)
+            .timeout_connect(Duration::from_secs(30))
+            .timeout_read(Duration::from_secs(120))
+            .redirect_auth_headers(ureq::RedirectAuthHeaders::SameHost)
+            .user_agent(concat!("d2v/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let creds = auth::lookup(&r.registry, &r.repository, opts)?;
+        Ok(Client {
+            r: r.clone(),
+            opts: opts.clone(),
+            cache,
+            agent,
+            creds,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn net_err(&self, what: &str, t: &ureq::Transport) -> SourceError {
+        if transport_is_tls(t) {
+            SourceError::Tls {
+                registry: self.r.registry.clone(),
+                why: t.to_string(),
+            }
+        } else {
+            SourceError::Network {
+                what: what.to_string(),
+                registry: self.r.registry.clone(),
+                why: t.to_string(),
+            }
+        }
+    }
+
+    /// Pings `/v2/` (https first; plain http for loopback or --tls-verify=false) and learns the
+    /// auth scheme.
+    fn ensure_base(&self) -> Result<String, SourceError> {
+        if let Some(b) = self.lock().base.clone() {
+            return Ok(b);
+        }
+        let host = self.r.endpoint();
+        let what = format!("{} (/v2/ ping)", self.r.registry);
+        let http_ok = is_loopback(host) || !self.opts.tls_verify;
+        let mut first_err = None;
+        for scheme in ["https", "http"] {
+            if scheme == "http" && !http_ok {
+                break;
+            }
+            let base = format!("{scheme}://{host}");
+            let mut attempt = 0;
+            let res = loop {
+                match self.agent.get(&format!("{base}/v2/")).call() {
+                    Err(ureq::Error::Transport(t))
+                        if attempt + 1 < ATTEMPTS
+                            && !transport_is_tls(&t)
+                            && scheme == "https"
+                            && !http_ok =>
+                    {
+                        attempt += 1;
+                        backoff(attempt, None);
+                    }
+                    Err(ureq::Error::Status(s, _))
+                        if (s == 429 || s >= 500) && attempt + 1 < ATTEMPTS =>
+                    {
+                        attempt += 1;
+                        backoff(attempt, None);
+                    }
+                    other => break other,
+                }
+            };
+            let auth = match res {
+                Ok(_) => Auth::Anonymous,
+                Err(ureq::Error::Status(401, resp)) => {
+                    let h = resp.header("www-authenticate").unwrap_or("");
+                    parse_challenge(h).ok_or_else(|| SourceError::Http {
+                        what: what.clone(),
+                        status: 401,
+                        detail: format!(
+                            " with an unsupported WWW-Authenticate challenge {:?}",
+                            h.split(' ').next().unwrap_or("")
+                        ),
+                    })?
+                }
+                Err(ureq::Error::Status(s, resp)) => {
+                    if scheme == "http" {
+                        break; // an HTTPS port answering plain HTTP: report the HTTPS error
+                    }
+                    return Err(SourceError::Http {
+                        what,
+                        status: s,
+                        detail: detail(resp),
+                    });
+                }
+                Err(ureq::Error::Transport(t)) => {
+                    if first_err.is_none() {
+                        first_err = Some(self.net_err(&what, &t));
+                    }
+                    continue;
+                }
+            };
+            let mut st = self.lock();
+            st.base = Some(base.clone());
+            st.auth = Some(auth);
+            return Ok(base);
+        }
+        Err(first_err.unwrap_or(SourceError::PlainHttp {
+            what,
+            registry: self.r.registry.clone(),
+        }))
+    }
+
+    /// Sends a request with auth, retrying 429/5xx/transport errors; maps error statuses.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        accept: Option<&str>,
+        range: Option<u64>,
+        what: &str,
+    ) -> Result<ureq::Response, SourceError> {
+        let base = self.ensure_base()?;
+        let url = format!("{base}/v2/{}/{path}", self.r.repository);
+        let mut attempt = 0;
+        let mut refreshed = false;
+        let mut authz = self.authorization(false)?;
+        loop {
+            let mut req = self.agent.request(method, &url);
+            if let Some(a) = &authz {
+                req = req.set("Authorization", a);
+            }
+            if let Some(a) = accept {
+                req = req.set("Accept", a);
+            }
+            if let Some(r) = range {
+                req = req.set("Range", &format!("bytes={r}-"));
+            }
+            match req.call() {
+                Ok(resp) => return Ok(resp),
+                Err(ureq::Error::Status(401, resp)) => {
+                    let bearer = matches!(self.lock().auth, Some(Auth::Bearer { .. }));
+                    if bearer && !refreshed {
+                        refreshed = true;
+                        authz = self.authorization(true)?;
+                        continue;
+                    }
+                    drop(resp);
+                    return Err(SourceError::Unauthorized {
+                        what: what.to_string(),
+                        registry: self.r.registry.clone(),
+                        hint: self.auth_hint(),
+                    });
+                }
+                Err(ureq::Error::Status(403, _)) => {
+                    return Err(SourceError::Forbidden {
+                        what: what.to_string(),
+                        registry: self.r.registry.clone(),
+                    })
+                }
+                Err(ureq::Error::Status(404, resp)) => {
+                    let d = detail(resp);
+                    let hint = if d.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (registry says{d})")
+                    };
+                    return Err(SourceError::NotFound {
+                        what: what.to_string(),
+                        hint,
+                    });
+                }
+                Err(ureq::Error::Status(s, resp))
+                    if (s == 429 || s >= 500) && attempt + 1 < ATTEMPTS =>
+                {
+                    attempt += 1;
+                    backoff(attempt, resp.header("retry-after"));
+                }
+                Err(ureq::Error::Status(s, resp)) => {
+                    return Err(SourceError::Http {
+                        what: what.to_string(),
+                        status: s,
+                        detail: detail(resp),
+                    })
+                }
+                Err(ureq::Error::Transport(t))
+                    if attempt + 1 < ATTEMPTS && !transport_is_tls(&t) =>
+                {
+                    attempt += 1;
+                    backoff(attempt, None);
+                }
+                Err(ureq::Error::Transport(t)) => return Err(self.net_err(what, &t)),
+            }
+        }
+    }
+
+    fn manifest_what(&self, reference: &str) -> String {
+        format!(
+            "{}/{}{}{reference}",
+            self.r.registry,
+            self.r.repository,
+            if reference.contains(':') { "@" } else { ":" }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback() {
+        for h in [
+            "localhost:5000",
+            "127.0.0.1:1",
+            "127.1.2.3",
+            "[::1]:5000",
+            "localhost",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in [
+            "example.com",
+            "10.0.0.1:5000",
+            "localhost.example.com",
+            "[fe80::1]:5000",
+        ] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+}

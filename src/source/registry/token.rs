@@ -1,0 +1,195 @@
+//! Bearer tokens: the WWW-Authenticate challenge and the token endpoint.
+
+use std::io::Read;
+
+use super::{backoff, detail, is_loopback, transport_is_tls, Auth, Client, ATTEMPTS};
+use crate::source::auth::Creds;
+use crate::source::SourceError;
+
+/// Parses `Bearer realm="...",service="..."` / `Basic realm="..."`.
+pub(super) fn parse_challenge(h: &str) -> Option<Auth> {
+    let (scheme, rest) = h.trim().split_once(' ').unwrap_or((h.trim(), ""));
+    let mut params = std::collections::BTreeMap::new();
+    let mut s = rest.trim();
+    while !s.is_empty() {
+        let Some((k, v)) = s.split_once('=') else {
+            break;
+        };
+        let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let v = v.trim_start();
+        let (val, after) = if let Some(q) = v.strip_prefix('"') {
+            let end = q.find('"').unwrap_or(q.len());
+            (q[..end].to_string(), q.get(end + 1..).unwrap_or(""))
+        } else {
+            let end = v.find(',').unwrap_or(v.len());
+            (v[..end].trim().to_string(), &v[end..])
+        };
+        params.insert(k, val);
+        s = after.trim_start().trim_start_matches(',').trim_start();
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "basic" => Some(Auth::Basic),
+        "bearer" => Some(Auth::Bearer {
+            realm: params.get("realm")?.clone(),
+            service: params.get("service").cloned(),
+        }),
+        _ => None,
+    }
+}
+
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Client {
+    /// Gets a bearer token for pulling this repository.
+    fn fetch_token(&self, realm: &str, service: Option<&str>) -> Result<String, SourceError> {
+        let what = format!("{} token from {realm}", self.r.registry);
+        let scope = format!("repository:{}:pull", self.r.repository);
+        let mut url = format!(
+            "{realm}{}scope={}",
+            if realm.contains('?') { '&' } else { '?' },
+            pct(&scope)
+        );
+        if let Some(s) = service {
+            url.push_str(&format!("&service={}", pct(s)));
+        }
+        if url.starts_with("http://") && self.opts.tls_verify {
+            let host = url[7..].split('/').next().unwrap_or("");
+            if !is_loopback(host) {
+                return Err(SourceError::PlainHttp {
+                    what,
+                    registry: host.to_string(),
+                });
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            let mut req = self.agent.get(&url);
+            if let Some(c) = &self.creds {
+                req = req.set("Authorization", &c.basic_header());
+            }
+            match req.call() {
+                Ok(resp) => {
+                    let mut body = Vec::new();
+                    resp.into_reader()
+                        .take(1 << 20)
+                        .read_to_end(&mut body)
+                        .map_err(|e| SourceError::Network {
+                            what: what.clone(),
+                            registry: self.r.registry.clone(),
+                            why: e.to_string(),
+                        })?;
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let tok = v["token"]
+                        .as_str()
+                        .or(v["access_token"].as_str())
+                        .filter(|t| !t.is_empty());
+                    return tok.map(str::to_string).ok_or_else(|| SourceError::Http {
+                        what,
+                        status: 200,
+                        detail: " without a token in its JSON answer".into(),
+                    });
+                }
+                Err(ureq::Error::Status(401 | 403, _)) => {
+                    return Err(SourceError::Unauthorized {
+                        what,
+                        registry: self.r.registry.clone(),
+                        hint: self.auth_hint(),
+                    })
+                }
+                Err(ureq::Error::Status(s, r))
+                    if (s == 429 || s >= 500) && attempt + 1 < ATTEMPTS =>
+                {
+                    attempt += 1;
+                    backoff(attempt, r.header("retry-after"));
+                }
+                Err(ureq::Error::Status(s, r)) => {
+                    return Err(SourceError::Http {
+                        what,
+                        status: s,
+                        detail: detail(r),
+                    })
+                }
+                Err(ureq::Error::Transport(t))
+                    if attempt + 1 < ATTEMPTS && !transport_is_tls(&t) =>
+                {
+                    attempt += 1;
+                    backoff(attempt, None);
+                }
+                Err(ureq::Error::Transport(t)) => return Err(self.net_err(&what, &t)),
+            }
+        }
+    }
+
+    pub(super) fn auth_hint(&self) -> String {
+        if self.creds.is_some() {
+            " (the credentials d2v found were rejected)".into()
+        } else {
+            " (d2v found no credentials for it)".into()
+        }
+    }
+
+    /// The Authorization header for the next request (fetching a token when needed).
+    pub(super) fn authorization(&self, refresh: bool) -> Result<Option<String>, SourceError> {
+        let (auth, token) = {
+            let st = self.lock();
+            (st.auth.clone(), st.token.clone())
+        };
+        match auth {
+            None | Some(Auth::Anonymous) => Ok(None),
+            Some(Auth::Basic) => Ok(self.creds.as_ref().map(Creds::basic_header)),
+            Some(Auth::Bearer { realm, service }) => {
+                if let (Some(t), false) = (token, refresh) {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
+                let t = self.fetch_token(&realm, service.as_deref())?;
+                self.lock().token = Some(t.clone());
+                Ok(Some(format!("Bearer {t}")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry Realm""#),
+            Some(Auth::Basic)
+        );
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:a/b:pull,push""#
+            ),
+            Some(Auth::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into())
+            })
+        );
+        assert_eq!(
+            parse_challenge("Bearer realm=http://x/t, service=s"),
+            Some(Auth::Bearer {
+                realm: "http://x/t".into(),
+                service: Some("s".into())
+            })
+        );
+        assert_eq!(parse_challenge("Bearer service=\"s\""), None);
+        assert_eq!(parse_challenge("Negotiate"), None);
+    }
+
+    #[test]
+    fn percent_encoding() {
+        assert_eq!(pct("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
+    }
+}

@@ -1,0 +1,333 @@
+//! From a source string to a verified [`Image`]: manifest → (index → platform) → config →
+//! layers, with the layers fetched concurrently into the cache.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::cache::{sha256_digest, Cache};
+use super::manifest::{
+    layer_compression, parse_manifest, select_platform, Descriptor, ImageConfig, Parsed, Platform,
+    MAX_CONFIG, MAX_MANIFEST,
+};
+use super::reference::{check_digest, parse_source, Transport};
+use super::{archive, layout, registry, Image, Layer, SourceError, SourceOptions};
+
+/// Where manifests and blobs come from.
+pub(crate) trait Fetcher: Sync {
+    /// Manifest bytes and content type for a tag or digest (≤ [`MAX_MANIFEST`], unverified).
+    fn manifest(&self, reference: &str) -> Result<(Vec<u8>, Option<String>), SourceError>;
+    /// Puts the blob in the cache (verified against digest and size) and returns its path.
+    fn blob(
+        &self,
+        desc: &Descriptor,
+        what: &str,
+        bar: &ProgressBar,
+    ) -> Result<PathBuf, SourceError>;
+}
+
+/// Resolves `source` to an image whose blobs are verified and cached.
+pub fn resolve(source: &str, opts: &SourceOptions) -> Result<Image, SourceError> {
+    let transport = parse_source(source)?;
+    let cache_dir = opts
+        .cache_dir
+        .clone()
+        .unwrap_or_else(super::cache::default_dir);
+    let cache = Cache::open(&cache_dir)?;
+    match transport {
+        Transport::Registry(r) => {
+            let client = registry::Client::new(&r, opts, cache.clone())?;
+            let what = r.to_string();
+            let root = Root::Reference(r.manifest_ref().to_string(), r.digest.clone());
+            run(&client, &cache, opts, what, root)
+        }
+        Transport::OciDir { dir, tag } => {
+            let src = layout::OciDir::open(&dir, cache.clone())?;
+            let what = match &tag {
+                Some(t) => format!("oci:{}:{t}", dir.display()),
+                None => format!("oci:{}", dir.display()),
+            };
+            let root = src.root(tag.as_deref(), &opts.platform)?;
+            run(&src, &cache, opts, what, root)
+        }
+        Transport::OciArchive { file, tag } => {
+            let src = archive::Imported::load(&file, &cache)?;
+            let what = match &tag {
+                Some(t) => format!("oci-archive:{}:{t}", file.display()),
+                None => format!("oci-archive:{}", file.display()),
+            };
+            let index = src.small("index.json")?;
+            let root = layout::root_from_index(&index, &file, tag.as_deref(), &opts.platform)?;
+            run(&src, &cache, opts, what, root)
+        }
+        Transport::DockerArchive { file, reference } => {
+            let src = archive::Imported::load(&file, &cache)?;
+            let what = format!("docker-archive:{}", file.display());
+            let digest = src.docker_manifest(&file, reference.as_deref())?;
+            run(
+                &src,
+                &cache,
+                opts,
+                what,
+                Root::Reference(digest.clone(), Some(digest)),
+            )
+        }
+    }
+}
+
+/// Where resolution starts.
+pub(crate) enum Root {
+    /// A tag or digest to ask the fetcher for; the digest when known.
+    Reference(String, Option<String>),
+    /// A descriptor (from an OCI layout's index.json).
+    Descriptor(Descriptor),
+    /// An index.json read from a layout, used as the index itself (several platforms, no tag).
+    Index(Vec<u8>),
+}
+
+fn fetch_manifest(
+    f: &dyn Fetcher,
+    reference: &str,
+    expect: Option<(&str, Option<u64>)>,
+    what: &str,
+) -> Result<(Vec<u8>, Option<String>, String), SourceError> {
+    let (bytes, ct) = f.manifest(reference)?;
+    if bytes.len() as u64 > MAX_MANIFEST {
+        return Err(SourceError::TooLarge {
+            what: what.to_string(),
+            limit: MAX_MANIFEST,
+        });
+    }
+    let digest = sha256_digest(&bytes);
+    if let Some((want, size)) = expect {
+        if let Some(s) = size.filter(|s| *s != bytes.len() as u64) {
+            return Err(SourceError::SizeMismatch {
+                what: what.to_string(),
+                digest: want.to_string(),
+                expected: s,
+                got: bytes.len() as u64,
+            });
+        }
+        if digest != want {
+            return Err(SourceError::DigestMismatch {
+                what: what.to_string(),
+                expected: want.to_string(),
+                got: digest,
+            });
+        }
+    }
+    Ok((bytes, ct, digest))
+}
+
+fn run(
+    f: &dyn Fetcher,
+    cache: &Cache,
+    opts: &SourceOptions,
+    what: String,
+    root: Root,
+) -> Result<Image, SourceError> {
+    let want = &opts.platform;
+    let (mut bytes, mut ct, mut digest) = match root {
+        Root::Reference(r, d) => fetch_manifest(f, &r, d.as_deref().map(|d| (d, None)), &what)?,
+        Root::Descriptor(d) => fetch_manifest(
+            f,
+            &d.digest,
+            Some((&d.digest, Some(d.size))),
+            &format!("{what} manifest {}", d.digest),
+        )?,
+        Root::Index(b) => {
+            let d = sha256_digest(&b);
+            (b, None, d)
+        }
+    };
+    let mut index_digest = None;
+    let mut platforms_available = Vec::new();
+    let (config_desc, layer_descs) = match parse_manifest(&bytes, ct.as_deref(), &what)? {
+        Parsed::Image { config, layers } => (config, layers),
+        Parsed::Index(list) => {
+            platforms_available = list.iter().filter_map(|d| d.platform.clone()).collect();
+            let chosen = select_platform(&list, want).ok_or_else(|| SourceError::NoPlatform {
+                what: what.clone(),
+                want: want.to_string(),
+                available: if platforms_available.is_empty() {
+                    "none declared".into()
+                } else {
+                    platforms_available
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            })?;
+            index_digest = Some(digest.clone());
+            let cwhat = format!("{what} manifest for {want} ({})", chosen.digest);
+            check_digest(&chosen.digest)?;
+            (bytes, ct, digest) = fetch_manifest(
+                f,
+                &chosen.digest,
+                Some((&chosen.digest, Some(chosen.size))),
+                &cwhat,
+            )?;
+            match parse_manifest(&bytes, ct.as_deref(), &cwhat)? {
+                Parsed::Image { config, layers } => (config, layers),
+                Parsed::Index(_) => {
+                    return Err(SourceError::BadManifest {
+                        what: cwhat,
+                        why: "nested indexes are not supported".into(),
+                    })
+                }
+            }
+        }
+    };
+    // Keep the manifest: a later resolve by digest needs no network.
+    cache.put_bytes(&bytes, Some((&digest, bytes.len() as u64)), &what)?;
+
+    // Config.
+    let cwhat = format!("{what} config {}", config_desc.digest);
+    if config_desc.size > MAX_CONFIG {
+        return Err(SourceError::TooLarge {
+            what: cwhat,
+            limit: MAX_CONFIG,
+        });
+    }
+    let cpath = f.blob(&config_desc, &cwhat, &ProgressBar::hidden())?;
+    let cbytes = cache
+        .read_small(&config_desc.digest, MAX_CONFIG)?
+        .ok_or_else(|| SourceError::Layout {
+            path: cpath.clone(),
+            why: "config blob vanished from the cache".into(),
+        })?;
+    let config: ImageConfig =
+        serde_json::from_slice(&cbytes).map_err(|e| SourceError::BadManifest {
+            what: cwhat.clone(),
+            why: format!("config is not valid JSON: {e}"),
+        })?;
+    let platform = Platform {
+        os: config.os.clone(),
+        architecture: config.architecture.clone(),
+        variant: config.variant.clone(),
+    };
+    if index_digest.is_none() {
+        if !config.os.is_empty() && !config.architecture.is_empty() && !want.matches(&platform) {
+            return Err(SourceError::NoPlatform {
+                what: what.clone(),
+                want: want.to_string(),
+                available: platform.to_string(),
+            });
+        }
+        platforms_available = vec![platform.clone()];
+    }
+    let diff_ids = &config.rootfs.diff_ids;
+    if diff_ids.len() != layer_descs.len() {
+        return Err(SourceError::DiffIds {
+            what: cwhat,
+            why: format!(
+                "{} diff_ids for {} layers; the image is inconsistent",
+                diff_ids.len(),
+                layer_descs.len()
+            ),
+        });
+    }
+    for (d, id) in layer_descs.iter().zip(diff_ids) {
+        check_digest(&d.digest)?;
+        check_digest(id)?;
+        if layer_compression(&d.media_type).is_none() {
+            return Err(SourceError::LayerFormat {
+                layer: d.digest.clone(),
+                why: format!(
+                    "unsupported media type {:?} (d2v reads tar, tar+gzip and tar+zstd layers)",
+                    d.media_type
+                ),
+            });
+        }
+    }
+
+    let paths = fetch_layers(f, opts, &what, &layer_descs)?;
+    let layers = layer_descs
+        .iter()
+        .zip(diff_ids)
+        .zip(paths)
+        .map(|((d, id), path)| Layer {
+            digest: d.digest.clone(),
+            size: d.size,
+            media_type: d.media_type.clone(),
+            diff_id: id.clone(),
+            path,
+        })
+        .collect();
+    Ok(Image {
+        reference: what,
+        manifest_digest: digest,
+        index_digest,
+        config_digest: config_desc.digest.clone(),
+        config,
+        layers,
+        platform,
+        platforms_available,
+    })
+}
+
+fn fetch_layers(
+    f: &dyn Fetcher,
+    opts: &SourceOptions,
+    what: &str,
+    descs: &[Descriptor],
+) -> Result<Vec<PathBuf>, SourceError> {
+    let multi = MultiProgress::with_draw_target(
+        if opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    let style = ProgressStyle::with_template(
+        "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let results: Vec<Mutex<Option<Result<PathBuf, SourceError>>>> =
+        descs.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let jobs = opts.jobs.clamp(1, 16).min(descs.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(d) = descs.get(i) else { break };
+                let short = d.digest.get(7..19).unwrap_or(&d.digest);
+                let bar = multi.add(
+                    ProgressBar::new(d.size)
+                        .with_style(style.clone())
+                        .with_prefix(short.to_string()),
+                );
+                let lwhat = format!("{what} layer {} ({})", i + 1, d.digest);
+                let r = f.blob(d, &lwhat, &bar);
+                bar.finish();
+                let failed = r.is_err();
+                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                if failed {
+                    // Stop handing out work; running downloads finish.
+                    next.store(descs.len(), Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(descs.len());
+    for (i, r) in results.into_iter().enumerate() {
+        match r.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(r) => out.push(r?),
+            None => {
+                return Err(SourceError::Layout {
+                    path: PathBuf::from(what),
+                    why: format!(
+                        "layer {} was not fetched because another layer failed",
+                        i + 1
+                    ),
+                })
+            }
+        }
+    }
+    Ok(out)
+}

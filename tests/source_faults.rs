@@ -1,0 +1,443 @@
+//! Network faults a real registry does not produce on demand: a loopback HTTP server that
+//! answers 503/429, cuts blob bodies short and honours Range requests. Checks retries with
+//! backoff, resume with Range, truncated blobs, and a docker-archive in the Docker 25 format
+//! (OCI layout inside the tar).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use d2v::source::{open_layer, resolve, SourceError, SourceOptions};
+use sha2::{Digest, Sha256};
+
+fn sha(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+}
+
+/// How the server misbehaves for one path.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fault {
+    /// Answer 503 (with Retry-After: 0) this many times first.
+    Unavailable(u32),
+    /// Answer 429 this many times first.
+    TooMany(u32),
+    /// Send the headers of the full body but only half of it, then close, this many times.
+    CutShort(u32),
+    /// Always cut the body short.
+    AlwaysCut,
+}
+
+#[derive(Default)]
+struct Server {
+    files: BTreeMap<String, (Vec<u8>, &'static str)>,
+    faults: BTreeMap<String, Fault>,
+    /// (method, path, range header) of every request.
+    log: Vec<(String, String, Option<String>)>,
+}
+
+fn serve(server: Arc<Mutex<Server>>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let server = server.clone();
+            std::thread::spawn(move || {
+                // A TLS ClientHello (d2v tries https first): hang up like a plain-HTTP server would.
+                let mut first_byte = [0u8; 1];
+                if s.peek(&mut first_byte).unwrap_or(0) == 1 && first_byte[0] == 0x16 {
+                    return;
+                }
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut first = String::new();
+                r.read_line(&mut first).unwrap_or(0);
+                let mut range = None;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("range") {
+                            range = Some(v.trim().to_string());
+                        }
+                    }
+                }
+                let mut parts = first.split(' ');
+                let method = parts.next().unwrap_or("").to_string();
+                let path = parts.next().unwrap_or("").to_string();
+                let (file, fault) = {
+                    let mut sv = server.lock().unwrap();
+                    sv.log.push((method.clone(), path.clone(), range.clone()));
+                    let fault = sv.faults.get(&path).copied();
+                    let next = match fault {
+                        Some(Fault::Unavailable(n)) if n > 1 => Some(Fault::Unavailable(n - 1)),
+                        Some(Fault::TooMany(n)) if n > 1 => Some(Fault::TooMany(n - 1)),
+                        Some(Fault::CutShort(n)) if n > 1 => Some(Fault::CutShort(n - 1)),
+                        Some(Fault::AlwaysCut) => Some(Fault::AlwaysCut),
+                        _ => None,
+                    };
+                    match next {
+                        Some(f) => sv.faults.insert(path.clone(), f),
+                        None => sv.faults.remove(&path),
+                    };
+                    (sv.files.get(&path).cloned(), fault)
+                };
+                let reply =
+                    |s: &mut std::net::TcpStream, status: &str, headers: &str, body: &[u8]| {
+                        let _ =
+                            write!(s, "HTTP/1.1 {status}\r\n{headers}Connection: close\r\n\r\n");
+                        if method != "HEAD" {
+                            let _ = s.write_all(body);
+                        }
+                    };
+                match (file, fault) {
+                    (_, Some(Fault::Unavailable(_))) => reply(
+                        &mut s,
+                        "503 Service Unavailable",
+                        "Retry-After: 0\r\nContent-Length: 0\r\n",
+                        b"",
+                    ),
+                    (_, Some(Fault::TooMany(_))) => reply(
+                        &mut s,
+                        "429 Too Many Requests",
+                        "Content-Length: 0\r\n",
+                        b"",
+                    ),
+                    (None, _) => reply(&mut s, "404 Not Found", "Content-Length: 2\r\n", b"{}"),
+                    (Some((body, ct)), fault) => {
+                        let from = range
+                            .as_deref()
+                            .and_then(|r| r.strip_prefix("bytes="))
+                            .and_then(|r| r.strip_suffix('-'))
+                            .and_then(|r| r.parse::<usize>().ok())
+                            .filter(|f| *f < body.len());
+                        let (status, part, extra) = match from {
+                            Some(f) => (
+                                "206 Partial Content",
+                                &body[f..],
+                                format!(
+                                    "Content-Range: bytes {f}-{}/{}\r\n",
+                                    body.len() - 1,
+                                    body.len()
+                                ),
+                            ),
+                            None => ("200 OK", &body[..], String::new()),
+                        };
+                        let digest = sha(&body);
+                        let headers = format!(
+                            "Content-Type: {ct}\r\nDocker-Content-Digest: {digest}\r\nContent-Length: {}\r\n{extra}",
+                            part.len()
+                        );
+                        if matches!(fault, Some(Fault::CutShort(_)) | Some(Fault::AlwaysCut))
+                            && method == "GET"
+                        {
+                            let _ = write!(
+                                s,
+                                "HTTP/1.1 {status}\r\n{headers}Connection: close\r\n\r\n"
+                            );
+                            let _ = s.write_all(&part[..part.len() / 2]);
+                            let _ = s.shutdown(std::net::Shutdown::Both);
+                        } else {
+                            reply(&mut s, status, &headers, part);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+struct Img {
+    server: Arc<Mutex<Server>>,
+    host: String,
+    layer_path: String,
+    config_path: String,
+    layer_tar: Vec<u8>,
+}
+
+fn image() -> Img {
+    let layer_tar: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&layer_tar).unwrap();
+    let gz = e.finish().unwrap();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [sha(&layer_tar)]}
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha(&gz), "size": gz.len()}],
+    }))
+    .unwrap();
+    let mut sv = Server::default();
+    sv.files
+        .insert("/v2/".into(), (b"{}".to_vec(), "application/json"));
+    sv.files.insert(
+        "/v2/t/app/manifests/v1".into(),
+        (manifest, "application/vnd.oci.image.manifest.v1+json"),
+    );
+    let config_path = format!("/v2/t/app/blobs/{}", sha(&config));
+    let layer_path = format!("/v2/t/app/blobs/{}", sha(&gz));
+    sv.files
+        .insert(config_path.clone(), (config, "application/octet-stream"));
+    sv.files
+        .insert(layer_path.clone(), (gz, "application/octet-stream"));
+    let server = Arc::new(Mutex::new(sv));
+    let port = serve(server.clone());
+    Img {
+        server,
+        host: format!("127.0.0.1:{port}"),
+        layer_path,
+        config_path,
+        layer_tar,
+    }
+}
+
+fn opts(dir: &std::path::Path) -> SourceOptions {
+    SourceOptions {
+        cache_dir: Some(dir.to_path_buf()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn retries_and_range_resume() {
+    let img = image();
+    {
+        let mut sv = img.server.lock().unwrap();
+        sv.faults.insert("/v2/".into(), Fault::Unavailable(1));
+        sv.faults.insert(img.config_path.clone(), Fault::TooMany(2));
+        sv.faults.insert(img.layer_path.clone(), Fault::CutShort(2));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let got = resolve(&format!("{}/t/app:v1", img.host), &opts(tmp.path())).unwrap();
+    let mut out = Vec::new();
+    open_layer(&got.layers[0])
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out, img.layer_tar);
+
+    let log = img.server.lock().unwrap().log.clone();
+    let layer_gets: Vec<_> = log
+        .iter()
+        .filter(|(m, p, _)| m == "GET" && *p == img.layer_path)
+        .collect();
+    assert_eq!(layer_gets.len(), 3, "{layer_gets:?}");
+    assert_eq!(layer_gets[0].2, None);
+    // Each retry resumes where the previous body stopped.
+    let r1 = layer_gets[1]
+        .2
+        .clone()
+        .expect("second GET has a Range header");
+    let r2 = layer_gets[2]
+        .2
+        .clone()
+        .expect("third GET has a Range header");
+    let off = |r: &str| {
+        r.trim_start_matches("bytes=")
+            .trim_end_matches('-')
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert!(off(&r1) > 0 && off(&r2) > off(&r1), "{r1} {r2}");
+    let config_gets = log
+        .iter()
+        .filter(|(m, p, _)| m == "GET" && *p == img.config_path)
+        .count();
+    assert_eq!(config_gets, 3, "two 429s then the config");
+}
+
+#[test]
+fn truncated_blob_gives_up_with_a_clear_error() {
+    let img = image();
+    img.server
+        .lock()
+        .unwrap()
+        .faults
+        .insert(img.layer_path.clone(), Fault::AlwaysCut);
+    let tmp = tempfile::tempdir().unwrap();
+    let e = resolve(&format!("{}/t/app:v1", img.host), &opts(tmp.path())).unwrap_err();
+    assert!(matches!(e, SourceError::SizeMismatch { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(img.layer_path.rsplit('/').next().unwrap()) && msg.contains("layer 1"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("tmp")).unwrap().count(),
+        0
+    );
+}
+
+#[test]
+fn persistent_server_errors_are_reported() {
+    let img = image();
+    img.server
+        .lock()
+        .unwrap()
+        .faults
+        .insert(img.config_path.clone(), Fault::Unavailable(100));
+    let tmp = tempfile::tempdir().unwrap();
+    let e = resolve(&format!("{}/t/app:v1", img.host), &opts(tmp.path())).unwrap_err();
+    assert!(matches!(e, SourceError::Http { status: 503, .. }), "{e}");
+    assert!(e.to_string().contains("config"), "{e}");
+}
+
+#[test]
+fn two_processes_share_the_cache() {
+    // Two resolves of the same image at once into one cache (threads stand in for processes:
+    // the cache relies only on temp files + rename).
+    let img = image();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = format!("{}/t/app:v1", img.host);
+    let results: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| resolve(&src, &opts(tmp.path()))))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in results {
+        let r = r.unwrap();
+        d2v::source::verify_layer(&r.layers[0]).unwrap();
+    }
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("tmp")).unwrap().count(),
+        0
+    );
+}
+
+/// A Docker 25+ `docker save` archive: an OCI layout plus manifest.json naming blobs/sha256/...
+#[test]
+fn docker_archive_with_oci_layout_inside() {
+    let layer_tar = {
+        let mut v = vec![0u8; 512];
+        v[..5].copy_from_slice(b"hello");
+        v.resize(2048, 0);
+        v
+    };
+    let ld = sha(&layer_tar);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [ld]}
+    }))
+    .unwrap();
+    let cd = sha(&config);
+    let manifest_json = serde_json::to_vec(&serde_json::json!([{
+        "Config": format!("blobs/sha256/{}", &cd[7..]),
+        "RepoTags": ["app:1"],
+        "Layers": [format!("blobs/sha256/{}", &ld[7..])],
+    }]))
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("save.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&f).unwrap());
+    for (name, data) in [
+        (
+            "oci-layout".to_string(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        ),
+        (format!("blobs/sha256/{}", &ld[7..]), layer_tar.clone()),
+        (format!("blobs/sha256/{}", &cd[7..]), config),
+        ("manifest.json".to_string(), manifest_json),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, &name, &data[..]).unwrap();
+    }
+    b.finish().unwrap();
+    drop(b);
+    let img = resolve(
+        &format!("docker-archive:{}", f.display()),
+        &opts(&tmp.path().join("c")),
+    )
+    .unwrap();
+    assert_eq!(img.layers.len(), 1);
+    assert_eq!(
+        img.layers[0].media_type,
+        "application/vnd.docker.image.rootfs.diff.tar"
+    );
+    let mut out = Vec::new();
+    open_layer(&img.layers[0])
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out, layer_tar);
+    let by_tag = resolve(
+        &format!("docker-archive:{}:app:1", f.display()),
+        &opts(&tmp.path().join("c")),
+    )
+    .unwrap();
+    assert_eq!(by_tag.manifest_digest, img.manifest_digest);
+    let e = resolve(
+        &format!("docker-archive:{}:other:2", f.display()),
+        &opts(&tmp.path().join("c")),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("other:2"), "{e}");
+}
+
+/// The classic `docker save` layout: `<id>/layer.tar` per layer, `<hex>.json` config, and a
+/// repeated layer stored once with a symlink to it.
+#[test]
+fn docker_save_legacy_layout_with_linked_duplicate_layer() {
+    let mut layer = vec![0u8; 512];
+    layer[..4].copy_from_slice(b"same");
+    layer.resize(2048, 0);
+    let mut other = vec![0u8; 512];
+    other[..5].copy_from_slice(b"other");
+    other.resize(2048, 0);
+    let ids = [sha(&layer), sha(&other), sha(&layer)];
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": ids}
+    }))
+    .unwrap();
+    let cname = format!("{}.json", &sha(&config)[7..]);
+    let manifest_json = serde_json::to_vec(&serde_json::json!([{
+        "Config": cname, "RepoTags": ["legacy:1"],
+        "Layers": ["aaa/layer.tar", "bbb/layer.tar", "ccc/layer.tar"],
+    }]))
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("legacy.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&f).unwrap());
+    for (name, data) in [
+        ("aaa/layer.tar".to_string(), layer.clone()),
+        ("bbb/layer.tar".to_string(), other.clone()),
+        (cname, config),
+        ("manifest.json".to_string(), manifest_json),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, &name, &data[..]).unwrap();
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "ccc/layer.tar", "../aaa/layer.tar")
+        .unwrap();
+    b.finish().unwrap();
+    drop(b);
+    let img = resolve(
+        &format!("docker-archive:{}", f.display()),
+        &opts(&tmp.path().join("c")),
+    )
+    .unwrap();
+    assert_eq!(img.layers.len(), 3);
+    for (l, want) in img.layers.iter().zip([&layer, &other, &layer]) {
+        let mut out = Vec::new();
+        open_layer(l).unwrap().read_to_end(&mut out).unwrap();
+        assert_eq!(&out, want);
+    }
+    assert_eq!(img.layers[0].digest, img.layers[2].digest);
+}

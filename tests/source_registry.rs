@@ -1,0 +1,624 @@
+//! d2v's image sources against real tools: Debian's docker-registry (plain HTTP, TLS + basic
+//! auth, bearer tokens), skopeo-made docker-archive and oci-archive files, and hand-made OCI
+//! layouts (gzip, zstd and uncompressed layers, multi-platform indexes).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use d2v::source::{open_layer, resolve, Image, Platform, SourceError, SourceOptions};
+use sha2::{Digest, Sha256};
+use testkit::registry::{Kind, Registry};
+
+fn sha(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+}
+
+/// A ustar archive of regular files.
+fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data) in files {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        let oct = |h: &mut [u8], off: usize, len: usize, v: u64| {
+            let s = format!("{:0w$o}\0", v, w = len - 1);
+            h[off..off + len].copy_from_slice(s.as_bytes());
+        };
+        oct(&mut h, 100, 8, 0o644);
+        oct(&mut h, 108, 8, 0);
+        oct(&mut h, 116, 8, 0);
+        oct(&mut h, 124, 12, data.len() as u64);
+        oct(&mut h, 136, 12, 1_700_000_000);
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| b as u32).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+#[derive(Clone, Copy)]
+enum Comp {
+    None,
+    Gzip,
+    Zstd,
+}
+
+struct Layout {
+    dir: PathBuf,
+    index: Vec<serde_json::Value>,
+}
+
+/// What one hand-made image is made of.
+struct Made {
+    manifest: serde_json::Value,
+    manifest_digest: String,
+    layer_tars: Vec<Vec<u8>>,
+    layer_digests: Vec<String>,
+}
+
+impl Layout {
+    fn new(dir: &Path) -> Layout {
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        Layout {
+            dir: dir.to_path_buf(),
+            index: Vec::new(),
+        }
+    }
+
+    fn blob(&self, bytes: &[u8]) -> String {
+        let d = sha(bytes);
+        std::fs::write(self.dir.join("blobs/sha256").join(&d[7..]), bytes).unwrap();
+        d
+    }
+
+    /// An image whose layers are `layers` (tar contents) compressed as given.
+    fn image(&self, platform: &str, layers: &[(Vec<u8>, Comp)]) -> Made {
+        let p = Platform::parse(platform).unwrap();
+        let mut descs = Vec::new();
+        let mut diff_ids = Vec::new();
+        let mut digests = Vec::new();
+        for (t, c) in layers {
+            let (bytes, mt) = match c {
+                Comp::None => (t.clone(), "application/vnd.oci.image.layer.v1.tar"),
+                Comp::Gzip => {
+                    let mut e =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    e.write_all(t).unwrap();
+                    (
+                        e.finish().unwrap(),
+                        "application/vnd.oci.image.layer.v1.tar+gzip",
+                    )
+                }
+                Comp::Zstd => (
+                    zstd::encode_all(&t[..], 3).unwrap(),
+                    "application/vnd.oci.image.layer.v1.tar+zstd",
+                ),
+            };
+            let d = self.blob(&bytes);
+            descs.push(serde_json::json!({"mediaType": mt, "digest": d, "size": bytes.len()}));
+            diff_ids.push(sha(t));
+            digests.push(d);
+        }
+        let config = serde_json::json!({
+            "architecture": p.architecture, "os": p.os,
+            "config": {"Entrypoint": ["/bin/app"], "Env": ["PATH=/usr/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        });
+        let cbytes = serde_json::to_vec(&config).unwrap();
+        let cd = self.blob(&cbytes);
+        let manifest = serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cbytes.len()},
+            "layers": descs,
+        });
+        let mbytes = serde_json::to_vec(&manifest).unwrap();
+        let md = self.blob(&mbytes);
+        Made {
+            manifest: serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mbytes.len(),
+                "platform": {"os": p.os, "architecture": p.architecture},
+            }),
+            manifest_digest: md,
+            layer_tars: layers.iter().map(|(t, _)| t.clone()).collect(),
+            layer_digests: digests,
+        }
+    }
+
+    /// Tags a descriptor in index.json.
+    fn tag(&mut self, mut desc: serde_json::Value, tag: &str) {
+        desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": tag});
+        self.index.push(desc);
+        self.write_index();
+    }
+
+    /// Tags an index of several images.
+    fn tag_index(&mut self, images: &[&Made], tag: &str) {
+        let idx = serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": images.iter().map(|m| m.manifest.clone()).collect::<Vec<_>>(),
+        });
+        let b = serde_json::to_vec(&idx).unwrap();
+        let d = self.blob(&b);
+        self.tag(serde_json::json!({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": d, "size": b.len()}), tag);
+    }
+
+    fn write_index(&self) {
+        let idx = serde_json::json!({"schemaVersion": 2, "manifests": self.index});
+        std::fs::write(
+            self.dir.join("index.json"),
+            serde_json::to_vec(&idx).unwrap(),
+        )
+        .unwrap();
+    }
+}
+
+fn three_layers(salt: &str) -> Vec<(Vec<u8>, Comp)> {
+    let big: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    vec![
+        (
+            tar(&[
+                ("etc/os-release", format!("ID=test-{salt}\n").as_bytes()),
+                ("bin/big", &big),
+            ]),
+            Comp::Gzip,
+        ),
+        (tar(&[("etc/hostname", b"zstd-layer\n")]), Comp::Zstd),
+        (tar(&[("srv/plain", b"uncompressed layer\n")]), Comp::None),
+    ]
+}
+
+fn opts(cache: &Path) -> SourceOptions {
+    SourceOptions {
+        cache_dir: Some(cache.to_path_buf()),
+        ..Default::default()
+    }
+}
+
+fn read_layer(img: &Image, i: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    open_layer(&img.layers[i])
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+/// Checks an image against what was made: diff_ids, layer streams.
+fn check_image(img: &Image, made: &Made) {
+    assert_eq!(img.layers.len(), made.layer_tars.len());
+    for (i, t) in made.layer_tars.iter().enumerate() {
+        assert_eq!(img.layers[i].diff_id, sha(t));
+        assert_eq!(read_layer(img, i), *t, "layer {i}");
+        assert!(img.layers[i].path.is_file());
+    }
+    assert_eq!(
+        img.config.config.entrypoint.as_deref(),
+        Some(&["/bin/app".to_string()][..])
+    );
+}
+
+fn blob_gets(reg: &Registry) -> Vec<String> {
+    reg.requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "GET" && (r.path.contains("/blobs/") || r.path.contains("/manifests/"))
+        })
+        .map(|r| r.path)
+        .collect()
+}
+
+#[test]
+fn plain_registry_pull_verify_and_cache_reuse() {
+    let reg = Registry::start(Kind::Plain);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lay = Layout::new(&tmp.path().join("oci"));
+    let made = lay.image("linux/amd64", &three_layers("plain"));
+    lay.tag(made.manifest.clone(), "v1");
+    reg.push(&format!("oci:{}:v1", lay.dir.display()), "test/app:v1");
+    reg.clear_requests();
+
+    let cache = tmp.path().join("cache");
+    let img = resolve(&format!("docker://{}/test/app:v1", reg.host), &opts(&cache)).unwrap();
+    check_image(&img, &made);
+    // skopeo may recompress layers when pushing: compare with what the registry serves.
+    assert_eq!(img.manifest_digest, reg.digest("test/app:v1"));
+    assert_eq!(img.reference, format!("{}/test/app:v1", reg.host));
+    assert_eq!(img.platform.to_string(), "linux/amd64");
+    let types: Vec<&str> = img.layers.iter().map(|l| l.media_type.as_str()).collect();
+    assert!(
+        types.iter().any(|t| t.ends_with("gzip")) && types.iter().any(|t| t.ends_with("zstd")),
+        "{types:?}"
+    );
+    for l in &img.layers {
+        assert!(l.path.starts_with(&cache));
+    }
+    let first = blob_gets(&reg);
+    assert_eq!(
+        first.iter().filter(|p| p.contains("/blobs/")).count(),
+        4,
+        "config + 3 layers: {first:?}"
+    );
+
+    // A second pull of the same tag downloads nothing.
+    reg.clear_requests();
+    let again = resolve(&format!("{}/test/app:v1", reg.host), &opts(&cache)).unwrap();
+    assert_eq!(again.manifest_digest, img.manifest_digest);
+    let second = blob_gets(&reg);
+    assert!(second.is_empty(), "second pull downloaded {second:?}");
+    assert!(
+        !reg.requests().is_empty(),
+        "the tag is still checked with the registry"
+    );
+
+    // By digest: nothing at all is asked of the registry.
+    reg.clear_requests();
+    resolve(
+        &format!("{}/test/app@{}", reg.host, img.manifest_digest),
+        &opts(&cache),
+    )
+    .unwrap();
+    assert_eq!(reg.requests(), vec![]);
+
+    // A missing tag is a clear 404.
+    let e = resolve(&format!("{}/test/app:nope", reg.host), &opts(&cache)).unwrap_err();
+    assert!(matches!(e, SourceError::NotFound { .. }), "{e}");
+    assert!(e.to_string().contains("test/app:nope"), "{e}");
+    let e = resolve(&format!("{}/test/missing:v1", reg.host), &opts(&cache)).unwrap_err();
+    assert!(matches!(e, SourceError::NotFound { .. }), "{e}");
+}
+
+#[test]
+fn platform_selection_from_an_index() {
+    let reg = Registry::start(Kind::Plain);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lay = Layout::new(&tmp.path().join("oci"));
+    let amd = lay.image("linux/amd64", &[(tar(&[("arch", b"amd64\n")]), Comp::Gzip)]);
+    let arm = lay.image("linux/arm64", &[(tar(&[("arch", b"arm64\n")]), Comp::Zstd)]);
+    lay.tag_index(&[&arm, &amd], "multi");
+    reg.push(&format!("oci:{}:multi", lay.dir.display()), "test/multi:1");
+    let cache = tmp.path().join("cache");
+    let src = format!("{}/test/multi:1", reg.host);
+
+    let img = resolve(&src, &opts(&cache)).unwrap();
+    check_image(&img, &amd);
+    assert_eq!(img.manifest_digest, amd.manifest_digest);
+    assert!(img.index_digest.is_some());
+    let mut avail: Vec<String> = img
+        .platforms_available
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    avail.sort();
+    assert_eq!(avail, ["linux/amd64", "linux/arm64"]);
+
+    let o = SourceOptions {
+        platform: Platform::parse("linux/arm64/v8").unwrap(),
+        ..opts(&cache)
+    };
+    let img = resolve(&src, &o).unwrap();
+    check_image(&img, &arm);
+
+    let o = SourceOptions {
+        platform: Platform::parse("linux/s390x").unwrap(),
+        ..opts(&cache)
+    };
+    let e = resolve(&src, &o).unwrap_err();
+    assert!(matches!(e, SourceError::NoPlatform { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("linux/s390x") && msg.contains("linux/arm64") && msg.contains("linux/amd64"),
+        "{msg}"
+    );
+
+    // The same index read straight from the layout directory.
+    let img = resolve(&format!("oci:{}:multi", lay.dir.display()), &opts(&cache)).unwrap();
+    check_image(&img, &amd);
+}
+
+#[test]
+fn tls_registry_with_basic_auth() {
+    let reg = Registry::start(Kind::TlsBasic);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lay = Layout::new(&tmp.path().join("oci"));
+    let made = lay.image("linux/amd64", &three_layers("tls"));
+    lay.tag(made.manifest.clone(), "v1");
+    reg.push(&format!("oci:{}:v1", lay.dir.display()), "secure/app:v1");
+    let src = format!("docker://{}/secure/app:v1", reg.host);
+    let cache = tmp.path().join("cache");
+
+    // Verified TLS with the test CA, and the right credentials.
+    let o = SourceOptions {
+        cert_dir: Some(reg.ca_dir()),
+        creds: reg.creds(),
+        ..opts(&cache)
+    };
+    let img = resolve(&src, &o).unwrap();
+    check_image(&img, &made);
+
+    // Credentials from an auth file (docker config.json format) work too.
+    let authfile = tmp.path().join("auth.json");
+    let b64 = base64_std(reg.creds().unwrap().as_bytes());
+    std::fs::write(
+        &authfile,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{b64}"}}}}}}"#, reg.host),
+    )
+    .unwrap();
+    let o2 = SourceOptions {
+        cert_dir: Some(reg.ca_dir()),
+        authfile: Some(authfile),
+        ..opts(&tmp.path().join("c2"))
+    };
+    check_image(&resolve(&src, &o2).unwrap(), &made);
+
+    // No credentials: 401, and the message says what to do.
+    let o = SourceOptions {
+        cert_dir: Some(reg.ca_dir()),
+        authfile: Some(tmp.path().join("none.json")),
+        ..opts(&cache)
+    };
+    std::fs::write(tmp.path().join("none.json"), "{}").unwrap();
+    let e = resolve(&src, &o).unwrap_err();
+    assert!(matches!(e, SourceError::Unauthorized { .. }), "{e}");
+    assert!(e.to_string().contains("--creds"), "{e}");
+
+    // Wrong password: 401, and the secret is never printed.
+    let o = SourceOptions {
+        cert_dir: Some(reg.ca_dir()),
+        creds: Some("d2vtest:wrong-pw-xyz".into()),
+        ..opts(&cache)
+    };
+    let e = resolve(&src, &o).unwrap_err();
+    assert!(matches!(e, SourceError::Unauthorized { .. }), "{e}");
+    assert!(!format!("{e} {e:?}").contains("wrong-pw-xyz"));
+
+    // Without the CA the certificate is refused; --tls-verify=false gets through.
+    let o = SourceOptions {
+        creds: reg.creds(),
+        ..opts(&cache)
+    };
+    let e = resolve(&src, &o).unwrap_err();
+    assert!(matches!(e, SourceError::Tls { .. }), "{e}");
+    assert!(e.to_string().contains("--cert-dir"), "{e}");
+    let o = SourceOptions {
+        creds: reg.creds(),
+        tls_verify: false,
+        ..opts(&tmp.path().join("c3"))
+    };
+    check_image(&resolve(&src, &o).unwrap(), &made);
+}
+
+fn base64_std(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[test]
+fn bearer_token_registry() {
+    let reg = Registry::start(Kind::Token);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lay = Layout::new(&tmp.path().join("oci"));
+    let made = lay.image("linux/amd64", &three_layers("token"));
+    lay.tag(made.manifest.clone(), "v1");
+    reg.push(&format!("oci:{}:v1", lay.dir.display()), "private/app:v1");
+    let src = format!("{}/private/app:v1", reg.host);
+    let cache = tmp.path().join("cache");
+    reg.clear_requests();
+
+    let o = SourceOptions {
+        creds: reg.creds(),
+        ..opts(&cache)
+    };
+    let img = resolve(&src, &o).unwrap();
+    check_image(&img, &made);
+    let reqs = reg.requests();
+    let tokens: Vec<_> = reqs.iter().filter(|r| r.method == "TOKEN").collect();
+    assert_eq!(tokens.len(), 1, "one token for the whole pull: {reqs:?}");
+    assert!(
+        tokens[0].path.contains("repository%3Aprivate%2Fapp%3Apull"),
+        "{:?}",
+        tokens[0]
+    );
+    assert!(reqs
+        .iter()
+        .any(|r| r.method == "GET" && r.path.contains("/blobs/") && r.status == 200));
+
+    // Anonymous: the issuer hands out a token without access, and the registry says 401.
+    let e = resolve(&src, &opts(&tmp.path().join("c2"))).unwrap_err();
+    assert!(matches!(e, SourceError::Unauthorized { .. }), "{e}");
+    assert!(e.to_string().contains("private/app"), "{e}");
+    let o = SourceOptions {
+        creds: Some("d2vtest:nope".into()),
+        ..opts(&tmp.path().join("c2"))
+    };
+    let e = resolve(&src, &o).unwrap_err();
+    assert!(e.to_string().contains("rejected"), "{e}");
+
+    // Anonymous bearer flow (as on Docker Hub): a public repository pulls without credentials.
+    reg.push(&format!("oci:{}:v1", lay.dir.display()), "public/app:v1");
+    reg.clear_requests();
+    let img = resolve(
+        &format!("{}/public/app:v1", reg.host),
+        &opts(&tmp.path().join("c3")),
+    )
+    .unwrap();
+    check_image(&img, &made);
+    assert_eq!(
+        reg.requests()
+            .iter()
+            .filter(|r| r.method == "TOKEN")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn tampered_blob_in_registry_is_refused() {
+    let reg = Registry::start(Kind::Plain);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lay = Layout::new(&tmp.path().join("oci"));
+    let made = lay.image("linux/amd64", &three_layers("tamper"));
+    lay.tag(made.manifest.clone(), "v1");
+    reg.push(&format!("oci:{}:v1", lay.dir.display()), "test/tamper:v1");
+    // Flip one byte in the middle of the second layer (same length, so only the digest tells).
+    let victim = &made.layer_digests[1];
+    let p = reg.blob_data(victim);
+    let mut b = std::fs::read(&p).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x55;
+    std::fs::write(&p, &b).unwrap();
+
+    let cache = tmp.path().join("cache");
+    let e = resolve(&format!("{}/test/tamper:v1", reg.host), &opts(&cache)).unwrap_err();
+    assert!(matches!(e, SourceError::DigestMismatch { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(victim.as_str()) && msg.contains("layer 2"),
+        "{msg}"
+    );
+    assert!(
+        !cache.join("blobs/sha256").join(&victim[7..]).exists(),
+        "unverified blob cached"
+    );
+    assert_eq!(
+        std::fs::read_dir(cache.join("tmp")).unwrap().count(),
+        0,
+        "temp files left"
+    );
+
+    // A manifest changed in the registry's storage: the served bytes no longer match the
+    // digest the registry announces for the tag.
+    let md = reg.digest("test/tamper:v1");
+    let p = reg.blob_data(&md);
+    let text = std::fs::read_to_string(&p).unwrap();
+    assert!(text.contains("config.v1+json"));
+    std::fs::write(&p, text.replacen("config.v1+json", "config.v9+json", 1)).unwrap();
+    let e = resolve(
+        &format!("{}/test/tamper:v1", reg.host),
+        &opts(&tmp.path().join("c2")),
+    )
+    .unwrap_err();
+    assert!(matches!(e, SourceError::DigestMismatch { .. }), "{e}");
+    assert!(e.to_string().contains(&md), "{e}");
+}
+
+fn skopeo(args: &[&str]) {
+    testkit::require_tool("skopeo", "skopeo");
+    let out = Command::new("skopeo")
+        .arg("--insecure-policy")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn docker_and_oci_archives_made_by_skopeo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lay = Layout::new(&tmp.path().join("oci"));
+    // skopeo writes no zstd layers into docker archives: gzip and uncompressed only.
+    let mut layers = three_layers("archive");
+    layers[1].1 = Comp::Gzip;
+    let made = lay.image("linux/amd64", &layers);
+    lay.tag(made.manifest.clone(), "v1");
+    let oci = format!("oci:{}:v1", lay.dir.display());
+    let da = tmp.path().join("img.docker.tar");
+    let oa = tmp.path().join("img.oci.tar");
+    skopeo(&[
+        "copy",
+        &oci,
+        &format!("docker-archive:{}:test/app:v1", da.display()),
+    ]);
+    skopeo(&["copy", &oci, &format!("oci-archive:{}:v1", oa.display())]);
+    let cache = tmp.path().join("cache");
+
+    let img = resolve(&format!("docker-archive:{}", da.display()), &opts(&cache)).unwrap();
+    check_image(&img, &made);
+    // Deterministic: the synthesized manifest digest is the same on a second read.
+    let again = resolve(&format!("docker-archive:{}", da.display()), &opts(&cache)).unwrap();
+    assert_eq!(again.manifest_digest, img.manifest_digest);
+    let by_tag = resolve(
+        &format!("docker-archive:{}:test/app:v1", da.display()),
+        &opts(&cache),
+    )
+    .unwrap();
+    assert_eq!(by_tag.manifest_digest, img.manifest_digest);
+
+    let img = resolve(&format!("oci-archive:{}:v1", oa.display()), &opts(&cache)).unwrap();
+    check_image(&img, &made);
+    let untagged = resolve(&format!("oci-archive:{}", oa.display()), &opts(&cache)).unwrap();
+    assert_eq!(untagged.manifest_digest, img.manifest_digest);
+    let e = resolve(&format!("oci-archive:{}:nope", oa.display()), &opts(&cache)).unwrap_err();
+    assert!(e.to_string().contains("nope"), "{e}");
+}
+
+#[test]
+fn bad_layouts_give_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+
+    // An oversized manifest.
+    let mut lay = Layout::new(&tmp.path().join("big"));
+    let pad = "x".repeat(5 << 20);
+    let m = serde_json::json!({"schemaVersion": 2, "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+        "digest": sha(b"{}"), "size": 2}, "layers": [], "annotations": {"pad": pad}});
+    let b = serde_json::to_vec(&m).unwrap();
+    let d = lay.blob(&b);
+    lay.tag(serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d, "size": b.len()}), "big");
+    let e = resolve(&format!("oci:{}:big", lay.dir.display()), &opts(&cache)).unwrap_err();
+    assert!(matches!(e, SourceError::TooLarge { .. }), "{e}");
+
+    // A schema1 manifest.
+    let mut lay = Layout::new(&tmp.path().join("s1"));
+    let b = br#"{"schemaVersion":1,"name":"x","tag":"1","fsLayers":[],"history":[]}"#;
+    let d = lay.blob(b);
+    lay.tag(serde_json::json!({"mediaType": "application/vnd.docker.distribution.manifest.v1+json", "digest": d, "size": b.len()}), "old");
+    let e = resolve(&format!("oci:{}:old", lay.dir.display()), &opts(&cache)).unwrap_err();
+    assert!(matches!(e, SourceError::Schema1 { .. }), "{e}");
+
+    // A layer blob changed on disk after the manifest was written.
+    let mut lay = Layout::new(&tmp.path().join("bad"));
+    let made = lay.image("linux/amd64", &three_layers("bad"));
+    lay.tag(made.manifest.clone(), "v1");
+    let p = lay
+        .dir
+        .join("blobs/sha256")
+        .join(&made.layer_digests[2][7..]);
+    let mut b = std::fs::read(&p).unwrap();
+    b[0] ^= 1;
+    std::fs::write(&p, &b).unwrap();
+    let e = resolve(&format!("oci:{}:v1", lay.dir.display()), &opts(&cache)).unwrap_err();
+    assert!(matches!(e, SourceError::DigestMismatch { .. }), "{e}");
+    assert!(e.to_string().contains(&made.layer_digests[2]), "{e}");
+
+    // Only an arm64 image, and linux/amd64 asked for (the default).
+    let mut lay = Layout::new(&tmp.path().join("arm"));
+    let made = lay.image("linux/arm64", &[(tar(&[("a", b"a")]), Comp::Gzip)]);
+    let mut desc = made.manifest.clone();
+    desc.as_object_mut().unwrap().remove("platform");
+    lay.tag(desc, "v1");
+    let e = resolve(&format!("oci:{}:v1", lay.dir.display()), &opts(&cache)).unwrap_err();
+    assert!(matches!(e, SourceError::NoPlatform { .. }), "{e}");
+
+    // Missing layout, unknown transport.
+    assert!(resolve(
+        &format!("oci:{}", tmp.path().join("nothing").display()),
+        &opts(&cache)
+    )
+    .is_err());
+    let e = resolve("ftp://example.com/x", &opts(&cache)).unwrap_err();
+    assert!(matches!(e, SourceError::UnknownTransport { .. }), "{e}");
+}

@@ -1,0 +1,555 @@
+//! Debian's `docker-registry` (distribution 2.8) on 127.0.0.1, started by the tests:
+//! plain HTTP anonymous, TLS with a test CA + htpasswd basic auth, or bearer tokens from a
+//! token issuer run here (RS256 JWTs signed with `openssl dgst`, cert in `rootcertbundle`).
+//!
+//! Every request the registry serves is counted from its access log, so a test can assert
+//! that a second pull downloads nothing.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+
+use crate::require_tool;
+
+/// Which registry to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Plain HTTP, anonymous pull and push.
+    Plain,
+    /// TLS with a certificate from a test CA ([`Registry::ca_dir`]) and htpasswd basic auth.
+    TlsBasic,
+    /// Plain HTTP with `auth: token:`; tokens from an issuer run by the harness. Anonymous
+    /// tokens may only pull repositories under `public/`; wrong credentials get 401.
+    Token,
+}
+
+pub const USER: &str = "d2vtest";
+pub const PASSWORD: &str = "s3cret-pw";
+
+/// One request the registry or the token issuer answered: `GET /v2/x/blobs/sha256:.. 200`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+
+pub struct Registry {
+    pub kind: Kind,
+    /// `127.0.0.1:PORT`.
+    pub host: String,
+    dir: tempfile::TempDir,
+    child: Child,
+    log: Arc<Mutex<Vec<Request>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    token_stop: Option<Arc<AtomicBool>>,
+    token_port: Option<u16>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    run(Command::new("openssl").args(args).current_dir(dir));
+}
+
+/// `"GET /v2/ HTTP/1.1" 200` in an Apache combined log line.
+fn parse_access(line: &str) -> Option<Request> {
+    let q1 = line.find('"')?;
+    let rest = &line[q1 + 1..];
+    let q2 = rest.find('"')?;
+    let mut req = rest[..q2].split(' ');
+    let method = req.next()?.to_string();
+    let path = req.next()?.to_string();
+    if !path.starts_with('/') {
+        return None;
+    }
+    let status = rest[q2 + 1..].split_whitespace().next()?.parse().ok()?;
+    Some(Request {
+        method,
+        path,
+        status,
+    })
+}
+
+impl Registry {
+    /// Starts a registry of `kind` with storage in a fresh temporary directory.
+    pub fn start(kind: Kind) -> Registry {
+        require_tool("docker-registry", "docker-registry");
+        require_tool("openssl", "openssl");
+        let dir = tempfile::Builder::new()
+            .prefix("d2v-registry")
+            .tempdir()
+            .expect("temp dir");
+        let d = dir.path();
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut extra = String::new();
+        let mut token_stop = None;
+        let mut token_port = None;
+        match kind {
+            Kind::Plain => {}
+            Kind::TlsBasic => {
+                require_tool("htpasswd", "apache2-utils");
+                make_tls(d);
+                let line = run(Command::new("htpasswd").args(["-Bbn", USER, PASSWORD]));
+                std::fs::write(d.join("htpasswd"), line).unwrap();
+                extra = format!(
+                    "  tls:\n    certificate: {0}/server.crt\n    key: {0}/server.key\nauth:\n  htpasswd:\n    realm: d2v-test\n    path: {0}/htpasswd\n",
+                    d.display()
+                );
+            }
+            Kind::Token => {
+                openssl(
+                    d,
+                    &[
+                        "req",
+                        "-x509",
+                        "-newkey",
+                        "rsa:2048",
+                        "-nodes",
+                        "-keyout",
+                        "token.key",
+                        "-out",
+                        "token.crt",
+                        "-days",
+                        "2",
+                        "-subj",
+                        "/CN=d2v-token-issuer",
+                    ],
+                );
+                let tport = free_port();
+                let stop = Arc::new(AtomicBool::new(false));
+                start_token_issuer(d, tport, stop.clone(), log.clone());
+                token_stop = Some(stop);
+                token_port = Some(tport);
+                extra = format!(
+                    "auth:\n  token:\n    realm: http://127.0.0.1:{tport}/token\n    service: d2v-test-registry\n    issuer: d2v-test-issuer\n    rootcertbundle: {}/token.crt\n",
+                    d.display()
+                );
+            }
+        }
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}/storage\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: d2v-test-secret\n{extra}",
+            d.display()
+        );
+        std::fs::write(d.join("config.yml"), config).unwrap();
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(d.join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start docker-registry");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        for (pipe, is_err) in [
+            (
+                Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+                false,
+            ),
+            (Box::new(child.stderr.take().unwrap()), true),
+        ] {
+            let log = log.clone();
+            let errs = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Some(r) = parse_access(&line) {
+                        log.lock().unwrap().push(r);
+                    } else if is_err {
+                        errs.lock().unwrap().push(line);
+                    }
+                }
+            });
+        }
+        let reg = Registry {
+            kind,
+            host,
+            dir,
+            child,
+            log,
+            stderr,
+            token_stop,
+            token_port,
+        };
+        reg.wait_ready(port);
+        reg
+    }
+
+    fn wait_ready(&self, port: u16) {
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "docker-registry did not listen on {}: {:?}",
+                self.host,
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A directory with `ca.crt` (the test CA) for `--cert-dir`; only for [`Kind::TlsBasic`].
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// `USER:PASS` when the registry needs credentials.
+    pub fn creds(&self) -> Option<String> {
+        (self.kind != Kind::Plain).then(|| format!("{USER}:{PASSWORD}"))
+    }
+
+    /// The token issuer's port ([`Kind::Token`] only).
+    pub fn token_port(&self) -> Option<u16> {
+        self.token_port
+    }
+
+    /// Pushes `src` (any skopeo source, e.g. `oci:/dir:tag`) to `REPO:TAG` on this registry,
+    /// all platforms.
+    pub fn push(&self, src: &str, repo_tag: &str) {
+        require_tool("skopeo", "skopeo");
+        let mut cmd = Command::new("skopeo");
+        cmd.args([
+            "--insecure-policy",
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+        ]);
+        if let Some(c) = self.creds() {
+            cmd.arg("--dest-creds").arg(c);
+        }
+        cmd.arg(src)
+            .arg(format!("docker://{}/{repo_tag}", self.host));
+        cmd.env(
+            "REGISTRY_AUTH_FILE",
+            self.dir.path().join("skopeo-auth.json"),
+        );
+        run(&mut cmd);
+    }
+
+    /// The manifest digest the registry serves for `REPO:TAG`, as skopeo sees it.
+    pub fn digest(&self, repo_tag: &str) -> String {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["inspect", "--raw", "--tls-verify=false"]);
+        if let Some(c) = self.creds() {
+            cmd.arg("--creds").arg(c);
+        }
+        cmd.arg(format!("docker://{}/{repo_tag}", self.host));
+        cmd.env(
+            "REGISTRY_AUTH_FILE",
+            self.dir.path().join("skopeo-auth.json"),
+        );
+        let raw = run(&mut cmd);
+        format!("sha256:{}", sha256_hex(&raw))
+    }
+
+    /// Requests answered so far (registry and token issuer), after the log settles.
+    pub fn requests(&self) -> Vec<Request> {
+        let mut last = usize::MAX;
+        for _ in 0..20 {
+            let n = self.log.lock().unwrap().len();
+            if n == last {
+                break;
+            }
+            last = n;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Forgets the requests counted so far.
+    pub fn clear_requests(&self) {
+        let _ = self.requests();
+        self.log.lock().unwrap().clear();
+    }
+
+    /// Where the registry stores a blob's bytes (to tamper with it in a test).
+    pub fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let (Some(stop), Some(port)) = (&self.token_stop, self.token_port) {
+            stop.store(true, Ordering::SeqCst);
+            let _ = TcpStream::connect(("127.0.0.1", port));
+        }
+    }
+}
+
+/// A test CA and a server certificate for 127.0.0.1/localhost signed by it; `certs/ca.crt`.
+fn make_tls(d: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=d2v test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(d, &a);
+    let mut a = vec!["req"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(d, &a);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    std::fs::create_dir_all(d.join("certs")).unwrap();
+    std::fs::copy(d.join("ca.crt"), d.join("certs/ca.crt")).unwrap();
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child.stdin.take().unwrap().write_all(b).unwrap();
+    let out = child.wait_with_output().unwrap().stdout;
+    String::from_utf8_lossy(&out)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn b64url(b: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn pct_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Serves `GET /token?service=..&scope=repository:NAME:ACTIONS` on 127.0.0.1:`port`: valid
+/// basic credentials get the requested access, no credentials get pull access to `public/*`
+/// only, wrong credentials get 401.
+fn start_token_issuer(d: &Path, port: u16, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<Request>>>) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind token issuer");
+    let pem = std::fs::read_to_string(d.join("token.crt")).unwrap();
+    let der_b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let key = d.join("token.key");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(mut s) = conn else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut first = String::new();
+            if r.read_line(&mut first).is_err() {
+                continue;
+            }
+            let mut authz = None;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("authorization") {
+                        authz = Some(v.trim().to_string());
+                    }
+                }
+            }
+            let path = first.split(' ').nth(1).unwrap_or("").to_string();
+            let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+            let want = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+            );
+            let anonymous = authz.is_none();
+            let (status, body) = if !anonymous && authz.as_deref() != Some(want.as_str()) {
+                (
+                    401,
+                    r#"{"details":"invalid or missing credentials"}"#.to_string(),
+                )
+            } else {
+                let mut access = Vec::new();
+                for kv in query.split('&') {
+                    if let Some(v) = kv.strip_prefix("scope=") {
+                        let v = pct_decode(v);
+                        let parts: Vec<&str> = v.split(':').collect();
+                        if parts.len() == 3 {
+                            let mut actions: Vec<&str> = parts[2].split(',').collect();
+                            if anonymous {
+                                // Like Docker Hub: anonymous pulls of public repositories only.
+                                actions.retain(|a| *a == "pull" && parts[1].starts_with("public/"));
+                            }
+                            access.push(serde_json::json!({"type": parts[0], "name": parts[1], "actions": actions}));
+                        }
+                    }
+                }
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [der_b64]});
+                let claims = serde_json::json!({
+                    "iss": "d2v-test-issuer", "sub": USER, "aud": "d2v-test-registry",
+                    "exp": now + 600, "nbf": now - 60, "iat": now - 60, "jti": format!("{now}-{}", access.len()),
+                    "access": access,
+                });
+                let signing_input = format!(
+                    "{}.{}",
+                    b64url(header.to_string().as_bytes()),
+                    b64url(claims.to_string().as_bytes())
+                );
+                let mut child = Command::new("openssl")
+                    .args(["dgst", "-sha256", "-sign"])
+                    .arg(&key)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("openssl dgst");
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(signing_input.as_bytes())
+                    .unwrap();
+                let sig = child.wait_with_output().unwrap().stdout;
+                let jwt = format!("{signing_input}.{}", b64url(&sig));
+                (
+                    200,
+                    serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 600})
+                        .to_string(),
+                )
+            };
+            log.lock().unwrap().push(Request {
+                method: "TOKEN".into(),
+                path: path.clone(),
+                status,
+            });
+            let reason = if status == 200 { "OK" } else { "Unauthorized" };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_log_lines() {
+        let l = r#"127.0.0.1 - - [27/Nov/2026:05:00:00 +0000] "GET /v2/a/blobs/sha256:ab HTTP/1.1" 200 1234 "" "d2v/0.1.0""#;
+        assert_eq!(
+            parse_access(l),
+            Some(Request {
+                method: "GET".into(),
+                path: "/v2/a/blobs/sha256:ab".into(),
+                status: 200
+            })
+        );
+        assert_eq!(
+            parse_access(r#"time="x" level=info msg="listening on 127.0.0.1:5000""#),
+            None
+        );
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(
+            pct_decode("repository%3Aa%2Fb%3Apull%2Cpush"),
+            "repository:a/b:pull,push"
+        );
+    }
+}

@@ -152,6 +152,39 @@ fn pax_records_carry_nanoseconds_xattrs_and_large_ids() {
 }
 
 #[test]
+fn device_numbers_beyond_the_octal_fields_round_trip() {
+    let mut t = Tree::in_temp().unwrap();
+    let meta = Metadata {
+        mode: 0o600,
+        ..Default::default()
+    };
+    let big = Kind::BlockDevice {
+        major: 4095,
+        minor: 0xfffff,
+    };
+    let huge = Kind::CharDevice {
+        major: 3_000_000,
+        minor: 1 << 30,
+    };
+    for (p, k) in [
+        (b"big".as_slice(), big.clone()),
+        (b"huge".as_slice(), huge.clone()),
+    ] {
+        t.insert(
+            p,
+            crate::tree::Inode {
+                meta: meta.clone(),
+                kind: k,
+            },
+        )
+        .unwrap();
+    }
+    let back = tree_of(&[export(&t)]);
+    assert_eq!(back.inode(back.lookup(b"big").unwrap()).kind, big);
+    assert_eq!(back.inode(back.lookup(b"huge").unwrap()).kind, huge);
+}
+
+#[test]
 fn negative_and_fractional_times() {
     assert_eq!(pax_time(5, 0), "5");
     assert_eq!(pax_time(5, 250_000_000), "5.250000000");

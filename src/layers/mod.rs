@@ -135,12 +135,10 @@ fn apply_entry<R: Read>(
             .map_err(|_| bad("uid does not fit 32 bits".into()))?,
         gid: u32::try_from(header.gid().map_err(|e| bad(format!("gid: {e}")))?)
             .map_err(|_| bad("gid does not fit 32 bits".into()))?,
-        mtime: Timestamp {
-            sec: header.mtime().map_err(|e| bad(format!("mtime: {e}")))? as i64,
-            nsec: 0,
-        },
+        mtime: header_mtime,
         xattrs: Default::default(),
     };
+    let mut dev_override: [Option<u32>; 2] = [None, None];
     if let Some(exts) = entry
         .pax_extensions()
         .map_err(|e| bad(format!("PAX header: {e}")))?
@@ -148,8 +146,8 @@ fn apply_entry<R: Read>(
         for ext in exts {
             let ext = ext.map_err(|e| bad(format!("PAX record: {e}")))?;
             let key = ext.key_bytes();
-            // POSIX pax: a record with an empty value deletes the keyword (Go's archive/tar,
-            // and so umoci, docker and containerd, drop empty xattrs the same way).
+            // POSIX pax: a record with an empty value deletes the keyword (umoci drops empty
+            // xattrs the same way: tests/conformance_umoci.rs).
             if ext.value_bytes().is_empty() {
                 if key == b"mtime" {
                     meta.mtime = header_mtime;
@@ -162,6 +160,13 @@ fn apply_entry<R: Read>(
             } else if let Some(xattr) = key.strip_prefix(b"SCHILY.xattr.") {
                 meta.xattrs
                     .insert(xattr.to_vec(), ext.value_bytes().to_vec());
+            } else if key == b"SCHILY.devmajor" || key == b"SCHILY.devminor" {
+                // star's records for device numbers beyond the octal fields (export writes them)
+                let v = std::str::from_utf8(ext.value_bytes())
+                    .ok()
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .ok_or_else(|| bad(format!("PAX {}", show(key))))?;
+                dev_override[(key == b"SCHILY.devminor") as usize] = Some(v);
             }
         }
     }
@@ -176,7 +181,10 @@ fn apply_entry<R: Read>(
             .device_minor()
             .map_err(|e| bad(format!("device minor: {e}")))?
             .unwrap_or(0);
-        Ok((major, minor))
+        Ok((
+            dev_override[0].unwrap_or(major),
+            dev_override[1].unwrap_or(minor),
+        ))
     };
     let link_name = |e: &tar::Entry<'_, R>| -> Vec<u8> {
         e.link_name_bytes()

@@ -259,17 +259,6 @@ impl<'a> Alloc<'a> {
         self.cursor += n;
         Ok((start, n))
     }
-
-    /// `n` blocks as runs.
-    pub fn runs(&mut self, mut n: u64) -> Result<Vec<(u64, u64)>, Ext4Error> {
-        let mut out = Vec::new();
-        while n > 0 {
-            let (s, k) = self.run(n)?;
-            out.push((s, k));
-            n -= k;
-        }
-        Ok(out)
-    }
 }
 
 #[cfg(test)]
@@ -286,7 +275,13 @@ mod tests {
     fn allocator_skips_metadata_and_counts_match_bitmaps() {
         let l = Layout::new(40 * BLOCKS_PER_GROUP + 5000, 100_000).unwrap();
         let mut a = Alloc::new(&l);
-        let runs = a.runs(3 * BLOCKS_PER_GROUP).unwrap();
+        let mut runs = Vec::new();
+        let mut left = 3 * BLOCKS_PER_GROUP;
+        while left > 0 {
+            let (s, n) = a.run(left).unwrap();
+            runs.push((s, n));
+            left -= n;
+        }
         for &(s, n) in &runs {
             assert!(l.fixed.iter().all(|&(fs, fe)| s + n <= fs || s >= fe));
         }
@@ -297,6 +292,36 @@ mod tests {
                 .filter(|i| bm[(i / 8) as usize] >> (i % 8) & 1 == 1)
                 .count() as u64;
             assert_eq!(ones, l.used_in(s, e, a.cursor), "group {g}");
+        }
+    }
+
+    #[test]
+    fn group_metadata_is_disjoint_and_inside_the_filesystem() {
+        for blocks in [
+            300,
+            40_000,
+            17 * BLOCKS_PER_GROUP + 1500,
+            100 * BLOCKS_PER_GROUP,
+        ] {
+            let l = Layout::new(blocks, blocks / 4).unwrap();
+            let mut all: Vec<(u64, u64)> = Vec::new();
+            for (g, m) in l.meta.iter().enumerate() {
+                all.push((m.block_bitmap, m.block_bitmap + 1));
+                all.push((m.inode_bitmap, m.inode_bitmap + 1));
+                all.push((m.inode_table, m.inode_table + l.itable_blocks));
+                if has_super(g as u64) {
+                    let s = g as u64 * BLOCKS_PER_GROUP;
+                    all.push((s, s + 1 + l.gdt_blocks));
+                }
+            }
+            all.sort_unstable();
+            assert!(
+                all.windows(2).all(|w| w[0].1 <= w[1].0),
+                "{blocks}: overlap"
+            );
+            assert!(all.last().unwrap().1 <= l.blocks);
+            assert_eq!(l.overhead(), all.iter().map(|(s, e)| e - s).sum::<u64>());
+            assert!(l.inodes() >= blocks / 4);
         }
     }
 }

@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use super::dir::{self, DirEntry, HashCtx};
 use super::hash::HashVersion;
 use super::inode::{tree_shape, MAX_LEN};
-use super::layout::{Layout, BLOCK};
+use super::layout::{self, Layout, BLOCK};
 use super::{io_err, xattr, Ext4Error, Ext4Options};
 use crate::tree::{show, FileData, InodeId, Kind, Spill, Tree, ROOT};
 
@@ -257,7 +257,13 @@ impl Plan {
             .div_ceil(BLOCK);
         let mut blocks = (content + free).next_multiple_of(256);
         loop {
-            let layout = Layout::new(blocks, self.inodes_for(blocks, opts))?;
+            let layout = match Layout::new(blocks, self.inodes_for(blocks, opts)) {
+                Err(Ext4Error::TooManyInodes { .. }) => {
+                    blocks += layout::BLOCKS_PER_GROUP;
+                    continue;
+                }
+                l => l?,
+            };
             let need = layout.overhead() + content + journal_blocks(layout.blocks, opts) + free;
             if need <= layout.blocks {
                 return Ok(layout.blocks);

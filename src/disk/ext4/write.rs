@@ -112,7 +112,10 @@ pub fn write(
     offset: u64,
     opts: &Ext4Options,
 ) -> Result<Ext4Summary, Ext4Error> {
-    let layout = Layout::new(blocks, p.inodes_for(blocks, opts))?;
+    let layout = match Layout::new(blocks, p.inodes_for(blocks, opts)) {
+        Err(Ext4Error::TooManyInodes { .. }) => Layout::new(blocks, p.max_ino as u64)?,
+        l => l?,
+    };
     if p.max_ino as u64 > layout.inodes() {
         return Err(Ext4Error::TooManyInodes {
             inodes: p.max_ino as u64,

@@ -710,3 +710,87 @@ fn dx_hash_matches_debugfs() {
         }
     }
 }
+
+/// Loads a host directory into a tree (regular files, directories, symlinks; owner and mode).
+fn load_host_dir(t: &mut Tree, root: &Path, rel: &Path) {
+    let mut entries: Vec<_> = std::fs::read_dir(root.join(rel))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let md = e.metadata().unwrap();
+        let path = rel.join(e.file_name());
+        let m = Metadata {
+            mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+            mtime: Timestamp {
+                sec: md.mtime(),
+                nsec: md.mtime_nsec() as u32,
+            },
+            xattrs: BTreeMap::new(),
+        };
+        let key = path.as_os_str().as_bytes();
+        if md.is_dir() {
+            t.insert(key, Inode::dir(m)).unwrap();
+            load_host_dir(t, root, &path);
+        } else if md.is_symlink() {
+            let target = std::fs::read_link(e.path()).unwrap();
+            t.insert(
+                key,
+                Inode {
+                    meta: m,
+                    kind: Kind::Symlink(target.as_os_str().as_bytes().to_vec()),
+                },
+            )
+            .unwrap();
+        } else if md.is_file() {
+            let fd = t.store(&mut File::open(e.path()).unwrap()).unwrap();
+            t.insert(
+                key,
+                Inode {
+                    meta: m,
+                    kind: Kind::File(fd),
+                },
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// `D2V_BENCH_DIR=/usr/share cargo test --release --test ext4 bench -- --ignored --nocapture`:
+/// d2v's writer against `mke2fs -d` on the same directory, both into a sparse file.
+#[test]
+#[ignore]
+fn bench_against_mke2fs() {
+    let dir = PathBuf::from(std::env::var_os("D2V_BENCH_DIR").expect("set D2V_BENCH_DIR"));
+    let mut t = Tree::in_temp().unwrap();
+    load_host_dir(&mut t, &dir, Path::new(""));
+    let tmp = tempfile::tempdir().unwrap();
+    let o = opts();
+    let size = ext4::plan_size(&t, &o).unwrap();
+    let start = std::time::Instant::now();
+    let f = File::create(tmp.path().join("d2v.img")).unwrap();
+    let s = ext4::write(&t, &f, 0, &o).unwrap();
+    f.sync_all().unwrap();
+    let ours = start.elapsed();
+    fsck(&tmp.path().join("d2v.img"));
+    let img = tmp.path().join("mke2fs.img");
+    File::create(&img).unwrap().set_len(size).unwrap();
+    let start = std::time::Instant::now();
+    let st = Command::new(testkit::require_tool("mke2fs", "e2fsprogs"))
+        .args(["-q", "-F", "-t", "ext4", "-E", "nodiscard", "-d"])
+        .arg(&dir)
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    File::open(&img).unwrap().sync_all().unwrap();
+    let theirs = start.elapsed();
+    eprintln!(
+        "size {} MiB, {} inodes used: d2v {ours:?}, mke2fs -d {theirs:?}",
+        size >> 20,
+        s.inodes - s.free_inodes
+    );
+}

@@ -336,6 +336,7 @@ pub fn write(
                     table[at..at + 256].copy_from_slice(&r.encode(ino as u32, fs_seed));
                 }
             }
+            debug_assert!(table.len() as u64 <= layout.itable_blocks * BLOCK);
             w.put(m.inode_table, &table)?;
         }
         let mut ibm = vec![0xFFu8; BLOCK as usize];

@@ -794,3 +794,47 @@ fn bench_against_mke2fs() {
         s.inodes - s.free_inodes
     );
 }
+
+/// libext2fs (debugfs -w) modifies the image like a kernel would: new files and directories,
+/// including in a hashed directory, unlinks; the result must still be clean.
+#[test]
+fn writable_by_libext2fs_after_writing() {
+    let mut t = full_tree();
+    for i in 0..3000 {
+        t.insert(
+            format!("big/entry-{i:05}").as_bytes(),
+            Inode {
+                meta: meta(0o644, 0, 0),
+                kind: Kind::Fifo,
+            },
+        )
+        .unwrap();
+    }
+    let (img, _) = write_image(&t, &opts(), 0);
+    let host = img.path.with_file_name("host.txt");
+    std::fs::write(&host, vec![b'h'; 50_000]).unwrap();
+    let tool = testkit::require_tool("debugfs", "e2fsprogs");
+    let cmds = format!(
+        "mkdir /big/newdir\nwrite {} /big/newfile\nmkdir /etc/sub\nrm /usr/bin/su2\nrm /big/entry-00007\nln /etc/hostname /etc/third\nsif /etc/hostname links_count 3\nrm /usr/lib/islands\n",
+        host.display()
+    );
+    let mut child = Command::new(tool)
+        .arg("-w")
+        .arg("-f")
+        .arg("-")
+        .arg(&img.path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), cmds.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    fsck(&img.path);
+    assert_eq!(debugfs(&img.path, "cat /big/newfile").len(), 50_000);
+    assert_eq!(
+        field(&debugfs(&img.path, "stat /big/newdir"), "Type:"),
+        "directory"
+    );
+}

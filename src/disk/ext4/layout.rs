@@ -178,9 +178,17 @@ impl Layout {
     pub fn block_bitmap(&self, g: u64, cursor: u64) -> Vec<u8> {
         let (s, e) = self.group_range(g);
         let mut bm = vec![0u8; BLOCK as usize];
-        let mut set = |a: u64, b: u64| {
-            for i in a..b {
-                bm[(i / 8) as usize] |= 1 << (i % 8);
+        let mut set = |mut a: u64, b: u64| {
+            while a < b && a % 8 != 0 {
+                bm[(a / 8) as usize] |= 1 << (a % 8);
+                a += 1;
+            }
+            let whole = (b - a) / 8;
+            bm[(a / 8) as usize..(a / 8 + whole) as usize].fill(0xFF);
+            a += whole * 8;
+            while a < b {
+                bm[(a / 8) as usize] |= 1 << (a % 8);
+                a += 1;
             }
         };
         set(0, cursor.clamp(s, e) - s);

@@ -838,3 +838,28 @@ fn writable_by_libext2fs_after_writing() {
         "directory"
     );
 }
+
+#[test]
+fn dense_file_across_groups_and_no_free_space() {
+    let mut t = Tree::in_temp().unwrap();
+    let data: Vec<u8> = (0..150u32 << 20)
+        .map(|i| (i / 4096 % 253) as u8 + 1)
+        .collect();
+    add_file(&mut t, "dense", &data, meta(0o644, 0, 0));
+    add_file(&mut t, "after", b"after", meta(0o644, 0, 0));
+    let mut o = opts();
+    o.free_space = Some(0);
+    let (img, s) = write_image(&t, &o, 0);
+    assert!(
+        s.free_blocks < 1024,
+        "auto size with no free space is tight: {s:?}"
+    );
+    fsck(&img.path);
+    let out = Command::new(testkit::require_tool("debugfs", "e2fsprogs"))
+        .args(["-R", "cat /dense"])
+        .arg(&img.path)
+        .output()
+        .unwrap();
+    assert!(out.stdout == data, "contents of /dense");
+    assert_eq!(debugfs(&img.path, "cat /after"), "after");
+}

@@ -179,7 +179,7 @@ impl Layout {
         let (s, e) = self.group_range(g);
         let mut bm = vec![0u8; BLOCK as usize];
         let mut set = |mut a: u64, b: u64| {
-            while a < b && a % 8 != 0 {
+            while a < b && !a.is_multiple_of(8) {
                 bm[(a / 8) as usize] |= 1 << (a % 8);
                 a += 1;
             }
@@ -211,15 +211,12 @@ struct Cursor<'a> {
 
 impl Cursor<'_> {
     fn take(&mut self, n: u64) -> u64 {
-        loop {
-            match self
-                .skip
-                .iter()
-                .find(|&&(s, e)| self.at < e && self.at + n > s)
-            {
-                Some(&(_, e)) => self.at = e,
-                None => break,
-            }
+        while let Some(&(_, e)) = self
+            .skip
+            .iter()
+            .find(|&&(s, e)| self.at < e && self.at + n > s)
+        {
+            self.at = e;
         }
         let start = self.at;
         self.at += n;

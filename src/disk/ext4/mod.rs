@@ -28,9 +28,6 @@ mod sb;
 mod write;
 mod xattr;
 
-#[cfg(test)]
-mod tests;
-
 use std::fs::File;
 
 use crate::tree::Tree;

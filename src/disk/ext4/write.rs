@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use super::inode::{encode_tree, tree_shape, Extent, InodeRec, EXTENTS_FL, INDEX_FL, MAX_LEN};
-use super::layout::{has_super, Alloc, Layout, BLOCK, DESC_SIZE, INODE_SIZE};
+use super::layout::{self, has_super, Alloc, Layout, BLOCK, DESC_SIZE, INODE_SIZE};
 use super::plan::{self, journal_blocks, Plan, Src, JOURNAL_INO};
 use super::sb::{self, GroupInfo, SbInfo};
 use super::{csum, dir, io_err, xattr, Ext4Error, Ext4Options, Ext4Summary};
@@ -408,5 +408,3 @@ pub fn write(
         indexed_dirs,
     })
 }
-
-use super::layout;

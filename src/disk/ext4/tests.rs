@@ -1,1 +1,0 @@
-//! Whole-filesystem unit tests (the integration tests with e2fsck live in tests/ext4.rs).

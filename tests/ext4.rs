@@ -863,3 +863,172 @@ fn dense_file_across_groups_and_no_free_space() {
     assert!(out.stdout == data, "contents of /dense");
     assert_eq!(debugfs(&img.path, "cat /after"), "after");
 }
+
+/// A real kernel mounts the image read-write, reads and changes it, unmounts; then e2fsck must
+/// still find it clean. Needs an extracted Debian kernel package (`dpkg-deb -x
+/// linux-image-*-cloud-amd64*.deb DIR`) in `D2V_TEST_KERNEL_DIR`, a static busybox, cpio and
+/// QEMU: `D2V_TEST_KERNEL_DIR=DIR cargo test --test ext4 kernel -- --ignored`.
+#[test]
+#[ignore]
+fn kernel_mounts_read_write() {
+    let kdir =
+        PathBuf::from(std::env::var_os("D2V_TEST_KERNEL_DIR").expect("set D2V_TEST_KERNEL_DIR"));
+    let find = |dir: &Path, prefix: &str| -> PathBuf {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+            .unwrap()
+    };
+    let vmlinuz = find(&kdir.join("boot"), "vmlinuz-");
+    let moddir = find(&kdir.join("lib/modules"), "");
+    let busybox = testkit::require_tool("busybox", "busybox-static");
+    let cpio = testkit::require_tool("cpio", "cpio");
+    let qemu = testkit::require_tool("qemu-system-x86_64", "qemu-system-x86");
+
+    let mut t = full_tree();
+    for i in 0..3000 {
+        t.insert(
+            format!("big/entry-{i:05}").as_bytes(),
+            Inode {
+                meta: meta(0o644, 0, 0),
+                kind: Kind::Fifo,
+            },
+        )
+        .unwrap();
+    }
+    let (img, _) = write_image(&t, &opts(), 0);
+
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("initrd");
+    for d in ["bin", "m", "proc", "sys", "dev", "mnt"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
+    let mods = [
+        "virtio",
+        "virtio_ring",
+        "virtio_pci_modern_dev",
+        "virtio_pci_legacy_dev",
+        "virtio_pci",
+        "virtio_blk",
+    ];
+    for m in mods {
+        let found = Command::new("find")
+            .arg(&moddir)
+            .args(["-name", &format!("{m}.ko")])
+            .output()
+            .unwrap();
+        let p = String::from_utf8(found.stdout).unwrap();
+        std::fs::copy(
+            p.lines().next().unwrap_or_else(|| panic!("module {m}")),
+            root.join(format!("m/{m}.ko")),
+        )
+        .unwrap();
+    }
+    let script = format!(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+for m in {mods}; do insmod /m/$m.ko; done
+for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 1; done
+mount -t ext4 -o rw,errors=remount-ro /dev/vda /mnt && echo D2V-MOUNT-OK
+cat /mnt/etc/hostname.link
+echo "BIG $(md5sum /mnt/usr/lib/big.bin | cut -d' ' -f1)"
+echo "COUNT $(ls /mnt/big | wc -l)"
+echo "OWNER $(stat -c '%a %u %g' /mnt/home/u/file)"
+echo "DEV $(stat -c '%t %T' /mnt/dev/sda)"
+readlink /mnt/longlink | wc -c
+echo new > /mnt/new.txt && mkdir /mnt/big/newdir && for i in $(seq 1 2000); do touch /mnt/big/x$i; done
+rm /mnt/big/entry-00001 && mv /mnt/big/entry-00002 /mnt/moved && rm -r /mnt/usr/lib/islands
+dd if=/dev/urandom of=/mnt/random bs=1M count=20 2>/dev/null && sync
+echo "AFTER $(ls /mnt/big | wc -l)"
+umount /mnt && echo D2V-UMOUNT-OK
+dmesg | grep -i -E 'ext4|jbd2' | grep -v 'mounted filesystem\|unmounting'
+echo D2V-DONE
+poweroff -f
+"#,
+        mods = mods.join(" ")
+    );
+    std::fs::write(root.join("init"), script).unwrap();
+    std::fs::set_permissions(
+        root.join("init"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let initrd = work.path().join("initrd.cpio");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && find . | {} -o -H newc --quiet > {}",
+            root.display(),
+            cpio.display(),
+            initrd.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = Command::new("timeout")
+        .arg("300")
+        .arg(qemu)
+        .args([
+            "-accel",
+            "tcg",
+            "-m",
+            "512",
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+        ])
+        .arg(&vmlinuz)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet", "-drive"])
+        .arg(format!("file={},format=raw,if=virtio", img.path.display()))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("D2V-MOUNT-OK") && log.contains("D2V-UMOUNT-OK") && log.contains("D2V-DONE"),
+        "{log}"
+    );
+    let mut want = Vec::new();
+    std::io::Read::read_to_end(
+        &mut t
+            .spill()
+            .reader(match &t.inode(t.lookup(b"usr/lib/big.bin").unwrap()).kind {
+                Kind::File(fd) => fd,
+                _ => unreachable!(),
+            }),
+        &mut want,
+    )
+    .unwrap();
+    let md5 = Command::new("sh")
+        .arg("-c")
+        .arg("md5sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut md5.stdin.as_ref().unwrap(), &want).unwrap();
+    let sum = String::from_utf8(md5.wait_with_output().unwrap().stdout).unwrap();
+    for line in [
+        "d2v",
+        &format!("BIG {}", sum.split_whitespace().next().unwrap()),
+        "COUNT 3000",
+        "OWNER 640 70000 80000",
+        "DEV 8 0",
+        "201",
+        "AFTER 4999",
+    ] {
+        assert!(
+            log.lines().any(|l| l.trim() == line),
+            "missing {line:?} in\n{log}"
+        );
+    }
+    assert!(
+        !log.contains("EXT4-fs error") && !log.contains("EXT4-fs warning"),
+        "{log}"
+    );
+    fsck(&img.path);
+}

@@ -34,13 +34,9 @@ impl Entry {
     }
 }
 
-const PREFIXES: [(&[u8], u8); 5] = [
-    (b"user.", 1),
-    (b"trusted.", 4),
-    (b"security.", 6),
-    (b"system.", 7),
-    (b"", 0),
-];
+/// Name prefixes and their ext4 name index. Other `system.` names are refused: index 7 is
+/// ext4's own `system.data` (inline data), which the kernel would misread.
+const PREFIXES: [(&[u8], u8); 3] = [(b"user.", 1), (b"trusted.", 4), (b"security.", 6)];
 
 fn split_name(name: &[u8]) -> Option<(u8, &[u8])> {
     match name {
@@ -48,7 +44,7 @@ fn split_name(name: &[u8]) -> Option<(u8, &[u8])> {
         b"system.posix_acl_default" => return Some((3, b"")),
         _ => {}
     }
-    PREFIXES[..4]
+    PREFIXES
         .iter()
         .find_map(|(p, i)| name.strip_prefix(*p).map(|rest| (*i, rest)))
 }
@@ -213,8 +209,14 @@ mod tests {
         let e = prepare(&x, "/f").unwrap();
         assert_eq!(e.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 2, 6]);
         assert_eq!(e[1].value.len(), 4 + 4 + 8 + 4 + 4 + 4);
-        x.insert(b"weird.x".to_vec(), vec![]);
-        assert!(matches!(prepare(&x, "/f"), Err(Ext4Error::Xattr { .. })));
+        for bad in ["weird.x", "system.data", "user."] {
+            let mut y = x.clone();
+            y.insert(bad.as_bytes().to_vec(), vec![]);
+            assert!(
+                matches!(prepare(&y, "/f"), Err(Ext4Error::Xattr { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

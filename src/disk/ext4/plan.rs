@@ -1,0 +1,287 @@
+//! Inode numbering and measuring: which tree inode becomes which ext4 inode, how many blocks
+//! each needs, which xattrs go where. Independent of the filesystem size.
+
+use std::os::fd::AsRawFd;
+
+use super::dir::{self, DirEntry, HashCtx};
+use super::hash::HashVersion;
+use super::inode::{tree_shape, MAX_LEN};
+use super::layout::{self, Layout, BLOCK};
+use super::{io_err, xattr, Ext4Error, Ext4Options};
+use crate::tree::{show, FileData, InodeId, Kind, Spill, Tree, ROOT};
+
+pub const ROOT_INO: u32 = 2;
+pub const JOURNAL_INO: u32 = 8;
+pub const LPF_INO: u32 = 11;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Src {
+    Tree(InodeId),
+    /// `lost+found` made by the writer (the tree has none).
+    LostFound,
+}
+
+pub struct Node {
+    pub ino: u32,
+    pub src: Src,
+    /// Parent directory's inode number (directories only).
+    pub parent: u32,
+    /// Logical block ranges `[start, end)` that hold data.
+    pub ranges: Vec<(u64, u64)>,
+    pub inline: Vec<xattr::Entry>,
+    pub block_xattrs: Vec<xattr::Entry>,
+    pub links: u16,
+}
+
+pub struct Plan {
+    pub nodes: Vec<Node>,
+    /// Tree inode id → ext4 inode number (0: unreachable).
+    pub ino_of: Vec<u32>,
+    /// Highest inode number in use.
+    pub max_ino: u32,
+    /// Data, directory, extent-tree (estimated) and xattr blocks.
+    pub content_blocks: u64,
+    pub hash: HashCtx,
+}
+
+pub fn ftype(k: &Kind) -> u8 {
+    match k {
+        Kind::File(_) => 1,
+        Kind::Dir(_) => 2,
+        Kind::CharDevice { .. } => 3,
+        Kind::BlockDevice { .. } => 4,
+        Kind::Fifo => 5,
+        Kind::Socket => 6,
+        Kind::Symlink(_) => 7,
+    }
+}
+
+/// Logical 4 KiB block ranges of `fd` that hold data, from the spill file's holes.
+pub fn data_ranges(spill: &Spill, fd: &FileData) -> Result<Vec<(u64, u64)>, Ext4Error> {
+    let raw = spill.file().as_raw_fd();
+    let (start, end) = (fd.offset, fd.offset + fd.len);
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut pos = start;
+    while pos < end {
+        // SAFETY: lseek on a valid descriptor; it only moves the file position, and the spill
+        // file always seeks before it writes.
+        let d = unsafe { libc::lseek(raw, pos as libc::off_t, libc::SEEK_DATA) };
+        if d < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break;
+            }
+            if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::EOPNOTSUPP)
+            {
+                out.push((pos, end));
+                break;
+            }
+            return Err(io_err("spill file SEEK_DATA")(e));
+        }
+        let d = d as u64;
+        if d >= end {
+            break;
+        }
+        let h = unsafe { libc::lseek(raw, d as libc::off_t, libc::SEEK_HOLE) };
+        let h = if h < 0 { end } else { (h as u64).min(end) };
+        out.push((d, h));
+        pos = h;
+    }
+    let mut blocks: Vec<(u64, u64)> = Vec::with_capacity(out.len());
+    for (a, b) in out {
+        let (a, b) = ((a - start) / BLOCK, (b - start).div_ceil(BLOCK));
+        match blocks.last_mut() {
+            Some(l) if l.1 >= a => l.1 = l.1.max(b),
+            _ => blocks.push((a, b)),
+        }
+    }
+    Ok(blocks)
+}
+
+/// Directory entries of the directory node `n` (without `.` and `..`).
+pub fn entries<'t>(tree: &'t Tree, plan: &Plan, n: &Node) -> Vec<DirEntry<'t>> {
+    let mut out = Vec::new();
+    match n.src {
+        Src::Tree(id) => {
+            if let Kind::Dir(d) = &tree.inode(id).kind {
+                for (name, &child) in &d.entries {
+                    let k = &tree.inode(child).kind;
+                    out.push(DirEntry {
+                        name,
+                        ino: plan.ino_of[child as usize],
+                        ftype: ftype(k),
+                    });
+                }
+            }
+            if id == ROOT && plan.nodes.get(1).is_some_and(|n| n.src == Src::LostFound) {
+                out.push(DirEntry {
+                    name: b"lost+found",
+                    ino: LPF_INO,
+                    ftype: 2,
+                });
+            }
+        }
+        Src::LostFound => {}
+    }
+    out
+}
+
+impl Plan {
+    pub fn new(tree: &Tree, opts: &Ext4Options) -> Result<Plan, Ext4Error> {
+        let hash = HashCtx {
+            seed: opts.hash_seed,
+            version: HashVersion::HalfMd4,
+            signed: true,
+        };
+        let counts = tree.link_counts();
+        let mut ino_of = vec![0u32; tree.inode_slots()];
+        let mut nodes = Vec::new();
+        let lpf_in_tree = tree
+            .lookup(b"lost+found")
+            .filter(|&id| tree.inode(id).kind.is_dir());
+        let has_lpf_name = tree.lookup(b"lost+found").is_some();
+        let mut next = LPF_INO + 1;
+        let mut content = 0u64;
+        for e in tree.walk() {
+            if e.name().len() > 255 {
+                return Err(Ext4Error::NameTooLong {
+                    path: show(&e.path),
+                });
+            }
+            if ino_of[e.id as usize] != 0 {
+                continue;
+            }
+            let ino = if e.id == ROOT {
+                ROOT_INO
+            } else if Some(e.id) == lpf_in_tree && e.parent == ROOT {
+                LPF_INO
+            } else {
+                next += 1;
+                next - 1
+            };
+            ino_of[e.id as usize] = ino;
+            let inode = tree.inode(e.id);
+            let path = format!("/{}", show(&e.path));
+            let mut links = counts[e.id as usize];
+            if e.id == ROOT && !has_lpf_name {
+                links += 1;
+            }
+            let links = match (&inode.kind, links) {
+                (Kind::Dir(_), l) if l >= 65000 => 1,
+                (_, l) if l > 65000 => return Err(Ext4Error::TooManyLinks { path, links: l }),
+                (_, l) => l as u16,
+            };
+            let ranges = match &inode.kind {
+                Kind::File(fd) => {
+                    if fd.len.div_ceil(BLOCK) > u32::MAX as u64 {
+                        return Err(Ext4Error::FileTooLarge { path, len: fd.len });
+                    }
+                    data_ranges(tree.spill(), fd)?
+                }
+                Kind::Symlink(t) if t.len() >= 4096 => {
+                    return Err(Ext4Error::SymlinkTooLong { path, len: t.len() })
+                }
+                Kind::Symlink(t) if t.len() >= 60 => vec![(0, 1)],
+                _ => Vec::new(),
+            };
+            let (inline, block_xattrs) =
+                xattr::split(xattr::prepare(&inode.meta.xattrs, &path)?, &path)?;
+            let parent = if e.id == ROOT {
+                ROOT_INO
+            } else {
+                ino_of[e.parent as usize]
+            };
+            nodes.push(Node {
+                ino,
+                src: Src::Tree(e.id),
+                parent,
+                ranges,
+                inline,
+                block_xattrs,
+                links,
+            });
+            if e.id == ROOT && !has_lpf_name {
+                nodes.push(Node {
+                    ino: LPF_INO,
+                    src: Src::LostFound,
+                    parent: ROOT_INO,
+                    ranges: vec![(0, 1)],
+                    inline: Vec::new(),
+                    block_xattrs: Vec::new(),
+                    links: 2,
+                });
+            }
+        }
+        let mut plan = Plan {
+            nodes,
+            ino_of,
+            max_ino: next - 1,
+            content_blocks: 0,
+            hash,
+        };
+        // Directory sizes need every inode number, so they come last.
+        for i in 0..plan.nodes.len() {
+            let n = &plan.nodes[i];
+            let is_dir = match n.src {
+                Src::Tree(id) => tree.inode(id).kind.is_dir(),
+                Src::LostFound => false,
+            };
+            if is_dir {
+                let (blocks, _) =
+                    dir::build(n.ino, n.parent, &entries(tree, &plan, n), &plan.hash, 0)?;
+                plan.nodes[i].ranges = vec![(0, blocks.len() as u64)];
+            }
+        }
+        for n in &plan.nodes {
+            let data: u64 = n.ranges.iter().map(|r| r.1 - r.0).sum();
+            let extents = n.ranges.len() as u64 + data / MAX_LEN + data / 30000 + 1;
+            let tree_blocks: usize = tree_shape(extents as usize).iter().sum();
+            content += data + tree_blocks as u64 + !n.block_xattrs.is_empty() as u64;
+        }
+        plan.content_blocks = content;
+        Ok(plan)
+    }
+
+    /// Inodes for a filesystem of `blocks` blocks.
+    pub fn inodes_for(&self, blocks: u64, opts: &Ext4Options) -> u64 {
+        let n = self.max_ino as u64;
+        (blocks * BLOCK / opts.bytes_per_inode.max(1024)).max(n + n / 8 + 64)
+    }
+
+    /// Auto size in blocks: content, metadata, journal and the free space.
+    pub fn auto_blocks(&self, opts: &Ext4Options) -> Result<u64, Ext4Error> {
+        let content = self.content_blocks;
+        let free = opts
+            .free_space
+            .unwrap_or((256 << 20u64).max(content * BLOCK / 5))
+            .div_ceil(BLOCK);
+        let mut blocks = (content + free).next_multiple_of(256);
+        loop {
+            let layout = match Layout::new(blocks, self.inodes_for(blocks, opts)) {
+                Err(Ext4Error::TooManyInodes { .. }) => {
+                    blocks += layout::BLOCKS_PER_GROUP;
+                    continue;
+                }
+                l => l?,
+            };
+            let need = layout.overhead() + content + journal_blocks(layout.blocks, opts) + free;
+            if need <= layout.blocks {
+                return Ok(layout.blocks);
+            }
+            blocks = need.next_multiple_of(256).max(blocks + 256);
+        }
+    }
+}
+
+/// Journal length in blocks for a filesystem of `blocks` blocks.
+pub fn journal_blocks(blocks: u64, opts: &Ext4Options) -> u64 {
+    if let Some(s) = opts.journal_size {
+        return (s / BLOCK).max(1024);
+    }
+    match blocks {
+        0..32768 => 1024,
+        32768..262144 => 4096,
+        262144..524288 => 8192,
+        _ => 16384,
+    }
+}

@@ -1,0 +1,3 @@
+//! Disk image writers.
+
+pub mod ext4;

@@ -5,4 +5,5 @@
 //! disk (gpt, fat, ext4, grub) → output (vmdk, ovf, ova).
 
 pub mod ids;
+pub mod output;
 pub mod tree;

@@ -1,0 +1,121 @@
+//! The VMDK writer checked by QEMU's independent implementation: `qemu-img check` and
+//! `qemu-img compare` against the raw image.
+
+use d2v::output::vmdk::{write_stream_optimized, VmdkOptions};
+use std::fs::File;
+use std::io::BufWriter;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+
+fn qemu_img(args: &[&str]) -> (i32, String) {
+    testkit::require_tool("qemu-img", "qemu-utils");
+    let o = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("run qemu-img");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code().unwrap_or(-1), text)
+}
+
+fn write_vmdk(raw: &Path, vmdk: &Path) {
+    let f = File::open(raw).unwrap();
+    let mut out = BufWriter::new(File::create(vmdk).unwrap());
+    let opts = VmdkOptions {
+        seed: "sha256:qemu-test".into(),
+        ..Default::default()
+    };
+    write_stream_optimized(&f, &mut out, &opts).unwrap();
+}
+
+fn check_with_qemu(len: u64, writes: &[(u64, Vec<u8>)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("disk.raw");
+    let vmdk = dir.path().join("disk.vmdk");
+    let f = File::create(&raw).unwrap();
+    f.set_len(len).unwrap();
+    for (off, data) in writes {
+        f.write_all_at(data, *off).unwrap();
+    }
+    drop(f);
+    write_vmdk(&raw, &vmdk);
+    let (code, text) = qemu_img(&["check", "-f", "vmdk", vmdk.to_str().unwrap()]);
+    assert_eq!(code, 0, "qemu-img check: {text}");
+    let (code, text) = qemu_img(&[
+        "info",
+        "-f",
+        "vmdk",
+        "--output=json",
+        vmdk.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("\"create-type\": \"streamOptimized\""),
+        "{text}"
+    );
+    assert!(text.contains("\"compressed\": true"), "{text}");
+    assert!(
+        text.contains(&format!("\"virtual-size\": {}", len.div_ceil(512) * 512)),
+        "{text}"
+    );
+    let (code, text) = qemu_img(&[
+        "compare",
+        "-f",
+        "raw",
+        "-F",
+        "vmdk",
+        raw.to_str().unwrap(),
+        vmdk.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "qemu-img compare: {text}");
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| ((i * 31 + seed as usize) % 251) as u8 ^ (i / 7000) as u8)
+        .collect()
+}
+
+#[test]
+fn qemu_accepts_and_matches_sparse_disk() {
+    // 40 MiB + a partial grain: two grain tables, holes, explicit zeros, last byte set.
+    let len = (40 << 20) + 12345 * 512;
+    check_with_qemu(
+        len,
+        &[
+            (0, pattern(512, 1)),
+            (1 << 20, pattern(300_000, 2)),
+            (33 << 20, vec![0; 1 << 20]),
+            ((34 << 20) + 3, pattern(70_000, 3)),
+            (len - 1000, pattern(1000, 4)),
+        ],
+    );
+}
+
+#[test]
+fn qemu_accepts_all_zero_and_tiny_disks() {
+    check_with_qemu(64 << 20, &[]);
+    check_with_qemu(512, &[(0, pattern(512, 9))]);
+    check_with_qemu(3 * 65536 + 512, &[(65536, pattern(65536 * 2 + 512, 5))]);
+}
+
+/// Manual benchmark: `D2V_BENCH_RAW=disk.raw cargo test --release --test output_vmdk -- --ignored`.
+#[test]
+#[ignore]
+fn bench_raw_from_env() {
+    let Some(raw) = std::env::var_os("D2V_BENCH_RAW") else {
+        return;
+    };
+    let out = std::env::temp_dir().join("d2v-bench.vmdk");
+    let t = std::time::Instant::now();
+    write_vmdk(Path::new(&raw), &out);
+    eprintln!(
+        "wrote {} bytes in {:?}",
+        std::fs::metadata(&out).unwrap().len(),
+        t.elapsed()
+    );
+}

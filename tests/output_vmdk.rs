@@ -111,8 +111,17 @@ fn bench_raw_from_env() {
         return;
     };
     let out = std::env::temp_dir().join("d2v-bench.vmdk");
+    let level = std::env::var("D2V_BENCH_LEVEL")
+        .map(|l| l.parse().unwrap())
+        .unwrap_or(6);
+    let f = File::open(&raw).unwrap();
+    let mut w = BufWriter::new(File::create(&out).unwrap());
+    let opts = VmdkOptions {
+        compression_level: level,
+        ..Default::default()
+    };
     let t = std::time::Instant::now();
-    write_vmdk(Path::new(&raw), &out);
+    write_stream_optimized(&f, &mut w, &opts).unwrap();
     eprintln!(
         "wrote {} bytes in {:?}",
         std::fs::metadata(&out).unwrap().len(),

@@ -18,6 +18,9 @@ mod tests;
 pub use extents::data_extents;
 pub use writer::write_stream_optimized;
 
+/// Highest `--compression-level`.
+pub const MAX_LEVEL: u32 = 12;
+
 /// How to write the VMDK.
 #[derive(Debug, Clone)]
 pub struct VmdkOptions {
@@ -25,7 +28,8 @@ pub struct VmdkOptions {
     pub seed: String,
     /// The file name written in the descriptor's extent line (e.g. `app-disk1.vmdk`).
     pub file_name: String,
-    /// zlib compression level 0..=9 (`--compression-level`); 6 is zlib's default.
+    /// Compression level 0..=12 (`--compression-level`, libdeflate's scale: 0 stores, 1 is
+    /// fastest, 6 the default, 12 the smallest). The output is zlib format at every level.
     pub compression_level: u32,
     /// `ddb.adapterType`: `lsilogic` for SCSI disks (what VMware writes for both LSI Logic and
     /// PVSCSI controllers), `ide` for IDE.
@@ -75,7 +79,7 @@ pub enum VmdkError {
     Write(std::io::Error),
     #[error("compressing a grain failed: {0}")]
     Compress(String),
-    #[error("compression level {0} is out of range: use 0 to 9")]
+    #[error("compression level {0} is out of range: use 0 to 12")]
     Level(u32),
     #[error("VMDK file name {0:?} cannot go in a descriptor: use a name without quotes, control characters or more than 200 bytes")]
     FileName(String),

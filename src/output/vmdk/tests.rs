@@ -173,10 +173,10 @@ fn compression_level_is_validated_and_used() {
         .collect();
     f.write_all_at(&data, 0).unwrap();
     let mut o = opts(2);
-    o.compression_level = 10;
+    o.compression_level = 13;
     assert!(matches!(
         write_stream_optimized(&f, &mut Vec::new(), &o),
-        Err(VmdkError::Level(10))
+        Err(VmdkError::Level(13))
     ));
     let size = |level| {
         let mut o = opts(2);

@@ -3,8 +3,8 @@
 //! grain buffers: a buffer goes back to the reader only once its grain has been written.
 
 use super::format::*;
-use super::{descriptor, VmdkError, VmdkOptions, VmdkSummary};
-use flate2::{Compress, Compression, FlushCompress, Status};
+use super::{descriptor, VmdkError, VmdkOptions, VmdkSummary, MAX_LEVEL};
+use libdeflater::{CompressionLvl, Compressor};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
@@ -33,7 +33,7 @@ pub fn write_stream_optimized(
     out: &mut dyn Write,
     opts: &VmdkOptions,
 ) -> Result<VmdkSummary, VmdkError> {
-    if opts.compression_level > 9 {
+    if opts.compression_level > MAX_LEVEL {
         return Err(VmdkError::Level(opts.compression_level));
     }
     let len = raw
@@ -233,14 +233,15 @@ fn read_grains(
     Ok(())
 }
 
-/// Worker thread: zero check, then zlib (RFC 1950) compression of a whole grain into
+/// Worker thread: zero check, then zlib (RFC 1950) compression (libdeflate) of a whole grain into
 /// grain marker + data, padded to a sector.
 fn compress_grains(
     level: u32,
     jobs: &Mutex<Receiver<Job>>,
     done: &SyncSender<Result<Done, VmdkError>>,
 ) {
-    let mut z = Compress::new(Compression::new(level), true);
+    let lvl = CompressionLvl::new(level as i32).unwrap_or_default();
+    let mut z = Compressor::new(lvl);
     loop {
         let job = {
             let rx = jobs.lock().unwrap_or_else(|p| p.into_inner());
@@ -266,25 +267,16 @@ fn compress_grains(
     }
 }
 
-fn compress_one(z: &mut Compress, grain: u64, data: &[u8]) -> Result<Vec<u8>, VmdkError> {
-    z.reset();
-    // zlib's deflateBound for 64 KiB is well under 1 KiB of overhead.
-    let mut out = Vec::with_capacity(GRAIN_MARKER_LEN + data.len() + 1024);
-    out.extend_from_slice(&(grain * GRAIN_SECTORS).to_le_bytes());
-    out.extend_from_slice(&[0u8; 4]);
-    loop {
-        let before = z.total_in() as usize;
-        let status = z
-            .compress_vec(&data[before..], &mut out, FlushCompress::Finish)
-            .map_err(|e| VmdkError::Compress(e.to_string()))?;
-        match status {
-            Status::StreamEnd => break,
-            Status::Ok | Status::BufError => out.reserve(4096),
-        }
-    }
-    let size = (out.len() - GRAIN_MARKER_LEN) as u32;
-    out[8..12].copy_from_slice(&size.to_le_bytes());
-    out.resize(out.len().next_multiple_of(SECTOR as usize), 0);
+fn compress_one(z: &mut Compressor, grain: u64, data: &[u8]) -> Result<Vec<u8>, VmdkError> {
+    let bound = z.zlib_compress_bound(data.len());
+    let mut out = vec![0u8; (GRAIN_MARKER_LEN + bound).next_multiple_of(SECTOR as usize)];
+    out[..8].copy_from_slice(&(grain * GRAIN_SECTORS).to_le_bytes());
+    let size = z
+        .zlib_compress(data, &mut out[GRAIN_MARKER_LEN..])
+        .map_err(|e| VmdkError::Compress(format!("{e:?}")))?;
+    out[8..12].copy_from_slice(&(size as u32).to_le_bytes());
+    out.truncate((GRAIN_MARKER_LEN + size).next_multiple_of(SECTOR as usize));
+    out[GRAIN_MARKER_LEN + size..].fill(0);
     Ok(out)
 }
 

@@ -1,10 +1,10 @@
 //! streamOptimized VMDK, written from a raw disk image (VMware *Virtual Disk Format 5.0*).
 //!
 //! Layout written, all on sector boundaries: sparse header (version 3, `gdOffset = GD_AT_END`),
-//! embedded descriptor, then for each grain table in disk order its non-zero grains (grain marker
-//! + zlib-compressed grain) followed by a GT marker and the grain table; then the GD marker and
-//! grain directory, the footer marker and footer (the header with the real `gdOffset`), and the
-//! end-of-stream marker. All-zero grains and holes of the raw file are left out.
+//! embedded descriptor, then for each grain table in disk order its non-zero grains (grain
+//! marker and zlib-compressed grain) followed by a GT marker and the grain table; then the GD
+//! marker and grain directory, the footer marker and footer (the header with the real
+//! `gdOffset`), and the end-of-stream marker. All-zero grains and holes of the raw file are left out.
 
 mod extents;
 pub mod format;

@@ -68,7 +68,7 @@ fn inflate(data: &[u8]) -> Result<Vec<u8>, String> {
 
 /// Parse a whole streamOptimized file held in memory.
 pub fn read(f: &[u8]) -> Result<Disk, String> {
-    if f.len() % S != 0 || f.len() < 4 * S {
+    if !f.len().is_multiple_of(S) || f.len() < 4 * S {
         return Err(format!(
             "file size {} is not a whole number of sectors",
             f.len()

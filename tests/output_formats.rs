@@ -312,3 +312,19 @@ fn sigkill_before_commit_leaves_no_output() {
         }
     }
 }
+
+/// Manual timing: `D2V_BENCH_RAW=disk.raw cargo test --release --test output_formats -- --ignored bench`.
+#[test]
+#[ignore]
+fn bench_formats_from_env() {
+    let Some(raw) = std::env::var_os("D2V_BENCH_RAW") else {
+        return;
+    };
+    let d = tempfile::tempdir_in(Path::new(&raw).parent().unwrap()).unwrap();
+    for (f, name) in [(Format::Vmdk, "b.vmdk"), (Format::Ova, "b.ova")] {
+        let t = std::time::Instant::now();
+        let s =
+            write_outputs(&File::open(&raw).unwrap(), f, &d.path().join(name), &opts()).unwrap();
+        eprintln!("{f:?}: {} bytes in {:?}", s.bytes, t.elapsed());
+    }
+}

@@ -2,7 +2,8 @@
 //! directory and only gets a name on [`AtomicFile::commit`] (link to a temporary name, then
 //! rename over the target), so a killed process leaves nothing behind. Where the filesystem
 //! lacks `O_TMPFILE`, a hidden temporary name is used and removed on drop. Directories (the
-//! `ovf` format) are built under a hidden temporary name and renamed on commit.
+//! `ovf` format) are built under a hidden temporary name and renamed on commit; such hidden
+//! leftovers of killed runs are removed by the next run writing the same target.
 //!
 //! Test hook: with `D2V_TEST_HOLD_BEFORE_COMMIT=SECONDS` set, `commit` prints
 //! `d2v: holding output before commit` to stderr and sleeps first, so a test can kill the
@@ -37,6 +38,43 @@ fn temp_sibling(target: &Path) -> PathBuf {
     parent_of(target).join(n)
 }
 
+/// Remove hidden temporaries of `target` left by d2v processes that no longer run (killed
+/// mid-write on a filesystem without `O_TMPFILE`, or an `ovf` directory build).
+pub fn remove_stale(target: &Path) {
+    let Some(name) = target.file_name() else {
+        return;
+    };
+    let mut prefix = OsString::from(".");
+    prefix.push(name);
+    prefix.push(".d2v-tmp-");
+    let prefix = prefix.as_encoded_bytes().to_vec();
+    let Ok(entries) = std::fs::read_dir(parent_of(target)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let n = entry.file_name();
+        let Some(rest) = n.as_encoded_bytes().strip_prefix(prefix.as_slice()) else {
+            continue;
+        };
+        let pid = std::str::from_utf8(rest)
+            .ok()
+            .and_then(|r| r.split('-').next()?.parse::<i32>().ok());
+        let Some(pid) = pid else { continue };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let p = entry.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
+}
+
 fn hold_for_tests() {
     if let Some(secs) = std::env::var("D2V_TEST_HOLD_BEFORE_COMMIT")
         .ok()
@@ -59,6 +97,7 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Start writing `target` (its directory must exist).
     pub fn create(target: &Path) -> io::Result<AtomicFile> {
+        remove_stale(target);
         let dir = parent_of(target);
         let unnamed = OpenOptions::new()
             .read(true)
@@ -167,6 +206,7 @@ pub struct AtomicDir {
 impl AtomicDir {
     /// Start building directory `target` (its parent must exist).
     pub fn create(target: &Path) -> io::Result<AtomicDir> {
+        remove_stale(target);
         let tmp = temp_sibling(target);
         std::fs::create_dir(&tmp)?;
         Ok(AtomicDir {
@@ -257,6 +297,27 @@ mod tests {
         a.file_mut().write_all(&[1; 4096]).unwrap();
         drop(a);
         assert!(names(d.path()).is_empty());
+    }
+
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("vm");
+        // PID 0x7ffffffe does not exist; our own PID does.
+        std::fs::create_dir(d.path().join(".vm.d2v-tmp-2147483646-0")).unwrap();
+        std::fs::write(
+            d.path()
+                .join(format!(".vm.d2v-tmp-{}-99", std::process::id())),
+            b"",
+        )
+        .unwrap();
+        std::fs::write(d.path().join(".other.d2v-tmp-2147483646-0"), b"").unwrap();
+        remove_stale(&t);
+        let mine = format!(".vm.d2v-tmp-{}-99", std::process::id());
+        assert_eq!(
+            names(d.path()),
+            [".other.d2v-tmp-2147483646-0".to_string(), mine]
+        );
     }
 
     #[test]

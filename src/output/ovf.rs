@@ -300,7 +300,7 @@ pub fn descriptor(opts: &OvfOptions, os_release: Option<&str>, disk: &DiskFile) 
         <rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType>
         <rasd:ResourceType>10</rasd:ResourceType>
       </Item>
-      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="{fw}"/>
+      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="{fw}"/>{secure}
     </VirtualHardwareSection>
   </VirtualSystem>
 </Envelope>
@@ -320,6 +320,11 @@ pub fn descriptor(opts: &OvfOptions, os_release: Option<&str>, disk: &DiskFile) 
         mem = opts.memory_mib,
         scsi = opts.controller.resource_subtype(),
         fw = opts.firmware.as_str(),
+        // d2v's GRUB EFI binary is unsigned: UEFI Secure Boot must stay off.
+        secure = match opts.firmware {
+            Firmware::Efi => "\n      <vmw:Config ovf:required=\"false\" vmw:key=\"uefi.secureBoot.enabled\" vmw:value=\"false\"/>",
+            Firmware::Bios => "",
+        },
     );
     x
 }
@@ -412,6 +417,10 @@ mod tests {
         ] {
             assert!(x.contains(want), "missing {want}");
         }
+        assert!(!x.contains("secureBoot"), "no Secure Boot key for BIOS");
+        let efi = descriptor(&OvfOptions::default(), None, &d);
+        assert!(efi.contains("vmw:key=\"firmware\" vmw:value=\"efi\""));
+        assert!(efi.contains("vmw:key=\"uefi.secureBoot.enabled\" vmw:value=\"false\""));
         assert!("bogus".parse::<Firmware>().is_err());
         assert!("bogus".parse::<ScsiController>().is_err());
     }

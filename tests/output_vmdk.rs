@@ -128,3 +128,63 @@ fn bench_raw_from_env() {
         t.elapsed()
     );
 }
+
+#[test]
+fn real_ext4_image_roundtrips_through_qemu() {
+    testkit::require_tool("mke2fs", "e2fsprogs");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    for i in 0..40u32 {
+        let body: Vec<u8> = (0..(i * 3001 + 17))
+            .map(|j| (j.wrapping_mul(i + 7) >> 3) as u8)
+            .collect();
+        std::fs::write(src.join(format!("f{i}")), body).unwrap();
+    }
+    let raw = dir.path().join("fs.raw");
+    File::create(&raw).unwrap().set_len(64 << 20).unwrap();
+    let o = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-E", "nodiscard", "-d"])
+        .arg(&src)
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let vmdk = dir.path().join("fs.vmdk");
+    write_vmdk(&raw, &vmdk);
+    let (code, text) = qemu_img(&["check", "-f", "vmdk", vmdk.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = qemu_img(&[
+        "compare",
+        "-f",
+        "raw",
+        "-F",
+        "vmdk",
+        raw.to_str().unwrap(),
+        vmdk.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "qemu-img compare: {text}");
+    // And back: QEMU's conversion of our VMDK is a clean filesystem.
+    let back = dir.path().join("back.raw");
+    let (code, text) = qemu_img(&[
+        "convert",
+        "-f",
+        "vmdk",
+        "-O",
+        "raw",
+        vmdk.to_str().unwrap(),
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    testkit::require_tool("e2fsck", "e2fsprogs");
+    let o = Command::new("e2fsck")
+        .args(["-fn"])
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "e2fsck: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}

@@ -188,3 +188,71 @@ fn real_ext4_image_roundtrips_through_qemu() {
         String::from_utf8_lossy(&o.stdout)
     );
 }
+
+/// A 16-bit boot sector that prints `D2V-VMDK-BOOT-OK` on COM1 and halts:
+/// `xor ax,ax; mov ds,ax; cld; mov dx,0x3f8; mov si,msg; l: lodsb; test al,al; jz h;
+/// out dx,al; jmp l; h: hlt; jmp h; msg: db ...`.
+fn boot_sector() -> Vec<u8> {
+    let mut b = vec![
+        0x31, 0xc0, 0x8e, 0xd8, 0xfc, 0xba, 0xf8, 0x03, 0xbe, 0x16, 0x7c, 0xac, 0x84, 0xc0, 0x74,
+        0x03, 0xee, 0xeb, 0xf8, 0xf4, 0xeb, 0xfd,
+    ];
+    b.extend_from_slice(b"D2V-VMDK-BOOT-OK\r\n\0");
+    b.resize(510, 0);
+    b.extend_from_slice(&[0x55, 0xaa]);
+    b
+}
+
+#[test]
+fn qemu_boots_from_the_vmdk() {
+    testkit::require_tool("qemu-system-x86_64", "qemu-system-x86");
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("boot.raw");
+    let f = File::create(&raw).unwrap();
+    f.set_len((8 << 20) + 512).unwrap();
+    f.write_all_at(&boot_sector(), 0).unwrap();
+    f.write_all_at(&pattern(100_000, 7), 3 << 20).unwrap();
+    drop(f);
+    let vmdk = dir.path().join("boot.vmdk");
+    write_vmdk(&raw, &vmdk);
+    let log = dir.path().join("serial.log");
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "tcg",
+            "-m",
+            "64",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-monitor",
+            "none",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", log.display()))
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=vmdk,snapshot=on,if=ide",
+            vmdk.display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut ok = false;
+    while start.elapsed() < std::time::Duration::from_secs(120) {
+        if std::fs::read_to_string(&log).is_ok_and(|s| s.contains("D2V-VMDK-BOOT-OK")) {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    assert!(
+        ok,
+        "no boot marker on the serial console: {:?}",
+        std::fs::read_to_string(&log)
+    );
+}

@@ -10,6 +10,7 @@ pub mod export;
 pub mod ids;
 pub mod inspect;
 pub mod layers;
+pub mod output;
 pub mod pipeline;
 pub mod source;
 pub mod tree;

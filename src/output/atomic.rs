@@ -1,0 +1,342 @@
+//! All-or-nothing outputs: a file is written as an unnamed `O_TMPFILE` inode in the target's
+//! directory and only gets a name on [`AtomicFile::commit`] (link to a temporary name, then
+//! rename over the target), so a killed process leaves nothing behind. Where the filesystem
+//! lacks `O_TMPFILE`, a hidden temporary name is used and removed on drop. Directories (the
+//! `ovf` format) are built under a hidden temporary name and renamed on commit; such hidden
+//! leftovers of killed runs are removed by the next run writing the same target.
+//!
+//! Test hook: with `D2V_TEST_HOLD_BEFORE_COMMIT=SECONDS` set, `commit` prints
+//! `d2v: holding output before commit` to stderr and sleeps first, so a test can kill the
+//! process while the output is complete but not yet committed.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn parent_of(target: &Path) -> PathBuf {
+    match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// A hidden sibling name for `target`: `.NAME.d2v-tmp-PID-N`.
+fn temp_sibling(target: &Path) -> PathBuf {
+    let mut n = OsString::from(".");
+    n.push(target.file_name().unwrap_or_default());
+    n.push(format!(
+        ".d2v-tmp-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    parent_of(target).join(n)
+}
+
+/// Remove hidden temporaries of `target` left by d2v processes that no longer run (killed
+/// mid-write on a filesystem without `O_TMPFILE`, or an `ovf` directory build).
+pub fn remove_stale(target: &Path) {
+    let Some(name) = target.file_name() else {
+        return;
+    };
+    let mut prefix = OsString::from(".");
+    prefix.push(name);
+    prefix.push(".d2v-tmp-");
+    let prefix = prefix.as_encoded_bytes().to_vec();
+    let Ok(entries) = std::fs::read_dir(parent_of(target)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let n = entry.file_name();
+        let Some(rest) = n.as_encoded_bytes().strip_prefix(prefix.as_slice()) else {
+            continue;
+        };
+        let pid = std::str::from_utf8(rest)
+            .ok()
+            .and_then(|r| r.split('-').next()?.parse::<i32>().ok());
+        let Some(pid) = pid else { continue };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let p = entry.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
+}
+
+fn hold_for_tests() {
+    if let Some(secs) = std::env::var("D2V_TEST_HOLD_BEFORE_COMMIT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        eprintln!("d2v: holding output before commit");
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+    }
+}
+
+/// An output file that appears at its path only when committed.
+#[derive(Debug)]
+pub struct AtomicFile {
+    file: File,
+    target: PathBuf,
+    /// `Some` when the fallback named temporary file is used.
+    named: Option<PathBuf>,
+}
+
+impl AtomicFile {
+    /// Start writing `target` (its directory must exist).
+    pub fn create(target: &Path) -> io::Result<AtomicFile> {
+        remove_stale(target);
+        let dir = parent_of(target);
+        let unnamed = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o644)
+            .custom_flags(libc::O_TMPFILE)
+            .open(&dir);
+        match unnamed {
+            Ok(file) => Ok(AtomicFile {
+                file,
+                target: target.to_path_buf(),
+                named: None,
+            }),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
+                ) =>
+            {
+                let tmp = temp_sibling(target);
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o644)
+                    .open(&tmp)?;
+                Ok(AtomicFile {
+                    file,
+                    target: target.to_path_buf(),
+                    named: Some(tmp),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn file_mut(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Flush to disk and give the file its name, replacing any existing file there.
+    pub fn commit(mut self) -> io::Result<()> {
+        self.file.sync_all()?;
+        hold_for_tests();
+        let tmp = match self.named.take() {
+            Some(t) => t,
+            None => {
+                let tmp = temp_sibling(&self.target);
+                let src = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                let c_src = std::ffi::CString::new(src).expect("no NUL");
+                let c_dst =
+                    std::ffi::CString::new(tmp.as_os_str().as_encoded_bytes()).map_err(|_| {
+                        io::Error::new(io::ErrorKind::InvalidInput, "NUL in output path")
+                    })?;
+                // SAFETY: two valid NUL-terminated paths; linkat gives the O_TMPFILE inode a name.
+                let r = unsafe {
+                    libc::linkat(
+                        libc::AT_FDCWD,
+                        c_src.as_ptr(),
+                        libc::AT_FDCWD,
+                        c_dst.as_ptr(),
+                        libc::AT_SYMLINK_FOLLOW,
+                    )
+                };
+                if r != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                tmp
+            }
+        };
+        if let Err(e) = std::fs::rename(&tmp, &self.target) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        sync_dir(&parent_of(&self.target));
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if let Some(t) = self.named.take() {
+            let _ = std::fs::remove_file(t);
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// An output directory that appears at its path only when committed.
+#[derive(Debug)]
+pub struct AtomicDir {
+    tmp: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl AtomicDir {
+    /// Start building directory `target` (its parent must exist).
+    pub fn create(target: &Path) -> io::Result<AtomicDir> {
+        remove_stale(target);
+        let tmp = temp_sibling(target);
+        std::fs::create_dir(&tmp)?;
+        Ok(AtomicDir {
+            tmp,
+            target: target.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    /// Where to write the directory's files until commit.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Sync the files and rename the directory into place, replacing an existing one.
+    pub fn commit(mut self) -> io::Result<()> {
+        for entry in std::fs::read_dir(&self.tmp)? {
+            File::open(entry?.path())?.sync_all()?;
+        }
+        sync_dir(&self.tmp);
+        hold_for_tests();
+        match std::fs::rename(&self.tmp, &self.target) {
+            Ok(()) => {}
+            Err(e) if self.target.is_dir() => {
+                // An earlier output: move it aside, put the new one in place, then delete it.
+                let old = temp_sibling(&self.target);
+                std::fs::rename(&self.target, &old).map_err(|_| e)?;
+                std::fs::rename(&self.tmp, &self.target)?;
+                let _ = std::fs::remove_dir_all(old);
+            }
+            Err(e) => return Err(e),
+        }
+        self.committed = true;
+        sync_dir(&parent_of(&self.target));
+        Ok(())
+    }
+}
+
+impl Drop for AtomicDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn file_appears_only_on_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("out.ova");
+        let mut a = AtomicFile::create(&t).unwrap();
+        a.file_mut().write_all(b"hello").unwrap();
+        assert!(
+            names(d.path()).is_empty(),
+            "nothing visible before commit: {:?}",
+            names(d.path())
+        );
+        a.commit().unwrap();
+        assert_eq!(names(d.path()), ["out.ova"]);
+        assert_eq!(std::fs::read(&t).unwrap(), b"hello");
+        // Replaces an existing file.
+        let mut b = AtomicFile::create(&t).unwrap();
+        b.file_mut().write_all(b"new").unwrap();
+        b.commit().unwrap();
+        assert_eq!(std::fs::read(&t).unwrap(), b"new");
+        assert_eq!(names(d.path()), ["out.ova"]);
+    }
+
+    #[test]
+    fn dropped_file_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("out.vmdk");
+        let mut a = AtomicFile::create(&t).unwrap();
+        a.file_mut().write_all(&[1; 4096]).unwrap();
+        drop(a);
+        assert!(names(d.path()).is_empty());
+    }
+
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("vm");
+        // PID 0x7ffffffe does not exist; our own PID does.
+        std::fs::create_dir(d.path().join(".vm.d2v-tmp-2147483646-0")).unwrap();
+        std::fs::write(
+            d.path()
+                .join(format!(".vm.d2v-tmp-{}-99", std::process::id())),
+            b"",
+        )
+        .unwrap();
+        std::fs::write(d.path().join(".other.d2v-tmp-2147483646-0"), b"").unwrap();
+        remove_stale(&t);
+        let mine = format!(".vm.d2v-tmp-{}-99", std::process::id());
+        assert_eq!(
+            names(d.path()),
+            [".other.d2v-tmp-2147483646-0".to_string(), mine]
+        );
+    }
+
+    #[test]
+    fn dir_appears_only_on_commit_and_drop_cleans_up() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("vm");
+        let a = AtomicDir::create(&t).unwrap();
+        std::fs::write(a.path().join("vm.ovf"), b"x").unwrap();
+        assert!(!t.exists());
+        drop(a);
+        assert!(names(d.path()).is_empty());
+        let a = AtomicDir::create(&t).unwrap();
+        std::fs::write(a.path().join("vm.ovf"), b"x").unwrap();
+        a.commit().unwrap();
+        assert_eq!(names(&t), ["vm.ovf"]);
+        let b = AtomicDir::create(&t).unwrap();
+        std::fs::write(b.path().join("vm.mf"), b"y").unwrap();
+        b.commit().unwrap();
+        assert_eq!(names(&t), ["vm.mf"]);
+        assert_eq!(names(d.path()), ["vm"]);
+    }
+}

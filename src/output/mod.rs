@@ -1,0 +1,261 @@
+//! vSphere outputs: streamOptimized VMDK, OVF descriptor, OVA archive, and the atomic
+//! (temp + rename) writing every output format goes through.
+//!
+//! [`write_outputs`] turns the finished raw disk into the chosen `--format`:
+//! - `ova` (default): one ustar file, `NAME.ovf`, `NAME.mf`, `NAME-disk1.vmdk`;
+//! - `ovf`: a directory with the same three files;
+//! - `vmdk`: the streamOptimized disk alone;
+//! - `raw`: a sparse copy of the raw disk.
+//!
+//! `NAME` is the output path's file stem. Nothing appears at the path until it is complete.
+
+pub mod atomic;
+pub mod ova;
+pub mod ovf;
+pub mod vmdk;
+
+use atomic::{AtomicDir, AtomicFile};
+use ova::{HashingWriter, TarWriter};
+use std::fs::File;
+use std::io::{BufWriter, Seek, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use vmdk::{VmdkError, VmdkOptions, VmdkSummary};
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Ova,
+    Ovf,
+    Vmdk,
+    Raw,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ova" => Ok(Format::Ova),
+            "ovf" => Ok(Format::Ovf),
+            "vmdk" => Ok(Format::Vmdk),
+            "raw" => Ok(Format::Raw),
+            _ => Err(format!(
+                "unknown output format {s:?}: use ova, ovf, vmdk or raw"
+            )),
+        }
+    }
+}
+
+/// Everything the output stage needs besides the raw disk.
+#[derive(Debug, Clone)]
+pub struct OutputOptions {
+    /// The VM described by the OVF (name, CPUs, memory, controller, firmware, provenance...).
+    pub vm: ovf::OvfOptions,
+    /// VMDK settings: `seed` (manifest digest) and `compression_level` matter; `file_name` and
+    /// `adapter_type` are set here from the output name and `vm.controller`.
+    pub vmdk: VmdkOptions,
+    /// The image's `/etc/os-release` text, for the guest OS type.
+    pub os_release: Option<String>,
+    /// Modification time of the OVA members (seconds since the epoch): `SOURCE_DATE_EPOCH`
+    /// or the image's creation time, never the wall clock.
+    pub mtime: u64,
+}
+
+impl Default for OutputOptions {
+    fn default() -> Self {
+        OutputOptions {
+            vm: ovf::OvfOptions::default(),
+            vmdk: VmdkOptions::default(),
+            os_release: None,
+            mtime: crate::ids::source_date_epoch()
+                .and_then(|t| u64::try_from(t).ok())
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone)]
+pub struct OutputSummary {
+    pub path: PathBuf,
+    pub format: Format,
+    /// The VMDK's summary (not for `raw`).
+    pub vmdk: Option<VmdkSummary>,
+    /// Size of the output file (for `ovf`, of the directory's files together).
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error(transparent)]
+    Vmdk(#[from] VmdkError),
+    #[error("writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("output path {0:?} has no usable file name: give -o a path like out/app.ova")]
+    Path(PathBuf),
+    #[error(transparent)]
+    Tar(#[from] ova::TarError),
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> OutputError + '_ {
+    move |source| OutputError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The base name for files inside OVF/OVA: the path's stem, limited to portable characters.
+fn base_name(path: &Path) -> Result<String, OutputError> {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    let base: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    if base.is_empty() || base.starts_with('.') {
+        return Err(OutputError::Path(path.to_path_buf()));
+    }
+    Ok(base)
+}
+
+fn vmdk_opts(opts: &OutputOptions, file_name: String) -> VmdkOptions {
+    let mut v = opts.vmdk.clone();
+    v.file_name = file_name;
+    v.adapter_type = "lsilogic".into(); // VMware writes lsilogic for PVSCSI disks too
+    v
+}
+
+/// Write `raw` as `format` at `path`, atomically.
+pub fn write_outputs(
+    raw: &File,
+    format: Format,
+    path: &Path,
+    opts: &OutputOptions,
+) -> Result<OutputSummary, OutputError> {
+    let e = io_err(path);
+    let mut summary = OutputSummary {
+        path: path.to_path_buf(),
+        format,
+        vmdk: None,
+        bytes: 0,
+    };
+    match format {
+        Format::Raw => {
+            let out = AtomicFile::create(path).map_err(&e)?;
+            summary.bytes = sparse_copy(raw, out.file()).map_err(&e)?;
+            out.commit().map_err(&e)?;
+        }
+        Format::Vmdk => {
+            let name = path
+                .file_name()
+                .and_then(|s| s.to_str())
+                .ok_or(OutputError::Path(path.into()))?;
+            let mut out = AtomicFile::create(path).map_err(&e)?;
+            let mut w = BufWriter::with_capacity(1 << 20, out.file_mut());
+            let s = vmdk::write_stream_optimized(raw, &mut w, &vmdk_opts(opts, name.to_string()))?;
+            w.flush().map_err(&e)?;
+            drop(w);
+            out.commit().map_err(&e)?;
+            summary.vmdk = Some(s);
+            summary.bytes = s.file_size;
+        }
+        Format::Ovf => {
+            let base = base_name(path)?;
+            let dir = AtomicDir::create(path).map_err(&e)?;
+            let disk_name = format!("{base}-disk1.vmdk");
+            let f = File::create(dir.path().join(&disk_name)).map_err(&e)?;
+            let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, f));
+            let s = vmdk::write_stream_optimized(raw, &mut w, &vmdk_opts(opts, disk_name.clone()))?;
+            let (disk_digest, bw) = w.finish();
+            bw.into_inner().map_err(|e| e.into_error()).map_err(&e)?;
+            let ovf = descriptor(opts, &disk_name, &s);
+            let ovf_name = format!("{base}.ovf");
+            let mf = ova::manifest(&[
+                (&ovf_name, &ova::sha256(ovf.as_bytes())),
+                (&disk_name, &disk_digest),
+            ]);
+            std::fs::write(dir.path().join(&ovf_name), &ovf).map_err(&e)?;
+            std::fs::write(dir.path().join(format!("{base}.mf")), &mf).map_err(&e)?;
+            dir.commit().map_err(&e)?;
+            summary.bytes = s.file_size + ovf.len() as u64 + mf.len() as u64;
+            summary.vmdk = Some(s);
+        }
+        Format::Ova => {
+            let base = base_name(path)?;
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            // The disk goes to an unnamed scratch file first: the .ovf before it needs its size.
+            let mut scratch = tempfile::tempfile_in(dir).map_err(&e)?;
+            let disk_name = format!("{base}-disk1.vmdk");
+            let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, &scratch));
+            let s = vmdk::write_stream_optimized(raw, &mut w, &vmdk_opts(opts, disk_name.clone()))?;
+            let (disk_digest, bw) = w.finish();
+            bw.into_inner().map_err(|e| e.into_error()).map_err(&e)?;
+            let ovf = descriptor(opts, &disk_name, &s);
+            let ovf_name = format!("{base}.ovf");
+            let mf = ova::manifest(&[
+                (&ovf_name, &ova::sha256(ovf.as_bytes())),
+                (&disk_name, &disk_digest),
+            ]);
+
+            let mut out = AtomicFile::create(path).map_err(&e)?;
+            let mut tar = TarWriter::new(
+                BufWriter::with_capacity(1 << 20, out.file_mut()),
+                opts.mtime,
+            );
+            tar.append(&ovf_name, ovf.len() as u64, &mut ovf.as_bytes())
+                .map_err(&e)?;
+            tar.append(&format!("{base}.mf"), mf.len() as u64, &mut mf.as_bytes())
+                .map_err(&e)?;
+            scratch.rewind().map_err(&e)?;
+            tar.append(&disk_name, s.file_size, &mut scratch)
+                .map_err(&e)?;
+            tar.finish().map_err(&e)?;
+            summary.bytes = out.file().metadata().map_err(&e)?.len();
+            out.commit().map_err(&e)?;
+            summary.vmdk = Some(s);
+        }
+    }
+    Ok(summary)
+}
+
+fn descriptor(opts: &OutputOptions, disk_name: &str, s: &VmdkSummary) -> String {
+    let disk = ovf::DiskFile {
+        href: disk_name.to_string(),
+        file_size: s.file_size,
+        capacity: s.capacity,
+        populated_size: s.populated_size,
+    };
+    ovf::descriptor(&opts.vm, opts.os_release.as_deref(), &disk)
+}
+
+/// Copy `src` to `dst` keeping holes: only data extents are copied. Returns the length.
+fn sparse_copy(src: &File, dst: &File) -> std::io::Result<u64> {
+    let len = src.metadata()?.len();
+    dst.set_len(len)?;
+    let mut buf = vec![0u8; 1 << 20];
+    for (start, end) in vmdk::data_extents(src, len)? {
+        let mut off = start;
+        while off < end {
+            let n = ((end - off) as usize).min(buf.len());
+            src.read_exact_at(&mut buf[..n], off)?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                dst.write_all_at(&buf[..n], off)?;
+            }
+            off += n as u64;
+        }
+    }
+    Ok(len)
+}

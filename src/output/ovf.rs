@@ -1,0 +1,427 @@
+//! The OVF 1.1 descriptor vSphere imports: one VirtualSystem with CPUs, memory, a SCSI
+//! controller (PVSCSI or LSI Logic), the streamOptimized disk, a VMXNET3 NIC, and the firmware
+//! (`vmw:Config key="firmware"`). Element order follows the DMTF schema (RASD children
+//! alphabetical) and VMware's own template.
+
+use std::fmt::Write as _;
+
+/// Virtual SCSI controller model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScsiController {
+    /// VMware Paravirtual SCSI (`VirtualSCSI`).
+    #[default]
+    Pvscsi,
+    /// LSI Logic Parallel (`lsilogic`).
+    LsiLogic,
+}
+
+impl ScsiController {
+    /// The RASD `ResourceSubType` vSphere expects.
+    pub fn resource_subtype(self) -> &'static str {
+        match self {
+            ScsiController::Pvscsi => "VirtualSCSI",
+            ScsiController::LsiLogic => "lsilogic",
+        }
+    }
+}
+
+impl std::str::FromStr for ScsiController {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pvscsi" => Ok(ScsiController::Pvscsi),
+            "lsilogic" => Ok(ScsiController::LsiLogic),
+            _ => Err(format!(
+                "unknown SCSI controller {s:?}: use pvscsi or lsilogic"
+            )),
+        }
+    }
+}
+
+/// VM firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Firmware {
+    #[default]
+    Efi,
+    Bios,
+}
+
+impl Firmware {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Firmware::Efi => "efi",
+            Firmware::Bios => "bios",
+        }
+    }
+}
+
+impl std::str::FromStr for Firmware {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "efi" | "uefi" => Ok(Firmware::Efi),
+            "bios" => Ok(Firmware::Bios),
+            _ => Err(format!("unknown firmware {s:?}: use efi or bios")),
+        }
+    }
+}
+
+/// The virtual machine described by the OVF.
+#[derive(Debug, Clone)]
+pub struct OvfOptions {
+    /// VM name (VirtualSystem id and Name).
+    pub name: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    /// Virtual hardware version: 13 gives `vmx-13` (ESXi 6.5 and later).
+    pub hw_version: u32,
+    pub controller: ScsiController,
+    /// Network the NIC connects to.
+    pub network: String,
+    pub firmware: Firmware,
+    /// `vmw:osType` override (`--os-type`); otherwise derived from `/etc/os-release`.
+    pub os_type: Option<String>,
+    /// Source image reference, manifest digest and d2v version, recorded in the descriptor.
+    pub source_reference: String,
+    pub manifest_digest: String,
+    pub d2v_version: String,
+}
+
+impl Default for OvfOptions {
+    fn default() -> Self {
+        OvfOptions {
+            name: "d2v-vm".into(),
+            cpus: 2,
+            memory_mib: 2048,
+            hw_version: 13,
+            controller: ScsiController::Pvscsi,
+            network: "VM Network".into(),
+            firmware: Firmware::Efi,
+            os_type: None,
+            source_reference: String::new(),
+            manifest_digest: String::new(),
+            d2v_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// The disk file the descriptor references.
+#[derive(Debug, Clone)]
+pub struct DiskFile {
+    /// File name next to the .ovf (e.g. `app-disk1.vmdk`).
+    pub href: String,
+    /// Exact size of the VMDK file in bytes.
+    pub file_size: u64,
+    /// Virtual disk capacity in bytes.
+    pub capacity: u64,
+    /// Bytes of stored grains.
+    pub populated_size: u64,
+}
+
+/// A guest OS: CIM `OperatingSystemSection/@ovf:id`, VMware `vmw:osType`, and a description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestOs {
+    pub cim_id: u16,
+    pub os_type: String,
+    pub description: String,
+}
+
+/// Derive the guest OS from `/etc/os-release` text (`None`: the image has none).
+pub fn guest_os(os_release: Option<&str>) -> GuestOs {
+    let mut id = String::new();
+    let mut like = String::new();
+    let mut version = String::new();
+    let mut pretty = String::new();
+    for line in os_release.unwrap_or("").lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.trim().trim_matches(|c| c == '"' || c == '\'').to_string();
+        match k.trim() {
+            "ID" => id = v.to_ascii_lowercase(),
+            "ID_LIKE" => like = v.to_ascii_lowercase(),
+            "VERSION_ID" => version = v,
+            "PRETTY_NAME" => pretty = v,
+            _ => {}
+        }
+    }
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    let clamp = |lo: u32, hi: u32| major.clamp(lo, hi);
+    let (cim_id, os_type) = match id.as_str() {
+        "debian" if major > 0 => (96, format!("debian{}_64Guest", clamp(8, 12))),
+        "debian" => (96, "debian10_64Guest".to_string()),
+        "ubuntu" => (94, "ubuntu64Guest".into()),
+        "rhel" => (80, format!("rhel{}_64Guest", clamp(7, 9))),
+        "centos" => (107, format!("centos{}_64Guest", clamp(7, 9))),
+        "ol" => (109, format!("oracleLinux{}_64Guest", clamp(7, 9))),
+        "rocky" => (80, "rockylinux_64Guest".into()),
+        "almalinux" => (80, "almalinux_64Guest".into()),
+        "fedora" => (101, "fedora64Guest".into()),
+        "sles" | "sled" => (85, format!("sles{}_64Guest", clamp(11, 15))),
+        "opensuse" | "opensuse-leap" | "opensuse-tumbleweed" => (85, "opensuse64Guest".into()),
+        "photon" => (101, "vmwarePhoton64Guest".into()),
+        "amzn" => (101, "amazonlinux2_64Guest".into()),
+        _ if like.split_whitespace().any(|l| l == "debian") => (96, "debian10_64Guest".into()),
+        _ if like
+            .split_whitespace()
+            .any(|l| l == "rhel" || l == "fedora") =>
+        {
+            (80, "rhel8_64Guest".into())
+        }
+        _ => (101, "otherLinux64Guest".into()),
+    };
+    let description = if pretty.is_empty() {
+        "Linux (64-bit)".to_string()
+    } else {
+        pretty
+    };
+    GuestOs {
+        cim_id,
+        os_type,
+        description,
+    }
+}
+
+/// Escape text for XML content and attribute values; drops characters XML 1.0 forbids.
+pub fn xml_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            '\t' | '\n' | '\r' => o.push(c),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {}
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// The OVF descriptor text.
+pub fn descriptor(opts: &OvfOptions, os_release: Option<&str>, disk: &DiskFile) -> String {
+    let e = xml_escape;
+    let mut os = guest_os(os_release);
+    if let Some(t) = &opts.os_type {
+        os.os_type = t.clone();
+    }
+    let name = e(&opts.name);
+    let net = e(&opts.network);
+    let mut x = String::with_capacity(8192);
+    let w = &mut x;
+    let _ = write!(
+        w,
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:cim="http://schemas.dmtf.org/wbem/wscim/1/common" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vmw="http://www.vmware.com/schema/ovf" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+  <References>
+    <File ovf:href="{href}" ovf:id="file1" ovf:size="{size}"/>
+  </References>
+  <DiskSection>
+    <Info>Virtual disk information</Info>
+    <Disk ovf:capacity="{cap}" ovf:capacityAllocationUnits="byte" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized" ovf:populatedSize="{pop}"/>
+  </DiskSection>
+  <NetworkSection>
+    <Info>The list of logical networks</Info>
+    <Network ovf:name="{net}">
+      <Description>The {net} network</Description>
+    </Network>
+  </NetworkSection>
+  <VirtualSystem ovf:id="{name}">
+    <Info>A virtual machine</Info>
+    <Name>{name}</Name>
+    <AnnotationSection>
+      <Info>A human-readable annotation</Info>
+      <Annotation>Built by d2v {ver} from {src} (manifest {digest})</Annotation>
+    </AnnotationSection>
+    <ProductSection>
+      <Info>The container image this virtual machine was built from</Info>
+      <Product>{src}</Product>
+      <Vendor>d2v {ver}</Vendor>
+      <Version>{digest}</Version>
+      <FullVersion>{src}@{digest}</FullVersion>
+    </ProductSection>
+    <OperatingSystemSection ovf:id="{cim}" vmw:osType="{ostype}">
+      <Info>The kind of installed guest operating system</Info>
+      <Description>{osdesc}</Description>
+    </OperatingSystemSection>
+    <VirtualHardwareSection>
+      <Info>Virtual hardware requirements</Info>
+      <System>
+        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>
+        <vssd:InstanceID>0</vssd:InstanceID>
+        <vssd:VirtualSystemIdentifier>{name}</vssd:VirtualSystemIdentifier>
+        <vssd:VirtualSystemType>vmx-{hw:02}</vssd:VirtualSystemType>
+      </System>
+      <Item>
+        <rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits>
+        <rasd:Description>Number of Virtual CPUs</rasd:Description>
+        <rasd:ElementName>{cpus} virtual CPU(s)</rasd:ElementName>
+        <rasd:InstanceID>1</rasd:InstanceID>
+        <rasd:ResourceType>3</rasd:ResourceType>
+        <rasd:VirtualQuantity>{cpus}</rasd:VirtualQuantity>
+      </Item>
+      <Item>
+        <rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits>
+        <rasd:Description>Memory Size</rasd:Description>
+        <rasd:ElementName>{mem}MB of memory</rasd:ElementName>
+        <rasd:InstanceID>2</rasd:InstanceID>
+        <rasd:ResourceType>4</rasd:ResourceType>
+        <rasd:VirtualQuantity>{mem}</rasd:VirtualQuantity>
+      </Item>
+      <Item>
+        <rasd:Address>0</rasd:Address>
+        <rasd:Description>SCSI Controller</rasd:Description>
+        <rasd:ElementName>SCSI Controller 0</rasd:ElementName>
+        <rasd:InstanceID>3</rasd:InstanceID>
+        <rasd:ResourceSubType>{scsi}</rasd:ResourceSubType>
+        <rasd:ResourceType>6</rasd:ResourceType>
+      </Item>
+      <Item>
+        <rasd:AddressOnParent>0</rasd:AddressOnParent>
+        <rasd:ElementName>Hard Disk 1</rasd:ElementName>
+        <rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource>
+        <rasd:InstanceID>4</rasd:InstanceID>
+        <rasd:Parent>3</rasd:Parent>
+        <rasd:ResourceType>17</rasd:ResourceType>
+      </Item>
+      <Item>
+        <rasd:AddressOnParent>7</rasd:AddressOnParent>
+        <rasd:AutomaticAllocation>true</rasd:AutomaticAllocation>
+        <rasd:Connection>{net}</rasd:Connection>
+        <rasd:Description>VmxNet3 ethernet adapter on &quot;{net}&quot;</rasd:Description>
+        <rasd:ElementName>Ethernet 1</rasd:ElementName>
+        <rasd:InstanceID>5</rasd:InstanceID>
+        <rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType>
+        <rasd:ResourceType>10</rasd:ResourceType>
+      </Item>
+      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="{fw}"/>{secure}
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>
+"#,
+        href = e(&disk.href),
+        size = disk.file_size,
+        cap = disk.capacity,
+        pop = disk.populated_size,
+        ver = e(&opts.d2v_version),
+        src = e(&opts.source_reference),
+        digest = e(&opts.manifest_digest),
+        cim = os.cim_id,
+        ostype = e(&os.os_type),
+        osdesc = e(&os.description),
+        hw = opts.hw_version,
+        cpus = opts.cpus,
+        mem = opts.memory_mib,
+        scsi = opts.controller.resource_subtype(),
+        fw = opts.firmware.as_str(),
+        // d2v's GRUB EFI binary is unsigned: UEFI Secure Boot must stay off.
+        secure = match opts.firmware {
+            Firmware::Efi => "\n      <vmw:Config ovf:required=\"false\" vmw:key=\"uefi.secureBoot.enabled\" vmw:value=\"false\"/>",
+            Firmware::Bios => "",
+        },
+    );
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_release_maps_to_vmware_guest_ids() {
+        let deb = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n";
+        let g = guest_os(Some(deb));
+        assert_eq!((g.cim_id, g.os_type.as_str()), (96, "debian12_64Guest"));
+        assert_eq!(g.description, "Debian GNU/Linux 12 (bookworm)");
+        assert_eq!(
+            guest_os(Some("ID=ubuntu\nVERSION_ID=\"24.04\"\n")).os_type,
+            "ubuntu64Guest"
+        );
+        assert_eq!(
+            guest_os(Some("ID=\"centos\"\nVERSION_ID=\"7\"")).os_type,
+            "centos7_64Guest"
+        );
+        assert_eq!(
+            guest_os(Some("ID=rhel\nVERSION_ID=9.3")).os_type,
+            "rhel9_64Guest"
+        );
+        assert_eq!(
+            guest_os(Some("ID=linuxmint\nID_LIKE=\"ubuntu debian\"")).os_type,
+            "debian10_64Guest"
+        );
+        assert_eq!(
+            guest_os(Some("ID=alpine\nVERSION_ID=3.20.0")).os_type,
+            "otherLinux64Guest"
+        );
+        assert_eq!(guest_os(None).os_type, "otherLinux64Guest");
+        assert_eq!(
+            guest_os(Some("ID=debian\nVERSION_ID=13")).os_type,
+            "debian12_64Guest"
+        );
+    }
+
+    #[test]
+    fn text_is_escaped() {
+        assert_eq!(xml_escape("a<b>&\"c'\u{1}"), "a&lt;b&gt;&amp;&quot;c&apos;");
+        let o = OvfOptions {
+            name: "x&<y>".into(),
+            ..Default::default()
+        };
+        let d = DiskFile {
+            href: "d.vmdk".into(),
+            file_size: 1,
+            capacity: 2,
+            populated_size: 0,
+        };
+        let x = descriptor(&o, None, &d);
+        assert!(x.contains("<Name>x&amp;&lt;y&gt;</Name>"));
+        assert!(!x.contains("x&<y>"));
+    }
+
+    #[test]
+    fn options_appear_in_the_descriptor() {
+        let o = OvfOptions {
+            cpus: 4,
+            memory_mib: 4096,
+            hw_version: 19,
+            controller: ScsiController::LsiLogic,
+            firmware: Firmware::Bios,
+            network: "Prod Net".into(),
+            os_type: Some("other5xLinux64Guest".into()),
+            ..Default::default()
+        };
+        let d = DiskFile {
+            href: "vm-disk1.vmdk".into(),
+            file_size: 1234,
+            capacity: 1 << 30,
+            populated_size: 65536,
+        };
+        let x = descriptor(&o, Some("ID=debian\nVERSION_ID=12"), &d);
+        for want in [
+            "ovf:size=\"1234\"",
+            "ovf:capacity=\"1073741824\"",
+            "ovf:populatedSize=\"65536\"",
+            "<vssd:VirtualSystemType>vmx-19</vssd:VirtualSystemType>",
+            "<rasd:VirtualQuantity>4</rasd:VirtualQuantity>",
+            "<rasd:VirtualQuantity>4096</rasd:VirtualQuantity>",
+            "<rasd:ResourceSubType>lsilogic</rasd:ResourceSubType>",
+            "vmw:key=\"firmware\" vmw:value=\"bios\"",
+            "<rasd:Connection>Prod Net</rasd:Connection>",
+            "vmw:osType=\"other5xLinux64Guest\"",
+        ] {
+            assert!(x.contains(want), "missing {want}");
+        }
+        assert!(!x.contains("secureBoot"), "no Secure Boot key for BIOS");
+        let efi = descriptor(&OvfOptions::default(), None, &d);
+        assert!(efi.contains("vmw:key=\"firmware\" vmw:value=\"efi\""));
+        assert!(efi.contains("vmw:key=\"uefi.secureBoot.enabled\" vmw:value=\"false\""));
+        assert!("bogus".parse::<Firmware>().is_err());
+        assert!("bogus".parse::<ScsiController>().is_err());
+    }
+}

@@ -1,0 +1,64 @@
+//! The OVF descriptor validated against the DMTF OVF 1.1.1 schema with xmllint.
+
+use d2v::output::ovf::{descriptor, DiskFile, Firmware, OvfOptions, ScsiController};
+#[path = "common/ovf_schema.rs"]
+mod ovf_schema;
+use ovf_schema::validate;
+
+fn disk() -> DiskFile {
+    DiskFile {
+        href: "vm-disk1.vmdk".into(),
+        file_size: 123_456_789,
+        capacity: 2 << 30,
+        populated_size: 450 << 20,
+    }
+}
+
+#[test]
+fn default_descriptor_validates() {
+    let o = OvfOptions {
+        name: "app <test> & co".into(),
+        source_reference: "docker.io/library/debian:12".into(),
+        manifest_digest: "sha256:0123abcd".into(),
+        ..Default::default()
+    };
+    let x = descriptor(
+        &o,
+        Some("ID=debian\nVERSION_ID=\"12\"\nPRETTY_NAME=\"Debian 12\""),
+        &disk(),
+    );
+    if let Some(r) = validate(&x) {
+        r.unwrap_or_else(|e| panic!("schema validation failed:\n{e}\n{x}"));
+    }
+}
+
+#[test]
+fn option_variants_validate() {
+    let o = OvfOptions {
+        cpus: 8,
+        memory_mib: 16384,
+        hw_version: 19,
+        controller: ScsiController::LsiLogic,
+        firmware: Firmware::Bios,
+        network: "Lab \"net\"".into(),
+        os_type: Some("ubuntu64Guest".into()),
+        ..Default::default()
+    };
+    let x = descriptor(&o, None, &disk());
+    if let Some(r) = validate(&x) {
+        r.unwrap_or_else(|e| panic!("schema validation failed:\n{e}\n{x}"));
+    }
+}
+
+#[test]
+fn schema_check_can_fail() {
+    // The validator must reject a descriptor with RASD elements out of order.
+    let x = descriptor(&OvfOptions::default(), None, &disk()).replacen(
+        "<rasd:InstanceID>1</rasd:InstanceID>\n        <rasd:ResourceType>3</rasd:ResourceType>",
+        "<rasd:ResourceType>3</rasd:ResourceType>\n        <rasd:InstanceID>1</rasd:InstanceID>",
+        1,
+    );
+    if let Some(r) = validate(&x) {
+        assert!(r.is_err(), "out-of-order RASD elements were accepted");
+    }
+}

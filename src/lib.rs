@@ -4,5 +4,6 @@
 //! source (registry, OCI layout, docker-archive) → [`tree`] (staging tree) → guest fixes →
 //! disk (gpt, fat, ext4, grub) → output (vmdk, ovf, ova).
 
+pub mod disk;
 pub mod ids;
 pub mod tree;

@@ -9,9 +9,14 @@
 //! last MiB         backup GPT
 //! ```
 
+use std::fs::File;
+
+use super::fat::{self, FatOptions, FatSummary};
 use super::gpt::{self, Gpt, Partition};
-use super::{Result, MIB, SECTOR};
+use super::grub::{self, GrubOptions, Prepared};
+use super::{DiskError, Result, MIB, SECTOR};
 use crate::ids;
+use crate::tree::{Inode, Metadata, Tree};
 
 /// Default size of the EFI System Partition (`--boot-size`).
 pub const DEFAULT_ESP_SIZE: u64 = 256 * MIB;
@@ -130,6 +135,113 @@ impl Layout {
 pub fn write_partition_table(layout: &Layout, out: &std::fs::File) -> Result<()> {
     out.set_len(layout.disk_size)?;
     layout.gpt().write(out)
+}
+
+/// What [`write_disk`] needs besides the tree.
+#[derive(Debug, Clone)]
+pub struct DiskOptions {
+    /// Seed of every identifier (the image manifest digest).
+    pub seed: String,
+    /// ESP size in bytes (`--boot-size`), normally [`DEFAULT_ESP_SIZE`].
+    pub esp_size: u64,
+    /// Root filesystem size in bytes (from the ext4 writer's `plan_size` or `--disk-size`).
+    pub root_size: u64,
+    pub grub: GrubOptions,
+}
+
+impl DiskOptions {
+    pub fn new(seed: &str, root_size: u64) -> DiskOptions {
+        DiskOptions {
+            seed: seed.into(),
+            esp_size: DEFAULT_ESP_SIZE,
+            root_size,
+            grub: GrubOptions::default(),
+        }
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone)]
+pub struct DiskSummary {
+    pub layout: Layout,
+    pub esp: FatSummary,
+    pub grub: Prepared,
+}
+
+impl DiskSummary {
+    /// One line per thing worth telling the user.
+    pub fn report(&self) -> Vec<String> {
+        let l = &self.layout;
+        let mut out = vec![format!(
+            "disk {} MiB: BIOS boot 1 MiB, ESP {} MiB (FAT32 {}), root {} MiB (PARTUUID {})",
+            l.disk_size / MIB,
+            l.esp.size / MIB,
+            l.esp_volume_id_string(),
+            l.root.size / MIB,
+            ids::uuid_string(&l.root_uuid)
+        )];
+        out.extend(self.grub.notes.iter().cloned());
+        out.extend(self.esp.warnings.iter().map(|w| format!("ESP: {w}")));
+        out
+    }
+}
+
+/// Writes the whole disk into `out` (a fresh, empty, read-write file; it stays sparse):
+/// builds GRUB and puts BOOTX64.EFI, grub.cfg and modules into the tree's `/boot`; writes the
+/// GPT, the ESP from `/boot`, GRUB's BIOS boot code; then empties `/boot` in the tree (it is
+/// the ESP's mount point in the guest) and calls `write_root(tree, out, offset, size)` to write
+/// the root filesystem into the root partition.
+pub fn write_disk(
+    tree: &mut Tree,
+    out: &File,
+    opts: &DiskOptions,
+    write_root: impl FnOnce(&Tree, &File, u64, u64) -> Result<()>,
+) -> Result<DiskSummary> {
+    let layout = Layout::plan(&opts.seed, opts.esp_size, opts.root_size);
+    let partuuid = ids::uuid_string(&layout.root_uuid);
+    let prepared = grub::prepare(tree, &layout.esp_volume_id_string(), &partuuid, &opts.grub)?;
+    write_partition_table(&layout, out)?;
+    let fat_opts = FatOptions {
+        volume_id: layout.esp_volume_id,
+        label: "ESP".into(),
+        source: b"boot".to_vec(),
+    };
+    let esp = fat::write(tree, out, layout.esp.offset, layout.esp.size, &fat_opts)?;
+    grub::bios::install(
+        out,
+        layout.bios_boot,
+        &prepared.boot_img,
+        &prepared.core_img,
+    )?;
+    empty_boot(tree)?;
+    write_root(tree, out, layout.root.offset, layout.root.size)?;
+    Ok(DiskSummary {
+        layout,
+        esp,
+        grub: prepared,
+    })
+}
+
+/// Leaves `/boot` an empty directory (mode 0755), the ESP's mount point.
+fn empty_boot(tree: &mut Tree) -> Result<()> {
+    let err = |e: crate::tree::TreeError| DiskError::Root(format!("/boot: {e}"));
+    let is_dir = tree
+        .lookup(b"boot")
+        .is_some_and(|id| tree.inode(id).kind.is_dir());
+    if is_dir {
+        tree.clear_dir(b"boot").map_err(err)?;
+    } else {
+        tree.remove(b"boot").map_err(err)?;
+        tree.insert(
+            b"boot",
+            Inode::dir(Metadata {
+                mode: 0o755,
+                ..Metadata::default()
+            }),
+        )
+        .map_err(err)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod qemu;
+
 /// The workspace root (where the top-level Cargo.toml is).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -28,4 +30,16 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
         }
     }
     panic!("{tool} not found: install Debian's {package} (cargo xtask test installs it)");
+}
+
+/// A fresh directory under the system temp dir for one test's files (left in place so logs
+/// can be inspected after a failure).
+pub fn scratch_dir(what: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("d2v-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
 }

@@ -5,5 +5,6 @@
 //! disk (gpt, fat, ext4, grub) → output (vmdk, ovf, ova).
 
 pub mod disk;
+pub mod guest;
 pub mod ids;
 pub mod tree;

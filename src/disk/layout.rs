@@ -131,6 +131,12 @@ impl Layout {
     }
 }
 
+/// The ESP's FAT serial as fstab writes it (`XXXX-XXXX`), known before the disk is planned:
+/// it depends only on the seed.
+pub fn esp_serial(seed: &str) -> String {
+    Layout::plan(seed, MIN_ESP_SIZE, MIB).esp_volume_id_string()
+}
+
 /// Writes just the partition table of `layout` into `out`, sizing the (sparse) file.
 pub fn write_partition_table(layout: &Layout, out: &std::fs::File) -> Result<()> {
     out.set_len(layout.disk_size)?;

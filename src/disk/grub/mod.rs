@@ -259,11 +259,23 @@ pub enum ConfigMode {
 }
 
 /// GRUB settings for [`prepare`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GrubOptions {
     pub config: ConfigMode,
+    /// Extra kernel command-line arguments (`--kernel-arg`).
     pub kernel_args: Vec<String>,
+    /// Menu timeout in seconds of the generated grub.cfg.
     pub timeout: u32,
+}
+
+impl Default for GrubOptions {
+    fn default() -> GrubOptions {
+        GrubOptions {
+            config: ConfigMode::default(),
+            kernel_args: Vec::new(),
+            timeout: 1,
+        }
+    }
 }
 
 /// What [`prepare`] built; `boot_img`/`core_img` still have to be installed with

@@ -31,3 +31,5 @@ pub type Result<T, E = DiskError> = std::result::Result<T, E>;
 pub const SECTOR: u64 = 512;
 /// Partition alignment.
 pub const MIB: u64 = 1024 * 1024;
+
+pub use layout::{write_disk, DiskOptions, DiskSummary, Layout};

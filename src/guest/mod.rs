@@ -73,6 +73,7 @@ pub fn apply(tree: &mut Tree, opts: &GuestOptions) -> Result<Vec<Report>> {
     out.extend(write_hostname(tree, &opts.hostname)?);
     out.extend(reset_machine_id(tree)?);
     out.extend(fix_resolv_conf(tree)?);
+    out.extend(fix_openrc_rc_sys(tree)?);
     out.push(check_init(tree));
     Ok(out)
 }
@@ -321,6 +322,56 @@ pub fn fix_resolv_conf(tree: &mut Tree) -> Result<Option<Report>> {
     Ok(Some(Report::info(
         "replaced the container's /etc/resolv.conf with a placeholder that DHCP clients fill in",
     )))
+}
+
+/// `rc_sys` values of OpenRC that mean "running in a container".
+const CONTAINER_RC_SYS: [&str; 8] = [
+    "docker",
+    "lxc",
+    "openvz",
+    "podman",
+    "prefix",
+    "rkt",
+    "systemd-nspawn",
+    "vserver",
+];
+
+/// Comments out an `rc_sys="docker"` (or another container type) in OpenRC's `/etc/rc.conf`,
+/// so OpenRC runs the services a VM needs; its auto-detection then sees a VM.
+pub fn fix_openrc_rc_sys(tree: &mut Tree) -> Result<Option<Report>> {
+    let path = "etc/rc.conf";
+    let Some(text) = read_file(tree, path)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let mut changed = Vec::new();
+    let lines: Vec<String> = text
+        .split_inclusive('\n')
+        .map(|line| {
+            let t = line.trim();
+            let value = t.strip_prefix("rc_sys=").map(|v| {
+                v.trim_matches(|c| c == '"' || c == '\'')
+                    .to_ascii_lowercase()
+            });
+            match value {
+                Some(v) if CONTAINER_RC_SYS.contains(&v.as_str()) => {
+                    changed.push(v);
+                    format!("# {} # disabled by d2v: a VM is not a container\n", t)
+                }
+                _ => line.to_string(),
+            }
+        })
+        .collect();
+    if changed.is_empty() {
+        return Ok(None);
+    }
+    let id = tree.resolve(path.as_bytes(), true).expect("read above");
+    let mode = tree.inode(id).meta.mode;
+    put_file(tree, path, lines.concat().as_bytes(), mode)?;
+    Ok(Some(Report::info(format!(
+        "disabled rc_sys=\"{}\" in /etc/rc.conf (OpenRC would run as in a container)",
+        changed[0]
+    ))))
 }
 
 /// Which init system the kernel will start, or a warning when there is none.

@@ -193,3 +193,26 @@ fn apply_runs_everything() {
     assert!(lines.iter().any(|l| l.contains("BusyBox")), "{lines:?}");
     assert!(t.lookup(b"etc/fstab").is_some() && t.lookup(b"etc/resolv.conf").is_some());
 }
+
+#[test]
+fn openrc_container_rc_sys_is_disabled() {
+    let mut t = Tree::in_temp().unwrap();
+    file(
+        &mut t,
+        "etc/rc.conf",
+        "# rc_sys=\"\"\nrc_parallel=\"NO\"\nrc_sys=\"docker\"\n",
+    );
+    let r = fix_openrc_rc_sys(&mut t).unwrap().expect("reported");
+    assert!(r.message.contains("docker"));
+    let text = text(&t, "etc/rc.conf");
+    assert!(text.lines().all(|l| !l.starts_with("rc_sys=")), "{text}");
+    assert!(text.contains("rc_parallel=\"NO\"\n"));
+    // Nothing to do for a VM-ready or absent rc.conf.
+    assert!(fix_openrc_rc_sys(&mut t).unwrap().is_none());
+    let mut t = Tree::in_temp().unwrap();
+    file(&mut t, "etc/rc.conf", "rc_sys=\"xen0\"\n");
+    assert!(fix_openrc_rc_sys(&mut t).unwrap().is_none());
+    assert!(fix_openrc_rc_sys(&mut Tree::in_temp().unwrap())
+        .unwrap()
+        .is_none());
+}

@@ -76,6 +76,7 @@ pub fn write(
                 summary: &mut summary,
                 ancestors: vec![id],
                 top: opts.source.clone(),
+                size,
             };
             cx.dir(id, &opts.source, &fs.root_dir())?;
         }
@@ -99,6 +100,8 @@ struct Copy<'t, 's> {
     /// Directories on the current path (loop detection for symlinked directories).
     ancestors: Vec<InodeId>,
     top: Vec<u8>,
+    /// Partition size, for error messages.
+    size: u64,
 }
 
 impl Copy<'_, '_> {
@@ -154,7 +157,13 @@ impl Copy<'_, '_> {
                     }
                 }
             }
-            let io = |e: io::Error| DiskError::Fat(format!("/{}: {e}", show(&child_path)));
+            let esp_mib = self.size >> 20;
+            let io = |e: io::Error| {
+                DiskError::Fat(format!(
+                    "/{}: {e} (the ESP is {esp_mib} MiB; if /boot does not fit, raise --boot-size)",
+                    show(&child_path)
+                ))
+            };
             let inode = self.tree.inode(target);
             match &inode.kind {
                 Kind::Dir(_) => {

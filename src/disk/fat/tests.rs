@@ -191,3 +191,20 @@ fn fat_names() {
     assert!(fat_name(b"trailing.").is_none());
     assert!(fat_name(&[0xff, 0xfe]).is_none());
 }
+
+#[test]
+fn a_full_esp_is_an_error_naming_boot_size() {
+    let mut t = Tree::in_temp().unwrap();
+    add_file(&mut t, "boot/huge", &vec![1u8; 41 << 20], 0);
+    let f = tempfile::tempfile().unwrap();
+    let opts = FatOptions {
+        volume_id: 1,
+        label: "ESP".into(),
+        source: b"boot".to_vec(),
+    };
+    let err = write(&t, &f, 0, 40 << 20, &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("/boot/huge") && err.contains("--boot-size"),
+        "{err}"
+    );
+}

@@ -20,8 +20,6 @@ pub use window::Window;
 use super::{DiskError, Result};
 use crate::tree::{show, InodeId, Kind, Tree};
 
-type FatDir<'a, 'f> = fatfs::Dir<'a, Window<'f>>;
-
 #[derive(Debug, Clone)]
 pub struct FatOptions {
     /// Volume serial (`XXXX-XXXX` in fstab).
@@ -64,9 +62,10 @@ pub fn write(
         .fat_type(FatType::Fat32)
         .volume_id(opts.volume_id)
         .volume_label(label);
-    fatfs::format_volume(Window::new(out, offset, size), format)
+    let mut disk = Window::new(out, offset, size);
+    fatfs::format_volume(&mut disk, format)
         .map_err(|e| fat_err(&format!("formatting a {} MiB partition", size >> 20), e))?;
-    let fs = FileSystem::new(Window::new(out, offset, size), FsOptions::new())
+    let fs = FileSystem::new(&mut disk, FsOptions::new())
         .map_err(|e| fat_err("opening the new filesystem", e))?;
     let mut summary = FatSummary::default();
     match tree.resolve(&opts.source, true) {
@@ -86,11 +85,10 @@ pub fn write(
         )),
     }
     fs.unmount().map_err(|e| fat_err("writing the FAT", e))?;
-    fixup::repair(
-        &mut Window::new(out, offset, size),
-        (offset / super::SECTOR) as u32,
-    )
-    .map_err(|e| fat_err("repairing directories", e))?;
+    fixup::repair(&mut disk, (offset / super::SECTOR) as u32)
+        .map_err(|e| fat_err("repairing directories", e))?;
+    disk.flush()
+        .map_err(|e| fat_err("writing the partition", e))?;
     Ok(summary)
 }
 
@@ -111,7 +109,12 @@ impl Copy<'_, '_> {
             .push(format!("/{}: {why}", show(path)));
     }
 
-    fn dir(&mut self, id: InodeId, path: &[u8], fat: &FatDir) -> Result<()> {
+    fn dir<T: fatfs::ReadWriteSeek>(
+        &mut self,
+        id: InodeId,
+        path: &[u8],
+        fat: &fatfs::Dir<T>,
+    ) -> Result<()> {
         let Kind::Dir(d) = &self.tree.inode(id).kind else {
             return Ok(());
         };

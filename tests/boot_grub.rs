@@ -95,3 +95,30 @@ fn grub_boots_under_seabios() {
 fn grub_boots_under_ovmf() {
     boot(Firmware::Uefi);
 }
+
+/// The same disk as a streamOptimized VMDK (what goes into an OVA), booted by QEMU's vmdk driver.
+#[test]
+fn grub_boots_from_a_stream_optimized_vmdk() {
+    let (disk, _) = build_disk();
+    let vmdk = disk.with_extension("vmdk");
+    let qemu_img = testkit::require_tool("qemu-img", "qemu-utils");
+    let st = std::process::Command::new(qemu_img)
+        .args([
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized",
+        ])
+        .arg(&disk)
+        .arg(&vmdk)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut b = Boot::new(&vmdk, Firmware::Uefi, "d2v-marker-GRUB-OK root=hd0,gpt2");
+    b.timeout = Duration::from_secs(180);
+    b.expect_marker();
+    let _ = std::fs::remove_dir_all(disk.parent().unwrap());
+}

@@ -143,3 +143,48 @@ fn whole_disk_is_valid_and_reproducible() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Copies the host's module directory for `platform` into the tree, as an image with GRUB
+/// installed has it.
+fn add_modules(tree: &mut Tree, platform: &str, skip: &str) {
+    for e in std::fs::read_dir(format!("/usr/lib/grub/{platform}")).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !e.path().is_file() || name == skip {
+            continue;
+        }
+        let data = std::fs::read(e.path()).unwrap();
+        let fd = tree.store(&mut &data[..]).unwrap();
+        let path = format!("usr/lib/grub/{platform}/{name}");
+        tree.insert(
+            path.as_bytes(),
+            Inode {
+                meta: Metadata::default(),
+                kind: Kind::File(fd),
+            },
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn grub_modules_come_from_the_image_when_it_has_them() {
+    use d2v::disk::grub::{prepare, GrubOptions, ModuleSource};
+    testkit::require_tool("grub-mkimage", "grub-common");
+    let mut tree = Tree::in_temp().unwrap();
+    add_modules(&mut tree, "i386-pc", "");
+    // An unusable x86_64-efi directory (no moddep.lst): the host's modules are used.
+    add_modules(&mut tree, "x86_64-efi", "moddep.lst");
+    let p = prepare(&mut tree, "ABCD-0123", "uuid", &GrubOptions::default()).unwrap();
+    assert_eq!(p.bios_modules, ModuleSource::Image);
+    assert_eq!(p.efi_modules, ModuleSource::Host);
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("(image)") && n.contains("(host)")),
+        "{:?}",
+        p.notes
+    );
+    assert!(tree.lookup(b"boot/EFI/BOOT/BOOTX64.EFI").is_some());
+    assert!(tree.lookup(b"boot/grub/i386-pc/normal.mod").is_some());
+}

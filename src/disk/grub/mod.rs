@@ -159,10 +159,15 @@ fn extract_dir(tree: &Tree, path: &str, to: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(to.to_path_buf()))
 }
 
-/// The `grub-mkimage` on this host.
+/// The `grub-mkimage` on this host (`$PATH`, then /usr/bin).
 pub fn find_mkimage() -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path).chain(["/usr/bin".into(), "/usr/sbin".into()]) {
+    let mut path = std::env::var_os("PATH").unwrap_or_default();
+    path.push(":/usr/bin:/usr/sbin");
+    find_mkimage_in(&path)
+}
+
+fn find_mkimage_in(path: &std::ffi::OsStr) -> Result<PathBuf> {
+    for dir in std::env::split_paths(path) {
         for name in ["grub-mkimage", "grub2-mkimage"] {
             if dir.join(name).is_file() {
                 return Ok(dir.join(name));
@@ -406,4 +411,32 @@ pub fn prepare(
         efi_modules: efi_dir.source,
         notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_mkimage_names_the_debian_packages() {
+        let err = find_mkimage_in(std::ffi::OsStr::new("/nonexistent"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("grub-common")
+                && err.contains("grub-pc-bin")
+                && err.contains("grub-efi-amd64-bin"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn early_config_searches_the_esp_serial() {
+        let c = early_config("ABCD-0123");
+        assert!(
+            c.contains("search --no-floppy --fs-uuid --set=root abcd-0123\n"),
+            "{c}"
+        );
+        assert!(c.contains("set prefix=($root)/grub\n"), "{c}");
+    }
 }

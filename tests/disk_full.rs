@@ -175,6 +175,15 @@ fn grub_modules_come_from_the_image_when_it_has_them() {
     add_modules(&mut tree, "i386-pc", "");
     // An unusable x86_64-efi directory (no moddep.lst): the host's modules are used.
     add_modules(&mut tree, "x86_64-efi", "moddep.lst");
+    let fd = tree.store(&mut &b"kernel"[..]).unwrap();
+    tree.insert(
+        b"boot/vmlinuz-6.1",
+        Inode {
+            meta: Metadata::default(),
+            kind: Kind::File(fd),
+        },
+    )
+    .unwrap();
     let p = prepare(&mut tree, "ABCD-0123", "uuid", &GrubOptions::default()).unwrap();
     assert_eq!(p.bios_modules, ModuleSource::Image);
     assert_eq!(p.efi_modules, ModuleSource::Host);

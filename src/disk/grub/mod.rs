@@ -343,6 +343,18 @@ pub fn prepare(
     root_partuuid: &str,
     opts: &GrubOptions,
 ) -> Result<Prepared> {
+    let kernels = find_kernels(tree);
+    let has_cfg = tree
+        .resolve(b"boot/grub/grub.cfg", true)
+        .is_some_and(|id| matches!(tree.inode(id).kind, Kind::File(_)));
+    let generate = opts.config == ConfigMode::Generate || !has_cfg;
+    if generate && kernels.is_empty() {
+        return Err(DiskError::Grub(
+            "the image has no kernel in /boot (vmlinuz-*) to boot: install one in the image, e.g. \
+             linux-image-cloud-amd64 (Debian), linux-image-virtual (Ubuntu) or linux-virt (Alpine)"
+                .into(),
+        ));
+    }
     let scratch = tempfile::tempdir()?;
     let early = early_config(esp_serial);
     let (core_img, bios_dir, mut notes) = build(tree, Platform::I386Pc, &early, scratch.path())?;
@@ -359,11 +371,6 @@ pub fn prepare(
     put_modules(tree, &bios_dir)?;
     put_modules(tree, &efi_dir)?;
 
-    let kernels = find_kernels(tree);
-    let has_cfg = tree
-        .resolve(b"boot/grub/grub.cfg", true)
-        .is_some_and(|id| matches!(tree.inode(id).kind, Kind::File(_)));
-    let generate = opts.config == ConfigMode::Generate || !has_cfg;
     if generate {
         let cfg = config::generate(
             &kernels,
@@ -426,6 +433,18 @@ mod tests {
             err.contains("grub-common")
                 && err.contains("grub-pc-bin")
                 && err.contains("grub-efi-amd64-bin"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn generating_a_config_without_a_kernel_names_packages() {
+        let mut t = Tree::in_temp().unwrap();
+        let err = prepare(&mut t, "ABCD-0123", "u", &GrubOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("linux-image-cloud-amd64") && err.contains("linux-virt"),
             "{err}"
         );
     }

@@ -78,7 +78,21 @@ fn whole_disk_is_valid_and_reproducible() {
     build(&b);
     assert_eq!(sha(&a), sha(&b), "two runs on the same input differ");
     let l = &s.layout;
-    assert_eq!(std::fs::metadata(&a).unwrap().len(), l.disk_size);
+    let meta = std::fs::metadata(&a).unwrap();
+    assert_eq!(meta.len(), l.disk_size);
+    // Sparse: only metadata, GRUB and file data are allocated.
+    use std::os::unix::fs::MetadataExt;
+    let allocated = meta.blocks() * 512;
+    eprintln!(
+        "disk {} MiB, allocated {} KiB",
+        l.disk_size >> 20,
+        allocated >> 10
+    );
+    assert!(
+        allocated < l.disk_size / 4,
+        "{allocated} bytes allocated of {}",
+        l.disk_size
+    );
 
     assert!(tool("sgdisk", "gdisk", &["-v", a.to_str().unwrap()]).contains("No problems found"));
 

@@ -163,7 +163,8 @@ impl Boot {
         }
     }
 
-    /// [`Boot::run`], panicking with the serial log when the marker does not appear.
+    /// [`Boot::run`], panicking with the serial log when the marker does not appear (the log
+    /// file is kept then; after a success the scratch directory is removed).
     pub fn expect_marker(&self) -> String {
         let out = self.run();
         if !out.found {
@@ -176,6 +177,12 @@ impl Boot {
                 out.log_path.display(),
                 out.log
             );
+        }
+        if self.log.is_none() {
+            // Our own scratch directory: nothing to keep after a success.
+            if let Some(dir) = out.log_path.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
         out.log
     }

@@ -122,3 +122,20 @@ fn grub_boots_from_a_stream_optimized_vmdk() {
     b.expect_marker();
     let _ = std::fs::remove_dir_all(disk.parent().unwrap());
 }
+
+/// The harness itself: a disk without boot code never shows the marker.
+#[test]
+fn an_unbootable_disk_does_not_show_the_marker() {
+    let dir = testkit::scratch_dir("unbootable");
+    let disk = dir.join("zero.raw");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(4 * MIB)
+        .unwrap();
+    let mut b = Boot::new(&disk, Firmware::Bios, "d2v-marker-GRUB-OK");
+    b.timeout = Duration::from_secs(5);
+    let out = b.run();
+    assert!(!out.found, "{}", out.log);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(out.log_path.parent().unwrap());
+}

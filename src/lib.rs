@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod disk;
 pub mod export;
+pub mod guest;
 pub mod ids;
 pub mod inspect;
 pub mod layers;

@@ -6,6 +6,7 @@
 //! (export, ext4, FAT) walks the tree in the same deterministic order: depth-first, entries
 //! sorted by their name bytes.
 
+mod resolve;
 mod spill;
 mod walk;
 

@@ -3,7 +3,11 @@
 
 use std::path::PathBuf;
 
+<<<<<<< HEAD
 pub mod registry;
+=======
+pub mod qemu;
+>>>>>>> h/boot
 
 /// The workspace root (where the top-level Cargo.toml is).
 pub fn workspace_root() -> PathBuf {
@@ -32,6 +36,20 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
     panic!("{tool} not found: install Debian's {package} (cargo xtask test installs it)");
 }
 
+<<<<<<< HEAD
 pub mod edge_cases;
 pub mod oci;
 pub mod tar;
+=======
+/// A fresh directory under the system temp dir for one test's files (left in place so logs
+/// can be inspected after a failure).
+pub fn scratch_dir(what: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("d2v-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+>>>>>>> h/boot

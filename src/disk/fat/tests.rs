@@ -1,0 +1,210 @@
+use std::io::Read;
+
+use super::*;
+use crate::tree::{Inode, Metadata, Timestamp};
+
+fn add_file(t: &mut Tree, path: &str, data: &[u8], mtime: i64) {
+    let fd = t.store(&mut &data[..]).unwrap();
+    let meta = Metadata {
+        mode: 0o644,
+        mtime: Timestamp {
+            sec: mtime,
+            nsec: 0,
+        },
+        ..Metadata::default()
+    };
+    t.insert(
+        path.as_bytes(),
+        Inode {
+            meta,
+            kind: Kind::File(fd),
+        },
+    )
+    .unwrap();
+}
+
+fn add_link(t: &mut Tree, path: &str, target: &str) {
+    t.insert(
+        path.as_bytes(),
+        Inode {
+            meta: Metadata::default(),
+            kind: Kind::Symlink(target.into()),
+        },
+    )
+    .unwrap();
+}
+
+fn read(fs: &FileSystem<Window>, path: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    fs.root_dir()
+        .open_file(path)
+        .unwrap()
+        .read_to_end(&mut v)
+        .unwrap();
+    v
+}
+
+#[test]
+fn copies_boot_resolving_links_and_skipping_what_fat_cannot_hold() {
+    let mut t = Tree::in_temp().unwrap();
+    add_file(
+        &mut t,
+        "boot/vmlinuz-6.1.0-13-cloud-amd64",
+        b"kernel",
+        1_700_000_000,
+    );
+    add_file(
+        &mut t,
+        "boot/grub/grub.cfg",
+        b"set timeout=0\n",
+        1_700_000_000,
+    );
+    add_file(&mut t, "etc/secret", b"root only", 0);
+    add_link(&mut t, "boot/vmlinuz", "vmlinuz-6.1.0-13-cloud-amd64");
+    add_link(&mut t, "boot/abs", "/boot/grub/grub.cfg");
+    add_link(&mut t, "boot/outside", "../../../etc/secret");
+    add_link(&mut t, "boot/dangling", "/nope");
+    add_link(&mut t, "boot/boot", ".");
+    add_file(&mut t, "boot/a:b", b"x", 0);
+    add_file(&mut t, "boot/Case", b"1", 0);
+    add_file(&mut t, "boot/case", b"2", 0);
+    let f = tempfile::tempfile().unwrap();
+    f.set_len(48 << 20).unwrap();
+    let opts = FatOptions {
+        volume_id: 0xabcd_1234,
+        label: "esp".into(),
+        source: b"boot".to_vec(),
+    };
+    let s = write(&t, &f, 1 << 20, 40 << 20, &opts).unwrap();
+
+    let fs = FileSystem::new(Window::new(&f, 1 << 20, 40 << 20), FsOptions::new()).unwrap();
+    assert_eq!(fs.fat_type(), FatType::Fat32);
+    assert_eq!(fs.volume_id(), 0xabcd_1234);
+    assert_eq!(read(&fs, "vmlinuz-6.1.0-13-cloud-amd64"), b"kernel");
+    assert_eq!(read(&fs, "vmlinuz"), b"kernel");
+    assert_eq!(read(&fs, "abs"), b"set timeout=0\n");
+    assert_eq!(read(&fs, "grub/grub.cfg"), b"set timeout=0\n");
+    // `..` at the image root stays at the root: the link names /etc/secret of the image.
+    assert_eq!(read(&fs, "outside"), b"root only");
+    let names: Vec<String> = fs
+        .root_dir()
+        .iter()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(!names.contains(&"dangling".to_string()), "{names:?}");
+    assert!(!names.contains(&"boot".to_string()), "{names:?}");
+    assert!(!names.contains(&"a:b".to_string()), "{names:?}");
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.eq_ignore_ascii_case("case"))
+            .count(),
+        1
+    );
+    let kernel = fs
+        .root_dir()
+        .iter()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_name().starts_with("vmlinuz-"))
+        .unwrap();
+    // 1_700_000_000 is 2023-11-14 22:13:20 UTC.
+    let m = kernel.modified();
+    let got = (
+        m.date.year,
+        m.date.month,
+        m.date.day,
+        m.time.hour,
+        m.time.min,
+    );
+    assert!(
+        crate::ids::source_date_epoch().is_some() || got == (2023, 11, 14, 22, 13),
+        "{got:?}"
+    );
+    let entry = fs
+        .root_dir()
+        .iter()
+        .map(|e| e.unwrap())
+        .find(|e| e.file_name() == "grub.cfg");
+    assert!(entry.is_none(), "grub.cfg belongs in grub/");
+    for w in ["/boot/dangling", "/boot/boot", "/boot/a:b", "/boot/case"] {
+        assert!(
+            s.warnings.iter().any(|x| x.starts_with(w)),
+            "no warning for {w}: {:?}",
+            s.warnings
+        );
+    }
+    assert_eq!(s.files, 6);
+    assert_eq!(s.dirs, 1);
+}
+
+#[test]
+fn output_is_deterministic() {
+    let build = || {
+        let mut t = Tree::in_temp().unwrap();
+        add_file(
+            &mut t,
+            "boot/initrd.img-6.1",
+            &vec![7u8; 100_000],
+            1_600_000_000,
+        );
+        add_file(
+            &mut t,
+            "boot/efi/EFI/BOOT/BOOTX64.EFI",
+            b"MZ",
+            1_600_000_000,
+        );
+        let f = tempfile::tempfile().unwrap();
+        let opts = FatOptions {
+            volume_id: 1,
+            label: "ESP".into(),
+            source: b"boot".to_vec(),
+        };
+        write(&t, &f, 0, 40 << 20, &opts).unwrap();
+        let mut v = Vec::new();
+        let mut f2 = &f;
+        std::io::Seek::seek(&mut f2, std::io::SeekFrom::Start(0)).unwrap();
+        f2.read_to_end(&mut v).unwrap();
+        v
+    };
+    assert!(build() == build());
+}
+
+#[test]
+fn dos_times_follow_the_calendar() {
+    // 2000-03-01 12:34:56 UTC
+    let t = dos_time(951_914_096);
+    assert_eq!((t.date.year, t.date.month, t.date.day), (2000, 3, 1));
+    assert_eq!((t.time.hour, t.time.min, t.time.sec), (12, 34, 56));
+    // Before 1980 clamps to FAT's epoch.
+    assert_eq!(dos_time(0).date.year, 1980);
+    assert_eq!(civil_from_days(0), (1970, 1, 1));
+    assert_eq!(civil_from_days(-1), (1969, 12, 31));
+}
+
+#[test]
+fn fat_names() {
+    assert_eq!(
+        fat_name(b"System.map-6.1").as_deref(),
+        Some("System.map-6.1")
+    );
+    assert!(fat_name(b"a?b").is_none());
+    assert!(fat_name(b"trailing.").is_none());
+    assert!(fat_name(&[0xff, 0xfe]).is_none());
+}
+
+#[test]
+fn a_full_esp_is_an_error_naming_boot_size() {
+    let mut t = Tree::in_temp().unwrap();
+    add_file(&mut t, "boot/huge", &vec![1u8; 41 << 20], 0);
+    let f = tempfile::tempfile().unwrap();
+    let opts = FatOptions {
+        volume_id: 1,
+        label: "ESP".into(),
+        source: b"boot".to_vec(),
+    };
+    let err = write(&t, &f, 0, 40 << 20, &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("/boot/huge") && err.contains("--boot-size"),
+        "{err}"
+    );
+}

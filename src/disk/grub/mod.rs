@@ -1,0 +1,461 @@
+//! GRUB for both firmwares on one disk: `core.img` for BIOS (installed by [`bios`]) and
+//! `\EFI\BOOT\BOOTX64.EFI` for UEFI (the removable-media path: nothing in NVRAM), both built
+//! by the host's `grub-mkimage` from the image's GRUB modules when it ships them, else the
+//! host's. Both images carry an early config that finds the ESP by its FAT serial and loads
+//! `(ESP)/grub/grub.cfg`.
+
+pub mod bios;
+pub mod config;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::disk::{DiskError, Result};
+use crate::tree::{show, Inode, Kind, Metadata, Tree};
+
+pub use config::{find_kernels, BootEntry, ConfigOptions};
+
+/// A GRUB target platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    I386Pc,
+    X86_64Efi,
+}
+
+impl Platform {
+    /// The directory name under `/usr/lib/grub` and the `-O` format of `grub-mkimage`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::I386Pc => "i386-pc",
+            Platform::X86_64Efi => "x86_64-efi",
+        }
+    }
+
+    /// The Debian package that ships the host's modules for this platform.
+    pub fn debian_package(self) -> &'static str {
+        match self {
+            Platform::I386Pc => "grub-pc-bin",
+            Platform::X86_64Efi => "grub-efi-amd64-bin",
+        }
+    }
+
+    /// Modules built into the image (those missing from a module directory are left out).
+    fn modules(self) -> Vec<&'static str> {
+        let mut m = vec![
+            "part_gpt",
+            "part_msdos",
+            "fat",
+            "ext2",
+            "normal",
+            "linux",
+            "echo",
+            "search",
+            "search_fs_uuid",
+            "search_fs_file",
+            "search_label",
+            "configfile",
+            "test",
+            "serial",
+            "terminal",
+            "halt",
+            "reboot",
+            "gzio",
+            "xzio",
+            "lzopio",
+            "zstd",
+            "sleep",
+            "cat",
+            "ls",
+            "minicmd",
+            "loadenv",
+            "all_video",
+            "gfxterm",
+        ];
+        match self {
+            Platform::I386Pc => m.push("biosdisk"),
+            Platform::X86_64Efi => m.extend(["efi_gop", "efi_uga"]),
+        }
+        m
+    }
+}
+
+/// Where a platform's modules came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModuleSource {
+    /// `/usr/lib/grub/<platform>` of the image.
+    Image,
+    /// The host's `/usr/lib/grub/<platform>`.
+    Host,
+}
+
+/// A GRUB module directory to build from.
+#[derive(Debug, Clone)]
+pub struct ModuleDir {
+    pub platform: Platform,
+    pub path: PathBuf,
+    pub source: ModuleSource,
+}
+
+const HOST_GRUB_LIB: &str = "/usr/lib/grub";
+
+/// The image's module directory for `platform`, copied out of the tree under `scratch`, when
+/// the image has a usable one (with `kernel.img` and `moddep.lst`); else the host's.
+pub fn module_dir(tree: &Tree, platform: Platform, scratch: &Path) -> Result<ModuleDir> {
+    let in_image = format!("usr/lib/grub/{}", platform.name());
+    if let Some(dir) = extract_dir(tree, &in_image, &scratch.join(platform.name()))? {
+        if dir.join("kernel.img").is_file() && dir.join("moddep.lst").is_file() {
+            return Ok(ModuleDir {
+                platform,
+                path: dir,
+                source: ModuleSource::Image,
+            });
+        }
+    }
+    host_module_dir(platform)
+}
+
+/// The host's module directory for `platform`.
+pub fn host_module_dir(platform: Platform) -> Result<ModuleDir> {
+    let path = Path::new(HOST_GRUB_LIB).join(platform.name());
+    if !path.join("kernel.img").is_file() {
+        return Err(DiskError::Grub(format!(
+            "the image has no /usr/lib/grub/{0} and neither has this host: install Debian's {1} (or the \
+             image's GRUB package)",
+            platform.name(),
+            platform.debian_package()
+        )));
+    }
+    Ok(ModuleDir {
+        platform,
+        path,
+        source: ModuleSource::Host,
+    })
+}
+
+/// Copies the regular files of the tree directory `path` (following symlinks inside the
+/// image) to `to`. `None` when the image has no such directory.
+fn extract_dir(tree: &Tree, path: &str, to: &Path) -> Result<Option<PathBuf>> {
+    let Some(id) = tree.resolve(path.as_bytes(), true) else {
+        return Ok(None);
+    };
+    let Kind::Dir(d) = &tree.inode(id).kind else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(to)?;
+    for name in d.entries.keys() {
+        let full = [path.as_bytes(), b"/", name].concat();
+        let Some(f) = tree.resolve(&full, true) else {
+            continue;
+        };
+        let Kind::File(data) = &tree.inode(f).kind else {
+            continue;
+        };
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
+        let mut out = std::fs::File::create(to.join(name))?;
+        std::io::copy(&mut tree.spill().reader(data), &mut out)?;
+    }
+    Ok(Some(to.to_path_buf()))
+}
+
+/// The `grub-mkimage` on this host (`$PATH`, then /usr/bin).
+pub fn find_mkimage() -> Result<PathBuf> {
+    let mut path = std::env::var_os("PATH").unwrap_or_default();
+    path.push(":/usr/bin:/usr/sbin");
+    find_mkimage_in(&path)
+}
+
+fn find_mkimage_in(path: &std::ffi::OsStr) -> Result<PathBuf> {
+    for dir in std::env::split_paths(path) {
+        for name in ["grub-mkimage", "grub2-mkimage"] {
+            if dir.join(name).is_file() {
+                return Ok(dir.join(name));
+            }
+        }
+    }
+    Err(DiskError::Grub(
+        "grub-mkimage not found: install Debian's grub-common (plus grub-pc-bin for BIOS and \
+         grub-efi-amd64-bin for UEFI modules)"
+            .into(),
+    ))
+}
+
+/// The early config built into core.img/BOOTX64.EFI: find the ESP by its FAT serial, make it
+/// `$root`, and let `normal` read `$prefix/grub.cfg`. The `-p` prefix `(hd0,gpt2)/grub` is the
+/// fallback when the search fails.
+pub fn early_config(esp_serial: &str) -> String {
+    format!(
+        "search --no-floppy --fs-uuid --set=root {esp_serial}\nset prefix=($root)/grub\n",
+        esp_serial = esp_serial.to_lowercase()
+    )
+}
+
+/// Runs `grub-mkimage` for `dir.platform`, returning the image bytes.
+pub fn mkimage(dir: &ModuleDir, early_cfg: &str, scratch: &Path) -> Result<Vec<u8>> {
+    let exe = find_mkimage()?;
+    let cfg = scratch.join(format!("early-{}.cfg", dir.platform.name()));
+    std::fs::write(&cfg, early_cfg)?;
+    let out = scratch.join(format!("grub-{}.img", dir.platform.name()));
+    let modules: Vec<&str> = dir
+        .platform
+        .modules()
+        .into_iter()
+        .filter(|m| dir.path.join(format!("{m}.mod")).is_file())
+        .collect();
+    let result = Command::new(&exe)
+        .arg("-O")
+        .arg(dir.platform.name())
+        .arg("-d")
+        .arg(&dir.path)
+        .arg("-c")
+        .arg(&cfg)
+        .arg("-p")
+        .arg("(hd0,gpt2)/grub")
+        .arg("-o")
+        .arg(&out)
+        .args(&modules)
+        .output()
+        .map_err(|e| DiskError::Grub(format!("running {}: {e}", exe.display())))?;
+    if !result.status.success() {
+        return Err(DiskError::Grub(format!(
+            "grub-mkimage -O {} with modules from {} failed: {}",
+            dir.platform.name(),
+            dir.path.display(),
+            String::from_utf8_lossy(&result.stderr).trim()
+        )));
+    }
+    Ok(std::fs::read(&out)?)
+}
+
+/// Builds the image for `platform` from the image's modules, falling back to the host's
+/// when those fail to build (a `grub-mkimage` too old or new for them). Returns the bytes,
+/// the directory used and warnings.
+pub fn build(
+    tree: &Tree,
+    platform: Platform,
+    early_cfg: &str,
+    scratch: &Path,
+) -> Result<(Vec<u8>, ModuleDir, Vec<String>)> {
+    let dir = module_dir(tree, platform, scratch)?;
+    match mkimage(&dir, early_cfg, scratch) {
+        Ok(img) => Ok((img, dir, Vec::new())),
+        Err(e) if dir.source == ModuleSource::Image => {
+            let host = host_module_dir(platform)?;
+            let img = mkimage(&host, early_cfg, scratch)?;
+            Ok((
+                img,
+                host,
+                vec![format!("{e}; used the host's modules instead")],
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// How to get `grub.cfg`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConfigMode {
+    /// Keep the image's `/boot/grub/grub.cfg` when it has one, else generate.
+    #[default]
+    KeepOrGenerate,
+    /// Always generate (`--grub-config generate`).
+    Generate,
+}
+
+/// GRUB settings for [`prepare`].
+#[derive(Debug, Clone)]
+pub struct GrubOptions {
+    pub config: ConfigMode,
+    /// Extra kernel command-line arguments (`--kernel-arg`).
+    pub kernel_args: Vec<String>,
+    /// Menu timeout in seconds of the generated grub.cfg.
+    pub timeout: u32,
+}
+
+impl Default for GrubOptions {
+    fn default() -> GrubOptions {
+        GrubOptions {
+            config: ConfigMode::default(),
+            kernel_args: Vec::new(),
+            timeout: 1,
+        }
+    }
+}
+
+/// What [`prepare`] built; `boot_img`/`core_img` still have to be installed with
+/// [`bios::install`] once the partition table is written.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub boot_img: Vec<u8>,
+    pub core_img: Vec<u8>,
+    pub kernels: Vec<BootEntry>,
+    pub generated_config: bool,
+    pub bios_modules: ModuleSource,
+    pub efi_modules: ModuleSource,
+    pub notes: Vec<String>,
+}
+
+fn put_file(tree: &mut Tree, path: &str, data: &[u8]) -> Result<()> {
+    let fd = tree
+        .store(&mut &data[..])
+        .map_err(|e| DiskError::Grub(format!("/{path}: {e}")))?;
+    let mtime = crate::ids::source_date_epoch()
+        .map(|s| crate::tree::Timestamp { sec: s, nsec: 0 })
+        .unwrap_or_default();
+    let inode = Inode {
+        meta: Metadata {
+            mode: 0o644,
+            mtime,
+            ..Metadata::default()
+        },
+        kind: Kind::File(fd),
+    };
+    tree.insert(path.as_bytes(), inode)
+        .map_err(|e| DiskError::Grub(format!("/{path}: {e}")))?;
+    Ok(())
+}
+
+/// Copies a module directory's modules and lists into the tree at `boot/grub/<platform>`, so
+/// `insmod` in grub.cfg finds modules matching the GRUB that loaded it.
+fn put_modules(tree: &mut Tree, dir: &ModuleDir) -> Result<()> {
+    for entry in std::fs::read_dir(&dir.path)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".mod") || name.ends_with(".lst") {
+            let data = std::fs::read(entry.path())?;
+            put_file(
+                tree,
+                &format!("boot/grub/{}/{name}", dir.platform.name()),
+                &data,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds GRUB for both firmwares and puts what belongs on the ESP into the tree's `/boot`:
+/// `EFI/BOOT/BOOTX64.EFI`, `grub/grub.cfg` (generated unless kept), `grub/<platform>/*.mod`.
+/// `esp_serial` is the ESP's `XXXX-XXXX`; `root_partuuid` the root partition's GUID.
+pub fn prepare(
+    tree: &mut Tree,
+    esp_serial: &str,
+    root_partuuid: &str,
+    opts: &GrubOptions,
+) -> Result<Prepared> {
+    let kernels = find_kernels(tree);
+    let has_cfg = tree
+        .resolve(b"boot/grub/grub.cfg", true)
+        .is_some_and(|id| matches!(tree.inode(id).kind, Kind::File(_)));
+    let generate = opts.config == ConfigMode::Generate || !has_cfg;
+    if generate && kernels.is_empty() {
+        return Err(DiskError::Grub(
+            "the image has no kernel in /boot (vmlinuz-*) to boot: install one in the image, e.g. \
+             linux-image-cloud-amd64 (Debian), linux-image-virtual (Ubuntu) or linux-virt (Alpine)"
+                .into(),
+        ));
+    }
+    let scratch = tempfile::tempdir()?;
+    let early = early_config(esp_serial);
+    let (core_img, bios_dir, mut notes) = build(tree, Platform::I386Pc, &early, scratch.path())?;
+    let boot_img = std::fs::read(bios_dir.path.join("boot.img")).map_err(|e| {
+        DiskError::Grub(format!(
+            "{}/boot.img: {e}: install Debian's grub-pc-bin",
+            bios_dir.path.display()
+        ))
+    })?;
+    let (efi_img, efi_dir, more) = build(tree, Platform::X86_64Efi, &early, scratch.path())?;
+    notes.extend(more);
+
+    put_file(tree, "boot/EFI/BOOT/BOOTX64.EFI", &efi_img)?;
+    put_modules(tree, &bios_dir)?;
+    put_modules(tree, &efi_dir)?;
+
+    if generate {
+        let cfg = config::generate(
+            &kernels,
+            &ConfigOptions {
+                root_partuuid: root_partuuid.into(),
+                kernel_args: opts.kernel_args.clone(),
+                timeout: opts.timeout,
+            },
+        );
+        tree.remove(b"boot/grub/grub.cfg")
+            .map_err(|e| DiskError::Grub(e.to_string()))?;
+        put_file(tree, "boot/grub/grub.cfg", cfg.as_bytes())?;
+        notes.push(format!(
+            "generated /boot/grub/grub.cfg with {} kernel entries",
+            kernels.len()
+        ));
+    } else {
+        notes.push("kept the image's /boot/grub/grub.cfg".into());
+    }
+    let src = |d: &ModuleDir| {
+        format!(
+            "{} ({})",
+            d.path.display(),
+            if d.source == ModuleSource::Image {
+                "image"
+            } else {
+                "host"
+            }
+        )
+    };
+    notes.push(format!(
+        "GRUB BIOS core.img from {}, UEFI BOOTX64.EFI from {}",
+        src(&bios_dir),
+        src(&efi_dir)
+    ));
+    if kernels.is_empty() {
+        notes.push(format!("no kernel (vmlinuz-*) in /{}", show(b"boot")));
+    }
+    Ok(Prepared {
+        boot_img,
+        core_img,
+        kernels,
+        generated_config: generate,
+        bios_modules: bios_dir.source,
+        efi_modules: efi_dir.source,
+        notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_mkimage_names_the_debian_packages() {
+        let err = find_mkimage_in(std::ffi::OsStr::new("/nonexistent"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("grub-common")
+                && err.contains("grub-pc-bin")
+                && err.contains("grub-efi-amd64-bin"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn generating_a_config_without_a_kernel_names_packages() {
+        let mut t = Tree::in_temp().unwrap();
+        let err = prepare(&mut t, "ABCD-0123", "u", &GrubOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("linux-image-cloud-amd64") && err.contains("linux-virt"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn early_config_searches_the_esp_serial() {
+        let c = early_config("ABCD-0123");
+        assert!(
+            c.contains("search --no-floppy --fs-uuid --set=root abcd-0123\n"),
+            "{c}"
+        );
+        assert!(c.contains("set prefix=($root)/grub\n"), "{c}");
+    }
+}

@@ -1,0 +1,213 @@
+//! A whole disk from `write_disk`: reproducible byte for byte, a valid GPT (sgdisk), a clean
+//! ESP (fsck.fat) holding GRUB's UEFI image, config and modules (mtools), and GRUB's BIOS
+//! code patched to load core.img from the BIOS boot partition.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+
+use d2v::disk::layout::{write_disk, DiskOptions, DiskSummary};
+use d2v::disk::MIB;
+use d2v::tree::{Inode, Kind, Metadata, Tree};
+use sha2::{Digest, Sha256};
+
+fn build(path: &Path) -> DiskSummary {
+    testkit::require_tool("grub-mkimage", "grub-common");
+    let mut tree = Tree::in_temp().unwrap();
+    for (p, data) in [
+        ("boot/vmlinuz-6.1.0-9-amd64", &b"old kernel"[..]),
+        ("boot/vmlinuz-6.1.0-13-amd64", b"new kernel"),
+        ("boot/initrd.img-6.1.0-13-amd64", b"initrd"),
+        ("etc/os-release", b"ID=test\n"),
+    ] {
+        let fd = tree.store(&mut &data[..]).unwrap();
+        let meta = Metadata {
+            mode: 0o644,
+            ..Default::default()
+        };
+        tree.insert(
+            p.as_bytes(),
+            Inode {
+                meta,
+                kind: Kind::File(fd),
+            },
+        )
+        .unwrap();
+    }
+    let out = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+    let mut opts = DiskOptions::new("sha256:disk-full", 4 * MIB);
+    opts.esp_size = 48 * MIB;
+    write_disk(&mut tree, &out, &opts, |t, f, off, size| {
+        assert!(t.lookup(b"etc/os-release").is_some());
+        f.write_all_at(b"ROOTFS", off + size - 6)
+            .map_err(Into::into)
+    })
+    .unwrap()
+}
+
+fn sha(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+fn tool(name: &str, pkg: &str, args: &[&str]) -> String {
+    let out = Command::new(testkit::require_tool(name, pkg))
+        .args(args)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{name} {args:?}:\n{text}");
+    text
+}
+
+#[test]
+fn whole_disk_is_valid_and_reproducible() {
+    let dir = testkit::scratch_dir("disk-full");
+    let (a, b) = (dir.join("a.raw"), dir.join("b.raw"));
+    let s = build(&a);
+    build(&b);
+    assert_eq!(sha(&a), sha(&b), "two runs on the same input differ");
+    let l = &s.layout;
+    let meta = std::fs::metadata(&a).unwrap();
+    assert_eq!(meta.len(), l.disk_size);
+    // Sparse: only metadata, GRUB and file data are allocated.
+    use std::os::unix::fs::MetadataExt;
+    let allocated = meta.blocks() * 512;
+    eprintln!(
+        "disk {} MiB, allocated {} KiB",
+        l.disk_size >> 20,
+        allocated >> 10
+    );
+    assert!(
+        allocated < l.disk_size / 4,
+        "{allocated} bytes allocated of {}",
+        l.disk_size
+    );
+
+    assert!(tool("sgdisk", "gdisk", &["-v", a.to_str().unwrap()]).contains("No problems found"));
+
+    let disk = std::fs::read(&a).unwrap();
+    // boot.img: loads core.img from the first sector of the BIOS boot partition.
+    assert_eq!(
+        u64::from_le_bytes(disk[0x5c..0x64].try_into().unwrap()),
+        l.bios_boot.first_lba()
+    );
+    assert_eq!(&disk[510..512], &[0x55, 0xaa]);
+    assert_eq!(disk[0x1be + 4], 0xee, "protective MBR entry kept");
+    // core.img's first blocklist: the rest of core.img right after its first sector.
+    let core = &disk[l.bios_boot.offset as usize..];
+    assert_eq!(
+        u64::from_le_bytes(core[0x1f4..0x1fc].try_into().unwrap()),
+        l.bios_boot.first_lba() + 1
+    );
+    let rest = u16::from_le_bytes([core[0x1fc], core[0x1fd]]) as usize;
+    assert_eq!(rest + 1, s.grub.core_img.len().div_ceil(512));
+    assert_eq!(
+        &disk[(l.root.offset + l.root.size - 6) as usize..(l.root.offset + l.root.size) as usize],
+        b"ROOTFS"
+    );
+
+    let esp = dir.join("esp.img");
+    std::fs::write(
+        &esp,
+        &disk[l.esp.offset as usize..(l.esp.offset + l.esp.size) as usize],
+    )
+    .unwrap();
+    tool(
+        "fsck.fat",
+        "dosfstools",
+        &["-n", "-V", esp.to_str().unwrap()],
+    );
+
+    let img = format!("{}@@{}", a.display(), l.esp.offset);
+    let cfg_path = dir.join("grub.cfg");
+    tool(
+        "mcopy",
+        "mtools",
+        &["-i", &img, "::/grub/grub.cfg", cfg_path.to_str().unwrap()],
+    );
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    let new = cfg
+        .find("linux /vmlinuz-6.1.0-13-amd64 root=PARTUUID=")
+        .expect(&cfg);
+    let old = cfg.find("linux /vmlinuz-6.1.0-9-amd64 ").expect(&cfg);
+    assert!(new < old, "newest kernel first:\n{cfg}");
+    assert!(cfg.contains("initrd /initrd.img-6.1.0-13-amd64"), "{cfg}");
+    let efi = dir.join("BOOTX64.EFI");
+    tool(
+        "mcopy",
+        "mtools",
+        &["-i", &img, "::/EFI/BOOT/BOOTX64.EFI", efi.to_str().unwrap()],
+    );
+    assert_eq!(&std::fs::read(&efi).unwrap()[..2], b"MZ", "a PE image");
+    let listing = tool("mdir", "mtools", &["-i", &img, "-b", "::/grub/i386-pc"]);
+    assert!(
+        listing.contains("normal.mod") && listing.contains("moddep.lst"),
+        "{listing}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Copies the host's module directory for `platform` into the tree, as an image with GRUB
+/// installed has it.
+fn add_modules(tree: &mut Tree, platform: &str, skip: &str) {
+    for e in std::fs::read_dir(format!("/usr/lib/grub/{platform}")).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !e.path().is_file() || name == skip {
+            continue;
+        }
+        let data = std::fs::read(e.path()).unwrap();
+        let fd = tree.store(&mut &data[..]).unwrap();
+        let path = format!("usr/lib/grub/{platform}/{name}");
+        tree.insert(
+            path.as_bytes(),
+            Inode {
+                meta: Metadata::default(),
+                kind: Kind::File(fd),
+            },
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn grub_modules_come_from_the_image_when_it_has_them() {
+    use d2v::disk::grub::{prepare, GrubOptions, ModuleSource};
+    testkit::require_tool("grub-mkimage", "grub-common");
+    let mut tree = Tree::in_temp().unwrap();
+    add_modules(&mut tree, "i386-pc", "");
+    // An unusable x86_64-efi directory (no moddep.lst): the host's modules are used.
+    add_modules(&mut tree, "x86_64-efi", "moddep.lst");
+    let fd = tree.store(&mut &b"kernel"[..]).unwrap();
+    tree.insert(
+        b"boot/vmlinuz-6.1",
+        Inode {
+            meta: Metadata::default(),
+            kind: Kind::File(fd),
+        },
+    )
+    .unwrap();
+    let p = prepare(&mut tree, "ABCD-0123", "uuid", &GrubOptions::default()).unwrap();
+    assert_eq!(p.bios_modules, ModuleSource::Image);
+    assert_eq!(p.efi_modules, ModuleSource::Host);
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("(image)") && n.contains("(host)")),
+        "{:?}",
+        p.notes
+    );
+    assert!(tree.lookup(b"boot/EFI/BOOT/BOOTX64.EFI").is_some());
+    assert!(tree.lookup(b"boot/grub/i386-pc/normal.mod").is_some());
+}

@@ -1,0 +1,189 @@
+//! Boots a disk image (raw or VMDK) in QEMU with TCG under SeaBIOS or OVMF, captures the
+//! serial console to a file and waits for a marker line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Firmware to boot with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS, QEMU's default.
+    Bios,
+    /// OVMF from Debian's `ovmf` package, with a fresh copy of its variable store.
+    Uefi,
+}
+
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+#[derive(Debug, Clone)]
+pub struct Boot {
+    pub disk: PathBuf,
+    pub firmware: Firmware,
+    /// Text whose appearance on the serial console means success.
+    pub marker: String,
+    pub timeout: Duration,
+    pub memory_mib: u32,
+    /// QEMU `-drive if=` value: `virtio` (default), `ide`, ...
+    pub interface: String,
+    /// Where the serial log goes; a fresh file in the temp dir when `None`.
+    pub log: Option<PathBuf>,
+}
+
+/// What a boot produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub found: bool,
+    pub log: String,
+    pub log_path: PathBuf,
+    pub elapsed: Duration,
+}
+
+impl Boot {
+    pub fn new(disk: impl Into<PathBuf>, firmware: Firmware, marker: &str) -> Boot {
+        Boot {
+            disk: disk.into(),
+            firmware,
+            marker: marker.into(),
+            timeout: Duration::from_secs(120),
+            memory_mib: 512,
+            interface: "virtio".into(),
+            log: None,
+        }
+    }
+
+    fn format(&self) -> &'static str {
+        match self.disk.extension().and_then(|e| e.to_str()) {
+            Some("vmdk") => "vmdk",
+            Some("qcow2") => "qcow2",
+            _ => "raw",
+        }
+    }
+
+    /// Boots, waits for the marker or the timeout (or QEMU exiting), kills QEMU and returns
+    /// the serial log. KVM is used only when `D2V_KVM=1`.
+    pub fn run(&self) -> Outcome {
+        let qemu = crate::require_tool("qemu-system-x86_64", "qemu-system-x86");
+        let scratch = crate::scratch_dir("qemu");
+        let log_path = self
+            .log
+            .clone()
+            .unwrap_or_else(|| scratch.join("serial.log"));
+        let _ = std::fs::remove_file(&log_path);
+        let accel = if std::env::var("D2V_KVM").as_deref() == Ok("1") {
+            "kvm"
+        } else {
+            "tcg"
+        };
+        let mut cmd = Command::new(qemu);
+        cmd.args([
+            "-accel",
+            accel,
+            "-m",
+            &self.memory_mib.to_string(),
+            "-smp",
+            "1",
+        ])
+        .args([
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+            "-nodefaults",
+            "-vga",
+            "std",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", log_path.display()))
+        .arg("-drive")
+        .arg(format!(
+            "file={},format={},if={},snapshot=on",
+            self.disk.display(),
+            self.format(),
+            self.interface
+        ));
+        if self.firmware == Firmware::Uefi {
+            assert!(
+                Path::new(OVMF_CODE).is_file(),
+                "{OVMF_CODE} not found: install Debian's ovmf"
+            );
+            let vars = scratch.join("OVMF_VARS.fd");
+            std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF_VARS_4M.fd");
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                ))
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let start = Instant::now();
+        let mut child = cmd.spawn().expect("start qemu-system-x86_64");
+        let mut found = false;
+        let mut exited = None;
+        while start.elapsed() < self.timeout {
+            let log = std::fs::read(&log_path).unwrap_or_default();
+            if String::from_utf8_lossy(&log).contains(&self.marker) {
+                found = true;
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                exited = Some(status);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let elapsed = start.elapsed();
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut log =
+            String::from_utf8_lossy(&std::fs::read(&log_path).unwrap_or_default()).into_owned();
+        found = found || log.contains(&self.marker);
+        if let Some(status) = exited.filter(|_| !found) {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            log.push_str(&format!(
+                "\n[testkit: QEMU exited early with {status}: {err}]\n"
+            ));
+        }
+        Outcome {
+            found,
+            log,
+            log_path,
+            elapsed,
+        }
+    }
+
+    /// [`Boot::run`], panicking with the serial log when the marker does not appear (the log
+    /// file is kept then; after a success the scratch directory is removed).
+    pub fn expect_marker(&self) -> String {
+        let out = self.run();
+        if !out.found {
+            panic!(
+                "{:?} boot of {} did not print {:?} within {:?}; serial log ({}):\n{}",
+                self.firmware,
+                self.disk.display(),
+                self.marker,
+                self.timeout,
+                out.log_path.display(),
+                out.log
+            );
+        }
+        if self.log.is_none() {
+            // Our own scratch directory: nothing to keep after a success.
+            if let Some(dir) = out.log_path.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        out.log
+    }
+}

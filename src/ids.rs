@@ -34,7 +34,14 @@ pub fn derive_bytes(seed: &str, purpose: &str) -> [u8; 32] {
 /// The canonical text form `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (big-endian byte order).
 pub fn uuid_string(u: &[u8; 16]) -> String {
     let h = hex::encode(u);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// The on-disk byte order of a GPT/EFI GUID for the UUID whose text form is `uuid_string(u)`:
@@ -70,8 +77,14 @@ mod tests {
     fn guid_byte_order_matches_uefi() {
         // UEFI spec example: the EFI System Partition type GUID C12A7328-F81F-11D2-BA4B-00A0C93EC93B
         // is stored as 28 73 2A C1 1F F8 D2 11 BA 4B 00 A0 C9 3E C9 3B.
-        let u: [u8; 16] = hex::decode("c12a7328f81f11d2ba4b00a0c93ec93b").unwrap().try_into().unwrap();
-        assert_eq!(hex::encode(guid_bytes(&u)), "28732ac11ff8d211ba4b00a0c93ec93b");
+        let u: [u8; 16] = hex::decode("c12a7328f81f11d2ba4b00a0c93ec93b")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        assert_eq!(
+            hex::encode(guid_bytes(&u)),
+            "28732ac11ff8d211ba4b00a0c93ec93b"
+        );
         assert_eq!(uuid_string(&u), "c12a7328-f81f-11d2-ba4b-00a0c93ec93b");
     }
 }

@@ -80,7 +80,10 @@ pub struct Inode {
 
 impl Inode {
     pub fn dir(meta: Metadata) -> Inode {
-        Inode { meta, kind: Kind::Dir(Dir::default()) }
+        Inode {
+            meta,
+            kind: Kind::Dir(Dir::default()),
+        }
     }
 
     /// `st_mode`: file type bits and permission bits.
@@ -132,8 +135,14 @@ pub struct Tree {
 impl Tree {
     /// An empty tree: a root directory owned by root, mode 0755, file data spilled to `spill`.
     pub fn new(spill: Spill) -> Tree {
-        let root = Inode::dir(Metadata { mode: 0o755, ..Metadata::default() });
-        Tree { inodes: vec![root], spill }
+        let root = Inode::dir(Metadata {
+            mode: 0o755,
+            ..Metadata::default()
+        });
+        Tree {
+            inodes: vec![root],
+            spill,
+        }
     }
 
     /// A tree whose spill file is an anonymous temporary file in `$TMPDIR`.
@@ -187,7 +196,11 @@ impl Tree {
     /// The directory holding `path`'s last component, creating missing parent directories
     /// (mode 0755, root-owned, mtime 0) on the way. A non-directory in the way is replaced
     /// by a directory when `replace` is set, else it is an error.
-    fn parent_dir<'p>(&mut self, path: &'p [u8], replace: bool) -> Result<(InodeId, Option<&'p [u8]>), TreeError> {
+    fn parent_dir<'p>(
+        &mut self,
+        path: &'p [u8],
+        replace: bool,
+    ) -> Result<(InodeId, Option<&'p [u8]>), TreeError> {
         let comps = components(path)?;
         let Some((last, parents)) = comps.split_last() else {
             return Ok((ROOT, None));
@@ -199,7 +212,10 @@ impl Tree {
                 Some(id) if self.inode(id).kind.is_dir() => id,
                 Some(_) if !replace => return Err(TreeError::NotADirectory(show(path))),
                 _ => {
-                    let id = self.push(Inode::dir(Metadata { mode: 0o755, ..Metadata::default() }));
+                    let id = self.push(Inode::dir(Metadata {
+                        mode: 0o755,
+                        ..Metadata::default()
+                    }));
                     self.set_entry(cur, c, id);
                     id
                 }
@@ -229,7 +245,9 @@ impl Tree {
             self.inode_mut(ROOT).meta = inode.meta;
             return Ok(ROOT);
         };
-        if let (Kind::Dir(_), Some(&existing)) = (&inode.kind, self.dir_entries(dir).and_then(|e| e.get(name))) {
+        if let (Kind::Dir(_), Some(&existing)) =
+            (&inode.kind, self.dir_entries(dir).and_then(|e| e.get(name)))
+        {
             if self.inode(existing).kind.is_dir() {
                 self.inode_mut(existing).meta = inode.meta;
                 return Ok(existing);
@@ -243,9 +261,17 @@ impl Tree {
     /// Makes `path` another name for the inode at `target` (a tar hardlink). Hardlinks to
     /// symlinks are allowed; to directories they are not.
     pub fn hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<InodeId, TreeError> {
-        let id = self.lookup(target).ok_or_else(|| TreeError::MissingLinkTarget { link: show(path), target: show(target) })?;
+        let id = self
+            .lookup(target)
+            .ok_or_else(|| TreeError::MissingLinkTarget {
+                link: show(path),
+                target: show(target),
+            })?;
         if self.inode(id).kind.is_dir() {
-            return Err(TreeError::LinkToDirectory { link: show(path), target: show(target) });
+            return Err(TreeError::LinkToDirectory {
+                link: show(path),
+                target: show(target),
+            });
         }
         let (dir, last) = self.parent_dir(path, true)?;
         let name = last.ok_or_else(|| TreeError::UnsafePath(show(path)))?;

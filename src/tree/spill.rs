@@ -77,14 +77,21 @@ impl Spill {
     /// Reads `buf.len()` bytes of `data` starting `pos` bytes into it.
     pub fn read_at(&self, data: &FileData, pos: u64, buf: &mut [u8]) -> io::Result<()> {
         if pos + buf.len() as u64 > data.len {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of a spilled file"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past the end of a spilled file",
+            ));
         }
         self.file.read_exact_at(buf, data.offset + pos)
     }
 
     /// A reader over one file's contents.
     pub fn reader<'a>(&'a self, data: &FileData) -> SpillReader<'a> {
-        SpillReader { spill: self, data: *data, pos: 0 }
+        SpillReader {
+            spill: self,
+            data: *data,
+            pos: 0,
+        }
     }
 
     /// The underlying file, for consumers that want `SEEK_DATA`/`SEEK_HOLE` or `copy_file_range`.

@@ -2,12 +2,20 @@ use super::*;
 
 fn file(tree: &mut Tree, data: &[u8]) -> Inode {
     let fd = tree.store(&mut &data[..]).unwrap();
-    Inode { meta: Metadata { mode: 0o644, ..Metadata::default() }, kind: Kind::File(fd) }
+    Inode {
+        meta: Metadata {
+            mode: 0o644,
+            ..Metadata::default()
+        },
+        kind: Kind::File(fd),
+    }
 }
 
 fn read(tree: &Tree, path: &str) -> Vec<u8> {
     let id = tree.lookup(path.as_bytes()).unwrap();
-    let Kind::File(fd) = &tree.inode(id).kind else { panic!("{path} is not a file") };
+    let Kind::File(fd) = &tree.inode(id).kind else {
+        panic!("{path} is not a file")
+    };
     let mut out = Vec::new();
     std::io::Read::read_to_end(&mut tree.spill().reader(fd), &mut out).unwrap();
     out
@@ -23,15 +31,28 @@ fn insert_creates_parents_and_walk_is_sorted() {
     let f = file(&mut t, b"x");
     t.insert(b"./usr/bin/b", f.clone()).unwrap();
     t.insert(b"usr/bin/a", f).unwrap();
-    t.insert(b"etc/", Inode::dir(Metadata { mode: 0o755, ..Default::default() })).unwrap();
-    assert_eq!(paths(&t), ["", "etc", "usr", "usr/bin", "usr/bin/a", "usr/bin/b"]);
+    t.insert(
+        b"etc/",
+        Inode::dir(Metadata {
+            mode: 0o755,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    assert_eq!(
+        paths(&t),
+        ["", "etc", "usr", "usr/bin", "usr/bin/a", "usr/bin/b"]
+    );
 }
 
 #[test]
 fn dotdot_is_refused() {
     let mut t = Tree::in_temp().unwrap();
     let f = file(&mut t, b"x");
-    assert!(matches!(t.insert(b"a/../../etc/passwd", f), Err(TreeError::UnsafePath(_))));
+    assert!(matches!(
+        t.insert(b"a/../../etc/passwd", f),
+        Err(TreeError::UnsafePath(_))
+    ));
 }
 
 #[test]
@@ -39,10 +60,24 @@ fn other_type_replaces_and_dir_keeps_children() {
     let mut t = Tree::in_temp().unwrap();
     let f = file(&mut t, b"hello");
     t.insert(b"a/b", f.clone()).unwrap();
-    t.insert(b"a", Inode::dir(Metadata { mode: 0o700, ..Default::default() })).unwrap();
+    t.insert(
+        b"a",
+        Inode::dir(Metadata {
+            mode: 0o700,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
     assert_eq!(paths(&t), ["", "a", "a/b"]);
     assert_eq!(t.inode(t.lookup(b"a").unwrap()).meta.mode, 0o700);
-    t.insert(b"a", Inode { meta: Metadata::default(), kind: Kind::Symlink(b"/x".to_vec()) }).unwrap();
+    t.insert(
+        b"a",
+        Inode {
+            meta: Metadata::default(),
+            kind: Kind::Symlink(b"/x".to_vec()),
+        },
+    )
+    .unwrap();
     assert_eq!(paths(&t), ["", "a"]);
     t.insert(b"a/c", f).unwrap();
     assert!(t.inode(t.lookup(b"a").unwrap()).kind.is_dir());
@@ -58,7 +93,10 @@ fn hardlinks_share_an_inode_and_survive_removal() {
     assert!(t.remove(b"bin/a").unwrap());
     assert_eq!(read(&t, "bin/b"), b"data");
     assert_eq!(t.link_counts()[id as usize], 1);
-    assert!(matches!(t.hardlink(b"x", b"nope"), Err(TreeError::MissingLinkTarget { .. })));
+    assert!(matches!(
+        t.hardlink(b"x", b"nope"),
+        Err(TreeError::MissingLinkTarget { .. })
+    ));
 }
 
 #[test]

@@ -31,7 +31,15 @@ pub struct Walk<'t> {
 
 impl<'t> Walk<'t> {
     pub(super) fn new(tree: &'t Tree) -> Walk<'t> {
-        Walk { tree, stack: vec![WalkEntry { path: Vec::new(), id: ROOT, parent: ROOT, depth: 0 }] }
+        Walk {
+            tree,
+            stack: vec![WalkEntry {
+                path: Vec::new(),
+                id: ROOT,
+                parent: ROOT,
+                depth: 0,
+            }],
+        }
     }
 }
 
@@ -47,7 +55,12 @@ impl Iterator for Walk<'_> {
                     path.push(b'/');
                 }
                 path.extend_from_slice(name);
-                self.stack.push(WalkEntry { path, id: child, parent: entry.id, depth: entry.depth + 1 });
+                self.stack.push(WalkEntry {
+                    path,
+                    id: child,
+                    parent: entry.id,
+                    depth: entry.depth + 1,
+                });
             }
         }
         Some(entry)

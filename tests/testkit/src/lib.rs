@@ -1,16 +1,23 @@
 //! Harness for d2v's tests and `cargo xtask`: starts real services (Debian's `docker-registry`,
 //! QEMU) on loopback and finds the fixtures `cargo xtask test` builds.
 
+pub mod fixtures;
+
 use std::path::PathBuf;
 
 /// The workspace root (where the top-level Cargo.toml is).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
 }
 
 /// Where `cargo xtask test` puts built fixtures: `$D2V_FIXTURES` or `<workspace>/target/fixtures`.
 pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("D2V_FIXTURES").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/fixtures"))
+    std::env::var_os("D2V_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/fixtures"))
 }
 
 /// Fails with a message naming the Debian package when `tool` is not on PATH.

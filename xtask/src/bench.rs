@@ -1,0 +1,5 @@
+//! stub
+use crate::util::Result;
+pub fn run(_args: &[String]) -> Result<()> {
+    Err("not yet".into())
+}

@@ -1,7 +1,7 @@
 //! The Debian packages the tests and fixtures need — the one list — and their idempotent install.
 
 use crate::bail;
-use crate::util::{output, run, step, Result};
+use crate::util::{exec, output, step, Result};
 use std::process::Command;
 
 /// Every Debian package `cargo xtask test` needs, with why.
@@ -95,10 +95,10 @@ pub fn ensure() -> Result<()> {
         c.env("DEBIAN_FRONTEND", "noninteractive").args(a);
         c
     };
-    run(&mut apt(&["update", "-q"]))?;
+    exec(&mut apt(&["update", "-q"]))?;
     let mut install = apt(&["install", "-y", "-q", "--allow-downgrades"]);
     install.args(&args);
-    run(&mut install)?;
+    exec(&mut install)?;
     let still: Vec<&str> = missing.iter().copied().filter(|p| !installed(p)).collect();
     if !still.is_empty() {
         bail!("still missing after apt-get install: {}", still.join(" "));

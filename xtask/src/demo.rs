@@ -4,7 +4,7 @@
 use crate::bail;
 use crate::qemu::{self, Firmware};
 use crate::registry::Registry;
-use crate::util::{self, root, step, Result, Timer};
+use crate::util::{exec, root, step, Result, Timer};
 use crate::{fixtures, testcmd};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ pub fn run(_args: &[String]) -> Result<()> {
     let ova = work.join("demo.ova");
     let _ = fs::remove_file(&ova);
     let t = Timer::start();
-    let pulled = util::run(
+    let pulled = exec(
         testcmd::cargo()
             .current_dir(root())
             .args(["run", "--release", "-p", "d2v", "--", "pull"])

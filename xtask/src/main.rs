@@ -23,7 +23,9 @@ const HELP: &str = "\
 usage: cargo xtask <command>
   test [-- ARGS]        install Debian packages, build fixtures, run every test (CI entry point)
   deps                  install missing Debian packages only
-  fixtures [--force] [NAME...]  build (or reuse) the OS fixtures: systemd, openrc
+  fixtures [--force] [--boot-check] [NAME...]
+                        build (or reuse) the OS fixtures: systemd, openrc; --boot-check boots
+                        them without d2v (umoci + mke2fs -d + qemu -kernel) to prove the self-check
   demo                  build the demo image, serve it from a local registry, d2v pull it, boot it
   bench [NAME...]       benchmarks (export, ext4, vmdk) -> BENCHMARKS.md
 ";

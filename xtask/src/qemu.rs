@@ -45,6 +45,18 @@ pub fn timeout() -> Duration {
 /// Boots `disk` (opened read-only: snapshot=on) until `marker` appears on the serial console
 /// and the guest powers off (or 30 s more pass). Errors carry the log path and its tail.
 pub fn boot(disk: &Path, format: &str, fw: Firmware, work: &Path, marker: &str) -> Result<Boot> {
+    boot_with(disk, format, fw, work, marker, &[])
+}
+
+/// [`boot`] with extra QEMU arguments (e.g. `-kernel`, `-initrd`, `-append`).
+pub fn boot_with(
+    disk: &Path,
+    format: &str,
+    fw: Firmware,
+    work: &Path,
+    marker: &str,
+    extra: &[String],
+) -> Result<Boot> {
     fs::create_dir_all(work)?;
     let tag = match fw {
         Firmware::Bios => "bios",
@@ -78,6 +90,7 @@ pub fn boot(disk: &Path, format: &str, fw: Firmware, work: &Path, marker: &str) 
                 vars.display()
             ));
     }
+    cmd.args(extra);
     println!("$ {}", show(&cmd));
     let t = Timer::start();
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn()?;

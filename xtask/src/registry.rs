@@ -2,7 +2,7 @@
 //! for the demo and benchmarks. (testkit::registry is the tests' richer version.)
 
 use crate::bail;
-use crate::util::{run, Result};
+use crate::util::{exec, Result};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -75,7 +75,7 @@ impl Registry {
     /// `skopeo copy SRC docker://ADDR/NAME` (plain HTTP).
     pub fn push(&self, src: &str, name: &str) -> Result<String> {
         let dest = format!("{}/{name}", self.addr);
-        run(Command::new("skopeo").args([
+        exec(Command::new("skopeo").args([
             "copy",
             "--quiet",
             "--dest-tls-verify=false",

@@ -1,7 +1,7 @@
 //! `cargo xtask test`: packages → fixtures → release d2v → `cargo test --workspace` → summary.
 
 use crate::bail;
-use crate::util::{self, root, step, Result, Timer};
+use crate::util::{exec, root, step, Result, Timer};
 use crate::{debian, fixtures};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -13,14 +13,11 @@ pub fn cargo() -> Command {
 /// Builds the release d2v binary the heavy tests and the demo run; returns its path.
 pub fn release_d2v() -> Result<std::path::PathBuf> {
     step("release build of d2v (heavy tests and demo use it via D2V_BIN)");
-    util::run(cargo().current_dir(root()).args([
-        "build",
-        "--release",
-        "-p",
-        "d2v",
-        "--bin",
-        "d2v",
-    ]))?;
+    exec(
+        cargo()
+            .current_dir(root())
+            .args(["build", "--release", "-p", "d2v", "--bin", "d2v"]),
+    )?;
     Ok(root().join("target/release/d2v"))
 }
 

@@ -39,7 +39,7 @@ pub fn show(cmd: &Command) -> String {
 }
 
 /// Runs a command with inherited stdio; an error names the command and its exit status.
-pub fn run(cmd: &mut Command) -> Result<()> {
+pub fn exec(cmd: &mut Command) -> Result<()> {
     println!("$ {}", show(cmd));
     let status = cmd
         .status()

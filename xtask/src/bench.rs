@@ -357,7 +357,7 @@ mod tests {
         let d = replace_section("# B\n", "vmdk", "one\n");
         let d = replace_section(&d, "ext4", "two\n");
         let d = replace_section(&d, "vmdk", "three\n");
-        assert_eq!(d.matches("bench:vmdk -->").count(), 1);
+        assert_eq!(d.matches("<!-- bench:vmdk -->").count(), 1);
         assert!(d.contains("three") && !d.contains("one") && d.contains("two"));
     }
 }

@@ -36,6 +36,11 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("openssl", "test CA and registry TLS certificates"),
     ("jq", "JSON checks in scripts"),
     ("zstd", "zstd-compressed test layers"),
+    (
+        "busybox-static",
+        "/init of the test initramfs (kernel fixture)",
+    ),
+    ("cpio", "checks the test initramfs"),
     ("hyperfine", "cargo xtask bench"),
 ];
 

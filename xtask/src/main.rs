@@ -1,6 +1,6 @@
 //! `cargo xtask` — project tooling written in Rust (the rust-analyzer xtask pattern).
 //!
-//! - `cargo xtask test [-- CARGO-TEST-ARGS]`: install missing Debian packages, build the OS
+//! - `cargo xtask test [CARGO-TEST-OPTS] [-- TEST-ARGS]`: install missing Debian packages, build the OS
 //!   fixtures (cached by recipe hash), build a release d2v for the heavy tests, run
 //!   `cargo test --workspace`, print a summary; non-zero exit on any failure.
 //! - `cargo xtask deps`: only the Debian package step.
@@ -21,7 +21,8 @@ use std::process::ExitCode;
 
 const HELP: &str = "\
 usage: cargo xtask <command>
-  test [-- ARGS]        install Debian packages, build fixtures, run every test (CI entry point)
+  test [OPTS] [-- ARGS] install Debian packages, build fixtures, run every test, ignored ones
+                        included (CI entry point); OPTS go to cargo test, ARGS to the tests
   deps                  install missing Debian packages only
   fixtures [--force] [--boot-check] [NAME...]
                         build (or reuse) the OS fixtures: systemd, openrc; --boot-check boots

@@ -58,6 +58,7 @@ pub fn run(args: &[String]) -> Result<()> {
     times.push(("debian packages", t.secs()));
     let t = Timer::start();
     let fx = fixtures::ensure(&[], false)?;
+    let kernel = fixtures::kernel_fixture()?;
     times.push(("fixtures", t.secs()));
     let t = Timer::start();
     let d2v = release_d2v()?;
@@ -65,15 +66,24 @@ pub fn run(args: &[String]) -> Result<()> {
 
     step("cargo test --workspace");
     let t = Timer::start();
-    let extra: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
+    // xtask test [CARGO-TEST-OPTIONS] [-- TEST-BINARY-ARGS]; ignored tests (those needing
+    // fixtures, QEMU, root) run too: this is the full suite.
+    let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
     let mut cmd = cargo();
     cmd.current_dir(root())
         .args(["test", "--workspace", "--no-fail-fast"])
-        .args(&extra)
+        .args(&args[..split])
+        .args(["--", "--include-ignored"])
+        .args(args.get(split + 1..).unwrap_or(&[]))
         .env("D2V_FIXTURES", testkit::fixtures_dir())
         .env("D2V_BIN", &d2v)
+        .env("D2V_TEST_KERNEL", &kernel.kernel)
+        .env("D2V_TEST_INITRD", &kernel.initrd)
         .stdout(Stdio::piped());
-    println!("$ {} (D2V_FIXTURES, D2V_BIN set)", crate::util::show(&cmd));
+    println!(
+        "$ {} (D2V_FIXTURES, D2V_BIN, D2V_TEST_KERNEL, D2V_TEST_INITRD set)",
+        crate::util::show(&cmd)
+    );
     let mut child = cmd.spawn()?;
     let mut counts = Counts::default();
     let mut failed = Vec::new();

@@ -52,8 +52,14 @@ pub fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
         .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).ends_with("installed"))
+        .map(|o| o.status.success() && status_installed(&String::from_utf8_lossy(&o.stdout)))
         .unwrap_or(false)
+}
+
+/// dpkg's `${Status}` is "WANT ERROR STATE": only STATE "installed" counts
+/// ("unknown ok not-installed", "deinstall ok config-files" do not).
+fn status_installed(status: &str) -> bool {
+    status.split_whitespace().nth(2) == Some("installed")
 }
 
 /// The `apt-get install` arguments for the missing packages.
@@ -128,6 +134,15 @@ mod tests {
             ]
         );
         assert_eq!(install_args(&["jq"]), ["jq"]);
+    }
+
+    #[test]
+    fn dpkg_status_words() {
+        assert!(status_installed("install ok installed"));
+        assert!(status_installed("hold ok installed"));
+        assert!(!status_installed("unknown ok not-installed"));
+        assert!(!status_installed("deinstall ok config-files"));
+        assert!(!status_installed(""));
     }
 
     #[test]

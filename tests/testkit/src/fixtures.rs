@@ -4,6 +4,9 @@
 //! (a [`Fixture`]). Paths in the file are relative to the fixture's directory; [`load`] makes
 //! them absolute. The recipe hash in `<name>/stamp` decides when xtask rebuilds it.
 //!
+//! Fixtures are shared and read-only: copy a layout before modifying it (its base blob is a
+//! hard link into the cache).
+//!
 //! Fixtures:
 //! - [`SYSTEMD`]: Debian bookworm, `linux-image-cloud-amd64`, `systemd-sysv`, GRUB modules;
 //!   three layers: base, a layer with whiteouts / an opaque dir / replacements / a symlink /

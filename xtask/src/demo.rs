@@ -33,7 +33,11 @@ pub fn run(_args: &[String]) -> Result<()> {
             .arg(&ova),
     );
     if let Err(e) = pulled {
-        bail!("{e}\n`d2v pull` failed (expected until the lead wires the pull command); the demo image is still served at {image} while this process runs, and its OCI layout is {}", fixture.oci_layout.display());
+        bail!(
+            "{e}\n`d2v pull` failed (expected until the lead wires the pull command). Everything \
+             before it worked: the image was served at {image}; its OCI layout is {}",
+            fixture.oci_layout.display()
+        );
     }
     let pull_secs = t.secs();
     drop(registry);

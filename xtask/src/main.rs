@@ -24,9 +24,10 @@ usage: cargo xtask <command>
   test [OPTS] [-- ARGS] install Debian packages, build fixtures, run every test, ignored ones
                         included (CI entry point); OPTS go to cargo test, ARGS to the tests
   deps                  install missing Debian packages only
-  fixtures [--force] [--boot-check] [NAME...]
+  fixtures [--force] [--boot-check|--keep-markers] [NAME...]
                         build (or reuse) the OS fixtures: systemd, openrc; --boot-check boots
-                        them without d2v (umoci + mke2fs -d + qemu -kernel) to prove the self-check
+                        them without d2v (umoci + mke2fs -d + qemu -kernel) to prove the self-check;
+                        --keep-markers: the same with /.dockerenv kept, which must fail
   demo                  build the demo image, serve it from a local registry, d2v pull it, boot it
   bench [NAME...]       benchmarks (export, ext4, vmdk) -> BENCHMARKS.md
 ";

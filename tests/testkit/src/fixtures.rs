@@ -224,6 +224,31 @@ fn absolute(dir: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// Extracts the `.vmdk` member(s) of an OVA (a tar) into `dir` with GNU tar; returns the first.
+pub fn vmdk_from_ova(ova: &Path, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = std::process::Command::new("tar")
+        .arg("-xvf")
+        .arg(ova)
+        .arg("-C")
+        .arg(dir)
+        .args(["--wildcards", "*.vmdk"])
+        .output()
+        .expect("tar");
+    assert!(
+        out.status.success(),
+        "no .vmdk extracted from {}: {}",
+        ova.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    dir.join(first.trim())
+}
+
 /// The d2v binary for heavy integration tests: `$D2V_BIN` (xtask sets it to a release build),
 /// else `default` (pass `env!("CARGO_BIN_EXE_d2v")`).
 pub fn d2v_bin(default: &str) -> PathBuf {
@@ -296,6 +321,29 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("DOCKER"), "{err}");
         assert!(f.check_selfcheck(&log(&sum, "")).is_err());
+    }
+
+    #[test]
+    fn vmdk_comes_out_of_an_ova() {
+        let dir = std::env::temp_dir().join(format!("testkit-ova-{}", std::process::id()));
+        let src = dir.join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("a.ovf"), "ovf").unwrap();
+        std::fs::write(src.join("a-disk1.vmdk"), "vmdk").unwrap();
+        let ova = dir.join("a.ova");
+        let st = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&ova)
+            .arg("-C")
+            .arg(&src)
+            .args(["a.ovf", "a-disk1.vmdk"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let vmdk = vmdk_from_ova(&ova, &dir.join("out"));
+        assert_eq!(std::fs::read_to_string(&vmdk).unwrap(), "vmdk");
+        assert!(!dir.join("out/a.ovf").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,3 +1,57 @@
-fn main() {
-    eprintln!("xtask: nothing yet");
+//! `cargo xtask` — project tooling written in Rust (the rust-analyzer xtask pattern).
+//!
+//! - `cargo xtask test [CARGO-TEST-OPTS] [-- TEST-ARGS]`: install missing Debian packages, build the OS
+//!   fixtures (cached by recipe hash), build a release d2v for the heavy tests, run
+//!   `cargo test --workspace`, print a summary; non-zero exit on any failure.
+//! - `cargo xtask deps`: only the Debian package step.
+//! - `cargo xtask fixtures [--force] [NAME…]`: only the fixture step.
+//! - `cargo xtask demo`: fixture → local registry → `d2v pull` → boot the VMDK in QEMU (SeaBIOS, OVMF).
+//! - `cargo xtask bench [NAME…]`: comparisons against the reference tools, results in BENCHMARKS.md.
+
+mod bench;
+mod debian;
+mod demo;
+mod fixtures;
+mod qemu;
+mod registry;
+mod testcmd;
+mod util;
+
+use std::process::ExitCode;
+
+const HELP: &str = "\
+usage: cargo xtask <command>
+  test [OPTS] [-- ARGS] install Debian packages, build fixtures, run every test, ignored ones
+                        included (CI entry point); OPTS go to cargo test, ARGS to the tests
+  deps                  install missing Debian packages only
+  fixtures [--force] [--boot-check|--keep-markers] [NAME...]
+                        build (or reuse) the OS fixtures: systemd, openrc; --boot-check boots
+                        them without d2v (umoci + mke2fs -d + qemu -kernel) to prove the self-check;
+                        --keep-markers: the same with /.dockerenv kept, which must fail
+  demo                  build the demo image, serve it from a local registry, d2v pull it, boot it
+  bench [NAME...]       benchmarks (export, ext4, vmdk) -> BENCHMARKS.md
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or(&[]);
+    let result = match args.first().map(String::as_str) {
+        Some("test") => testcmd::run(rest),
+        Some("deps") => debian::ensure(),
+        Some("fixtures") => fixtures::run(rest).map(|_| ()),
+        Some("demo") => demo::run(rest),
+        Some("bench") => bench::run(rest),
+        Some("help" | "-h" | "--help") | None => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command {other:?}\n{HELP}").into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

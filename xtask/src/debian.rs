@@ -1,0 +1,153 @@
+//! The Debian packages the tests and fixtures need — the one list — and their idempotent install.
+
+use crate::bail;
+use crate::util::{exec, output, step, Result};
+use std::process::Command;
+
+/// Every Debian package `cargo xtask test` needs, with why.
+pub const PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "boot tests (SeaBIOS, TCG)"),
+    ("qemu-utils", "qemu-img: VMDK checks, vmdk benchmark"),
+    ("qemu-block-extra", "goes with qemu-utils (pinned together)"),
+    ("ovmf", "UEFI firmware for the boot tests"),
+    ("mmdebstrap", "builds the OS fixtures"),
+    ("umoci", "reference unpacker for conformance tests"),
+    (
+        "skopeo",
+        "pushes images to the test registry, docker-archive fixtures",
+    ),
+    (
+        "docker-registry",
+        "the test registry (plain HTTP, TLS+htpasswd, token auth)",
+    ),
+    ("e2fsprogs", "e2fsck -fn, mke2fs -d benchmark"),
+    ("dosfstools", "fsck.fat -n on the ESP"),
+    ("gdisk", "sgdisk -v on the disk"),
+    ("fdisk", "sfdisk: partition table checks"),
+    ("mtools", "reading the FAT ESP without mounting"),
+    ("grub-common", "grub-mkimage"),
+    ("grub-pc-bin", "GRUB i386-pc modules (host fallback)"),
+    (
+        "grub-efi-amd64-bin",
+        "GRUB x86_64-efi modules (host fallback)",
+    ),
+    ("libxml2-utils", "xmllint: OVF schema validation"),
+    ("apache2-utils", "htpasswd for the basic-auth registry"),
+    ("openssl", "test CA and registry TLS certificates"),
+    ("jq", "JSON checks in scripts"),
+    ("zstd", "zstd-compressed test layers"),
+    (
+        "busybox-static",
+        "/init of the test initramfs (kernel fixture)",
+    ),
+    ("cpio", "checks the test initramfs"),
+    ("hyperfine", "cargo xtask bench"),
+];
+
+/// Packages that must come from bookworm itself: a newer qemu-utils (backports) conflicts with
+/// bookworm's qemu-system-x86, so these are installed together, pinned, with --allow-downgrades.
+const QEMU_SET: &[&str] = &["qemu-system-x86", "qemu-utils", "qemu-block-extra"];
+
+pub fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| o.status.success() && status_installed(&String::from_utf8_lossy(&o.stdout)))
+        .unwrap_or(false)
+}
+
+/// dpkg's `${Status}` is "WANT ERROR STATE": only STATE "installed" counts
+/// ("unknown ok not-installed", "deinstall ok config-files" do not).
+fn status_installed(status: &str) -> bool {
+    status.split_whitespace().nth(2) == Some("installed")
+}
+
+/// The `apt-get install` arguments for the missing packages.
+fn install_args(missing: &[&str]) -> Vec<String> {
+    let qemu_missing = missing.iter().any(|p| QEMU_SET.contains(p));
+    let mut args = Vec::new();
+    if qemu_missing {
+        args.push("qemu-system-x86".to_string());
+        args.push("qemu-utils/bookworm".to_string());
+        args.push("qemu-block-extra/bookworm".to_string());
+    }
+    args.extend(
+        missing
+            .iter()
+            .filter(|p| !QEMU_SET.contains(p))
+            .map(|p| p.to_string()),
+    );
+    args
+}
+
+/// Installs whatever is missing; does nothing (and no `apt-get update`) when all are installed.
+pub fn ensure() -> Result<()> {
+    step("Debian packages");
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() {
+        println!("all {} packages installed", PACKAGES.len());
+        return Ok(());
+    }
+    println!("missing: {}", missing.join(" "));
+    let uid = output(&mut Command::new("id").arg("-u")).unwrap_or_default();
+    let args = install_args(&missing);
+    if uid.trim() != "0" {
+        bail!(
+            "not root: run as root, or install them: apt-get install {}",
+            args.join(" ")
+        );
+    }
+    let apt = |a: &[&str]| {
+        let mut c = Command::new("apt-get");
+        c.env("DEBIAN_FRONTEND", "noninteractive").args(a);
+        c
+    };
+    exec(&mut apt(&["update", "-q"]))?;
+    let mut install = apt(&["install", "-y", "-q", "--allow-downgrades"]);
+    install.args(&args);
+    exec(&mut install)?;
+    let still: Vec<&str> = missing.iter().copied().filter(|p| !installed(p)).collect();
+    if !still.is_empty() {
+        bail!("still missing after apt-get install: {}", still.join(" "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_packages_are_pinned_together() {
+        let a = install_args(&["qemu-utils", "jq"]);
+        assert_eq!(
+            a,
+            [
+                "qemu-system-x86",
+                "qemu-utils/bookworm",
+                "qemu-block-extra/bookworm",
+                "jq"
+            ]
+        );
+        assert_eq!(install_args(&["jq"]), ["jq"]);
+    }
+
+    #[test]
+    fn dpkg_status_words() {
+        assert!(status_installed("install ok installed"));
+        assert!(status_installed("hold ok installed"));
+        assert!(!status_installed("unknown ok not-installed"));
+        assert!(!status_installed("deinstall ok config-files"));
+        assert!(!status_installed(""));
+    }
+
+    #[test]
+    fn dpkg_query_distinguishes_installed() {
+        assert!(installed("dpkg"));
+        assert!(!installed("d2v-no-such-package"));
+    }
+}

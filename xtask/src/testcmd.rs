@@ -1,0 +1,169 @@
+//! `cargo xtask test`: packages → fixtures → release d2v → `cargo test --workspace` → summary.
+
+use crate::bail;
+use crate::util::{exec, root, step, Result, Timer};
+use crate::{debian, fixtures};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Builds the release d2v binary the heavy tests and the demo run; returns its path.
+pub fn release_d2v() -> Result<std::path::PathBuf> {
+    step("release build of d2v (heavy tests and demo use it via D2V_BIN)");
+    exec(
+        cargo()
+            .current_dir(root())
+            .args(["build", "--release", "-p", "d2v", "--bin", "d2v"]),
+    )?;
+    Ok(root().join("target/release/d2v"))
+}
+
+#[derive(Default, Debug, PartialEq)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+    binaries: u64,
+}
+
+/// Adds one libtest `test result:` line to the counts.
+fn parse_result(line: &str, c: &mut Counts) -> bool {
+    let Some(rest) = line.strip_prefix("test result: ") else {
+        return false;
+    };
+    c.binaries += 1;
+    for part in rest.split(['.', ';']) {
+        let mut w = part.split_whitespace();
+        if let (Some(n), Some(what)) = (w.next(), w.next()) {
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => c.passed += n,
+                "failed" => c.failed += n,
+                "ignored" => c.ignored += n,
+                _ => {}
+            }
+        }
+    }
+    true
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let total = Timer::start();
+    let mut times = Vec::new();
+    let t = Timer::start();
+    debian::ensure()?;
+    times.push(("debian packages", t.secs()));
+    let t = Timer::start();
+    let fx = fixtures::ensure(&[], false)?;
+    let kernel = fixtures::kernel_fixture()?;
+    times.push(("fixtures", t.secs()));
+    let t = Timer::start();
+    let d2v = release_d2v()?;
+    times.push(("release d2v", t.secs()));
+
+    step("cargo test --workspace");
+    let t = Timer::start();
+    // xtask test [CARGO-TEST-OPTIONS] [-- TEST-BINARY-ARGS]; ignored tests (those needing
+    // fixtures, QEMU, root) run too: this is the full suite.
+    let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let mut cmd = cargo();
+    cmd.current_dir(root())
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(&args[..split])
+        .args(["--", "--include-ignored"])
+        .args(args.get(split + 1..).unwrap_or(&[]))
+        .env("D2V_FIXTURES", testkit::fixtures_dir())
+        .env("D2V_BIN", &d2v)
+        .env("D2V_TEST_KERNEL", &kernel.kernel)
+        .env("D2V_TEST_INITRD", &kernel.initrd)
+        .stdout(Stdio::piped());
+    println!(
+        "$ {} (D2V_FIXTURES, D2V_BIN, D2V_TEST_KERNEL, D2V_TEST_INITRD set)",
+        crate::util::show(&cmd)
+    );
+    let mut child = cmd.spawn()?;
+    let mut counts = Counts::default();
+    let mut failed = Vec::new();
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if !parse_result(&line, &mut counts) {
+            if let Some(name) = line
+                .strip_prefix("test ")
+                .and_then(|l| l.strip_suffix(" ... FAILED"))
+            {
+                failed.push(name.to_string());
+            }
+        }
+    }
+    let status = child.wait()?;
+    times.push(("cargo test", t.secs()));
+
+    step("summary");
+    for f in &fx {
+        println!(
+            "fixture {:8} {} ({} layers, kernel {})",
+            f.name,
+            f.oci_ref(),
+            f.layers.len(),
+            f.kernel
+        );
+    }
+    for (what, s) in &times {
+        println!("{what:>16}: {s:6.0} s");
+    }
+    println!(
+        "tests: {} passed, {} failed, {} ignored in {} test binaries ({:.0} s total)",
+        counts.passed,
+        counts.failed,
+        counts.ignored,
+        counts.binaries,
+        total.secs()
+    );
+    for f in &failed {
+        println!("FAILED: {f}");
+    }
+    if !status.success() {
+        bail!(
+            "cargo test failed ({status}){}",
+            if failed.is_empty() {
+                " — build error?"
+            } else {
+                ""
+            }
+        );
+    }
+    println!("OK");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtest_result_lines_are_counted() {
+        let mut c = Counts::default();
+        assert!(parse_result(
+            "test result: FAILED. 3 passed; 1 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+            &mut c
+        ));
+        assert!(parse_result(
+            "test result: ok. 4 passed; 0 failed; 0 ignored; 0 measured",
+            &mut c
+        ));
+        assert!(!parse_result("test foo ... ok", &mut c));
+        assert_eq!(
+            c,
+            Counts {
+                passed: 7,
+                failed: 1,
+                ignored: 2,
+                binaries: 2
+            }
+        );
+    }
+}

@@ -1,11 +1,10 @@
-//! Disk image writers.
-
-pub mod ext4;
 //! The bootable disk: GPT with a protective MBR, a FAT32 EFI System Partition that is the
 //! guest's `/boot`, GRUB for BIOS and UEFI, and the root filesystem region.
 //!
 //! Everything is written into a plain (sparse) file with positioned writes: no loop devices,
 //! no mounts, no root.
+
+pub mod ext4;
 pub mod fat;
 pub mod gpt;
 pub mod grub;

@@ -5,11 +5,8 @@ pub mod fixtures;
 
 use std::path::PathBuf;
 
-<<<<<<< HEAD
-pub mod registry;
-=======
 pub mod qemu;
->>>>>>> h/boot
+pub mod registry;
 
 /// The workspace root (where the top-level Cargo.toml is).
 pub fn workspace_root() -> PathBuf {
@@ -38,11 +35,9 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
     panic!("{tool} not found: install Debian's {package} (cargo xtask test installs it)");
 }
 
-<<<<<<< HEAD
 pub mod edge_cases;
 pub mod oci;
 pub mod tar;
-=======
 /// A fresh directory under the system temp dir for one test's files (left in place so logs
 /// can be inspected after a failure).
 pub fn scratch_dir(what: &str) -> PathBuf {
@@ -54,4 +49,3 @@ pub fn scratch_dir(what: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
 }
->>>>>>> h/boot

@@ -105,8 +105,6 @@ impl Registry {
             .tempdir()
             .expect("temp dir");
         let d = dir.path();
-        let port = free_port();
-        let host = format!("127.0.0.1:{port}");
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut extra = String::new();
         let mut token_stop = None;
@@ -142,9 +140,8 @@ impl Registry {
                         "/CN=d2v-token-issuer",
                     ],
                 );
-                let tport = free_port();
                 let stop = Arc::new(AtomicBool::new(false));
-                start_token_issuer(d, tport, stop.clone(), log.clone());
+                let tport = start_token_issuer(d, stop.clone(), log.clone());
                 token_stop = Some(stop);
                 token_port = Some(tport);
                 extra = format!(
@@ -153,64 +150,77 @@ impl Registry {
                 );
             }
         }
-        let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}/storage\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: d2v-test-secret\n{extra}",
-            d.display()
-        );
-        std::fs::write(d.join("config.yml"), config).unwrap();
-        let mut child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(d.join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start docker-registry");
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        for (pipe, is_err) in [
-            (
-                Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-                false,
-            ),
-            (Box::new(child.stderr.take().unwrap()), true),
-        ] {
-            let log = log.clone();
-            let errs = stderr.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if let Some(r) = parse_access(&line) {
-                        log.lock().unwrap().push(r);
-                    } else if is_err {
-                        errs.lock().unwrap().push(line);
+        // The port is chosen before the registry binds it: on a clash, try another.
+        for _ in 0..5 {
+            let port = free_port();
+            let host = format!("127.0.0.1:{port}");
+            let config = format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}/storage\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: d2v-test-secret\n{extra}",
+                d.display()
+            );
+            std::fs::write(d.join("config.yml"), config).unwrap();
+            let mut child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(d.join("config.yml"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start docker-registry");
+            for (pipe, is_err) in [
+                (
+                    Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+                    false,
+                ),
+                (Box::new(child.stderr.take().unwrap()), true),
+            ] {
+                let log = log.clone();
+                let errs = stderr.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                        if let Some(r) = parse_access(&line) {
+                            log.lock().unwrap().push(r);
+                        } else if is_err {
+                            errs.lock().unwrap().push(line);
+                        }
                     }
+                });
+            }
+            let t0 = Instant::now();
+            loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Registry {
+                        kind,
+                        host,
+                        dir,
+                        child,
+                        log,
+                        stderr,
+                        token_stop,
+                        token_port,
+                    };
                 }
-            });
+                if child.try_wait().ok().flatten().is_some() {
+                    break; // exited: most likely the port was taken meanwhile
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(20),
+                    "docker-registry did not listen on {host}: {:?}",
+                    stderr.lock().unwrap()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-        let reg = Registry {
-            kind,
-            host,
-            dir,
-            child,
-            log,
-            stderr,
-            token_stop,
-            token_port,
-        };
-        reg.wait_ready(port);
-        reg
+        panic!(
+            "docker-registry would not start: {:?}",
+            stderr.lock().unwrap()
+        );
     }
 
-    fn wait_ready(&self, port: u16) {
-        let t0 = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "docker-registry did not listen on {}: {:?}",
-                self.host,
-                self.stderr.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// The registry's own log lines (not the access log), for failure messages.
+    pub fn server_log(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// A directory with `ca.crt` (the test CA) for `--cert-dir`; only for [`Kind::TlsBasic`].
@@ -416,8 +426,9 @@ fn pct_decode(s: &str) -> String {
 /// Serves `GET /token?service=..&scope=repository:NAME:ACTIONS` on 127.0.0.1:`port`: valid
 /// basic credentials get the requested access, no credentials get pull access to `public/*`
 /// only, wrong credentials get 401.
-fn start_token_issuer(d: &Path, port: u16, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<Request>>>) {
-    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind token issuer");
+fn start_token_issuer(d: &Path, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<Request>>>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind token issuer");
+    let port = listener.local_addr().unwrap().port();
     let pem = std::fs::read_to_string(d.join("token.crt")).unwrap();
     let der_b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let key = d.join("token.key");
@@ -522,6 +533,7 @@ fn start_token_issuer(d: &Path, port: u16, stop: Arc<AtomicBool>, log: Arc<Mutex
             );
         }
     });
+    port
 }
 
 #[cfg(test)]

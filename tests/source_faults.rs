@@ -32,6 +32,8 @@ enum Fault {
 struct Server {
     files: BTreeMap<String, (Vec<u8>, &'static str)>,
     faults: BTreeMap<String, Fault>,
+    /// When set, every path but /v2/ wants this Authorization header (basic challenge).
+    require_auth: Option<String>,
     /// (method, path, range header) of every request.
     log: Vec<(String, String, Option<String>)>,
 }
@@ -53,6 +55,7 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                 let mut first = String::new();
                 r.read_line(&mut first).unwrap_or(0);
                 let mut range = None;
+                let mut authz = None;
                 loop {
                     let mut h = String::new();
                     if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
@@ -62,14 +65,19 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                         if k.eq_ignore_ascii_case("range") {
                             range = Some(v.trim().to_string());
                         }
+                        if k.eq_ignore_ascii_case("authorization") {
+                            authz = Some(v.trim().to_string());
+                        }
                     }
                 }
                 let mut parts = first.split(' ');
                 let method = parts.next().unwrap_or("").to_string();
                 let path = parts.next().unwrap_or("").to_string();
-                let (file, fault) = {
+                let (file, fault, denied) = {
                     let mut sv = server.lock().unwrap();
                     sv.log.push((method.clone(), path.clone(), range.clone()));
+                    let denied =
+                        path != "/v2/" && sv.require_auth.is_some() && sv.require_auth != authz;
                     let fault = sv.faults.get(&path).copied();
                     let next = match fault {
                         Some(Fault::Unavailable(n)) if n > 1 => Some(Fault::Unavailable(n - 1)),
@@ -82,7 +90,7 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                         Some(f) => sv.faults.insert(path.clone(), f),
                         None => sv.faults.remove(&path),
                     };
-                    (sv.files.get(&path).cloned(), fault)
+                    (sv.files.get(&path).cloned(), fault, denied)
                 };
                 let reply =
                     |s: &mut std::net::TcpStream, status: &str, headers: &str, body: &[u8]| {
@@ -92,6 +100,15 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                             let _ = s.write_all(body);
                         }
                     };
+                if denied {
+                    reply(
+                        &mut s,
+                        "401 Unauthorized",
+                        "WWW-Authenticate: Basic realm=\"t\"\r\nContent-Length: 0\r\n",
+                        b"",
+                    );
+                    return;
+                }
                 match (file, fault) {
                     (_, Some(Fault::Unavailable(_))) => reply(
                         &mut s,
@@ -252,6 +269,23 @@ fn retries_and_range_resume() {
         .filter(|(m, p, _)| m == "GET" && *p == img.config_path)
         .count();
     assert_eq!(config_gets, 3, "two 429s then the config");
+}
+
+#[test]
+fn repository_challenge_after_an_anonymous_ping() {
+    // /v2/ answers 200 to anyone, but the repository wants basic auth.
+    let img = image();
+    img.server.lock().unwrap().require_auth = Some("Basic dTpw".into()); // u:p
+    let tmp = tempfile::tempdir().unwrap();
+    let src = format!("{}/t/app:v1", img.host);
+    let e = resolve(&src, &opts(tmp.path())).unwrap_err();
+    assert!(matches!(e, SourceError::Unauthorized { .. }), "{e}");
+    let o = SourceOptions {
+        creds: Some("u:p".into()),
+        ..opts(tmp.path())
+    };
+    let got = resolve(&src, &o).unwrap();
+    d2v::source::verify_layer(&got.layers[0]).unwrap();
 }
 
 #[test]

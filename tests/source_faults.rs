@@ -326,25 +326,60 @@ fn persistent_server_errors_are_reported() {
 
 #[test]
 fn two_processes_share_the_cache() {
-    // Two resolves of the same image at once into one cache (threads stand in for processes:
-    // the cache relies only on temp files + rename).
+    // Two d2v processes (this test binary re-run as `child_resolve`) fill one cache at once.
     let img = image();
     let tmp = tempfile::tempdir().unwrap();
     let src = format!("{}/t/app:v1", img.host);
-    let results: Vec<_> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..2)
-            .map(|_| s.spawn(|| resolve(&src, &opts(tmp.path()))))
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for r in results {
-        let r = r.unwrap();
-        d2v::source::verify_layer(&r.layers[0]).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args(["--ignored", "--exact", "child_resolve", "--nocapture"])
+                .env("D2V_CHILD_SRC", &src)
+                .env("D2V_CHILD_CACHE", tmp.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let children: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for out in children {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
+    let layer = img
+        .layer_path
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    assert!(tmp.path().join("blobs/sha256").join(layer).is_file());
     assert_eq!(
         std::fs::read_dir(tmp.path().join("tmp")).unwrap().count(),
         0
     );
+}
+
+/// The child half of `two_processes_share_the_cache`.
+#[test]
+#[ignore = "run as a child process by two_processes_share_the_cache"]
+fn child_resolve() {
+    // Run on its own (e.g. with --include-ignored) it has nothing to do.
+    let Ok(src) = std::env::var("D2V_CHILD_SRC") else {
+        return;
+    };
+    let cache = std::env::var("D2V_CHILD_CACHE").unwrap();
+    let img = resolve(&src, &opts(std::path::Path::new(&cache))).unwrap();
+    d2v::source::verify_layer(&img.layers[0]).unwrap();
 }
 
 /// A Docker 25+ `docker save` archive: an OCI layout plus manifest.json naming blobs/sha256/...

@@ -32,6 +32,8 @@ enum Fault {
 struct Server {
     files: BTreeMap<String, (Vec<u8>, &'static str)>,
     faults: BTreeMap<String, Fault>,
+    /// When set, every path but /v2/ wants this Authorization header (basic challenge).
+    require_auth: Option<String>,
     /// (method, path, range header) of every request.
     log: Vec<(String, String, Option<String>)>,
 }
@@ -53,6 +55,7 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                 let mut first = String::new();
                 r.read_line(&mut first).unwrap_or(0);
                 let mut range = None;
+                let mut authz = None;
                 loop {
                     let mut h = String::new();
                     if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
@@ -62,14 +65,19 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                         if k.eq_ignore_ascii_case("range") {
                             range = Some(v.trim().to_string());
                         }
+                        if k.eq_ignore_ascii_case("authorization") {
+                            authz = Some(v.trim().to_string());
+                        }
                     }
                 }
                 let mut parts = first.split(' ');
                 let method = parts.next().unwrap_or("").to_string();
                 let path = parts.next().unwrap_or("").to_string();
-                let (file, fault) = {
+                let (file, fault, denied) = {
                     let mut sv = server.lock().unwrap();
                     sv.log.push((method.clone(), path.clone(), range.clone()));
+                    let denied =
+                        path != "/v2/" && sv.require_auth.is_some() && sv.require_auth != authz;
                     let fault = sv.faults.get(&path).copied();
                     let next = match fault {
                         Some(Fault::Unavailable(n)) if n > 1 => Some(Fault::Unavailable(n - 1)),
@@ -82,7 +90,7 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                         Some(f) => sv.faults.insert(path.clone(), f),
                         None => sv.faults.remove(&path),
                     };
-                    (sv.files.get(&path).cloned(), fault)
+                    (sv.files.get(&path).cloned(), fault, denied)
                 };
                 let reply =
                     |s: &mut std::net::TcpStream, status: &str, headers: &str, body: &[u8]| {
@@ -92,6 +100,15 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                             let _ = s.write_all(body);
                         }
                     };
+                if denied {
+                    reply(
+                        &mut s,
+                        "401 Unauthorized",
+                        "WWW-Authenticate: Basic realm=\"t\"\r\nContent-Length: 0\r\n",
+                        b"",
+                    );
+                    return;
+                }
                 match (file, fault) {
                     (_, Some(Fault::Unavailable(_))) => reply(
                         &mut s,
@@ -255,6 +272,23 @@ fn retries_and_range_resume() {
 }
 
 #[test]
+fn repository_challenge_after_an_anonymous_ping() {
+    // /v2/ answers 200 to anyone, but the repository wants basic auth.
+    let img = image();
+    img.server.lock().unwrap().require_auth = Some("Basic dTpw".into()); // u:p
+    let tmp = tempfile::tempdir().unwrap();
+    let src = format!("{}/t/app:v1", img.host);
+    let e = resolve(&src, &opts(tmp.path())).unwrap_err();
+    assert!(matches!(e, SourceError::Unauthorized { .. }), "{e}");
+    let o = SourceOptions {
+        creds: Some("u:p".into()),
+        ..opts(tmp.path())
+    };
+    let got = resolve(&src, &o).unwrap();
+    d2v::source::verify_layer(&got.layers[0]).unwrap();
+}
+
+#[test]
 fn truncated_blob_gives_up_with_a_clear_error() {
     let img = image();
     img.server
@@ -292,25 +326,60 @@ fn persistent_server_errors_are_reported() {
 
 #[test]
 fn two_processes_share_the_cache() {
-    // Two resolves of the same image at once into one cache (threads stand in for processes:
-    // the cache relies only on temp files + rename).
+    // Two d2v processes (this test binary re-run as `child_resolve`) fill one cache at once.
     let img = image();
     let tmp = tempfile::tempdir().unwrap();
     let src = format!("{}/t/app:v1", img.host);
-    let results: Vec<_> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..2)
-            .map(|_| s.spawn(|| resolve(&src, &opts(tmp.path()))))
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for r in results {
-        let r = r.unwrap();
-        d2v::source::verify_layer(&r.layers[0]).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args(["--ignored", "--exact", "child_resolve", "--nocapture"])
+                .env("D2V_CHILD_SRC", &src)
+                .env("D2V_CHILD_CACHE", tmp.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let children: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for out in children {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
+    let layer = img
+        .layer_path
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    assert!(tmp.path().join("blobs/sha256").join(layer).is_file());
     assert_eq!(
         std::fs::read_dir(tmp.path().join("tmp")).unwrap().count(),
         0
     );
+}
+
+/// The child half of `two_processes_share_the_cache`.
+#[test]
+#[ignore = "run as a child process by two_processes_share_the_cache"]
+fn child_resolve() {
+    // Run on its own (e.g. with --include-ignored) it has nothing to do.
+    let Ok(src) = std::env::var("D2V_CHILD_SRC") else {
+        return;
+    };
+    let cache = std::env::var("D2V_CHILD_CACHE").unwrap();
+    let img = resolve(&src, &opts(std::path::Path::new(&cache))).unwrap();
+    d2v::source::verify_layer(&img.layers[0]).unwrap();
 }
 
 /// A Docker 25+ `docker save` archive: an OCI layout plus manifest.json naming blobs/sha256/...

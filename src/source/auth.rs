@@ -77,21 +77,27 @@ fn helper_server(registry: &str) -> String {
     }
 }
 
-fn auth_files(opts: &SourceOptions) -> Vec<(PathBuf, bool)> {
+/// The auth files to read, in order, and whether each must exist: `--authfile`, else
+/// `REGISTRY_AUTH_FILE`, else podman's `$XDG_RUNTIME_DIR/containers/auth.json` then docker's
+/// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
+fn auth_files(
+    opts: &SourceOptions,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Vec<(PathBuf, bool)> {
     if let Some(f) = &opts.authfile {
         return vec![(f.clone(), true)];
     }
-    if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE").filter(|f| !f.is_empty()) {
+    if let Some(f) = env("REGISTRY_AUTH_FILE").filter(|f| !f.is_empty()) {
         return vec![(PathBuf::from(f), true)];
     }
     let mut v = Vec::new();
-    if let Some(r) = std::env::var_os("XDG_RUNTIME_DIR") {
+    if let Some(r) = env("XDG_RUNTIME_DIR").filter(|f| !f.is_empty()) {
         v.push((PathBuf::from(r).join("containers/auth.json"), false));
     }
-    match std::env::var_os("DOCKER_CONFIG") {
+    match env("DOCKER_CONFIG").filter(|f| !f.is_empty()) {
         Some(d) => v.push((PathBuf::from(d).join("config.json"), false)),
         None => {
-            if let Some(h) = std::env::var_os("HOME") {
+            if let Some(h) = env("HOME") {
                 v.push((PathBuf::from(h).join(".docker/config.json"), false));
             }
         }
@@ -114,7 +120,7 @@ pub(crate) fn lookup(
             pass: pass.into(),
         }));
     }
-    for (file, must_exist) in auth_files(opts) {
+    for (file, must_exist) in auth_files(opts, |k| std::env::var_os(k)) {
         if !file.exists() {
             if must_exist {
                 return Err(SourceError::Credentials {
@@ -288,6 +294,45 @@ mod tests {
         assert_eq!(user("r.io:5000", "team/app").as_deref(), Some("u2"));
         assert_eq!(user("other.io", "a").as_deref(), Some("u3"));
         assert_eq!(user("nothere.io", "a"), None);
+    }
+
+    #[test]
+    fn auth_file_search_order() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.into())
+        };
+        let files = |o: &SourceOptions, e| -> Vec<(String, bool)> {
+            auth_files(o, e)
+                .into_iter()
+                .map(|(p, m)| (p.display().to_string(), m))
+                .collect()
+        };
+        let all: &[(&str, &str)] = &[
+            ("REGISTRY_AUTH_FILE", "/r.json"),
+            ("XDG_RUNTIME_DIR", "/run/user/1"),
+            ("HOME", "/home/u"),
+        ];
+        let o = SourceOptions {
+            authfile: Some("/a.json".into()),
+            ..Default::default()
+        };
+        assert_eq!(files(&o, env(all)), [("/a.json".to_string(), true)]);
+        let o = SourceOptions::default();
+        assert_eq!(files(&o, env(all)), [("/r.json".to_string(), true)]);
+        assert_eq!(
+            files(
+                &o,
+                env(&[("XDG_RUNTIME_DIR", "/run/user/1"), ("HOME", "/home/u")])
+            ),
+            [
+                ("/run/user/1/containers/auth.json".to_string(), false),
+                ("/home/u/.docker/config.json".to_string(), false)
+            ]
+        );
+        assert_eq!(
+            files(&o, env(&[("DOCKER_CONFIG", "/dc"), ("HOME", "/home/u")])),
+            [("/dc/config.json".to_string(), false)]
+        );
     }
 
     #[test]

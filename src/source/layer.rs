@@ -219,5 +219,17 @@ mod tests {
         let l = layer(d.path(), &bytes, OCI_LAYER_GZIP, sha(b""));
         let e = verify_layer(&l).unwrap_err().to_string();
         assert!(e.contains("corrupt"), "{e}");
+        // A zstd frame cut in half.
+        let data = vec![7u8; 100_000];
+        let zs = zstd::encode_all(&data[..], 3).unwrap();
+        let l = layer(d.path(), &zs[..zs.len() / 2], OCI_LAYER_ZSTD, sha(&data));
+        let e = verify_layer(&l).unwrap_err().to_string();
+        assert!(e.contains("sha256:test"), "{e}");
+        // A gzip stream cut short.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&data).unwrap();
+        let gz = gz.finish().unwrap();
+        let l = layer(d.path(), &gz[..gz.len() - 6], OCI_LAYER_GZIP, sha(&data));
+        assert!(verify_layer(&l).is_err());
     }
 }

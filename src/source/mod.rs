@@ -24,8 +24,8 @@ pub use manifest::{ContainerConfig, ImageConfig, Platform, RootFs};
 pub use reference::{parse_source, Reference, Transport};
 pub use resolve::resolve;
 
-/// How to reach and verify a source.
-#[derive(Debug, Clone)]
+/// How to reach and verify a source. `Debug` never shows the password of `creds`.
+#[derive(Clone)]
 pub struct SourceOptions {
     /// The platform to pick from a multi-platform image (default `linux/amd64`, never the host's).
     pub platform: Platform,
@@ -44,6 +44,25 @@ pub struct SourceOptions {
     pub progress: bool,
     /// Concurrent layer downloads (default 3).
     pub jobs: usize,
+}
+
+impl std::fmt::Debug for SourceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let creds = self.creds.as_ref().map(|c| match c.split_once(':') {
+            Some((user, _)) => format!("{user}:<redacted>"),
+            None => "<redacted>".to_string(),
+        });
+        f.debug_struct("SourceOptions")
+            .field("platform", &self.platform.to_string())
+            .field("cache_dir", &self.cache_dir)
+            .field("creds", &creds)
+            .field("authfile", &self.authfile)
+            .field("cert_dir", &self.cert_dir)
+            .field("tls_verify", &self.tls_verify)
+            .field("progress", &self.progress)
+            .field("jobs", &self.jobs)
+            .finish()
+    }
 }
 
 impl Default for SourceOptions {
@@ -190,4 +209,17 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn options_debug_hides_the_password() {
+        let o = super::SourceOptions {
+            creds: Some("bob:hunter2".into()),
+            ..Default::default()
+        };
+        let d = format!("{o:?}");
+        assert!(d.contains("bob") && !d.contains("hunter2"), "{d}");
+    }
 }

@@ -144,6 +144,7 @@ fn run(
     };
     let mut index_digest = None;
     let mut platforms_available = Vec::new();
+    let mut chosen_platform = None;
     let (config_desc, layer_descs) = match parse_manifest(&bytes, ct.as_deref(), &what)? {
         Parsed::Image { config, layers } => (config, layers),
         Parsed::Index(list) => {
@@ -162,6 +163,7 @@ fn run(
                 },
             })?;
             index_digest = Some(digest.clone());
+            chosen_platform = chosen.platform.clone();
             let cwhat = format!("{what} manifest for {want} ({})", chosen.digest);
             check_digest(&chosen.digest)?;
             (bytes, ct, digest) = fetch_manifest(
@@ -204,10 +206,15 @@ fn run(
             what: cwhat.clone(),
             why: format!("config is not valid JSON: {e}"),
         })?;
-    let platform = Platform {
-        os: config.os.clone(),
-        architecture: config.architecture.clone(),
-        variant: config.variant.clone(),
+    // The config says which platform the image is for; old images may leave it out.
+    let platform = if config.os.is_empty() || config.architecture.is_empty() {
+        chosen_platform.unwrap_or_else(|| want.clone())
+    } else {
+        Platform {
+            os: config.os.clone(),
+            architecture: config.architecture.clone(),
+            variant: config.variant.clone(),
+        }
     };
     if index_digest.is_none() {
         if !config.os.is_empty() && !config.architecture.is_empty() && !want.matches(&platform) {

@@ -236,13 +236,27 @@ impl Client {
             match req.call() {
                 Ok(resp) => return Ok(resp),
                 Err(ureq::Error::Status(401, resp)) => {
+                    // A token may have expired, or this repository wants another scheme than
+                    // the /v2/ ping said: follow its challenge once.
+                    let challenge = resp.header("www-authenticate").and_then(parse_challenge);
+                    let changed = {
+                        let mut st = self.lock();
+                        match challenge {
+                            Some(c) if st.auth.as_ref() != Some(&c) => {
+                                st.auth = Some(c);
+                                st.token = None;
+                                true
+                            }
+                            _ => false,
+                        }
+                    };
                     let bearer = matches!(self.lock().auth, Some(Auth::Bearer { .. }));
-                    if bearer && !refreshed {
+                    let can_auth = bearer || (changed && self.creds.is_some());
+                    if can_auth && !refreshed {
                         refreshed = true;
                         authz = self.authorization(true)?;
                         continue;
                     }
-                    drop(resp);
                     return Err(SourceError::Unauthorized {
                         what: what.to_string(),
                         registry: self.r.registry.clone(),

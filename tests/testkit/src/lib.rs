@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 pub mod qemu;
 pub mod registry;
+mod token_issuer;
 
 /// The workspace root (where the top-level Cargo.toml is).
 pub fn workspace_root() -> PathBuf {

@@ -11,11 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use base64::Engine;
+use std::time::{Duration, Instant};
 
 use crate::require_tool;
+use crate::token_issuer::start_token_issuer;
 
 /// Which registry to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,8 +104,6 @@ impl Registry {
             .tempdir()
             .expect("temp dir");
         let d = dir.path();
-        let port = free_port();
-        let host = format!("127.0.0.1:{port}");
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut extra = String::new();
         let mut token_stop = None;
@@ -142,9 +139,8 @@ impl Registry {
                         "/CN=d2v-token-issuer",
                     ],
                 );
-                let tport = free_port();
                 let stop = Arc::new(AtomicBool::new(false));
-                start_token_issuer(d, tport, stop.clone(), log.clone());
+                let tport = start_token_issuer(d, stop.clone(), log.clone());
                 token_stop = Some(stop);
                 token_port = Some(tport);
                 extra = format!(
@@ -153,64 +149,77 @@ impl Registry {
                 );
             }
         }
-        let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}/storage\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: d2v-test-secret\n{extra}",
-            d.display()
-        );
-        std::fs::write(d.join("config.yml"), config).unwrap();
-        let mut child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(d.join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start docker-registry");
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        for (pipe, is_err) in [
-            (
-                Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-                false,
-            ),
-            (Box::new(child.stderr.take().unwrap()), true),
-        ] {
-            let log = log.clone();
-            let errs = stderr.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if let Some(r) = parse_access(&line) {
-                        log.lock().unwrap().push(r);
-                    } else if is_err {
-                        errs.lock().unwrap().push(line);
+        // The port is chosen before the registry binds it: on a clash, try another.
+        for _ in 0..5 {
+            let port = free_port();
+            let host = format!("127.0.0.1:{port}");
+            let config = format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}/storage\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: d2v-test-secret\n{extra}",
+                d.display()
+            );
+            std::fs::write(d.join("config.yml"), config).unwrap();
+            let mut child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(d.join("config.yml"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start docker-registry");
+            for (pipe, is_err) in [
+                (
+                    Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+                    false,
+                ),
+                (Box::new(child.stderr.take().unwrap()), true),
+            ] {
+                let log = log.clone();
+                let errs = stderr.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                        if let Some(r) = parse_access(&line) {
+                            log.lock().unwrap().push(r);
+                        } else if is_err {
+                            errs.lock().unwrap().push(line);
+                        }
                     }
+                });
+            }
+            let t0 = Instant::now();
+            loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Registry {
+                        kind,
+                        host,
+                        dir,
+                        child,
+                        log,
+                        stderr,
+                        token_stop,
+                        token_port,
+                    };
                 }
-            });
+                if child.try_wait().ok().flatten().is_some() {
+                    break; // exited: most likely the port was taken meanwhile
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(20),
+                    "docker-registry did not listen on {host}: {:?}",
+                    stderr.lock().unwrap()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-        let reg = Registry {
-            kind,
-            host,
-            dir,
-            child,
-            log,
-            stderr,
-            token_stop,
-            token_port,
-        };
-        reg.wait_ready(port);
-        reg
+        panic!(
+            "docker-registry would not start: {:?}",
+            stderr.lock().unwrap()
+        );
     }
 
-    fn wait_ready(&self, port: u16) {
-        let t0 = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "docker-registry did not listen on {}: {:?}",
-                self.host,
-                self.stderr.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// The registry's own log lines (not the access log), for failure messages.
+    pub fn server_log(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// A directory with `ca.crt` (the test CA) for `--cert-dir`; only for [`Kind::TlsBasic`].
@@ -391,139 +400,6 @@ fn sha256_hex(b: &[u8]) -> String {
         .to_string()
 }
 
-fn b64url(b: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
-
-fn pct_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Serves `GET /token?service=..&scope=repository:NAME:ACTIONS` on 127.0.0.1:`port`: valid
-/// basic credentials get the requested access, no credentials get pull access to `public/*`
-/// only, wrong credentials get 401.
-fn start_token_issuer(d: &Path, port: u16, stop: Arc<AtomicBool>, log: Arc<Mutex<Vec<Request>>>) {
-    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind token issuer");
-    let pem = std::fs::read_to_string(d.join("token.crt")).unwrap();
-    let der_b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let key = d.join("token.key");
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            if stop.load(Ordering::SeqCst) {
-                break;
-            }
-            let Ok(mut s) = conn else { continue };
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut first = String::new();
-            if r.read_line(&mut first).is_err() {
-                continue;
-            }
-            let mut authz = None;
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = h.split_once(':') {
-                    if k.eq_ignore_ascii_case("authorization") {
-                        authz = Some(v.trim().to_string());
-                    }
-                }
-            }
-            let path = first.split(' ').nth(1).unwrap_or("").to_string();
-            let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
-            let want = format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
-            );
-            let anonymous = authz.is_none();
-            let (status, body) = if !anonymous && authz.as_deref() != Some(want.as_str()) {
-                (
-                    401,
-                    r#"{"details":"invalid or missing credentials"}"#.to_string(),
-                )
-            } else {
-                let mut access = Vec::new();
-                for kv in query.split('&') {
-                    if let Some(v) = kv.strip_prefix("scope=") {
-                        let v = pct_decode(v);
-                        let parts: Vec<&str> = v.split(':').collect();
-                        if parts.len() == 3 {
-                            let mut actions: Vec<&str> = parts[2].split(',').collect();
-                            if anonymous {
-                                // Like Docker Hub: anonymous pulls of public repositories only.
-                                actions.retain(|a| *a == "pull" && parts[1].starts_with("public/"));
-                            }
-                            access.push(serde_json::json!({"type": parts[0], "name": parts[1], "actions": actions}));
-                        }
-                    }
-                }
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs();
-                let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [der_b64]});
-                let claims = serde_json::json!({
-                    "iss": "d2v-test-issuer", "sub": USER, "aud": "d2v-test-registry",
-                    "exp": now + 600, "nbf": now - 60, "iat": now - 60, "jti": format!("{now}-{}", access.len()),
-                    "access": access,
-                });
-                let signing_input = format!(
-                    "{}.{}",
-                    b64url(header.to_string().as_bytes()),
-                    b64url(claims.to_string().as_bytes())
-                );
-                let mut child = Command::new("openssl")
-                    .args(["dgst", "-sha256", "-sign"])
-                    .arg(&key)
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .expect("openssl dgst");
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(signing_input.as_bytes())
-                    .unwrap();
-                let sig = child.wait_with_output().unwrap().stdout;
-                let jwt = format!("{signing_input}.{}", b64url(&sig));
-                (
-                    200,
-                    serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 600})
-                        .to_string(),
-                )
-            };
-            log.lock().unwrap().push(Request {
-                method: "TOKEN".into(),
-                path: path.clone(),
-                status,
-            });
-            let reason = if status == 200 { "OK" } else { "Unauthorized" };
-            let _ = write!(
-                s,
-                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,14 +418,6 @@ mod tests {
         assert_eq!(
             parse_access(r#"time="x" level=info msg="listening on 127.0.0.1:5000""#),
             None
-        );
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(
-            pct_decode("repository%3Aa%2Fb%3Apull%2Cpush"),
-            "repository:a/b:pull,push"
         );
     }
 }

@@ -1,0 +1,166 @@
+//! A bearer-token issuer for the registry's `auth: token:`: RS256 JWTs signed with
+//! `openssl dgst -sign`, the issuer's certificate in `x5c` and in the registry's `rootcertbundle`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+
+use crate::registry::{Request, PASSWORD, USER};
+
+fn b64url(b: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn pct_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Serves `GET /token?service=..&scope=repository:NAME:ACTIONS` on 127.0.0.1:`port`: valid
+/// basic credentials get the requested access, no credentials get pull access to `public/*`
+/// only, wrong credentials get 401.
+pub(crate) fn start_token_issuer(
+    d: &Path,
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<Request>>>,
+) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind token issuer");
+    let port = listener.local_addr().unwrap().port();
+    let pem = std::fs::read_to_string(d.join("token.crt")).unwrap();
+    let der_b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let key = d.join("token.key");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(mut s) = conn else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut first = String::new();
+            if r.read_line(&mut first).is_err() {
+                continue;
+            }
+            let mut authz = None;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("authorization") {
+                        authz = Some(v.trim().to_string());
+                    }
+                }
+            }
+            let path = first.split(' ').nth(1).unwrap_or("").to_string();
+            let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+            let want = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+            );
+            let anonymous = authz.is_none();
+            let (status, body) = if !anonymous && authz.as_deref() != Some(want.as_str()) {
+                (
+                    401,
+                    r#"{"details":"invalid or missing credentials"}"#.to_string(),
+                )
+            } else {
+                let mut access = Vec::new();
+                for kv in query.split('&') {
+                    if let Some(v) = kv.strip_prefix("scope=") {
+                        let v = pct_decode(v);
+                        let parts: Vec<&str> = v.split(':').collect();
+                        if parts.len() == 3 {
+                            let mut actions: Vec<&str> = parts[2].split(',').collect();
+                            if anonymous {
+                                // Like Docker Hub: anonymous pulls of public repositories only.
+                                actions.retain(|a| *a == "pull" && parts[1].starts_with("public/"));
+                            }
+                            access.push(serde_json::json!({"type": parts[0], "name": parts[1], "actions": actions}));
+                        }
+                    }
+                }
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [der_b64]});
+                let claims = serde_json::json!({
+                    "iss": "d2v-test-issuer", "sub": USER, "aud": "d2v-test-registry",
+                    "exp": now + 600, "nbf": now - 60, "iat": now - 60, "jti": format!("{now}-{}", access.len()),
+                    "access": access,
+                });
+                let signing_input = format!(
+                    "{}.{}",
+                    b64url(header.to_string().as_bytes()),
+                    b64url(claims.to_string().as_bytes())
+                );
+                let mut child = Command::new("openssl")
+                    .args(["dgst", "-sha256", "-sign"])
+                    .arg(&key)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("openssl dgst");
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(signing_input.as_bytes())
+                    .unwrap();
+                let sig = child.wait_with_output().unwrap().stdout;
+                let jwt = format!("{signing_input}.{}", b64url(&sig));
+                (
+                    200,
+                    serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 600})
+                        .to_string(),
+                )
+            };
+            log.lock().unwrap().push(Request {
+                method: "TOKEN".into(),
+                path: path.clone(),
+                status,
+            });
+            let reason = if status == 200 { "OK" } else { "Unauthorized" };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(
+            pct_decode("repository%3Aa%2Fb%3Apull%2Cpush"),
+            "repository:a/b:pull,push"
+        );
+    }
+}

@@ -204,7 +204,7 @@ fn round_trip(t: &Tree, img: &Path) {
         }
         assert_eq!(
             field(st, "Links:").parse::<u32>().unwrap(),
-            if inode.kind.is_dir() && links >= 65000 {
+            if inode.kind.is_dir() && links > 65000 {
                 1
             } else {
                 links
@@ -1037,4 +1037,28 @@ poweroff -f
         "{log}"
     );
     fsck(&img.path);
+}
+
+/// `dir_nlink`: a directory with more than 64 998 subdirectories has link count 1.
+#[test]
+fn directory_with_65000_subdirectories() {
+    let mut t = Tree::in_temp().unwrap();
+    for i in 0..65_000 {
+        t.insert(
+            format!("many/d{i}").as_bytes(),
+            Inode::dir(meta(0o755, 0, 0)),
+        )
+        .unwrap();
+    }
+    for i in 0..64_998 {
+        t.insert(
+            format!("edge/d{i}").as_bytes(),
+            Inode::dir(meta(0o755, 0, 0)),
+        )
+        .unwrap();
+    }
+    let (img, _) = write_image(&t, &opts(), 0);
+    fsck(&img.path);
+    assert_eq!(field(&debugfs(&img.path, "stat /many"), "Links:"), "1");
+    assert_eq!(field(&debugfs(&img.path, "stat /edge"), "Links:"), "65000");
 }

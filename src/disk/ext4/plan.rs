@@ -167,7 +167,7 @@ impl Plan {
                 links += 1;
             }
             let links = match (&inode.kind, links) {
-                (Kind::Dir(_), l) if l >= 65000 => 1,
+                (Kind::Dir(_), l) if l > 65000 => 1,
                 (_, l) if l > 65000 => return Err(Ext4Error::TooManyLinks { path, links: l }),
                 (_, l) => l as u16,
             };

@@ -324,8 +324,15 @@ fn render(c: &Comparison<'_>, o: &Outcome) -> String {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
-    s.push_str(&format!("```\n\n{} rounds, {cpus} CPUs.\n", rounds()));
-    s
+    let date =
+        crate::util::output(Command::new("date").args(["-u", "+%F %H:%M UTC"])).unwrap_or_default();
+    s.push_str(&format!(
+        "```\n\n{} rounds, {cpus} CPUs, {}.\n",
+        rounds(),
+        date.trim()
+    ));
+    // Paths relative to the workspace root, so the file reads the same on every machine.
+    s.replace(&format!("{}/", root().display()), "")
 }
 
 /// Replaces (or appends) the `<!-- bench:NAME -->` … `<!-- /bench:NAME -->` section.
@@ -337,7 +344,7 @@ fn replace_section(doc: &str, name: &str, text: &str) -> String {
     let block = format!("{open}\n{text}{close}");
     match (doc.find(&open), doc.find(&close)) {
         (Some(i), Some(j)) if j > i => format!("{}{block}{}", &doc[..i], &doc[j + close.len()..]),
-        _ => format!("{}\n{block}\n", doc.trim_end()),
+        _ => format!("{}\n\n{block}\n", doc.trim_end()),
     }
 }
 

@@ -93,7 +93,7 @@ pub fn ensure() -> Result<()> {
         return Ok(());
     }
     println!("missing: {}", missing.join(" "));
-    let uid = output(&mut Command::new("id").arg("-u")).unwrap_or_default();
+    let uid = output(Command::new("id").arg("-u")).unwrap_or_default();
     let args = install_args(&missing);
     if uid.trim() != "0" {
         bail!(

@@ -58,6 +58,7 @@ pub fn run(args: &[String]) -> Result<()> {
     times.push(("debian packages", t.secs()));
     let t = Timer::start();
     let fx = fixtures::ensure(&[], false)?;
+    fixtures::boot_check_once(&fx)?;
     let kernel = fixtures::kernel_fixture()?;
     times.push(("fixtures", t.secs()));
     let t = Timer::start();

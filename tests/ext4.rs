@@ -518,7 +518,8 @@ fn dumpe2fs_shows_the_feature_set() {
 #[test]
 fn empty_tree() {
     let t = Tree::in_temp().unwrap();
-    let (img, s) = write_image(&t, &opts(), 0);
+    // Defaults: no label, times at the epoch unless SOURCE_DATE_EPOCH says otherwise.
+    let (img, s) = write_image(&t, &Ext4Options::from_seed("sha256:empty"), 0);
     fsck(&img.path);
     round_trip(&t, &img.path);
     // Auto size: metadata and journal plus the default 256 MiB of free space.
@@ -646,9 +647,18 @@ fn xattr_size_classes() {
         b"system_u:object_r:bin_t:s0\0".to_vec(),
     );
     add_file(&mut t, "block", b"", block);
+    // 1500 files with the same big xattr: shared blocks (at most 1024 inodes each).
+    let mut shared = meta(0o644, 0, 0);
+    shared.xattrs.insert(b"user.shared".to_vec(), vec![5; 500]);
+    for i in 0..1500 {
+        add_file(&mut t, &format!("shared/f{i:04}"), b"", shared.clone());
+    }
     let (img, _) = write_image(&t, &opts(), 0);
     fsck(&img.path);
     round_trip(&t, &img.path);
+    let acl = |p: &str| field(&debugfs(&img.path, &format!("stat {p}")), "File ACL:").to_string();
+    assert_eq!(acl("/shared/f0000"), acl("/shared/f1023"));
+    assert_ne!(acl("/shared/f0000"), acl("/shared/f1024"));
     assert_eq!(field(&debugfs(&img.path, "stat /inline"), "File ACL:"), "0");
     assert_ne!(field(&debugfs(&img.path, "stat /block"), "File ACL:"), "0");
 

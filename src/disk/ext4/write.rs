@@ -13,7 +13,8 @@ use super::sb::{self, GroupInfo, SbInfo};
 use super::{csum, dir, io_err, xattr, Ext4Error, Ext4Options, Ext4Summary};
 use crate::tree::{Kind, Timestamp, Tree};
 
-const CAP: usize = 8 << 20;
+/// Largest single write (and the write buffer).
+const CAP: usize = 2 << 20;
 
 /// Coalesces writes to consecutive blocks into large `pwrite`s.
 struct Writer<'f> {

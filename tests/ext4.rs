@@ -913,7 +913,17 @@ fn kernel_mounts_read_write() {
         )
         .unwrap();
     }
+    // Two-level hashed index: more than 507 leaf blocks.
+    for i in 0..50_000 {
+        let name = format!("huge/a-rather-long-name-to-fill-leaves-{i:06}");
+        let fifo = Inode {
+            meta: meta(0o644, 0, 0),
+            kind: Kind::Fifo,
+        };
+        t.insert(name.as_bytes(), fifo).unwrap();
+    }
     let (img, _) = write_image(&t, &opts(), 0);
+    assert!(debugfs(&img.path, "htree_dump /huge").contains("Indirect levels: 1"));
 
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("initrd");
@@ -957,6 +967,8 @@ echo "DEV $(stat -c '%t %T' /mnt/dev/sda)"
 readlink /mnt/longlink | wc -c
 echo new > /mnt/new.txt && mkdir /mnt/big/newdir && for i in $(seq 1 2000); do touch /mnt/big/x$i; done
 rm /mnt/big/entry-00001 && mv /mnt/big/entry-00002 /mnt/moved && rm -r /mnt/usr/lib/islands
+echo "HUGE $(ls /mnt/huge | wc -l) $(stat -c %F /mnt/huge/a-rather-long-name-to-fill-leaves-031337)"
+touch /mnt/huge/new && rm /mnt/huge/a-rather-long-name-to-fill-leaves-000042 && rm /mnt/usr/bin/su /mnt/usr/bin/su2
 dd if=/dev/urandom of=/mnt/random bs=1M count=20 2>/dev/null && sync
 echo "AFTER $(ls /mnt/big | wc -l)"
 umount /mnt && echo D2V-UMOUNT-OK
@@ -1036,6 +1048,7 @@ poweroff -f
         "DEV 8 0",
         "201",
         "AFTER 4999",
+        "HUGE 50000 fifo",
     ] {
         assert!(
             log.lines().any(|l| l.trim() == line),

@@ -924,6 +924,14 @@ fn kernel_mounts_read_write() {
     }
     let (img, _) = write_image(&t, &opts(), 0);
     assert!(debugfs(&img.path, "htree_dump /huge").contains("Indirect levels: 1"));
+    // The disk grows by 3 GiB (a VM disk expanded): the guest resizes online.
+    let fs_size = std::fs::metadata(&img.path).unwrap().len();
+    File::options()
+        .write(true)
+        .open(&img.path)
+        .unwrap()
+        .set_len(fs_size + (3 << 30))
+        .unwrap();
 
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("initrd");
@@ -931,6 +939,20 @@ fn kernel_mounts_read_write() {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
+    // resize2fs and its libraries, as the host has them.
+    let resize2fs = testkit::require_tool("resize2fs", "e2fsprogs");
+    let ldd = Command::new("ldd").arg(&resize2fs).output().unwrap();
+    let mut files = vec![resize2fs.clone()];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        if let Some(p) = line.split_whitespace().find(|w| w.starts_with('/')) {
+            files.push(PathBuf::from(p));
+        }
+    }
+    for f in files {
+        let dest = root.join(f.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &dest).unwrap();
+    }
     let mods = [
         "virtio",
         "virtio_ring",
@@ -971,6 +993,10 @@ echo "HUGE $(ls /mnt/huge | wc -l) $(stat -c %F /mnt/huge/a-rather-long-name-to-
 touch /mnt/huge/new && rm /mnt/huge/a-rather-long-name-to-fill-leaves-000042 && rm /mnt/usr/bin/su /mnt/usr/bin/su2
 dd if=/dev/urandom of=/mnt/random bs=1M count=20 2>/dev/null && sync
 echo "AFTER $(ls /mnt/big | wc -l)"
+BEFORE=$(df -k /mnt | tail -1 | awk '{{print $2}}')
+/usr/sbin/resize2fs /dev/vda >/dev/null 2>&1 || echo RESIZE-FAILED
+AFTER=$(df -k /mnt | tail -1 | awk '{{print $2}}')
+[ $((AFTER - BEFORE)) -gt 3000000 ] && echo D2V-GREW-ONLINE
 umount /mnt && echo D2V-UMOUNT-OK
 dmesg | grep -i -E 'ext4|jbd2' | grep -v 'mounted filesystem\|unmounting'
 echo D2V-DONE
@@ -1049,6 +1075,7 @@ poweroff -f
         "201",
         "AFTER 4999",
         "HUGE 50000 fifo",
+        "D2V-GREW-ONLINE",
     ] {
         assert!(
             log.lines().any(|l| l.trim() == line),

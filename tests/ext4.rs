@@ -1112,3 +1112,109 @@ fn directory_with_65000_subdirectories() {
     assert_eq!(field(&debugfs(&img.path, "stat /many"), "Links:"), "1");
     assert_eq!(field(&debugfs(&img.path, "stat /edge"), "Links:"), "65000");
 }
+
+#[test]
+fn output_is_deterministic_and_options_apply() {
+    let t = full_tree();
+    let mut o = opts();
+    o.reserved_percent = 5;
+    o.label = "deterministic".into();
+    let (a, sa) = write_image(&t, &o, 0);
+    let (b, sb) = write_image(&t, &o, 0);
+    assert_eq!(sa, sb);
+    assert!(
+        std::fs::read(&a.path).unwrap() == std::fs::read(&b.path).unwrap(),
+        "same tree, same bytes"
+    );
+    fsck(&a.path);
+    let text = String::from_utf8(
+        Command::new(testkit::require_tool("dumpe2fs", "e2fsprogs"))
+            .arg("-h")
+            .arg(&a.path)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        text.contains(&format!(
+            "Reserved block count:     {}",
+            sa.blocks * 5 / 100
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("Filesystem volume name:   deterministic"),
+        "{text}"
+    );
+    o.label = "x".repeat(17);
+    assert!(ext4::write(&t, &tempfile::tempfile().unwrap(), 0, &o).is_err());
+}
+
+#[test]
+fn lost_and_found_from_the_tree_is_kept() {
+    let mut t = full_tree();
+    t.insert(b"lost+found", Inode::dir(meta(0o700, 0, 0)))
+        .unwrap();
+    add_file(&mut t, "lost+found/#1234", b"orphan", meta(0o600, 0, 0));
+    let (img, _) = write_image(&t, &opts(), 0);
+    fsck(&img.path);
+    round_trip(&t, &img.path);
+    assert_eq!(
+        field(&debugfs(&img.path, "stat /lost+found"), "Inode:"),
+        "11"
+    );
+}
+
+/// Names with the same hash on both sides of a leaf boundary: the second leaf's index entry
+/// carries the collision bit, and e2fsck checks the hash ranges.
+#[test]
+fn hash_collision_across_leaves() {
+    let o = opts();
+    let hash =
+        |n: &str| ext4::dx_hash(n.as_bytes(), ext4::HashVersion::HalfMd4, &o.hash_seed, true);
+    let mut seen = std::collections::HashMap::new();
+    let mut pair = None;
+    for i in 0..4_000_000u32 {
+        let n = format!("{i:08x}");
+        let h = hash(&n).0;
+        if let Some(other) = seen.insert(h, n.clone()) {
+            pair = Some((other, n, h));
+            break;
+        }
+    }
+    let (a, b, h) = pair.expect("a collision among 4 million names");
+    // 8-byte names: 16-byte entries, 255 to a leaf. 254 names hash below the pair.
+    let (mut below, mut above) = (Vec::new(), Vec::new());
+    for i in 0..4_000_000u32 {
+        let n = format!("{:08x}", u32::MAX - i);
+        let nh = hash(&n).0;
+        if nh < h && below.len() < 254 {
+            below.push(n);
+        } else if nh > h && above.len() < 300 {
+            above.push(n);
+        }
+        if below.len() == 254 && above.len() == 300 {
+            break;
+        }
+    }
+    let mut t = Tree::in_temp().unwrap();
+    for n in below.iter().chain(&above).chain([&a, &b]) {
+        t.insert(
+            format!("c/{n}").as_bytes(),
+            Inode {
+                meta: meta(0o644, 0, 0),
+                kind: Kind::Fifo,
+            },
+        )
+        .unwrap();
+    }
+    let (img, _) = write_image(&t, &o, 0);
+    let dump = debugfs(&img.path, "htree_dump /c");
+    assert!(
+        dump.contains(&format!("0x{:08x}", h | 1)),
+        "collision bit on the second leaf:\n{dump}"
+    );
+    fsck(&img.path);
+    round_trip(&t, &img.path);
+}

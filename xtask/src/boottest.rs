@@ -48,9 +48,9 @@ pub fn print_summary(outcomes: &[Outcome]) {
     for o in outcomes {
         for (what, r) in &o.checks {
             match r {
-                Ok(s) => println!("boot {:8} {:<22} ok   {s}", o.name, what),
+                Ok(s) => println!("boot {:8} {:<24} ok   {s}", o.name, what),
                 Err(e) => println!(
-                    "boot {:8} {:<22} FAIL {}",
+                    "boot {:8} {:<24} FAIL {}",
                     o.name,
                     what,
                     e.lines().next().unwrap_or("")
@@ -232,20 +232,24 @@ fn disk_checks(
             copy_range(raw, &img, start * 512, size * 512)?;
             let out = Command::new(tool).args(args).arg(&img).output()?;
             let _ = fs::remove_file(&img);
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let stdout = String::from_utf8_lossy(&out.stdout);
             if !out.status.success() {
+                let stderr = String::from_utf8_lossy(&out.stderr);
                 bail!(
-                    "{tool} {} failed ({}): {}",
+                    "{tool} {} failed ({}): {} {}",
                     args.join(" "),
                     out.status,
-                    text.trim()
+                    stdout.trim(),
+                    stderr.trim()
                 );
             }
-            Ok(text.lines().last().unwrap_or("").to_string())
+            // The summary line ("N files, …"), without the scratch image's path.
+            let last = stdout
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            Ok(last.rsplit(": ").next().unwrap_or(last).to_string())
         })();
         record(checks, label, r, |s| s.clone());
     }

@@ -80,9 +80,14 @@ pub fn run(args: &[String]) -> Result<()> {
         .env("D2V_BIN", &d2v)
         .env("D2V_TEST_KERNEL", &kernel.kernel)
         .env("D2V_TEST_INITRD", &kernel.initrd)
+        .env("D2V_TEST_KERNEL_DIR", &kernel.package_dir)
         .stdout(Stdio::piped());
+    // tests/ext4.rs's ignored benchmark wants a host directory to copy.
+    if std::env::var_os("D2V_BENCH_DIR").is_none() {
+        cmd.env("D2V_BENCH_DIR", "/usr/share/doc");
+    }
     println!(
-        "$ {} (D2V_FIXTURES, D2V_BIN, D2V_TEST_KERNEL, D2V_TEST_INITRD set)",
+        "$ {} (D2V_FIXTURES, D2V_BIN, D2V_TEST_KERNEL{{,_DIR}}, D2V_TEST_INITRD, D2V_BENCH_DIR set)",
         crate::util::show(&cmd)
     );
     let mut child = cmd.spawn()?;

@@ -23,6 +23,7 @@ pub fn run(_args: &[String]) -> Result<()> {
     step(&format!("d2v pull {image}"));
     let ova = work.join("demo.ova");
     let _ = fs::remove_file(&ova);
+    testcmd::release_d2v()?; // built first, so the time below is the pull's own
     let t = Timer::start();
     let pulled = exec(
         testcmd::cargo()

@@ -10,6 +10,7 @@
 //! - `cargo xtask bench [NAME…]`: comparisons against the reference tools, results in BENCHMARKS.md.
 
 mod bench;
+mod boottest;
 mod debian;
 mod demo;
 mod fixtures;
@@ -29,6 +30,8 @@ usage: cargo xtask <command>
                         build (or reuse) the OS fixtures: systemd, openrc; --boot-check boots
                         them without d2v (umoci + mke2fs -d + qemu -kernel) to prove the self-check;
                         --keep-markers: the same with /.dockerenv kept, which must fail
+  boot [NAME...]        end-to-end boot tests only: d2v build each fixture, check the disk
+                        (sgdisk, fsck.fat, e2fsck), boot under SeaBIOS and OVMF, compare self-check
   demo                  build the demo image, serve it from a local registry, d2v pull it, boot it
   bench [NAME...]       benchmarks (export, ext4, vmdk) -> BENCHMARKS.md
 ";
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Some("deps") => debian::ensure(),
         Some("fixtures") => fixtures::run(rest).map(|_| ()),
         Some("demo") => demo::run(rest),
+        Some("boot") => boottest::run(rest),
         Some("bench") => bench::run(rest),
         Some("help" | "-h" | "--help") | None => {
             print!("{HELP}");

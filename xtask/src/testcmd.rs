@@ -2,7 +2,7 @@
 
 use crate::bail;
 use crate::util::{exec, root, step, Result, Timer};
-use crate::{debian, fixtures};
+use crate::{boottest, debian, fixtures};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -80,9 +80,14 @@ pub fn run(args: &[String]) -> Result<()> {
         .env("D2V_BIN", &d2v)
         .env("D2V_TEST_KERNEL", &kernel.kernel)
         .env("D2V_TEST_INITRD", &kernel.initrd)
+        .env("D2V_TEST_KERNEL_DIR", &kernel.package_dir)
         .stdout(Stdio::piped());
+    // tests/ext4.rs's ignored benchmark wants a host directory to copy.
+    if std::env::var_os("D2V_BENCH_DIR").is_none() {
+        cmd.env("D2V_BENCH_DIR", "/usr/share/doc");
+    }
     println!(
-        "$ {} (D2V_FIXTURES, D2V_BIN, D2V_TEST_KERNEL, D2V_TEST_INITRD set)",
+        "$ {} (D2V_FIXTURES, D2V_BIN, D2V_TEST_KERNEL{{,_DIR}}, D2V_TEST_INITRD, D2V_BENCH_DIR set)",
         crate::util::show(&cmd)
     );
     let mut child = cmd.spawn()?;
@@ -102,6 +107,21 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let status = child.wait()?;
     times.push(("cargo test", t.secs()));
+
+    // End-to-end boot tests: need `d2v build`; skipped (loudly) only while it does not exist.
+    let t = Timer::start();
+    let has_build = Command::new(&d2v)
+        .args(["build", "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let boots = if has_build {
+        Some(boottest::run_all(&d2v, &fx)?)
+    } else {
+        None
+    };
+    times.push(("boot tests", t.secs()));
 
     step("summary");
     for f in &fx {
@@ -127,6 +147,13 @@ pub fn run(args: &[String]) -> Result<()> {
     for f in &failed {
         println!("FAILED: {f}");
     }
+    match &boots {
+        Some(b) => boottest::print_summary(b),
+        None => println!("boot tests: SKIPPED — this d2v has no `build` command yet"),
+    }
+    let boots_ok = boots
+        .as_ref()
+        .is_none_or(|b| b.iter().all(boottest::Outcome::ok));
     if !status.success() {
         bail!(
             "cargo test failed ({status}){}",
@@ -135,6 +162,12 @@ pub fn run(args: &[String]) -> Result<()> {
             } else {
                 ""
             }
+        );
+    }
+    if !boots_ok {
+        bail!(
+            "boot tests failed (logs in {})",
+            boottest::work_dir().display()
         );
     }
     println!("OK");

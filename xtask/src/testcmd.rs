@@ -77,12 +77,13 @@ pub fn run(args: &[String]) -> Result<()> {
         .args(["--", "--include-ignored"])
         .args(args.get(split + 1..).unwrap_or(&[]))
         .env("D2V_FIXTURES", testkit::fixtures_dir())
+        .env("D2V_REQUIRE_FIXTURES", "1")
         .env("D2V_BIN", &d2v)
         .env("D2V_TEST_KERNEL", &kernel.kernel)
         .env("D2V_TEST_INITRD", &kernel.initrd)
         .stdout(Stdio::piped());
     println!(
-        "$ {} (D2V_FIXTURES, D2V_BIN, D2V_TEST_KERNEL, D2V_TEST_INITRD set)",
+        "$ {} (D2V_FIXTURES, D2V_REQUIRE_FIXTURES, D2V_BIN, D2V_TEST_KERNEL, D2V_TEST_INITRD set)",
         crate::util::show(&cmd)
     );
     let mut child = cmd.spawn()?;

@@ -76,9 +76,36 @@ enum Via {
 
 struct Built {
     fixture: Fixture,
+    via: Via,
     /// `target/e2e/<fixture>-<via>`: OVA, VMDK, serial logs, raw images of failed checks.
     dir: PathBuf,
     vmdk: PathBuf,
+    /// What `d2v --json` printed.
+    summary: serde_json::Value,
+}
+
+impl Built {
+    /// A string field of the `--json` summary, e.g. `["disk", "root_partuuid"]`.
+    fn field(&self, path: &[&str]) -> String {
+        let mut v = &self.summary;
+        for k in path {
+            v = &v[*k];
+        }
+        v.as_str()
+            .unwrap_or_else(|| panic!("d2v --json has no string {path:?}: {}", self.summary))
+            .to_string()
+    }
+}
+
+/// The VM name given to every build of a fixture, so that `build` and `pull` of the same
+/// image must write the same disk.
+fn vm_name(fixture: &str) -> String {
+    format!("e2e-{fixture}")
+}
+
+/// A kernel argument passed with `--kernel-arg`; the guest kernel must report it.
+fn kernel_arg(fixture: &str) -> String {
+    format!("d2v.e2e={fixture}")
 }
 
 fn work_dir(name: &str, via: Via) -> PathBuf {
@@ -128,14 +155,18 @@ fn build(name: &str, via: Via) -> Built {
             ova.display().to_string(),
             "--cache-dir".into(),
             dir.join("cache").display().to_string(),
+            "--name".into(),
+            vm_name(name),
+            "--kernel-arg".into(),
+            kernel_arg(name),
             "--json".into(),
         ]
     };
-    let stdout = match via {
+    let (stdout, digest) = match via {
         Via::Build => {
             let mut args = vec!["build".to_string()];
             args.extend(common(fixture.oci_ref()));
-            run_d2v(&args)
+            (run_d2v(&args), fixture.manifest_digest.clone())
         }
         Via::Pull => {
             let registry = Registry::start(Kind::Plain);
@@ -143,7 +174,7 @@ fn build(name: &str, via: Via) -> Built {
             registry.push(&fixture.oci_ref(), &repo_tag);
             let mut args = vec!["pull".to_string()];
             args.extend(common(format!("{}/{repo_tag}", registry.host)));
-            run_d2v(&args)
+            (run_d2v(&args), registry.digest(&repo_tag))
         }
     };
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
@@ -153,7 +184,44 @@ fn build(name: &str, via: Via) -> Built {
     assert!(ova.is_file(), "d2v wrote no {}", ova.display());
     let vmdk = fixtures::vmdk_from_ova(&ova, &dir.join("ova"));
     assert!(vmdk.is_file(), "no VMDK in {}", ova.display());
-    Built { fixture, dir, vmdk }
+    let built = Built {
+        fixture,
+        via,
+        dir,
+        vmdk,
+        summary,
+    };
+    check_summary(&built, &digest);
+    built
+}
+
+/// The `--json` summary names the image d2v read, the fixture's kernel, and reports the
+/// removal of each container marker.
+fn check_summary(b: &Built, digest: &str) {
+    let f = &b.fixture;
+    assert_eq!(
+        b.field(&["manifest_digest"]),
+        digest,
+        "{}: d2v converted another image than the one served",
+        f.name
+    );
+    let kernel = f.kernel.rsplit('/').next().unwrap_or_default();
+    let kernels = &b.summary["kernels"];
+    assert!(
+        kernels.as_array().is_some_and(|k| k
+            .iter()
+            .any(|k| k.as_str().is_some_and(|k| k.ends_with(kernel)))),
+        "{}: d2v --json kernels {kernels} lack the image's {kernel}",
+        f.name
+    );
+    let fixes = b.summary["guest_fixes"].to_string();
+    for m in &f.container_markers {
+        assert!(
+            fixes.contains(m.as_str()),
+            "{}: d2v does not report removing the container marker {m}; guest_fixes: {fixes}",
+            f.name
+        );
+    }
 }
 
 type Shared = OnceLock<Result<Built, String>>;
@@ -243,6 +311,36 @@ fn boot_and_selfcheck(b: &Built, fw: Firmware) {
             out.log
         );
     }
+    let fail = |why: String| -> ! {
+        panic!(
+            "{what}: {why}\nserial log kept at {}:\n{}",
+            log_path.display(),
+            out.log
+        )
+    };
+    // The kernel booted the entry d2v generated: its command line names the root partition
+    // d2v reports and carries --kernel-arg.
+    let cmdline = out
+        .log
+        .lines()
+        .find_map(|l| l.split_once("Kernel command line:").map(|(_, c)| c.trim()))
+        .unwrap_or_else(|| fail("no \"Kernel command line:\" on the serial console".into()));
+    let words: Vec<&str> = cmdline.split_whitespace().collect();
+    let partuuid = format!("root=PARTUUID={}", b.field(&["disk", "root_partuuid"]));
+    for want in [
+        partuuid.as_str(),
+        &kernel_arg(&b.fixture.name),
+        "console=ttyS0,115200",
+    ] {
+        if !words.contains(&want) {
+            fail(format!("kernel command line {cmdline:?} lacks {want:?}"));
+        }
+    }
+    // The firmware really was the one asked for (Linux reports the EFI system table).
+    let efi = out.log.contains("efi: EFI v");
+    if efi != (fw == Firmware::Uefi) {
+        fail(format!("booted under {fw:?} but the kernel saw EFI: {efi}"));
+    }
     match b.fixture.check_selfcheck(&out.log) {
         Ok(report) => eprintln!(
             "[e2e] {what}: self-check OK after {:.1} s: {} paths match the staging tree{}",
@@ -253,11 +351,7 @@ fn boot_and_selfcheck(b: &Built, fw: Firmware) {
                 .map(|s| format!(", openrc --sys = {s:?}"))
                 .unwrap_or_default()
         ),
-        Err(e) => panic!(
-            "{what}: {e}\nserial log kept at {}:\n{}",
-            log_path.display(),
-            out.log
-        ),
+        Err(e) => fail(e),
     }
 }
 
@@ -279,6 +373,7 @@ fn output(cmd: &mut Command) -> (bool, String) {
 struct Partition {
     number: u32,
     type_guid: String,
+    unique_guid: String,
     first_lba: u64,
     last_lba: u64,
 }
@@ -325,6 +420,7 @@ fn sgdisk_partitions(raw: &Path) -> (u64, Vec<Partition>) {
         parts.push(Partition {
             number,
             type_guid: field("Partition GUID code:").to_ascii_uppercase(),
+            unique_guid: field("Partition unique GUID:").to_ascii_uppercase(),
             first_lba: field("First sector:").parse().expect("first sector"),
             last_lba: field("Last sector:").parse().expect("last sector"),
         });
@@ -363,13 +459,28 @@ fn copy_region(src: &Path, offset: u64, len: u64, dst: &Path) {
     out.set_len(len).unwrap();
 }
 
+/// (TYPE, UUID) of a filesystem image as `blkid -p` (low-level probing) reads it.
+fn blkid(img: &Path) -> (String, String) {
+    let (ok, text) = output(Command::new("blkid").args(["-p", "-o", "export"]).arg(img));
+    assert!(ok, "blkid -p {}:\n{text}", img.display());
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+            .unwrap_or_default()
+            .to_string()
+    };
+    (get("TYPE"), get("UUID"))
+}
+
 fn check_disk(b: &Built) {
     testkit::require_tool("qemu-img", "qemu-utils");
     testkit::require_tool("sgdisk", "gdisk");
     testkit::require_tool("fsck.fat", "dosfstools");
     testkit::require_tool("e2fsck", "e2fsprogs");
+    testkit::require_tool("blkid", "util-linux");
     let name = &b.fixture.name;
     let start = Instant::now();
+    let disk_size = b.summary["disk"]["size"].as_u64();
 
     let (ok, text) = output(Command::new("qemu-img").arg("check").arg(&b.vmdk));
     assert!(
@@ -388,6 +499,12 @@ fn check_disk(b: &Built) {
             .arg(&raw),
     );
     assert!(ok, "{name}: qemu-img convert -O raw:\n{text}");
+    let raw_size = std::fs::metadata(&raw).unwrap().len();
+    assert_eq!(
+        Some(raw_size),
+        disk_size,
+        "{name}: the VMDK's capacity is not the disk size d2v reports"
+    );
 
     let (ok, text) = output(Command::new("sgdisk").arg("-v").arg(&raw));
     assert!(
@@ -409,6 +526,11 @@ fn check_disk(b: &Built) {
     find(TYPE_BIOS_BOOT, "BIOS boot");
     let esp = find(TYPE_ESP, "EFI System");
     let root = find(TYPE_ROOT_X86_64, "Linux root (x86-64)");
+    assert_eq!(
+        root.unique_guid,
+        b.field(&["disk", "root_partuuid"]).to_ascii_uppercase(),
+        "{name}: the root partition's GUID is not the PARTUUID d2v reports (and GRUB passes)"
+    );
 
     let extract = |p: &Partition, file: &str| -> PathBuf {
         let path = scratch.join(file);
@@ -428,6 +550,11 @@ fn check_disk(b: &Built) {
         esp.number,
         esp_img.display()
     );
+    assert_eq!(
+        blkid(&esp_img),
+        ("vfat".to_string(), b.field(&["disk", "esp_serial"])),
+        "{name}: ESP (the fstab entry for /boot names this serial)"
+    );
     std::fs::remove_file(&esp_img).unwrap();
 
     let root_img = extract(root, "root.img");
@@ -437,6 +564,11 @@ fn check_disk(b: &Built) {
         "{name}: e2fsck -fn on the root (partition {}, kept at {}):\n{text}",
         root.number,
         root_img.display()
+    );
+    assert_eq!(
+        blkid(&root_img),
+        ("ext4".to_string(), b.field(&["disk", "root_fs_uuid"])),
+        "{name}: root filesystem (the fstab entry for / names this UUID)"
     );
     std::fs::remove_dir_all(&scratch).unwrap();
     eprintln!(
@@ -509,6 +641,33 @@ fn systemd_pull_disk_passes_fsck() {
     if let Some(b) = built(fixtures::SYSTEMD, Via::Pull) {
         check_disk(b);
     }
+}
+
+/// The same image from the OCI layout and from a registry gives the same disk, byte for byte
+/// (identifiers derive from the manifest digest, never from the transport or the clock).
+#[test]
+fn systemd_pull_and_build_write_identical_disks() {
+    let (Some(built), Some(pulled)) = (
+        built(fixtures::SYSTEMD, Via::Build),
+        built(fixtures::SYSTEMD, Via::Pull),
+    ) else {
+        return;
+    };
+    let sum = |b: &Built| {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        std::io::copy(&mut File::open(&b.vmdk).unwrap(), &mut h).unwrap();
+        hex::encode(h.finalize())
+    };
+    assert_eq!(
+        sum(built),
+        sum(pulled),
+        "VMDK of {:?} ({}) differs from that of {:?} ({})",
+        built.via,
+        built.vmdk.display(),
+        pulled.via,
+        pulled.vmdk.display()
+    );
 }
 
 /// The partition reader and the sparse copy against a disk sgdisk itself partitions.

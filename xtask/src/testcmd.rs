@@ -77,6 +77,7 @@ pub fn run(args: &[String]) -> Result<()> {
         .args(["--", "--include-ignored"])
         .args(args.get(split + 1..).unwrap_or(&[]))
         .env("D2V_FIXTURES", testkit::fixtures_dir())
+        .env("D2V_REQUIRE_FIXTURES", "1")
         .env("D2V_BIN", &d2v)
         .env("D2V_TEST_KERNEL", &kernel.kernel)
         .env("D2V_TEST_INITRD", &kernel.initrd)
@@ -88,6 +89,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     println!(
         "$ {} (D2V_FIXTURES, D2V_BIN, D2V_TEST_KERNEL{{,_DIR}}, D2V_TEST_INITRD, D2V_BENCH_DIR set)",
+        "$ {} (D2V_FIXTURES, D2V_REQUIRE_FIXTURES, D2V_BIN, D2V_TEST_KERNEL, D2V_TEST_INITRD set)",
         crate::util::show(&cmd)
     );
     let mut child = cmd.spawn()?;

@@ -59,6 +59,9 @@ pub struct GrubModules {
 pub struct OsRelease {
     pub id: Option<String>,
     pub version_id: Option<String>,
+    /// `ID_LIKE`: the distributions this one derives from (`debian`, `rhel fedora`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_like: Option<String>,
     pub pretty_name: Option<String>,
 }
 
@@ -196,6 +199,7 @@ fn os_release(tree: &Tree) -> OsRelease {
         match key.trim() {
             "ID" => out.id = value,
             "VERSION_ID" => out.version_id = value,
+            "ID_LIKE" => out.id_like = value,
             "PRETTY_NAME" => out.pretty_name = value,
             _ => {}
         }

@@ -1,17 +1,440 @@
-//! The commands: source → staging tree → guest fixes → disk → output.
+//! The commands, joining the stages: source → staging tree → guest fixes → disk → output.
 
-use crate::cli::{Cli, Command};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::cli::{BuildArgs, Cli, Command, Controller, Firmware, Format, GrubConfig, SourceArgs};
+use crate::disk::ext4::{self, Ext4Options};
+use crate::disk::grub::{ConfigMode, GrubOptions};
+use crate::disk::layout::{self, DiskOptions, Layout};
+use crate::disk::DiskError;
+use crate::inspect::{self, BootReport};
+use crate::output::{self, ovf, OutputOptions};
+use crate::source::{self, Image, Platform, SourceOptions};
+use crate::tree::{Kind, Tree};
+use crate::{export, guest, ids, layers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    #[error(transparent)]
+    Layer(#[from] layers::LayerError),
+    #[error("layer {layer}: {source}")]
+    LayerStream { layer: String, source: io::Error },
+    #[error("{0}")]
+    NoKernel(String),
+    #[error("guest fixes: {0}")]
+    Guest(#[from] guest::GuestError),
+    #[error(transparent)]
+    Ext4(#[from] ext4::Ext4Error),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error(transparent)]
+    Output(#[from] output::OutputError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
 }
 
 pub fn run(cli: &Cli) -> Result<(), Error> {
+    let log = Log { quiet: cli.json };
     match &cli.command {
-        Command::Pull(_) | Command::Build(_) | Command::Inspect { .. } | Command::Export { .. } => {
-            Err(Error::Usage("this command is being wired".into()))
+        Command::Pull(args) | Command::Build(args) => build(args, cli.json, &log),
+        Command::Inspect { source, src } => inspect(source, src, cli.json, &log),
+        Command::Export {
+            source,
+            output,
+            src,
+        } => export(source, output, src, &log),
+    }
+}
+
+/// Progress lines on stderr (suppressed with `--json`, which keeps stderr for errors).
+struct Log {
+    quiet: bool,
+}
+
+impl Log {
+    fn step(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}", msg.as_ref());
         }
     }
+}
+
+fn source_options(src: &SourceArgs, json: bool) -> Result<SourceOptions, Error> {
+    let platform: Platform = src
+        .platform
+        .parse()
+        .map_err(|e: source::SourceError| Error::Usage(e.to_string()))?;
+    Ok(SourceOptions {
+        platform,
+        cache_dir: src.cache_dir.clone(),
+        creds: src.creds.clone(),
+        authfile: src.authfile.clone(),
+        cert_dir: src.cert_dir.clone(),
+        tls_verify: src.tls_verify,
+        progress: !json,
+        ..SourceOptions::default()
+    })
+}
+
+/// Resolves the source (downloading and verifying every blob) and applies its layers in order.
+fn flatten(source: &str, src: &SourceArgs, json: bool, log: &Log) -> Result<(Image, Tree), Error> {
+    let image = source::resolve(source, &source_options(src, json)?)?;
+    log.step(format!(
+        "image {} ({})",
+        image.reference, image.manifest_digest
+    ));
+    let mut tree = Tree::in_temp().map_err(|e| Error::Io {
+        what: "staging tree spill file".into(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    for layer in &image.layers {
+        let mut r = source::open_layer(layer)?;
+        layers::apply_layer(&mut tree, &mut r, &layer.digest)?;
+        // Read to the end so the uncompressed digest (diff_id) is checked.
+        io::copy(&mut r, &mut io::sink()).map_err(|source| Error::LayerStream {
+            layer: layer.digest.clone(),
+            source,
+        })?;
+    }
+    log.step(format!("applied {} layers", image.layers.len()));
+    Ok((image, tree))
+}
+
+fn inspect(source: &str, src: &SourceArgs, json: bool, log: &Log) -> Result<(), Error> {
+    let (image, tree) = flatten(source, src, json, log)?;
+    let report = inspect::boot_report(&tree);
+    if json {
+        let v = serde_json::json!({
+            "reference": image.reference,
+            "manifest_digest": image.manifest_digest,
+            "index_digest": image.index_digest,
+            "config_digest": image.config_digest,
+            "platform": image.platform.to_string(),
+            "platforms_available": image.platforms_available.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "layers": image.layers.iter().map(|l| serde_json::json!({
+                "digest": l.digest, "size": l.size, "media_type": l.media_type, "diff_id": l.diff_id,
+            })).collect::<Vec<_>>(),
+            "config": {
+                "entrypoint": image.config.config.entrypoint,
+                "cmd": image.config.config.cmd,
+                "env": image.config.config.env,
+                "user": image.config.config.user,
+                "working_dir": image.config.config.working_dir,
+            },
+            "bootability": report,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("JSON of plain values")
+        );
+        return Ok(());
+    }
+    let mut out = String::new();
+    out += &format!("Reference:       {}\n", image.reference);
+    out += &format!("Manifest digest: {}\n", image.manifest_digest);
+    if let Some(ix) = &image.index_digest {
+        out += &format!("Index digest:    {ix}\n");
+    }
+    let plats: Vec<String> = image
+        .platforms_available
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    out += &format!(
+        "Platform:        {} (available: {})\n",
+        image.platform,
+        plats.join(", ")
+    );
+    out += "Layers:\n";
+    for l in &image.layers {
+        out += &format!("  {}  {:>12}  {}\n", l.digest, l.size, l.media_type);
+    }
+    let c = &image.config.config;
+    out += &format!(
+        "Entrypoint:      {:?}\n",
+        c.entrypoint.clone().unwrap_or_default()
+    );
+    out += &format!("Cmd:             {:?}\n", c.cmd.clone().unwrap_or_default());
+    out += "Env:\n";
+    for e in c.env.iter().flatten() {
+        out += &format!("  {e}\n");
+    }
+    out += &format!("Bootability:\n{report}");
+    print!("{out}");
+    Ok(())
+}
+
+fn export(source: &str, output: &str, src: &SourceArgs, log: &Log) -> Result<(), Error> {
+    let (_image, tree) = flatten(
+        source,
+        src,
+        false,
+        &Log {
+            quiet: log.quiet || output == "-",
+        },
+    )?;
+    if output == "-" {
+        let stdout = io::stdout();
+        let mut w = io::BufWriter::new(stdout.lock());
+        export::write_tar(&tree, &mut w).map_err(io_err("writing the tar to stdout"))?;
+        w.flush().map_err(io_err("writing the tar to stdout"))?;
+        return Ok(());
+    }
+    let path = Path::new(output);
+    let mut f =
+        output::atomic::AtomicFile::create(path).map_err(io_err(format!("creating {output}")))?;
+    {
+        let mut w = io::BufWriter::new(f.file_mut());
+        export::write_tar(&tree, &mut w).map_err(io_err(format!("writing {output}")))?;
+        w.flush().map_err(io_err(format!("writing {output}")))?;
+    }
+    f.commit().map_err(io_err(format!("committing {output}")))?;
+    log.step(format!("wrote {output}"));
+    Ok(())
+}
+
+/// What to tell the user to install when an image has no kernel.
+fn no_kernel_message(report: &BootReport, reference: &str) -> String {
+    let os = &report.os_release;
+    let id = os.id.as_deref().unwrap_or("");
+    let like = os.id_like.as_deref().unwrap_or("");
+    let hint = if id == "alpine" {
+        "add `RUN apk add linux-virt` to the Dockerfile".to_string()
+    } else if id == "debian" || like.contains("debian") || id == "ubuntu" {
+        let pkg = if id == "ubuntu" {
+            "linux-image-virtual"
+        } else {
+            "linux-image-cloud-amd64"
+        };
+        format!("add `RUN apt-get install -y {pkg}` to the Dockerfile")
+    } else if like.contains("fedora") || like.contains("rhel") || id == "fedora" {
+        "add `RUN dnf install -y kernel` to the Dockerfile".to_string()
+    } else {
+        "install a Linux kernel and initramfs into /boot (e.g. linux-image-cloud-amd64 on Debian, linux-virt on Alpine)"
+            .to_string()
+    };
+    format!("image {reference} has no kernel (no /boot/vmlinuz-*): a VM needs one; {hint}")
+}
+
+/// The image's `/etc/os-release` (or `/usr/lib/os-release`) text, resolved inside the tree.
+fn os_release(tree: &Tree) -> Option<String> {
+    for p in [&b"etc/os-release"[..], b"usr/lib/os-release"] {
+        if let Some(id) = tree.resolve(p, true) {
+            if let Kind::File(fd) = &tree.inode(id).kind {
+                let mut s = String::new();
+                if tree
+                    .spill()
+                    .reader(fd)
+                    .take(64 * 1024)
+                    .read_to_string(&mut s)
+                    .is_ok()
+                {
+                    return Some(s);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn default_output(name: &str, format: Format) -> PathBuf {
+    PathBuf::from(match format {
+        Format::Ova => format!("{name}.ova"),
+        Format::Ovf => name.to_string(),
+        Format::Vmdk => format!("{name}.vmdk"),
+        Format::Raw => format!("{name}.raw"),
+    })
+}
+
+fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
+    let out_path = args.output.clone();
+    if let Some(p) = &out_path {
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                return Err(Error::Usage(format!(
+                    "output directory {} does not exist: create it or give another -o",
+                    dir.display()
+                )));
+            }
+        }
+    }
+    let (image, mut tree) = flatten(&args.source, &args.src, json, log)?;
+    let seed = image.manifest_digest.clone();
+
+    let report = inspect::boot_report(&tree);
+    if report.kernels.is_empty() {
+        return Err(Error::NoKernel(no_kernel_message(
+            &report,
+            &image.reference,
+        )));
+    }
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| guest::default_hostname(&image.reference));
+    let hostname = args.hostname.clone().unwrap_or_else(|| name.clone());
+    let os_release = os_release(&tree);
+
+    // Root filesystem identity, then the guest fixes that refer to it.
+    let mut ext4_opts = Ext4Options::from_seed(&seed);
+    ext4_opts.label = "root".into();
+    if let Some(u) = &args.fs_uuid {
+        ext4_opts.uuid = crate::disk::gpt::parse_uuid(u).ok_or_else(|| {
+            Error::Usage(format!("--fs-uuid {u:?} is not a UUID like 0f8c5a4e-..."))
+        })?;
+    }
+    let fixes = guest::apply(
+        &mut tree,
+        &guest::GuestOptions {
+            hostname: hostname.clone(),
+            root_fs_uuid: ids::uuid_string(&ext4_opts.uuid),
+            esp_serial: layout::esp_serial(&seed),
+        },
+    )?;
+    let fix_lines: Vec<String> = fixes.iter().map(|r| r.to_string()).collect();
+    for l in &fix_lines {
+        log.step(format!("guest: {l}"));
+    }
+
+    // Sizes: --root-size, else what --disk-size leaves, else content + --root-free.
+    let overhead = Layout::plan(&seed, args.boot_size, 0).disk_size;
+    let root_size = match (args.root_size, args.disk_size) {
+        (Some(r), _) => r / 4096 * 4096,
+        (None, Some(d)) => {
+            let r = d.checked_sub(overhead).filter(|r| *r >= 16 << 20).ok_or_else(|| {
+                Error::Usage(format!(
+                    "--disk-size {d} leaves no room for the root filesystem: the boot partitions and GPT take {overhead} bytes"
+                ))
+            })?;
+            r / (1 << 20) * (1 << 20)
+        }
+        (None, None) => {
+            ext4_opts.free_space = Some(args.root_free);
+            ext4::plan_size(&tree, &ext4_opts)?
+        }
+    };
+    ext4_opts.size = Some(root_size);
+
+    let mut disk_opts = DiskOptions::new(&seed, root_size);
+    disk_opts.esp_size = args.boot_size;
+    disk_opts.grub = GrubOptions {
+        config: match args.grub_config {
+            GrubConfig::Auto => ConfigMode::KeepOrGenerate,
+            GrubConfig::Generate => ConfigMode::Generate,
+        },
+        kernel_args: args.kernel_args.clone(),
+        ..GrubOptions::default()
+    };
+
+    let out_path = out_path.unwrap_or_else(|| default_output(&name, args.format));
+    let scratch_dir = out_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    // The raw disk: an unnamed sparse temporary file (gone with the process, whatever happens).
+    let raw: File = tempfile::tempfile_in(&scratch_dir)
+        .or_else(|_| tempfile::tempfile())
+        .map_err(io_err("creating the temporary disk image"))?;
+    log.step(format!(
+        "writing disk: ESP {} MiB, root {} MiB",
+        args.boot_size >> 20,
+        root_size >> 20
+    ));
+    let mut ext4_summary = None;
+    let disk = layout::write_disk(&mut tree, &raw, &disk_opts, |t, f, off, size| {
+        let mut o = ext4_opts.clone();
+        o.size = Some(size);
+        let s = ext4::write(t, f, off, &o).map_err(|e| DiskError::Root(e.to_string()))?;
+        ext4_summary = Some(s);
+        Ok(())
+    })?;
+    for l in disk.report() {
+        log.step(l);
+    }
+
+    let format = match args.format {
+        Format::Ova => output::Format::Ova,
+        Format::Ovf => output::Format::Ovf,
+        Format::Vmdk => output::Format::Vmdk,
+        Format::Raw => output::Format::Raw,
+    };
+    let mut out_opts = OutputOptions::default();
+    out_opts.vm = ovf::OvfOptions {
+        name: name.clone(),
+        cpus: args.cpus,
+        memory_mib: (args.memory >> 20).max(4),
+        hw_version: args.hw_version,
+        controller: match args.controller {
+            Controller::Pvscsi => ovf::ScsiController::Pvscsi,
+            Controller::Lsilogic => ovf::ScsiController::LsiLogic,
+        },
+        network: args.network.clone(),
+        firmware: match args.firmware {
+            Firmware::Efi => ovf::Firmware::Efi,
+            Firmware::Bios => ovf::Firmware::Bios,
+        },
+        os_type: args.os_type.clone(),
+        source_reference: image.reference.clone(),
+        manifest_digest: seed.clone(),
+        d2v_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    out_opts.vmdk.seed = seed.clone();
+    out_opts.vmdk.compression_level = args.compression_level;
+    out_opts.os_release = os_release;
+    log.step(format!("writing {}", out_path.display()));
+    let summary = output::write_outputs(&raw, format, &out_path, &out_opts)?;
+
+    let kernels: Vec<String> = disk.grub.kernels.iter().map(|k| k.kernel.clone()).collect();
+    if json {
+        let v = serde_json::json!({
+            "output": summary.path,
+            "format": format!("{:?}", args.format).to_lowercase(),
+            "bytes": summary.bytes,
+            "reference": image.reference,
+            "manifest_digest": seed,
+            "name": name,
+            "hostname": hostname,
+            "disk": {
+                "size": disk.layout.disk_size,
+                "esp_size": disk.layout.esp.size,
+                "root_size": disk.layout.root.size,
+                "root_partuuid": ids::uuid_string(&disk.layout.root_uuid),
+                "root_fs_uuid": ids::uuid_string(&ext4_opts.uuid),
+                "esp_serial": disk.layout.esp_volume_id_string(),
+            },
+            "vmdk": summary.vmdk.as_ref().map(|v| serde_json::json!({
+                "capacity": v.capacity, "populated_size": v.populated_size, "file_size": v.file_size,
+            })),
+            "kernels": kernels,
+            "grub_config_generated": disk.grub.generated_config,
+            "guest_fixes": fix_lines,
+            "notes": disk.report(),
+            "root_fs": ext4_summary.as_ref().map(|s| serde_json::json!({
+                "blocks": s.blocks, "free_blocks": s.free_blocks, "inodes": s.inodes, "free_inodes": s.free_inodes,
+            })),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("JSON of plain values")
+        );
+    } else {
+        log.step(format!(
+            "done: {} ({} bytes)",
+            summary.path.display(),
+            summary.bytes
+        ));
+    }
+    Ok(())
 }

@@ -6,10 +6,16 @@ fn main() {
     let code = match d2v::pipeline::run(&cli) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("d2v: error: {e}");
+            let mut shown = e.to_string();
+            eprintln!("d2v: error: {shown}");
+            // Causes whose text the message already includes are not repeated.
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
-                eprintln!("  caused by: {s}");
+                let text = s.to_string();
+                if !shown.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                    shown.push_str(&text);
+                }
                 src = s.source();
             }
             1

@@ -176,6 +176,9 @@ fn inspect(source: &str, src: &SourceArgs, json: bool, log: &Log) -> Result<(), 
 }
 
 fn export(source: &str, output: &str, src: &SourceArgs, log: &Log) -> Result<(), Error> {
+    if output != "-" {
+        check_output_dir(Path::new(output))?;
+    }
     let (_image, tree) = flatten(
         source,
         src,
@@ -248,6 +251,37 @@ fn os_release(tree: &Tree) -> Option<String> {
     None
 }
 
+/// The option that fixed the root filesystem's size, if the user gave one.
+fn explicit_size_option(args: &BuildArgs) -> Option<&'static str> {
+    match (args.root_size, args.disk_size) {
+        (Some(_), _) => Some("--root-size"),
+        (None, Some(_)) => Some("--disk-size"),
+        (None, None) => None,
+    }
+}
+
+/// Fails before any disk is written when a size the user chose cannot hold the content.
+fn check_root_fits(
+    tree: &Tree,
+    opts: &Ext4Options,
+    root_size: u64,
+    option: &str,
+) -> Result<(), Error> {
+    let mut min = opts.clone();
+    min.size = None;
+    min.free_space = Some(0);
+    let need = ext4::plan_size(tree, &min)?;
+    if root_size < need {
+        return Err(Error::Usage(format!(
+            "{option} too small: the root filesystem would get {} KiB but the image's content \
+             needs at least {} MiB; give a larger {option} or leave it out to size the disk automatically",
+            root_size >> 10,
+            need.div_ceil(1 << 20)
+        )));
+    }
+    Ok(())
+}
+
 fn default_output(name: &str, format: Format) -> PathBuf {
     PathBuf::from(match format {
         Format::Ova => format!("{name}.ova"),
@@ -257,17 +291,23 @@ fn default_output(name: &str, format: Format) -> PathBuf {
     })
 }
 
+/// Fails before any work when the directory an output goes into does not exist.
+fn check_output_dir(path: &Path) -> Result<(), Error> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return Err(Error::Usage(format!(
+                "output directory {} does not exist: create it or give another -o",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
     let out_path = args.output.clone();
     if let Some(p) = &out_path {
-        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.is_dir() {
-                return Err(Error::Usage(format!(
-                    "output directory {} does not exist: create it or give another -o",
-                    dir.display()
-                )));
-            }
-        }
+        check_output_dir(p)?;
     }
     let (image, mut tree) = flatten(&args.source, &args.src, json, log)?;
     let seed = image.manifest_digest.clone();
@@ -312,11 +352,18 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
     let root_size = match (args.root_size, args.disk_size) {
         (Some(r), _) => r / 4096 * 4096,
         (None, Some(d)) => {
-            let r = d.checked_sub(overhead).filter(|r| *r >= 16 << 20).ok_or_else(|| {
-                Error::Usage(format!(
-                    "--disk-size {d} leaves no room for the root filesystem: the boot partitions and GPT take {overhead} bytes"
+            let r = d
+                .checked_sub(overhead)
+                .filter(|r| *r >= 16 << 20)
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                    "--disk-size {} MiB leaves no room for the root filesystem: the GPT and boot \
+                     partitions take {} MiB (--boot-size) and the root needs at least 16 MiB; give \
+                     a larger --disk-size or leave it out to size the disk automatically",
+                    d >> 20,
+                    overhead.div_ceil(1 << 20)
                 ))
-            })?;
+                })?;
             r / (1 << 20) * (1 << 20)
         }
         (None, None) => {
@@ -324,6 +371,9 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
             ext4::plan_size(&tree, &ext4_opts)?
         }
     };
+    if let Some(opt) = explicit_size_option(args) {
+        check_root_fits(&tree, &ext4_opts, root_size, opt)?;
+    }
     ext4_opts.size = Some(root_size);
 
     let mut disk_opts = DiskOptions::new(&seed, root_size);

@@ -414,13 +414,14 @@ fn missing_output_directory() {
         );
         assert!(!sb.path("no").exists(), "d2v created the missing directory");
     }
+    // export checks before reading the image: it fails even for a source that is not there.
     let r = sb.d2v([
         "export".as_ref(),
-        src.as_ref(),
+        oci_src(&sb.path("in/absent"), "v1").as_ref(),
         "-o".as_ref(),
         missing.join("rootfs.tar").as_os_str(),
     ]);
-    assert_clean_failure(&r, &[&missing.display().to_string()]);
+    assert_clean_failure(&r, &[&missing.display().to_string(), "does not exist"]);
 }
 
 #[test]
@@ -428,6 +429,19 @@ fn disk_too_small() {
     let sb = Sandbox::new();
     let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
     let src = oci_src(&dir, "v1");
-    build_fails(&sb, &src, &["--disk-size", "2M"], &["--disk-size"]);
-    build_fails(&sb, &src, &["--root-size", "64K"], &["--root-size"]);
+    build_fails(
+        &sb,
+        &src,
+        &["--disk-size", "2M"],
+        &["--disk-size", "2 MiB", "larger"],
+    );
+    build_fails(
+        &sb,
+        &src,
+        &["--root-size", "64K"],
+        &["--root-size", "larger"],
+    );
+    // Checked before any disk is written.
+    let r = build_fails(&sb, &src, &["--root-size", "1M"], &["--root-size"]);
+    assert!(!r.stderr.contains("writing disk"), "{}", r.stderr);
 }

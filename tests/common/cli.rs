@@ -191,11 +191,23 @@ fn run_with_timeout(mut cmd: Command) -> Run {
 /// (case-insensitive), no panic, no backtrace, nothing on stdout.
 pub fn assert_clean_failure(run: &Run, needles: &[&str]) {
     let e = &run.stderr;
+    // Shown with --nocapture, to review the messages.
+    eprintln!("--- {}\n{e}", run.cmd);
     let ctx = format!("`{}`\nstderr:\n{e}", run.cmd);
     assert_eq!(run.status.code(), Some(1), "expected exit status 1: {ctx}");
     assert!(!e.contains("panicked"), "d2v panicked: {ctx}");
     assert!(!e.contains("RUST_BACKTRACE"), "d2v panicked: {ctx}");
     assert!(e.contains("d2v: error: "), "no `d2v: error:` line: {ctx}");
+    // Causes are not repeated: a `caused by` line says something the message does not.
+    let first = e
+        .lines()
+        .find(|l| l.starts_with("d2v: error: "))
+        .unwrap_or_default();
+    for l in e.lines() {
+        if let Some(c) = l.strip_prefix("  caused by: ") {
+            assert!(!first.contains(c), "repeated cause {c:?}: {ctx}");
+        }
+    }
     let lower = e.to_lowercase();
     for n in needles {
         assert!(

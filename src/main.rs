@@ -1,5 +1,6 @@
 use clap::Parser;
 use d2v::cli::Cli;
+use std::io::Write;
 
 fn main() {
     let cli = Cli::parse();
@@ -7,13 +8,14 @@ fn main() {
         Ok(()) => 0,
         Err(e) => {
             let mut shown = e.to_string();
-            eprintln!("d2v: error: {shown}");
+            // Never panic on a closed or full stderr.
+            let _ = writeln!(std::io::stderr(), "d2v: error: {shown}");
             // Causes whose text the message already includes are not repeated.
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
                 let text = s.to_string();
                 if !shown.contains(&text) {
-                    eprintln!("  caused by: {text}");
+                    let _ = writeln!(std::io::stderr(), "  caused by: {text}");
                     shown.push_str(&text);
                 }
                 src = s.source();

@@ -65,9 +65,18 @@ struct Log {
 impl Log {
     fn step(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("{}", msg.as_ref());
+            // Progress is best effort: a closed or full stderr must not stop (or panic) d2v.
+            let _ = writeln!(io::stderr(), "{}", msg.as_ref());
         }
     }
+}
+
+/// Writes results to stdout; a closed pipe or full disk is an error, not a panic.
+fn print_stdout(text: &str) -> Result<(), Error> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(io_err("writing to stdout"))
 }
 
 fn source_options(src: &SourceArgs, json: bool) -> Result<SourceOptions, Error> {
@@ -134,10 +143,10 @@ fn inspect(source: &str, src: &SourceArgs, json: bool, log: &Log) -> Result<(), 
             },
             "bootability": report,
         });
-        println!(
-            "{}",
+        print_stdout(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&v).expect("JSON of plain values")
-        );
+        ))?;
         return Ok(());
     }
     let mut out = String::new();
@@ -171,13 +180,13 @@ fn inspect(source: &str, src: &SourceArgs, json: bool, log: &Log) -> Result<(), 
         out += &format!("  {e}\n");
     }
     out += &format!("Bootability:\n{report}");
-    print!("{out}");
+    print_stdout(&out)?;
     Ok(())
 }
 
 fn export(source: &str, output: &str, src: &SourceArgs, log: &Log) -> Result<(), Error> {
     if output != "-" {
-        check_output_dir(Path::new(output))?;
+        check_output_file(Path::new(output))?;
     }
     let (_image, tree) = flatten(
         source,
@@ -291,8 +300,9 @@ fn default_output(name: &str, format: Format) -> PathBuf {
     })
 }
 
-/// Fails before any work when the directory an output goes into does not exist.
-fn check_output_dir(path: &Path) -> Result<(), Error> {
+/// Fails before any work when the directory an output goes into does not exist, or the
+/// output path is a directory.
+fn check_output_file(path: &Path) -> Result<(), Error> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
             return Err(Error::Usage(format!(
@@ -301,13 +311,30 @@ fn check_output_dir(path: &Path) -> Result<(), Error> {
             )));
         }
     }
+    if path.is_dir() || path.file_name().is_none() {
+        return Err(Error::Usage(format!(
+            "output {} is a directory: give a file path such as {}",
+            path.display(),
+            path.join("rootfs.tar").display()
+        )));
+    }
     Ok(())
+}
+
+fn output_format(format: Format) -> output::Format {
+    match format {
+        Format::Ova => output::Format::Ova,
+        Format::Ovf => output::Format::Ovf,
+        Format::Vmdk => output::Format::Vmdk,
+        Format::Raw => output::Format::Raw,
+    }
 }
 
 fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
     let out_path = args.output.clone();
     if let Some(p) = &out_path {
-        check_output_dir(p)?;
+        // Before reading the image: a wrong -o should not cost a download.
+        output::check_target(p, output_format(args.format))?;
     }
     let (image, mut tree) = flatten(&args.source, &args.src, json, log)?;
     let seed = image.manifest_digest.clone();
@@ -388,6 +415,7 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
     };
 
     let out_path = out_path.unwrap_or_else(|| default_output(&name, args.format));
+    output::check_target(&out_path, output_format(args.format))?;
     let scratch_dir = out_path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -414,12 +442,7 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
         log.step(l);
     }
 
-    let format = match args.format {
-        Format::Ova => output::Format::Ova,
-        Format::Ovf => output::Format::Ovf,
-        Format::Vmdk => output::Format::Vmdk,
-        Format::Raw => output::Format::Raw,
-    };
+    let format = output_format(args.format);
     let mut out_opts = OutputOptions::default();
     out_opts.vm = ovf::OvfOptions {
         name: name.clone(),
@@ -475,10 +498,10 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
                 "blocks": s.blocks, "free_blocks": s.free_blocks, "inodes": s.inodes, "free_inodes": s.free_inodes,
             })),
         });
-        println!(
-            "{}",
+        print_stdout(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&v).expect("JSON of plain values")
-        );
+        ))?;
     } else {
         log.step(format!(
             "done: {} ({} bytes)",

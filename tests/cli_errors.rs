@@ -6,6 +6,8 @@
 #[path = "common/cli.rs"]
 mod cli;
 
+use std::path::Path;
+
 use cli::*;
 use testkit::oci::{self, Compression, ImageSpec};
 use testkit::registry::{Kind, Registry, PASSWORD};
@@ -444,4 +446,68 @@ fn disk_too_small() {
     // Checked before any disk is written.
     let r = build_fails(&sb, &src, &["--root-size", "1M"], &["--root-size"]);
     assert!(!r.stderr.contains("writing disk"), "{}", r.stderr);
+}
+
+#[test]
+fn output_path_conflicts_fail_before_reading_the_image() {
+    let sb = Sandbox::new();
+    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
+    let src = oci_src(&dir, "v1");
+    let user_dir = sb.out_file("photos");
+    std::fs::create_dir(&user_dir).unwrap();
+    std::fs::write(user_dir.join("holiday.jpg"), b"precious").unwrap();
+    let a_file = sb.out_file("notes.txt");
+    std::fs::write(&a_file, b"notes").unwrap();
+    let check = |format: &str, out: &Path, needles: &[&str]| {
+        let r = sb.d2v([
+            "build".as_ref(),
+            src.as_ref(),
+            "--format".as_ref(),
+            format.as_ref(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ]);
+        assert_clean_failure(&r, needles);
+        // Checked first: no image was read.
+        assert!(!r.stderr.contains("applied"), "{}", r.stderr);
+    };
+    // An ovf output never replaces a directory of other files (it would delete them).
+    check("ovf", &user_dir, &["photos", "holiday.jpg", "-o"]);
+    assert_eq!(
+        std::fs::read(user_dir.join("holiday.jpg")).unwrap(),
+        b"precious"
+    );
+    for f in ["ova", "vmdk", "raw"] {
+        check(f, &user_dir, &["photos", "directory"]);
+    }
+    check("ovf", &a_file, &["notes.txt", "not a directory"]);
+    check("ova", Path::new("."), &["\".\"", "-o"]);
+    let r = sb.d2v([
+        "export".as_ref(),
+        src.as_ref(),
+        "-o".as_ref(),
+        user_dir.as_os_str(),
+    ]);
+    assert_clean_failure(&r, &["photos", "directory"]);
+    assert_eq!(
+        sb.out_listing(),
+        ["notes.txt", "photos"],
+        "outputs or temporaries left"
+    );
+    assert_eq!(ls(&user_dir), ["holiday.jpg"]);
+}
+
+#[test]
+fn full_stdout_is_an_error_not_a_panic() {
+    let sb = Sandbox::new();
+    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
+    let src = oci_src(&dir, "v1");
+    for args in [
+        vec!["inspect", &src, "--json"],
+        vec!["inspect", &src],
+        vec!["export", &src, "-o", "-"],
+    ] {
+        let r = sb.d2v_stdout_full(&args);
+        assert_clean_failure(&r, &["stdout", "No space left"]);
+    }
 }

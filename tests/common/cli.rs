@@ -111,6 +111,19 @@ impl Sandbox {
         run_with_timeout(cmd)
     }
 
+    /// Runs `d2v ARGS` with stdout on `/dev/full` (every write fails with ENOSPC).
+    pub fn d2v_stdout_full<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        run_with_timeout_stdout(self.command(args), Some(full))
+    }
+
     /// The command, not yet started (for tests that signal the process).
     pub fn command<I, S>(&self, args: I) -> Command
     where
@@ -151,11 +164,15 @@ pub fn ls(dir: &Path) -> Vec<String> {
     v
 }
 
-fn run_with_timeout(mut cmd: Command) -> Run {
+fn run_with_timeout(cmd: Command) -> Run {
+    run_with_timeout_stdout(cmd, None)
+}
+
+fn run_with_timeout_stdout(mut cmd: Command, stdout: Option<std::fs::File>) -> Run {
     let shown = format!("{cmd:?}");
     let out_file = tempfile::tempfile().unwrap();
     let err_file = tempfile::tempfile().unwrap();
-    cmd.stdout(out_file.try_clone().unwrap())
+    cmd.stdout(stdout.unwrap_or_else(|| out_file.try_clone().unwrap()))
         .stderr(err_file.try_clone().unwrap());
     let mut child = cmd
         .spawn()

@@ -73,7 +73,7 @@ pub fn run(args: &[String]) -> Result<()> {
         let _ = fs::remove_dir_all(work.join("bundle"));
         exec(
             Command::new("umoci")
-                .args(["unpack", "--image"])
+                .args(crate::util::umoci_unpack())
                 .arg(format!("{}:{}", fixture.oci_layout.display(), fixture.tag))
                 .arg(work.join("bundle")),
         )?;

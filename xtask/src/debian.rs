@@ -1,7 +1,7 @@
 //! The Debian packages the tests and fixtures need — the one list — and their idempotent install.
 
 use crate::bail;
-use crate::util::{exec, output, step, Result};
+use crate::util::{exec, step, Result};
 use std::process::Command;
 
 /// Every Debian package `cargo xtask test` needs, with why.
@@ -93,9 +93,8 @@ pub fn ensure() -> Result<()> {
         return Ok(());
     }
     println!("missing: {}", missing.join(" "));
-    let uid = output(Command::new("id").arg("-u")).unwrap_or_default();
     let args = install_args(&missing);
-    if uid.trim() != "0" {
+    if !crate::util::is_root() {
         bail!(
             "not root: run as root, or install them: apt-get install {}",
             args.join(" ")

@@ -106,6 +106,20 @@ impl<W: Write> Write for HashWriter<W> {
     }
 }
 
+/// Running as root? (mmdebstrap root mode, umoci unpack with real owners.)
+pub fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_ok_and(|u| u.trim() == "0")
+}
+
+/// `umoci unpack` arguments: `--rootless` unless root.
+pub fn umoci_unpack() -> Vec<&'static str> {
+    if is_root() {
+        vec!["unpack", "--image"]
+    } else {
+        vec!["unpack", "--rootless", "--image"]
+    }
+}
+
 pub struct Timer(Instant);
 
 impl Timer {

@@ -30,6 +30,10 @@ pub struct Node {
     pub ranges: Vec<(u64, u64)>,
     pub inline: Vec<xattr::Entry>,
     pub block_xattrs: Vec<xattr::Entry>,
+    /// Index of the node whose xattr block this node shares (its own index: it owns one).
+    pub xattr_owner: u32,
+    /// Inodes sharing this node's xattr block (owners only).
+    pub xattr_refs: u32,
     pub links: u16,
 }
 
@@ -198,6 +202,8 @@ impl Plan {
                 ranges,
                 inline,
                 block_xattrs,
+                xattr_owner: 0,
+                xattr_refs: 0,
                 links,
             });
             if e.id == ROOT && !has_lpf_name {
@@ -208,6 +214,8 @@ impl Plan {
                     ranges: vec![(0, 1)],
                     inline: Vec::new(),
                     block_xattrs: Vec::new(),
+                    xattr_owner: 0,
+                    xattr_refs: 0,
                     links: 2,
                 });
             }
@@ -232,11 +240,29 @@ impl Plan {
                 plan.nodes[i].ranges = vec![(0, blocks.len() as u64)];
             }
         }
-        for n in &plan.nodes {
+        // Identical xattr blocks are shared, as the kernel does.
+        let mut owners: std::collections::HashMap<Vec<xattr::Entry>, usize> = Default::default();
+        for i in 0..plan.nodes.len() {
+            if plan.nodes[i].block_xattrs.is_empty() {
+                continue;
+            }
+            let mut owner = *owners
+                .entry(plan.nodes[i].block_xattrs.clone())
+                .or_insert(i);
+            if plan.nodes[owner].xattr_refs >= xattr::MAX_REFS {
+                owners.insert(plan.nodes[i].block_xattrs.clone(), i);
+                owner = i;
+            }
+            plan.nodes[i].xattr_owner = owner as u32;
+            plan.nodes[owner].xattr_refs += 1;
+        }
+        for (i, n) in plan.nodes.iter().enumerate() {
             let data: u64 = n.ranges.iter().map(|r| r.1 - r.0).sum();
             let extents = n.ranges.len() as u64 + data / MAX_LEN + data / 30000 + 1;
             let tree_blocks: usize = tree_shape(extents as usize).iter().sum();
-            content += data + tree_blocks as u64 + !n.block_xattrs.is_empty() as u64;
+            content += data
+                + tree_blocks as u64
+                + (n.xattr_refs > 0 && n.xattr_owner as usize == i) as u64;
         }
         plan.content_blocks = content;
         Ok(plan)

@@ -13,7 +13,8 @@ use super::sb::{self, GroupInfo, SbInfo};
 use super::{csum, dir, io_err, xattr, Ext4Error, Ext4Options, Ext4Summary};
 use crate::tree::{Kind, Timestamp, Tree};
 
-const CAP: usize = 8 << 20;
+/// Largest single write (and the write buffer).
+const CAP: usize = 2 << 20;
 
 /// Coalesces writes to consecutive blocks into large `pwrite`s.
 struct Writer<'f> {
@@ -140,14 +141,23 @@ pub fn write(
         jtree.push(alloc.run(1)?.0);
     }
     let mut placed = vec![Placed::default(); p.nodes.len()];
-    for (n, pl) in p.nodes.iter().zip(placed.iter_mut()) {
-        pl.extents = extents_for(&mut alloc, &n.ranges)?;
+    for (i, n) in p.nodes.iter().enumerate() {
+        let mut pl = Placed {
+            extents: extents_for(&mut alloc, &n.ranges)?,
+            ..Placed::default()
+        };
         for _ in 0..tree_shape(pl.extents.len()).iter().sum::<usize>() {
             pl.tree_blocks.push(alloc.run(1)?.0);
         }
         if !n.block_xattrs.is_empty() {
-            pl.xattr_block = alloc.run(1)?.0;
+            let owner = n.xattr_owner as usize;
+            pl.xattr_block = if owner == i {
+                alloc.run(1)?.0
+            } else {
+                placed[owner].xattr_block
+            };
         }
+        placed[i] = pl;
     }
 
     // Data pass.
@@ -166,7 +176,7 @@ pub fn write(
         w.put(b, &data)?;
     }
     let mut indexed_dirs = 0;
-    for (n, pl) in p.nodes.iter().zip(placed.iter_mut()) {
+    for (i, (n, pl)) in p.nodes.iter().zip(placed.iter_mut()).enumerate() {
         let seed = csum::inode_seed(fs_seed, n.ino, 0);
         let kind = match n.src {
             Src::Tree(id) => Some(&tree.inode(id).kind),
@@ -211,11 +221,9 @@ pub fn write(
         for (b, data) in tb {
             w.put(b, &data)?;
         }
-        if pl.xattr_block != 0 {
-            w.put(
-                pl.xattr_block,
-                &xattr::encode_block(&n.block_xattrs, pl.xattr_block, fs_seed),
-            )?;
+        if pl.xattr_block != 0 && n.xattr_owner as usize == i {
+            let b = xattr::encode_block(&n.block_xattrs, pl.xattr_block, n.xattr_refs, fs_seed);
+            w.put(pl.xattr_block, &b)?;
         }
     }
     w.flush()?;

@@ -12,7 +12,7 @@ pub const INLINE_SPACE: usize = 256 - 160 - 4;
 const BLOCK_HEADER: usize = 32;
 const BLOCK: usize = 4096;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Entry {
     pub index: u8,
     pub name: Vec<u8>,
@@ -170,10 +170,15 @@ pub fn encode_inline(entries: &[Entry], area: &mut [u8]) {
 }
 
 /// An xattr block at block number `blocknr`, with its hash and checksum.
-pub fn encode_block(entries: &[Entry], blocknr: u64, fs_seed: u32) -> Vec<u8> {
+///
+/// At most this many inodes share one xattr block (the kernel's `EXT4_XATTR_REFCOUNT_MAX`).
+pub const MAX_REFS: u32 = 1024;
+
+/// `refs`: how many inodes point at this block.
+pub fn encode_block(entries: &[Entry], blocknr: u64, refs: u32, fs_seed: u32) -> Vec<u8> {
     let mut b = vec![0u8; BLOCK];
     b[..4].copy_from_slice(&MAGIC.to_le_bytes());
-    b[4..8].copy_from_slice(&1u32.to_le_bytes()); // h_refcount
+    b[4..8].copy_from_slice(&refs.to_le_bytes()); // h_refcount
     b[8..12].copy_from_slice(&1u32.to_le_bytes()); // h_blocks
     let hashes = encode(entries, &mut b, BLOCK_HEADER, 0);
     let h = hashes.iter().fold(0u32, |h, &e| (h << 16) ^ (h >> 16) ^ e);

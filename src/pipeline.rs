@@ -330,7 +330,62 @@ fn output_format(format: Format) -> output::Format {
     }
 }
 
+/// A hostname as RFC 1123 allows: dot-separated labels of letters, digits and '-' (not at
+/// either end), each at most 63 characters, 253 in all.
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// Refuses option values that would give a broken VM or smuggle lines into generated files.
+fn check_build_args(args: &BuildArgs) -> Result<(), Error> {
+    if let Some(h) = &args.hostname {
+        if !valid_hostname(h) {
+            return Err(Error::Usage(format!(
+                "--hostname {h:?} is not a valid hostname: use letters, digits and '-' \
+                 (dot-separated labels of at most 63 characters), e.g. web-1"
+            )));
+        }
+    }
+    for a in &args.kernel_args {
+        if a.is_empty() || a.chars().any(|c| c.is_control()) {
+            return Err(Error::Usage(format!(
+                "--kernel-arg {a:?}: a kernel argument must be non-empty and on one line (no \
+                 control characters); repeat --kernel-arg for several"
+            )));
+        }
+    }
+    if args.cpus == 0 || args.cpus > 768 {
+        return Err(Error::Usage(format!(
+            "--cpus {}: a vSphere VM has 1 to 768 virtual CPUs",
+            args.cpus
+        )));
+    }
+    if args.memory < 4 << 20 {
+        return Err(Error::Usage(format!(
+            "--memory {} bytes is below vSphere's minimum of 4 MiB: give e.g. --memory 2G",
+            args.memory
+        )));
+    }
+    if let Some(n) = &args.name {
+        if n.trim().is_empty() || n.chars().any(|c| c.is_control()) {
+            return Err(Error::Usage(format!(
+                "--name {n:?}: the VM name must be non-empty and on one line"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
+    check_build_args(args)?;
     let out_path = args.output.clone();
     if let Some(p) = &out_path {
         // Before reading the image: a wrong -o should not cost a download.
@@ -350,7 +405,11 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
         .name
         .clone()
         .unwrap_or_else(|| guest::default_hostname(&image.reference));
-    let hostname = args.hostname.clone().unwrap_or_else(|| name.clone());
+    // The VM name may hold spaces and capitals; a hostname may not.
+    let hostname = args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| guest::default_hostname(&name));
     let os_release = os_release(&tree);
 
     // Root filesystem identity, then the guest fixes that refer to it.
@@ -510,4 +569,26 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hostnames() {
+        for ok in ["web", "web-1", "a.b.c", "x1", &"a".repeat(63)] {
+            assert!(super::valid_hostname(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "a..b",
+            "my vm",
+            "evil\nhost",
+            "ü",
+            &"a".repeat(64),
+        ] {
+            assert!(!super::valid_hostname(bad), "{bad:?}");
+        }
+    }
 }

@@ -511,3 +511,67 @@ fn full_stdout_is_an_error_not_a_panic() {
         assert_clean_failure(&r, &["stdout", "No space left"]);
     }
 }
+
+#[test]
+fn invalid_option_values_fail_before_reading_the_image() {
+    let sb = Sandbox::new();
+    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
+    let src = oci_src(&dir, "v1");
+    for (opt, value, needles) in [
+        (
+            "--hostname",
+            "evil\nhost",
+            &["--hostname", "valid hostname"][..],
+        ),
+        ("--hostname", "my host", &["--hostname", "my host"][..]),
+        // A newline would add lines to the generated grub.cfg.
+        (
+            "--kernel-arg",
+            "quiet\n}\nmenuentry x {",
+            &["--kernel-arg", "one line"][..],
+        ),
+        ("--cpus", "0", &["--cpus", "1 to"][..]),
+        ("--memory", "1M", &["--memory", "4 MiB"][..]),
+        ("--name", "", &["--name", "non-empty"][..]),
+        ("--fs-uuid", "not-a-uuid", &["--fs-uuid", "not-a-uuid"][..]),
+    ] {
+        let r = build_fails(&sb, &src, &[opt, value], needles);
+        if opt != "--fs-uuid" {
+            assert!(!r.stderr.contains("applied"), "{}", r.stderr);
+        }
+    }
+}
+
+#[test]
+fn bad_archives_and_cache_dir() {
+    let sb = Sandbox::new();
+    let garbage = sb.path("in/garbage.tar");
+    std::fs::write(&garbage, noise(9, 5000)).unwrap();
+    for t in ["docker-archive", "oci-archive"] {
+        let src = format!("{t}:{}", garbage.display());
+        let r = build_fails(&sb, &src, &[], &["garbage.tar"]);
+        // No raw binary bytes dumped on the terminal.
+        assert!(
+            r.stderr
+                .chars()
+                .all(|c| c == '\n' || (c.is_ascii() && !c.is_ascii_control())),
+            "{:?}",
+            r.stderr
+        );
+        let missing = sb.path("in/missing.tar");
+        build_fails(
+            &sb,
+            &format!("{t}:{}", missing.display()),
+            &[],
+            &["missing.tar"],
+        );
+    }
+    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
+    let r = sb.d2v([
+        "inspect".as_ref(),
+        oci_src(&dir, "v1").as_ref(),
+        "--cache-dir".as_ref(),
+        garbage.as_os_str(),
+    ]);
+    assert_clean_failure(&r, &["garbage.tar", "--cache-dir"]);
+}

@@ -20,6 +20,8 @@ use testkit::oci::Compression;
 const EPOCH: &str = "1700000000";
 /// Keep the tiny disks small: little free space on the root filesystem.
 const SMALL: [&str; 2] = ["--root-free", "64M"];
+/// A VM name that is not a valid hostname.
+const VM_NAME: [&str; 2] = ["--name", "My VM"];
 
 fn tiny(sb: &Sandbox) -> (PathBuf, testkit::oci::WrittenImage, String) {
     let dir = sb.path("in/oci");
@@ -269,7 +271,7 @@ fn build_every_format_gives_valid_outputs() {
 
     // raw: a GPT disk with BIOS boot, ESP and root partitions.
     let raw = sb.out_file("vm.img");
-    build(&sb, &src, "raw", &raw, &[]);
+    build(&sb, &src, "raw", &raw, &VM_NAME);
     testkit::require_tool("sgdisk", "gdisk");
     let v = tool_ok(Command::new("sgdisk").arg("-v").arg(&raw));
     assert!(v.contains("No problems found"), "{v}");
@@ -280,17 +282,23 @@ fn build_every_format_gives_valid_outputs() {
 
     // vmdk: streamOptimized, the same disk.
     let vmdk = sb.out_file("vm.vmdk");
-    build(&sb, &src, "vmdk", &vmdk, &[]);
+    build(&sb, &src, "vmdk", &vmdk, &VM_NAME);
     qemu_img_check(&vmdk);
     same_disk(&raw, &vmdk);
 
     // ova: .ovf first, then .mf, then the disk; checksums right; schema-valid; the same disk.
     let ova = sb.out_file("vm.ova");
-    let r = build(&sb, &src, "ova", &ova, &["--json"]);
+    let r = build(&sb, &src, "ova", &ova, &[VM_NAME[0], VM_NAME[1], "--json"]);
     let summary: serde_json::Value = serde_json::from_slice(&r.stdout)
         .unwrap_or_else(|e| panic!("build --json is not JSON ({e}):\n{}", r.stdout_str()));
     assert!(
         json_has_string(&summary, &img.manifest_digest),
+        "{summary:#}"
+    );
+    // The VM name may have spaces; the guest's hostname is derived from it validly.
+    assert_eq!(
+        json_find(&summary, "hostname"),
+        Some(&"my-vm".into()),
         "{summary:#}"
     );
     let bytes = std::fs::read(&ova).unwrap();
@@ -315,6 +323,7 @@ fn build_every_format_gives_valid_outputs() {
     check_mf(std::str::from_utf8(&files["vm.mf"]).unwrap(), &files);
     let ovf = String::from_utf8(files["vm.ovf"].clone()).unwrap();
     validate_ovf(&ovf);
+    assert!(ovf.contains("My VM"), "the VM name is not in the OVF");
     assert!(
         ovf.contains(&img.manifest_digest),
         "provenance missing from the OVF"
@@ -330,7 +339,7 @@ fn build_every_format_gives_valid_outputs() {
 
     // ovf: a directory with the same three files.
     let dir = sb.out_file("vmdir");
-    build(&sb, &src, "ovf", &dir, &[]);
+    build(&sb, &src, "ovf", &dir, &VM_NAME);
     assert!(dir.is_dir());
     let mut dfiles = BTreeMap::new();
     for n in ls(&dir) {

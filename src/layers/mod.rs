@@ -29,10 +29,12 @@ pub const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
+    /// `error` is shown through [`printable`]: the tar reader quotes raw header bytes.
     #[error(
-        "layer {layer}: reading the tar stream failed (corrupt or truncated layer?): {source}"
+        "layer {layer}: reading the tar stream failed (corrupt or truncated layer?): {}",
+        printable(&error.to_string())
     )]
-    Read { layer: String, source: io::Error },
+    Read { layer: String, error: io::Error },
     #[error("layer {layer}: entry {path:?} has a '..' component or escapes the image root; refusing to apply this layer")]
     UnsafePath { layer: String, path: String },
     #[error("layer {layer}: entry {path:?}: {source}")]
@@ -57,12 +59,33 @@ pub enum LayerError {
     },
 }
 
+/// `s` without control or non-ASCII characters, shortened: error messages quote text from
+/// untrusted input (tar headers), which must not dump binary garbage on a terminal.
+pub fn printable(s: &str) -> String {
+    const MAX: usize = 400;
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(MAX)
+        .collect();
+    if s.chars().count() > MAX {
+        out.push_str("...");
+    }
+    out
+}
+
 /// Applies one layer's tar stream onto `tree`. `layer` names the layer in errors (its digest).
 /// The stream is read to its end, so a verifying reader sees all of it.
 pub fn apply_layer(tree: &mut Tree, tar: &mut dyn Read, layer: &str) -> Result<(), LayerError> {
-    let read_err = |source| LayerError::Read {
+    let read_err = |error| LayerError::Read {
         layer: layer.to_string(),
-        source,
+        error,
     };
     let mut ours = BTreeSet::new();
     {

@@ -55,26 +55,6 @@ fn norm(name: &str) -> String {
     s.trim_start_matches('/').to_string()
 }
 
-/// `s` without control or non-ASCII characters (the tar reader quotes raw header bytes),
-/// shortened, so an error message never dumps binary garbage on a terminal.
-fn printable(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c == ' ' || c.is_ascii_graphic() {
-                c
-            } else {
-                '?'
-            }
-        })
-        .take(120)
-        .collect();
-    if s.chars().count() > 120 {
-        out.push_str("...");
-    }
-    out
-}
-
 impl Imported {
     pub fn load(path: &Path, cache: &Cache) -> Result<Imported, SourceError> {
         let io = |e: std::io::Error| SourceError::Io {
@@ -94,7 +74,7 @@ impl Imported {
             bad(format!(
                 "not a tar archive, or a corrupt one ({}); expected what `docker save` or \
                  `skopeo copy` writes",
-                printable(&e.to_string())
+                crate::layers::printable(&e.to_string())
             ))
         };
         for entry in ar.entries().map_err(corrupt)? {
@@ -294,15 +274,5 @@ impl Fetcher for Imported {
                 why: format!("{what}: blob {} is not in the archive", d.digest),
             }),
         }
-    }
-}
-
-#[cfg(test)]
-mod printable_tests {
-    #[test]
-    fn printable_hides_binary_bytes() {
-        let p = super::printable("bad \u{1}\u{ff}x\n");
-        assert_eq!(p, "bad ??x?");
-        assert_eq!(super::printable(&"a".repeat(500)).len(), 123);
     }
 }

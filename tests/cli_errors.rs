@@ -575,3 +575,44 @@ fn bad_archives_and_cache_dir() {
     ]);
     assert_clean_failure(&r, &["garbage.tar", "--cache-dir"]);
 }
+
+#[test]
+fn malformed_layer_tars() {
+    let mut truncated = tar(&[Entry::file("big", vec![7u8; 100_000])]);
+    truncated.truncate(5000);
+    let mut bad_sum = tar(&[Entry::file("ok", "x")]);
+    bad_sum[148] = b'9';
+    for (what, layer, needles) in [
+        ("garbage", noise(5, 4096), &["tar"][..]),
+        ("truncated", truncated, &["truncated"][..]),
+        ("bad checksum", bad_sum, &["tar"][..]),
+        (
+            "hardlink to nothing",
+            tar(&[Entry::hardlink("etc/x", "does/not/exist")]),
+            &["etc/x", "does/not/exist"][..],
+        ),
+    ] {
+        let sb = Sandbox::new();
+        let dir = sb.path("in/oci");
+        let img = oci::write_image(
+            &dir,
+            &ImageSpec::new()
+                .layer(base_layer("debian", true), Compression::Gzip)
+                .layer(layer, Compression::None)
+                .tag("v1"),
+        )
+        .unwrap();
+        let digest = &img.layers[1].digest;
+        let mut n = needles.to_vec();
+        n.push(digest);
+        let r = build_fails(&sb, &oci_src(&dir, "v1"), &[], &n);
+        assert!(
+            r.stderr
+                .chars()
+                .all(|c| c == '\n' || (c.is_ascii() && !c.is_ascii_control())),
+            "{what}: binary bytes in the message: {:?}",
+            r.stderr
+        );
+        export_fails(&sb, &oci_src(&dir, "v1"), &[digest]);
+    }
+}

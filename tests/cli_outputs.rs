@@ -414,39 +414,14 @@ fn sigkill_before_commit_leaves_no_output() {
         ("raw", "vm.img"),
     ] {
         let out = sb.out_file(name);
-        let mut cmd = sb.command([
-            "build",
+        kill_at(
+            &sb,
             &src,
-            "--format",
             format,
-            "-o",
-            &out.display().to_string(),
-        ]);
-        cmd.args(SMALL)
-            .env("SOURCE_DATE_EPOCH", EPOCH)
-            .env("D2V_TEST_HOLD_BEFORE_COMMIT", "30")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let mut seen = Vec::new();
-        let mut held = false;
-        for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-            let line = line.unwrap();
-            if line.contains("holding output before commit") {
-                held = true;
-                break;
-            }
-            seen.push(line);
-        }
-        assert!(
-            held,
-            "{format}: d2v never reached the commit point:\n{}",
-            seen.join("\n")
+            &out,
+            "holding output before commit",
+            true,
         );
-        // SIGKILL: no destructors, no cleanup code runs.
-        child.kill().unwrap();
-        let status = child.wait().unwrap();
-        assert!(!status.success());
         let left = sb.out_listing();
         assert!(
             !left.contains(&name.to_string()),
@@ -469,4 +444,161 @@ fn sigkill_before_commit_leaves_no_output() {
             std::fs::remove_file(&out).unwrap();
         }
     }
+}
+
+/// Starts `d2v build` and SIGKILLs it as soon as a stderr line contains `marker`.
+fn kill_at(sb: &Sandbox, src: &str, format: &str, out: &Path, marker: &str, hold: bool) {
+    let mut cmd = sb.command([
+        "build",
+        src,
+        "--format",
+        format,
+        "-o",
+        &out.display().to_string(),
+    ]);
+    cmd.args(SMALL)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if hold {
+        cmd.env("D2V_TEST_HOLD_BEFORE_COMMIT", "30");
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut seen = Vec::new();
+    let mut found = false;
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains(marker) {
+            found = true;
+            break;
+        }
+        seen.push(line);
+    }
+    // SIGKILL: no destructors, no cleanup code runs.
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(found, "{format}: no {marker:?} line:\n{}", seen.join("\n"));
+    assert!(!status.success());
+}
+
+#[test]
+fn sigkill_while_writing_the_disk_leaves_no_output() {
+    let sb = Sandbox::new();
+    let (_, _, src) = tiny(&sb);
+    for (format, name) in [("ova", "vm.ova"), ("raw", "vm.img"), ("ovf", "vmdir")] {
+        let out = sb.out_file(name);
+        kill_at(&sb, &src, format, &out, "writing disk", false);
+        let left = sb.out_listing();
+        // The raw disk and the OVA's scratch VMDK are unnamed temporary files.
+        assert!(left.is_empty(), "{format}: left {left:?}");
+    }
+}
+
+/// The partition `n`'s byte range in a GPT disk, from `sgdisk -i`.
+fn partition_range(raw: &Path, n: u32) -> (u64, u64) {
+    let info = tool_ok(Command::new("sgdisk").arg("-i").arg(n.to_string()).arg(raw));
+    let sector = |key: &str| -> u64 {
+        let l = info
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} in:\n{info}"));
+        l[key.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let first = sector("First sector:");
+    let last = sector("Last sector:");
+    (first * 512, (last + 1 - first) * 512)
+}
+
+/// Copies `len` bytes at `off` of `raw` into a sparse file.
+fn extract(raw: &Path, off: u64, len: u64, to: &Path) {
+    tool_ok(
+        Command::new("dd")
+            .arg(format!("if={}", raw.display()))
+            .arg(format!("of={}", to.display()))
+            .args([
+                "bs=1M",
+                "iflag=skip_bytes,count_bytes",
+                "conv=sparse",
+                "status=none",
+            ])
+            .arg(format!("skip={off}"))
+            .arg(format!("count={len}")),
+    );
+}
+
+#[test]
+fn odd_boot_entries_are_dropped_or_copied_with_warnings() {
+    use testkit::tar::{tar, Entry};
+    let sb = Sandbox::new();
+    let dir = sb.path("in/oci");
+    let long = format!("boot/{}", "n".repeat(250));
+    testkit::oci::write_image(
+        &dir,
+        &testkit::oci::ImageSpec::new()
+            .layer(base_layer("debian", true), Compression::Gzip)
+            .layer(
+                tar(&[
+                    Entry::symlink("boot/loop", "loop"),
+                    Entry::symlink("boot/up", "../../../../etc"),
+                    Entry::symlink("boot/boot", "."),
+                    Entry::symlink("boot/dangling", "/nowhere"),
+                    Entry::char_dev("boot/console", 5, 1),
+                    Entry::fifo("boot/fifo"),
+                    Entry::hardlink("boot/vmlinuz-hl", format!("boot/vmlinuz-{KERNEL_VERSION}")),
+                    Entry::file(&long, "long name"),
+                    Entry::file(b"boot/bad-\xff\xfe-name".to_vec(), "not UTF-8"),
+                    Entry::file("boot/UPPER", "x"),
+                    Entry::file("boot/upper", "y"),
+                    Entry::file("boot/a:b*c?.txt", "reserved characters"),
+                ]),
+                Compression::None,
+            )
+            .tag("v1"),
+    )
+    .unwrap();
+    let raw = sb.out_file("odd.img");
+    let r = build(&sb, &oci_src(&dir, "v1"), "raw", &raw, &[]);
+    for dropped in [
+        "/boot/loop",
+        "/boot/dangling",
+        "/boot/console",
+        "/boot/fifo",
+        "a:b*c?.txt",
+    ] {
+        assert!(
+            r.stderr
+                .lines()
+                .any(|l| l.contains(dropped) && l.contains("dropped")),
+            "no warning for {dropped}:\n{}",
+            r.stderr
+        );
+    }
+    // The ESP and the root filesystem are consistent for their own checkers.
+    testkit::require_tool("fsck.fat", "dosfstools");
+    testkit::require_tool("e2fsck", "e2fsprogs");
+    let (off, len) = partition_range(&raw, 2);
+    let esp = sb.path("in/esp.img");
+    extract(&raw, off, len, &esp);
+    tool_ok(Command::new("fsck.fat").arg("-n").arg(&esp));
+    let (off, len) = partition_range(&raw, 3);
+    let root = sb.path("in/root.img");
+    extract(&raw, off, len, &root);
+    tool_ok(Command::new("e2fsck").arg("-fn").arg(&root));
+    // The kernel's hard link and the long name made it onto the ESP.
+    testkit::require_tool("mdir", "mtools");
+    let listing = tool_ok(
+        Command::new("mdir")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-b")
+            .arg("-i")
+            .arg(&esp)
+            .arg("::/"),
+    );
+    assert!(listing.contains("vmlinuz-hl"), "{listing}");
+    assert!(listing.contains(&"n".repeat(250)), "{listing}");
 }

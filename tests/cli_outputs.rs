@@ -551,7 +551,7 @@ fn odd_boot_entries_are_dropped_or_copied_with_warnings() {
                     Entry::fifo("boot/fifo"),
                     Entry::hardlink("boot/vmlinuz-hl", format!("boot/vmlinuz-{KERNEL_VERSION}")),
                     Entry::file(&long, "long name"),
-                    Entry::file(b"boot/bad-\xff\xfe-name".to_vec(), "not UTF-8"),
+                    Entry::file(b"boot/bad-\xff\xfe-name", "not UTF-8"),
                     Entry::file("boot/UPPER", "x"),
                     Entry::file("boot/upper", "y"),
                     Entry::file("boot/a:b*c?.txt", "reserved characters"),

@@ -344,6 +344,9 @@ fn valid_hostname(h: &str) -> bool {
         })
 }
 
+/// vSphere's largest virtual disk (62 TiB).
+const MAX_DISK: u64 = 62 << 40;
+
 /// Refuses option values that would give a broken VM or smuggle lines into generated files.
 fn check_build_args(args: &BuildArgs) -> Result<(), Error> {
     if let Some(h) = &args.hostname {
@@ -366,6 +369,34 @@ fn check_build_args(args: &BuildArgs) -> Result<(), Error> {
         return Err(Error::Usage(format!(
             "--cpus {}: a vSphere VM has 1 to 768 virtual CPUs",
             args.cpus
+        )));
+    }
+    const TIB: u64 = 1 << 40;
+    if args.memory > 24 * TIB {
+        return Err(Error::Usage(format!(
+            "--memory {} GiB is above vSphere's maximum of 24 TiB",
+            args.memory >> 30
+        )));
+    }
+    for (opt, v) in [
+        ("--disk-size", args.disk_size),
+        ("--root-size", args.root_size),
+        ("--root-free", Some(args.root_free)),
+    ] {
+        if v.is_some_and(|v| v > MAX_DISK) {
+            return Err(Error::Usage(format!(
+                "{opt} {} GiB is above vSphere's maximum virtual disk size of 62 TiB",
+                v.unwrap_or(0) >> 30
+            )));
+        }
+    }
+    let min_esp = crate::disk::layout::MIN_ESP_SIZE;
+    if args.boot_size < min_esp || args.boot_size > TIB {
+        return Err(Error::Usage(format!(
+            "--boot-size {} MiB: the EFI System Partition (FAT32, mounted at /boot) must be \
+             {} MiB to 1 TiB; the default is 256M",
+            args.boot_size >> 20,
+            min_esp >> 20
         )));
     }
     if args.memory < 4 << 20 {
@@ -460,6 +491,13 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
     if let Some(opt) = explicit_size_option(args) {
         check_root_fits(&tree, &ext4_opts, root_size, opt)?;
     }
+    if root_size.saturating_add(overhead) > MAX_DISK {
+        return Err(Error::Usage(format!(
+            "the disk would be {} GiB, above vSphere's maximum virtual disk size of 62 TiB; \
+             give a smaller --root-size, --root-free or --disk-size",
+            root_size.saturating_add(overhead) >> 30
+        )));
+    }
     ext4_opts.size = Some(root_size);
 
     let mut disk_opts = DiskOptions::new(&seed, root_size);
@@ -496,6 +534,16 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
         let s = ext4::write(t, f, off, &o).map_err(|e| DiskError::Root(e.to_string()))?;
         ext4_summary = Some(s);
         Ok(())
+    })
+    .map_err(|e| match e {
+        DiskError::Io(io) if io.raw_os_error() == Some(libc::EFBIG) => Error::Usage(format!(
+            "the {} GiB disk image is larger than the filesystem holding {} allows for one \
+             file: give a smaller --root-size/--root-free/--disk-size, or an -o on a filesystem \
+             with larger files (e.g. XFS)",
+            (root_size + overhead) >> 30,
+            scratch_dir.display()
+        )),
+        e => e.into(),
     })?;
     for l in disk.report() {
         log.step(l);

@@ -534,6 +534,10 @@ fn invalid_option_values_fail_before_reading_the_image() {
         ("--memory", "1M", &["--memory", "4 MiB"][..]),
         ("--name", "", &["--name", "non-empty"][..]),
         ("--fs-uuid", "not-a-uuid", &["--fs-uuid", "not-a-uuid"][..]),
+        ("--memory", "100T", &["--memory", "24 TiB"][..]),
+        ("--boot-size", "1M", &["--boot-size", "40 MiB"][..]),
+        ("--root-size", "100T", &["--root-size", "62 TiB"][..]),
+        ("--disk-size", "63T", &["--disk-size", "62 TiB"][..]),
     ] {
         let r = build_fails(&sb, &src, &[opt, value], needles);
         if opt != "--fs-uuid" {
@@ -614,5 +618,26 @@ fn malformed_layer_tars() {
             r.stderr
         );
         export_fails(&sb, &oci_src(&dir, "v1"), &[digest]);
+    }
+}
+
+#[test]
+fn argument_parser_errors_name_the_value() {
+    let sb = Sandbox::new();
+    for (args, named) in [
+        (&["build", "x", "--format", "zip"][..], "zip"),
+        (&["build", "x", "--disk-size", "10Q"][..], "10Q"),
+        (&["build", "x", "--disk-size", "99999999T"][..], "too large"),
+        (&["build", "x", "--compression-level", "12"][..], "12"),
+        (&["build"][..], "<SOURCE>"),
+        (&["frobnicate"][..], "frobnicate"),
+    ] {
+        let r = sb.d2v(args);
+        let e = &r.stderr;
+        // clap's usage errors exit with 2; never a panic, never a success.
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {e}");
+        assert!(!e.contains("panicked"), "{args:?}: {e}");
+        assert!(e.contains("error:") && e.contains(named), "{args:?}: {e}");
+        assert!(r.stdout.is_empty());
     }
 }

@@ -151,6 +151,47 @@ fn registry_missing_tag_is_a_404() {
 }
 
 #[test]
+fn registry_tampered_layer_and_pull() {
+    let reg = Registry::start(Kind::Plain);
+    let sb = Sandbox::new();
+    let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
+    reg.push(&oci_src(&dir, "v1"), "test/app:v1");
+    let src = format!("{}/test/app:v1", reg.host);
+    // `d2v pull` of the intact image works (and writes only its output).
+    let out = sb.out_file("pulled.ova");
+    sb.d2v([
+        "pull".as_ref(),
+        src.as_ref(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--root-free".as_ref(),
+        "16M".as_ref(),
+        "--cache-dir".as_ref(),
+        sb.fresh_cache().as_os_str(),
+    ])
+    .ok();
+    assert_eq!(sb.out_listing(), ["pulled.ova"]);
+    std::fs::remove_file(&out).unwrap();
+    // One byte of a layer changed in the registry's storage: pull fails naming the blob.
+    let victim = &img.layers[0].digest;
+    let p = reg.blob_data(victim);
+    let mut b = std::fs::read(&p).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x10;
+    std::fs::write(&p, &b).unwrap();
+    let r = sb.d2v([
+        "pull".as_ref(),
+        src.as_ref(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--cache-dir".as_ref(),
+        sb.fresh_cache().as_os_str(),
+    ]);
+    assert_clean_failure(&r, &[victim, "digest mismatch"]);
+    assert!(sb.out_listing().is_empty(), "{:?}", sb.out_listing());
+}
+
+#[test]
 fn registry_401_without_creds_ok_with_creds() {
     let reg = Registry::start(Kind::Token);
     let sb = Sandbox::new();

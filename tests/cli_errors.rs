@@ -682,3 +682,14 @@ fn argument_parser_errors_name_the_value() {
         assert!(r.stdout.is_empty());
     }
 }
+
+#[test]
+fn missing_blob_in_a_layout() {
+    let sb = Sandbox::new();
+    let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
+    std::fs::remove_file(&img.layers[1].path).unwrap();
+    let src = oci_src(&dir, "v1");
+    build_fails(&sb, &src, &[], &[&img.layers[1].digest, "missing", "copy"]);
+    std::fs::remove_file(oci::blob_path(&dir, &img.config_digest)).unwrap();
+    inspect_fails(&sb, &src, &[], &[&img.config_digest, "missing"]);
+}

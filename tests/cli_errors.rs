@@ -407,6 +407,8 @@ fn image_without_a_kernel_fails_early_naming_the_package() {
         let sb = Sandbox::new();
         let (dir, _) = layout(&sb, os, false, Compression::Gzip);
         let r = build_fails(&sb, &oci_src(&dir, "v1"), &[], &["kernel", package]);
+        // With --json too: nothing on stdout, the error on stderr.
+        build_fails(&sb, &oci_src(&dir, "v1"), &["--json"], &["kernel", package]);
         // Early: before any disk or output is written (no vmdk/ovf progress, nothing left).
         assert!(!r.stderr.contains("holding output"), "{}", r.stderr);
         // inspect reports it without failing.

@@ -268,7 +268,9 @@ fn corrupt_gzip_layer() {
     let good = std::fs::read(&img.layers[0].path).unwrap();
     let bad = replace_layer_blob(&dir, "v1", 0, &corrupt_middle(good));
     let src = oci_src(&dir, "v1");
-    build_fails(&sb, &src, &[], &[&bad]);
+    let r = build_fails(&sb, &src, &[], &[&bad, "corrupt"]);
+    // Blamed on the layer, not on d2v's own spill file.
+    assert!(!r.stderr.contains("spill"), "{}", r.stderr);
     export_fails(&sb, &src, &[&bad]);
     inspect_fails(&sb, &src, &[], &[&bad]);
 
@@ -284,7 +286,8 @@ fn corrupt_zstd_layer() {
     let good = std::fs::read(&img.layers[0].path).unwrap();
     let bad = replace_layer_blob(&dir, "v1", 0, &corrupt_middle(good));
     let src = oci_src(&dir, "v1");
-    build_fails(&sb, &src, &[], &[&bad]);
+    let r = build_fails(&sb, &src, &[], &[&bad, "corrupt"]);
+    assert!(!r.stderr.contains("spill"), "{}", r.stderr);
     export_fails(&sb, &src, &[&bad]);
 }
 

@@ -698,3 +698,37 @@ fn missing_blob_in_a_layout() {
     std::fs::remove_file(oci::blob_path(&dir, &img.config_digest)).unwrap();
     inspect_fails(&sb, &src, &[], &[&img.config_digest, "missing"]);
 }
+
+#[test]
+fn tls_registry_with_a_private_ca() {
+    let reg = Registry::start(Kind::TlsBasic);
+    let sb = Sandbox::new();
+    let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
+    reg.push(&oci_src(&dir, "v1"), "secure/app:v1");
+    let src = format!("{}/secure/app:v1", reg.host);
+    let creds = reg.creds().unwrap();
+    // Unknown CA: says TLS failed and how to trust the CA.
+    let r = inspect_fails(&sb, &src, &["--creds", &creds], &["TLS", "--cert-dir"]);
+    assert!(
+        !r.stderr.contains(PASSWORD),
+        "secret printed:\n{}",
+        r.stderr
+    );
+    let ca = reg.ca_dir().display().to_string();
+    // Trusted CA, no credentials: 401 with advice.
+    inspect_fails(&sb, &src, &["--cert-dir", &ca], &["secure/app", "--creds"]);
+    // Both: works.
+    let ok = sb
+        .d2v([
+            "inspect",
+            &src,
+            "--cert-dir",
+            &ca,
+            "--creds",
+            &creds,
+            "--json",
+        ])
+        .ok();
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert!(json_has_string(&v, &img.layers[0].digest), "{v:#}");
+}

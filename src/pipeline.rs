@@ -80,6 +80,15 @@ fn print_stdout(text: &str) -> Result<(), Error> {
 }
 
 fn source_options(src: &SourceArgs, json: bool) -> Result<SourceOptions, Error> {
+    if let Some(d) = &src.cert_dir {
+        if !d.is_dir() {
+            return Err(Error::Usage(format!(
+                "--cert-dir {}: not a directory; give a directory holding the registry's CA \
+                 certificate(s) as *.crt files",
+                d.display()
+            )));
+        }
+    }
     let platform: Platform = src
         .platform
         .parse()

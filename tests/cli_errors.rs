@@ -717,6 +717,14 @@ fn tls_registry_with_a_private_ca() {
     let ca = reg.ca_dir().display().to_string();
     // Trusted CA, no credentials: 401 with advice.
     inspect_fails(&sb, &src, &["--cert-dir", &ca], &["secure/app", "--creds"]);
+    // A --cert-dir that is not there is an error, not silently ignored.
+    let missing = sb.path("no-such-certs").display().to_string();
+    inspect_fails(
+        &sb,
+        &src,
+        &["--cert-dir", &missing],
+        &["--cert-dir", "no-such-certs"],
+    );
     // Both: works.
     let ok = sb
         .d2v([

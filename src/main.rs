@@ -1,15 +1,23 @@
 use clap::Parser;
 use d2v::cli::Cli;
+use std::io::Write;
 
 fn main() {
     let cli = Cli::parse();
     let code = match d2v::pipeline::run(&cli) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("d2v: error: {e}");
+            let mut shown = e.to_string();
+            // Never panic on a closed or full stderr.
+            let _ = writeln!(std::io::stderr(), "d2v: error: {shown}");
+            // Causes whose text the message already includes are not repeated.
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
-                eprintln!("  caused by: {s}");
+                let text = s.to_string();
+                if !shown.contains(&text) {
+                    let _ = writeln!(std::io::stderr(), "  caused by: {text}");
+                    shown.push_str(&text);
+                }
                 src = s.source();
             }
             1

@@ -65,12 +65,30 @@ struct Log {
 impl Log {
     fn step(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("{}", msg.as_ref());
+            // Progress is best effort: a closed or full stderr must not stop (or panic) d2v.
+            let _ = writeln!(io::stderr(), "{}", msg.as_ref());
         }
     }
 }
 
+/// Writes results to stdout; a closed pipe or full disk is an error, not a panic.
+fn print_stdout(text: &str) -> Result<(), Error> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(io_err("writing to stdout"))
+}
+
 fn source_options(src: &SourceArgs, json: bool) -> Result<SourceOptions, Error> {
+    if let Some(d) = &src.cert_dir {
+        if !d.is_dir() {
+            return Err(Error::Usage(format!(
+                "--cert-dir {}: not a directory; give a directory holding the registry's CA \
+                 certificate(s) as *.crt files",
+                d.display()
+            )));
+        }
+    }
     let platform: Platform = src
         .platform
         .parse()
@@ -134,10 +152,10 @@ fn inspect(source: &str, src: &SourceArgs, json: bool, log: &Log) -> Result<(), 
             },
             "bootability": report,
         });
-        println!(
-            "{}",
+        print_stdout(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&v).expect("JSON of plain values")
-        );
+        ))?;
         return Ok(());
     }
     let mut out = String::new();
@@ -171,11 +189,14 @@ fn inspect(source: &str, src: &SourceArgs, json: bool, log: &Log) -> Result<(), 
         out += &format!("  {e}\n");
     }
     out += &format!("Bootability:\n{report}");
-    print!("{out}");
+    print_stdout(&out)?;
     Ok(())
 }
 
 fn export(source: &str, output: &str, src: &SourceArgs, log: &Log) -> Result<(), Error> {
+    if output != "-" {
+        check_output_file(Path::new(output))?;
+    }
     let (_image, tree) = flatten(
         source,
         src,
@@ -248,6 +269,37 @@ fn os_release(tree: &Tree) -> Option<String> {
     None
 }
 
+/// The option that fixed the root filesystem's size, if the user gave one.
+fn explicit_size_option(args: &BuildArgs) -> Option<&'static str> {
+    match (args.root_size, args.disk_size) {
+        (Some(_), _) => Some("--root-size"),
+        (None, Some(_)) => Some("--disk-size"),
+        (None, None) => None,
+    }
+}
+
+/// Fails before any disk is written when a size the user chose cannot hold the content.
+fn check_root_fits(
+    tree: &Tree,
+    opts: &Ext4Options,
+    root_size: u64,
+    option: &str,
+) -> Result<(), Error> {
+    let mut min = opts.clone();
+    min.size = None;
+    min.free_space = Some(0);
+    let need = ext4::plan_size(tree, &min)?;
+    if root_size < need {
+        return Err(Error::Usage(format!(
+            "{option} too small: the root filesystem would get {} KiB but the image's content \
+             needs at least {} MiB; give a larger {option} or leave it out to size the disk automatically",
+            root_size >> 10,
+            need.div_ceil(1 << 20)
+        )));
+    }
+    Ok(())
+}
+
 fn default_output(name: &str, format: Format) -> PathBuf {
     PathBuf::from(match format {
         Format::Ova => format!("{name}.ova"),
@@ -257,17 +309,127 @@ fn default_output(name: &str, format: Format) -> PathBuf {
     })
 }
 
+/// Fails before any work when the directory an output goes into does not exist, or the
+/// output path is a directory.
+fn check_output_file(path: &Path) -> Result<(), Error> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return Err(Error::Usage(format!(
+                "output directory {} does not exist: create it or give another -o",
+                dir.display()
+            )));
+        }
+    }
+    if path.is_dir() || path.file_name().is_none() {
+        return Err(Error::Usage(format!(
+            "output {} is a directory: give a file path such as {}",
+            path.display(),
+            path.join("rootfs.tar").display()
+        )));
+    }
+    Ok(())
+}
+
+fn output_format(format: Format) -> output::Format {
+    match format {
+        Format::Ova => output::Format::Ova,
+        Format::Ovf => output::Format::Ovf,
+        Format::Vmdk => output::Format::Vmdk,
+        Format::Raw => output::Format::Raw,
+    }
+}
+
+/// A hostname as RFC 1123 allows: dot-separated labels of letters, digits and '-' (not at
+/// either end), each at most 63 characters, 253 in all.
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// vSphere's largest virtual disk (62 TiB).
+const MAX_DISK: u64 = 62 << 40;
+
+/// Refuses option values that would give a broken VM or smuggle lines into generated files.
+fn check_build_args(args: &BuildArgs) -> Result<(), Error> {
+    if let Some(h) = &args.hostname {
+        if !valid_hostname(h) {
+            return Err(Error::Usage(format!(
+                "--hostname {h:?} is not a valid hostname: use letters, digits and '-' \
+                 (dot-separated labels of at most 63 characters), e.g. web-1"
+            )));
+        }
+    }
+    for a in &args.kernel_args {
+        if a.is_empty() || a.chars().any(|c| c.is_control()) {
+            return Err(Error::Usage(format!(
+                "--kernel-arg {a:?}: a kernel argument must be non-empty and on one line (no \
+                 control characters); repeat --kernel-arg for several"
+            )));
+        }
+    }
+    if args.cpus == 0 || args.cpus > 768 {
+        return Err(Error::Usage(format!(
+            "--cpus {}: a vSphere VM has 1 to 768 virtual CPUs",
+            args.cpus
+        )));
+    }
+    const TIB: u64 = 1 << 40;
+    if args.memory > 24 * TIB {
+        return Err(Error::Usage(format!(
+            "--memory {} GiB is above vSphere's maximum of 24 TiB",
+            args.memory >> 30
+        )));
+    }
+    for (opt, v) in [
+        ("--disk-size", args.disk_size),
+        ("--root-size", args.root_size),
+        ("--root-free", Some(args.root_free)),
+    ] {
+        if v.is_some_and(|v| v > MAX_DISK) {
+            return Err(Error::Usage(format!(
+                "{opt} {} GiB is above vSphere's maximum virtual disk size of 62 TiB",
+                v.unwrap_or(0) >> 30
+            )));
+        }
+    }
+    let min_esp = crate::disk::layout::MIN_ESP_SIZE;
+    if args.boot_size < min_esp || args.boot_size > TIB {
+        return Err(Error::Usage(format!(
+            "--boot-size {} MiB: the EFI System Partition (FAT32, mounted at /boot) must be \
+             {} MiB to 1 TiB; the default is 256M",
+            args.boot_size >> 20,
+            min_esp >> 20
+        )));
+    }
+    if args.memory < 4 << 20 {
+        return Err(Error::Usage(format!(
+            "--memory {} bytes is below vSphere's minimum of 4 MiB: give e.g. --memory 2G",
+            args.memory
+        )));
+    }
+    if let Some(n) = &args.name {
+        if n.trim().is_empty() || n.chars().any(|c| c.is_control()) {
+            return Err(Error::Usage(format!(
+                "--name {n:?}: the VM name must be non-empty and on one line"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
+    check_build_args(args)?;
     let out_path = args.output.clone();
     if let Some(p) = &out_path {
-        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.is_dir() {
-                return Err(Error::Usage(format!(
-                    "output directory {} does not exist: create it or give another -o",
-                    dir.display()
-                )));
-            }
-        }
+        // Before reading the image: a wrong -o should not cost a download.
+        output::check_target(p, output_format(args.format))?;
     }
     let (image, mut tree) = flatten(&args.source, &args.src, json, log)?;
     let seed = image.manifest_digest.clone();
@@ -283,7 +445,11 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
         .name
         .clone()
         .unwrap_or_else(|| guest::default_hostname(&image.reference));
-    let hostname = args.hostname.clone().unwrap_or_else(|| name.clone());
+    // The VM name may hold spaces and capitals; a hostname may not.
+    let hostname = args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| guest::default_hostname(&name));
     let os_release = os_release(&tree);
 
     // Root filesystem identity, then the guest fixes that refer to it.
@@ -312,11 +478,18 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
     let root_size = match (args.root_size, args.disk_size) {
         (Some(r), _) => r / 4096 * 4096,
         (None, Some(d)) => {
-            let r = d.checked_sub(overhead).filter(|r| *r >= 16 << 20).ok_or_else(|| {
-                Error::Usage(format!(
-                    "--disk-size {d} leaves no room for the root filesystem: the boot partitions and GPT take {overhead} bytes"
+            let r = d
+                .checked_sub(overhead)
+                .filter(|r| *r >= 16 << 20)
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                    "--disk-size {} MiB leaves no room for the root filesystem: the GPT and boot \
+                     partitions take {} MiB (--boot-size) and the root needs at least 16 MiB; give \
+                     a larger --disk-size or leave it out to size the disk automatically",
+                    d >> 20,
+                    overhead.div_ceil(1 << 20)
                 ))
-            })?;
+                })?;
             r / (1 << 20) * (1 << 20)
         }
         (None, None) => {
@@ -324,6 +497,16 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
             ext4::plan_size(&tree, &ext4_opts)?
         }
     };
+    if let Some(opt) = explicit_size_option(args) {
+        check_root_fits(&tree, &ext4_opts, root_size, opt)?;
+    }
+    if root_size.saturating_add(overhead) > MAX_DISK {
+        return Err(Error::Usage(format!(
+            "the disk would be {} GiB, above vSphere's maximum virtual disk size of 62 TiB; \
+             give a smaller --root-size, --root-free or --disk-size",
+            root_size.saturating_add(overhead) >> 30
+        )));
+    }
     ext4_opts.size = Some(root_size);
 
     let mut disk_opts = DiskOptions::new(&seed, root_size);
@@ -338,6 +521,7 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
     };
 
     let out_path = out_path.unwrap_or_else(|| default_output(&name, args.format));
+    output::check_target(&out_path, output_format(args.format))?;
     let scratch_dir = out_path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -359,17 +543,22 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
         let s = ext4::write(t, f, off, &o).map_err(|e| DiskError::Root(e.to_string()))?;
         ext4_summary = Some(s);
         Ok(())
+    })
+    .map_err(|e| match e {
+        DiskError::Io(io) if io.raw_os_error() == Some(libc::EFBIG) => Error::Usage(format!(
+            "the {} GiB disk image is larger than the filesystem holding {} allows for one \
+             file: give a smaller --root-size/--root-free/--disk-size, or an -o on a filesystem \
+             with larger files (e.g. XFS)",
+            (root_size + overhead) >> 30,
+            scratch_dir.display()
+        )),
+        e => e.into(),
     })?;
     for l in disk.report() {
         log.step(l);
     }
 
-    let format = match args.format {
-        Format::Ova => output::Format::Ova,
-        Format::Ovf => output::Format::Ovf,
-        Format::Vmdk => output::Format::Vmdk,
-        Format::Raw => output::Format::Raw,
-    };
+    let format = output_format(args.format);
     let mut out_opts = OutputOptions::default();
     out_opts.vm = ovf::OvfOptions {
         name: name.clone(),
@@ -425,10 +614,10 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
                 "blocks": s.blocks, "free_blocks": s.free_blocks, "inodes": s.inodes, "free_inodes": s.free_inodes,
             })),
         });
-        println!(
-            "{}",
+        print_stdout(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&v).expect("JSON of plain values")
-        );
+        ))?;
     } else {
         log.step(format!(
             "done: {} ({} bytes)",
@@ -437,4 +626,26 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hostnames() {
+        for ok in ["web", "web-1", "a.b.c", "x1", &"a".repeat(63)] {
+            assert!(super::valid_hostname(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "a..b",
+            "my vm",
+            "evil\nhost",
+            "ü",
+            &"a".repeat(64),
+        ] {
+            assert!(!super::valid_hostname(bad), "{bad:?}");
+        }
+    }
 }

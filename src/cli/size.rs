@@ -27,7 +27,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     if !(v.is_finite() && v >= 0.0) {
         return Err(format!("size {s:?} must be a positive number"));
     }
-    Ok((v * mult as f64).round() as u64)
+    let bytes = (v * mult as f64).round();
+    // `as` would saturate: refuse what does not fit in 64 bits instead.
+    if bytes >= u64::MAX as f64 {
+        return Err(format!("size {s:?} is too large"));
+    }
+    Ok(bytes as u64)
 }
 
 #[cfg(test)]
@@ -43,5 +48,8 @@ mod tests {
         assert_eq!(parse_size("10k"), Ok(10240));
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("abc").is_err());
+        assert!(parse_size("99999999T").is_err());
+        assert!(parse_size("1e30").is_err());
+        assert_eq!(parse_size("16777215T"), Ok(16777215 << 40));
     }
 }

@@ -29,10 +29,9 @@ pub const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
-    #[error(
-        "layer {layer}: reading the tar stream failed (corrupt or truncated layer?): {source}"
-    )]
-    Read { layer: String, source: io::Error },
+    /// `error` is shown through [`printable`]: the tar reader quotes raw header bytes.
+    #[error("{}", read_error_text(layer, error))]
+    Read { layer: String, error: io::Error },
     #[error("layer {layer}: entry {path:?} has a '..' component or escapes the image root; refusing to apply this layer")]
     UnsafePath { layer: String, path: String },
     #[error("layer {layer}: entry {path:?}: {source}")]
@@ -57,12 +56,69 @@ pub enum LayerError {
     },
 }
 
+/// A reader whose errors are marked as coming from the layer stream, so a failed
+/// [`Tree::store`] tells a corrupt layer from a failing spill file.
+struct LayerReadSide<'a, R: Read>(&'a mut R);
+
+#[derive(Debug)]
+struct ReadSideError(io::Error);
+
+impl std::fmt::Display for ReadSideError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ReadSideError {}
+
+impl<R: Read> Read for LayerReadSide<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| io::Error::new(e.kind(), ReadSideError(e)))
+    }
+}
+
+/// The text of [`LayerError::Read`]. The verifying reader's own errors (corrupt compression,
+/// diff_id mismatch) already name the layer and say what is wrong: shown as they are.
+fn read_error_text(layer: &str, error: &io::Error) -> String {
+    let text = printable(&error.to_string());
+    if text.starts_with(&format!("layer {layer}: ")) {
+        text
+    } else {
+        format!(
+            "layer {layer}: reading the tar stream failed (corrupt or truncated layer?): {text}"
+        )
+    }
+}
+
+/// `s` without control or non-ASCII characters, shortened: error messages quote text from
+/// untrusted input (tar headers), which must not dump binary garbage on a terminal.
+pub fn printable(s: &str) -> String {
+    const MAX: usize = 400;
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(MAX)
+        .collect();
+    if s.chars().count() > MAX {
+        out.push_str("...");
+    }
+    out
+}
+
 /// Applies one layer's tar stream onto `tree`. `layer` names the layer in errors (its digest).
 /// The stream is read to its end, so a verifying reader sees all of it.
 pub fn apply_layer(tree: &mut Tree, tar: &mut dyn Read, layer: &str) -> Result<(), LayerError> {
-    let read_err = |source| LayerError::Read {
+    let read_err = |error| LayerError::Read {
         layer: layer.to_string(),
-        source,
+        error,
     };
     let mut ours = BTreeSet::new();
     {
@@ -194,7 +250,18 @@ fn apply_entry<R: Read>(
 
     use tar::EntryType as T;
     let kind = match etype {
-        T::Regular | T::Continuous => Kind::File(tree.store(entry).map_err(tree_err)?),
+        T::Regular | T::Continuous => {
+            Kind::File(tree.store(&mut LayerReadSide(entry)).map_err(|e| match e {
+                // The layer stream failed (corrupt compression, diff_id), not the spill file.
+                TreeError::Io(io) if io.get_ref().is_some_and(|r| r.is::<ReadSideError>()) => {
+                    LayerError::Read {
+                        layer: layer.to_string(),
+                        error: io,
+                    }
+                }
+                e => tree_err(e),
+            })?)
+        }
         T::Directory => Kind::Dir(Default::default()),
         T::Symlink => Kind::Symlink(link_name(entry)),
         T::Char => {

@@ -509,3 +509,9 @@ fn damaged_tars_give_errors_not_panics() {
         }
     }
 }
+
+#[test]
+fn printable_hides_binary_bytes() {
+    assert_eq!(super::printable("bad \u{1}\u{ff}x\n"), "bad ??x?");
+    assert_eq!(super::printable(&"a".repeat(500)).len(), 403);
+}

@@ -195,6 +195,34 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// Checks that the existing directory `dir` may be replaced by a new `ovf` output: it holds
+/// only regular `.ovf`, `.mf` and `.vmdk` files (an earlier output), so a mistyped `-o` never
+/// deletes anything else. The error says what is in the way.
+pub fn check_replaceable_dir(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let ours = entry.file_type()?.is_file()
+            && Path::new(&name)
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| ["ovf", "mf", "vmdk"].contains(&x));
+        if !ours {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "the directory {} already exists and holds {:?}, which is not part of an OVF \
+                     output; d2v only replaces a directory of .ovf, .mf and .vmdk files: move it \
+                     away or give another -o",
+                    dir.display(),
+                    name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// An output directory that appears at its path only when committed.
 #[derive(Debug)]
 pub struct AtomicDir {
@@ -232,6 +260,8 @@ impl AtomicDir {
             Ok(()) => {}
             Err(e) if self.target.is_dir() => {
                 // An earlier output: move it aside, put the new one in place, then delete it.
+                // Anything else is left alone.
+                check_replaceable_dir(&self.target)?;
                 let old = temp_sibling(&self.target);
                 std::fs::rename(&self.target, &old).map_err(|_| e)?;
                 std::fs::rename(&self.tmp, &self.target)?;
@@ -257,6 +287,31 @@ impl Drop for AtomicDir {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn ovf_dir_never_replaces_a_directory_of_other_files() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("vm");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("notes.txt"), b"precious").unwrap();
+        let a = AtomicDir::create(&target).unwrap();
+        std::fs::write(a.path().join("vm.ovf"), b"<x/>").unwrap();
+        let e = a.commit().unwrap_err();
+        assert!(e.to_string().contains("notes.txt"), "{e}");
+        assert_eq!(
+            std::fs::read(target.join("notes.txt")).unwrap(),
+            b"precious"
+        );
+        // No temporaries left beside it.
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        // An earlier output is replaced.
+        std::fs::remove_file(target.join("notes.txt")).unwrap();
+        std::fs::write(target.join("vm-disk1.vmdk"), b"old").unwrap();
+        let a = AtomicDir::create(&target).unwrap();
+        std::fs::write(a.path().join("vm.ovf"), b"<x/>").unwrap();
+        a.commit().unwrap();
+        assert_eq!(std::fs::read_dir(&target).unwrap().count(), 1);
+    }
 
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<_> = std::fs::read_dir(dir)

@@ -99,6 +99,65 @@ pub enum OutputError {
     Path(PathBuf),
     #[error(transparent)]
     Tar(#[from] ova::TarError),
+    #[error("output {path}: {why}")]
+    Target { path: PathBuf, why: String },
+}
+
+/// Checks, before any work, that `format` can be written at `path`: a usable file name, an
+/// existing parent directory, no directory where a file goes (or the reverse), and for `ovf`
+/// an existing directory only if it is an earlier OVF output.
+pub fn check_target(path: &Path, format: Format) -> Result<(), OutputError> {
+    let bad = |why: String| OutputError::Target {
+        path: path.to_path_buf(),
+        why,
+    };
+    match format {
+        Format::Ova | Format::Ovf => {
+            base_name(path)?;
+        }
+        Format::Vmdk | Format::Raw => {
+            if path.file_name().is_none() {
+                return Err(OutputError::Path(path.to_path_buf()));
+            }
+        }
+    }
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(bad(format!(
+            "the directory {} does not exist: create it or give another -o",
+            parent.display()
+        )));
+    }
+    let meta = std::fs::metadata(path).ok();
+    match format {
+        Format::Ovf => match meta {
+            Some(m) if !m.is_dir() => Err(bad(
+                "exists and is not a directory, but --format ovf writes a directory: give another -o"
+                    .into(),
+            )),
+            Some(_) => atomic::check_replaceable_dir(path).map_err(|e| bad(e.to_string())),
+            None => Ok(()),
+        },
+        _ => match meta {
+            Some(m) if m.is_dir() => Err(bad(format!(
+                "is a directory; give a file path such as {}",
+                path.join(format!("vm.{}", format_ext(format))).display()
+            ))),
+            _ => Ok(()),
+        },
+    }
+}
+
+fn format_ext(format: Format) -> &'static str {
+    match format {
+        Format::Ova => "ova",
+        Format::Ovf => "ovf",
+        Format::Vmdk => "vmdk",
+        Format::Raw => "raw",
+    }
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> OutputError + '_ {

@@ -70,11 +70,15 @@ impl Imported {
         let mut files = BTreeMap::new();
         let mut small = BTreeMap::new();
         let mut links = BTreeMap::new();
-        for entry in ar
-            .entries()
-            .map_err(|e| bad(format!("not a tar archive: {e}")))?
-        {
-            let mut entry = entry.map_err(|e| bad(format!("corrupt tar archive: {e}")))?;
+        let corrupt = |e: std::io::Error| {
+            bad(format!(
+                "not a tar archive, or a corrupt one ({}); expected what `docker save` or \
+                 `skopeo copy` writes",
+                crate::layers::printable(&e.to_string())
+            ))
+        };
+        for entry in ar.entries().map_err(corrupt)? {
+            let mut entry = entry.map_err(corrupt)?;
             let name = norm(&String::from_utf8_lossy(&entry.path_bytes()));
             let kind = entry.header().entry_type();
             if kind.is_symlink() || kind.is_hard_link() {

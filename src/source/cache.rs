@@ -38,7 +38,13 @@ impl Cache {
     pub fn open(dir: &Path) -> Result<Cache, SourceError> {
         for sub in ["blobs/sha256", "tmp"] {
             let p = dir.join(sub);
-            fs::create_dir_all(&p).map_err(|e| io_err(&p, e))?;
+            fs::create_dir_all(&p).map_err(|e| SourceError::Layout {
+                path: dir.to_path_buf(),
+                why: format!(
+                    "cannot use it as the blob cache ({}: {e}); pass --cache-dir with a writable directory",
+                    p.display()
+                ),
+            })?;
         }
         // Temporary files of a d2v that died a day ago or more (live ones are younger).
         if let Ok(rd) = fs::read_dir(dir.join("tmp")) {

@@ -114,7 +114,11 @@ impl Read for DiffIdReader {
         let n = self.inner.read(buf).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("layer {}: corrupt compressed data: {e}", self.layer),
+                format!(
+                    "layer {}: corrupt compressed data: {e}; the blob matches its digest, so the \
+                     image itself is broken: rebuild or re-push it",
+                    self.layer
+                ),
             )
         })?;
         if n == 0 && !buf.is_empty() {

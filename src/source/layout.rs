@@ -139,9 +139,18 @@ impl Fetcher for OciDir {
             return Ok(p);
         }
         let src = self.blob_path(&d.digest)?;
-        let f = File::open(&src).map_err(|e| SourceError::Io {
-            path: src.clone(),
-            source: e,
+        let f = File::open(&src).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => SourceError::Layout {
+                path: src.clone(),
+                why: format!(
+                    "{what} is missing from the OCI layout (an incomplete copy?); copy the \
+                     image again, e.g. with skopeo copy"
+                ),
+            },
+            _ => SourceError::Io {
+                path: src.clone(),
+                source: e,
+            },
         })?;
         let mut w = self.cache.writer()?;
         // Read one byte past the declared size so an oversized blob is noticed.

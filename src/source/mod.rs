@@ -186,8 +186,10 @@ pub enum SourceError {
         got: String,
     },
     #[error(
-        "{what} ({digest}): size mismatch: expected {expected} bytes, got {got} (a truncated or \
-         corrupt blob; run again to retry the download)"
+        "{}: size mismatch: expected {expected} bytes, got {got} (a truncated or corrupt blob; \
+         from a registry, run again to retry the download; from a file or directory, copy or \
+         save the image again)",
+        named_with_digest(what, digest)
     )]
     SizeMismatch {
         what: String,
@@ -211,8 +213,33 @@ pub enum SourceError {
     },
 }
 
+/// `what`, followed by `(digest)` unless `what` already names it.
+fn named_with_digest(what: &str, digest: &str) -> String {
+    if what.contains(digest) {
+        what.to_string()
+    } else {
+        format!("{what} ({digest})")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn size_mismatch_names_the_digest_once() {
+        let d = "sha256:00ff";
+        let e = |what: &str| {
+            super::SourceError::SizeMismatch {
+                what: what.into(),
+                digest: d.into(),
+                expected: 2,
+                got: 1,
+            }
+            .to_string()
+        };
+        assert_eq!(e("layer 1").matches(d).count(), 1, "{}", e("layer 1"));
+        assert_eq!(e("layer 1 (sha256:00ff)").matches(d).count(), 1);
+    }
+
     #[test]
     fn options_debug_hides_the_password() {
         let o = super::SourceOptions {

@@ -224,6 +224,12 @@ fn split_path_suffix(s: &str) -> (PathBuf, Option<String>) {
 /// `docker-archive:FILE[:REF]`.
 pub fn parse_source(s: &str) -> Result<Transport, SourceError> {
     if let Some(r) = s.strip_prefix("docker://") {
+        if r.is_empty() {
+            return Err(SourceError::BadReference {
+                reference: s.to_string(),
+                why: "docker://: needs an image reference after it, e.g. docker://debian:12".into(),
+            });
+        }
         return Ok(Transport::Registry(Reference::parse(r)?));
     }
     let empty = |t: &str| SourceError::BadReference {
@@ -386,6 +392,8 @@ mod tests {
             Err(SourceError::UnknownTransport { .. })
         ));
         assert!(parse_source("oci:").is_err());
+        let e = parse_source("docker://").unwrap_err().to_string();
+        assert!(e.contains("\"docker://\"") && e.contains("e.g."), "{e}");
     }
 
     #[test]

@@ -51,7 +51,10 @@ fn pct(s: &str) -> String {
 impl Client {
     /// Gets a bearer token for pulling this repository.
     fn fetch_token(&self, realm: &str, service: Option<&str>) -> Result<String, SourceError> {
-        let what = format!("{} token from {realm}", self.r.registry);
+        let what = format!(
+            "{}/{} (token from {realm})",
+            self.r.registry, self.r.repository
+        );
         let scope = format!("repository:{}:pull", self.r.repository);
         let mut url = format!(
             "{realm}{}scope={}",

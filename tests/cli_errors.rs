@@ -1,0 +1,742 @@
+//! Bad input through the real `d2v` binary: every case must give exit status 1, a
+//! `d2v: error:` message on stderr naming the thing and what to do, no panic, nothing on
+//! stdout, and no output file left behind. Images are tiny hand-made OCI layouts (testkit's
+//! layout writer and tar builder); registry cases use Debian's docker-registry via testkit.
+
+#[path = "common/cli.rs"]
+mod cli;
+
+use std::path::Path;
+
+use cli::*;
+use testkit::oci::{self, Compression, ImageSpec};
+use testkit::registry::{Kind, Registry, PASSWORD};
+use testkit::tar::{tar, Entry};
+
+/// `d2v build SRC -o out/vm.ova --cache-dir cache` must fail naming `needles`, leaving the
+/// output directory empty.
+fn build_fails(sb: &Sandbox, src: &str, extra: &[&str], needles: &[&str]) -> Run {
+    let out = sb.out_file("vm.ova");
+    let cache = sb.fresh_cache();
+    let mut args: Vec<String> = vec!["build".into(), src.into(), "-o".into()];
+    args.push(out.display().to_string());
+    args.push("--cache-dir".into());
+    args.push(cache.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let r = sb.d2v(&args);
+    assert_clean_failure(&r, needles);
+    assert!(
+        sb.out_listing().is_empty(),
+        "a failed build left {:?} in the output directory\n{}",
+        sb.out_listing(),
+        r.stderr
+    );
+    r
+}
+
+/// `d2v inspect SRC` must fail naming `needles`.
+fn inspect_fails(sb: &Sandbox, src: &str, extra: &[&str], needles: &[&str]) -> Run {
+    let cache = sb.fresh_cache();
+    let mut args: Vec<String> = vec!["inspect".into(), src.into(), "--cache-dir".into()];
+    args.push(cache.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let r = sb.d2v(&args);
+    assert_clean_failure(&r, needles);
+    r
+}
+
+/// `d2v export SRC -o out/rootfs.tar` must fail naming `needles` and leave no tar behind.
+fn export_fails(sb: &Sandbox, src: &str, needles: &[&str]) -> Run {
+    let out = sb.out_file("rootfs.tar");
+    let cache = sb.fresh_cache();
+    let r = sb.d2v([
+        "export".as_ref(),
+        src.as_ref(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--cache-dir".as_ref(),
+        cache.as_os_str(),
+    ]);
+    assert_clean_failure(&r, needles);
+    assert!(
+        sb.out_listing().is_empty(),
+        "a failed export left {:?}\n{}",
+        sb.out_listing(),
+        r.stderr
+    );
+    r
+}
+
+fn layout(
+    sb: &Sandbox,
+    os_id: &str,
+    kernel: bool,
+    c: Compression,
+) -> (std::path::PathBuf, oci::WrittenImage) {
+    let dir = sb.path("in/oci");
+    let img = write_tiny(&dir, "v1", os_id, kernel, c);
+    (dir, img)
+}
+
+#[test]
+fn unknown_transport() {
+    let sb = Sandbox::new();
+    for src in [
+        "dir:/tmp/image",
+        "ftp://example.com/app:1",
+        "containers-storage:app",
+    ] {
+        let t = src.split(':').next().unwrap();
+        // Names the transport and lists the ones d2v reads.
+        let r = inspect_fails(&sb, src, &[], &[t, "docker://", "oci:", "docker-archive:"]);
+        assert!(r.stderr.contains("transport"), "{}", r.stderr);
+        build_fails(&sb, src, &[], &[t, "oci:"]);
+    }
+}
+
+#[test]
+fn malformed_reference() {
+    let sb = Sandbox::new();
+    for (src, named) in [
+        ("Docker.io/Library/UPPER", "Docker.io/Library/UPPER"),
+        ("debian:bad tag!", "bad tag!"),
+        ("debian@sha256:1234", "sha256:1234"),
+        ("docker://", "docker://"),
+        ("oci:", "oci"),
+    ] {
+        let r = inspect_fails(&sb, src, &[], &[named]);
+        assert!(
+            r.stderr.to_lowercase().contains("reference")
+                || r.stderr.to_lowercase().contains("invalid"),
+            "{}",
+            r.stderr
+        );
+        build_fails(&sb, src, &[], &[named]);
+    }
+}
+
+#[test]
+fn missing_oci_directory_and_tag() {
+    let sb = Sandbox::new();
+    let missing = sb.path("in/no-such-layout");
+    let src = oci_src(&missing, "v1");
+    build_fails(&sb, &src, &[], &[&missing.display().to_string()]);
+
+    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
+    // The tag is named, and so are the tags that exist.
+    inspect_fails(&sb, &oci_src(&dir, "nope"), &[], &["nope"]);
+    build_fails(&sb, &oci_src(&dir, "nope"), &[], &["nope"]);
+}
+
+#[test]
+fn registry_missing_tag_is_a_404() {
+    let reg = Registry::start(Kind::Plain);
+    let sb = Sandbox::new();
+    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
+    reg.push(&oci_src(&dir, "v1"), "test/app:v1");
+    let src = format!("{}/test/app:nope", reg.host);
+    let r = inspect_fails(&sb, &src, &[], &["test/app", "nope", "not found"]);
+    assert!(r.stderr.contains("404"), "{}", r.stderr);
+    build_fails(&sb, &src, &[], &["test/app", "nope"]);
+    // A missing repository, too.
+    inspect_fails(
+        &sb,
+        &format!("{}/test/ghost:v1", reg.host),
+        &[],
+        &["test/ghost", "not found"],
+    );
+    // The same image under the right tag works.
+    sb.d2v(["inspect".to_string(), format!("{}/test/app:v1", reg.host)])
+        .ok();
+}
+
+#[test]
+fn registry_tampered_layer_and_pull() {
+    let reg = Registry::start(Kind::Plain);
+    let sb = Sandbox::new();
+    let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
+    reg.push(&oci_src(&dir, "v1"), "test/app:v1");
+    let src = format!("{}/test/app:v1", reg.host);
+    // `d2v pull` of the intact image works (and writes only its output).
+    let out = sb.out_file("pulled.ova");
+    sb.d2v([
+        "pull".as_ref(),
+        src.as_ref(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--root-free".as_ref(),
+        "16M".as_ref(),
+        "--cache-dir".as_ref(),
+        sb.fresh_cache().as_os_str(),
+    ])
+    .ok();
+    assert_eq!(sb.out_listing(), ["pulled.ova"]);
+    std::fs::remove_file(&out).unwrap();
+    // One byte of a layer changed in the registry's storage: pull fails naming the blob.
+    let victim = &img.layers[0].digest;
+    let p = reg.blob_data(victim);
+    let mut b = std::fs::read(&p).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x10;
+    std::fs::write(&p, &b).unwrap();
+    let r = sb.d2v([
+        "pull".as_ref(),
+        src.as_ref(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--cache-dir".as_ref(),
+        sb.fresh_cache().as_os_str(),
+    ]);
+    assert_clean_failure(&r, &[victim, "digest mismatch"]);
+    assert!(sb.out_listing().is_empty(), "{:?}", sb.out_listing());
+}
+
+#[test]
+fn registry_401_without_creds_ok_with_creds() {
+    let reg = Registry::start(Kind::Token);
+    let sb = Sandbox::new();
+    let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
+    reg.push(&oci_src(&dir, "v1"), "private/app:v1");
+    let src = format!("{}/private/app:v1", reg.host);
+
+    let r = inspect_fails(&sb, &src, &[], &["private/app", "401", "--creds"]);
+    assert!(!r.stderr.contains(PASSWORD));
+    build_fails(&sb, &src, &[], &["private/app", "--creds"]);
+
+    // Wrong password: refused, and the password is never printed (even with -v).
+    let wrong = "d2vtest:wrong-pass-xyz";
+    let r = inspect_fails(&sb, &src, &["--creds", wrong, "-v"], &["private/app"]);
+    assert!(
+        !r.stderr.contains("wrong-pass-xyz"),
+        "secret printed:\n{}",
+        r.stderr
+    );
+
+    // Right credentials: the manifest digest the registry serves is reported.
+    let creds = reg.creds().unwrap();
+    let ok = sb
+        .d2v(["inspect", &src, "--creds", &creds, "-v", "--json"])
+        .ok();
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).expect("inspect --json");
+    assert!(
+        json_has_string(&v, &reg.digest("private/app:v1"))
+            || json_has_string(&v, &img.manifest_digest),
+        "{v:#}"
+    );
+    assert!(
+        !ok.stderr.contains(PASSWORD),
+        "secret printed:\n{}",
+        ok.stderr
+    );
+}
+
+#[test]
+fn no_manifest_for_the_platform() {
+    let sb = Sandbox::new();
+    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
+    let src = oci_src(&dir, "v1");
+    // Names what was asked, what exists, and the option to choose.
+    inspect_fails(
+        &sb,
+        &src,
+        &["--platform", "linux/arm64"],
+        &["linux/arm64", "linux/amd64", "--platform"],
+    );
+    build_fails(
+        &sb,
+        &src,
+        &["--platform", "linux/arm64"],
+        &["linux/arm64", "linux/amd64"],
+    );
+    // A malformed platform is a clear error too.
+    inspect_fails(&sb, &src, &["--platform", "amd64"], &["amd64", "os/arch"]);
+}
+
+/// Flips bytes in the middle of a compressed stream (not in its header).
+fn corrupt_middle(mut b: Vec<u8>) -> Vec<u8> {
+    let mid = b.len() / 2;
+    for x in &mut b[mid..mid + 64] {
+        *x ^= 0xa5;
+    }
+    b
+}
+
+#[test]
+fn corrupt_gzip_layer() {
+    let sb = Sandbox::new();
+    let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
+    let good = std::fs::read(&img.layers[0].path).unwrap();
+    let bad = replace_layer_blob(&dir, "v1", 0, &corrupt_middle(good));
+    let src = oci_src(&dir, "v1");
+    let r = build_fails(&sb, &src, &[], &[&bad, "corrupt"]);
+    // Blamed on the layer, not on d2v's own spill file.
+    assert!(!r.stderr.contains("spill"), "{}", r.stderr);
+    export_fails(&sb, &src, &[&bad]);
+    inspect_fails(&sb, &src, &[], &[&bad]);
+
+    // Not gzip at all under a gzip media type: the magic bytes are checked.
+    let plain = replace_layer_blob(&dir, "v1", 0, &base_layer("debian", true));
+    build_fails(&sb, &src, &[], &[&plain, "gzip"]);
+}
+
+#[test]
+fn corrupt_zstd_layer() {
+    let sb = Sandbox::new();
+    let (dir, img) = layout(&sb, "debian", true, Compression::Zstd);
+    let good = std::fs::read(&img.layers[0].path).unwrap();
+    let bad = replace_layer_blob(&dir, "v1", 0, &corrupt_middle(good));
+    let src = oci_src(&dir, "v1");
+    let r = build_fails(&sb, &src, &[], &[&bad, "corrupt"]);
+    assert!(!r.stderr.contains("spill"), "{}", r.stderr);
+    export_fails(&sb, &src, &[&bad]);
+}
+
+#[test]
+fn truncated_blob() {
+    let sb = Sandbox::new();
+    let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
+    let src = oci_src(&dir, "v1");
+    // The blob file is shorter than the manifest says.
+    let l = &img.layers[0];
+    let b = std::fs::read(&l.path).unwrap();
+    std::fs::write(&l.path, &b[..b.len() / 2]).unwrap();
+    build_fails(&sb, &src, &[], &[&l.digest]);
+    export_fails(&sb, &src, &[&l.digest]);
+    std::fs::write(&l.path, &b).unwrap();
+
+    // A truncated gzip stream stored under its own (correct) digest: the stream ends early.
+    let cut = replace_layer_blob(&dir, "v1", 0, &b[..b.len() * 2 / 3]);
+    build_fails(&sb, &src, &[], &[&cut]);
+
+    // The same for zstd.
+    let zdir = sb.path("in/oci-zstd");
+    let zimg = write_tiny(&zdir, "v1", "debian", true, Compression::Zstd);
+    let zb = std::fs::read(&zimg.layers[0].path).unwrap();
+    let zcut = replace_layer_blob(&zdir, "v1", 0, &zb[..zb.len() * 2 / 3]);
+    build_fails(&sb, &oci_src(&zdir, "v1"), &[], &[&zcut]);
+}
+
+#[test]
+fn digest_mismatch() {
+    let sb = Sandbox::new();
+    let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
+    let src = oci_src(&dir, "v1");
+    // One byte of the second layer changed in place (same size): only the digest tells.
+    let l = &img.layers[1];
+    let good = std::fs::read(&l.path).unwrap();
+    let mut b = good.clone();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x01;
+    std::fs::write(&l.path, &b).unwrap();
+    let r = build_fails(&sb, &src, &[], &[&l.digest, "digest"]);
+    assert!(
+        r.stderr.contains("mismatch") || r.stderr.contains("corrupt"),
+        "{}",
+        r.stderr
+    );
+    export_fails(&sb, &src, &[&l.digest]);
+    inspect_fails(&sb, &src, &[], &[&l.digest]);
+    std::fs::write(&l.path, &good).unwrap();
+
+    // A tampered config.
+    let (_, m) = manifest_of(&dir, "v1");
+    let cfg = m["config"]["digest"].as_str().unwrap().to_string();
+    let cp = oci::blob_path(&dir, &cfg);
+    let good_cfg = std::fs::read(&cp).unwrap();
+    let tampered = String::from_utf8(good_cfg.clone())
+        .unwrap()
+        .replace("D2V_TEST=1", "D2V_TEST=2");
+    std::fs::write(&cp, tampered).unwrap();
+    build_fails(&sb, &src, &[], &[&cfg]);
+    std::fs::write(&cp, &good_cfg).unwrap();
+
+    // Every blob verifies, but a layer's uncompressed content does not match the config's
+    // diff_id: d2v must read every layer to its end and check it.
+    rewrite_config(&dir, "v1", |c| {
+        c["rootfs"]["diff_ids"][1] = sha256(b"something else").into();
+    });
+    build_fails(&sb, &src, &[], &["diff_id"]);
+    export_fails(&sb, &src, &["diff_id"]);
+}
+
+#[test]
+fn oversized_manifest() {
+    let sb = Sandbox::new();
+    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
+    rewrite_manifest(&dir, "v1", |m| {
+        m["annotations"] = serde_json::json!({"padding": "x".repeat(9 << 20)});
+    });
+    inspect_fails(&sb, &oci_src(&dir, "v1"), &[], &["manifest", "larger than"]);
+}
+
+#[test]
+fn unsafe_paths_in_a_layer() {
+    for evil in ["../etc/passwd", "usr/../../etc/shadow", "./../../x"] {
+        let sb = Sandbox::new();
+        let dir = sb.path("in/oci");
+        let img = oci::write_image(
+            &dir,
+            &ImageSpec::new()
+                .layer(base_layer("debian", true), Compression::Gzip)
+                .layer(
+                    tar(&[
+                        Entry::file("etc/motd", "ok\n"),
+                        Entry::file(evil, "root::0:0::/:/bin/sh\n"),
+                    ]),
+                    Compression::Gzip,
+                )
+                .tag("v1"),
+        )
+        .unwrap();
+        let src = oci_src(&dir, "v1");
+        let layer = &img.layers[1].digest;
+        let r = build_fails(&sb, &src, &[], &[evil, layer]);
+        assert!(
+            r.stderr.contains("..") && (r.stderr.contains("escape") || r.stderr.contains("refus")),
+            "{}",
+            r.stderr
+        );
+        export_fails(&sb, &src, &[evil, layer]);
+        inspect_fails(&sb, &src, &[], &[evil]);
+    }
+}
+
+#[test]
+fn image_without_a_kernel_fails_early_naming_the_package() {
+    for (os, package) in [
+        ("debian", "linux-image-cloud-amd64"),
+        ("alpine", "linux-virt"),
+    ] {
+        let sb = Sandbox::new();
+        let (dir, _) = layout(&sb, os, false, Compression::Gzip);
+        let r = build_fails(&sb, &oci_src(&dir, "v1"), &[], &["kernel", package]);
+        // With --json too: nothing on stdout, the error on stderr.
+        build_fails(&sb, &oci_src(&dir, "v1"), &["--json"], &["kernel", package]);
+        // Early: before any disk or output is written (no vmdk/ovf progress, nothing left).
+        assert!(!r.stderr.contains("holding output"), "{}", r.stderr);
+        // inspect reports it without failing.
+        let ok = sb.d2v(["inspect", &oci_src(&dir, "v1"), "--json"]).ok();
+        let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+        let kernels = json_find(&v, "kernels").expect("kernels in the report");
+        assert_eq!(kernels.as_array().map(Vec::len), Some(0), "{v:#}");
+    }
+    // An image with no os-release still gets advice for both families.
+    let sb = Sandbox::new();
+    let dir = sb.path("in/oci");
+    oci::write_image(
+        &dir,
+        &ImageSpec::new()
+            .layer(tar(&[Entry::file("hello", "world")]), Compression::Gzip)
+            .tag("v1"),
+    )
+    .unwrap();
+    build_fails(&sb, &oci_src(&dir, "v1"), &[], &["kernel"]);
+}
+
+#[test]
+fn missing_output_directory() {
+    let sb = Sandbox::new();
+    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
+    let src = oci_src(&dir, "v1");
+    let missing = sb.path("no/such/dir");
+    for (format, name) in [
+        ("ova", "vm.ova"),
+        ("ovf", "vm"),
+        ("vmdk", "vm.vmdk"),
+        ("raw", "vm.img"),
+    ] {
+        let out = missing.join(name);
+        let r = sb.d2v([
+            "build".as_ref(),
+            src.as_ref(),
+            "--format".as_ref(),
+            format.as_ref(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ]);
+        assert_clean_failure(&r, &[&missing.display().to_string()]);
+        assert!(
+            r.stderr.contains("director") || r.stderr.contains("exist"),
+            "{}",
+            r.stderr
+        );
+        assert!(!sb.path("no").exists(), "d2v created the missing directory");
+    }
+    // export checks before reading the image: it fails even for a source that is not there.
+    let r = sb.d2v([
+        "export".as_ref(),
+        oci_src(&sb.path("in/absent"), "v1").as_ref(),
+        "-o".as_ref(),
+        missing.join("rootfs.tar").as_os_str(),
+    ]);
+    assert_clean_failure(&r, &[&missing.display().to_string(), "does not exist"]);
+}
+
+#[test]
+fn disk_too_small() {
+    let sb = Sandbox::new();
+    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
+    let src = oci_src(&dir, "v1");
+    build_fails(
+        &sb,
+        &src,
+        &["--disk-size", "2M"],
+        &["--disk-size", "2 MiB", "larger"],
+    );
+    build_fails(
+        &sb,
+        &src,
+        &["--root-size", "64K"],
+        &["--root-size", "larger"],
+    );
+    // Checked before any disk is written.
+    let r = build_fails(&sb, &src, &["--root-size", "1M"], &["--root-size"]);
+    assert!(!r.stderr.contains("writing disk"), "{}", r.stderr);
+}
+
+#[test]
+fn output_path_conflicts_fail_before_reading_the_image() {
+    let sb = Sandbox::new();
+    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
+    let src = oci_src(&dir, "v1");
+    let user_dir = sb.out_file("photos");
+    std::fs::create_dir(&user_dir).unwrap();
+    std::fs::write(user_dir.join("holiday.jpg"), b"precious").unwrap();
+    let a_file = sb.out_file("notes.txt");
+    std::fs::write(&a_file, b"notes").unwrap();
+    let check = |format: &str, out: &Path, needles: &[&str]| {
+        let r = sb.d2v([
+            "build".as_ref(),
+            src.as_ref(),
+            "--format".as_ref(),
+            format.as_ref(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ]);
+        assert_clean_failure(&r, needles);
+        // Checked first: no image was read.
+        assert!(!r.stderr.contains("applied"), "{}", r.stderr);
+    };
+    // An ovf output never replaces a directory of other files (it would delete them).
+    check("ovf", &user_dir, &["photos", "holiday.jpg", "-o"]);
+    assert_eq!(
+        std::fs::read(user_dir.join("holiday.jpg")).unwrap(),
+        b"precious"
+    );
+    for f in ["ova", "vmdk", "raw"] {
+        check(f, &user_dir, &["photos", "directory"]);
+    }
+    check("ovf", &a_file, &["notes.txt", "not a directory"]);
+    check("ova", Path::new("."), &["\".\"", "-o"]);
+    let r = sb.d2v([
+        "export".as_ref(),
+        src.as_ref(),
+        "-o".as_ref(),
+        user_dir.as_os_str(),
+    ]);
+    assert_clean_failure(&r, &["photos", "directory"]);
+    assert_eq!(
+        sb.out_listing(),
+        ["notes.txt", "photos"],
+        "outputs or temporaries left"
+    );
+    assert_eq!(ls(&user_dir), ["holiday.jpg"]);
+}
+
+#[test]
+fn full_stdout_is_an_error_not_a_panic() {
+    let sb = Sandbox::new();
+    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
+    let src = oci_src(&dir, "v1");
+    for args in [
+        vec!["inspect", &src, "--json"],
+        vec!["inspect", &src],
+        vec!["export", &src, "-o", "-"],
+    ] {
+        let r = sb.d2v_stdout_full(&args);
+        assert_clean_failure(&r, &["stdout", "No space left"]);
+    }
+}
+
+#[test]
+fn invalid_option_values_fail_before_reading_the_image() {
+    let sb = Sandbox::new();
+    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
+    let src = oci_src(&dir, "v1");
+    for (opt, value, needles) in [
+        (
+            "--hostname",
+            "evil\nhost",
+            &["--hostname", "valid hostname"][..],
+        ),
+        ("--hostname", "my host", &["--hostname", "my host"][..]),
+        // A newline would add lines to the generated grub.cfg.
+        (
+            "--kernel-arg",
+            "quiet\n}\nmenuentry x {",
+            &["--kernel-arg", "one line"][..],
+        ),
+        ("--cpus", "0", &["--cpus", "1 to"][..]),
+        ("--memory", "1M", &["--memory", "4 MiB"][..]),
+        ("--name", "", &["--name", "non-empty"][..]),
+        ("--fs-uuid", "not-a-uuid", &["--fs-uuid", "not-a-uuid"][..]),
+        ("--memory", "100T", &["--memory", "24 TiB"][..]),
+        ("--boot-size", "1M", &["--boot-size", "40 MiB"][..]),
+        ("--root-size", "100T", &["--root-size", "62 TiB"][..]),
+        ("--disk-size", "63T", &["--disk-size", "62 TiB"][..]),
+    ] {
+        let r = build_fails(&sb, &src, &[opt, value], needles);
+        if opt != "--fs-uuid" {
+            assert!(!r.stderr.contains("applied"), "{}", r.stderr);
+        }
+    }
+}
+
+#[test]
+fn bad_archives_and_cache_dir() {
+    let sb = Sandbox::new();
+    let garbage = sb.path("in/garbage.tar");
+    std::fs::write(&garbage, noise(9, 5000)).unwrap();
+    for t in ["docker-archive", "oci-archive"] {
+        let src = format!("{t}:{}", garbage.display());
+        let r = build_fails(&sb, &src, &[], &["garbage.tar"]);
+        // No raw binary bytes dumped on the terminal.
+        assert!(
+            r.stderr
+                .chars()
+                .all(|c| c == '\n' || (c.is_ascii() && !c.is_ascii_control())),
+            "{:?}",
+            r.stderr
+        );
+        let missing = sb.path("in/missing.tar");
+        build_fails(
+            &sb,
+            &format!("{t}:{}", missing.display()),
+            &[],
+            &["missing.tar"],
+        );
+    }
+    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
+    let r = sb.d2v([
+        "inspect".as_ref(),
+        oci_src(&dir, "v1").as_ref(),
+        "--cache-dir".as_ref(),
+        garbage.as_os_str(),
+    ]);
+    assert_clean_failure(&r, &["garbage.tar", "--cache-dir"]);
+}
+
+#[test]
+fn malformed_layer_tars() {
+    let mut truncated = tar(&[Entry::file("big", vec![7u8; 100_000])]);
+    truncated.truncate(5000);
+    let mut bad_sum = tar(&[Entry::file("ok", "x")]);
+    bad_sum[148] = b'9';
+    for (what, layer, needles) in [
+        ("garbage", noise(5, 4096), &["tar"][..]),
+        ("truncated", truncated, &["truncated"][..]),
+        ("bad checksum", bad_sum, &["tar"][..]),
+        (
+            "hardlink to nothing",
+            tar(&[Entry::hardlink("etc/x", "does/not/exist")]),
+            &["etc/x", "does/not/exist"][..],
+        ),
+    ] {
+        let sb = Sandbox::new();
+        let dir = sb.path("in/oci");
+        let img = oci::write_image(
+            &dir,
+            &ImageSpec::new()
+                .layer(base_layer("debian", true), Compression::Gzip)
+                .layer(layer, Compression::None)
+                .tag("v1"),
+        )
+        .unwrap();
+        let digest = &img.layers[1].digest;
+        let mut n = needles.to_vec();
+        n.push(digest);
+        let r = build_fails(&sb, &oci_src(&dir, "v1"), &[], &n);
+        assert!(
+            r.stderr
+                .chars()
+                .all(|c| c == '\n' || (c.is_ascii() && !c.is_ascii_control())),
+            "{what}: binary bytes in the message: {:?}",
+            r.stderr
+        );
+        export_fails(&sb, &oci_src(&dir, "v1"), &[digest]);
+    }
+}
+
+#[test]
+fn argument_parser_errors_name_the_value() {
+    let sb = Sandbox::new();
+    for (args, named) in [
+        (&["build", "x", "--format", "zip"][..], "zip"),
+        (&["build", "x", "--disk-size", "10Q"][..], "10Q"),
+        (&["build", "x", "--disk-size", "99999999T"][..], "too large"),
+        (&["build", "x", "--compression-level", "12"][..], "12"),
+        (&["build"][..], "<SOURCE>"),
+        (&["frobnicate"][..], "frobnicate"),
+    ] {
+        let r = sb.d2v(args);
+        let e = &r.stderr;
+        // clap's usage errors exit with 2; never a panic, never a success.
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {e}");
+        assert!(!e.contains("panicked"), "{args:?}: {e}");
+        assert!(e.contains("error:") && e.contains(named), "{args:?}: {e}");
+        assert!(r.stdout.is_empty());
+    }
+}
+
+#[test]
+fn missing_blob_in_a_layout() {
+    let sb = Sandbox::new();
+    let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
+    std::fs::remove_file(&img.layers[1].path).unwrap();
+    let src = oci_src(&dir, "v1");
+    build_fails(&sb, &src, &[], &[&img.layers[1].digest, "missing", "copy"]);
+    std::fs::remove_file(oci::blob_path(&dir, &img.config_digest)).unwrap();
+    inspect_fails(&sb, &src, &[], &[&img.config_digest, "missing"]);
+}
+
+#[test]
+fn tls_registry_with_a_private_ca() {
+    let reg = Registry::start(Kind::TlsBasic);
+    let sb = Sandbox::new();
+    let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
+    reg.push(&oci_src(&dir, "v1"), "secure/app:v1");
+    let src = format!("{}/secure/app:v1", reg.host);
+    let creds = reg.creds().unwrap();
+    // Unknown CA: says TLS failed and how to trust the CA.
+    let r = inspect_fails(&sb, &src, &["--creds", &creds], &["TLS", "--cert-dir"]);
+    assert!(
+        !r.stderr.contains(PASSWORD),
+        "secret printed:\n{}",
+        r.stderr
+    );
+    let ca = reg.ca_dir().display().to_string();
+    // Trusted CA, no credentials: 401 with advice.
+    inspect_fails(&sb, &src, &["--cert-dir", &ca], &["secure/app", "--creds"]);
+    // A --cert-dir that is not there is an error, not silently ignored.
+    let missing = sb.path("no-such-certs").display().to_string();
+    inspect_fails(
+        &sb,
+        &src,
+        &["--cert-dir", &missing],
+        &["--cert-dir", "no-such-certs"],
+    );
+    // Both: works.
+    let ok = sb
+        .d2v([
+            "inspect",
+            &src,
+            "--cert-dir",
+            &ca,
+            "--creds",
+            &creds,
+            "--json",
+        ])
+        .ok();
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert!(json_has_string(&v, &img.layers[0].digest), "{v:#}");
+}

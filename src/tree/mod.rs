@@ -10,6 +10,7 @@ mod resolve;
 mod spill;
 mod walk;
 
+pub use resolve::{Resolved, SymlinkLoop};
 pub use spill::{FileData, Spill};
 pub use walk::{Walk, WalkEntry};
 

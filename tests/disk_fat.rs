@@ -6,22 +6,8 @@ use std::process::Command;
 use d2v::disk::fat::{self, FatOptions};
 use d2v::disk::layout::{write_partition_table, Layout};
 use d2v::disk::MIB;
-use d2v::tree::{Inode, Kind, Metadata, Tree};
-
-fn add_file(t: &mut Tree, path: &str, data: &[u8]) {
-    let fd = t.store(&mut &data[..]).unwrap();
-    t.insert(
-        path.as_bytes(),
-        Inode {
-            meta: Metadata {
-                mode: 0o644,
-                ..Default::default()
-            },
-            kind: Kind::File(fd),
-        },
-    )
-    .unwrap();
-}
+use d2v::tree::testing::{add_file, add_symlink};
+use d2v::tree::Tree;
 
 fn run(tool: &str, pkg: &str, args: &[&str]) -> (bool, String) {
     let exe = testkit::require_tool(tool, pkg);
@@ -49,14 +35,7 @@ fn fsck_fat_is_clean_and_mtools_reads_files_back() {
         "boot/A Very Long File Name With Spaces.txt",
         b"long",
     );
-    t.insert(
-        b"boot/vmlinuz",
-        Inode {
-            meta: Metadata::default(),
-            kind: Kind::Symlink(b"vmlinuz-6.1.0-13-cloud-amd64".to_vec()),
-        },
-    )
-    .unwrap();
+    add_symlink(&mut t, "boot/vmlinuz", "vmlinuz-6.1.0-13-cloud-amd64");
 
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.raw");

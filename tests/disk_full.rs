@@ -8,7 +8,8 @@ use std::process::Command;
 
 use d2v::disk::layout::{write_disk, DiskOptions, DiskSummary};
 use d2v::disk::MIB;
-use d2v::tree::{Inode, Kind, Metadata, Tree};
+use d2v::tree::testing::{add_file, add_file_with};
+use d2v::tree::{Metadata, Tree};
 use sha2::{Digest, Sha256};
 
 fn build(path: &Path) -> DiskSummary {
@@ -20,19 +21,7 @@ fn build(path: &Path) -> DiskSummary {
         ("boot/initrd.img-6.1.0-13-amd64", b"initrd"),
         ("etc/os-release", b"ID=test\n"),
     ] {
-        let fd = tree.store(&mut &data[..]).unwrap();
-        let meta = Metadata {
-            mode: 0o644,
-            ..Default::default()
-        };
-        tree.insert(
-            p.as_bytes(),
-            Inode {
-                meta,
-                kind: Kind::File(fd),
-            },
-        )
-        .unwrap();
+        add_file(&mut tree, p, data);
     }
     let out = std::fs::File::options()
         .read(true)
@@ -168,16 +157,8 @@ fn add_modules(tree: &mut Tree, platform: &str, skip: &str) {
             continue;
         }
         let data = std::fs::read(e.path()).unwrap();
-        let fd = tree.store(&mut &data[..]).unwrap();
         let path = format!("usr/lib/grub/{platform}/{name}");
-        tree.insert(
-            path.as_bytes(),
-            Inode {
-                meta: Metadata::default(),
-                kind: Kind::File(fd),
-            },
-        )
-        .unwrap();
+        add_file_with(tree, &path, &data, Metadata::default());
     }
 }
 
@@ -189,15 +170,12 @@ fn grub_modules_come_from_the_image_when_it_has_them() {
     add_modules(&mut tree, "i386-pc", "");
     // An unusable x86_64-efi directory (no moddep.lst): the host's modules are used.
     add_modules(&mut tree, "x86_64-efi", "moddep.lst");
-    let fd = tree.store(&mut &b"kernel"[..]).unwrap();
-    tree.insert(
-        b"boot/vmlinuz-6.1",
-        Inode {
-            meta: Metadata::default(),
-            kind: Kind::File(fd),
-        },
-    )
-    .unwrap();
+    add_file_with(
+        &mut tree,
+        "boot/vmlinuz-6.1",
+        b"kernel",
+        Metadata::default(),
+    );
     let p = prepare(&mut tree, "ABCD-0123", "uuid", &GrubOptions::default()).unwrap();
     assert_eq!(p.bios_modules, ModuleSource::Image);
     assert_eq!(p.efi_modules, ModuleSource::Host);

@@ -8,6 +8,8 @@
 
 mod resolve;
 mod spill;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod walk;
 
 pub use resolve::{Resolved, SymlinkLoop};

@@ -93,29 +93,13 @@ fn push_components(todo: &mut Vec<Vec<u8>>, path: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use crate::tree::{Inode, Kind, Metadata, SymlinkLoop, Tree};
-
-    fn link(t: &mut Tree, path: &str, target: &str) {
-        let inode = Inode {
-            meta: Metadata::default(),
-            kind: Kind::Symlink(target.as_bytes().to_vec()),
-        };
-        t.insert(path.as_bytes(), inode).unwrap();
-    }
+    use crate::tree::testing::{add_file_with, add_symlink as link};
+    use crate::tree::{Inode, Metadata, SymlinkLoop, Tree};
 
     #[test]
     fn links_resolve_inside_the_root_only() {
         let mut t = Tree::in_temp().unwrap();
-        let fd = t.store(&mut &b"k"[..]).unwrap();
-        let file = t
-            .insert(
-                b"boot/vmlinuz-6.1",
-                Inode {
-                    meta: Metadata::default(),
-                    kind: Kind::File(fd),
-                },
-            )
-            .unwrap();
+        let file = add_file_with(&mut t, "boot/vmlinuz-6.1", b"k", Metadata::default());
         link(&mut t, "boot/vmlinuz", "vmlinuz-6.1");
         link(&mut t, "vmlinuz", "boot/vmlinuz");
         link(&mut t, "boot/abs", "/boot/vmlinuz");

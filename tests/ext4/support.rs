@@ -9,6 +9,7 @@ pub use std::path::{Path, PathBuf};
 pub use std::process::{Command, Stdio};
 
 pub use d2v::disk::ext4::{self, Ext4Options};
+pub use d2v::tree::testing::add_file_with as add_file;
 pub use d2v::tree::{Inode, Kind, Metadata, Timestamp, Tree};
 
 pub fn meta(mode: u32, uid: u32, gid: u32) -> Metadata {
@@ -22,18 +23,6 @@ pub fn meta(mode: u32, uid: u32, gid: u32) -> Metadata {
         },
         xattrs: BTreeMap::new(),
     }
-}
-
-pub fn add_file(t: &mut Tree, path: &str, data: &[u8], m: Metadata) -> u32 {
-    let fd = t.store(&mut &data[..]).unwrap();
-    t.insert(
-        path.as_bytes(),
-        Inode {
-            meta: m,
-            kind: Kind::File(fd),
-        },
-    )
-    .unwrap()
 }
 
 pub fn opts() -> Ext4Options {

@@ -25,13 +25,7 @@ fn build_disk() -> (std::path::PathBuf, String) {
     add_file(&mut tree, "boot/grub/grub.cfg", GRUB_CFG.as_bytes());
     let dir = testkit::scratch_dir("boot-grub");
     let path = dir.join("disk.raw");
-    let out = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
+    let out = testkit::create_rw(&path);
     let mut opts = DiskOptions::new("sha256:boot-grub-test", 8 * MIB);
     opts.esp_size = 64 * MIB;
     let mut root_called = None;

@@ -30,13 +30,7 @@ fn boot(firmware: Firmware) {
     }
     let dir = testkit::scratch_dir("boot-kernel");
     let path = dir.join("disk.raw");
-    let out = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
+    let out = testkit::create_rw(&path);
     let mut opts = DiskOptions::new("sha256:boot-kernel-test", 8 * MIB);
     opts.esp_size = 64 * MIB;
     opts.grub.kernel_args = vec!["d2v.test=1".into()];

@@ -16,11 +16,7 @@ fn run(tool: &str, pkg: &str, args: &[&str]) -> (bool, String) {
         .env("MTOOLS_SKIP_CHECK", "1")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = testkit::output_text(&out);
     (out.status.success(), text)
 }
 
@@ -39,13 +35,7 @@ fn fsck_fat_is_clean_and_mtools_reads_files_back() {
 
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.raw");
-    let file = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&disk)
-        .unwrap();
+    let file = testkit::create_rw(&disk);
     let layout = Layout::plan("sha256:fat", 64 * MIB, 2 * MIB);
     write_partition_table(&layout, &file).unwrap();
     let opts = FatOptions {

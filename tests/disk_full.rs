@@ -23,13 +23,7 @@ fn build(path: &Path) -> DiskSummary {
     ] {
         add_file(&mut tree, p, data);
     }
-    let out = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .unwrap();
+    let out = testkit::create_rw(path);
     let mut opts = DiskOptions::new("sha256:disk-full", 4 * MIB);
     opts.esp_size = 48 * MIB;
     write_disk(&mut tree, &out, &opts, |t, f, off, size| {
@@ -50,11 +44,7 @@ fn tool(name: &str, pkg: &str, args: &[&str]) -> String {
         .env("MTOOLS_SKIP_CHECK", "1")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = testkit::output_text(&out);
     assert!(out.status.success(), "{name} {args:?}:\n{text}");
     text
 }

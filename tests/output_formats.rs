@@ -17,11 +17,7 @@ fn run(cmd: &str, args: &[&str], cwd: &Path) -> String {
         .current_dir(cwd)
         .output()
         .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let text = testkit::output_text(&o);
     assert!(o.status.success(), "{cmd} {args:?} failed:\n{text}");
     text
 }

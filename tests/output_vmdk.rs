@@ -14,11 +14,7 @@ fn qemu_img(args: &[&str]) -> (i32, String) {
         .args(args)
         .output()
         .expect("run qemu-img");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let text = testkit::output_text(&o);
     (o.status.code().unwrap_or(-1), text)
 }
 

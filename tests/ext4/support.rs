@@ -73,11 +73,7 @@ pub fn write_image(t: &Tree, o: &Ext4Options, offset: u64) -> (Image, ext4::Ext4
 pub fn fsck(img: &Path) {
     let tool = testkit::require_tool("e2fsck", "e2fsprogs");
     let out = Command::new(tool).args(["-fn"]).arg(img).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = testkit::output_text(&out);
     assert!(
         out.status.success(),
         "e2fsck -fn failed ({:?}):\n{text}",

@@ -39,6 +39,27 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
 pub mod edge_cases;
 pub mod oci;
 pub mod tar;
+/// A finished command's stdout then stderr, as text (for matching and assertion messages).
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A new empty file at `path` (truncated if it exists), open for reading and writing: a disk
+/// image to write into.
+pub fn create_rw(path: &std::path::Path) -> std::fs::File {
+    std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()))
+}
+
 /// A fresh directory under the system temp dir for one test's files (left in place so logs
 /// can be inspected after a failure).
 pub fn scratch_dir(what: &str) -> PathBuf {

@@ -25,6 +25,15 @@ pub fn meta(mode: u32, uid: u32, gid: u32) -> Metadata {
     }
 }
 
+/// A FIFO at `path` (mode 0644, root): the cheapest entry that fills a directory.
+pub fn add_fifo(t: &mut Tree, path: &str) {
+    let inode = Inode {
+        meta: meta(0o644, 0, 0),
+        kind: Kind::Fifo,
+    };
+    t.insert(path.as_bytes(), inode).unwrap();
+}
+
 pub fn opts() -> Ext4Options {
     let mut o = Ext4Options::from_seed("sha256:test");
     o.label = "root".into();

@@ -60,6 +60,24 @@ pub fn create_rw(path: &std::path::Path) -> std::fs::File {
         .unwrap_or_else(|e| panic!("create {}: {e}", path.display()))
 }
 
+/// Asserts that `qemu-img compare` reads the VMDK `vmdk` back as the raw image `raw`.
+pub fn assert_vmdk_matches_raw(raw: &std::path::Path, vmdk: &std::path::Path) {
+    let qemu_img = require_tool("qemu-img", "qemu-utils");
+    let out = std::process::Command::new(qemu_img)
+        .args(["compare", "-f", "raw", "-F", "vmdk"])
+        .arg(raw)
+        .arg(vmdk)
+        .output()
+        .expect("run qemu-img");
+    assert!(
+        out.status.success(),
+        "qemu-img compare {} {}: {}",
+        raw.display(),
+        vmdk.display(),
+        output_text(&out)
+    );
+}
+
 /// A fresh directory under the system temp dir for one test's files (left in place so logs
 /// can be inspected after a failure).
 pub fn scratch_dir(what: &str) -> PathBuf {

@@ -4,7 +4,7 @@
 //! (OCI layout inside the tar).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
@@ -52,27 +52,10 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                     return;
                 }
                 let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut first = String::new();
-                r.read_line(&mut first).unwrap_or(0);
-                let mut range = None;
-                let mut authz = None;
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.split_once(':') {
-                        if k.eq_ignore_ascii_case("range") {
-                            range = Some(v.trim().to_string());
-                        }
-                        if k.eq_ignore_ascii_case("authorization") {
-                            authz = Some(v.trim().to_string());
-                        }
-                    }
-                }
-                let mut parts = first.split(' ');
-                let method = parts.next().unwrap_or("").to_string();
-                let path = parts.next().unwrap_or("").to_string();
+                let head = testkit::http::read_request_head(&mut r).unwrap_or_default();
+                let range = head.header("range").map(str::to_string);
+                let authz = head.header("authorization").map(str::to_string);
+                let (method, path) = (head.method, head.path);
                 let (file, fault, denied) = {
                     let mut sv = server.lock().unwrap();
                     sv.log.push((method.clone(), path.clone(), range.clone()));

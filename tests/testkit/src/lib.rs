@@ -37,6 +37,7 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
 }
 
 pub mod edge_cases;
+pub mod http;
 pub mod oci;
 pub mod tar;
 /// A finished command's stdout then stderr, as text (for matching and assertion messages).

@@ -110,13 +110,12 @@ pub fn boot_report(tree: &Tree) -> BootReport {
 }
 
 /// Follows symlinks in every component of `path` inside the tree (absolute targets start at the
-/// tree's root; `..` stops at the root; see [`crate::layers::resolve`]). Returns the inode and
+/// tree's root; `..` stops at the root; see [`Tree::resolve_path`]). Returns the inode and
 /// its resolved absolute path, or `None` if nothing is there or the symlinks loop.
 pub fn resolve(tree: &Tree, path: &str) -> Option<(InodeId, String)> {
     let normalized = components(path.as_bytes()).ok()?.join(&b'/');
-    let resolved = crate::layers::resolve(tree, &normalized, true).ok()?;
-    let id = tree.lookup(&resolved)?;
-    Some((id, format!("/{}", show(&resolved))))
+    let resolved = tree.resolve_path(&normalized, true).ok()?;
+    Some((resolved.id?, format!("/{}", show(&resolved.path))))
 }
 
 fn artifact(tree: &Tree, path: &str) -> Option<Artifact> {

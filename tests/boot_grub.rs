@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use d2v::disk::layout::{write_disk, DiskOptions};
 use d2v::disk::MIB;
-use d2v::tree::{Inode, Kind, Metadata, Tree};
+use d2v::tree::testing::add_file;
+use d2v::tree::Tree;
 use testkit::qemu::{Boot, Firmware};
 
 const GRUB_CFG: &str = "serial --unit=0 --speed=115200
@@ -21,27 +22,10 @@ halt
 fn build_disk() -> (std::path::PathBuf, String) {
     testkit::require_tool("grub-mkimage", "grub-common");
     let mut tree = Tree::in_temp().unwrap();
-    let fd = tree.store(&mut GRUB_CFG.as_bytes()).unwrap();
-    tree.insert(
-        b"boot/grub/grub.cfg",
-        Inode {
-            meta: Metadata {
-                mode: 0o644,
-                ..Default::default()
-            },
-            kind: Kind::File(fd),
-        },
-    )
-    .unwrap();
+    add_file(&mut tree, "boot/grub/grub.cfg", GRUB_CFG.as_bytes());
     let dir = testkit::scratch_dir("boot-grub");
     let path = dir.join("disk.raw");
-    let out = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
+    let out = testkit::create_rw(&path);
     let mut opts = DiskOptions::new("sha256:boot-grub-test", 8 * MIB);
     opts.esp_size = 64 * MIB;
     let mut root_called = None;

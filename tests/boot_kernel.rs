@@ -9,7 +9,8 @@ use std::time::Duration;
 use d2v::disk::layout::{write_disk, DiskOptions};
 use d2v::disk::MIB;
 use d2v::ids::uuid_string;
-use d2v::tree::{Inode, Kind, Metadata, Tree};
+use d2v::tree::testing::add_file;
+use d2v::tree::Tree;
 use testkit::qemu::{Boot, Firmware};
 
 fn input(var: &str) -> Vec<u8> {
@@ -25,28 +26,11 @@ fn boot(firmware: Firmware) {
         ("boot/vmlinuz-6.1.0-1-test", input("D2V_TEST_KERNEL")),
         ("boot/initrd.img-6.1.0-1-test", input("D2V_TEST_INITRD")),
     ] {
-        let fd = tree.store(&mut &data[..]).unwrap();
-        tree.insert(
-            path.as_bytes(),
-            Inode {
-                meta: Metadata {
-                    mode: 0o644,
-                    ..Default::default()
-                },
-                kind: Kind::File(fd),
-            },
-        )
-        .unwrap();
+        add_file(&mut tree, path, &data);
     }
     let dir = testkit::scratch_dir("boot-kernel");
     let path = dir.join("disk.raw");
-    let out = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
+    let out = testkit::create_rw(&path);
     let mut opts = DiskOptions::new("sha256:boot-kernel-test", 8 * MIB);
     opts.esp_size = 64 * MIB;
     opts.grub.kernel_args = vec!["d2v.test=1".into()];

@@ -6,22 +6,8 @@ use std::process::Command;
 use d2v::disk::fat::{self, FatOptions};
 use d2v::disk::layout::{write_partition_table, Layout};
 use d2v::disk::MIB;
-use d2v::tree::{Inode, Kind, Metadata, Tree};
-
-fn add_file(t: &mut Tree, path: &str, data: &[u8]) {
-    let fd = t.store(&mut &data[..]).unwrap();
-    t.insert(
-        path.as_bytes(),
-        Inode {
-            meta: Metadata {
-                mode: 0o644,
-                ..Default::default()
-            },
-            kind: Kind::File(fd),
-        },
-    )
-    .unwrap();
-}
+use d2v::tree::testing::{add_file, add_symlink};
+use d2v::tree::Tree;
 
 fn run(tool: &str, pkg: &str, args: &[&str]) -> (bool, String) {
     let exe = testkit::require_tool(tool, pkg);
@@ -30,11 +16,7 @@ fn run(tool: &str, pkg: &str, args: &[&str]) -> (bool, String) {
         .env("MTOOLS_SKIP_CHECK", "1")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = testkit::output_text(&out);
     (out.status.success(), text)
 }
 
@@ -49,24 +31,11 @@ fn fsck_fat_is_clean_and_mtools_reads_files_back() {
         "boot/A Very Long File Name With Spaces.txt",
         b"long",
     );
-    t.insert(
-        b"boot/vmlinuz",
-        Inode {
-            meta: Metadata::default(),
-            kind: Kind::Symlink(b"vmlinuz-6.1.0-13-cloud-amd64".to_vec()),
-        },
-    )
-    .unwrap();
+    add_symlink(&mut t, "boot/vmlinuz", "vmlinuz-6.1.0-13-cloud-amd64");
 
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.raw");
-    let file = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&disk)
-        .unwrap();
+    let file = testkit::create_rw(&disk);
     let layout = Layout::plan("sha256:fat", 64 * MIB, 2 * MIB);
     write_partition_table(&layout, &file).unwrap();
     let opts = FatOptions {

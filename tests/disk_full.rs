@@ -8,7 +8,8 @@ use std::process::Command;
 
 use d2v::disk::layout::{write_disk, DiskOptions, DiskSummary};
 use d2v::disk::MIB;
-use d2v::tree::{Inode, Kind, Metadata, Tree};
+use d2v::tree::testing::{add_file, add_file_with};
+use d2v::tree::{Metadata, Tree};
 use sha2::{Digest, Sha256};
 
 fn build(path: &Path) -> DiskSummary {
@@ -20,27 +21,9 @@ fn build(path: &Path) -> DiskSummary {
         ("boot/initrd.img-6.1.0-13-amd64", b"initrd"),
         ("etc/os-release", b"ID=test\n"),
     ] {
-        let fd = tree.store(&mut &data[..]).unwrap();
-        let meta = Metadata {
-            mode: 0o644,
-            ..Default::default()
-        };
-        tree.insert(
-            p.as_bytes(),
-            Inode {
-                meta,
-                kind: Kind::File(fd),
-            },
-        )
-        .unwrap();
+        add_file(&mut tree, p, data);
     }
-    let out = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .unwrap();
+    let out = testkit::create_rw(path);
     let mut opts = DiskOptions::new("sha256:disk-full", 4 * MIB);
     opts.esp_size = 48 * MIB;
     write_disk(&mut tree, &out, &opts, |t, f, off, size| {
@@ -61,11 +44,7 @@ fn tool(name: &str, pkg: &str, args: &[&str]) -> String {
         .env("MTOOLS_SKIP_CHECK", "1")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = testkit::output_text(&out);
     assert!(out.status.success(), "{name} {args:?}:\n{text}");
     text
 }
@@ -168,16 +147,8 @@ fn add_modules(tree: &mut Tree, platform: &str, skip: &str) {
             continue;
         }
         let data = std::fs::read(e.path()).unwrap();
-        let fd = tree.store(&mut &data[..]).unwrap();
         let path = format!("usr/lib/grub/{platform}/{name}");
-        tree.insert(
-            path.as_bytes(),
-            Inode {
-                meta: Metadata::default(),
-                kind: Kind::File(fd),
-            },
-        )
-        .unwrap();
+        add_file_with(tree, &path, &data, Metadata::default());
     }
 }
 
@@ -189,15 +160,12 @@ fn grub_modules_come_from_the_image_when_it_has_them() {
     add_modules(&mut tree, "i386-pc", "");
     // An unusable x86_64-efi directory (no moddep.lst): the host's modules are used.
     add_modules(&mut tree, "x86_64-efi", "moddep.lst");
-    let fd = tree.store(&mut &b"kernel"[..]).unwrap();
-    tree.insert(
-        b"boot/vmlinuz-6.1",
-        Inode {
-            meta: Metadata::default(),
-            kind: Kind::File(fd),
-        },
-    )
-    .unwrap();
+    add_file_with(
+        &mut tree,
+        "boot/vmlinuz-6.1",
+        b"kernel",
+        Metadata::default(),
+    );
     let p = prepare(&mut tree, "ABCD-0123", "uuid", &GrubOptions::default()).unwrap();
     assert_eq!(p.bios_modules, ModuleSource::Image);
     assert_eq!(p.efi_modules, ModuleSource::Host);

@@ -10,11 +10,7 @@ use d2v::ids::uuid_string;
 fn sgdisk(args: &[&str]) -> String {
     let tool = testkit::require_tool("sgdisk", "gdisk");
     let out = Command::new(tool).args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = testkit::output_text(&out);
     assert!(out.status.success(), "sgdisk {args:?} failed:\n{text}");
     text
 }

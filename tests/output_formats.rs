@@ -17,11 +17,7 @@ fn run(cmd: &str, args: &[&str], cwd: &Path) -> String {
         .current_dir(cwd)
         .output()
         .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let text = testkit::output_text(&o);
     assert!(o.status.success(), "{cmd} {args:?} failed:\n{text}");
     text
 }
@@ -94,19 +90,7 @@ fn check_ovf_dir(dir: &Path, base: &str, raw: &Path) {
         &["check", "-f", "vmdk", disk.to_str().unwrap()],
         dir,
     );
-    run(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "vmdk",
-            raw.to_str().unwrap(),
-            disk.to_str().unwrap(),
-        ],
-        dir,
-    );
+    testkit::assert_vmdk_matches_raw(&raw, &disk);
 }
 
 #[test]
@@ -206,19 +190,7 @@ fn vmdk_and_raw_formats() {
         s.vmdk.unwrap().capacity,
         std::fs::metadata(&raw).unwrap().len()
     );
-    run(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "vmdk",
-            raw.to_str().unwrap(),
-            v.to_str().unwrap(),
-        ],
-        d.path(),
-    );
+    testkit::assert_vmdk_matches_raw(&raw, &v);
     let r = d.path().join("copy.img");
     write_outputs(&File::open(&raw).unwrap(), Format::Raw, &r, &opts()).unwrap();
     assert_eq!(std::fs::read(&raw).unwrap(), std::fs::read(&r).unwrap());

@@ -4,7 +4,7 @@
 //! (OCI layout inside the tar).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
@@ -52,27 +52,10 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                     return;
                 }
                 let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut first = String::new();
-                r.read_line(&mut first).unwrap_or(0);
-                let mut range = None;
-                let mut authz = None;
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.split_once(':') {
-                        if k.eq_ignore_ascii_case("range") {
-                            range = Some(v.trim().to_string());
-                        }
-                        if k.eq_ignore_ascii_case("authorization") {
-                            authz = Some(v.trim().to_string());
-                        }
-                    }
-                }
-                let mut parts = first.split(' ');
-                let method = parts.next().unwrap_or("").to_string();
-                let path = parts.next().unwrap_or("").to_string();
+                let head = testkit::http::read_request_head(&mut r).unwrap_or_default();
+                let range = head.header("range").map(str::to_string);
+                let authz = head.header("authorization").map(str::to_string);
+                let (method, path) = (head.method, head.path);
                 let (file, fault, denied) = {
                     let mut sv = server.lock().unwrap();
                     sv.log.push((method.clone(), path.clone(), range.clone()));
@@ -382,6 +365,29 @@ fn child_resolve() {
     d2v::source::verify_layer(&img.layers[0]).unwrap();
 }
 
+/// Appends regular files (mode 0644) to an archive being built.
+fn append_files<const N: usize>(
+    b: &mut tar::Builder<std::fs::File>,
+    files: [(String, Vec<u8>); N],
+) {
+    for (name, data) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, &name, &data[..]).unwrap();
+    }
+}
+
+/// Resolves the docker-archive `f`, with its blob cache under `tmp`.
+fn resolve_archive(f: &std::path::Path, tmp: &std::path::Path) -> d2v::source::Image {
+    resolve(
+        &format!("docker-archive:{}", f.display()),
+        &opts(&tmp.join("c")),
+    )
+    .unwrap()
+}
+
 /// A Docker 25+ `docker save` archive: an OCI layout plus manifest.json naming blobs/sha256/...
 #[test]
 fn docker_archive_with_oci_layout_inside() {
@@ -406,28 +412,21 @@ fn docker_archive_with_oci_layout_inside() {
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("save.tar");
     let mut b = tar::Builder::new(std::fs::File::create(&f).unwrap());
-    for (name, data) in [
-        (
-            "oci-layout".to_string(),
-            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
-        ),
-        (format!("blobs/sha256/{}", &ld[7..]), layer_tar.clone()),
-        (format!("blobs/sha256/{}", &cd[7..]), config),
-        ("manifest.json".to_string(), manifest_json),
-    ] {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, &name, &data[..]).unwrap();
-    }
+    append_files(
+        &mut b,
+        [
+            (
+                "oci-layout".to_string(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            ),
+            (format!("blobs/sha256/{}", &ld[7..]), layer_tar.clone()),
+            (format!("blobs/sha256/{}", &cd[7..]), config),
+            ("manifest.json".to_string(), manifest_json),
+        ],
+    );
     b.finish().unwrap();
     drop(b);
-    let img = resolve(
-        &format!("docker-archive:{}", f.display()),
-        &opts(&tmp.path().join("c")),
-    )
-    .unwrap();
+    let img = resolve_archive(&f, tmp.path());
     assert_eq!(img.layers.len(), 1);
     assert_eq!(
         img.layers[0].media_type,
@@ -477,18 +476,15 @@ fn docker_save_legacy_layout_with_linked_duplicate_layer() {
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("legacy.tar");
     let mut b = tar::Builder::new(std::fs::File::create(&f).unwrap());
-    for (name, data) in [
-        ("aaa/layer.tar".to_string(), layer.clone()),
-        ("bbb/layer.tar".to_string(), other.clone()),
-        (cname, config),
-        ("manifest.json".to_string(), manifest_json),
-    ] {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, &name, &data[..]).unwrap();
-    }
+    append_files(
+        &mut b,
+        [
+            ("aaa/layer.tar".to_string(), layer.clone()),
+            ("bbb/layer.tar".to_string(), other.clone()),
+            (cname, config),
+            ("manifest.json".to_string(), manifest_json),
+        ],
+    );
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(tar::EntryType::Symlink);
     h.set_size(0);
@@ -497,11 +493,7 @@ fn docker_save_legacy_layout_with_linked_duplicate_layer() {
         .unwrap();
     b.finish().unwrap();
     drop(b);
-    let img = resolve(
-        &format!("docker-archive:{}", f.display()),
-        &opts(&tmp.path().join("c")),
-    )
-    .unwrap();
+    let img = resolve_archive(&f, tmp.path());
     assert_eq!(img.layers.len(), 3);
     for (l, want) in img.layers.iter().zip([&layer, &other, &layer]) {
         let mut out = Vec::new();

@@ -1,29 +1,8 @@
 use super::*;
+use crate::tree::testing::{add_file, add_symlink as link};
 
 fn file(t: &mut Tree, path: &str, data: &str) {
-    let fd = t.store(&mut data.as_bytes()).unwrap();
-    t.insert(
-        path.as_bytes(),
-        Inode {
-            meta: Metadata {
-                mode: 0o644,
-                ..Default::default()
-            },
-            kind: Kind::File(fd),
-        },
-    )
-    .unwrap();
-}
-
-fn link(t: &mut Tree, path: &str, target: &str) {
-    t.insert(
-        path.as_bytes(),
-        Inode {
-            meta: Metadata::default(),
-            kind: Kind::Symlink(target.into()),
-        },
-    )
-    .unwrap();
+    add_file(t, path, data.as_bytes());
 }
 
 fn text(t: &Tree, path: &str) -> String {

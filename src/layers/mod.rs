@@ -14,10 +14,7 @@
 //!   usr-merged `lib -> usr/lib` lands in `usr/lib/x`); an entry's own last component is never
 //!   followed: the entry replaces a symlink found there.
 
-mod resolve;
 mod whiteout;
-
-pub use resolve::resolve;
 
 use std::collections::BTreeSet;
 use std::io::{self, Read};
@@ -166,7 +163,10 @@ fn apply_entry<R: Read>(
 
     let (dir, name) = split_last(&path);
     if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-        let dir = resolve(tree, dir, true).map_err(|_| symlink_loop())?;
+        let dir = tree
+            .resolve_path(dir, true)
+            .map_err(|_| symlink_loop())?
+            .path;
         if name == OPAQUE_WHITEOUT {
             return whiteout::opaque(tree, &dir, ours).map_err(tree_err);
         }
@@ -178,7 +178,10 @@ fn apply_entry<R: Read>(
         }
         return whiteout::whiteout(tree, &join(&dir, hidden), ours).map_err(tree_err);
     }
-    let path = resolve(tree, &path, false).map_err(|_| symlink_loop())?;
+    let path = tree
+        .resolve_path(&path, false)
+        .map_err(|_| symlink_loop())?
+        .path;
 
     let header = entry.header();
     let header_mtime = Timestamp {
@@ -275,7 +278,10 @@ fn apply_entry<R: Read>(
         T::Fifo => Kind::Fifo,
         T::Link => {
             let target = normalize(&link_name(entry)).ok_or_else(unsafe_path)?;
-            let target = resolve(tree, &target, false).map_err(|_| symlink_loop())?;
+            let target = tree
+                .resolve_path(&target, false)
+                .map_err(|_| symlink_loop())?
+                .path;
             if target == path {
                 return Ok(()); // a link to itself changes nothing
             }

@@ -231,18 +231,14 @@ pub fn write_outputs(
         Format::Ovf => {
             let base = base_name(path)?;
             let dir = AtomicDir::create(path).map_err(&e)?;
-            let disk_name = format!("{base}-disk1.vmdk");
+            let disk_name = disk_name(&base);
             let f = File::create(dir.path().join(&disk_name)).map_err(&e)?;
-            let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, f));
-            let s = vmdk::write_stream_optimized(raw, &mut w, &vmdk_opts(opts, disk_name.clone()))?;
-            let (disk_digest, bw) = w.finish();
-            bw.into_inner().map_err(|e| e.into_error()).map_err(&e)?;
-            let ovf = descriptor(opts, &disk_name, &s);
-            let ovf_name = format!("{base}.ovf");
-            let mf = ova::manifest(&[
-                (&ovf_name, &ova::sha256(ovf.as_bytes())),
-                (&disk_name, &disk_digest),
-            ]);
+            let Package {
+                s,
+                ovf_name,
+                ovf,
+                mf,
+            } = package(raw, f, &base, disk_name, opts, &e)?;
             std::fs::write(dir.path().join(&ovf_name), &ovf).map_err(&e)?;
             std::fs::write(dir.path().join(format!("{base}.mf")), &mf).map_err(&e)?;
             dir.commit().map_err(&e)?;
@@ -257,17 +253,13 @@ pub fn write_outputs(
                 .unwrap_or(Path::new("."));
             // The disk goes to an unnamed scratch file first: the .ovf before it needs its size.
             let mut scratch = tempfile::tempfile_in(dir).map_err(&e)?;
-            let disk_name = format!("{base}-disk1.vmdk");
-            let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, &scratch));
-            let s = vmdk::write_stream_optimized(raw, &mut w, &vmdk_opts(opts, disk_name.clone()))?;
-            let (disk_digest, bw) = w.finish();
-            bw.into_inner().map_err(|e| e.into_error()).map_err(&e)?;
-            let ovf = descriptor(opts, &disk_name, &s);
-            let ovf_name = format!("{base}.ovf");
-            let mf = ova::manifest(&[
-                (&ovf_name, &ova::sha256(ovf.as_bytes())),
-                (&disk_name, &disk_digest),
-            ]);
+            let disk_name = disk_name(&base);
+            let Package {
+                s,
+                ovf_name,
+                ovf,
+                mf,
+            } = package(raw, &scratch, &base, disk_name.clone(), opts, &e)?;
 
             let mut out = AtomicFile::create(path).map_err(&e)?;
             let mut tar = TarWriter::new(
@@ -288,6 +280,46 @@ pub fn write_outputs(
         }
     }
     Ok(summary)
+}
+
+fn disk_name(base: &str) -> String {
+    format!("{base}-disk1.vmdk")
+}
+
+/// An OVF package's VMDK (written to `disk`) and the descriptor and manifest naming it.
+struct Package {
+    s: VmdkSummary,
+    ovf_name: String,
+    ovf: String,
+    mf: String,
+}
+
+/// Writes `raw` as the streamOptimized VMDK `disk_name` to `disk`, hashing it on the way,
+/// then makes the `.ovf` descriptor and the `.mf` manifest of the package `base`.
+fn package(
+    raw: &File,
+    disk: impl Write,
+    base: &str,
+    disk_name: String,
+    opts: &OutputOptions,
+    e: &impl Fn(std::io::Error) -> OutputError,
+) -> Result<Package, OutputError> {
+    let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, disk));
+    let s = vmdk::write_stream_optimized(raw, &mut w, &vmdk_opts(opts, disk_name.clone()))?;
+    let (disk_digest, bw) = w.finish();
+    bw.into_inner().map_err(|e| e.into_error()).map_err(e)?;
+    let ovf = descriptor(opts, &disk_name, &s);
+    let ovf_name = format!("{base}.ovf");
+    let mf = ova::manifest(&[
+        (&ovf_name, &ova::sha256(ovf.as_bytes())),
+        (&disk_name, &disk_digest),
+    ]);
+    Ok(Package {
+        s,
+        ovf_name,
+        ovf,
+        mf,
+    })
 }
 
 fn descriptor(opts: &OutputOptions, disk_name: &str, s: &VmdkSummary) -> String {

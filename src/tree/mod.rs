@@ -8,8 +8,11 @@
 
 mod resolve;
 mod spill;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod walk;
 
+pub use resolve::{Resolved, SymlinkLoop};
 pub use spill::{FileData, Spill};
 pub use walk::{Walk, WalkEntry};
 

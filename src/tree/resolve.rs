@@ -1,85 +1,105 @@
-//! Symlink resolution confined to the image root, as if the tree were chroot'ed: absolute
-//! targets start at the image root and `..` at the root stays at the root, so a link can never
-//! name anything outside the image.
+//! Symlink resolution confined to the image root, as if the tree were chroot'ed, the way
+//! `umoci` (securejoin), containerd (`fs.RootPath`) and Docker (chrooted extraction) resolve
+//! paths in an image: symlinks are followed inside the tree only — an absolute target starts
+//! again at the image root and `..` at the root stays at the root, so a link can never name
+//! anything outside the image. The host filesystem is never involved. The last component is
+//! followed only when asked.
 
 use super::{InodeId, Kind, Tree, ROOT};
 
-/// Most symlinks followed in one resolution (Linux's MAXSYMLINKS).
-const MAX_LINKS: usize = 40;
+/// Most symlinks followed in one resolution: securejoin's limit (Linux gives up after 40).
+/// Either way, more means a loop.
+const MAX_LINKS: usize = 255;
+
+/// Too many symlinks while resolving a path (they loop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many levels of symbolic links")]
+pub struct SymlinkLoop;
+
+/// Where a path leads inside the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The resolved path from the image root, without a leading `/`, components joined by
+    /// `/`. Components that do not exist are kept as written (a tar entry creates them).
+    pub path: Vec<u8>,
+    /// The inode the path names; `None` when a component is missing or not a directory.
+    pub id: Option<InodeId>,
+}
 
 impl Tree {
-    /// The inode `path` names, following symlinks in every component (and in the last one
-    /// when `follow_last`). `None` when a component is missing, not a directory, or links
-    /// loop.
-    pub fn resolve(&self, path: &[u8], follow_last: bool) -> Option<InodeId> {
-        let mut stack: Vec<InodeId> = vec![ROOT];
-        let mut pending: Vec<Vec<u8>> = split_rev(path);
+    /// Resolves `path` (relative or absolute, from the image root), following symlinks in
+    /// every component but the last (and in the last too when `follow_last`). `.` and empty
+    /// components are skipped; `..` goes up one resolved component and stops at the root.
+    pub fn resolve_path(&self, path: &[u8], follow_last: bool) -> Result<Resolved, SymlinkLoop> {
+        let mut todo: Vec<Vec<u8>> = Vec::new();
+        push_components(&mut todo, path);
+        // Each resolved component with its inode (`None` once something is missing).
+        let mut resolved: Vec<(Vec<u8>, Option<InodeId>)> = Vec::new();
+        let mut all_found = true;
         let mut links = 0;
-        while let Some(c) = pending.pop() {
-            match c.as_slice() {
-                b"" | b"." => continue,
-                b".." => {
-                    if stack.len() > 1 {
-                        stack.pop();
-                    }
-                    continue;
-                }
-                _ => {}
+        while let Some(c) = todo.pop() {
+            if c == b".." {
+                resolved.pop();
+                continue;
             }
-            let Kind::Dir(d) = &self.inode(*stack.last()?).kind else {
-                return None;
-            };
-            let id = *d.entries.get(&c)?;
-            match &self.inode(id).kind {
-                Kind::Symlink(target) if follow_last || !pending.is_empty() => {
-                    links += 1;
-                    if links > MAX_LINKS {
-                        return None;
+            let dir = resolved.last().map_or(Some(ROOT), |r| r.1);
+            let child = dir.and_then(|d| self.dir_entries(d)?.get(&c).copied());
+            if let Some(id) = child {
+                if let Kind::Symlink(target) = &self.inode(id).kind {
+                    if !todo.is_empty() || follow_last {
+                        links += 1;
+                        if links > MAX_LINKS {
+                            return Err(SymlinkLoop);
+                        }
+                        if target.starts_with(b"/") {
+                            resolved.clear();
+                        }
+                        push_components(&mut todo, target);
+                        continue;
                     }
-                    if target.first() == Some(&b'/') {
-                        stack.truncate(1);
-                    }
-                    pending.extend(split_rev(target));
                 }
-                _ => stack.push(id),
             }
+            all_found &= child.is_some();
+            resolved.push((c, child));
         }
-        stack.last().copied()
+        let id = match resolved.last() {
+            _ if !all_found => None,
+            Some(last) => last.1,
+            None => Some(ROOT),
+        };
+        let names: Vec<&[u8]> = resolved.iter().map(|r| r.0.as_slice()).collect();
+        Ok(Resolved {
+            path: names.join(&b'/'),
+            id,
+        })
+    }
+
+    /// The inode `path` names, following symlinks as [`Tree::resolve_path`] does. `None` when
+    /// a component is missing, not a directory, or links loop.
+    pub fn resolve(&self, path: &[u8], follow_last: bool) -> Option<InodeId> {
+        self.resolve_path(path, follow_last).ok()?.id
     }
 }
 
-fn split_rev(path: &[u8]) -> Vec<Vec<u8>> {
-    path.split(|&b| b == b'/')
-        .rev()
-        .map(<[u8]>::to_vec)
-        .collect()
+/// Pushes `path`'s components onto `todo` so that the first is popped first; `.` and empty
+/// components are dropped, `..` kept (handled by the caller).
+fn push_components(todo: &mut Vec<Vec<u8>>, path: &[u8]) {
+    for c in path.split(|&b| b == b'/').rev() {
+        if !c.is_empty() && c != b"." {
+            todo.push(c.to_vec());
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::tree::{Inode, Kind, Metadata, Tree};
-
-    fn link(t: &mut Tree, path: &str, target: &str) {
-        let inode = Inode {
-            meta: Metadata::default(),
-            kind: Kind::Symlink(target.as_bytes().to_vec()),
-        };
-        t.insert(path.as_bytes(), inode).unwrap();
-    }
+    use crate::tree::testing::{add_file_with, add_symlink as link};
+    use crate::tree::{Inode, Metadata, SymlinkLoop, Tree};
 
     #[test]
     fn links_resolve_inside_the_root_only() {
         let mut t = Tree::in_temp().unwrap();
-        let fd = t.store(&mut &b"k"[..]).unwrap();
-        let file = t
-            .insert(
-                b"boot/vmlinuz-6.1",
-                Inode {
-                    meta: Metadata::default(),
-                    kind: Kind::File(fd),
-                },
-            )
-            .unwrap();
+        let file = add_file_with(&mut t, "boot/vmlinuz-6.1", b"k", Metadata::default());
         link(&mut t, "boot/vmlinuz", "vmlinuz-6.1");
         link(&mut t, "vmlinuz", "boot/vmlinuz");
         link(&mut t, "boot/abs", "/boot/vmlinuz");
@@ -92,5 +112,28 @@ mod tests {
         assert_eq!(t.resolve(b"boot/loop", true), None);
         assert_eq!(t.resolve(b"lib/x", true), None);
         assert_ne!(t.resolve(b"vmlinuz", false), Some(file));
+    }
+
+    #[test]
+    fn paths_keep_missing_components_and_loops_are_errors() {
+        let mut t = Tree::in_temp().unwrap();
+        let dir = t
+            .insert(b"usr/lib", Inode::dir(Metadata::default()))
+            .unwrap();
+        link(&mut t, "lib", "usr/lib");
+        link(&mut t, "up", "../../usr");
+        link(&mut t, "a", "b");
+        link(&mut t, "b", "/a");
+        let r = t.resolve_path(b"lib/new/x", false).unwrap();
+        assert_eq!((r.path.as_slice(), r.id), (&b"usr/lib/new/x"[..], None));
+        let r = t.resolve_path(b"/up/./lib/", true).unwrap();
+        assert_eq!((r.path.as_slice(), r.id), (&b"usr/lib"[..], Some(dir)));
+        // The last component is followed only when asked.
+        assert_eq!(t.resolve_path(b"lib", false).unwrap().path, b"lib");
+        assert_eq!(t.resolve_path(b"a/x", false), Err(SymlinkLoop));
+        assert_eq!(t.resolve_path(b"a", false).unwrap().path, b"a");
+        // `..` past a missing component comes back, but nothing is named there.
+        let r = t.resolve_path(b"gone/../usr", true).unwrap();
+        assert_eq!((r.path.as_slice(), r.id), (&b"usr"[..], None));
     }
 }

@@ -164,14 +164,7 @@ fn dx_hash_matches_debugfs() {
 fn writable_by_libext2fs_after_writing() {
     let mut t = full_tree();
     for i in 0..3000 {
-        t.insert(
-            format!("big/entry-{i:05}").as_bytes(),
-            Inode {
-                meta: meta(0o644, 0, 0),
-                kind: Kind::Fifo,
-            },
-        )
-        .unwrap();
+        add_fifo(&mut t, &format!("big/entry-{i:05}"));
     }
     let (img, _) = write_image(&t, &opts(), 0);
     let host = img.path.with_file_name("host.txt");

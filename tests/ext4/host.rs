@@ -111,14 +111,7 @@ fn kernel_mounts_read_write() {
 
     let mut t = full_tree();
     for i in 0..3000 {
-        t.insert(
-            format!("big/entry-{i:05}").as_bytes(),
-            Inode {
-                meta: meta(0o644, 0, 0),
-                kind: Kind::Fifo,
-            },
-        )
-        .unwrap();
+        add_fifo(&mut t, &format!("big/entry-{i:05}"));
     }
     // Two-level hashed index: more than 507 leaf blocks.
     for i in 0..50_000 {

@@ -7,14 +7,7 @@ use crate::support::*;
 fn dir_with_100000_entries_is_indexed() {
     let mut t = Tree::in_temp().unwrap();
     for i in 0..100_000 {
-        t.insert(
-            format!("d/entry-{i:06}-with-a-longer-name").as_bytes(),
-            Inode {
-                meta: meta(0o644, 0, 0),
-                kind: Kind::Fifo,
-            },
-        )
-        .unwrap();
+        add_fifo(&mut t, &format!("d/entry-{i:06}-with-a-longer-name"));
     }
     add_file(&mut t, "d/zzz", b"last", meta(0o644, 0, 0));
     let (img, s) = write_image(&t, &opts(), 0);
@@ -219,14 +212,7 @@ fn hash_collision_across_leaves() {
     }
     let mut t = Tree::in_temp().unwrap();
     for n in below.iter().chain(&above).chain([&a, &b]) {
-        t.insert(
-            format!("c/{n}").as_bytes(),
-            Inode {
-                meta: meta(0o644, 0, 0),
-                kind: Kind::Fifo,
-            },
-        )
-        .unwrap();
+        add_fifo(&mut t, &format!("c/{n}"));
     }
     let (img, _) = write_image(&t, &o, 0);
     let dump = debugfs(&img.path, "htree_dump /c");

@@ -9,6 +9,7 @@ pub use std::path::{Path, PathBuf};
 pub use std::process::{Command, Stdio};
 
 pub use d2v::disk::ext4::{self, Ext4Options};
+pub use d2v::tree::testing::add_file_with as add_file;
 pub use d2v::tree::{Inode, Kind, Metadata, Timestamp, Tree};
 
 pub fn meta(mode: u32, uid: u32, gid: u32) -> Metadata {
@@ -24,16 +25,13 @@ pub fn meta(mode: u32, uid: u32, gid: u32) -> Metadata {
     }
 }
 
-pub fn add_file(t: &mut Tree, path: &str, data: &[u8], m: Metadata) -> u32 {
-    let fd = t.store(&mut &data[..]).unwrap();
-    t.insert(
-        path.as_bytes(),
-        Inode {
-            meta: m,
-            kind: Kind::File(fd),
-        },
-    )
-    .unwrap()
+/// A FIFO at `path` (mode 0644, root): the cheapest entry that fills a directory.
+pub fn add_fifo(t: &mut Tree, path: &str) {
+    let inode = Inode {
+        meta: meta(0o644, 0, 0),
+        kind: Kind::Fifo,
+    };
+    t.insert(path.as_bytes(), inode).unwrap();
 }
 
 pub fn opts() -> Ext4Options {
@@ -84,11 +82,7 @@ pub fn write_image(t: &Tree, o: &Ext4Options, offset: u64) -> (Image, ext4::Ext4
 pub fn fsck(img: &Path) {
     let tool = testkit::require_tool("e2fsck", "e2fsprogs");
     let out = Command::new(tool).args(["-fn"]).arg(img).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = testkit::output_text(&out);
     assert!(
         out.status.success(),
         "e2fsck -fn failed ({:?}):\n{text}",

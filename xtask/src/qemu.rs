@@ -1,31 +1,14 @@
 //! Boots a disk in QEMU (TCG; KVM with D2V_KVM=1) under SeaBIOS or OVMF, serial console to a
-//! file, until a marker line appears. (testkit::qemu is the tests' version; this one keeps the
-//! demo independent of it until they are unified.)
+//! file, until a marker line appears: testkit's [`testkit::qemu::Boot`] with the demo's and the
+//! boot check's settings, and errors instead of panics.
 
 use crate::bail;
-use crate::util::{show, Result, Timer};
+use crate::util::Result;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Firmware {
-    Bios,
-    Uefi,
-}
-
-impl Firmware {
-    pub fn name(self) -> &'static str {
-        match self {
-            Firmware::Bios => "SeaBIOS",
-            Firmware::Uefi => "OVMF",
-        }
-    }
-}
+pub use testkit::qemu::Firmware;
 
 pub struct Boot {
     pub log: String,
@@ -118,18 +101,35 @@ pub fn boot_with(
     let log = read();
     if let Err(e) = outcome {
         let tail: Vec<&str> = log.lines().rev().take(25).collect();
+    let mut b = testkit::qemu::Boot::new(disk, fw, marker);
+    b.format = format.into();
+    // The disk as the first IDE disk (QEMU's default), which the boot check's root=/dev/sda needs.
+    b.interface = "ide".into();
+    b.memory_mib = 1024;
+    b.timeout = timeout();
+    b.linger = Duration::from_secs(30);
+    b.extra_args = extra.to_vec();
+    b.log = Some(work.join(format!("serial-{tag}.log")));
+    b.echo = true;
+    let out = b.run();
+    if !out.found {
+        let e = match out.exited {
+            Some(status) => format!("QEMU exited ({status}) before {marker}"),
+            None => format!("no {marker} within {} s", b.timeout.as_secs()),
+        };
+        let tail: Vec<&str> = out.log.lines().rev().take(25).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         bail!(
             "{} boot of {}: {e}; serial log kept at {}; last lines:\n{}",
             fw.name(),
             disk.display(),
-            log_path.display(),
+            out.log_path.display(),
             tail.join("\n")
         );
     }
     Ok(Boot {
-        log,
-        log_path,
-        secs: seen_at.unwrap_or_else(|| t.secs()),
+        log: out.log,
+        log_path: out.log_path,
+        secs: out.marker_at.unwrap_or(out.elapsed).as_secs_f64(),
     })
 }

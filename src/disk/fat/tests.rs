@@ -1,37 +1,23 @@
 use std::io::Read;
 
 use super::*;
-use crate::tree::{Inode, Metadata, Timestamp};
+use crate::tree::testing::{add_file_with, add_symlink as add_link, file_meta};
+use crate::tree::{Metadata, Timestamp};
 
 fn add_file(t: &mut Tree, path: &str, data: &[u8], mtime: i64) {
-    let fd = t.store(&mut &data[..]).unwrap();
-    let meta = Metadata {
-        mode: 0o644,
-        mtime: Timestamp {
-            sec: mtime,
-            nsec: 0,
-        },
-        ..Metadata::default()
+    let mtime = Timestamp {
+        sec: mtime,
+        nsec: 0,
     };
-    t.insert(
-        path.as_bytes(),
-        Inode {
-            meta,
-            kind: Kind::File(fd),
+    add_file_with(
+        t,
+        path,
+        data,
+        Metadata {
+            mtime,
+            ..file_meta()
         },
-    )
-    .unwrap();
-}
-
-fn add_link(t: &mut Tree, path: &str, target: &str) {
-    t.insert(
-        path.as_bytes(),
-        Inode {
-            meta: Metadata::default(),
-            kind: Kind::Symlink(target.into()),
-        },
-    )
-    .unwrap();
+    );
 }
 
 fn read(fs: &FileSystem<Window>, path: &str) -> Vec<u8> {

@@ -145,18 +145,11 @@ pub fn generate(entries: &[BootEntry], opts: &ConfigOptions) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::{Inode, Metadata};
+    use crate::tree::testing::add_file_with;
+    use crate::tree::Metadata;
 
     fn file(t: &mut Tree, path: &str) {
-        let fd = t.store(&mut &b"x"[..]).unwrap();
-        t.insert(
-            path.as_bytes(),
-            Inode {
-                meta: Metadata::default(),
-                kind: Kind::File(fd),
-            },
-        )
-        .unwrap();
+        add_file_with(t, path, b"x", Metadata::default());
     }
 
     #[test]

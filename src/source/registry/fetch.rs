@@ -47,15 +47,7 @@ impl Fetcher for Client {
             .header("docker-content-digest")
             .filter(|d| d.starts_with("sha256:"))
             .map(str::to_string);
-        let mut body = Vec::new();
-        resp.into_reader()
-            .take(MAX_MANIFEST + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| SourceError::Network {
-                what: what.clone(),
-                registry: self.r.registry.clone(),
-                why: e.to_string(),
-            })?;
+        let body = self.read_body(resp, MAX_MANIFEST + 1, &what)?;
         if body.len() as u64 > MAX_MANIFEST {
             return Err(SourceError::TooLarge {
                 what,

@@ -131,6 +131,25 @@ impl Client {
         }
     }
 
+    /// A response body, at most `limit` bytes of it; a read failure is a network error.
+    fn read_body(
+        &self,
+        resp: ureq::Response,
+        limit: u64,
+        what: &str,
+    ) -> Result<Vec<u8>, SourceError> {
+        let mut body = Vec::new();
+        resp.into_reader()
+            .take(limit)
+            .read_to_end(&mut body)
+            .map_err(|e| SourceError::Network {
+                what: what.to_string(),
+                registry: self.r.registry.clone(),
+                why: e.to_string(),
+            })?;
+        Ok(body)
+    }
+
     /// Pings `/v2/` (https first; plain http for loopback or --tls-verify=false) and learns the
     /// auth scheme.
     fn ensure_base(&self) -> Result<String, SourceError> {

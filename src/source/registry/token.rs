@@ -1,7 +1,5 @@
 //! Bearer tokens: the WWW-Authenticate challenge and the token endpoint.
 
-use std::io::Read;
-
 use super::{backoff, detail, is_loopback, transport_is_tls, Auth, Client, ATTEMPTS};
 use crate::source::auth::Creds;
 use crate::source::SourceError;
@@ -81,15 +79,7 @@ impl Client {
             }
             match req.call() {
                 Ok(resp) => {
-                    let mut body = Vec::new();
-                    resp.into_reader()
-                        .take(1 << 20)
-                        .read_to_end(&mut body)
-                        .map_err(|e| SourceError::Network {
-                            what: what.clone(),
-                            registry: self.r.registry.clone(),
-                            why: e.to_string(),
-                        })?;
+                    let body = self.read_body(resp, 1 << 20, &what)?;
                     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                     let tok = v["token"]
                         .as_str()

@@ -37,8 +37,48 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
 }
 
 pub mod edge_cases;
+pub mod http;
 pub mod oci;
 pub mod tar;
+/// A finished command's stdout then stderr, as text (for matching and assertion messages).
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A new empty file at `path` (truncated if it exists), open for reading and writing: a disk
+/// image to write into.
+pub fn create_rw(path: &std::path::Path) -> std::fs::File {
+    std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()))
+}
+
+/// Asserts that `qemu-img compare` reads the VMDK `vmdk` back as the raw image `raw`.
+pub fn assert_vmdk_matches_raw(raw: &std::path::Path, vmdk: &std::path::Path) {
+    let qemu_img = require_tool("qemu-img", "qemu-utils");
+    let out = std::process::Command::new(qemu_img)
+        .args(["compare", "-f", "raw", "-F", "vmdk"])
+        .arg(raw)
+        .arg(vmdk)
+        .output()
+        .expect("run qemu-img");
+    assert!(
+        out.status.success(),
+        "qemu-img compare {} {}: {}",
+        raw.display(),
+        vmdk.display(),
+        output_text(&out)
+    );
+}
+
 /// A fresh directory under the system temp dir for one test's files (left in place so logs
 /// can be inspected after a failure).
 pub fn scratch_dir(what: &str) -> PathBuf {

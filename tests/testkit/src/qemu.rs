@@ -2,7 +2,7 @@
 //! serial console to a file and waits for a marker line.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Firmware to boot with.
@@ -12,6 +12,16 @@ pub enum Firmware {
     Bios,
     /// OVMF from Debian's `ovmf` package, with a fresh copy of its variable store.
     Uefi,
+}
+
+impl Firmware {
+    /// The firmware's name: `SeaBIOS` or `OVMF`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Firmware::Bios => "SeaBIOS",
+            Firmware::Uefi => "OVMF",
+        }
+    }
 }
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -27,8 +37,18 @@ pub struct Boot {
     pub memory_mib: u32,
     /// QEMU `-drive if=` value: `virtio` (default), `ide`, ...
     pub interface: String,
-    /// Where the serial log goes; a fresh file in the temp dir when `None`.
+    /// Where the serial log goes (the OVMF variable store goes beside it); a fresh file in
+    /// the temp dir when `None`.
     pub log: Option<PathBuf>,
+    /// QEMU `-drive format=` value; from the disk's extension by default (`vmdk`, `qcow2`,
+    /// else `raw`).
+    pub format: String,
+    /// More QEMU arguments (e.g. `-kernel`, `-initrd`, `-append`).
+    pub extra_args: Vec<String>,
+    /// After the marker, how long to wait for the guest to power off before QEMU is killed.
+    pub linger: Duration,
+    /// Print the QEMU command line before starting it.
+    pub echo: bool,
 }
 
 /// What a boot produced.
@@ -38,12 +58,26 @@ pub struct Outcome {
     pub log: String,
     pub log_path: PathBuf,
     pub elapsed: Duration,
+    /// When the marker appeared, if it did while QEMU ran.
+    pub marker_at: Option<Duration>,
+    /// QEMU's exit status when it exited by itself (before the timeout or [`Boot::linger`]).
+    pub exited: Option<ExitStatus>,
 }
 
 impl Boot {
     pub fn new(disk: impl Into<PathBuf>, firmware: Firmware, marker: &str) -> Boot {
+        let disk: PathBuf = disk.into();
+        let format = match disk.extension().and_then(|e| e.to_str()) {
+            Some("vmdk") => "vmdk",
+            Some("qcow2") => "qcow2",
+            _ => "raw",
+        };
         Boot {
-            disk: disk.into(),
+            format: format.into(),
+            extra_args: Vec::new(),
+            linger: Duration::ZERO,
+            echo: false,
+            disk,
             firmware,
             marker: marker.into(),
             timeout: Duration::from_secs(120),
@@ -53,33 +87,20 @@ impl Boot {
         }
     }
 
-    fn format(&self) -> &'static str {
-        match self.disk.extension().and_then(|e| e.to_str()) {
-            Some("vmdk") => "vmdk",
-            Some("qcow2") => "qcow2",
-            _ => "raw",
-        }
-    }
-
     /// Boots, waits for the marker or the timeout (or QEMU exiting), kills QEMU and returns
     /// the serial log. KVM is used only when `D2V_KVM=1`.
     pub fn run(&self) -> Outcome {
         let qemu = crate::require_tool("qemu-system-x86_64", "qemu-system-x86");
-        let scratch = crate::scratch_dir("qemu");
-        let log_path = self
-            .log
-            .clone()
-            .unwrap_or_else(|| scratch.join("serial.log"));
-        let _ = std::fs::remove_file(&log_path);
-        let accel = if std::env::var("D2V_KVM").as_deref() == Ok("1") {
-            "kvm"
-        } else {
-            "tcg"
+        let log_path = match &self.log {
+            Some(log) => log.clone(),
+            None => crate::scratch_dir("qemu").join("serial.log"),
         };
+        let _ = std::fs::remove_file(&log_path);
+        let kvm = std::env::var("D2V_KVM").as_deref() == Ok("1") && Path::new("/dev/kvm").exists();
         let mut cmd = Command::new(qemu);
         cmd.args([
             "-accel",
-            accel,
+            if kvm { "kvm" } else { "tcg" },
             "-m",
             &self.memory_mib.to_string(),
             "-smp",
@@ -101,7 +122,7 @@ impl Boot {
         .arg(format!(
             "file={},format={},if={},snapshot=on",
             self.disk.display(),
-            self.format(),
+            self.format,
             self.interface
         ));
         if self.firmware == Firmware::Uefi {
@@ -109,7 +130,7 @@ impl Boot {
                 Path::new(OVMF_CODE).is_file(),
                 "{OVMF_CODE} not found: install Debian's ovmf"
             );
-            let vars = scratch.join("OVMF_VARS.fd");
+            let vars = log_path.with_file_name("OVMF_VARS.fd");
             std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF_VARS_4M.fd");
             cmd.arg("-drive")
                 .arg(format!(
@@ -121,18 +142,28 @@ impl Boot {
                     vars.display()
                 ));
         }
+        cmd.args(&self.extra_args);
+        if self.echo {
+            println!("$ {cmd:?}");
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let start = Instant::now();
         let mut child = cmd.spawn().expect("start qemu-system-x86_64");
-        let mut found = false;
+        let mut marker_at = None;
         let mut exited = None;
-        while start.elapsed() < self.timeout {
-            let log = std::fs::read(&log_path).unwrap_or_default();
-            if String::from_utf8_lossy(&log).contains(&self.marker) {
-                found = true;
-                break;
+        loop {
+            if marker_at.is_none() {
+                let log = std::fs::read(&log_path).unwrap_or_default();
+                if String::from_utf8_lossy(&log).contains(&self.marker) {
+                    marker_at = Some(start.elapsed());
+                }
+            }
+            match marker_at {
+                Some(at) if start.elapsed() >= at + self.linger => break,
+                None if start.elapsed() >= self.timeout => break,
+                _ => {}
             }
             if let Ok(Some(status)) = child.try_wait() {
                 exited = Some(status);
@@ -145,7 +176,7 @@ impl Boot {
         let _ = child.wait();
         let mut log =
             String::from_utf8_lossy(&std::fs::read(&log_path).unwrap_or_default()).into_owned();
-        found = found || log.contains(&self.marker);
+        let found = marker_at.is_some() || log.contains(&self.marker);
         if let Some(status) = exited.filter(|_| !found) {
             let mut err = String::new();
             if let Some(mut e) = child.stderr.take() {
@@ -160,6 +191,8 @@ impl Boot {
             log,
             log_path,
             elapsed,
+            marker_at,
+            exited,
         }
     }
 

@@ -140,35 +140,18 @@ fn write_entry(out: &mut Vec<u8>, e: &Entry) {
     };
     let gnu = e.long_names == LongNames::Gnu;
     let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    if e.path.len() > 100 {
-        if gnu {
-            let mut name = e.path.clone();
-            name.push(0);
-            write_raw(
-                out,
-                b"././@LongLink",
-                b'L',
-                b"",
-                &name,
-                (0, 0),
-                0o644,
-                0,
-                0,
-                0,
-                true,
-            );
-        } else {
-            pax.push((b"path".to_vec(), e.path.clone()));
+    // Names over 100 bytes: a GNU `././@LongLink` entry (L: path, K: link target) or a PAX
+    // record.
+    for (long, gnu_flag, key) in [(&e.path[..], b'L', "path"), (link, b'K', "linkpath")] {
+        if long.len() <= 100 {
+            continue;
         }
-    }
-    if link.len() > 100 {
         if gnu {
-            let mut name = link.to_vec();
-            name.push(0);
+            let name = [long, b"\0"].concat();
             write_raw(
                 out,
                 b"././@LongLink",
-                b'K',
+                gnu_flag,
                 b"",
                 &name,
                 (0, 0),
@@ -179,7 +162,7 @@ fn write_entry(out: &mut Vec<u8>, e: &Entry) {
                 true,
             );
         } else {
-            pax.push((b"linkpath".to_vec(), link.to_vec()));
+            pax.push((key.as_bytes().to_vec(), long.to_vec()));
         }
     }
     for (key, v) in [("uid", e.uid), ("gid", e.gid)] {

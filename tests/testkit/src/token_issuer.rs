@@ -1,7 +1,7 @@
 //! A bearer-token issuer for the registry's `auth: token:`: RS256 JWTs signed with
 //! `openssl dgst -sign`, the issuer's certificate in `x5c` and in the registry's `rootcertbundle`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 
+use crate::http::read_request_head;
 use crate::registry::{Request, PASSWORD, USER};
 
 fn b64url(b: &[u8]) -> String {
@@ -56,23 +57,11 @@ pub(crate) fn start_token_issuer(
             let Ok(mut s) = conn else { continue };
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
             let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut first = String::new();
-            if r.read_line(&mut first).is_err() {
+            let Ok(head) = read_request_head(&mut r) else {
                 continue;
-            }
-            let mut authz = None;
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = h.split_once(':') {
-                    if k.eq_ignore_ascii_case("authorization") {
-                        authz = Some(v.trim().to_string());
-                    }
-                }
-            }
-            let path = first.split(' ').nth(1).unwrap_or("").to_string();
+            };
+            let authz = head.header("authorization").map(str::to_string);
+            let path = head.path;
             let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
             let want = format!(
                 "Basic {}",

@@ -88,8 +88,7 @@ pub fn run(args: &[String]) -> Result<()> {
         cmd.env("D2V_BENCH_DIR", "/usr/share/doc");
     }
     println!(
-        "$ {} (D2V_FIXTURES, D2V_BIN, D2V_TEST_KERNEL{{,_DIR}}, D2V_TEST_INITRD, D2V_BENCH_DIR set)",
-        "$ {} (D2V_FIXTURES, D2V_REQUIRE_FIXTURES, D2V_BIN, D2V_TEST_KERNEL, D2V_TEST_INITRD set)",
+        "$ {} (D2V_FIXTURES, D2V_REQUIRE_FIXTURES, D2V_BIN, D2V_TEST_KERNEL{{,_DIR}}, D2V_TEST_INITRD, D2V_BENCH_DIR set)",
         crate::util::show(&cmd)
     );
     let mut child = cmd.spawn()?;

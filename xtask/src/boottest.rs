@@ -1,5 +1,6 @@
-//! The end-to-end boot tests (issue 5), run by `cargo xtask test` after `cargo test` and alone
-//! as `cargo xtask boot [NAME…]`: for each fixture, `d2v build` (the release binary) → OVA →
+//! End-to-end boot tests (issue 5) as an xtask phase: `cargo xtask boot [NAME…]`, and part of
+//! `cargo xtask test` when the workspace has no tests/e2e_boot.rs doing the same inside
+//! `cargo test` (or with D2V_XTASK_BOOT=1): for each fixture, `d2v build` (the release binary) → OVA →
 //! VMDK; the disk checked with the reference tools (`sgdisk -v`, `fsck.fat -n` on the ESP,
 //! `e2fsck -fn` on the root); then QEMU (TCG) boots the VMDK under SeaBIOS and OVMF — the two
 //! boots of a fixture in parallel, one per core — and the guest's self-check must match

@@ -117,7 +117,11 @@ pub fn run(args: &[String]) -> Result<()> {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    let boots = if has_build {
+    // tests/e2e_boot.rs (cargo test) boots the same fixtures; then this phase would only
+    // repeat it, unless asked for with D2V_XTASK_BOOT=1.
+    let e2e_in_tests = root().join("tests/e2e_boot.rs").is_file();
+    let forced = std::env::var("D2V_XTASK_BOOT").is_ok_and(|v| v == "1");
+    let boots = if has_build && (forced || !e2e_in_tests) {
         Some(boottest::run_all(&d2v, &fx)?)
     } else {
         None
@@ -150,7 +154,13 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     match &boots {
         Some(b) => boottest::print_summary(b),
-        None => println!("boot tests: SKIPPED — this d2v has no `build` command yet"),
+        None if !has_build => {
+            println!("boot tests: SKIPPED — this d2v has no `build` command yet")
+        }
+        None => println!(
+            "xtask boot phase: not run — tests/e2e_boot.rs booted the fixtures inside cargo test \
+             (D2V_XTASK_BOOT=1 runs it too; `cargo xtask boot` runs it alone)"
+        ),
     }
     let boots_ok = boots
         .as_ref()

@@ -295,11 +295,22 @@ fn boot_and_selfcheck(b: &Built, fw: Firmware) {
     let mut boot = Boot::new(&b.vmdk, fw, SELFCHECK_END);
     boot.timeout = boot_timeout();
     boot.memory_mib = 1024;
-    boot.log = Some(log_path.clone());
     let out = {
         let _slot = QemuSlot::take();
         boot.run()
     };
+    // Keep the serial log with the VM's other files; drop the harness's scratch directory
+    // (serial log, OVMF variable store).
+    std::fs::write(&log_path, &out.log).expect("write the serial log");
+    if let Some(scratch) = out.log_path.parent() {
+        if scratch.starts_with(std::env::temp_dir())
+            && scratch
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("d2v-qemu-"))
+        {
+            let _ = std::fs::remove_dir_all(scratch);
+        }
+    }
     let what = format!("{} VM ({fw:?}, {})", b.fixture.name, b.vmdk.display());
     if !out.found {
         panic!(

@@ -357,6 +357,12 @@ fn digest_mismatch() {
     });
     build_fails(&sb, &src, &[], &["diff_id"]);
     export_fails(&sb, &src, &["diff_id"]);
+
+    // Fewer diff_ids than layers.
+    rewrite_config(&dir, "v1", |c| {
+        c["rootfs"]["diff_ids"].as_array_mut().unwrap().pop();
+    });
+    build_fails(&sb, &src, &[], &["diff_id"]);
 }
 
 #[test]

@@ -90,7 +90,7 @@ fn check_ovf_dir(dir: &Path, base: &str, raw: &Path) {
         &["check", "-f", "vmdk", disk.to_str().unwrap()],
         dir,
     );
-    testkit::assert_vmdk_matches_raw(&raw, &disk);
+    testkit::assert_vmdk_matches_raw(raw, &disk);
 }
 
 #[test]

@@ -1,5 +1,5 @@
 use super::*;
-use crate::layers::apply_layer;
+use crate::tree::testing::from_tars as tree_of;
 use crate::tree::{show, Metadata, Timestamp};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -32,14 +32,6 @@ fn rich_layers() -> Vec<Vec<u8>> {
             Entry::hardlink(format!("{long}/h"), "lnk"),
         ]),
     ]
-}
-
-fn tree_of(layers: &[Vec<u8>]) -> Tree {
-    let mut t = Tree::in_temp().unwrap();
-    for (i, l) in layers.iter().enumerate() {
-        apply_layer(&mut t, &mut &l[..], &format!("layer{i}")).unwrap();
-    }
-    t
 }
 
 fn export(t: &Tree) -> Vec<u8> {

@@ -111,10 +111,7 @@ fn put_file(tree: &mut Tree, path: &str, data: &[u8], mode: u32) -> Result<()> {
 
 /// Contents of the regular file at `path` (symlinks followed inside the image), if any.
 fn read_file(tree: &Tree, path: &str) -> Result<Option<Vec<u8>>> {
-    let Some(id) = tree.resolve(path.as_bytes(), true) else {
-        return Ok(None);
-    };
-    let Kind::File(data) = &tree.inode(id).kind else {
+    let Some(data) = tree.resolve_file(path.as_bytes()) else {
         return Ok(None);
     };
     let mut buf = Vec::new();
@@ -128,8 +125,7 @@ fn read_file(tree: &Tree, path: &str) -> Result<Option<Vec<u8>>> {
 }
 
 fn exists(tree: &Tree, path: &str) -> bool {
-    tree.resolve(path.as_bytes(), true)
-        .is_some_and(|id| matches!(tree.inode(id).kind, Kind::File(_)))
+    tree.resolve_file(path.as_bytes()).is_some()
 }
 
 /// Removes files that tell software it runs in a container: `/.dockerenv` (OpenRC then skips
@@ -377,10 +373,7 @@ pub fn fix_openrc_rc_sys(tree: &mut Tree) -> Result<Option<Report>> {
 /// Which init system the kernel will start, or a warning when there is none.
 pub fn check_init(tree: &Tree) -> Report {
     for path in ["sbin/init", "etc/init", "bin/init"] {
-        let Some(id) = tree.resolve(path.as_bytes(), true) else {
-            continue;
-        };
-        if !matches!(tree.inode(id).kind, Kind::File(_)) {
+        if tree.resolve_file(path.as_bytes()).is_none() {
             continue;
         }
         let target = match tree.lookup(path.as_bytes()).map(|l| &tree.inode(l).kind) {

@@ -1,11 +1,9 @@
 use super::*;
-use crate::layers::apply_layer;
-use testkit::tar::{tar, Entry};
+use crate::tree::testing::from_layers;
+use testkit::tar::Entry;
 
 fn tree(entries: &[Entry]) -> Tree {
-    let mut t = Tree::in_temp().unwrap();
-    apply_layer(&mut t, &mut &tar(entries)[..], "test").unwrap();
-    t
+    from_layers(&[entries])
 }
 
 fn art(path: &str, to: Option<&str>) -> Artifact {

@@ -1,17 +1,10 @@
 use super::*;
+use crate::tree::testing::from_layers as layers;
 use crate::tree::{InodeId, ROOT};
 use testkit::tar::{tar, Entry};
 
 fn apply(tree: &mut Tree, entries: &[Entry]) -> Result<(), LayerError> {
     apply_layer(tree, &mut &tar(entries)[..], "sha256:test")
-}
-
-fn layers(all: &[&[Entry]]) -> Tree {
-    let mut t = Tree::in_temp().unwrap();
-    for l in all {
-        apply(&mut t, l).unwrap();
-    }
-    t
 }
 
 fn paths(t: &Tree) -> Vec<String> {

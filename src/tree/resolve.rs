@@ -5,7 +5,7 @@
 //! anything outside the image. The host filesystem is never involved. The last component is
 //! followed only when asked.
 
-use super::{InodeId, Kind, Tree, ROOT};
+use super::{Dir, FileData, InodeId, Kind, Tree, ROOT};
 
 /// Most symlinks followed in one resolution: securejoin's limit (Linux gives up after 40).
 /// Either way, more means a loop.
@@ -78,6 +78,24 @@ impl Tree {
     /// a component is missing, not a directory, or links loop.
     pub fn resolve(&self, path: &[u8], follow_last: bool) -> Option<InodeId> {
         self.resolve_path(path, follow_last).ok()?.id
+    }
+
+    /// The data of the regular file `path` names, all symlinks followed; `None` when it names
+    /// nothing or something else.
+    pub fn resolve_file(&self, path: &[u8]) -> Option<&FileData> {
+        match &self.inode(self.resolve(path, true)?).kind {
+            Kind::File(data) => Some(data),
+            _ => None,
+        }
+    }
+
+    /// The directory `path` names, all symlinks followed; `None` when it names nothing or
+    /// something else.
+    pub fn resolve_dir(&self, path: &[u8]) -> Option<&Dir> {
+        match &self.inode(self.resolve(path, true)?).kind {
+            Kind::Dir(dir) => Some(dir),
+            _ => None,
+        }
     }
 }
 

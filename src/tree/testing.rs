@@ -35,3 +35,20 @@ pub fn add_symlink(t: &mut Tree, path: &str, target: &str) -> InodeId {
     };
     t.insert(path.as_bytes(), inode).unwrap()
 }
+
+/// A tree made by applying the layer tars `layers` in turn (named `layer0`, `layer1`, ...).
+#[cfg(test)]
+pub fn from_tars(layers: &[Vec<u8>]) -> Tree {
+    let mut t = Tree::in_temp().unwrap();
+    for (i, l) in layers.iter().enumerate() {
+        crate::layers::apply_layer(&mut t, &mut &l[..], &format!("layer{i}")).unwrap();
+    }
+    t
+}
+
+/// A tree made by applying `layers`, each a list of tar entries, in turn.
+#[cfg(test)]
+pub fn from_layers(layers: &[&[testkit::tar::Entry]]) -> Tree {
+    let tars: Vec<Vec<u8>> = layers.iter().map(|l| testkit::tar::tar(l)).collect();
+    from_tars(&tars)
+}

@@ -4,7 +4,7 @@
 
 use std::cmp::Ordering;
 
-use crate::tree::{Kind, Tree};
+use crate::tree::Tree;
 
 /// A kernel in `/boot` and its initramfs, by their names in `/boot`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,17 +18,14 @@ pub struct BootEntry {
 /// the first initramfs found among `initrd.img-V`, `initrd-V.img`, `initramfs-V.img`,
 /// `initramfs-V`, `initrd-V`.
 pub fn find_kernels(tree: &Tree) -> Vec<BootEntry> {
-    let Some(boot) = tree.resolve(b"boot", true) else {
-        return Vec::new();
-    };
-    let Kind::Dir(dir) = &tree.inode(boot).kind else {
+    let Some(dir) = tree.resolve_dir(b"boot") else {
         return Vec::new();
     };
     let is_file = |name: &str| {
         dir.entries.contains_key(name.as_bytes())
             && tree
-                .resolve(format!("boot/{name}").as_bytes(), true)
-                .is_some_and(|id| matches!(tree.inode(id).kind, Kind::File(_)))
+                .resolve_file(format!("boot/{name}").as_bytes())
+                .is_some()
     };
     let mut out: Vec<BootEntry> = Vec::new();
     for name in dir.entries.keys() {

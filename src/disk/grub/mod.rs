@@ -135,19 +135,13 @@ pub fn host_module_dir(platform: Platform) -> Result<ModuleDir> {
 /// Copies the regular files of the tree directory `path` (following symlinks inside the
 /// image) to `to`. `None` when the image has no such directory.
 fn extract_dir(tree: &Tree, path: &str, to: &Path) -> Result<Option<PathBuf>> {
-    let Some(id) = tree.resolve(path.as_bytes(), true) else {
-        return Ok(None);
-    };
-    let Kind::Dir(d) = &tree.inode(id).kind else {
+    let Some(d) = tree.resolve_dir(path.as_bytes()) else {
         return Ok(None);
     };
     std::fs::create_dir_all(to)?;
     for name in d.entries.keys() {
         let full = [path.as_bytes(), b"/", name].concat();
-        let Some(f) = tree.resolve(&full, true) else {
-            continue;
-        };
-        let Kind::File(data) = &tree.inode(f).kind else {
+        let Some(data) = tree.resolve_file(&full) else {
             continue;
         };
         let Ok(name) = std::str::from_utf8(name) else {
@@ -344,9 +338,7 @@ pub fn prepare(
     opts: &GrubOptions,
 ) -> Result<Prepared> {
     let kernels = find_kernels(tree);
-    let has_cfg = tree
-        .resolve(b"boot/grub/grub.cfg", true)
-        .is_some_and(|id| matches!(tree.inode(id).kind, Kind::File(_)));
+    let has_cfg = tree.resolve_file(b"boot/grub/grub.cfg").is_some();
     let generate = opts.config == ConfigMode::Generate || !has_cfg;
     if generate && kernels.is_empty() {
         return Err(DiskError::Grub(

@@ -154,8 +154,9 @@ fn kernel_mounts_read_write() {
         std::fs::copy(&f, &dest).unwrap();
     }
     let mods = [
-        "virtio",
+        // virtio depends on virtio_ring in Debian's 6.1 cloud kernel: load it first.
         "virtio_ring",
+        "virtio",
         "virtio_pci_modern_dev",
         "virtio_pci_legacy_dev",
         "virtio_pci",

@@ -559,8 +559,7 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
     }
 
     let format = output_format(args.format);
-    let mut out_opts = OutputOptions::default();
-    out_opts.vm = ovf::OvfOptions {
+    let vm = ovf::OvfOptions {
         name: name.clone(),
         cpus: args.cpus,
         memory_mib: (args.memory >> 20).max(4),
@@ -578,6 +577,10 @@ fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
         source_reference: image.reference.clone(),
         manifest_digest: seed.clone(),
         d2v_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let mut out_opts = OutputOptions {
+        vm,
+        ..OutputOptions::default()
     };
     out_opts.vmdk.seed = seed.clone();
     out_opts.vmdk.compression_level = args.compression_level;

@@ -199,6 +199,11 @@ pub fn default_hostname(reference: &str) -> String {
     let no_digest = reference.split('@').next().unwrap_or("");
     let last = no_digest.rsplit('/').next().unwrap_or("");
     let name = last.split(':').next().unwrap_or("");
+    // An archive's file name without its extension (`app.tar.gz` → `app`).
+    let name = [".tar.gz", ".tgz", ".tar.zst", ".tar"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+        .unwrap_or(name);
     let mut h: String = name
         .to_ascii_lowercase()
         .chars()

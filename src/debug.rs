@@ -1,11 +1,12 @@
 //! `d2v debug …` (hidden): single stages of the pipeline on their own, for benchmarks and
 //! debugging. `debug ext4 SOURCE -o FILE` writes the flattened image as a bare ext4 filesystem
 //! (auto size, no guest fixes); `debug vmdk RAW -o FILE` turns a raw disk file into a
-//! streamOptimized VMDK.
+//! streamOptimized VMDK. Stage times go to stderr with the other progress lines.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
+use std::time::Instant;
 
 use crate::cli::DebugCommand;
 use crate::disk::ext4::{self, Ext4Options};
@@ -20,18 +21,25 @@ pub(crate) fn run(cmd: &DebugCommand, log: &Log) -> Result<(), Error> {
             output,
             src,
         } => {
+            let t = Instant::now();
             let (image, tree) = flatten(source, src, false, log)?;
+            let flatten_secs = t.elapsed().as_secs_f64();
+            let t = Instant::now();
             let opts = Ext4Options::from_seed(&image.manifest_digest);
             let f = AtomicFile::create(output)
                 .map_err(io_err(format!("creating {}", output.display())))?;
             let s = ext4::write(&tree, f.file(), 0, &opts)?;
             f.commit()
                 .map_err(io_err(format!("committing {}", output.display())))?;
+            // Stage times on stderr, for `cargo xtask bench` (which compares the write stage
+            // with `mke2fs -d`).
             log.step(format!(
-                "wrote {} ({} MiB ext4, {} inodes used)",
+                "wrote {} ({} MiB ext4, {} inodes used); flatten {flatten_secs:.3} s, \
+                 ext4 write {:.3} s",
                 output.display(),
                 s.size >> 20,
-                s.inodes - s.free_inodes
+                s.inodes - s.free_inodes,
+                t.elapsed().as_secs_f64()
             ));
             Ok(())
         }

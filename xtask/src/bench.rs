@@ -56,6 +56,8 @@ struct Sample {
     max_rss_kib: u64,
     /// Size of the side's output file in bytes.
     output_bytes: Option<u64>,
+    /// The `ext4 write N s` stage time d2v reports on stderr (`d2v debug ext4`).
+    write_secs: Option<f64>,
 }
 
 type Runs = std::result::Result<Vec<Sample>, String>;
@@ -202,7 +204,8 @@ pub fn run(args: &[String]) -> Result<()> {
                          (extraction not timed). The d2v side starts from the OCI layout with \
                          its blob cache already filled (by an untimed first run), so its time \
                          includes decompressing and applying the layers (gzip) plus writing; \
-                         mke2fs's does not."
+                         mke2fs's does not (its input tree is in the page cache). Peak RSS is \
+                         of the whole d2v process, flattening included."
                     )],
                 }
             }
@@ -320,6 +323,7 @@ fn time_side(side: &Side, scratch: &Path) -> std::result::Result<Sample, String>
     fs::create_dir_all(scratch).map_err(|e| e.to_string())?;
     let rss_file = scratch.with_extension("rss");
     let mut max_rss_kib = 0;
+    let mut write_secs = None;
     let t = Timer::start();
     for c in &side.cmds {
         let mut cmd = Command::new(TIME);
@@ -345,6 +349,13 @@ fn time_side(side: &Side, scratch: &Path) -> std::result::Result<Sample, String>
             .and_then(|l| l.trim().parse().ok())
             .ok_or_else(|| format!("{TIME} wrote no max RSS: {rss:?}"))?;
         max_rss_kib = max_rss_kib.max(kib);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if let Some(i) = err.rfind("ext4 write ") {
+            write_secs = err[i + 11..]
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok());
+        }
     }
     let secs = t.secs();
     let _ = fs::remove_file(&rss_file);
@@ -361,6 +372,7 @@ fn time_side(side: &Side, scratch: &Path) -> std::result::Result<Sample, String>
         secs,
         max_rss_kib,
         output_bytes,
+        write_secs,
     })
 }
 
@@ -445,6 +457,27 @@ fn render(c: &Comparison<'_>, o: &Outcome, load_before: &str) -> String {
             s.push_str(&format!(", output size {:.4}", x as f64 / y as f64));
         }
         s.push('\n');
+    }
+    if let Ok(a) = &o.a {
+        let w: Vec<f64> = a.iter().filter_map(|s| s.write_secs).collect();
+        if w.len() == a.len() && !w.is_empty() {
+            s.push_str(&format!(
+                "\nd2v's own stage time for the ext4 write alone (from its stderr, includes the \
+                 final fsync): median {:.2} s (runs {})",
+                median(&w),
+                w.iter()
+                    .map(|x| format!("{x:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            if let Ok(b) = &o.b {
+                s.push_str(&format!(
+                    "; write / reference = {:.2}",
+                    median(&w) / median_of(b, |s| s.secs)
+                ));
+            }
+            s.push('\n');
+        }
     }
     for n in &c.notes {
         s.push_str(&format!("\n{n}\n"));

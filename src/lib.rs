@@ -5,6 +5,7 @@
 //! disk (gpt, fat, ext4, grub) → output (vmdk, ovf, ova).
 
 pub mod cli;
+pub mod debug;
 pub mod disk;
 pub mod export;
 pub mod guest;

@@ -39,7 +39,7 @@ pub enum Error {
     Io { what: String, source: io::Error },
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
     let what = what.into();
     move |source| Error::Io { what, source }
 }
@@ -54,16 +54,17 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
             output,
             src,
         } => export(source, output, src, &log),
+        Command::Debug(cmd) => crate::debug::run(cmd, &log),
     }
 }
 
 /// Progress lines on stderr (suppressed with `--json`, which keeps stderr for errors).
-struct Log {
+pub(crate) struct Log {
     quiet: bool,
 }
 
 impl Log {
-    fn step(&self, msg: impl AsRef<str>) {
+    pub(crate) fn step(&self, msg: impl AsRef<str>) {
         if !self.quiet {
             // Progress is best effort: a closed or full stderr must not stop (or panic) d2v.
             let _ = writeln!(io::stderr(), "{}", msg.as_ref());
@@ -106,7 +107,12 @@ fn source_options(src: &SourceArgs, json: bool) -> Result<SourceOptions, Error> 
 }
 
 /// Resolves the source (downloading and verifying every blob) and applies its layers in order.
-fn flatten(source: &str, src: &SourceArgs, json: bool, log: &Log) -> Result<(Image, Tree), Error> {
+pub(crate) fn flatten(
+    source: &str,
+    src: &SourceArgs,
+    json: bool,
+    log: &Log,
+) -> Result<(Image, Tree), Error> {
     let image = source::resolve(source, &source_options(src, json)?)?;
     log.step(format!(
         "image {} ({})",

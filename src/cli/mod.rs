@@ -47,6 +47,33 @@ pub enum Command {
         #[command(flatten)]
         src: SourceArgs,
     },
+    /// Single pipeline stages on their own (benchmarks, debugging).
+    #[command(hide = true, subcommand)]
+    Debug(DebugCommand),
+}
+
+/// `d2v debug …`: see [`crate::debug`].
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// Write the flattened image as a bare ext4 filesystem image (auto size, no guest fixes).
+    Ext4 {
+        source: String,
+        /// Output filesystem image.
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        src: SourceArgs,
+    },
+    /// Convert a raw disk file into a streamOptimized VMDK.
+    Vmdk {
+        raw: PathBuf,
+        /// Output VMDK.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Deflate level for VMDK grains (0-9).
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
+        compression_level: u32,
+    },
 }
 
 /// Where and how to read the image.

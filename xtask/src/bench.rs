@@ -3,6 +3,10 @@
 //! removed between runs outside the timing) and reports medians; results and the exact
 //! command lines go into a marked section of BENCHMARKS.md (other sections are kept).
 //!
+//! Every command runs under `/usr/bin/time -f %M`, so the peak memory (max RSS) of each side
+//! is recorded too (the largest over a side's commands); for comparisons with one output
+//! file, its size is recorded as well.
+//!
 //! The d2v command lines are in [`d2v_side`]; a side that fails is reported as such (e.g. a
 //! d2v subcommand not wired yet) while the reference side is still measured.
 
@@ -29,6 +33,8 @@ const ALL: &[&str] = &["export", "ext4", "vmdk"];
 struct Side {
     label: String,
     cmds: Vec<Vec<String>>,
+    /// The output file whose size is reported, if any.
+    output: Option<PathBuf>,
 }
 
 struct Comparison<'a> {
@@ -38,11 +44,27 @@ struct Comparison<'a> {
     b: Side,
     /// Emptied before every run (outputs of the previous run).
     scratch: PathBuf,
+    /// What is (not) timed, how the inputs were made.
+    notes: Vec<String>,
 }
 
+/// One timed run of a side.
+#[derive(Clone, Copy)]
+struct Sample {
+    secs: f64,
+    /// Peak resident memory in KiB (max over the side's commands).
+    max_rss_kib: u64,
+    /// Size of the side's output file in bytes.
+    output_bytes: Option<u64>,
+    /// The `ext4 write N s` stage time d2v reports on stderr (`d2v debug ext4`).
+    write_secs: Option<f64>,
+}
+
+type Runs = std::result::Result<Vec<Sample>, String>;
+
 struct Outcome {
-    a: std::result::Result<Vec<f64>, String>,
-    b: std::result::Result<Vec<f64>, String>,
+    a: Runs,
+    b: Runs,
 }
 
 fn argv(items: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<String> {
@@ -61,15 +83,17 @@ pub fn run(args: &[String]) -> Result<()> {
     if let Some(bad) = names.iter().find(|n| !ALL.contains(n)) {
         bail!("unknown benchmark {bad:?} (known: {})", ALL.join(", "));
     }
+    if !Path::new(TIME).is_file() {
+        bail!("{TIME} is missing (it measures peak memory): apt-get install time");
+    }
     let fixture = fixtures::ensure(&[testkit::fixtures::SYSTEMD], false)?.remove(0);
     let d2v = testcmd::release_d2v()?;
     let work = root().join("target/bench");
     fs::create_dir_all(&work)?;
+    let load_before = uptime();
     let rootfs = work.join("bundle/rootfs");
-    let raw = work.join("root.ext4");
-    let needs_inputs = names.iter().any(|n| *n == "ext4" || *n == "vmdk");
-    if needs_inputs && (!rootfs.is_dir() || !raw.is_file()) {
-        step("bench inputs: umoci unpack + mke2fs -d of the systemd fixture");
+    if names.contains(&"ext4") && !rootfs.is_dir() {
+        step("bench input: umoci unpack of the systemd fixture (the tree mke2fs -d reads)");
         let _ = fs::remove_dir_all(work.join("bundle"));
         exec(
             Command::new("umoci")
@@ -77,13 +101,22 @@ pub fn run(args: &[String]) -> Result<()> {
                 .arg(format!("{}:{}", fixture.oci_layout.display(), fixture.tag))
                 .arg(work.join("bundle")),
         )?;
-        exec(
-            Command::new("mke2fs")
-                .args(["-q", "-F", "-t", "ext4", "-E", "nodiscard", "-d"])
-                .arg(&rootfs)
-                .arg(&raw)
-                .arg("2G"),
-        )?;
+    }
+    let raw = work.join("disk.raw");
+    let build_raw = argv(&[
+        &d2v,
+        &"build",
+        &fixture.oci_ref(),
+        &"--format",
+        &"raw",
+        &"-o",
+        &raw,
+        &"--cache-dir",
+        &work.join("cache"),
+    ]);
+    if names.contains(&"vmdk") && !raw.is_file() {
+        step("bench input: the systemd fixture's raw disk (d2v build --format raw)");
+        exec(Command::new(&build_raw[0]).args(&build_raw[1..]))?;
     }
     let mut registry = None;
     let mut sections = Vec::new();
@@ -100,7 +133,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 Comparison {
                     name,
                     title: "d2v export (registry → flattened tar) vs skopeo copy + umoci unpack",
-                    a: d2v_side(&d2v, "export", &image, &scratch),
+                    a: d2v_side(&d2v, "export", &image, &scratch, None),
                     b: Side {
                         label: "skopeo copy + umoci unpack".into(),
                         cmds: vec![
@@ -120,36 +153,66 @@ pub fn run(args: &[String]) -> Result<()> {
                                 &out("bundle"),
                             ]),
                         ],
+                        output: None,
                     },
                     scratch: scratch.clone(),
+                    notes: vec![format!(
+                        "Both sides pull the systemd fixture from a local docker-registry \
+                             (plain HTTP on 127.0.0.1) into an empty directory every run: d2v \
+                             with an empty `--cache-dir`, skopeo into an empty OCI layout. d2v \
+                             writes one tar, umoci unpacks a directory tree."
+                    )],
                 }
             }
-            "ext4" => Comparison {
-                name,
-                title: "ext4 root filesystem: d2v's writer vs mke2fs -d",
-                a: d2v_side(&d2v, "ext4", &fixture.oci_ref(), &scratch),
-                b: Side {
-                    label: "mke2fs -d".into(),
-                    cmds: vec![argv(&[
-                        &"mke2fs",
-                        &"-q",
-                        &"-F",
-                        &"-t",
-                        &"ext4",
-                        &"-E",
-                        &"nodiscard",
-                        &"-d",
-                        &rootfs,
-                        &out("root.ext4"),
-                        &"2G",
-                    ])],
-                },
-                scratch: scratch.clone(),
-            },
+            "ext4" => {
+                // d2v picks the size; mke2fs gets the same size. This first run also fills
+                // d2v's blob cache (the fixture's layers), so the timed runs read cached blobs.
+                let cache = work.join("cache");
+                let probe = work.join("probe.ext4");
+                let first = d2v_side(&d2v, "ext4", &fixture.oci_ref(), &work, Some(&cache));
+                let mut c = first.cmds[0].clone();
+                let o = c.iter().position(|a| a == "-o").unwrap() + 1;
+                c[o] = probe.display().to_string();
+                exec(Command::new(&c[0]).args(&c[1..]))?;
+                let size = fs::metadata(&probe)?.len();
+                fs::remove_file(&probe)?;
+                Comparison {
+                    name,
+                    title: "ext4 root filesystem of the systemd fixture: d2v's writer vs mke2fs -d",
+                    a: d2v_side(&d2v, "ext4", &fixture.oci_ref(), &scratch, Some(&cache)),
+                    b: Side {
+                        label: "mke2fs -d".into(),
+                        cmds: vec![argv(&[
+                            &"mke2fs",
+                            &"-q",
+                            &"-F",
+                            &"-t",
+                            &"ext4",
+                            &"-E",
+                            &"nodiscard",
+                            &"-d",
+                            &rootfs,
+                            &out("root.ext4"),
+                            &format!("{}k", size / 1024),
+                        ])],
+                        output: Some(out("root.ext4")),
+                    },
+                    scratch: scratch.clone(),
+                    notes: vec![format!(
+                        "Same size for both: d2v's automatic size ({size} bytes), given to \
+                         mke2fs. mke2fs reads the tree extracted beforehand by `umoci unpack` \
+                         (extraction not timed). The d2v side starts from the OCI layout with \
+                         its blob cache already filled (by an untimed first run), so its time \
+                         includes decompressing and applying the layers (gzip) plus writing; \
+                         mke2fs's does not (its input tree is in the page cache). Peak RSS is \
+                         of the whole d2v process, flattening included."
+                    )],
+                }
+            }
             "vmdk" => Comparison {
                 name,
-                title: "raw → streamOptimized VMDK: d2v's writer vs qemu-img convert",
-                a: d2v_side(&d2v, "vmdk", &raw.display().to_string(), &scratch),
+                title: "raw disk → streamOptimized VMDK: d2v's writer vs qemu-img convert",
+                a: d2v_side(&d2v, "vmdk", &raw.display().to_string(), &scratch, None),
                 b: Side {
                     label: "qemu-img convert".into(),
                     cmds: vec![argv(&[
@@ -164,14 +227,21 @@ pub fn run(args: &[String]) -> Result<()> {
                         &raw,
                         &out("disk.vmdk"),
                     ])],
+                    output: Some(out("disk.vmdk")),
                 },
                 scratch: scratch.clone(),
+                notes: vec![format!(
+                    "Input: the systemd fixture's {} byte sparse raw disk (GPT, ESP, ext4 root), \
+                     made once by `{}` (not timed). Both at their default deflate level.",
+                    fs::metadata(&raw).map(|m| m.len()).unwrap_or(0),
+                    build_raw.join(" ")
+                )],
             },
             _ => unreachable!(),
         };
         step(&format!("bench {name}: {}", cmp.title));
         let outcome = measure(&cmp)?;
-        sections.push((cmp.name, render(&cmp, &outcome)));
+        sections.push((cmp.name, render(&cmp, &outcome, &load_before)));
         let _ = fs::remove_dir_all(&scratch);
     }
     drop(registry);
@@ -188,50 +258,77 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The d2v command line for each comparison (the lead wires these subcommands).
-fn d2v_side(d2v: &Path, what: &str, input: &str, scratch: &Path) -> Side {
+const TIME: &str = "/usr/bin/time";
+
+/// `uptime` (load averages), to say how busy the machine was.
+fn uptime() -> String {
+    crate::util::output(&mut Command::new("uptime"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// The d2v command line for each comparison.
+fn d2v_side(d2v: &Path, what: &str, input: &str, scratch: &Path, cache: Option<&Path>) -> Side {
     let d2v = d2v.display().to_string();
     let s = |p: &str| scratch.join(p).display().to_string();
-    let cmd: Vec<String> = match what {
-        "export" => vec![
-            d2v,
-            "export".into(),
-            input.into(),
-            "-o".into(),
-            s("out.tar"),
-            "--cache-dir".into(),
-            s("cache"),
-        ],
-        "ext4" => vec![
-            d2v,
-            "debug".into(),
-            "ext4".into(),
-            input.into(),
-            "-o".into(),
-            s("root.ext4"),
-        ],
-        _ => vec![
-            d2v,
-            "debug".into(),
-            "vmdk".into(),
-            input.into(),
-            "-o".into(),
-            s("disk.vmdk"),
-        ],
+    let (mut cmd, output): (Vec<String>, _) = match what {
+        "export" => (
+            vec![
+                d2v,
+                "export".into(),
+                input.into(),
+                "-o".into(),
+                s("out.tar"),
+            ],
+            None,
+        ),
+        "ext4" => (
+            vec![
+                d2v,
+                "debug".into(),
+                "ext4".into(),
+                input.into(),
+                "-o".into(),
+                s("root.ext4"),
+            ],
+            Some(scratch.join("root.ext4")),
+        ),
+        _ => (
+            vec![
+                d2v,
+                "debug".into(),
+                "vmdk".into(),
+                input.into(),
+                "-o".into(),
+                s("disk.vmdk"),
+            ],
+            Some(scratch.join("disk.vmdk")),
+        ),
     };
+    match (what, cache) {
+        (_, Some(c)) => cmd.extend(["--cache-dir".into(), c.display().to_string()]),
+        ("export", None) => cmd.extend(["--cache-dir".into(), s("cache")]),
+        _ => {}
+    }
     Side {
         label: format!("d2v {what}"),
         cmds: vec![cmd],
+        output,
     }
 }
 
-fn time_side(side: &Side, scratch: &Path) -> std::result::Result<f64, String> {
+fn time_side(side: &Side, scratch: &Path) -> std::result::Result<Sample, String> {
     let _ = fs::remove_dir_all(scratch);
     fs::create_dir_all(scratch).map_err(|e| e.to_string())?;
+    let rss_file = scratch.with_extension("rss");
+    let mut max_rss_kib = 0;
+    let mut write_secs = None;
     let t = Timer::start();
     for c in &side.cmds {
-        let mut cmd = Command::new(&c[0]);
-        cmd.args(&c[1..]).stdin(Stdio::null()).stdout(Stdio::null());
+        let mut cmd = Command::new(TIME);
+        cmd.args(["-f", "%M", "-o"]).arg(&rss_file).args(c);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null());
         let out = cmd
             .stderr(Stdio::piped())
             .output()
@@ -245,20 +342,53 @@ fn time_side(side: &Side, scratch: &Path) -> std::result::Result<f64, String> {
                 err.trim()
             ));
         }
+        let rss = fs::read_to_string(&rss_file).map_err(|e| e.to_string())?;
+        let kib: u64 = rss
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| format!("{TIME} wrote no max RSS: {rss:?}"))?;
+        max_rss_kib = max_rss_kib.max(kib);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if let Some(i) = err.rfind("ext4 write ") {
+            write_secs = err[i + 11..]
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok());
+        }
     }
-    Ok(t.secs())
+    let secs = t.secs();
+    let _ = fs::remove_file(&rss_file);
+    let output_bytes = side
+        .output
+        .as_ref()
+        .map(|p| {
+            fs::metadata(p)
+                .map(|m| m.len())
+                .map_err(|e| format!("{}: {e}", p.display()))
+        })
+        .transpose()?;
+    Ok(Sample {
+        secs,
+        max_rss_kib,
+        output_bytes,
+        write_secs,
+    })
 }
 
 fn measure(c: &Comparison<'_>) -> Result<Outcome> {
-    let mut a: std::result::Result<Vec<f64>, String> = Ok(Vec::new());
-    let mut b: std::result::Result<Vec<f64>, String> = Ok(Vec::new());
+    let mut a: Runs = Ok(Vec::new());
+    let mut b: Runs = Ok(Vec::new());
     for round in 1..=rounds() {
         for (side, acc) in [(&c.a, &mut a), (&c.b, &mut b)] {
-            let Ok(times) = acc else { continue };
+            let Ok(runs) = acc else { continue };
             match time_side(side, &c.scratch) {
                 Ok(s) => {
-                    println!("  round {round}: {:<28} {s:8.2} s", side.label);
-                    times.push(s);
+                    println!(
+                        "  round {round}: {:<28} {:8.2} s {:>8} KiB max RSS",
+                        side.label, s.secs, s.max_rss_kib
+                    );
+                    runs.push(s);
                 }
                 Err(e) => {
                     println!("  round {round}: {:<28} FAILED: {e}", side.label);
@@ -283,37 +413,79 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn render(c: &Comparison<'_>, o: &Outcome) -> String {
-    let cell = |r: &std::result::Result<Vec<f64>, String>| match r {
+fn median_of(v: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
+    median(&v.iter().map(f).collect::<Vec<_>>())
+}
+
+fn render(c: &Comparison<'_>, o: &Outcome, load_before: &str) -> String {
+    let row = |side: &Side, r: &Runs| match r {
         Ok(v) => format!(
-            "{:.2} s | {}",
-            median(v),
+            "| {} | {:.2} s | {} | {:.1} MiB | {} |\n",
+            side.label,
+            median_of(v, |s| s.secs),
             v.iter()
-                .map(|x| format!("{x:.2}"))
+                .map(|s| format!("{:.2}", s.secs))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            median_of(v, |s| s.max_rss_kib as f64) / 1024.0,
+            match v.first().and_then(|s| s.output_bytes) {
+                Some(b) => format!("{b}"),
+                None => "–".into(),
+            }
         ),
         Err(e) => format!(
-            "failed | {}",
+            "| {} | failed | {} | | |\n",
+            side.label,
             e.lines().next().unwrap_or("").replace('|', "\\|")
         ),
     };
     let mut s = format!("## {}\n\n{}\n\n", c.name, c.title);
-    s.push_str("| side | median | runs |\n| --- | --- | --- |\n");
-    s.push_str(&format!(
-        "| {} | {} |\n| {} | {} |\n",
-        c.a.label,
-        cell(&o.a),
-        c.b.label,
-        cell(&o.b)
-    ));
+    s.push_str("| side | median time | runs (s) | median peak RSS | output bytes |\n");
+    s.push_str("| --- | --- | --- | --- | --- |\n");
+    s.push_str(&row(&c.a, &o.a));
+    s.push_str(&row(&c.b, &o.b));
     if let (Ok(a), Ok(b)) = (&o.a, &o.b) {
         s.push_str(&format!(
-            "\nd2v / reference = {:.2}\n",
-            median(a) / median(b)
+            "\nd2v / reference: time {:.2}, peak RSS {:.2}",
+            median_of(a, |s| s.secs) / median_of(b, |s| s.secs),
+            median_of(a, |s| s.max_rss_kib as f64) / median_of(b, |s| s.max_rss_kib as f64),
         ));
+        if let (Some(x), Some(y)) = (
+            a.first().and_then(|s| s.output_bytes),
+            b.first().and_then(|s| s.output_bytes),
+        ) {
+            s.push_str(&format!(", output size {:.4}", x as f64 / y as f64));
+        }
+        s.push('\n');
     }
-    s.push_str("\nCommand lines (run alternately, outputs removed between runs):\n\n```\n");
+    if let Ok(a) = &o.a {
+        let w: Vec<f64> = a.iter().filter_map(|s| s.write_secs).collect();
+        if w.len() == a.len() && !w.is_empty() {
+            s.push_str(&format!(
+                "\nd2v's own stage time for the ext4 write alone (from its stderr, includes the \
+                 final fsync): median {:.2} s (runs {})",
+                median(&w),
+                w.iter()
+                    .map(|x| format!("{x:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            if let Ok(b) = &o.b {
+                s.push_str(&format!(
+                    "; write / reference = {:.2}",
+                    median(&w) / median_of(b, |s| s.secs)
+                ));
+            }
+            s.push('\n');
+        }
+    }
+    for n in &c.notes {
+        s.push_str(&format!("\n{n}\n"));
+    }
+    s.push_str(
+        "\nCommand lines (run alternately, each under `/usr/bin/time -f %M` for the peak RSS, \
+         outputs removed between runs):\n\n```\n",
+    );
     for side in [&c.a, &c.b] {
         for cmd in &side.cmds {
             let mut p = Command::new(&cmd[0]);
@@ -327,9 +499,11 @@ fn render(c: &Comparison<'_>, o: &Outcome) -> String {
     let date =
         crate::util::output(Command::new("date").args(["-u", "+%F %H:%M UTC"])).unwrap_or_default();
     s.push_str(&format!(
-        "```\n\n{} rounds, {cpus} CPUs, {}.\n",
+        "```\n\n{} rounds, {cpus} CPUs, {}. `uptime` before the benchmarks: `{load_before}`; \
+         after this one: `{}`.\n",
         rounds(),
-        date.trim()
+        date.trim(),
+        uptime()
     ));
     // Paths relative to the workspace root, so the file reads the same on every machine.
     s.replace(&format!("{}/", root().display()), "")

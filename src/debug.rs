@@ -1,0 +1,85 @@
+//! `d2v debug …` (hidden): single stages of the pipeline on their own, for benchmarks and
+//! debugging. `debug ext4 SOURCE -o FILE` writes the flattened image as a bare ext4 filesystem
+//! (auto size, no guest fixes); `debug vmdk RAW -o FILE` turns a raw disk file into a
+//! streamOptimized VMDK. Stage times go to stderr with the other progress lines.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use crate::cli::DebugCommand;
+use crate::disk::ext4::{self, Ext4Options};
+use crate::output::atomic::AtomicFile;
+use crate::output::vmdk::{self, VmdkOptions};
+use crate::pipeline::{flatten, io_err, Error, Log};
+
+pub(crate) fn run(cmd: &DebugCommand, log: &Log) -> Result<(), Error> {
+    match cmd {
+        DebugCommand::Ext4 {
+            source,
+            output,
+            src,
+        } => {
+            let t = Instant::now();
+            let (image, tree) = flatten(source, src, false, log)?;
+            let flatten_secs = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let opts = Ext4Options::from_seed(&image.manifest_digest);
+            let f = AtomicFile::create(output)
+                .map_err(io_err(format!("creating {}", output.display())))?;
+            let s = ext4::write(&tree, f.file(), 0, &opts)?;
+            f.commit()
+                .map_err(io_err(format!("committing {}", output.display())))?;
+            // Stage times on stderr, for `cargo xtask bench` (which compares the write stage
+            // with `mke2fs -d`).
+            log.step(format!(
+                "wrote {} ({} MiB ext4, {} inodes used); flatten {flatten_secs:.3} s, \
+                 ext4 write {:.3} s",
+                output.display(),
+                s.size >> 20,
+                s.inodes - s.free_inodes,
+                t.elapsed().as_secs_f64()
+            ));
+            Ok(())
+        }
+        DebugCommand::Vmdk {
+            raw,
+            output,
+            compression_level,
+        } => {
+            let r = File::open(raw).map_err(io_err(format!("opening {}", raw.display())))?;
+            let opts = VmdkOptions {
+                seed: raw.display().to_string(),
+                file_name: file_name(output),
+                compression_level: *compression_level,
+                ..VmdkOptions::default()
+            };
+            let mut f = AtomicFile::create(output)
+                .map_err(io_err(format!("creating {}", output.display())))?;
+            let s = {
+                let mut w = io::BufWriter::with_capacity(1 << 20, f.file_mut());
+                let s = vmdk::write_stream_optimized(&r, &mut w, &opts)
+                    .map_err(crate::output::OutputError::from)?;
+                w.flush()
+                    .map_err(io_err(format!("writing {}", output.display())))?;
+                s
+            };
+            f.commit()
+                .map_err(io_err(format!("committing {}", output.display())))?;
+            log.step(format!(
+                "wrote {} ({} bytes, {} grains)",
+                output.display(),
+                s.file_size,
+                s.grains
+            ));
+            Ok(())
+        }
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "disk1.vmdk".into())
+}

@@ -1,235 +1,19 @@
-//! The commands, joining the stages: source → staging tree → guest fixes → disk → output.
+//! `d2v pull` / `d2v build`: image → staging tree → guest fixes → disk → VM output.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{BuildArgs, Cli, Command, Controller, Firmware, Format, GrubConfig, SourceArgs};
+use super::{flatten, io_err, print_stdout, Error, Log};
+use crate::cli::{BuildArgs, Controller, Firmware, Format, GrubConfig};
 use crate::disk::ext4::{self, Ext4Options};
 use crate::disk::grub::{ConfigMode, GrubOptions};
 use crate::disk::layout::{self, DiskOptions, Layout};
 use crate::disk::DiskError;
 use crate::inspect::{self, BootReport};
 use crate::output::{self, ovf, OutputOptions};
-use crate::source::{self, Image, Platform, SourceOptions};
 use crate::tree::{Kind, Tree};
-use crate::{export, guest, ids, layers};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Usage(String),
-    #[error(transparent)]
-    Source(#[from] source::SourceError),
-    #[error(transparent)]
-    Layer(#[from] layers::LayerError),
-    #[error("layer {layer}: {source}")]
-    LayerStream { layer: String, source: io::Error },
-    #[error("{0}")]
-    NoKernel(String),
-    #[error("guest fixes: {0}")]
-    Guest(#[from] guest::GuestError),
-    #[error(transparent)]
-    Ext4(#[from] ext4::Ext4Error),
-    #[error(transparent)]
-    Disk(#[from] DiskError),
-    #[error(transparent)]
-    Output(#[from] output::OutputError),
-    #[error("{what}: {source}")]
-    Io { what: String, source: io::Error },
-}
-
-pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
-    let what = what.into();
-    move |source| Error::Io { what, source }
-}
-
-pub fn run(cli: &Cli) -> Result<(), Error> {
-    let log = Log { quiet: cli.json };
-    match &cli.command {
-        Command::Pull(args) | Command::Build(args) => build(args, cli.json, &log),
-        Command::Inspect { source, src } => inspect(source, src, cli.json, &log),
-        Command::Export {
-            source,
-            output,
-            src,
-        } => export(source, output, src, &log),
-        Command::Debug(cmd) => crate::debug::run(cmd, &log),
-    }
-}
-
-/// Progress lines on stderr (suppressed with `--json`, which keeps stderr for errors).
-pub(crate) struct Log {
-    quiet: bool,
-}
-
-impl Log {
-    pub(crate) fn step(&self, msg: impl AsRef<str>) {
-        if !self.quiet {
-            // Progress is best effort: a closed or full stderr must not stop (or panic) d2v.
-            let _ = writeln!(io::stderr(), "{}", msg.as_ref());
-        }
-    }
-}
-
-/// Writes results to stdout; a closed pipe or full disk is an error, not a panic.
-fn print_stdout(text: &str) -> Result<(), Error> {
-    let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(io_err("writing to stdout"))
-}
-
-fn source_options(src: &SourceArgs, json: bool) -> Result<SourceOptions, Error> {
-    if let Some(d) = &src.cert_dir {
-        if !d.is_dir() {
-            return Err(Error::Usage(format!(
-                "--cert-dir {}: not a directory; give a directory holding the registry's CA \
-                 certificate(s) as *.crt files",
-                d.display()
-            )));
-        }
-    }
-    let platform: Platform = src
-        .platform
-        .parse()
-        .map_err(|e: source::SourceError| Error::Usage(e.to_string()))?;
-    Ok(SourceOptions {
-        platform,
-        cache_dir: src.cache_dir.clone(),
-        creds: src.creds.clone(),
-        authfile: src.authfile.clone(),
-        cert_dir: src.cert_dir.clone(),
-        tls_verify: src.tls_verify,
-        progress: !json,
-        ..SourceOptions::default()
-    })
-}
-
-/// Resolves the source (downloading and verifying every blob) and applies its layers in order.
-pub(crate) fn flatten(
-    source: &str,
-    src: &SourceArgs,
-    json: bool,
-    log: &Log,
-) -> Result<(Image, Tree), Error> {
-    let image = source::resolve(source, &source_options(src, json)?)?;
-    log.step(format!(
-        "image {} ({})",
-        image.reference, image.manifest_digest
-    ));
-    let mut tree = Tree::in_temp().map_err(|e| Error::Io {
-        what: "staging tree spill file".into(),
-        source: io::Error::other(e.to_string()),
-    })?;
-    for layer in &image.layers {
-        let mut r = source::open_layer(layer)?;
-        layers::apply_layer(&mut tree, &mut r, &layer.digest)?;
-        // Read to the end so the uncompressed digest (diff_id) is checked.
-        io::copy(&mut r, &mut io::sink()).map_err(|source| Error::LayerStream {
-            layer: layer.digest.clone(),
-            source,
-        })?;
-    }
-    log.step(format!("applied {} layers", image.layers.len()));
-    Ok((image, tree))
-}
-
-fn inspect(source: &str, src: &SourceArgs, json: bool, log: &Log) -> Result<(), Error> {
-    let (image, tree) = flatten(source, src, json, log)?;
-    let report = inspect::boot_report(&tree);
-    if json {
-        let v = serde_json::json!({
-            "reference": image.reference,
-            "manifest_digest": image.manifest_digest,
-            "index_digest": image.index_digest,
-            "config_digest": image.config_digest,
-            "platform": image.platform.to_string(),
-            "platforms_available": image.platforms_available.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-            "layers": image.layers.iter().map(|l| serde_json::json!({
-                "digest": l.digest, "size": l.size, "media_type": l.media_type, "diff_id": l.diff_id,
-            })).collect::<Vec<_>>(),
-            "config": {
-                "entrypoint": image.config.config.entrypoint,
-                "cmd": image.config.config.cmd,
-                "env": image.config.config.env,
-                "user": image.config.config.user,
-                "working_dir": image.config.config.working_dir,
-            },
-            "bootability": report,
-        });
-        print_stdout(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&v).expect("JSON of plain values")
-        ))?;
-        return Ok(());
-    }
-    let mut out = String::new();
-    out += &format!("Reference:       {}\n", image.reference);
-    out += &format!("Manifest digest: {}\n", image.manifest_digest);
-    if let Some(ix) = &image.index_digest {
-        out += &format!("Index digest:    {ix}\n");
-    }
-    let plats: Vec<String> = image
-        .platforms_available
-        .iter()
-        .map(|p| p.to_string())
-        .collect();
-    out += &format!(
-        "Platform:        {} (available: {})\n",
-        image.platform,
-        plats.join(", ")
-    );
-    out += "Layers:\n";
-    for l in &image.layers {
-        out += &format!("  {}  {:>12}  {}\n", l.digest, l.size, l.media_type);
-    }
-    let c = &image.config.config;
-    out += &format!(
-        "Entrypoint:      {:?}\n",
-        c.entrypoint.clone().unwrap_or_default()
-    );
-    out += &format!("Cmd:             {:?}\n", c.cmd.clone().unwrap_or_default());
-    out += "Env:\n";
-    for e in c.env.iter().flatten() {
-        out += &format!("  {e}\n");
-    }
-    out += &format!("Bootability:\n{report}");
-    print_stdout(&out)?;
-    Ok(())
-}
-
-fn export(source: &str, output: &str, src: &SourceArgs, log: &Log) -> Result<(), Error> {
-    if output != "-" {
-        check_output_file(Path::new(output))?;
-    }
-    let (_image, tree) = flatten(
-        source,
-        src,
-        false,
-        &Log {
-            quiet: log.quiet || output == "-",
-        },
-    )?;
-    if output == "-" {
-        let stdout = io::stdout();
-        let mut w = io::BufWriter::new(stdout.lock());
-        export::write_tar(&tree, &mut w).map_err(io_err("writing the tar to stdout"))?;
-        w.flush().map_err(io_err("writing the tar to stdout"))?;
-        return Ok(());
-    }
-    let path = Path::new(output);
-    let mut f =
-        output::atomic::AtomicFile::create(path).map_err(io_err(format!("creating {output}")))?;
-    {
-        let mut w = io::BufWriter::new(f.file_mut());
-        export::write_tar(&tree, &mut w).map_err(io_err(format!("writing {output}")))?;
-        w.flush().map_err(io_err(format!("writing {output}")))?;
-    }
-    f.commit().map_err(io_err(format!("committing {output}")))?;
-    log.step(format!("wrote {output}"));
-    Ok(())
-}
+use crate::{guest, ids};
 
 /// What to tell the user to install when an image has no kernel.
 fn no_kernel_message(report: &BootReport, reference: &str) -> String {
@@ -317,7 +101,7 @@ fn default_output(name: &str, format: Format) -> PathBuf {
 
 /// Fails before any work when the directory an output goes into does not exist, or the
 /// output path is a directory.
-fn check_output_file(path: &Path) -> Result<(), Error> {
+pub(super) fn check_output_file(path: &Path) -> Result<(), Error> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
             return Err(Error::Usage(format!(
@@ -430,7 +214,7 @@ fn check_build_args(args: &BuildArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
+pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
     check_build_args(args)?;
     let out_path = args.output.clone();
     if let Some(p) = &out_path {

@@ -337,11 +337,9 @@ fn edge_cases_match_umoci_unpack() {
 /// Every tagged image of every OCI layout under the fixtures directory (built by
 /// `cargo xtask test`), or of the layouts named in `$D2V_CONFORMANCE_LAYOUTS` (`:`-separated
 /// directories), against umoci. Ignored by default: it needs the fixtures; `cargo xtask test`
-/// runs it with `--include-ignored`.
-#[test]
-#[ignore = "needs the OCI layout fixtures built by cargo xtask test"]
-fn fixtures_match_umoci_unpack() {
-    require_root_umoci();
+/// The OCI layouts to check: `$D2V_CONFORMANCE_LAYOUTS`, else every layout under the fixtures
+/// directory (at most three levels down).
+fn fixture_layouts() -> Vec<PathBuf> {
     let layouts: Vec<PathBuf> = match std::env::var_os("D2V_CONFORMANCE_LAYOUTS") {
         Some(v) => std::env::split_paths(&v).collect(),
         None => {
@@ -366,18 +364,39 @@ fn fixtures_match_umoci_unpack() {
         "no OCI layouts under {}: run cargo xtask test",
         testkit::fixtures_dir().display()
     );
+    layouts
+}
+
+/// The tagged images of an OCI layout.
+fn layout_tags(layout: &Path) -> Vec<String> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            m["annotations"][testkit::oci::REF_NAME]
+                .as_str()
+                .map(String::from)
+        })
+        .collect()
+}
+
+/// runs it with `--include-ignored`.
+#[test]
+#[ignore = "needs the OCI layout fixtures built by cargo xtask test"]
+fn fixtures_match_umoci_unpack() {
+    require_root_umoci();
+    let layouts = fixture_layouts();
     let work = workdir("fixtures");
     let mut failures = Vec::new();
     let mut checked = 0;
     for layout in &layouts {
-        let index: serde_json::Value =
-            serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
-        for m in index["manifests"].as_array().into_iter().flatten() {
-            if let Some(tag) = m["annotations"][testkit::oci::REF_NAME].as_str() {
-                eprintln!("conformance: {}:{tag}", layout.display());
-                failures.extend(compare_with_umoci(layout, layout, tag, &work));
-                checked += 1;
-            }
+        for tag in layout_tags(layout) {
+            eprintln!("conformance: {}:{tag}", layout.display());
+            failures.extend(compare_with_umoci(layout, layout, &tag, &work));
+            checked += 1;
         }
     }
     let _ = fs::remove_dir_all(&work);
@@ -432,6 +451,75 @@ fn export_tar_extracted_by_gnu_tar_matches_the_tree() {
     assert!(
         failures.is_empty(),
         "GNU tar's extraction of d2v export differs from the tree:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The real `d2v export` of every fixture, extracted by GNU tar, equals `umoci unpack` of the
+/// same image: the command users run, checked against an independent flattener.
+#[test]
+#[ignore = "needs the OCI layout fixtures built by cargo xtask test"]
+fn fixtures_export_matches_umoci_unpack() {
+    require_root_umoci();
+    testkit::require_tool("tar", "tar");
+    let layouts = fixture_layouts();
+    let work = workdir("fixtures-export");
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for layout in &layouts {
+        for tag in layout_tags(layout) {
+            let safe = tag.replace('/', "_");
+            let tar_path = work.join(format!("{safe}.tar"));
+            let out = Command::new(env!("CARGO_BIN_EXE_d2v"))
+                .arg("export")
+                .arg(format!("oci:{}:{tag}", layout.display()))
+                .arg("-o")
+                .arg(&tar_path)
+                .arg("--cache-dir")
+                .arg(work.join("cache"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "d2v export {}:{tag} failed: {}",
+                layout.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let dest = work.join(format!("export-{safe}"));
+            fs::create_dir_all(&dest).unwrap();
+            run(Command::new("tar")
+                .args([
+                    "--xattrs",
+                    "--xattrs-include=*",
+                    "--numeric-owner",
+                    "--same-owner",
+                    "-xpf",
+                ])
+                .arg(&tar_path)
+                .arg("-C")
+                .arg(&dest));
+            let bundle = work.join(format!("bundle-{safe}"));
+            run(Command::new("umoci")
+                .arg("unpack")
+                .arg("--image")
+                .arg(format!("{}:{tag}", layout.display()))
+                .arg(&bundle));
+            let ours = snap_dir(&dest);
+            assert!(!ours.nodes.is_empty(), "{tag}: empty export");
+            for d in diff(&ours, &snap_dir(&bundle.join("rootfs"))) {
+                failures.push(format!("[{}:{tag}] {d}", layout.display()));
+            }
+            let _ = fs::remove_dir_all(&dest);
+            let _ = fs::remove_dir_all(&bundle);
+            let _ = fs::remove_file(&tar_path);
+            checked += 1;
+        }
+    }
+    let _ = fs::remove_dir_all(&work);
+    assert!(checked > 0, "no tagged images in {layouts:?}");
+    assert!(
+        failures.is_empty(),
+        "d2v export (extracted by GNU tar) and umoci unpack differ:\n{}",
         failures.join("\n")
     );
 }

@@ -292,6 +292,22 @@ fn compare_with_umoci(ours_layout: &Path, layout: &Path, tag: &str, work: &Path)
         .collect()
 }
 
+/// Extracts `tar` into `dest` with GNU tar, keeping owners, modes and xattrs (as root).
+fn extract_with_gnu_tar(tar: &Path, dest: &Path) {
+    fs::create_dir_all(dest).unwrap();
+    run(Command::new("tar")
+        .args([
+            "--xattrs",
+            "--xattrs-include=*",
+            "--numeric-owner",
+            "--same-owner",
+            "-xpf",
+        ])
+        .arg(tar)
+        .arg("-C")
+        .arg(dest));
+}
+
 fn require_root_umoci() {
     testkit::require_tool("umoci", "umoci");
     assert!(
@@ -422,18 +438,7 @@ fn export_tar_extracted_by_gnu_tar_matches_the_tree() {
         d2v::export::write_tar(&tree, &mut out).unwrap();
         drop(out);
         let dest = work.join(format!("x-{name}"));
-        fs::create_dir_all(&dest).unwrap();
-        run(Command::new("tar")
-            .args([
-                "--xattrs",
-                "--xattrs-include=*",
-                "--numeric-owner",
-                "--same-owner",
-                "-xpf",
-            ])
-            .arg(&tar_path)
-            .arg("-C")
-            .arg(&dest));
+        extract_with_gnu_tar(&tar_path, &dest);
         for d in diff(&snap_tree(&tree), &snap_dir(&dest)) {
             failures.push(format!("[{name}] {d}"));
         }
@@ -486,18 +491,7 @@ fn fixtures_export_matches_umoci_unpack() {
                 String::from_utf8_lossy(&out.stderr)
             );
             let dest = work.join(format!("export-{safe}"));
-            fs::create_dir_all(&dest).unwrap();
-            run(Command::new("tar")
-                .args([
-                    "--xattrs",
-                    "--xattrs-include=*",
-                    "--numeric-owner",
-                    "--same-owner",
-                    "-xpf",
-                ])
-                .arg(&tar_path)
-                .arg("-C")
-                .arg(&dest));
+            extract_with_gnu_tar(&tar_path, &dest);
             let bundle = work.join(format!("bundle-{safe}"));
             run(Command::new("umoci")
                 .arg("unpack")

@@ -1,6 +1,7 @@
 //! The 256-byte inode (with 32 extra bytes: nanosecond times, creation time, checksum high
 //! half) and the extent tree in `i_block` plus extent blocks.
 
+use super::sb::{p16, p32};
 use super::{csum, xattr};
 use crate::tree::Timestamp;
 
@@ -133,36 +134,32 @@ fn time_parts(t: Timestamp) -> (u32, u32) {
 impl InodeRec {
     pub fn encode(&self, ino: u32, fs_seed: u32) -> [u8; 256] {
         let mut b = [0u8; 256];
-        let put16 =
-            |b: &mut [u8; 256], at: usize, v: u16| b[at..at + 2].copy_from_slice(&v.to_le_bytes());
-        let put32 =
-            |b: &mut [u8; 256], at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
         let (sec, extra) = time_parts(self.time);
-        put16(&mut b, 0x0, self.mode);
-        put16(&mut b, 0x2, self.uid as u16);
-        put32(&mut b, 0x4, self.size as u32);
+        p16(&mut b, 0x0, self.mode);
+        p16(&mut b, 0x2, self.uid as u16);
+        p32(&mut b, 0x4, self.size as u32);
         for at in [0x8, 0xC, 0x10, 0x90] {
-            put32(&mut b, at, sec);
+            p32(&mut b, at, sec);
         }
         for at in [0x84, 0x88, 0x8C, 0x94] {
-            put32(&mut b, at, extra);
+            p32(&mut b, at, extra);
         }
-        put16(&mut b, 0x18, self.gid as u16);
-        put16(&mut b, 0x1A, self.links);
-        put32(&mut b, 0x1C, self.sectors as u32);
-        put32(&mut b, 0x20, self.flags);
+        p16(&mut b, 0x18, self.gid as u16);
+        p16(&mut b, 0x1A, self.links);
+        p32(&mut b, 0x1C, self.sectors as u32);
+        p32(&mut b, 0x20, self.flags);
         b[0x28..0x64].copy_from_slice(&self.block);
-        put32(&mut b, 0x68, self.file_acl as u32);
-        put32(&mut b, 0x6C, (self.size >> 32) as u32);
-        put16(&mut b, 0x74, (self.sectors >> 32) as u16);
-        put16(&mut b, 0x76, (self.file_acl >> 32) as u16);
-        put16(&mut b, 0x78, (self.uid >> 16) as u16);
-        put16(&mut b, 0x7A, (self.gid >> 16) as u16);
-        put16(&mut b, 0x80, 32);
+        p32(&mut b, 0x68, self.file_acl as u32);
+        p32(&mut b, 0x6C, (self.size >> 32) as u32);
+        p16(&mut b, 0x74, (self.sectors >> 32) as u16);
+        p16(&mut b, 0x76, (self.file_acl >> 32) as u16);
+        p16(&mut b, 0x78, (self.uid >> 16) as u16);
+        p16(&mut b, 0x7A, (self.gid >> 16) as u16);
+        p16(&mut b, 0x80, 32);
         xattr::encode_inline(&self.xattrs, &mut b[160..]);
         let c = csum::raw(csum::inode_seed(fs_seed, ino, 0), &b);
-        put16(&mut b, 0x7C, c as u16);
-        put16(&mut b, 0x82, (c >> 16) as u16);
+        p16(&mut b, 0x7C, c as u16);
+        p16(&mut b, 0x82, (c >> 16) as u16);
         b
     }
 }

@@ -24,10 +24,11 @@ pub struct SbInfo<'a> {
     pub jnl_blocks: [u32; 17],
 }
 
-fn p16(b: &mut [u8], at: usize, v: u16) {
+/// Little-endian field writers for the on-disk structures.
+pub(super) fn p16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_le_bytes());
 }
-fn p32(b: &mut [u8], at: usize, v: u32) {
+pub(super) fn p32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
 

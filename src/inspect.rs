@@ -173,22 +173,24 @@ fn grub(tree: &Tree, path: &str) -> GrubModules {
     }
 }
 
-fn os_release(tree: &Tree) -> OsRelease {
-    let text = ["/etc/os-release", "/usr/lib/os-release"]
+/// The image's os-release text (`/etc/os-release`, else `/usr/lib/os-release`, symlinks
+/// followed inside the tree), at most 64 KiB.
+pub fn os_release_text(tree: &Tree) -> Option<String> {
+    [&b"etc/os-release"[..], b"usr/lib/os-release"]
         .iter()
         .find_map(|p| {
-            let (id, _) = resolve(tree, p)?;
-            let Kind::File(fd) = &tree.inode(id).kind else {
-                return None;
-            };
             let mut buf = Vec::new();
             tree.spill()
-                .reader(fd)
+                .reader(tree.resolve_file(p)?)
                 .take(64 * 1024)
                 .read_to_end(&mut buf)
                 .ok()?;
             Some(String::from_utf8_lossy(&buf).into_owned())
-        });
+        })
+}
+
+fn os_release(tree: &Tree) -> OsRelease {
+    let text = os_release_text(tree);
     let mut out = OsRelease::default();
     for line in text.unwrap_or_default().lines() {
         let Some((key, value)) = line.trim().split_once('=') else {

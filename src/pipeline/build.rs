@@ -1,7 +1,6 @@
 //! `d2v pull` / `d2v build`: image → staging tree → guest fixes → disk → VM output.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::{flatten, io_err, print_stdout, Error, Log};
@@ -12,7 +11,7 @@ use crate::disk::layout::{self, DiskOptions, Layout};
 use crate::disk::DiskError;
 use crate::inspect::{self, BootReport};
 use crate::output::{self, ovf, OutputOptions};
-use crate::tree::{Kind, Tree};
+use crate::tree::Tree;
 use crate::{guest, ids};
 
 /// What to tell the user to install when an image has no kernel.
@@ -36,27 +35,6 @@ fn no_kernel_message(report: &BootReport, reference: &str) -> String {
             .to_string()
     };
     format!("image {reference} has no kernel (no /boot/vmlinuz-*): a VM needs one; {hint}")
-}
-
-/// The image's `/etc/os-release` (or `/usr/lib/os-release`) text, resolved inside the tree.
-fn os_release(tree: &Tree) -> Option<String> {
-    for p in [&b"etc/os-release"[..], b"usr/lib/os-release"] {
-        if let Some(id) = tree.resolve(p, true) {
-            if let Kind::File(fd) = &tree.inode(id).kind {
-                let mut s = String::new();
-                if tree
-                    .spill()
-                    .reader(fd)
-                    .take(64 * 1024)
-                    .read_to_string(&mut s)
-                    .is_ok()
-                {
-                    return Some(s);
-                }
-            }
-        }
-    }
-    None
 }
 
 /// The option that fixed the root filesystem's size, if the user gave one.
@@ -240,7 +218,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         .hostname
         .clone()
         .unwrap_or_else(|| guest::default_hostname(&name));
-    let os_release = os_release(&tree);
+    let os_release = inspect::os_release_text(&tree);
 
     // Root filesystem identity, then the guest fixes that refer to it.
     let mut ext4_opts = Ext4Options::from_seed(&seed);

@@ -21,20 +21,43 @@ pub enum Src {
     LostFound,
 }
 
+/// One inode to write. Kept small (there is one per tree inode): file data ranges are read
+/// from the spill file again when needed ([`ranges`]), xattrs are boxed (most inodes have none).
 pub struct Node {
     pub ino: u32,
     pub src: Src,
     /// Parent directory's inode number (directories only).
     pub parent: u32,
-    /// Logical block ranges `[start, end)` that hold data.
-    pub ranges: Vec<(u64, u64)>,
-    pub inline: Vec<xattr::Entry>,
-    pub block_xattrs: Vec<xattr::Entry>,
-    /// Index of the node whose xattr block this node shares (its own index: it owns one).
-    pub xattr_owner: u32,
-    /// Inodes sharing this node's xattr block (owners only).
-    pub xattr_refs: u32,
+    /// Blocks of a directory's entries (directories only).
+    pub dir_blocks: u32,
     pub links: u16,
+    pub xattrs: Option<Box<NodeXattrs>>,
+}
+
+pub struct NodeXattrs {
+    pub inline: Vec<xattr::Entry>,
+    pub block: Vec<xattr::Entry>,
+    /// Index of the node whose xattr block this node shares (its own index: it owns one).
+    pub owner: u32,
+    /// Inodes sharing this node's xattr block (owners only).
+    pub refs: u32,
+}
+
+impl Node {
+    pub fn inline_xattrs(&self) -> &[xattr::Entry] {
+        self.xattrs.as_deref().map_or(&[], |x| &x.inline)
+    }
+
+    pub fn block_xattrs(&self) -> &[xattr::Entry] {
+        self.xattrs.as_deref().map_or(&[], |x| &x.block)
+    }
+
+    /// Whether this node owns (writes) the xattr block its inodes share.
+    pub fn owns_xattr_block(&self, index: usize) -> bool {
+        self.xattrs
+            .as_deref()
+            .is_some_and(|x| !x.block.is_empty() && x.owner as usize == index)
+    }
 }
 
 pub struct Plan {
@@ -102,6 +125,20 @@ pub fn data_ranges(spill: &Spill, fd: &FileData) -> Result<Vec<(u64, u64)>, Ext4
     Ok(blocks)
 }
 
+/// Logical block ranges `[start, end)` of node `n` that hold data: a file's from the spill
+/// file's holes, a directory's measured blocks, one block for a slow symlink or `lost+found`.
+pub fn ranges(tree: &Tree, n: &Node) -> Result<Vec<(u64, u64)>, Ext4Error> {
+    let Src::Tree(id) = n.src else {
+        return Ok(vec![(0, 1)]);
+    };
+    Ok(match &tree.inode(id).kind {
+        Kind::File(fd) => data_ranges(tree.spill(), fd)?,
+        Kind::Dir(_) => vec![(0, n.dir_blocks as u64)],
+        Kind::Symlink(t) if t.len() >= 60 => vec![(0, 1)],
+        _ => Vec::new(),
+    })
+}
+
 /// Directory entries of the directory node `n` (without `.` and `..`).
 pub fn entries<'t>(tree: &'t Tree, plan: &Plan, n: &Node) -> Vec<DirEntry<'t>> {
     let mut out = Vec::new();
@@ -139,7 +176,7 @@ impl Plan {
         };
         let counts = tree.link_counts();
         let mut ino_of = vec![0u32; tree.inode_slots()];
-        let mut nodes = Vec::new();
+        let mut nodes = Vec::with_capacity(tree.inode_slots() + 1);
         let lpf_in_tree = tree
             .lookup(b"lost+found")
             .filter(|&id| tree.inode(id).kind.is_dir());
@@ -175,21 +212,27 @@ impl Plan {
                 (_, l) if l > 65000 => return Err(Ext4Error::TooManyLinks { path, links: l }),
                 (_, l) => l as u16,
             };
-            let ranges = match &inode.kind {
-                Kind::File(fd) => {
-                    if fd.len.div_ceil(BLOCK) > u32::MAX as u64 {
-                        return Err(Ext4Error::FileTooLarge { path, len: fd.len });
-                    }
-                    data_ranges(tree.spill(), fd)?
+            match &inode.kind {
+                Kind::File(fd) if fd.len.div_ceil(BLOCK) > u32::MAX as u64 => {
+                    return Err(Ext4Error::FileTooLarge { path, len: fd.len })
                 }
                 Kind::Symlink(t) if t.len() >= 4096 => {
                     return Err(Ext4Error::SymlinkTooLong { path, len: t.len() })
                 }
-                Kind::Symlink(t) if t.len() >= 60 => vec![(0, 1)],
-                _ => Vec::new(),
+                _ => {}
+            }
+            let xattrs = if inode.meta.xattrs.is_empty() {
+                None
+            } else {
+                let (inline, block) =
+                    xattr::split(xattr::prepare(&inode.meta.xattrs, &path)?, &path)?;
+                Some(Box::new(NodeXattrs {
+                    inline,
+                    block,
+                    owner: 0,
+                    refs: 0,
+                }))
             };
-            let (inline, block_xattrs) =
-                xattr::split(xattr::prepare(&inode.meta.xattrs, &path)?, &path)?;
             let parent = if e.id == ROOT {
                 ROOT_INO
             } else {
@@ -199,24 +242,18 @@ impl Plan {
                 ino,
                 src: Src::Tree(e.id),
                 parent,
-                ranges,
-                inline,
-                block_xattrs,
-                xattr_owner: 0,
-                xattr_refs: 0,
+                dir_blocks: 0,
                 links,
+                xattrs,
             });
             if e.id == ROOT && !has_lpf_name {
                 nodes.push(Node {
                     ino: LPF_INO,
                     src: Src::LostFound,
                     parent: ROOT_INO,
-                    ranges: vec![(0, 1)],
-                    inline: Vec::new(),
-                    block_xattrs: Vec::new(),
-                    xattr_owner: 0,
-                    xattr_refs: 0,
+                    dir_blocks: 0,
                     links: 2,
+                    xattrs: None,
                 });
             }
         }
@@ -237,32 +274,35 @@ impl Plan {
             if is_dir {
                 let (blocks, _) =
                     dir::build(n.ino, n.parent, &entries(tree, &plan, n), &plan.hash, 0)?;
-                plan.nodes[i].ranges = vec![(0, blocks.len() as u64)];
+                plan.nodes[i].dir_blocks = blocks.len() as u32;
             }
         }
         // Identical xattr blocks are shared, as the kernel does.
         let mut owners: std::collections::HashMap<Vec<xattr::Entry>, usize> = Default::default();
         for i in 0..plan.nodes.len() {
-            if plan.nodes[i].block_xattrs.is_empty() {
+            let block = plan.nodes[i].block_xattrs();
+            if block.is_empty() {
                 continue;
             }
-            let mut owner = *owners
-                .entry(plan.nodes[i].block_xattrs.clone())
-                .or_insert(i);
-            if plan.nodes[owner].xattr_refs >= xattr::MAX_REFS {
-                owners.insert(plan.nodes[i].block_xattrs.clone(), i);
+            let mut owner = *owners.entry(block.to_vec()).or_insert(i);
+            let refs = |n: &Node| n.xattrs.as_deref().map_or(0, |x| x.refs);
+            if refs(&plan.nodes[owner]) >= xattr::MAX_REFS {
+                owners.insert(block.to_vec(), i);
                 owner = i;
             }
-            plan.nodes[i].xattr_owner = owner as u32;
-            plan.nodes[owner].xattr_refs += 1;
+            if let Some(x) = plan.nodes[i].xattrs.as_deref_mut() {
+                x.owner = owner as u32;
+            }
+            if let Some(x) = plan.nodes[owner].xattrs.as_deref_mut() {
+                x.refs += 1;
+            }
         }
         for (i, n) in plan.nodes.iter().enumerate() {
-            let data: u64 = n.ranges.iter().map(|r| r.1 - r.0).sum();
-            let extents = n.ranges.len() as u64 + data / MAX_LEN + data / 30000 + 1;
+            let ranges = ranges(tree, n)?;
+            let data: u64 = ranges.iter().map(|r| r.1 - r.0).sum();
+            let extents = ranges.len() as u64 + data / MAX_LEN + data / 30000 + 1;
             let tree_blocks: usize = tree_shape(extents as usize).iter().sum();
-            content += data
-                + tree_blocks as u64
-                + (n.xattr_refs > 0 && n.xattr_owner as usize == i) as u64;
+            content += data + tree_blocks as u64 + n.owns_xattr_block(i) as u64;
         }
         plan.content_blocks = content;
         Ok(plan)

@@ -16,7 +16,6 @@
 
 mod whiteout;
 
-use std::collections::BTreeSet;
 use std::io::{self, Read};
 
 use crate::tree::{components, show, Inode, Kind, Metadata, Timestamp, Tree, TreeError};
@@ -117,7 +116,7 @@ pub fn apply_layer(tree: &mut Tree, tar: &mut dyn Read, layer: &str) -> Result<(
         layer: layer.to_string(),
         error,
     };
-    let mut ours = BTreeSet::new();
+    let mut ours = whiteout::Ours::default();
     {
         let mut archive = tar::Archive::new(&mut *tar);
         for entry in archive.entries().map_err(read_err)? {
@@ -133,7 +132,7 @@ fn apply_entry<R: Read>(
     tree: &mut Tree,
     entry: &mut tar::Entry<'_, R>,
     layer: &str,
-    ours: &mut BTreeSet<Vec<u8>>,
+    ours: &mut whiteout::Ours,
 ) -> Result<(), LayerError> {
     let raw_path = entry.path_bytes().into_owned();
     let err_path = show(&raw_path);
@@ -286,7 +285,7 @@ fn apply_entry<R: Read>(
                 return Ok(()); // a link to itself changes nothing
             }
             tree.hardlink(&path, &target).map_err(tree_err)?;
-            ours.insert(path);
+            ours.insert(&path);
             return Ok(());
         }
         other => {
@@ -298,7 +297,7 @@ fn apply_entry<R: Read>(
         }
     };
     tree.insert(&path, Inode { meta, kind }).map_err(tree_err)?;
-    ours.insert(path);
+    ours.insert(&path);
     Ok(())
 }
 

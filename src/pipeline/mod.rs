@@ -133,6 +133,7 @@ pub(crate) fn flatten(
             source,
         })?;
     }
+    tree.shrink_to_fit();
     log.step(format!("applied {} layers", image.layers.len()));
     Ok((image, tree))
 }

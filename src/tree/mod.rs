@@ -38,7 +38,59 @@ pub struct Metadata {
     pub gid: u32,
     pub mtime: Timestamp,
     /// Extended attributes by full name (`security.capability`, `user.foo`, ...).
-    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub xattrs: Xattrs,
+}
+
+/// Extended attributes by full name, in name order. Boxed, since most inodes have none: then
+/// they take 8 bytes of the inode.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[allow(clippy::box_collection)] // the box is the point: 8 bytes, not 24, in every inode
+pub struct Xattrs(Option<Box<BTreeMap<Vec<u8>, Vec<u8>>>>);
+
+impl Xattrs {
+    pub fn new() -> Xattrs {
+        Xattrs(None)
+    }
+
+    pub fn insert(&mut self, name: Vec<u8>, value: Vec<u8>) -> Option<Vec<u8>> {
+        self.0
+            .get_or_insert_with(Default::default)
+            .insert(name, value)
+    }
+
+    pub fn remove(&mut self, name: &[u8]) -> Option<Vec<u8>> {
+        let map = self.0.as_mut()?;
+        let old = map.remove(name);
+        if map.is_empty() {
+            self.0 = None; // never an empty map: keeps `==` meaningful
+        }
+        old
+    }
+
+    pub fn get(&self, name: &[u8]) -> Option<&Vec<u8>> {
+        self.0.as_ref()?.get(name)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
+        self.0.iter().flat_map(|m| m.iter())
+    }
+}
+
+impl<'a> IntoIterator for &'a Xattrs {
+    type Item = (&'a Vec<u8>, &'a Vec<u8>);
+    type IntoIter = Box<dyn Iterator<Item = Self::Item> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +212,11 @@ impl Tree {
 
     pub fn inode_mut(&mut self, id: InodeId) -> &mut Inode {
         &mut self.inodes[id as usize]
+    }
+
+    /// Frees the inode table's spare capacity (after the last layer).
+    pub fn shrink_to_fit(&mut self) {
+        self.inodes.shrink_to_fit();
     }
 
     /// Number of inode slots, including ones no longer reachable.

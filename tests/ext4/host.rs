@@ -21,7 +21,7 @@ fn load_host_dir(t: &mut Tree, root: &Path, rel: &Path) {
                 sec: md.mtime(),
                 nsec: md.mtime_nsec() as u32,
             },
-            xattrs: BTreeMap::new(),
+            xattrs: Default::default(),
         };
         let key = path.as_os_str().as_bytes();
         if md.is_dir() {

@@ -21,7 +21,7 @@ pub fn meta(mode: u32, uid: u32, gid: u32) -> Metadata {
             sec: 1_700_000_000,
             nsec: 123_456_789,
         },
-        xattrs: BTreeMap::new(),
+        xattrs: Default::default(),
     }
 }
 

@@ -17,7 +17,7 @@ use super::{csum, dir, io_err, xattr, Ext4Error, Ext4Options, Ext4Summary};
 use crate::tree::{FileData, Kind, Spill, Timestamp, Tree};
 
 /// Largest single buffered write (and the size of each write buffer).
-const CAP: usize = 256 << 10;
+const CAP: usize = 128 << 10;
 
 /// Coalesces writes to consecutive blocks into large `pwrite`s.
 struct Writer<'f> {

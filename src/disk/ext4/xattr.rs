@@ -2,8 +2,6 @@
 //! inode may point at (`i_file_acl`). POSIX ACLs are converted from the xattr (VFS) format to
 //! ext4's compact on-disk format.
 
-use std::collections::BTreeMap;
-
 use super::{csum, Ext4Error};
 
 pub const MAGIC: u32 = 0xEA02_0000;
@@ -68,7 +66,7 @@ fn acl_to_disk(value: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Entries in on-disk order: name index, name length, name.
-pub fn prepare(xattrs: &BTreeMap<Vec<u8>, Vec<u8>>, path: &str) -> Result<Vec<Entry>, Ext4Error> {
+pub fn prepare(xattrs: &crate::tree::Xattrs, path: &str) -> Result<Vec<Entry>, Ext4Error> {
     let mut out = Vec::with_capacity(xattrs.len());
     for (name, value) in xattrs {
         let bad = |why: &str| Ext4Error::Xattr {
@@ -194,7 +192,7 @@ mod tests {
 
     #[test]
     fn names_map_to_indexes_and_acls_are_converted() {
-        let mut x = BTreeMap::new();
+        let mut x = crate::tree::Xattrs::new();
         x.insert(b"security.capability".to_vec(), vec![1, 2, 3]);
         x.insert(b"user.a".to_vec(), vec![]);
         // VFS ACL: version 2, USER_OBJ rw-, USER 1000 r--, GROUP_OBJ r--, MASK r--, OTHER ---.

@@ -1,7 +1,8 @@
-//! `cargo xtask bench [export|ext4|vmdk]…`: d2v against the reference tools on the systemd
-//! fixture. Each comparison runs the two sides alternately (A B A B …, ≥ 3 rounds, outputs
-//! removed between runs outside the timing) and reports medians; results and the exact
-//! command lines go into a marked section of BENCHMARKS.md (other sections are kept).
+//! `cargo xtask bench [export|ext4|vmdk|ext4-scale]…`: d2v against the reference tools on the
+//! systemd fixture (`ext4-scale`: on synthetic images, see [`crate::bench_scale`]). Each
+//! comparison runs the two sides alternately (A B A B …, ≥ 3 rounds, outputs removed between
+//! runs outside the timing) and reports medians; results and the exact command lines go into
+//! a marked section of BENCHMARKS.md (other sections are kept).
 //!
 //! Every command runs under `/usr/bin/time -f %M`, so the peak memory (max RSS) of each side
 //! is recorded too (the largest over a side's commands); for comparisons with one output
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// Rounds per comparison: `$D2V_BENCH_RUNS`, at least 3.
-fn rounds() -> usize {
+pub(crate) fn rounds() -> usize {
     std::env::var("D2V_BENCH_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -27,47 +28,49 @@ fn rounds() -> usize {
         .max(3)
 }
 
-const ALL: &[&str] = &["export", "ext4", "vmdk"];
+const ALL: &[&str] = &["export", "ext4", "vmdk", "ext4-scale"];
 
 /// One side of a comparison: commands run in sequence, timed together.
-struct Side {
-    label: String,
-    cmds: Vec<Vec<String>>,
+pub(crate) struct Side {
+    pub(crate) label: String,
+    pub(crate) cmds: Vec<Vec<String>>,
     /// The output file whose size is reported, if any.
-    output: Option<PathBuf>,
+    pub(crate) output: Option<PathBuf>,
 }
 
-struct Comparison<'a> {
-    name: &'a str,
-    title: &'static str,
-    a: Side,
-    b: Side,
+pub(crate) struct Comparison<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) title: &'static str,
+    pub(crate) a: Side,
+    pub(crate) b: Side,
     /// Emptied before every run (outputs of the previous run).
-    scratch: PathBuf,
+    pub(crate) scratch: PathBuf,
     /// What is (not) timed, how the inputs were made.
-    notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 /// One timed run of a side.
 #[derive(Clone, Copy)]
-struct Sample {
-    secs: f64,
+pub(crate) struct Sample {
+    pub(crate) secs: f64,
     /// Peak resident memory in KiB (max over the side's commands).
-    max_rss_kib: u64,
+    pub(crate) max_rss_kib: u64,
     /// Size of the side's output file in bytes.
-    output_bytes: Option<u64>,
+    pub(crate) output_bytes: Option<u64>,
+    /// The `flatten N s` stage time d2v reports on stderr (`d2v debug ext4`).
+    pub(crate) flatten_secs: Option<f64>,
     /// The `ext4 write N s` stage time d2v reports on stderr (`d2v debug ext4`).
-    write_secs: Option<f64>,
+    pub(crate) write_secs: Option<f64>,
 }
 
-type Runs = std::result::Result<Vec<Sample>, String>;
+pub(crate) type Runs = std::result::Result<Vec<Sample>, String>;
 
-struct Outcome {
-    a: Runs,
-    b: Runs,
+pub(crate) struct Outcome {
+    pub(crate) a: Runs,
+    pub(crate) b: Runs,
 }
 
-fn argv(items: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<String> {
+pub(crate) fn argv(items: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<String> {
     items
         .iter()
         .map(|s| s.as_ref().to_string_lossy().into_owned())
@@ -86,11 +89,45 @@ pub fn run(args: &[String]) -> Result<()> {
     if !Path::new(TIME).is_file() {
         bail!("{TIME} is missing (it measures peak memory): apt-get install time");
     }
-    let fixture = fixtures::ensure(&[testkit::fixtures::SYSTEMD], false)?.remove(0);
     let d2v = testcmd::release_d2v()?;
     let work = root().join("target/bench");
     fs::create_dir_all(&work)?;
     let load_before = uptime();
+    // Everything but ext4-scale runs on the systemd fixture (built only when needed).
+    let on_fixture: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| *n != "ext4-scale")
+        .collect();
+    let mut sections = Vec::new();
+    if !on_fixture.is_empty() {
+        sections.extend(fixture_sections(&on_fixture, &d2v, &work, &load_before)?);
+    }
+    if names.contains(&"ext4-scale") {
+        let text = crate::bench_scale::run(&d2v, &work, &load_before)?;
+        sections.push(("ext4-scale", text));
+    }
+    let path = root().join("BENCHMARKS.md");
+    let mut doc = fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nWritten by `cargo xtask bench`; medians of alternating runs.\n".into()
+    });
+    for (name, text) in sections {
+        println!("{text}");
+        doc = replace_section(&doc, name, &text);
+    }
+    fs::write(&path, doc)?;
+    println!("results in {}", path.display());
+    Ok(())
+}
+
+/// The comparisons on the systemd fixture: one BENCHMARKS.md section per name.
+fn fixture_sections<'a>(
+    names: &[&'a str],
+    d2v: &Path,
+    work: &Path,
+    load_before: &str,
+) -> Result<Vec<(&'a str, String)>> {
+    let fixture = fixtures::ensure(&[testkit::fixtures::SYSTEMD], false)?.remove(0);
     let rootfs = work.join("bundle/rootfs");
     if names.contains(&"ext4") && !rootfs.is_dir() {
         step("bench input: umoci unpack of the systemd fixture (the tree mke2fs -d reads)");
@@ -120,7 +157,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let mut registry = None;
     let mut sections = Vec::new();
-    for name in names {
+    for &name in names {
         let scratch = work.join(format!("scratch-{name}"));
         let out = |f: &str| scratch.join(f);
         let cmp = match name {
@@ -133,7 +170,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 Comparison {
                     name,
                     title: "d2v export (registry → flattened tar) vs skopeo copy + umoci unpack",
-                    a: d2v_side(&d2v, "export", &image, &scratch, None),
+                    a: d2v_side(d2v, "export", &image, &scratch, None),
                     b: Side {
                         label: "skopeo copy + umoci unpack".into(),
                         cmds: vec![
@@ -165,38 +202,13 @@ pub fn run(args: &[String]) -> Result<()> {
                 }
             }
             "ext4" => {
-                // d2v picks the size; mke2fs gets the same size. This first run also fills
-                // d2v's blob cache (the fixture's layers), so the timed runs read cached blobs.
                 let cache = work.join("cache");
-                let probe = work.join("probe.ext4");
-                let first = d2v_side(&d2v, "ext4", &fixture.oci_ref(), &work, Some(&cache));
-                let mut c = first.cmds[0].clone();
-                let o = c.iter().position(|a| a == "-o").unwrap() + 1;
-                c[o] = probe.display().to_string();
-                exec(Command::new(&c[0]).args(&c[1..]))?;
-                let size = fs::metadata(&probe)?.len();
-                fs::remove_file(&probe)?;
+                let size = ext4_auto_size(d2v, &fixture.oci_ref(), work, &cache)?;
                 Comparison {
                     name,
                     title: "ext4 root filesystem of the systemd fixture: d2v's writer vs mke2fs -d",
-                    a: d2v_side(&d2v, "ext4", &fixture.oci_ref(), &scratch, Some(&cache)),
-                    b: Side {
-                        label: "mke2fs -d".into(),
-                        cmds: vec![argv(&[
-                            &"mke2fs",
-                            &"-q",
-                            &"-F",
-                            &"-t",
-                            &"ext4",
-                            &"-E",
-                            &"nodiscard",
-                            &"-d",
-                            &rootfs,
-                            &out("root.ext4"),
-                            &format!("{}k", size / 1024),
-                        ])],
-                        output: Some(out("root.ext4")),
-                    },
+                    a: d2v_side(d2v, "ext4", &fixture.oci_ref(), &scratch, Some(&cache)),
+                    b: mke2fs_side(&rootfs, &out("root.ext4"), size),
                     scratch: scratch.clone(),
                     notes: vec![format!(
                         "Same size for both: d2v's automatic size ({size} bytes), given to \
@@ -212,7 +224,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "vmdk" => Comparison {
                 name,
                 title: "raw disk → streamOptimized VMDK: d2v's writer vs qemu-img convert",
-                a: d2v_side(&d2v, "vmdk", &raw.display().to_string(), &scratch, None),
+                a: d2v_side(d2v, "vmdk", &raw.display().to_string(), &scratch, None),
                 b: Side {
                     label: "qemu-img convert".into(),
                     cmds: vec![argv(&[
@@ -241,27 +253,53 @@ pub fn run(args: &[String]) -> Result<()> {
         };
         step(&format!("bench {name}: {}", cmp.title));
         let outcome = measure(&cmp)?;
-        sections.push((cmp.name, render(&cmp, &outcome, &load_before)));
+        sections.push((cmp.name, render(&cmp, &outcome, load_before)));
         let _ = fs::remove_dir_all(&scratch);
     }
     drop(registry);
-    let path = root().join("BENCHMARKS.md");
-    let mut doc = fs::read_to_string(&path).unwrap_or_else(|_| {
-        "# Benchmarks\n\nWritten by `cargo xtask bench`; medians of alternating runs.\n".into()
-    });
-    for (name, text) in sections {
-        println!("{text}");
-        doc = replace_section(&doc, name, &text);
-    }
-    fs::write(&path, doc)?;
-    println!("results in {}", path.display());
-    Ok(())
+    Ok(sections)
 }
 
-const TIME: &str = "/usr/bin/time";
+/// d2v's automatic ext4 size for `image` (bytes), from one untimed `d2v debug ext4` run,
+/// which mke2fs is then given. The run also fills d2v's blob cache `cache`, so the timed runs
+/// read cached blobs.
+pub(crate) fn ext4_auto_size(d2v: &Path, image: &str, work: &Path, cache: &Path) -> Result<u64> {
+    let probe = work.join("probe.ext4");
+    let first = d2v_side(d2v, "ext4", image, work, Some(cache));
+    let mut c = first.cmds[0].clone();
+    let o = c.iter().position(|a| a == "-o").unwrap() + 1;
+    c[o] = probe.display().to_string();
+    exec(Command::new(&c[0]).args(&c[1..]))?;
+    let size = fs::metadata(&probe)?.len();
+    fs::remove_file(&probe)?;
+    Ok(size)
+}
+
+/// `mke2fs -d TREE OUT SIZE` with the options the ext4 comparisons use.
+pub(crate) fn mke2fs_side(tree: &Path, out: &Path, size: u64) -> Side {
+    Side {
+        label: "mke2fs -d".into(),
+        cmds: vec![argv(&[
+            &"mke2fs",
+            &"-q",
+            &"-F",
+            &"-t",
+            &"ext4",
+            &"-E",
+            &"nodiscard",
+            &"-d",
+            &tree,
+            &out,
+            &format!("{}k", size / 1024),
+        ])],
+        output: Some(out.to_path_buf()),
+    }
+}
+
+pub(crate) const TIME: &str = "/usr/bin/time";
 
 /// `uptime` (load averages), to say how busy the machine was.
-fn uptime() -> String {
+pub(crate) fn uptime() -> String {
     crate::util::output(&mut Command::new("uptime"))
         .unwrap_or_default()
         .trim()
@@ -269,7 +307,13 @@ fn uptime() -> String {
 }
 
 /// The d2v command line for each comparison.
-fn d2v_side(d2v: &Path, what: &str, input: &str, scratch: &Path, cache: Option<&Path>) -> Side {
+pub(crate) fn d2v_side(
+    d2v: &Path,
+    what: &str,
+    input: &str,
+    scratch: &Path,
+    cache: Option<&Path>,
+) -> Side {
     let d2v = d2v.display().to_string();
     let s = |p: &str| scratch.join(p).display().to_string();
     let (mut cmd, output): (Vec<String>, _) = match what {
@@ -318,11 +362,12 @@ fn d2v_side(d2v: &Path, what: &str, input: &str, scratch: &Path, cache: Option<&
     }
 }
 
-fn time_side(side: &Side, scratch: &Path) -> std::result::Result<Sample, String> {
+pub(crate) fn time_side(side: &Side, scratch: &Path) -> std::result::Result<Sample, String> {
     let _ = fs::remove_dir_all(scratch);
     fs::create_dir_all(scratch).map_err(|e| e.to_string())?;
     let rss_file = scratch.with_extension("rss");
     let mut max_rss_kib = 0;
+    let mut flatten_secs = None;
     let mut write_secs = None;
     let t = Timer::start();
     for c in &side.cmds {
@@ -350,12 +395,8 @@ fn time_side(side: &Side, scratch: &Path) -> std::result::Result<Sample, String>
             .ok_or_else(|| format!("{TIME} wrote no max RSS: {rss:?}"))?;
         max_rss_kib = max_rss_kib.max(kib);
         let err = String::from_utf8_lossy(&out.stderr);
-        if let Some(i) = err.rfind("ext4 write ") {
-            write_secs = err[i + 11..]
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse().ok());
-        }
+        flatten_secs = stage_secs(&err, "flatten ").or(flatten_secs);
+        write_secs = stage_secs(&err, "ext4 write ").or(write_secs);
     }
     let secs = t.secs();
     let _ = fs::remove_file(&rss_file);
@@ -372,11 +413,22 @@ fn time_side(side: &Side, scratch: &Path) -> std::result::Result<Sample, String>
         secs,
         max_rss_kib,
         output_bytes,
+        flatten_secs,
         write_secs,
     })
 }
 
-fn measure(c: &Comparison<'_>) -> Result<Outcome> {
+/// The seconds after the last `STAGE` (e.g. `"ext4 write "`) in d2v's stderr, as in
+/// `…; flatten 1.234 s, ext4 write 0.456 s`.
+pub(crate) fn stage_secs(stderr: &str, stage: &str) -> Option<f64> {
+    let i = stderr.rfind(stage)?;
+    stderr[i + stage.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+}
+
+pub(crate) fn measure(c: &Comparison<'_>) -> Result<Outcome> {
     let mut a: Runs = Ok(Vec::new());
     let mut b: Runs = Ok(Vec::new());
     for round in 1..=rounds() {
@@ -413,7 +465,7 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn median_of(v: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
+pub(crate) fn median_of(v: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
     median(&v.iter().map(f).collect::<Vec<_>>())
 }
 
@@ -488,24 +540,38 @@ fn render(c: &Comparison<'_>, o: &Outcome, load_before: &str) -> String {
     );
     for side in [&c.a, &c.b] {
         for cmd in &side.cmds {
-            let mut p = Command::new(&cmd[0]);
-            p.args(&cmd[1..]);
-            s.push_str(&format!("{}\n", show(&p)));
+            s.push_str(&format!("{}\n", command_line(cmd)));
         }
     }
+    s.push_str(&format!("```\n\n{}", machine_line(load_before)));
+    relative_paths(&s)
+}
+
+/// A command line as a shell would take it.
+pub(crate) fn command_line(cmd: &[String]) -> String {
+    let mut p = Command::new(&cmd[0]);
+    p.args(&cmd[1..]);
+    show(&p)
+}
+
+/// The closing line of a section: rounds, CPUs, date, `uptime` before and now.
+pub(crate) fn machine_line(load_before: &str) -> String {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
     let date =
         crate::util::output(Command::new("date").args(["-u", "+%F %H:%M UTC"])).unwrap_or_default();
-    s.push_str(&format!(
-        "```\n\n{} rounds, {cpus} CPUs, {}. `uptime` before the benchmarks: `{load_before}`; \
+    format!(
+        "{} rounds, {cpus} CPUs, {}. `uptime` before the benchmarks: `{load_before}`; \
          after this one: `{}`.\n",
         rounds(),
         date.trim(),
         uptime()
-    ));
-    // Paths relative to the workspace root, so the file reads the same on every machine.
+    )
+}
+
+/// Paths relative to the workspace root, so the file reads the same on every machine.
+pub(crate) fn relative_paths(s: &str) -> String {
     s.replace(&format!("{}/", root().display()), "")
 }
 
@@ -531,6 +597,16 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn stage_times_are_read_from_d2v_stderr() {
+        let err = "d2v: flattening\nd2v: wrote x.ext4 (600 MiB ext4, 9 inodes used); \
+                   flatten 1.234 s, ext4 write 0.456 s\n";
+        assert_eq!(stage_secs(err, "flatten "), Some(1.234));
+        assert_eq!(stage_secs(err, "ext4 write "), Some(0.456));
+        assert_eq!(stage_secs("no stages here", "ext4 write "), None);
+        assert_eq!(stage_secs("flatten layers", "flatten "), None);
     }
 
     #[test]

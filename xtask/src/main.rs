@@ -10,6 +10,7 @@
 //! - `cargo xtask bench [NAME…]`: comparisons against the reference tools, results in BENCHMARKS.md.
 
 mod bench;
+mod bench_scale;
 mod boottest;
 mod debian;
 mod demo;
@@ -33,7 +34,7 @@ usage: cargo xtask <command>
   boot [NAME...]        end-to-end boot tests only: d2v build each fixture, check the disk
                         (sgdisk, fsck.fat, e2fsck), boot under SeaBIOS and OVMF, compare self-check
   demo                  build the demo image, serve it from a local registry, d2v pull it, boot it
-  bench [NAME...]       benchmarks (export, ext4, vmdk) -> BENCHMARKS.md
+  bench [NAME...]       benchmarks (export, ext4, vmdk, ext4-scale) -> BENCHMARKS.md
 ";
 
 fn main() -> ExitCode {

@@ -55,6 +55,10 @@ pub(crate) struct Sample {
     pub(crate) secs: f64,
     /// Peak resident memory in KiB (max over the side's commands).
     pub(crate) max_rss_kib: u64,
+    /// Largest anonymous (heap, stacks) resident memory seen, in KiB, sampled from
+    /// `/proc/PID/status` every few milliseconds: the working memory without the program's
+    /// code and shared libraries (file-backed pages, which `max_rss_kib` includes).
+    pub(crate) anon_kib: Option<u64>,
     /// Size of the side's output file in bytes.
     pub(crate) output_bytes: Option<u64>,
     /// The `flatten N s` stage time d2v reports on stderr (`d2v debug ext4`).
@@ -367,6 +371,7 @@ pub(crate) fn time_side(side: &Side, scratch: &Path) -> std::result::Result<Samp
     fs::create_dir_all(scratch).map_err(|e| e.to_string())?;
     let rss_file = scratch.with_extension("rss");
     let mut max_rss_kib = 0;
+    let mut anon_kib: Option<u64> = None;
     let mut flatten_secs = None;
     let mut write_secs = None;
     let t = Timer::start();
@@ -374,10 +379,11 @@ pub(crate) fn time_side(side: &Side, scratch: &Path) -> std::result::Result<Samp
         let mut cmd = Command::new(TIME);
         cmd.args(["-f", "%M", "-o"]).arg(&rss_file).args(c);
         cmd.stdin(Stdio::null()).stdout(Stdio::null());
-        let out = cmd
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|e| format!("{}: {e}", c[0]))?;
+        let (out, anon) = run_sampling(&mut cmd).map_err(|e| format!("{}: {e}", c[0]))?;
+        anon_kib = match (anon_kib, anon) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             return Err(format!(
@@ -412,10 +418,52 @@ pub(crate) fn time_side(side: &Side, scratch: &Path) -> std::result::Result<Samp
     Ok(Sample {
         secs,
         max_rss_kib,
+        anon_kib,
         output_bytes,
         flatten_secs,
         write_secs,
     })
+}
+
+/// Runs `cmd` (`/usr/bin/time … PROGRAM …`) to its end, sampling the anonymous resident
+/// memory (`RssAnon`) of the program it starts every 2 ms; returns its output and the largest
+/// sample (`None` if the program ended before a sample was taken).
+fn run_sampling(cmd: &mut Command) -> std::io::Result<(std::process::Output, Option<u64>)> {
+    let child = cmd.stderr(Stdio::piped()).spawn()?;
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak: Option<u64> = None;
+            let children = format!("/proc/{pid}/task/{pid}/children");
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let kids = fs::read_to_string(&children).unwrap_or_default();
+                for k in kids.split_whitespace() {
+                    let status =
+                        fs::read_to_string(format!("/proc/{k}/status")).unwrap_or_default();
+                    if let Some(kib) = status_kib(&status, "RssAnon:") {
+                        peak = Some(peak.map_or(kib, |p: u64| p.max(kib)));
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            peak
+        })
+    };
+    let out = child.wait_with_output();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap_or(None);
+    Ok((out?, peak))
+}
+
+/// The KiB value of a `/proc/PID/status` line such as `RssAnon:     4008 kB`.
+pub(crate) fn status_kib(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// The seconds after the last `STAGE` (e.g. `"ext4 write "`) in d2v's stderr, as in
@@ -469,10 +517,24 @@ pub(crate) fn median_of(v: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
     median(&v.iter().map(f).collect::<Vec<_>>())
 }
 
+/// The median sampled anonymous RSS of `v`, or a dash when a run was too short to sample.
+pub(crate) fn anon_cell(v: &[Sample]) -> String {
+    let a: Vec<f64> = v
+        .iter()
+        .filter_map(|s| s.anon_kib)
+        .map(|k| k as f64)
+        .collect();
+    if a.len() == v.len() && !a.is_empty() {
+        format!("{:.1} MiB", median(&a) / 1024.0)
+    } else {
+        "–".into()
+    }
+}
+
 fn render(c: &Comparison<'_>, o: &Outcome, load_before: &str) -> String {
     let row = |side: &Side, r: &Runs| match r {
         Ok(v) => format!(
-            "| {} | {:.2} s | {} | {:.1} MiB | {} |\n",
+            "| {} | {:.2} s | {} | {:.1} MiB | {} | {} |\n",
             side.label,
             median_of(v, |s| s.secs),
             v.iter()
@@ -480,20 +542,23 @@ fn render(c: &Comparison<'_>, o: &Outcome, load_before: &str) -> String {
                 .collect::<Vec<_>>()
                 .join(", "),
             median_of(v, |s| s.max_rss_kib as f64) / 1024.0,
+            anon_cell(v),
             match v.first().and_then(|s| s.output_bytes) {
                 Some(b) => format!("{b}"),
                 None => "–".into(),
             }
         ),
         Err(e) => format!(
-            "| {} | failed | {} | | |\n",
+            "| {} | failed | {} | | | |\n",
             side.label,
             e.lines().next().unwrap_or("").replace('|', "\\|")
         ),
     };
     let mut s = format!("## {}\n\n{}\n\n", c.name, c.title);
-    s.push_str("| side | median time | runs (s) | median peak RSS | output bytes |\n");
-    s.push_str("| --- | --- | --- | --- | --- |\n");
+    s.push_str(
+        "| side | median time | runs (s) | median peak RSS | median peak anon RSS (sampled) | output bytes |\n",
+    );
+    s.push_str("| --- | --- | --- | --- | --- | --- |\n");
     s.push_str(&row(&c.a, &o.a));
     s.push_str(&row(&c.b, &o.b));
     if let (Ok(a), Ok(b)) = (&o.a, &o.b) {
@@ -536,7 +601,7 @@ fn render(c: &Comparison<'_>, o: &Outcome, load_before: &str) -> String {
     }
     s.push_str(
         "\nCommand lines (run alternately, each under `/usr/bin/time -f %M` for the peak RSS, \
-         outputs removed between runs):\n\n```\n",
+         outputs removed between runs; the anonymous RSS is sampled from /proc every 2 ms):\n\n```\n",
     );
     for side in [&c.a, &c.b] {
         for cmd in &side.cmds {
@@ -607,6 +672,31 @@ mod tests {
         assert_eq!(stage_secs(err, "ext4 write "), Some(0.456));
         assert_eq!(stage_secs("no stages here", "ext4 write "), None);
         assert_eq!(stage_secs("flatten layers", "flatten "), None);
+    }
+
+    #[test]
+    fn anonymous_rss_is_read_from_proc_status() {
+        let st = "Name:\td2v\nVmHWM:\t    8804 kB\nRssAnon:\t    4008 kB\nRssFile:\t    5108 kB\n";
+        assert_eq!(status_kib(st, "RssAnon:"), Some(4008));
+        assert_eq!(status_kib(st, "RssFile:"), Some(5108));
+        assert_eq!(status_kib(st, "RssShmem:"), None);
+        // A real process: this test's own status has it.
+        let me = fs::read_to_string("/proc/self/status").unwrap();
+        assert!(status_kib(&me, "RssAnon:").is_some_and(|k| k > 0));
+    }
+
+    #[test]
+    fn sampling_sees_the_program_started_by_time() {
+        // A program that holds 64 MiB of touched heap for a moment: the sample must see it.
+        let mut cmd = Command::new(TIME);
+        cmd.args(["-f", "%M", "-o", "/dev/null", "python3", "-c"])
+            .arg("b = bytearray(64 << 20); import time; time.sleep(0.3)")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let (out, anon) = run_sampling(&mut cmd).unwrap();
+        assert!(out.status.success());
+        let anon = anon.expect("sampled");
+        assert!(anon > 60 * 1024, "{anon} KiB");
     }
 
     #[test]

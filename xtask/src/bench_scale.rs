@@ -253,10 +253,10 @@ fn render(results: &[Measured], load_before: &str) -> String {
     );
     s.push_str(
         "| case | files | directories | data bytes | filesystem bytes | d2v median time | \
-         d2v median flatten / ext4 write | d2v median peak RSS | mke2fs median time | \
-         mke2fs median peak RSS |\n",
+         d2v median flatten / ext4 write | d2v median peak RSS | d2v peak anon RSS (sampled) | \
+         mke2fs median time | mke2fs median peak RSS | mke2fs peak anon RSS (sampled) |\n",
     );
-    s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     let failed = |e: &String| {
         format!(
             "failed: {}",
@@ -265,6 +265,7 @@ fn render(results: &[Measured], load_before: &str) -> String {
     };
     for m in results {
         let c = &m.case;
+        let anon = |r: &Runs| r.as_ref().map(|v| bench::anon_cell(v)).unwrap_or_default();
         let (d2v_time, stages, d2v_rss) = match &m.outcome.a {
             Ok(v) => {
                 let stage = |f: fn(&Sample) -> Option<f64>| {
@@ -295,13 +296,15 @@ fn render(results: &[Measured], load_before: &str) -> String {
             Err(e) => (failed(e), String::new()),
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {d2v_time} | {stages} | {d2v_rss} | {mke2fs_time} | \
-             {mke2fs_rss} |\n",
+            "| {} | {} | {} | {} | {} | {d2v_time} | {stages} | {d2v_rss} | {} | {mke2fs_time} | \
+             {mke2fs_rss} | {} |\n",
             c.name,
             c.files,
             c.dirs() + 1,
             c.data_bytes(),
             m.fs_bytes,
+            anon(&m.outcome.a),
+            anon(&m.outcome.b),
         ));
     }
 

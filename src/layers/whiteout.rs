@@ -91,7 +91,7 @@ fn prune_children(tree: &mut Tree, dir: &[u8], ours: &Ours) -> Result<(), TreeEr
         return Ok(());
     };
     let names: Vec<Vec<u8>> = match &tree.inode(id).kind {
-        Kind::Dir(d) => d.entries.keys().cloned().collect(),
+        Kind::Dir(d) => d.entries.keys().map(|n| n.to_vec()).collect(),
         _ => return Ok(()),
     };
     for name in names {

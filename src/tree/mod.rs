@@ -6,12 +6,14 @@
 //! (export, ext4, FAT) walks the tree in the same deterministic order: depth-first, entries
 //! sorted by their name bytes.
 
+mod name;
 mod resolve;
 mod spill;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod walk;
 
+pub use name::Name;
 pub use resolve::{Resolved, SymlinkLoop};
 pub use spill::{FileData, Spill};
 pub use walk::{Walk, WalkEntry};
@@ -125,7 +127,7 @@ impl Kind {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dir {
-    pub entries: BTreeMap<Vec<u8>, InodeId>,
+    pub entries: BTreeMap<Name, InodeId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,7 +239,7 @@ impl Tree {
         Ok(self.spill.append(data)?)
     }
 
-    fn dir_entries(&self, id: InodeId) -> Option<&BTreeMap<Vec<u8>, InodeId>> {
+    fn dir_entries(&self, id: InodeId) -> Option<&BTreeMap<Name, InodeId>> {
         match &self.inode(id).kind {
             Kind::Dir(d) => Some(&d.entries),
             _ => None,
@@ -292,7 +294,7 @@ impl Tree {
 
     fn set_entry(&mut self, dir: InodeId, name: &[u8], id: InodeId) {
         if let Kind::Dir(d) = &mut self.inode_mut(dir).kind {
-            d.entries.insert(name.to_vec(), id);
+            d.entries.insert(Name::new(name), id);
         }
     }
 

@@ -43,7 +43,7 @@ impl Tree {
                 continue;
             }
             let dir = resolved.last().map_or(Some(ROOT), |r| r.1);
-            let child = dir.and_then(|d| self.dir_entries(d)?.get(&c).copied());
+            let child = dir.and_then(|d| self.dir_entries(d)?.get(c.as_slice()).copied());
             if let Some(id) = child {
                 if let Kind::Symlink(target) = &self.inode(id).kind {
                     if !todo.is_empty() || follow_last {

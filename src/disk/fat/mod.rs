@@ -121,7 +121,7 @@ impl Copy<'_, '_> {
         let mut taken = BTreeSet::new();
         for (name, &child) in &d.entries {
             let child_path = [path, b"/", name].concat();
-            if path == self.top.as_slice() && name == b"boot" {
+            if path == self.top.as_slice() && name.as_bytes() == b"boot" {
                 self.warn(
                     &child_path,
                     "skipped (a /boot/boot link is meaningless when /boot is its own filesystem)",

@@ -52,7 +52,7 @@ pub fn write_tar(tree: &Tree, out: &mut dyn Write) -> io::Result<()> {
             }
             Kind::Symlink(target) => {
                 h.flag = b'2';
-                h.link = target.clone();
+                h.link = target.to_vec();
             }
             Kind::CharDevice { major, minor } => {
                 h.flag = b'3';

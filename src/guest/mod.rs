@@ -309,7 +309,7 @@ pub fn fix_resolv_conf(tree: &mut Tree) -> Result<Option<Report>> {
                 mtime: mtime(),
                 ..Metadata::default()
             },
-            kind: Kind::Symlink(target),
+            kind: Kind::Symlink(target.into()),
         };
         tree.insert(path.as_bytes(), inode)
             .map_err(tree_err(path))?;

@@ -119,7 +119,7 @@ fn resolv_conf_artefacts_are_replaced() {
     let id = t.lookup(b"etc/resolv.conf").unwrap();
     assert_eq!(
         t.inode(id).kind,
-        Kind::Symlink(b"../run/systemd/resolve/stub-resolv.conf".to_vec())
+        Kind::Symlink(b"../run/systemd/resolve/stub-resolv.conf".to_vec().into())
     );
 
     // Empty file, no resolved: a placeholder without nameservers.

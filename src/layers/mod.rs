@@ -265,7 +265,7 @@ fn apply_entry<R: Read>(
             })?)
         }
         T::Directory => Kind::Dir(Default::default()),
-        T::Symlink => Kind::Symlink(link_name(entry)),
+        T::Symlink => Kind::Symlink(link_name(entry).into()),
         T::Char => {
             let (major, minor) = device(entry)?;
             Kind::CharDevice { major, minor }

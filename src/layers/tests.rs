@@ -115,7 +115,10 @@ fn other_type_replaces_earlier_entry() {
         ],
     ]);
     assert!(t.inode(id(&t, "a")).kind.is_dir());
-    assert_eq!(t.inode(id(&t, "b")).kind, Kind::Symlink(b"a".to_vec()));
+    assert_eq!(
+        t.inode(id(&t, "b")).kind,
+        Kind::Symlink(b"a".to_vec().into())
+    );
     assert_eq!(read(&t, "s"), b"now a file");
     assert_eq!(paths(&t), ["a", "b", "s"]);
 }
@@ -156,7 +159,7 @@ fn hardlink_to_symlink_links_the_symlink_itself() {
     assert_eq!(id(&t, "s"), id(&t, "s2"));
     assert_eq!(
         t.inode(id(&t, "s2")).kind,
-        Kind::Symlink(b"target".to_vec())
+        Kind::Symlink(b"target".to_vec().into())
     );
 }
 
@@ -324,7 +327,7 @@ fn long_names_and_link_names_pax_and_gnu() {
         assert_eq!(read(&t, &format!("{long_dir}/file")), b"data");
         assert_eq!(
             t.inode(id(&t, "s")).kind,
-            Kind::Symlink(format!("/{long_dir}/file").into_bytes())
+            Kind::Symlink(format!("/{long_dir}/file").into_bytes().into())
         );
         assert_eq!(
             id(&t, &format!("{long_dir}/link")),

@@ -25,7 +25,9 @@ pub type InodeId = u32;
 pub const ROOT: InodeId = 0;
 
 /// A point in time as stored in tar PAX headers and ext4: seconds since the epoch and nanoseconds.
+/// Packed to 12 bytes (one is in every inode of the staging tree).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(C, packed(4))]
 pub struct Timestamp {
     pub sec: i64,
     pub nsec: u32,
@@ -97,11 +99,18 @@ impl<'a> IntoIterator for &'a Xattrs {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
-    Dir(Dir),
+    /// Boxed: directories are few, and this keeps every other inode small.
+    Dir(Box<Dir>),
     File(FileData),
-    Symlink(Vec<u8>),
-    CharDevice { major: u32, minor: u32 },
-    BlockDevice { major: u32, minor: u32 },
+    Symlink(Box<[u8]>),
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
     Socket,
 }
@@ -140,7 +149,7 @@ impl Inode {
     pub fn dir(meta: Metadata) -> Inode {
         Inode {
             meta,
-            kind: Kind::Dir(Dir::default()),
+            kind: Kind::Dir(Box::default()),
         }
     }
 

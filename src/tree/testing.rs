@@ -31,7 +31,7 @@ pub fn add_file(t: &mut Tree, path: &str, data: &[u8]) -> InodeId {
 pub fn add_symlink(t: &mut Tree, path: &str, target: &str) -> InodeId {
     let inode = Inode {
         meta: Metadata::default(),
-        kind: Kind::Symlink(target.into()),
+        kind: Kind::Symlink(target.as_bytes().into()),
     };
     t.insert(path.as_bytes(), inode).unwrap()
 }

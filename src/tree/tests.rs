@@ -74,7 +74,7 @@ fn other_type_replaces_and_dir_keeps_children() {
         b"a",
         Inode {
             meta: Metadata::default(),
-            kind: Kind::Symlink(b"/x".to_vec()),
+            kind: Kind::Symlink(b"/x".to_vec().into()),
         },
     )
     .unwrap();
@@ -131,4 +131,11 @@ fn non_utf8_names() {
     let f = file(&mut t, b"");
     t.insert(b"dir/\xff\xfe", f).unwrap();
     assert!(t.lookup(b"dir/\xff\xfe").is_some());
+}
+
+#[test]
+fn inodes_stay_small() {
+    // One per entry of the image: its size is most of the staging tree's memory per entry.
+    assert_eq!(std::mem::size_of::<Timestamp>(), 12);
+    assert!(std::mem::size_of::<Inode>() <= 56, "{}", std::mem::size_of::<Inode>());
 }

@@ -33,7 +33,7 @@ fn load_host_dir(t: &mut Tree, root: &Path, rel: &Path) {
                 key,
                 Inode {
                     meta: m,
-                    kind: Kind::Symlink(target.as_os_str().as_bytes().to_vec()),
+                    kind: Kind::Symlink(target.as_os_str().as_bytes().to_vec().into()),
                 },
             )
             .unwrap();

@@ -350,7 +350,7 @@ pub fn full_tree() -> Tree {
         b"lib",
         Inode {
             meta: meta(0o777, 0, 0),
-            kind: Kind::Symlink(b"usr/lib".to_vec()),
+            kind: Kind::Symlink(b"usr/lib".to_vec().into()),
         },
     )
     .unwrap();
@@ -359,7 +359,7 @@ pub fn full_tree() -> Tree {
         b"longlink",
         Inode {
             meta: meta(0o777, 0, 0),
-            kind: Kind::Symlink(long),
+            kind: Kind::Symlink(long.into()),
         },
     )
     .unwrap();

@@ -116,7 +116,7 @@ pub fn apply_layer(tree: &mut Tree, tar: &mut dyn Read, layer: &str) -> Result<(
         layer: layer.to_string(),
         error,
     };
-    let mut ours = whiteout::Ours::default();
+    let mut ours = whiteout::Ours::for_layer_onto(tree);
     {
         let mut archive = tar::Archive::new(&mut *tar);
         for entry in archive.entries().map_err(read_err)? {

@@ -514,3 +514,30 @@ fn printable_hides_binary_bytes() {
     assert_eq!(super::printable("bad \u{1}\u{ff}x\n"), "bad ??x?");
     assert_eq!(super::printable(&"a".repeat(500)).len(), 403);
 }
+
+#[test]
+fn base_layer_whiteouts_change_nothing() {
+    // A base layer's whiteouts have no lower layer to hide: applied onto an empty tree they are
+    // skipped (nothing is tracked); applied above an unrelated lower layer they must give the
+    // same tree, by the tracking rules.
+    let layer = [
+        Entry::file("d/f", "1"),
+        Entry::whiteout("d"),
+        Entry::file("e/sub/g", "2"),
+        Entry::opaque("e"),
+        Entry::whiteout("e/sub/g"),
+        Entry::whiteout("missing"),
+    ];
+    let base = layers(&[&layer]);
+    let above = layers(&[&[Entry::file("zz", "lower")], &layer]);
+    let without_lower: Vec<String> = paths(&above).into_iter().filter(|p| p != "zz").collect();
+    assert_eq!(paths(&base), without_lower);
+    assert_eq!(paths(&base), ["d", "d/f", "e", "e/sub", "e/sub/g"]);
+    for p in ["d", "e", "e/sub"] {
+        assert_eq!(
+            base.inode(id(&base, p)).meta,
+            above.inode(id(&above, p)).meta,
+            "{p}"
+        );
+    }
+}

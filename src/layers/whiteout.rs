@@ -22,6 +22,10 @@ pub(super) struct Ours {
     written: HashSet<u128>,
     /// Every proper ancestor directory of a written path.
     above: HashSet<u128>,
+    /// The layer goes onto an empty tree (a base layer): there is nothing below it for a
+    /// whiteout to hide (everything in the tree is its own, or a default directory above its
+    /// own), so whiteouts are no-ops and nothing is tracked.
+    nothing_below: bool,
 }
 
 fn key(path: &[u8]) -> u128 {
@@ -30,8 +34,15 @@ fn key(path: &[u8]) -> u128 {
 }
 
 impl Ours {
+    pub fn for_layer_onto(tree: &Tree) -> Ours {
+        Ours {
+            nothing_below: tree.is_empty(),
+            ..Ours::default()
+        }
+    }
+
     pub fn insert(&mut self, path: &[u8]) {
-        if !self.written.insert(key(path)) {
+        if self.nothing_below || !self.written.insert(key(path)) {
             return;
         }
         // Ancestors from the nearest up: once one is known, so are all above it.
@@ -59,6 +70,9 @@ impl Ours {
 
 /// `.wh.NAME`: delete `path` (normalized) from the lower layers.
 pub(super) fn whiteout(tree: &mut Tree, path: &[u8], ours: &Ours) -> Result<(), TreeError> {
+    if ours.nothing_below {
+        return Ok(());
+    }
     let Some(id) = tree.lookup(path) else {
         return Ok(());
     };
@@ -80,6 +94,9 @@ pub(super) fn whiteout(tree: &mut Tree, path: &[u8], ours: &Ours) -> Result<(), 
 
 /// `.wh..wh..opq` in `dir`: hide the lower layers' children of `dir`.
 pub(super) fn opaque(tree: &mut Tree, dir: &[u8], ours: &Ours) -> Result<(), TreeError> {
+    if ours.nothing_below {
+        return Ok(());
+    }
     match tree.lookup(dir) {
         Some(id) if tree.inode(id).kind.is_dir() => prune_children(tree, dir, ours),
         _ => Ok(()),

@@ -255,6 +255,11 @@ impl Tree {
         }
     }
 
+    /// Whether the root directory has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.dir_entries(ROOT).is_none_or(|e| e.is_empty())
+    }
+
     /// Looks `path` up without following symlinks.
     pub fn lookup(&self, path: &[u8]) -> Option<InodeId> {
         let comps = components(path).ok()?;

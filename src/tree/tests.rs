@@ -137,5 +137,9 @@ fn non_utf8_names() {
 fn inodes_stay_small() {
     // One per entry of the image: its size is most of the staging tree's memory per entry.
     assert_eq!(std::mem::size_of::<Timestamp>(), 12);
-    assert!(std::mem::size_of::<Inode>() <= 56, "{}", std::mem::size_of::<Inode>());
+    assert!(
+        std::mem::size_of::<Inode>() <= 56,
+        "{}",
+        std::mem::size_of::<Inode>()
+    );
 }

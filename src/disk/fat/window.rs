@@ -9,8 +9,10 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 
 const BLOCK: u64 = 4096;
-/// Cache size bound (blocks): 16 MiB.
-const MAX_BLOCKS: usize = 4096;
+/// Cache size bound (blocks): 4 MiB.
+const MAX_BLOCKS: usize = 1024;
+/// Largest single write of adjacent dirty blocks.
+const MAX_RUN: usize = 1 << 20;
 
 struct Block {
     data: Box<[u8; BLOCK as usize]>,
@@ -78,7 +80,7 @@ impl<'f> Window<'f> {
             .collect();
         for i in dirty {
             let start = i * BLOCK;
-            if !run.is_empty() && run_start + run.len() as u64 != start {
+            if !run.is_empty() && (run_start + run.len() as u64 != start || run.len() >= MAX_RUN) {
                 self.file.write_all_at(&run, self.offset + run_start)?;
                 run.clear();
             }

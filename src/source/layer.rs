@@ -7,6 +7,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use sha2::{Digest, Sha256};
 
 use super::manifest::{layer_compression, Compression};
+use super::readahead::ReadAhead;
 use super::{Layer, SourceError};
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
@@ -23,9 +24,10 @@ pub fn sniff(head: &[u8]) -> Compression {
     }
 }
 
-/// Opens a layer as an uncompressed tar stream. The media type must agree with the blob's
-/// magic bytes. When the stream reaches its end, the sha256 of everything read is compared
-/// with `layer.diff_id` and a mismatch is returned as an `InvalidData` error naming the layer.
+/// Opens a layer as an uncompressed tar stream, decompressed ahead of the reader on a thread
+/// of its own (at most 1 MiB ahead). The media type must agree with the blob's magic bytes.
+/// When the stream reaches its end, the sha256 of everything read is compared with
+/// `layer.diff_id` and a mismatch is returned as an `InvalidData` error naming the layer.
 ///
 /// Tar readers stop at the end-of-archive marker and may leave padding unread: drain the
 /// stream afterwards (`std::io::copy(&mut r, &mut std::io::sink())`) so the check runs, or use
@@ -44,7 +46,7 @@ pub fn open_layer(layer: &Layer) -> Result<Box<dyn Read + Send>, SourceError> {
         path: layer.path.clone(),
         source: e,
     })?;
-    let mut r = BufReader::with_capacity(256 << 10, f);
+    let mut r = BufReader::with_capacity(INPUT_BUF, f);
     let head = r.fill_buf().map_err(|e| SourceError::Io {
         path: layer.path.clone(),
         source: e,
@@ -79,13 +81,40 @@ pub fn open_layer(layer: &Layer) -> Result<Box<dyn Read + Send>, SourceError> {
             })?)
         }
     };
-    Ok(Box::new(DiffIdReader {
+    let decoded = Decoded {
         inner,
-        hasher: Sha256::new(),
         layer: name.clone(),
-        diff_id: layer.diff_id.clone(),
-        done: false,
-    }))
+    };
+    // Decompression runs on a read-ahead thread while the caller applies the tar stream, and
+    // the caller hashes: decompressing is the larger share (systemd fixture, 169 MB gzip
+    // layer: flatten 1.2 s on one thread, 0.66 s so, 0.9 s with the hashing on the thread
+    // too; zstd likewise 0.42 vs 0.50 s). An uncompressed layer has nothing to decompress:
+    // there the thread reads and hashes (same layer uncompressed: 0.42 → 0.27 s).
+    Ok(if actual == Compression::None {
+        Box::new(read_ahead(
+            DiffIdReader::new(decoded, name, &layer.diff_id),
+            layer,
+        )?)
+    } else {
+        let r = read_ahead(decoded, layer)?;
+        Box::new(DiffIdReader::new(r, name, &layer.diff_id))
+    })
+}
+
+/// The compressed blob is read in pieces this large.
+const INPUT_BUF: usize = 64 << 10;
+/// Read-ahead: at most 4 buffers of 256 KiB (1 MiB) in flight per layer. Half that (4 × 128 KiB
+/// or 2 × 256 KiB) flattened the systemd fixture 2–3 % slower (more thread hand-overs).
+const READ_AHEAD_BUFS: usize = 4;
+const READ_AHEAD_BUF: usize = 256 << 10;
+
+fn read_ahead<R: Read + Send + 'static>(r: R, layer: &Layer) -> Result<ReadAhead, SourceError> {
+    ReadAhead::new(r, "d2v-layer-read", READ_AHEAD_BUFS, READ_AHEAD_BUF).map_err(|e| {
+        SourceError::Io {
+            path: layer.path.clone(),
+            source: io::Error::new(e.kind(), format!("starting a read-ahead thread: {e}")),
+        }
+    })
 }
 
 /// Decompresses a whole layer and checks its diff_id.
@@ -98,20 +127,15 @@ pub fn verify_layer(layer: &Layer) -> Result<(), SourceError> {
     Ok(())
 }
 
-struct DiffIdReader {
+/// The decompressed stream; its errors name the layer and say the image is broken.
+struct Decoded {
     inner: Box<dyn Read + Send>,
-    hasher: Sha256,
     layer: String,
-    diff_id: String,
-    done: bool,
 }
 
-impl Read for DiffIdReader {
+impl Read for Decoded {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.done {
-            return Ok(0);
-        }
-        let n = self.inner.read(buf).map_err(|e| {
+        self.inner.read(buf).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!(
@@ -120,7 +144,37 @@ impl Read for DiffIdReader {
                     self.layer
                 ),
             )
-        })?;
+        })
+    }
+}
+
+/// Hashes what passes through and, at the end, compares the digest with the diff_id.
+struct DiffIdReader<R> {
+    inner: R,
+    hasher: Sha256,
+    layer: String,
+    diff_id: String,
+    done: bool,
+}
+
+impl<R> DiffIdReader<R> {
+    fn new(inner: R, layer: &str, diff_id: &str) -> DiffIdReader<R> {
+        DiffIdReader {
+            inner,
+            hasher: Sha256::new(),
+            layer: layer.to_string(),
+            diff_id: diff_id.to_string(),
+            done: false,
+        }
+    }
+}
+
+impl<R: Read> Read for DiffIdReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
         if n == 0 && !buf.is_empty() {
             self.done = true;
             let got = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
@@ -213,6 +267,23 @@ mod tests {
             .unwrap()
             .to_string()
             .contains("unsupported media type"));
+    }
+
+    #[test]
+    fn dropping_a_half_read_layer_returns() {
+        let d = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..8_000_000u32).map(|i| (i * 31 % 253) as u8).collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).unwrap();
+        let gz = gz.finish().unwrap();
+        for (bytes, mt) in [(&gz, OCI_LAYER_GZIP), (&data, OCI_LAYER_TAR)] {
+            let l = layer(d.path(), bytes, mt, sha(&data));
+            let mut r = open_layer(&l).unwrap();
+            let mut head = [0u8; 1000];
+            r.read_exact(&mut head).unwrap();
+            assert_eq!(head[..], data[..1000]);
+            drop(r); // stops and joins the read-ahead thread
+        }
     }
 
     #[test]

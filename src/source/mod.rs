@@ -12,6 +12,7 @@ pub mod cache;
 mod layer;
 mod layout;
 pub mod manifest;
+mod readahead;
 pub mod reference;
 mod registry;
 mod resolve;

@@ -220,8 +220,9 @@ fn fixture_sections<'a>(
                          (extraction not timed). The d2v side starts from the OCI layout with \
                          its blob cache already filled (by an untimed first run), so its time \
                          includes decompressing and applying the layers (gzip) plus writing; \
-                         mke2fs's does not (its input tree is in the page cache). Peak RSS is \
-                         of the whole d2v process, flattening included."
+                         mke2fs's does not (its input tree is in the page cache). Both end \
+                         with an fsync of the image file. Peak RSS is of the whole d2v process, \
+                         flattening included."
                     )],
                 }
             }

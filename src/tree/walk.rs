@@ -1,6 +1,6 @@
 //! Deterministic depth-first traversal of the staging tree.
 
-use super::{InodeId, Kind, Tree, ROOT};
+use super::{InodeId, Kind, Name, Tree, ROOT};
 
 /// One reachable directory entry.
 #[derive(Debug, Clone)]
@@ -24,21 +24,42 @@ impl WalkEntry {
     }
 }
 
+/// Walks lazily: one open iterator per directory on the current path, so memory follows the
+/// depth of the tree, not the size of its directories.
 pub struct Walk<'t> {
     tree: &'t Tree,
-    stack: Vec<WalkEntry>,
+    root_pending: bool,
+    stack: Vec<Frame<'t>>,
+    /// Path of the entry last returned.
+    path: Vec<u8>,
+}
+
+struct Frame<'t> {
+    id: InodeId,
+    entries: std::collections::btree_map::Iter<'t, Name, InodeId>,
+    /// Length of this directory's path in `Walk::path`.
+    path_len: usize,
+    depth: usize,
 }
 
 impl<'t> Walk<'t> {
     pub(super) fn new(tree: &'t Tree) -> Walk<'t> {
         Walk {
             tree,
-            stack: vec![WalkEntry {
-                path: Vec::new(),
-                id: ROOT,
-                parent: ROOT,
-                depth: 0,
-            }],
+            root_pending: true,
+            stack: Vec::new(),
+            path: Vec::new(),
+        }
+    }
+
+    fn open(&mut self, id: InodeId, depth: usize) {
+        if let Kind::Dir(d) = &self.tree.inode(id).kind {
+            self.stack.push(Frame {
+                id,
+                entries: d.entries.iter(),
+                path_len: self.path.len(),
+                depth,
+            });
         }
     }
 }
@@ -47,22 +68,35 @@ impl Iterator for Walk<'_> {
     type Item = WalkEntry;
 
     fn next(&mut self) -> Option<WalkEntry> {
-        let entry = self.stack.pop()?;
-        if let Kind::Dir(d) = &self.tree.inode(entry.id).kind {
-            for (name, &child) in d.entries.iter().rev() {
-                let mut path = entry.path.clone();
-                if !path.is_empty() {
-                    path.push(b'/');
-                }
-                path.extend_from_slice(name);
-                self.stack.push(WalkEntry {
-                    path,
-                    id: child,
-                    parent: entry.id,
-                    depth: entry.depth + 1,
-                });
-            }
+        if self.root_pending {
+            self.root_pending = false;
+            self.open(ROOT, 0);
+            return Some(WalkEntry {
+                path: Vec::new(),
+                id: ROOT,
+                parent: ROOT,
+                depth: 0,
+            });
         }
-        Some(entry)
+        loop {
+            let top = self.stack.last_mut()?;
+            let Some((name, &child)) = top.entries.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let (parent, depth) = (top.id, top.depth + 1);
+            self.path.truncate(top.path_len);
+            if !self.path.is_empty() {
+                self.path.push(b'/');
+            }
+            self.path.extend_from_slice(name);
+            self.open(child, depth);
+            return Some(WalkEntry {
+                path: self.path.clone(),
+                id: child,
+                parent,
+                depth,
+            });
+        }
     }
 }

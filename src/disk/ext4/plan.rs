@@ -1,6 +1,7 @@
 //! Inode numbering and measuring: which tree inode becomes which ext4 inode, how many blocks
 //! each needs, which xattrs go where. Independent of the filesystem size.
 
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 
 use super::dir::{self, DirEntry, HashCtx};
@@ -8,7 +9,7 @@ use super::hash::HashVersion;
 use super::inode::{tree_shape, MAX_LEN};
 use super::layout::{self, Layout, BLOCK};
 use super::{io_err, xattr, Ext4Error, Ext4Options};
-use crate::tree::{show, FileData, InodeId, Kind, Spill, Tree, ROOT};
+use crate::tree::{show, FileData, InodeId, Kind, Spill, Tree, Walk, ROOT};
 
 pub const ROOT_INO: u32 = 2;
 pub const JOURNAL_INO: u32 = 8;
@@ -21,54 +22,100 @@ pub enum Src {
     LostFound,
 }
 
-/// One inode to write. Kept small (there is one per tree inode): file data ranges are read
-/// from the spill file again when needed ([`ranges`]), xattrs are boxed (most inodes have none).
-pub struct Node {
+/// One inode to write, as [`Plan::nodes`] produces them in writing order. Nothing per node is
+/// stored beyond inode numbers and link counts: nodes are made again from the tree when needed.
+pub struct Node<'p> {
     pub ino: u32,
     pub src: Src,
     /// Parent directory's inode number (directories only).
     pub parent: u32,
-    /// Blocks of a directory's entries (directories only).
+    /// Blocks of a directory's entries (directories; 0 while the plan measures them).
     pub dir_blocks: u32,
     pub links: u16,
-    pub xattrs: Option<Box<NodeXattrs>>,
+    pub xattrs: Option<&'p NodeXattrs>,
 }
 
 pub struct NodeXattrs {
     pub inline: Vec<xattr::Entry>,
     pub block: Vec<xattr::Entry>,
-    /// Index of the node whose xattr block this node shares (its own index: it owns one).
-    pub owner: u32,
-    /// Inodes sharing this node's xattr block (owners only).
+    /// The tree inode whose xattr block this one shares (itself: it owns one).
+    pub owner: InodeId,
+    /// Inodes sharing this inode's xattr block (owners only).
     pub refs: u32,
 }
 
-impl Node {
+impl Node<'_> {
     pub fn inline_xattrs(&self) -> &[xattr::Entry] {
-        self.xattrs.as_deref().map_or(&[], |x| &x.inline)
-    }
-
-    pub fn block_xattrs(&self) -> &[xattr::Entry] {
-        self.xattrs.as_deref().map_or(&[], |x| &x.block)
+        self.xattrs.map_or(&[], |x| &x.inline)
     }
 
     /// Whether this node owns (writes) the xattr block its inodes share.
-    pub fn owns_xattr_block(&self, index: usize) -> bool {
+    pub fn owns_xattr_block(&self) -> bool {
         self.xattrs
-            .as_deref()
-            .is_some_and(|x| !x.block.is_empty() && x.owner as usize == index)
+            .is_some_and(|x| !x.block.is_empty() && Src::Tree(x.owner) == self.src)
     }
 }
 
 pub struct Plan {
-    pub nodes: Vec<Node>,
     /// Tree inode id → ext4 inode number (0: unreachable).
     pub ino_of: Vec<u32>,
+    /// Tree inode id → link count as written.
+    links: Vec<u16>,
+    /// Xattrs of the inodes that have any.
+    xattrs: HashMap<InodeId, NodeXattrs>,
+    /// Blocks of each directory's entries.
+    dir_blocks: HashMap<InodeId, u32>,
+    /// The tree has no `lost+found`: the writer adds one (inode 11) to the root.
+    pub make_lpf: bool,
     /// Highest inode number in use.
     pub max_ino: u32,
     /// Data, directory, extent-tree (estimated) and xattr blocks.
     pub content_blocks: u64,
     pub hash: HashCtx,
+}
+
+/// The plan's nodes in writing order: the tree's walk order, each inode once (at its first
+/// name), the made `lost+found` right after the root.
+pub struct Nodes<'p, 't> {
+    plan: &'p Plan,
+    walk: Walk<'t>,
+    /// Tree inodes already produced (hardlinks are walked once per name).
+    seen: Vec<u64>,
+    lpf_next: bool,
+}
+
+impl<'p> Iterator for Nodes<'p, '_> {
+    type Item = Node<'p>;
+
+    fn next(&mut self) -> Option<Node<'p>> {
+        if std::mem::take(&mut self.lpf_next) {
+            return Some(Node {
+                ino: LPF_INO,
+                src: Src::LostFound,
+                parent: ROOT_INO,
+                dir_blocks: 1,
+                links: 2,
+                xattrs: None,
+            });
+        }
+        loop {
+            let e = self.walk.next()?;
+            let (id, p) = (e.id as usize, self.plan);
+            if self.seen[id / 64] >> (id % 64) & 1 == 1 || p.ino_of[id] == 0 {
+                continue;
+            }
+            self.seen[id / 64] |= 1 << (id % 64);
+            self.lpf_next = e.id == ROOT && p.make_lpf;
+            return Some(Node {
+                ino: p.ino_of[id],
+                src: Src::Tree(e.id),
+                parent: p.ino_of[e.parent as usize],
+                dir_blocks: p.dir_blocks.get(&e.id).copied().unwrap_or(0),
+                links: p.links[id],
+                xattrs: p.xattrs.get(&e.id),
+            });
+        }
+    }
 }
 
 pub fn ftype(k: &Kind) -> u8 {
@@ -154,7 +201,7 @@ pub fn entries<'t>(tree: &'t Tree, plan: &Plan, n: &Node) -> Vec<DirEntry<'t>> {
                     });
                 }
             }
-            if id == ROOT && plan.nodes.get(1).is_some_and(|n| n.src == Src::LostFound) {
+            if id == ROOT && plan.make_lpf {
                 out.push(DirEntry {
                     name: b"lost+found",
                     ino: LPF_INO,
@@ -176,13 +223,15 @@ impl Plan {
         };
         let counts = tree.link_counts();
         let mut ino_of = vec![0u32; tree.inode_slots()];
-        let mut nodes = Vec::with_capacity(tree.inode_slots() + 1);
+        let mut links = vec![0u16; tree.inode_slots()];
+        let mut xattrs = HashMap::new();
+        // Inodes with xattr blocks, in writing order (which one owns a shared block).
+        let mut with_blocks = Vec::new();
         let lpf_in_tree = tree
             .lookup(b"lost+found")
             .filter(|&id| tree.inode(id).kind.is_dir());
-        let has_lpf_name = tree.lookup(b"lost+found").is_some();
+        let make_lpf = tree.lookup(b"lost+found").is_none();
         let mut next = LPF_INO + 1;
-        let mut content = 0u64;
         for e in tree.walk() {
             if e.name().len() > 255 {
                 return Err(Ext4Error::NameTooLong {
@@ -203,11 +252,11 @@ impl Plan {
             ino_of[e.id as usize] = ino;
             let inode = tree.inode(e.id);
             let path = format!("/{}", show(&e.path));
-            let mut links = counts[e.id as usize];
-            if e.id == ROOT && !has_lpf_name {
-                links += 1;
+            let mut l = counts[e.id as usize];
+            if e.id == ROOT && make_lpf {
+                l += 1;
             }
-            let links = match (&inode.kind, links) {
+            links[e.id as usize] = match (&inode.kind, l) {
                 (Kind::Dir(_), l) if l > 65000 => 1,
                 (_, l) if l > 65000 => return Err(Ext4Error::TooManyLinks { path, links: l }),
                 (_, l) => l as u16,
@@ -221,91 +270,76 @@ impl Plan {
                 }
                 _ => {}
             }
-            let xattrs = if inode.meta.xattrs.is_empty() {
-                None
-            } else {
+            if !inode.meta.xattrs.is_empty() {
                 let (inline, block) =
                     xattr::split(xattr::prepare(&inode.meta.xattrs, &path)?, &path)?;
-                Some(Box::new(NodeXattrs {
+                if !block.is_empty() {
+                    with_blocks.push(e.id);
+                }
+                let x = NodeXattrs {
                     inline,
                     block,
-                    owner: 0,
+                    owner: e.id,
                     refs: 0,
-                }))
-            };
-            let parent = if e.id == ROOT {
-                ROOT_INO
-            } else {
-                ino_of[e.parent as usize]
-            };
-            nodes.push(Node {
-                ino,
-                src: Src::Tree(e.id),
-                parent,
-                dir_blocks: 0,
-                links,
-                xattrs,
-            });
-            if e.id == ROOT && !has_lpf_name {
-                nodes.push(Node {
-                    ino: LPF_INO,
-                    src: Src::LostFound,
-                    parent: ROOT_INO,
-                    dir_blocks: 0,
-                    links: 2,
-                    xattrs: None,
-                });
+                };
+                xattrs.insert(e.id, x);
             }
         }
+        drop(counts);
+        // Identical xattr blocks are shared, as the kernel does.
+        let mut owners: HashMap<Vec<xattr::Entry>, InodeId> = HashMap::new();
+        for id in with_blocks {
+            let block = xattrs[&id].block.clone();
+            let mut owner = *owners.entry(block.clone()).or_insert(id);
+            if xattrs[&owner].refs >= xattr::MAX_REFS {
+                owners.insert(block, id);
+                owner = id;
+            }
+            xattrs.get_mut(&id).expect("listed").owner = owner;
+            xattrs.get_mut(&owner).expect("listed").refs += 1;
+        }
         let mut plan = Plan {
-            nodes,
             ino_of,
+            links,
+            xattrs,
+            dir_blocks: HashMap::new(),
+            make_lpf,
             max_ino: next - 1,
             content_blocks: 0,
             hash,
         };
         // Directory sizes need every inode number, so they come last.
-        for i in 0..plan.nodes.len() {
-            let n = &plan.nodes[i];
-            let is_dir = match n.src {
-                Src::Tree(id) => tree.inode(id).kind.is_dir(),
-                Src::LostFound => false,
-            };
-            if is_dir {
-                let (blocks, _) =
-                    dir::build(n.ino, n.parent, &entries(tree, &plan, n), &plan.hash, 0)?;
-                plan.nodes[i].dir_blocks = blocks.len() as u32;
+        let mut dir_blocks = HashMap::new();
+        for n in plan.nodes(tree) {
+            if let Src::Tree(id) = n.src {
+                if tree.inode(id).kind.is_dir() {
+                    let (blocks, _) =
+                        dir::build(n.ino, n.parent, &entries(tree, &plan, &n), &plan.hash, 0)?;
+                    dir_blocks.insert(id, blocks.len() as u32);
+                }
             }
         }
-        // Identical xattr blocks are shared, as the kernel does.
-        let mut owners: std::collections::HashMap<Vec<xattr::Entry>, usize> = Default::default();
-        for i in 0..plan.nodes.len() {
-            let block = plan.nodes[i].block_xattrs();
-            if block.is_empty() {
-                continue;
-            }
-            let mut owner = *owners.entry(block.to_vec()).or_insert(i);
-            let refs = |n: &Node| n.xattrs.as_deref().map_or(0, |x| x.refs);
-            if refs(&plan.nodes[owner]) >= xattr::MAX_REFS {
-                owners.insert(block.to_vec(), i);
-                owner = i;
-            }
-            if let Some(x) = plan.nodes[i].xattrs.as_deref_mut() {
-                x.owner = owner as u32;
-            }
-            if let Some(x) = plan.nodes[owner].xattrs.as_deref_mut() {
-                x.refs += 1;
-            }
-        }
-        for (i, n) in plan.nodes.iter().enumerate() {
-            let ranges = ranges(tree, n)?;
+        plan.dir_blocks = dir_blocks;
+        let mut content = 0u64;
+        for n in plan.nodes(tree) {
+            let ranges = ranges(tree, &n)?;
             let data: u64 = ranges.iter().map(|r| r.1 - r.0).sum();
             let extents = ranges.len() as u64 + data / MAX_LEN + data / 30000 + 1;
             let tree_blocks: usize = tree_shape(extents as usize).iter().sum();
-            content += data + tree_blocks as u64 + n.owns_xattr_block(i) as u64;
+            content += data + tree_blocks as u64 + n.owns_xattr_block() as u64;
         }
         plan.content_blocks = content;
         Ok(plan)
+    }
+
+    /// The nodes to write, in writing order (made from the tree on the fly).
+    pub fn nodes<'p, 't>(&'p self, tree: &'t Tree) -> Nodes<'p, 't> {
+        Nodes {
+            plan: self,
+            walk: tree.walk(),
+            seen: vec![0; self.ino_of.len().div_ceil(64)],
+            lpf_next: false,
+        }
     }
 
     /// Inodes for a filesystem of `blocks` blocks.

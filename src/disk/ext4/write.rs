@@ -14,7 +14,7 @@ use super::layout::{self, has_super, Alloc, Layout, BLOCK, DESC_SIZE, INODE_SIZE
 use super::plan::{self, journal_blocks, Node, Plan, Src, JOURNAL_INO};
 use super::sb::{self, GroupInfo, SbInfo};
 use super::{csum, dir, io_err, xattr, Ext4Error, Ext4Options, Ext4Summary};
-use crate::tree::{FileData, Kind, Spill, Timestamp, Tree};
+use crate::tree::{FileData, InodeId, Kind, Spill, Timestamp, Tree};
 
 /// Largest single buffered write (and the size of each write buffer).
 const CAP: usize = 128 << 10;
@@ -322,9 +322,9 @@ pub fn write(
     let mut used = vec![false; p.max_ino as usize + 1];
     used[1..=10].fill(true);
     let mut dirs_per_group = vec![0u32; layout.groups as usize];
-    for n in &p.nodes {
+    for n in p.nodes(tree) {
         used[n.ino as usize] = true;
-        if is_dir(tree, n) {
+        if is_dir(tree, &n) {
             dirs_per_group[((n.ino - 1) as u64 / ipg) as usize] += 1;
         }
     }
@@ -405,17 +405,17 @@ pub fn write(
     itable.put(JOURNAL_INO, &jrec.encode(JOURNAL_INO, fs_seed))?;
 
     // Xattr blocks by owning node, for the nodes that share them.
-    let mut xattr_blocks: HashMap<u32, u64> = HashMap::new();
+    let mut xattr_blocks: HashMap<InodeId, u64> = HashMap::new();
     let mut indexed_dirs = 0;
-    for (i, n) in p.nodes.iter().enumerate() {
-        let extents = extents_for(&mut alloc, &plan::ranges(tree, n)?)?;
+    for n in p.nodes(tree) {
+        let extents = extents_for(&mut alloc, &plan::ranges(tree, &n)?)?;
         let mut tree_blocks = Vec::new();
         for _ in 0..tree_shape(extents.len()).iter().sum::<usize>() {
             tree_blocks.push(alloc.run(1)?.0);
         }
         let mut xattr_block = 0;
-        if let Some(x) = n.xattrs.as_deref().filter(|x| !x.block.is_empty()) {
-            xattr_block = if x.owner as usize == i {
+        if let Some(x) = n.xattrs.filter(|x| !x.block.is_empty()) {
+            xattr_block = if n.owns_xattr_block() {
                 let b = alloc.run(1)?.0;
                 xattr_blocks.insert(x.owner, b);
                 b
@@ -433,7 +433,7 @@ pub fn write(
         match kind {
             Some(Kind::Dir(_)) | None => {
                 let (blocks, ix) =
-                    dir::build(n.ino, n.parent, &plan::entries(tree, p, n), &p.hash, seed)?;
+                    dir::build(n.ino, n.parent, &plan::entries(tree, p, &n), &p.hash, seed)?;
                 indexed = ix;
                 indexed_dirs += ix as u64;
                 let mut it = blocks.iter();
@@ -453,8 +453,8 @@ pub fn write(
         for (b, data) in tb {
             w.put(b, &data)?;
         }
-        if n.owns_xattr_block(i) {
-            let x = n.xattrs.as_deref().expect("owner has xattrs");
+        if n.owns_xattr_block() {
+            let x = n.xattrs.expect("owner has xattrs");
             let b = xattr::encode_block(&x.block, xattr_block, x.refs, fs_seed);
             w.put(xattr_block, &b)?;
         }
@@ -465,7 +465,7 @@ pub fn write(
             i_block,
             indexed,
         };
-        let r = record(tree, n, &placed, time);
+        let r = record(tree, &n, &placed, time);
         itable.put(n.ino, &r.encode(n.ino, fs_seed))?;
     }
     w.flush()?;

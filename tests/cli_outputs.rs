@@ -602,3 +602,42 @@ fn odd_boot_entries_are_dropped_or_copied_with_warnings() {
     assert!(listing.contains("vmlinuz-hl"), "{listing}");
     assert!(listing.contains(&"n".repeat(250)), "{listing}");
 }
+
+/// Whether the ELF executable `bytes` asks for a program interpreter (a dynamic loader):
+/// a `PT_INTERP` program header.
+fn has_interpreter(bytes: &[u8]) -> bool {
+    assert_eq!(&bytes[..4], b"\x7fELF", "not an ELF file");
+    assert_eq!(bytes[4], 2, "not a 64-bit ELF");
+    let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]) as usize;
+    let phoff = u64::from_le_bytes(bytes[0x20..0x28].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    (0..count).any(|i| {
+        let at = phoff + i * size;
+        u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) == 3 // PT_INTERP
+    })
+}
+
+/// The d2v that `cargo xtask` builds (and ships) is one static executable: no dynamic loader,
+/// no shared libraries. `file` and `ldd` agree with the ELF headers.
+#[test]
+#[ignore = "needs D2V_BIN, the release build (cargo xtask test sets it)"]
+fn release_binary_is_static() {
+    let bin = PathBuf::from(std::env::var_os("D2V_BIN").expect("D2V_BIN"));
+    assert!(
+        !has_interpreter(&std::fs::read(&bin).unwrap()),
+        "{}",
+        bin.display()
+    );
+    assert!(
+        has_interpreter(&std::fs::read("/bin/sh").unwrap()),
+        "the check can fail"
+    );
+    let file = tool_ok(Command::new("file").arg("-L").arg(&bin));
+    assert!(file.contains("static"), "{file}");
+    let ldd = Command::new("ldd").arg(&bin).output().unwrap();
+    let text = String::from_utf8_lossy(&ldd.stdout) + String::from_utf8_lossy(&ldd.stderr);
+    assert!(!text.contains("libc.so"), "{text}");
+    // And it runs.
+    let v = tool_ok(Command::new(&bin).arg("--version"));
+    assert!(v.starts_with("d2v "), "{v}");
+}

@@ -42,6 +42,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ),
     ("cpio", "checks the test initramfs"),
     ("hyperfine", "cargo xtask bench"),
+    ("libc6-dev", "libc.a: the release d2v is linked statically"),
+    ("file", "file(1): checks that the release d2v is static"),
 ];
 
 /// Packages that must come from bookworm itself: a newer qemu-utils (backports) conflicts with

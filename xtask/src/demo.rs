@@ -8,6 +8,7 @@ use crate::util::{exec, root, step, Result, Timer};
 use crate::{fixtures, testcmd};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use testkit::fixtures::SELFCHECK_END;
 
 pub fn run(_args: &[String]) -> Result<()> {
@@ -23,20 +24,19 @@ pub fn run(_args: &[String]) -> Result<()> {
     step(&format!("d2v pull {image}"));
     let ova = work.join("demo.ova");
     let _ = fs::remove_file(&ova);
-    testcmd::release_d2v()?; // built first, so the time below is the pull's own
+    let d2v = testcmd::release_d2v()?; // built first, so the time below is the pull's own
     let t = Timer::start();
     let pulled = exec(
-        testcmd::cargo()
-            .current_dir(root())
-            .args(["run", "--release", "-p", "d2v", "--", "pull"])
+        Command::new(&d2v)
+            .arg("pull")
             .arg(&image)
             .arg("-o")
             .arg(&ova),
     );
     if let Err(e) = pulled {
         bail!(
-            "{e}\n`d2v pull` failed (expected until the lead wires the pull command). Everything \
-             before it worked: the image was served at {image}; its OCI layout is {}",
+            "{e}\n`d2v pull` failed. Everything before it worked: the image was served at \
+             {image}; its OCI layout is {}",
             fixture.oci_layout.display()
         );
     }

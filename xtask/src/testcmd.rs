@@ -10,15 +10,41 @@ pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-/// Builds the release d2v binary the heavy tests and the demo run; returns its path.
+/// Builds d2v as it ships, one static executable (the C library linked in:
+/// `-C target-feature=+crt-static`, with an explicit `--target` so that build scripts and proc
+/// macros stay ordinary host builds); the heavy tests, the demo and the benchmarks run it.
+/// Returns its path, `target/TRIPLE/release/d2v`.
 pub fn release_d2v() -> Result<std::path::PathBuf> {
-    step("release build of d2v (heavy tests and demo use it via D2V_BIN)");
+    step("release build of d2v, static (heavy tests, demo and bench use it via D2V_BIN)");
+    let triple = host_triple()?;
+    let mut flags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    flags.push_str(" -C target-feature=+crt-static");
     exec(
         cargo()
             .current_dir(root())
-            .args(["build", "--release", "-p", "d2v", "--bin", "d2v"]),
+            .env("RUSTFLAGS", flags.trim())
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "d2v",
+                "--bin",
+                "d2v",
+                "--target",
+            ])
+            .arg(&triple),
     )?;
-    Ok(root().join("target/release/d2v"))
+    Ok(root().join(format!("target/{triple}/release/d2v")))
+}
+
+/// The host's target triple, from `rustc -vV`.
+fn host_triple() -> Result<String> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = crate::util::output(Command::new(rustc).arg("-vV"))?;
+    match out.lines().find_map(|l| l.strip_prefix("host: ")) {
+        Some(t) => Ok(t.trim().to_string()),
+        None => bail!("`rustc -vV` printed no host triple:\n{out}"),
+    }
 }
 
 #[derive(Default, Debug, PartialEq)]

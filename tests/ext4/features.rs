@@ -14,6 +14,26 @@ fn every_kind_round_trips_and_fsck_is_clean() {
 }
 
 #[test]
+fn same_bytes_when_file_data_cannot_be_copied_by_the_kernel() {
+    // The spill file on /dev/shm (tmpfs), the image in $TMPDIR: another filesystem, so
+    // copy_file_range fails (EXDEV) and the writer copies file data through its own buffer.
+    use std::os::unix::fs::MetadataExt;
+    let shm = std::path::Path::new("/dev/shm");
+    let tmp = tempfile::tempdir().unwrap();
+    assert_ne!(
+        std::fs::metadata(shm).unwrap().dev(),
+        std::fs::metadata(tmp.path()).unwrap().dev(),
+        "/dev/shm and $TMPDIR must be different filesystems for this test"
+    );
+    let buffered = full_tree_in(Tree::new(d2v::tree::Spill::temp_in(shm).unwrap()));
+    let (a, _) = write_image(&buffered, &opts(), 0);
+    fsck(&a.path);
+    round_trip(&buffered, &a.path);
+    let (b, _) = write_image(&full_tree(), &opts(), 0);
+    assert!(std::fs::read(&a.path).unwrap() == std::fs::read(&b.path).unwrap());
+}
+
+#[test]
 fn region_at_an_offset_and_hole_outside() {
     let t = full_tree();
     let (img, _) = write_image(&t, &opts(), 1 << 20);

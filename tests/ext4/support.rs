@@ -310,7 +310,11 @@ pub fn acl_ids_zeroed(v: &[u8]) -> Vec<u8> {
 }
 
 pub fn full_tree() -> Tree {
-    let mut t = Tree::in_temp().unwrap();
+    full_tree_in(Tree::in_temp().unwrap())
+}
+
+/// [`full_tree`] built into `t` (an empty tree, e.g. with its spill file elsewhere).
+pub fn full_tree_in(mut t: Tree) -> Tree {
     t.insert(b"", Inode::dir(meta(0o755, 0, 0))).unwrap();
     add_file(&mut t, "etc/hostname", b"d2v\n", meta(0o644, 0, 0));
     add_file(&mut t, "etc/empty", b"", meta(0o600, 1000, 1000));

@@ -6,6 +6,7 @@
 //! (export, ext4, FAT) walks the tree in the same deterministic order: depth-first, entries
 //! sorted by their name bytes.
 
+mod entries;
 mod name;
 mod resolve;
 mod spill;
@@ -13,6 +14,7 @@ mod spill;
 pub mod testing;
 mod walk;
 
+pub use entries::Entries;
 pub use name::Name;
 pub use resolve::{Resolved, SymlinkLoop};
 pub use spill::{FileData, Spill};
@@ -136,7 +138,7 @@ impl Kind {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dir {
-    pub entries: BTreeMap<Name, InodeId>,
+    pub entries: Entries,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,9 +227,14 @@ impl Tree {
         &mut self.inodes[id as usize]
     }
 
-    /// Frees the inode table's spare capacity (after the last layer).
+    /// Frees spare capacity of the inode table and of small directories (after the last layer).
     pub fn shrink_to_fit(&mut self) {
         self.inodes.shrink_to_fit();
+        for inode in &mut self.inodes {
+            if let Kind::Dir(d) = &mut inode.kind {
+                d.entries.shrink_to_fit();
+            }
+        }
     }
 
     /// Number of inode slots, including ones no longer reachable.
@@ -248,7 +255,7 @@ impl Tree {
         Ok(self.spill.append(data)?)
     }
 
-    fn dir_entries(&self, id: InodeId) -> Option<&BTreeMap<Name, InodeId>> {
+    fn dir_entries(&self, id: InodeId) -> Option<&Entries> {
         match &self.inode(id).kind {
             Kind::Dir(d) => Some(&d.entries),
             _ => None,
@@ -284,7 +291,7 @@ impl Tree {
         };
         let mut cur = ROOT;
         for c in parents {
-            let next = self.dir_entries(cur).and_then(|e| e.get(*c).copied());
+            let next = self.dir_entries(cur).and_then(|e| e.get(c).copied());
             cur = match next {
                 Some(id) if self.inode(id).kind.is_dir() => id,
                 Some(_) if !replace => return Err(TreeError::NotADirectory(show(path))),
@@ -364,13 +371,13 @@ impl Tree {
         };
         let mut cur = ROOT;
         for c in parents {
-            match self.dir_entries(cur).and_then(|e| e.get(*c)) {
+            match self.dir_entries(cur).and_then(|e| e.get(c)) {
                 Some(&id) => cur = id,
                 None => return Ok(false),
             }
         }
         match &mut self.inode_mut(cur).kind {
-            Kind::Dir(d) => Ok(d.entries.remove(*last).is_some()),
+            Kind::Dir(d) => Ok(d.entries.remove(last).is_some()),
             _ => Ok(false),
         }
     }

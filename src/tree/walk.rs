@@ -1,6 +1,6 @@
 //! Deterministic depth-first traversal of the staging tree.
 
-use super::{InodeId, Kind, Name, Tree, ROOT};
+use super::{InodeId, Kind, Tree, ROOT};
 
 /// One reachable directory entry.
 #[derive(Debug, Clone)]
@@ -36,7 +36,7 @@ pub struct Walk<'t> {
 
 struct Frame<'t> {
     id: InodeId,
-    entries: std::collections::btree_map::Iter<'t, Name, InodeId>,
+    entries: super::entries::Iter<'t>,
     /// Length of this directory's path in `Walk::path`.
     path_len: usize,
     depth: usize,

@@ -4,6 +4,7 @@
 //! source (registry, OCI layout, docker-archive) → [`tree`] (staging tree) → guest fixes →
 //! disk (gpt, fat, ext4, grub) → output (vmdk, ovf, ova).
 
+pub mod bytes;
 pub mod cli;
 pub mod debug;
 pub mod disk;

@@ -64,7 +64,7 @@ impl Spill {
             if n == 0 {
                 break;
             }
-            if !is_zero(&buf[..n]) {
+            if !crate::bytes::is_zero(&buf[..n]) {
                 // Positioned writes: no seek per file or per hole.
                 let at = offset + len;
                 self.file.write_all_at(&buf[..n], at)?;
@@ -129,13 +129,6 @@ impl Read for SpillReader<'_> {
     }
 }
 
-/// Whether `b` is all zeros (in blocks the compiler vectorises, stopping at the first
-/// block that is not).
-fn is_zero(b: &[u8]) -> bool {
-    b.chunks(256)
-        .all(|c| c.iter().fold(0, |acc, &x| acc | x) == 0)
-}
-
 /// Reads until `buf` is full or the reader ends; returns the bytes read.
 pub(crate) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
@@ -153,17 +146,6 @@ pub(crate) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn zero_check() {
-        assert!(is_zero(&[]));
-        assert!(is_zero(&[0; 1000]));
-        for i in [0, 1, 255, 256, 257, 999] {
-            let mut b = [0u8; 1000];
-            b[i] = 0x80;
-            assert!(!is_zero(&b), "{i}");
-        }
-    }
 
     #[test]
     fn appends_are_aligned_and_holes_read_as_zeros() {

@@ -250,7 +250,7 @@ fn compress_grains(
         let Ok(Job { seq, grain, buf }) = job else {
             return;
         };
-        let r = if is_zero(&buf) {
+        let r = if crate::bytes::is_zero(&buf) {
             Ok(None)
         } else {
             compress_one(&mut z, grain, &buf).map(Some)
@@ -278,14 +278,4 @@ fn compress_one(z: &mut Compressor, grain: u64, data: &[u8]) -> Result<Vec<u8>, 
     out.truncate((GRAIN_MARKER_LEN + size).next_multiple_of(SECTOR as usize));
     out[GRAIN_MARKER_LEN + size..].fill(0);
     Ok(out)
-}
-
-fn is_zero(b: &[u8]) -> bool {
-    let mut chunks = b.chunks_exact(64);
-    let words_zero = chunks.all(|c| {
-        c.chunks_exact(8).fold(0u64, |acc, w| {
-            acc | u64::from_ne_bytes(w.try_into().expect("8 bytes"))
-        }) == 0
-    });
-    words_zero && chunks.remainder().iter().all(|&x| x == 0)
 }

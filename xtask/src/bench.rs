@@ -1,5 +1,6 @@
-//! `cargo xtask bench [export|ext4|vmdk|ext4-scale]…`: d2v against the reference tools on the
-//! systemd fixture (`ext4-scale`: on synthetic images, see [`crate::bench_scale`]). Each
+//! `cargo xtask bench [export|ext4|ext4-tar|vmdk|ext4-scale]…`: d2v against the reference tools
+//! on the systemd fixture (`ext4-tar`: the same image with its layers stored uncompressed, see
+//! [`crate::uncompressed`]; `ext4-scale`: on synthetic images, see [`crate::bench_scale`]). Each
 //! comparison runs the two sides alternately (A B A B …, ≥ 3 rounds, outputs removed between
 //! runs outside the timing) and reports medians; results and the exact command lines go into
 //! a marked section of BENCHMARKS.md (other sections are kept).
@@ -28,7 +29,7 @@ pub(crate) fn rounds() -> usize {
         .max(3)
 }
 
-const ALL: &[&str] = &["export", "ext4", "vmdk", "ext4-scale"];
+const ALL: &[&str] = &["export", "ext4", "ext4-tar", "vmdk", "ext4-scale"];
 
 /// One side of a comparison: commands run in sequence, timed together.
 pub(crate) struct Side {
@@ -133,7 +134,8 @@ fn fixture_sections<'a>(
 ) -> Result<Vec<(&'a str, String)>> {
     let fixture = fixtures::ensure(&[testkit::fixtures::SYSTEMD], false)?.remove(0);
     let rootfs = work.join("bundle/rootfs");
-    if names.contains(&"ext4") && !rootfs.is_dir() {
+    let ext4 = names.contains(&"ext4") || names.contains(&"ext4-tar");
+    if ext4 && !rootfs.is_dir() {
         step("bench input: umoci unpack of the systemd fixture (the tree mke2fs -d reads)");
         let _ = fs::remove_dir_all(work.join("bundle"));
         exec(
@@ -223,6 +225,33 @@ fn fixture_sections<'a>(
                          mke2fs's does not (its input tree is in the page cache). Both end \
                          with an fsync of the image file. Peak RSS is of the whole d2v process, \
                          flattening included."
+                    )],
+                }
+            }
+            "ext4-tar" => {
+                let layout = work.join("uncompressed/oci");
+                step("bench input: the systemd fixture with uncompressed layers");
+                crate::uncompressed::copy(&fixture.oci_layout, &fixture.tag, &layout)?;
+                let image = format!("oci:{}:{}", layout.display(), fixture.tag);
+                let cache = work.join("uncompressed/cache");
+                let size = ext4_auto_size(d2v, &image, work, &cache)?;
+                Comparison {
+                    name,
+                    title: "ext4 root filesystem of the systemd fixture, layers stored \
+                            uncompressed: d2v's writer vs mke2fs -d",
+                    a: d2v_side(d2v, "ext4", &image, &scratch, Some(&cache)),
+                    b: mke2fs_side(&rootfs, &out("root.ext4"), size),
+                    scratch: scratch.clone(),
+                    notes: vec![format!(
+                        "The `ext4` comparison with no decompression on either side: d2v reads \
+                         a copy of the fixture whose layer blobs are the uncompressed tars \
+                         (`application/vnd.oci.image.layer.v1.tar`; same config, so the same \
+                         diff_ids and the same tree; made once, untimed), mke2fs the tree \
+                         extracted beforehand by `umoci unpack`. d2v still reads the tars, \
+                         checks their digests and applies them into its staging tree before \
+                         writing; mke2fs walks the extracted directory. Same size for both: \
+                         d2v's automatic size ({size} bytes). Both end with an fsync of the \
+                         image file."
                     )],
                 }
             }

@@ -18,6 +18,7 @@ mod fixtures;
 mod qemu;
 mod registry;
 mod testcmd;
+mod uncompressed;
 mod util;
 
 use std::process::ExitCode;
@@ -34,7 +35,7 @@ usage: cargo xtask <command>
   boot [NAME...]        end-to-end boot tests only: d2v build each fixture, check the disk
                         (sgdisk, fsck.fat, e2fsck), boot under SeaBIOS and OVMF, compare self-check
   demo                  build the demo image, serve it from a local registry, d2v pull it, boot it
-  bench [NAME...]       benchmarks (export, ext4, vmdk, ext4-scale) -> BENCHMARKS.md
+  bench [NAME...]       benchmarks (export, ext4, ext4-tar, vmdk, ext4-scale) -> BENCHMARKS.md
 ";
 
 fn main() -> ExitCode {

@@ -1,7 +1,8 @@
 //! Network faults a real registry does not produce on demand: a loopback HTTP server that
-//! answers 503/429, cuts blob bodies short and honours Range requests. Checks retries with
-//! backoff, resume with Range, truncated blobs, and a docker-archive in the Docker 25 format
-//! (OCI layout inside the tar).
+//! answers 503/429, cuts blob bodies short, honours Range requests and redirects blob downloads
+//! to a storage server on another host. Checks retries with backoff, resume with Range,
+//! truncated blobs, that credentials are not sent to the storage host, and a docker-archive in
+//! the Docker 25 format (OCI layout inside the tar).
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Read, Write};
@@ -36,6 +37,14 @@ struct Server {
     require_auth: Option<String>,
     /// (method, path, range header) of every request.
     log: Vec<(String, String, Option<String>)>,
+    /// Paths answered with `307 Temporary Redirect` to this location (after the auth check),
+    /// as registries send blob downloads to a storage service or CDN.
+    redirects: BTreeMap<String, String>,
+    /// Refuse requests carrying an Authorization header with 400, as a storage service does
+    /// for a pre-signed URL ("only one auth mechanism allowed").
+    reject_auth: bool,
+    /// The Authorization header of every request (None: not sent).
+    auth_seen: Vec<Option<String>>,
 }
 
 fn serve(server: Arc<Mutex<Server>>) -> u16 {
@@ -56,11 +65,14 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                 let range = head.header("range").map(str::to_string);
                 let authz = head.header("authorization").map(str::to_string);
                 let (method, path) = (head.method, head.path);
-                let (file, fault, denied) = {
+                let (file, fault, denied, redirect, refused) = {
                     let mut sv = server.lock().unwrap();
                     sv.log.push((method.clone(), path.clone(), range.clone()));
+                    sv.auth_seen.push(authz.clone());
                     let denied =
                         path != "/v2/" && sv.require_auth.is_some() && sv.require_auth != authz;
+                    let redirect = sv.redirects.get(&path).cloned();
+                    let refused = sv.reject_auth && authz.is_some();
                     let fault = sv.faults.get(&path).copied();
                     let next = match fault {
                         Some(Fault::Unavailable(n)) if n > 1 => Some(Fault::Unavailable(n - 1)),
@@ -73,7 +85,13 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                         Some(f) => sv.faults.insert(path.clone(), f),
                         None => sv.faults.remove(&path),
                     };
-                    (sv.files.get(&path).cloned(), fault, denied)
+                    (
+                        sv.files.get(&path).cloned(),
+                        fault,
+                        denied,
+                        redirect,
+                        refused,
+                    )
                 };
                 let reply =
                     |s: &mut std::net::TcpStream, status: &str, headers: &str, body: &[u8]| {
@@ -89,6 +107,25 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                         "401 Unauthorized",
                         "WWW-Authenticate: Basic realm=\"t\"\r\nContent-Length: 0\r\n",
                         b"",
+                    );
+                    return;
+                }
+                if let Some(location) = redirect {
+                    reply(
+                        &mut s,
+                        "307 Temporary Redirect",
+                        &format!("Location: {location}\r\nContent-Length: 0\r\n"),
+                        b"",
+                    );
+                    return;
+                }
+                if refused {
+                    let body = b"only one auth mechanism allowed";
+                    reply(
+                        &mut s,
+                        "400 Bad Request",
+                        &format!("Content-Length: {}\r\n", body.len()),
+                        body,
                     );
                     return;
                 }
@@ -269,6 +306,84 @@ fn repository_challenge_after_an_anonymous_ping() {
     };
     let got = resolve(&src, &o).unwrap();
     d2v::source::verify_layer(&got.layers[0]).unwrap();
+}
+
+/// A registry that wants basic auth and redirects the layer download to a storage server on
+/// another host (`localhost` instead of `127.0.0.1`) that refuses any Authorization header,
+/// as Docker Hub, ghcr.io and ECR do with pre-signed URLs. `cut` makes the storage server cut
+/// the body short once, so the resumed download goes through the redirect again.
+fn redirected_download(cut: bool) {
+    let img = image();
+    let mut cdn = Server {
+        reject_auth: true,
+        ..Server::default()
+    };
+    let blob_path = "/cdn/layer?X-Signature=abc".to_string();
+    let gz = img.server.lock().unwrap().files[&img.layer_path].clone();
+    cdn.files.insert(blob_path.clone(), gz);
+    if cut {
+        cdn.faults.insert(blob_path.clone(), Fault::CutShort(1));
+    }
+    let cdn = Arc::new(Mutex::new(cdn));
+    let cdn_port = serve(cdn.clone());
+    {
+        let mut sv = img.server.lock().unwrap();
+        sv.require_auth = Some("Basic dTpw".into()); // u:p
+        sv.redirects.insert(
+            img.layer_path.clone(),
+            format!("http://localhost:{cdn_port}{blob_path}"),
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let o = SourceOptions {
+        creds: Some("u:p".into()),
+        ..opts(tmp.path())
+    };
+    let got = resolve(&format!("{}/t/app:v1", img.host), &o).unwrap();
+    let mut out = Vec::new();
+    open_layer(&got.layers[0])
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out, img.layer_tar);
+
+    let cdn = cdn.lock().unwrap();
+    let gets: Vec<_> = cdn.log.iter().filter(|(m, ..)| m == "GET").collect();
+    assert_eq!(gets.len(), if cut { 2 } else { 1 }, "{gets:?}");
+    assert!(gets.iter().all(|(_, p, _)| *p == blob_path), "{gets:?}");
+    assert!(
+        cdn.auth_seen.iter().all(Option::is_none),
+        "credentials sent to another host: {:?}",
+        cdn.auth_seen
+    );
+    if cut {
+        let range = gets[1]
+            .2
+            .as_deref()
+            .expect("the resumed GET has a Range header");
+        assert!(
+            range.starts_with("bytes=") && range != "bytes=0-",
+            "{range}"
+        );
+    }
+    // The registry itself got the layer request with the credentials.
+    let reg = img.server.lock().unwrap();
+    let authed = reg
+        .log
+        .iter()
+        .zip(&reg.auth_seen)
+        .any(|((m, p, _), a)| m == "GET" && *p == img.layer_path && a.is_some());
+    assert!(authed, "{:?}", reg.log);
+}
+
+#[test]
+fn redirected_blob_download_drops_credentials_for_the_other_host() {
+    redirected_download(false);
+}
+
+#[test]
+fn redirected_blob_download_resumes_through_the_redirect() {
+    redirected_download(true);
 }
 
 #[test]

@@ -27,6 +27,8 @@ enum Fault {
     CutShort(u32),
     /// Always cut the body short.
     AlwaysCut,
+    /// Always answer 403 (the credentials are fine but may not pull this).
+    Forbidden,
 }
 
 #[derive(Default)]
@@ -78,7 +80,7 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                         Some(Fault::Unavailable(n)) if n > 1 => Some(Fault::Unavailable(n - 1)),
                         Some(Fault::TooMany(n)) if n > 1 => Some(Fault::TooMany(n - 1)),
                         Some(Fault::CutShort(n)) if n > 1 => Some(Fault::CutShort(n - 1)),
-                        Some(Fault::AlwaysCut) => Some(Fault::AlwaysCut),
+                        Some(f @ (Fault::AlwaysCut | Fault::Forbidden)) => Some(f),
                         _ => None,
                     };
                     match next {
@@ -136,6 +138,15 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                         "Retry-After: 0\r\nContent-Length: 0\r\n",
                         b"",
                     ),
+                    (_, Some(Fault::Forbidden)) => {
+                        let body = br#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#;
+                        reply(
+                            &mut s,
+                            "403 Forbidden",
+                            &format!("Content-Length: {}\r\n", body.len()),
+                            body,
+                        )
+                    }
                     (_, Some(Fault::TooMany(_))) => reply(
                         &mut s,
                         "429 Too Many Requests",
@@ -406,6 +417,33 @@ fn truncated_blob_gives_up_with_a_clear_error() {
         std::fs::read_dir(tmp.path().join("tmp")).unwrap().count(),
         0
     );
+}
+
+#[test]
+fn access_denied_names_the_registry_and_is_not_retried() {
+    let img = image();
+    img.server
+        .lock()
+        .unwrap()
+        .faults
+        .insert("/v2/t/app/manifests/v1".into(), Fault::Forbidden);
+    let tmp = tempfile::tempdir().unwrap();
+    let e = resolve(&format!("{}/t/app:v1", img.host), &opts(tmp.path())).unwrap_err();
+    assert!(matches!(e, SourceError::Forbidden { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("access denied (403)") && msg.contains(&img.host),
+        "{msg}"
+    );
+    let tries = img
+        .server
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .filter(|(_, p, _)| p == "/v2/t/app/manifests/v1")
+        .count();
+    assert_eq!(tries, 1, "a 403 is final");
 }
 
 #[test]

@@ -462,6 +462,60 @@ fn bearer_token_registry() {
 }
 
 #[test]
+fn identity_token_from_the_auth_file() {
+    // What `docker login` stores for a registry handing out OAuth2 refresh tokens (`az acr
+    // login`): a user without a password and an `identitytoken`. d2v must trade the token for
+    // a bearer token with a refresh_token grant, never send it as a password.
+    let reg = Registry::start(Kind::Token);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lay = Layout::new(&tmp.path().join("oci"));
+    let made = lay.image("linux/amd64", &three_layers("identity"));
+    lay.tag(made.manifest.clone(), "v1");
+    reg.push(&format!("oci:{}:v1", lay.dir.display()), "private/idt:v1");
+    let src = format!("{}/private/idt:v1", reg.host);
+    let authfile = |token: &str| {
+        let f = tmp.path().join(format!("config-{token}.json"));
+        let auth = base64_std(b"00000000-0000-0000-0000-000000000000:");
+        std::fs::write(
+            &f,
+            format!(
+                r#"{{"auths":{{"{}":{{"auth":"{auth}","identitytoken":"{token}"}}}}}}"#,
+                reg.host
+            ),
+        )
+        .unwrap();
+        f
+    };
+    reg.clear_requests();
+    let o = SourceOptions {
+        authfile: Some(authfile(testkit::registry::IDENTITY_TOKEN)),
+        ..opts(&tmp.path().join("c1"))
+    };
+    let img = resolve(&src, &o).unwrap();
+    check_image(&img, &made);
+    let reqs = reg.requests();
+    let grants = reqs.iter().filter(|r| r.method == "TOKEN-REFRESH").count();
+    assert_eq!(grants, 1, "one refresh_token grant for the pull: {reqs:?}");
+    assert!(
+        !reqs.iter().any(|r| r.method == "TOKEN"),
+        "no GET token request with basic auth: {reqs:?}"
+    );
+
+    // A revoked or wrong identity token: a clear 401, not a retry loop.
+    let o = SourceOptions {
+        authfile: Some(authfile("not-the-token")),
+        ..opts(&tmp.path().join("c2"))
+    };
+    let e = resolve(&src, &o).unwrap_err();
+    assert!(matches!(e, SourceError::Unauthorized { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("rejected") && !msg.contains("not-the-token"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn tampered_blob_in_registry_is_refused() {
     let reg = Registry::start(Kind::Plain);
     let tmp = tempfile::tempdir().unwrap();

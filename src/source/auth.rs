@@ -1,6 +1,11 @@
 //! Registry credentials: `--creds USER:PASS`, `--authfile`, `REGISTRY_AUTH_FILE`,
 //! `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.docker/config.json` (`auths`, `credHelpers`,
 //! `credsStore` via `docker-credential-NAME get`). Secrets never appear in messages or Debug.
+//!
+//! An `identitytoken` in an auth file (what `docker login` stores for registries that hand out
+//! OAuth2 refresh tokens, e.g. `az acr login`), or a credential helper answering with the user
+//! name `<token>`, is an identity token: it is exchanged for a bearer token with an OAuth2
+//! `refresh_token` grant (see `registry/token.rs`), not sent as a password.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,15 +22,46 @@ use super::{SourceError, SourceOptions};
 pub(crate) struct Creds {
     pub user: String,
     pub pass: String,
+    /// An OAuth2 refresh token ("identity token"), used instead of `user`/`pass` to get
+    /// bearer tokens.
+    pub identity_token: Option<String>,
 }
 
 impl fmt::Debug for Creds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Creds {{ user: {:?}, pass: <redacted> }}", self.user)
+        let token = if self.identity_token.is_some() {
+            ", identity_token: <redacted>"
+        } else {
+            ""
+        };
+        write!(
+            f,
+            "Creds {{ user: {:?}, pass: <redacted>{token} }}",
+            self.user
+        )
     }
 }
 
+/// The user name docker's credential helpers answer with when the secret is an identity token.
+const TOKEN_USER: &str = "<token>";
+
 impl Creds {
+    fn password(user: impl Into<String>, pass: impl Into<String>) -> Creds {
+        Creds {
+            user: user.into(),
+            pass: pass.into(),
+            identity_token: None,
+        }
+    }
+
+    fn identity_token(user: impl Into<String>, token: impl Into<String>) -> Creds {
+        Creds {
+            user: user.into(),
+            pass: String::new(),
+            identity_token: Some(token.into()),
+        }
+    }
+
     pub fn basic_header(&self) -> String {
         let raw = format!("{}:{}", self.user, self.pass);
         format!(
@@ -53,6 +89,8 @@ struct AuthEntry {
     username: Option<String>,
     #[serde(default)]
     password: Option<String>,
+    #[serde(default)]
+    identitytoken: Option<String>,
 }
 
 /// `https://index.docker.io/v1/` → `index.docker.io/v1`; the key as a registry[/path].
@@ -115,10 +153,7 @@ pub(crate) fn lookup(
         let (user, pass) = c.split_once(':').ok_or_else(|| SourceError::Credentials {
             why: "--creds must be USER:PASSWORD".into(),
         })?;
-        return Ok(Some(Creds {
-            user: user.into(),
-            pass: pass.into(),
-        }));
+        return Ok(Some(Creds::password(user, pass)));
     }
     for (file, must_exist) in auth_files(opts, |k| std::env::var_os(k)) {
         if !file.exists() {
@@ -159,6 +194,21 @@ fn from_file(file: &Path, registry: &str, repository: &str) -> Result<Option<Cre
         .filter(|(k, _)| *k == registry || full.starts_with(&format!("{k}/")))
         .max_by_key(|(k, _)| k.len());
     if let Some((k, e)) = best {
+        if let Some(t) = e.identitytoken.as_deref().filter(|t| !t.is_empty()) {
+            // The `auth` next to it names a user (often `<token>` or a nil UUID) and no password.
+            let user = e
+                .auth
+                .as_deref()
+                .and_then(|a| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(a.trim())
+                        .ok()
+                })
+                .and_then(|raw| String::from_utf8(raw).ok())
+                .and_then(|raw| raw.split_once(':').map(|(u, _)| u.to_string()))
+                .unwrap_or_else(|| TOKEN_USER.into());
+            return Ok(Some(Creds::identity_token(user, t)));
+        }
         if let Some(a) = e.auth.as_deref().filter(|a| !a.is_empty()) {
             let raw = base64::engine::general_purpose::STANDARD
                 .decode(a.trim())
@@ -168,16 +218,10 @@ fn from_file(file: &Path, registry: &str, repository: &str) -> Result<Option<Cre
             let (u, p) = raw
                 .split_once(':')
                 .ok_or_else(|| bad(format!("the `auth` of {k} is not USER:PASS")))?;
-            return Ok(Some(Creds {
-                user: u.into(),
-                pass: p.into(),
-            }));
+            return Ok(Some(Creds::password(u, p)));
         }
         if let (Some(u), Some(p)) = (&e.username, &e.password) {
-            return Ok(Some(Creds {
-                user: u.clone(),
-                pass: p.clone(),
-            }));
+            return Ok(Some(Creds::password(u.clone(), p.clone())));
         }
     }
     if let Some(store) = af.creds_store.as_deref().filter(|s| !s.is_empty()) {
@@ -237,9 +281,10 @@ fn helper_prog(prog: &str, registry: &str) -> Result<Option<Creds>, SourceError>
     if o.secret.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Creds {
-        user: o.username,
-        pass: o.secret,
+    Ok(Some(if o.username == TOKEN_USER {
+        Creds::identity_token(o.username, o.secret)
+    } else {
+        Creds::password(o.username, o.secret)
     }))
 }
 
@@ -351,6 +396,58 @@ mod tests {
         let c = helper_prog(prog, "r.io").unwrap().unwrap();
         assert_eq!((c.user.as_str(), c.pass.as_str()), ("hu", "hs"));
         assert_eq!(helper_prog(prog, "s.io").unwrap(), None);
+    }
+
+    #[test]
+    fn identity_tokens_from_auth_files_and_helpers() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("config.json");
+        let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        // As `az acr login` writes it: a nil-UUID user without a password, and the token.
+        std::fs::write(
+            &f,
+            format!(
+                r#"{{"auths":{{"acr.io":{{"auth":"{}","identitytoken":"rt-s3cret"}},
+                "bare.io":{{"identitytoken":"rt-2"}},"empty.io":{{"auth":"{}","identitytoken":""}}}}}}"#,
+                b("00000000-0000-0000-0000-000000000000:"),
+                b("u:p")
+            ),
+        )
+        .unwrap();
+        let o = opts_with(&f);
+        let c = lookup("acr.io", "app", &o).unwrap().unwrap();
+        assert_eq!(c.user, "00000000-0000-0000-0000-000000000000");
+        assert_eq!(c.identity_token.as_deref(), Some("rt-s3cret"));
+        assert!(c.pass.is_empty());
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("rt-s3cret") && shown.contains("identity_token"),
+            "{shown}"
+        );
+        let c = lookup("bare.io", "app", &o).unwrap().unwrap();
+        assert_eq!(
+            (c.user.as_str(), c.identity_token.as_deref()),
+            ("<token>", Some("rt-2"))
+        );
+        // An empty identity token is no identity token.
+        let c = lookup("empty.io", "app", &o).unwrap().unwrap();
+        assert_eq!(
+            (c.user.as_str(), c.pass.as_str(), c.identity_token),
+            ("u", "p", None)
+        );
+
+        // A credential helper signals an identity token with the user name `<token>`.
+        let bin = d.path().join("docker-credential-tok");
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\nread url\necho '{\"Username\":\"<token>\",\"Secret\":\"rt-3\"}'\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let c = helper_prog(bin.to_str().unwrap(), "r.io").unwrap().unwrap();
+        assert_eq!(c.identity_token.as_deref(), Some("rt-3"));
+        assert!(c.pass.is_empty());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Bearer tokens: the WWW-Authenticate challenge and the token endpoint.
+//! Bearer tokens: the WWW-Authenticate challenge and the token endpoint (a GET with basic
+//! auth or none, or for an identity token an OAuth2 `refresh_token` grant POSTed as a form).
 
 use super::{backoff, detail, is_loopback, transport_is_tls, Auth, Client, ATTEMPTS};
 use crate::source::auth::Creds;
@@ -71,13 +72,33 @@ impl Client {
                 });
             }
         }
+        // An identity token is exchanged with an OAuth2 refresh_token grant (POST, form body),
+        // as docker does; user and password go as basic auth on a GET.
+        let identity = self.creds.as_ref().and_then(|c| c.identity_token.as_deref());
         let mut attempt = 0;
         loop {
-            let mut req = self.agent.get(&url);
-            if let Some(c) = &self.creds {
-                req = req.set("Authorization", &c.basic_header());
-            }
-            match req.call() {
+            let sent = match identity {
+                Some(refresh_token) => {
+                    let mut form = vec![
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", refresh_token),
+                        ("scope", scope.as_str()),
+                        ("client_id", "d2v"),
+                    ];
+                    if let Some(s) = service {
+                        form.push(("service", s));
+                    }
+                    self.agent.post(realm).send_form(&form)
+                }
+                None => {
+                    let mut req = self.agent.get(&url);
+                    if let Some(c) = &self.creds {
+                        req = req.set("Authorization", &c.basic_header());
+                    }
+                    req.call()
+                }
+            };
+            match sent {
                 Ok(resp) => {
                     let body = self.read_body(resp, 1 << 20, &what)?;
                     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();

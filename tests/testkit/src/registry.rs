@@ -30,6 +30,8 @@ pub enum Kind {
 
 pub const USER: &str = "d2vtest";
 pub const PASSWORD: &str = "s3cret-pw";
+/// The OAuth2 refresh token (docker's "identity token") the token issuer accepts.
+pub const IDENTITY_TOKEN: &str = "d2v-test-refresh-token";
 
 /// One request the registry or the token issuer answered: `GET /v2/x/blobs/sha256:.. 200`.
 #[derive(Debug, Clone, PartialEq, Eq)]

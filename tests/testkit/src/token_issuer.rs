@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 
 use crate::http::read_request_head;
-use crate::registry::{Request, PASSWORD, USER};
+use crate::registry::{Request, IDENTITY_TOKEN, PASSWORD, USER};
+use std::io::Read;
 
 fn b64url(b: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
@@ -38,7 +39,9 @@ fn pct_decode(s: &str) -> String {
 
 /// Serves `GET /token?service=..&scope=repository:NAME:ACTIONS` on 127.0.0.1:`port`: valid
 /// basic credentials get the requested access, no credentials get pull access to `public/*`
-/// only, wrong credentials get 401.
+/// only, wrong credentials get 401. Also the OAuth2 form `POST /token` with
+/// `grant_type=refresh_token`: [`IDENTITY_TOKEN`] gets the requested access, any other 401
+/// (logged as method `TOKEN-REFRESH`).
 pub(crate) fn start_token_issuer(
     d: &Path,
     stop: Arc<AtomicBool>,
@@ -61,14 +64,40 @@ pub(crate) fn start_token_issuer(
                 continue;
             };
             let authz = head.header("authorization").map(str::to_string);
-            let path = head.path;
-            let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+            let path = head.path.clone();
             let want = format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
             );
-            let anonymous = authz.is_none();
-            let (status, body) = if !anonymous && authz.as_deref() != Some(want.as_str()) {
+            let refresh = head.method == "POST";
+            let (query, granted) = if refresh {
+                // The form body: grant_type, refresh_token, scope, service, client_id.
+                let len = head
+                    .header("content-length")
+                    .and_then(|l| l.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len];
+                let _ = r.read_exact(&mut body);
+                let form = String::from_utf8_lossy(&body).into_owned();
+                let field = |k: &str| {
+                    form.split('&')
+                        .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                        .map(pct_decode)
+                };
+                let ok = field("grant_type").as_deref() == Some("refresh_token")
+                    && field("refresh_token").as_deref() == Some(IDENTITY_TOKEN);
+                (form, ok)
+            } else {
+                let q = path
+                    .split_once('?')
+                    .map(|(_, q)| q)
+                    .unwrap_or("")
+                    .to_string();
+                let ok = authz.is_none() || authz.as_deref() == Some(want.as_str());
+                (q, ok)
+            };
+            let anonymous = !refresh && authz.is_none();
+            let (status, body) = if !granted {
                 (
                     401,
                     r#"{"details":"invalid or missing credentials"}"#.to_string(),
@@ -126,7 +155,7 @@ pub(crate) fn start_token_issuer(
                 )
             };
             log.lock().unwrap().push(Request {
-                method: "TOKEN".into(),
+                method: if refresh { "TOKEN-REFRESH" } else { "TOKEN" }.into(),
                 path: path.clone(),
                 status,
             });

@@ -79,6 +79,7 @@ struct Built {
     via: Via,
     /// `target/e2e/<fixture>-<via>`: OVA, VMDK, serial logs, raw images of failed checks.
     dir: PathBuf,
+    ova: PathBuf,
     vmdk: PathBuf,
     /// What `d2v --json` printed.
     summary: serde_json::Value,
@@ -188,6 +189,7 @@ fn build(name: &str, via: Via) -> Built {
         fixture,
         via,
         dir,
+        ova,
         vmdk,
         summary,
     };
@@ -288,13 +290,65 @@ fn boot_timeout() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// Boots the VMDK under `fw` to the end of the self-check and compares what the guest printed
-/// with the fixture's expected checksums. The serial log stays in the work directory.
-fn boot_and_selfcheck(b: &Built, fw: Firmware) {
-    let log_path = b.dir.join(format!("serial-{fw:?}.log").to_lowercase());
+/// The virtual hardware a boot test attaches the disk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hardware {
+    /// A virtio disk and no NIC: QEMU's fastest.
+    Virtio,
+    /// The SCSI controller and NIC the OVA's descriptor declares, as QEMU's models of VMware's
+    /// devices: what the VM gets on vSphere. The guest must find its root disk through the
+    /// controller's driver in its initramfs.
+    Ovf,
+}
+
+/// QEMU's models of the SCSI controller and NIC the OVF descriptor in `ova` declares.
+fn ovf_hardware(ova: &Path) -> (String, String) {
+    let out = Command::new("tar")
+        .arg("-xOf")
+        .arg(ova)
+        .args(["--wildcards", "*.ovf"])
+        .output()
+        .expect("tar");
+    assert!(out.status.success(), "no .ovf in {}", ova.display());
+    let ovf = String::from_utf8_lossy(&out.stdout);
+    let sub_types: Vec<&str> = ovf
+        .split("<rasd:ResourceSubType>")
+        .skip(1)
+        .filter_map(|s| s.split_once("</rasd:ResourceSubType>").map(|(t, _)| t))
+        .collect();
+    let scsi = if sub_types.contains(&"VirtualSCSI") {
+        "pvscsi"
+    } else {
+        panic!(
+            "{}: no QEMU model for the controller in {sub_types:?}",
+            ova.display()
+        )
+    };
+    let nic = if sub_types.iter().any(|t| t.eq_ignore_ascii_case("vmxnet3")) {
+        "vmxnet3"
+    } else {
+        panic!(
+            "{}: no QEMU model for the NIC in {sub_types:?}",
+            ova.display()
+        )
+    };
+    (scsi.into(), nic.into())
+}
+
+/// Boots the VMDK under `fw` on `hw` to the end of the self-check and compares what the guest
+/// printed with the fixture's expected checksums. The serial log stays in the work directory.
+fn boot_and_selfcheck(b: &Built, fw: Firmware, hw: Hardware) {
+    let log_path = b
+        .dir
+        .join(format!("serial-{fw:?}-{hw:?}.log").to_lowercase());
     let mut boot = Boot::new(&b.vmdk, fw, SELFCHECK_END);
     boot.timeout = boot_timeout();
     boot.memory_mib = 1024;
+    if hw == Hardware::Ovf {
+        let (scsi, nic) = ovf_hardware(&b.ova);
+        boot.scsi_controller = Some(scsi);
+        boot.nic = Some(nic);
+    }
     let out = {
         let _slot = QemuSlot::take();
         boot.run()
@@ -311,7 +365,11 @@ fn boot_and_selfcheck(b: &Built, fw: Firmware) {
             let _ = std::fs::remove_dir_all(scratch);
         }
     }
-    let what = format!("{} VM ({fw:?}, {})", b.fixture.name, b.vmdk.display());
+    let what = format!(
+        "{} VM ({fw:?}, {hw:?} hardware, {})",
+        b.fixture.name,
+        b.vmdk.display()
+    );
     if !out.found {
         panic!(
             "{what}: no {SELFCHECK_END:?} on the serial console within {:?} ({:.0} s); \
@@ -351,6 +409,15 @@ fn boot_and_selfcheck(b: &Built, fw: Firmware) {
     let efi = out.log.contains("efi: EFI v");
     if efi != (fw == Firmware::Uefi) {
         fail(format!("booted under {fw:?} but the kernel saw EFI: {efi}"));
+    }
+    // On the OVF's hardware the guest's drivers for it ran (the root disk is reachable only
+    // through the SCSI controller).
+    if hw == Hardware::Ovf {
+        for driver in ["vmw_pvscsi", "vmxnet3"] {
+            if !out.log.contains(driver) {
+                fail(format!("the kernel never mentions its {driver} driver"));
+            }
+        }
     }
     match b.fixture.check_selfcheck(&out.log) {
         Ok(report) => eprintln!(
@@ -594,14 +661,14 @@ fn check_disk(b: &Built) {
 #[test]
 fn systemd_build_boots_under_seabios() {
     if let Some(b) = built(fixtures::SYSTEMD, Via::Build) {
-        boot_and_selfcheck(b, Firmware::Bios);
+        boot_and_selfcheck(b, Firmware::Bios, Hardware::Virtio);
     }
 }
 
 #[test]
 fn systemd_build_boots_under_ovmf() {
     if let Some(b) = built(fixtures::SYSTEMD, Via::Build) {
-        boot_and_selfcheck(b, Firmware::Uefi);
+        boot_and_selfcheck(b, Firmware::Uefi, Hardware::Virtio);
     }
 }
 
@@ -615,14 +682,14 @@ fn systemd_build_disk_passes_fsck() {
 #[test]
 fn openrc_build_boots_under_seabios() {
     if let Some(b) = built(fixtures::OPENRC, Via::Build) {
-        boot_and_selfcheck(b, Firmware::Bios);
+        boot_and_selfcheck(b, Firmware::Bios, Hardware::Virtio);
     }
 }
 
 #[test]
 fn openrc_build_boots_under_ovmf() {
     if let Some(b) = built(fixtures::OPENRC, Via::Build) {
-        boot_and_selfcheck(b, Firmware::Uefi);
+        boot_and_selfcheck(b, Firmware::Uefi, Hardware::Virtio);
     }
 }
 
@@ -633,17 +700,20 @@ fn openrc_build_disk_passes_fsck() {
     }
 }
 
+/// The pulled disk is byte for byte the built one (see below), so its SeaBIOS boot is spent on
+/// the hardware vSphere gives the VM: a PVSCSI disk and a VMXNET3 NIC.
 #[test]
-fn systemd_pull_boots_under_seabios() {
+fn systemd_pull_boots_on_the_ovf_hardware_under_seabios() {
     if let Some(b) = built(fixtures::SYSTEMD, Via::Pull) {
-        boot_and_selfcheck(b, Firmware::Bios);
+        boot_and_selfcheck(b, Firmware::Bios, Hardware::Ovf);
     }
 }
 
+/// On virtio: Debian 12's OVMF has no PVSCSI driver, so it cannot boot from that controller.
 #[test]
 fn systemd_pull_boots_under_ovmf() {
     if let Some(b) = built(fixtures::SYSTEMD, Via::Pull) {
-        boot_and_selfcheck(b, Firmware::Uefi);
+        boot_and_selfcheck(b, Firmware::Uefi, Hardware::Virtio);
     }
 }
 

@@ -31,6 +31,20 @@ pub fn boot(disk: &Path, format: &str, fw: Firmware, work: &Path, marker: &str) 
     boot_with(disk, format, fw, work, marker, &[])
 }
 
+/// [`boot`] with the disk on a PVSCSI controller and a VMXNET3 NIC: QEMU's models of the
+/// devices d2v's OVF gives the VM on vSphere (SeaBIOS only: Debian's OVMF has no PVSCSI driver).
+pub fn boot_on_vmware_devices(
+    disk: &Path,
+    format: &str,
+    work: &Path,
+    marker: &str,
+) -> Result<Boot> {
+    let mut b = settings(disk, format, Firmware::Bios, work, marker);
+    b.scsi_controller = Some("pvscsi".into());
+    b.nic = Some("vmxnet3".into());
+    run(b, disk)
+}
+
 /// [`boot`] with extra QEMU arguments (e.g. `-kernel`, `-initrd`, `-append`).
 pub fn boot_with(
     disk: &Path,
@@ -40,7 +54,18 @@ pub fn boot_with(
     marker: &str,
     extra: &[String],
 ) -> Result<Boot> {
-    fs::create_dir_all(work)?;
+    let mut b = settings(disk, format, fw, work, marker);
+    b.extra_args = extra.to_vec();
+    run(b, disk)
+}
+
+fn settings(
+    disk: &Path,
+    format: &str,
+    fw: Firmware,
+    work: &Path,
+    marker: &str,
+) -> testkit::qemu::Boot {
     let tag = match fw {
         Firmware::Bios => "bios",
         Firmware::Uefi => "uefi",
@@ -52,9 +77,16 @@ pub fn boot_with(
     b.memory_mib = 1024;
     b.timeout = timeout();
     b.linger = Duration::from_secs(5);
-    b.extra_args = extra.to_vec();
     b.log = Some(work.join(format!("serial-{tag}.log")));
     b.echo = true;
+    b
+}
+
+fn run(b: testkit::qemu::Boot, disk: &Path) -> Result<Boot> {
+    let (fw, marker) = (b.firmware, b.marker.clone());
+    if let Some(dir) = b.log.as_deref().and_then(Path::parent) {
+        fs::create_dir_all(dir)?;
+    }
     let out = b.run();
     if !out.found {
         let e = match out.exited {

@@ -74,7 +74,10 @@ impl Client {
         }
         // An identity token is exchanged with an OAuth2 refresh_token grant (POST, form body),
         // as docker does; user and password go as basic auth on a GET.
-        let identity = self.creds.as_ref().and_then(|c| c.identity_token.as_deref());
+        let identity = self
+            .creds
+            .as_ref()
+            .and_then(|c| c.identity_token.as_deref());
         let mut attempt = 0;
         loop {
             let sent = match identity {

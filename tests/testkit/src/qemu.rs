@@ -35,8 +35,13 @@ pub struct Boot {
     pub marker: String,
     pub timeout: Duration,
     pub memory_mib: u32,
-    /// QEMU `-drive if=` value: `virtio` (default), `ide`, ...
+    /// QEMU `-drive if=` value: `virtio` (default), `ide`, ... Ignored with `scsi_controller`.
     pub interface: String,
+    /// A QEMU SCSI controller model (`pvscsi`, `lsi53c895a`, ...): the disk is then a SCSI
+    /// disk on it, the first boot device, instead of an `if=` drive.
+    pub scsi_controller: Option<String>,
+    /// A QEMU NIC model (`vmxnet3`, `e1000`, ...) on user-mode networking; none by default.
+    pub nic: Option<String>,
     /// Where the serial log goes (the OVMF variable store goes beside it); a fresh file in
     /// the temp dir when `None`.
     pub log: Option<PathBuf>,
@@ -83,6 +88,8 @@ impl Boot {
             timeout: Duration::from_secs(120),
             memory_mib: 512,
             interface: "virtio".into(),
+            scsi_controller: None,
+            nic: None,
             log: None,
         }
     }
@@ -117,14 +124,30 @@ impl Boot {
             "std",
         ])
         .arg("-serial")
-        .arg(format!("file:{}", log_path.display()))
-        .arg("-drive")
-        .arg(format!(
-            "file={},format={},if={},snapshot=on",
-            self.disk.display(),
-            self.format,
-            self.interface
-        ));
+        .arg(format!("file:{}", log_path.display()));
+        match &self.scsi_controller {
+            None => cmd.arg("-drive").arg(format!(
+                "file={},format={},if={},snapshot=on",
+                self.disk.display(),
+                self.format,
+                self.interface
+            )),
+            Some(model) => cmd
+                .arg("-device")
+                .arg(format!("{model},id=scsi0"))
+                .arg("-drive")
+                .arg(format!(
+                    "file={},format={},if=none,id=disk0,snapshot=on",
+                    self.disk.display(),
+                    self.format
+                ))
+                .arg("-device")
+                .arg("scsi-hd,drive=disk0,bus=scsi0.0,bootindex=0"),
+        };
+        if let Some(model) = &self.nic {
+            cmd.args(["-netdev", "user,id=net0", "-device"])
+                .arg(format!("{model},netdev=net0"));
+        }
         if self.firmware == Firmware::Uefi {
             assert!(
                 Path::new(OVMF_CODE).is_file(),

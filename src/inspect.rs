@@ -10,12 +10,17 @@ use serde::Serialize;
 
 use crate::tree::{components, show, InodeId, Kind, Tree};
 
+pub mod initramfs;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BootReport {
     /// Kernel images: `/boot/vmlinuz-*`, `/lib/modules/*/vmlinuz`, `/vmlinuz*` and `/boot/vmlinuz` links.
     pub kernels: Vec<Artifact>,
     /// `/boot/initrd.img-*`, `/boot/initramfs-*`, `/initrd.img*` and `/boot/initrd.img` links.
     pub initramfs: Vec<Artifact>,
+    /// For each initramfs file (once, symlinks resolved): whether the guest can drive the
+    /// disk controllers d2v's OVF can declare.
+    pub initramfs_drivers: Vec<InitramfsDrivers>,
     pub init: InitSystem,
     /// The program the init system starts as PID 1 (resolved inside the tree), if any.
     pub init_path: Option<String>,
@@ -32,6 +37,32 @@ pub struct Artifact {
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolves_to: Option<String>,
+}
+
+/// The storage drivers for vSphere's SCSI controllers an initramfs has, or the kernel has built
+/// in (its `modules.builtin` in the image or in the initramfs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InitramfsDrivers {
+    /// The initramfs file, symlinks resolved.
+    pub path: String,
+    /// `vmw_pvscsi` (VMware Paravirtual SCSI, `--controller pvscsi`); `None`: not readable.
+    pub vmw_pvscsi: Option<bool>,
+    /// `mptspi` (LSI Logic Parallel, `--controller lsilogic`); `None`: not readable.
+    pub mptspi: Option<bool>,
+    /// Why the file could not be read (e.g. `xz-compressed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
+}
+
+impl InitramfsDrivers {
+    /// Whether `driver` (`vmw_pvscsi` or `mptspi`) is there; `None` when unknown.
+    pub fn has(&self, driver: &str) -> Option<bool> {
+        match driver {
+            "vmw_pvscsi" => self.vmw_pvscsi,
+            "mptspi" => self.mptspi,
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -93,9 +124,11 @@ pub fn boot_report(tree: &Tree) -> BootReport {
         }
     }
     let (init, init_path) = init_system(tree);
+    let initramfs_drivers = initramfs_drivers(tree, &initramfs);
     BootReport {
         kernels,
         initramfs,
+        initramfs_drivers,
         init,
         init_path,
         grub_i386_pc: grub(tree, "/usr/lib/grub/i386-pc"),
@@ -107,6 +140,53 @@ pub fn boot_report(tree: &Tree) -> BootReport {
             .collect(),
         os_release: os_release(tree),
     }
+}
+
+/// Scans each initramfs file once for the SCSI drivers; the kernel's built-in drivers listed in
+/// the image's `/lib/modules/*/modules.builtin` count as present.
+fn initramfs_drivers(tree: &Tree, initramfs: &[Artifact]) -> Vec<InitramfsDrivers> {
+    let mut builtin = std::collections::BTreeSet::new();
+    for version in dir_names(tree, "/lib/modules") {
+        let path = format!("lib/modules/{version}/modules.builtin");
+        if let Some(fd) = tree.resolve_file(path.as_bytes()) {
+            let mut list = Vec::new();
+            let read = tree.spill().reader(fd).take(4 << 20).read_to_end(&mut list);
+            if read.is_ok() {
+                builtin.extend(
+                    list.split(|&b| b == b'\n')
+                        .filter_map(initramfs::module_name),
+                );
+            }
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for a in initramfs {
+        let path = a.resolves_to.clone().unwrap_or_else(|| a.path.clone());
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let Some(fd) = tree.resolve_file(path.trim_start_matches('/').as_bytes()) else {
+            continue;
+        };
+        let (modules, unreadable) = match initramfs::scan(tree.spill().reader(fd)) {
+            Ok(initramfs::Contents::Modules(m)) => (Some(m), None),
+            Ok(initramfs::Contents::Unreadable(c)) => (None, Some(format!("{c}-compressed"))),
+            Err(e) => (None, Some(format!("not a readable initramfs: {e}"))),
+        };
+        let has = |d: &str| {
+            modules
+                .as_ref()
+                .map(|m| m.contains(d) || builtin.contains(d))
+        };
+        out.push(InitramfsDrivers {
+            vmw_pvscsi: has("vmw_pvscsi"),
+            mptspi: has("mptspi"),
+            path,
+            unreadable,
+        });
+    }
+    out
 }
 
 /// Follows symlinks in every component of `path` inside the tree (absolute targets start at the
@@ -253,6 +333,23 @@ impl fmt::Display for BootReport {
         )?;
         writeln!(f, "kernels:    {}", list(&self.kernels))?;
         writeln!(f, "initramfs:  {}", list(&self.initramfs))?;
+        for d in &self.initramfs_drivers {
+            let yes_no = |v: Option<bool>| match v {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "?",
+            };
+            match &d.unreadable {
+                Some(why) => writeln!(f, "  {}: SCSI drivers not checked ({why})", d.path)?,
+                None => writeln!(
+                    f,
+                    "  {}: vmw_pvscsi (PVSCSI) {}, mptspi (LSI Logic) {}",
+                    d.path,
+                    yes_no(d.vmw_pvscsi),
+                    yes_no(d.mptspi)
+                )?,
+            }
+        }
         let init = serde_json::to_value(self.init)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))

@@ -641,3 +641,96 @@ fn release_binary_is_static() {
     let v = tool_ok(Command::new(&bin).arg("--version"));
     assert!(v.starts_with("d2v "), "{v}");
 }
+
+/// An image whose initramfs (a real gzip-compressed `newc` archive) carries `modules`.
+fn with_initramfs(sb: &Sandbox, tag: &str, modules: &[&str]) -> String {
+    let dir = sb.path("in/initramfs");
+    let paths: Vec<String> = modules
+        .iter()
+        .map(|m| format!("usr/lib/modules/{KERNEL_VERSION}/kernel/drivers/{m}.ko"))
+        .collect();
+    let entries: Vec<(&str, &[u8])> = paths
+        .iter()
+        .map(|p| (p.as_str(), &b"\x7fELF"[..]))
+        .chain([("init", &b"#!/bin/sh\n"[..])])
+        .collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &testkit::cpio::newc(&entries)).unwrap();
+    let initrd = testkit::tar::tar(&[testkit::tar::Entry::file(
+        format!("boot/initrd.img-{KERNEL_VERSION}"),
+        gz.finish().unwrap(),
+    )]);
+    testkit::oci::write_image(
+        &dir,
+        &testkit::oci::ImageSpec::new()
+            .layer(base_layer("debian", true), Compression::Gzip)
+            .layer(initrd, Compression::Gzip)
+            .tag(tag),
+    )
+    .unwrap();
+    oci_src(&dir, tag)
+}
+
+/// `--json` warnings of a raw build of `src` with `extra` options.
+fn build_warnings(sb: &Sandbox, src: &str, extra: &[&str]) -> Vec<String> {
+    let out = sb.out_file("w.raw");
+    let _ = std::fs::remove_file(&out);
+    let mut opts = vec!["--json"];
+    opts.extend_from_slice(extra);
+    let r = build(sb, src, "raw", &out, &opts);
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    v["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no warnings array in {v:#}"))
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A host-only initramfs (as `MODULES=dep` or dracut's hostonly make in a container build)
+/// cannot reach the disk on the controller the OVF declares: `build` warns, naming the file,
+/// the driver and the fix; `inspect` shows what each initramfs has.
+#[test]
+fn initramfs_without_the_controller_driver_is_reported() {
+    let sb = Sandbox::new();
+    let initrd = format!("/boot/initrd.img-{KERNEL_VERSION}");
+
+    let host_only = with_initramfs(&sb, "host-only", &["block/virtio_blk"]);
+    let w = build_warnings(&sb, &host_only, &[]);
+    assert_eq!(w.len(), 1, "{w:?}");
+    for needle in [
+        initrd.as_str(),
+        "vmw_pvscsi",
+        "MODULES=most",
+        "--controller lsilogic",
+    ] {
+        assert!(w[0].contains(needle), "{needle:?} not in {w:?}");
+    }
+    let w = build_warnings(&sb, &host_only, &["--controller", "lsilogic"]);
+    assert!(w.len() == 1 && w[0].contains("mptspi"), "{w:?}");
+
+    let vmware = with_initramfs(&sb, "vmware", &["scsi/vmw_pvscsi", "block/virtio_blk"]);
+    assert_eq!(build_warnings(&sb, &vmware, &[]), Vec::<String>::new());
+    let w = build_warnings(&sb, &vmware, &["--controller", "lsilogic"]);
+    assert!(w.len() == 1 && w[0].contains("mptspi"), "{w:?}");
+
+    let t = sb.d2v(["inspect", &host_only]).ok().stdout_str();
+    assert!(
+        t.contains(&format!(
+            "{initrd}: vmw_pvscsi (PVSCSI) NO, mptspi (LSI Logic) NO"
+        )),
+        "{t}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&sb.d2v(["inspect", &vmware, "--json"]).ok().stdout).unwrap();
+    let d = json_find(&v, "initramfs_drivers").expect("initramfs_drivers");
+    assert_eq!(d[0]["path"], initrd.as_str(), "{v:#}");
+    assert_eq!(d[0]["vmw_pvscsi"], true, "{v:#}");
+    assert_eq!(d[0]["mptspi"], false, "{v:#}");
+
+    // The fake initramfs of the other tests is no cpio archive: nothing is claimed about it.
+    let (_, _, tiny_src) = tiny(&sb);
+    assert_eq!(build_warnings(&sb, &tiny_src, &[]), Vec::<String>::new());
+    let t = sb.d2v(["inspect", &tiny_src]).ok().stdout_str();
+    assert!(t.contains("SCSI drivers not checked"), "{t}");
+}

@@ -216,6 +216,14 @@ fn check_summary(b: &Built, digest: &str) {
         "{}: d2v --json kernels {kernels} lack the image's {kernel}",
         f.name
     );
+    // The fixture's initramfs (Debian's: an early microcode archive, then zstd) has the
+    // PVSCSI driver the OVF's default controller needs: no warning.
+    assert_eq!(
+        b.summary["warnings"],
+        serde_json::json!([]),
+        "{}: d2v warns about the image",
+        f.name
+    );
     let fixes = b.summary["guest_fixes"].to_string();
     for m in &f.container_markers {
         assert!(

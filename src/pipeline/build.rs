@@ -98,6 +98,31 @@ pub(super) fn check_output_file(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// A warning for each initramfs that cannot drive the SCSI controller the OVF declares: on
+/// vSphere that guest would stop in its initramfs, its root disk not found.
+fn driver_warnings(report: &BootReport, controller: Controller) -> Vec<String> {
+    let (driver, device, other) = match controller {
+        Controller::Pvscsi => ("vmw_pvscsi", "VMware Paravirtual SCSI", "lsilogic"),
+        Controller::Lsilogic => ("mptspi", "LSI Logic Parallel", "pvscsi"),
+    };
+    report
+        .initramfs_drivers
+        .iter()
+        .filter(|d| d.has(driver) == Some(false))
+        .map(|d| {
+            format!(
+                "{} has no {driver} driver and the kernel has none built in: on vSphere the \
+                 VM's disk is on a {device} controller, which this initramfs cannot reach, so \
+                 the guest will not find its root filesystem. Rebuild the initramfs with the \
+                 driver (initramfs-tools: MODULES=most; dracut: --no-hostonly or \
+                 add_drivers+=\" {driver} \") or pick --controller {other} if it has that \
+                 driver",
+                d.path
+            )
+        })
+        .collect()
+}
+
 fn output_format(format: Format) -> output::Format {
     match format {
         Format::Ova => output::Format::Ova,
@@ -208,6 +233,10 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
             &report,
             &image.reference,
         )));
+    }
+    let warnings = driver_warnings(&report, args.controller);
+    for w in &warnings {
+        log.step(format!("warning: {w}"));
     }
     let name = args
         .name
@@ -380,6 +409,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
             "kernels": kernels,
             "grub_config_generated": disk.grub.generated_config,
             "guest_fixes": fix_lines,
+            "warnings": warnings,
             "notes": disk.report(),
             "root_fs": ext4_summary.as_ref().map(|s| serde_json::json!({
                 "blocks": s.blocks, "free_blocks": s.free_blocks, "inodes": s.inodes, "free_inodes": s.free_inodes,

@@ -1,6 +1,7 @@
 //! Harness for d2v's tests and `cargo xtask`: starts real services (Debian's `docker-registry`,
 //! QEMU) on loopback and finds the fixtures `cargo xtask test` builds.
 
+pub mod cpio;
 pub mod fixtures;
 
 use std::path::PathBuf;

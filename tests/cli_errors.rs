@@ -746,3 +746,91 @@ fn tls_registry_with_a_private_ca() {
     let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert!(json_has_string(&v, &img.layers[0].digest), "{v:#}");
 }
+
+/// A tmpfs of `size` mounted at `dir` for the test's lifetime (the tests run as root, as
+/// `cargo xtask test` does).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            st.success(),
+            "mount -t tmpfs on {} failed (root needed)",
+            dir.display()
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A full filesystem, first where the staging tree's file data goes (TMPDIR), then where the
+/// disk image is written (beside the output): the message names the directory and what to do,
+/// and nothing is left behind.
+#[test]
+fn full_filesystem_names_the_directory_and_what_to_do() {
+    let sb = Sandbox::new();
+    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
+    let src = oci_src(&dir, "v1");
+    let small = sb.path("small-tmp");
+    let _tmp = Tmpfs::mount(&small, "128k");
+    let out = sb.out_file("vm.ova");
+    let r = sb.d2v_env(
+        [
+            "build",
+            &src,
+            "-o",
+            out.to_str().unwrap(),
+            "--cache-dir",
+            sb.fresh_cache().to_str().unwrap(),
+        ],
+        &[("TMPDIR", small.to_str().unwrap())],
+    );
+    assert_clean_failure(
+        &r,
+        &[
+            small.to_str().unwrap(),
+            "filesystem is full",
+            "set TMPDIR",
+            "No space left",
+        ],
+    );
+    assert!(sb.out_listing().is_empty(), "{:?}", sb.out_listing());
+
+    let small_out = sb.path("small-out");
+    let _out = Tmpfs::mount(&small_out, "1m");
+    let out = small_out.join("vm.ova");
+    let r = sb.d2v([
+        "build",
+        &src,
+        "-o",
+        out.to_str().unwrap(),
+        "--cache-dir",
+        sb.fresh_cache().to_str().unwrap(),
+    ]);
+    assert_clean_failure(
+        &r,
+        &[
+            small_out.to_str().unwrap(),
+            "filesystem is full",
+            "-o",
+            "No space left",
+        ],
+    );
+    assert_eq!(
+        ls(&small_out),
+        Vec::<String>::new(),
+        "left in {}",
+        small_out.display()
+    );
+}

@@ -98,6 +98,16 @@ pub(super) fn check_output_file(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// The disk image being written beside the output, and what to do when that filesystem is full.
+const DISK_FULL: (&str, &str) = (
+    "the disk image (a temporary file beside the output)",
+    "free some space there or write the output to another filesystem with -o",
+);
+const OUTPUT_FULL: (&str, &str) = (
+    "the output",
+    "free some space there or write the output to another filesystem with -o",
+);
+
 /// A warning for each initramfs that cannot drive the SCSI controller the OVF declares: on
 /// vSphere that guest would stop in its initramfs, its root disk not found.
 fn driver_warnings(report: &BootReport, controller: Controller) -> Vec<String> {
@@ -349,7 +359,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
             (root_size + overhead) >> 30,
             scratch_dir.display()
         )),
-        e => e.into(),
+        e => Error::from(e).or_no_space(DISK_FULL.0, &scratch_dir, DISK_FULL.1),
     })?;
     for l in disk.report() {
         log.step(l);
@@ -383,7 +393,8 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
     out_opts.vmdk.compression_level = args.compression_level;
     out_opts.os_release = os_release;
     log.step(format!("writing {}", out_path.display()));
-    let summary = output::write_outputs(&raw, format, &out_path, &out_opts)?;
+    let summary = output::write_outputs(&raw, format, &out_path, &out_opts)
+        .map_err(|e| Error::from(e).or_no_space(OUTPUT_FULL.0, &scratch_dir, OUTPUT_FULL.1))?;
 
     let kernels: Vec<String> = disk.grub.kernels.iter().map(|k| k.kernel.clone()).collect();
     if json {

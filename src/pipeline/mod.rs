@@ -39,7 +39,70 @@ pub enum Error {
     Output(#[from] output::OutputError),
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
+    #[error("{what} in {}: the filesystem is full; {hint}", dir.display())]
+    NoSpace {
+        what: &'static str,
+        dir: std::path::PathBuf,
+        hint: &'static str,
+        source: Box<Error>,
+    },
 }
+
+impl Error {
+    /// Whether a full filesystem (ENOSPC, EDQUOT) is behind this error: an `io::Error` of that
+    /// kind in the chain, or its text where a stage kept only the message (the FAT and ext4
+    /// writers report through strings).
+    pub(crate) fn is_storage_full(&self) -> bool {
+        let full_text = [
+            format!("(os error {})", libc::ENOSPC),
+            format!("(os error {})", libc::EDQUOT),
+        ];
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cur {
+            if let Some(io) = e.downcast_ref::<io::Error>() {
+                if matches!(
+                    io.kind(),
+                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                ) {
+                    return true;
+                }
+            }
+            let text = e.to_string();
+            if full_text.iter().any(|t| text.contains(t)) {
+                return true;
+            }
+            cur = e.source();
+        }
+        false
+    }
+
+    /// This error, or when the filesystem of `dir` is full, [`Error::NoSpace`] saying what
+    /// d2v keeps there and what to do.
+    pub(crate) fn or_no_space(
+        self,
+        what: &'static str,
+        dir: impl Into<std::path::PathBuf>,
+        hint: &'static str,
+    ) -> Error {
+        if self.is_storage_full() {
+            Error::NoSpace {
+                what,
+                dir: dir.into(),
+                hint,
+                source: Box::new(self),
+            }
+        } else {
+            self
+        }
+    }
+}
+
+/// What the staging tree's spill file holds, and what to do when its filesystem is full.
+const SPILL_FULL: (&str, &str) = (
+    "the staging tree's file data (a temporary file)",
+    "d2v keeps the image's unpacked files there while it works: set TMPDIR to a directory \
+     on a filesystem with more free space",
+);
 
 pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
     let what = what.into();
@@ -126,7 +189,9 @@ pub(crate) fn flatten(
     })?;
     for layer in &image.layers {
         let mut r = source::open_layer(layer)?;
-        layers::apply_layer(&mut tree, &mut r, &layer.digest)?;
+        layers::apply_layer(&mut tree, &mut r, &layer.digest).map_err(|e| {
+            Error::from(e).or_no_space(SPILL_FULL.0, std::env::temp_dir(), SPILL_FULL.1)
+        })?;
         // Read to the end so the uncompressed digest (diff_id) is checked.
         io::copy(&mut r, &mut io::sink()).map_err(|source| Error::LayerStream {
             layer: layer.digest.clone(),

@@ -162,10 +162,14 @@ impl Copy<'_, '_> {
             }
             let esp_mib = self.size >> 20;
             let io = |e: io::Error| {
-                DiskError::Fat(format!(
-                    "/{}: {e} (the ESP is {esp_mib} MiB; if /boot does not fit, raise --boot-size)",
-                    show(&child_path)
-                ))
+                // An OS error comes from the disk image file (its filesystem is full, say);
+                // the FAT's own errors (out of clusters) mean /boot does not fit the ESP.
+                let hint = if e.raw_os_error().is_some() {
+                    String::new()
+                } else {
+                    format!(" (the ESP is {esp_mib} MiB; if /boot does not fit, raise --boot-size)")
+                };
+                DiskError::Fat(format!("/{}: {e}{hint}", show(&child_path)))
             };
             let inode = self.tree.inode(target);
             match &inode.kind {

@@ -247,6 +247,16 @@ fn image() -> Img {
     }
 }
 
+/// The first layer of a resolved image, decompressed.
+fn first_layer(got: &d2v::source::Image) -> Vec<u8> {
+    let mut out = Vec::new();
+    open_layer(&got.layers[0])
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
 fn opts(dir: &std::path::Path) -> SourceOptions {
     SourceOptions {
         cache_dir: Some(dir.to_path_buf()),
@@ -265,12 +275,7 @@ fn retries_and_range_resume() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let got = resolve(&format!("{}/t/app:v1", img.host), &opts(tmp.path())).unwrap();
-    let mut out = Vec::new();
-    open_layer(&got.layers[0])
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
-    assert_eq!(out, img.layer_tar);
+    assert_eq!(first_layer(&got), img.layer_tar);
 
     let log = img.server.lock().unwrap().log.clone();
     let layer_gets: Vec<_> = log
@@ -351,12 +356,7 @@ fn redirected_download(cut: bool) {
         ..opts(tmp.path())
     };
     let got = resolve(&format!("{}/t/app:v1", img.host), &o).unwrap();
-    let mut out = Vec::new();
-    open_layer(&got.layers[0])
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
-    assert_eq!(out, img.layer_tar);
+    assert_eq!(first_layer(&got), img.layer_tar);
 
     let cdn = cdn.lock().unwrap();
     let gets: Vec<_> = cdn.log.iter().filter(|(m, ..)| m == "GET").collect();

@@ -21,6 +21,9 @@ pub struct BootReport {
     /// For each initramfs file (once, symlinks resolved): whether the guest can drive the
     /// disk controllers d2v's OVF can declare.
     pub initramfs_drivers: Vec<InitramfsDrivers>,
+    /// For each `/lib/modules/VERSION` of a kernel in `/boot`: whether it has the driver of the
+    /// NIC d2v's OVF declares.
+    pub kernel_modules: Vec<KernelModules>,
     pub init: InitSystem,
     /// The program the init system starts as PID 1 (resolved inside the tree), if any.
     pub init_path: Option<String>,
@@ -63,6 +66,15 @@ impl InitramfsDrivers {
             _ => None,
         }
     }
+}
+
+/// The network driver a kernel's modules provide for the VM's NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KernelModules {
+    /// The kernel version (`/boot/vmlinuz-VERSION`, `/lib/modules/VERSION`).
+    pub version: String,
+    /// `vmxnet3` (the VMXNET3 NIC) as a module below `/lib/modules/VERSION` or built in.
+    pub vmxnet3: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -125,10 +137,12 @@ pub fn boot_report(tree: &Tree) -> BootReport {
     }
     let (init, init_path) = init_system(tree);
     let initramfs_drivers = initramfs_drivers(tree, &initramfs);
+    let kernel_modules = kernel_modules(tree, &kernels);
     BootReport {
         kernels,
         initramfs,
         initramfs_drivers,
+        kernel_modules,
         init,
         init_path,
         grub_i386_pc: grub(tree, "/usr/lib/grub/i386-pc"),
@@ -187,6 +201,53 @@ fn initramfs_drivers(tree: &Tree, initramfs: &[Artifact]) -> Vec<InitramfsDriver
         });
     }
     out
+}
+
+/// For each kernel image named `vmlinuz-VERSION` with a `/lib/modules/VERSION`: whether the
+/// VMXNET3 driver is there, as a module file anywhere below it or in its `modules.builtin`.
+fn kernel_modules(tree: &Tree, kernels: &[Artifact]) -> Vec<KernelModules> {
+    let versions: std::collections::BTreeSet<String> = kernels
+        .iter()
+        .filter_map(|k| {
+            let path = k.resolves_to.as_deref().unwrap_or(&k.path);
+            let name = path.rsplit('/').next()?;
+            name.strip_prefix("vmlinuz-").map(str::to_string)
+        })
+        .collect();
+    versions
+        .into_iter()
+        .filter_map(|version| {
+            let dir = format!("lib/modules/{version}");
+            let id = tree.resolve(dir.as_bytes(), true)?;
+            tree.inode(id).kind.is_dir().then_some(())?;
+            let mut list = Vec::new();
+            if let Some(fd) = tree.resolve_file(format!("{dir}/modules.builtin").as_bytes()) {
+                let _ = tree.spill().reader(fd).take(4 << 20).read_to_end(&mut list);
+            }
+            let builtin = list
+                .split(|&b| b == b'\n')
+                .any(|l| initramfs::module_name(l).as_deref() == Some("vmxnet3"));
+            Some(KernelModules {
+                vmxnet3: builtin || has_module(tree, id, "vmxnet3", 0),
+                version,
+            })
+        })
+        .collect()
+}
+
+/// Whether a module file named `module` (`.ko`, compressed or not) is below directory `id`.
+fn has_module(tree: &Tree, id: InodeId, module: &str, depth: usize) -> bool {
+    let Kind::Dir(d) = &tree.inode(id).kind else {
+        return false;
+    };
+    depth < 16
+        && d.entries
+            .iter()
+            .any(|(name, &child)| match &tree.inode(child).kind {
+                Kind::Dir(_) => has_module(tree, child, module, depth + 1),
+                Kind::File(_) => initramfs::module_name(name).as_deref() == Some(module),
+                _ => false,
+            })
 }
 
 /// Follows symlinks in every component of `path` inside the tree (absolute targets start at the
@@ -349,6 +410,14 @@ impl fmt::Display for BootReport {
                     yes_no(d.mptspi)
                 )?,
             }
+        }
+        for k in &self.kernel_modules {
+            let has = if k.vmxnet3 { "yes" } else { "NO" };
+            writeln!(
+                f,
+                "  /lib/modules/{}: vmxnet3 (VMXNET3 NIC) {has}",
+                k.version
+            )?;
         }
         let init = serde_json::to_value(self.init)
             .ok()

@@ -642,8 +642,9 @@ fn release_binary_is_static() {
     assert!(v.starts_with("d2v "), "{v}");
 }
 
-/// An image whose initramfs (a real gzip-compressed `newc` archive) carries `modules`.
-fn with_initramfs(sb: &Sandbox, tag: &str, modules: &[&str]) -> String {
+/// An image whose initramfs (a real gzip-compressed `newc` archive) carries `modules`; with
+/// `nic`, the kernel's `/lib/modules` holds that network driver module (else it has none).
+fn with_initramfs(sb: &Sandbox, tag: &str, modules: &[&str], nic: Option<&str>) -> String {
     let dir = sb.path("in/initramfs");
     let paths: Vec<String> = modules
         .iter()
@@ -656,10 +657,17 @@ fn with_initramfs(sb: &Sandbox, tag: &str, modules: &[&str]) -> String {
         .collect();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, &testkit::cpio::newc(&entries)).unwrap();
-    let initrd = testkit::tar::tar(&[testkit::tar::Entry::file(
+    let mut entries = vec![testkit::tar::Entry::file(
         format!("boot/initrd.img-{KERNEL_VERSION}"),
         gz.finish().unwrap(),
-    )]);
+    )];
+    if let Some(nic) = nic {
+        entries.push(testkit::tar::Entry::file(
+            format!("lib/modules/{KERNEL_VERSION}/kernel/drivers/net/{nic}.ko"),
+            "\x7fELF",
+        ));
+    }
+    let initrd = testkit::tar::tar(&entries);
     testkit::oci::write_image(
         &dir,
         &testkit::oci::ImageSpec::new()
@@ -695,7 +703,7 @@ fn initramfs_without_the_controller_driver_is_reported() {
     let sb = Sandbox::new();
     let initrd = format!("/boot/initrd.img-{KERNEL_VERSION}");
 
-    let host_only = with_initramfs(&sb, "host-only", &["block/virtio_blk"]);
+    let host_only = with_initramfs(&sb, "host-only", &["block/virtio_blk"], None);
     let w = build_warnings(&sb, &host_only, &[]);
     assert_eq!(w.len(), 1, "{w:?}");
     for needle in [
@@ -709,7 +717,12 @@ fn initramfs_without_the_controller_driver_is_reported() {
     let w = build_warnings(&sb, &host_only, &["--controller", "lsilogic"]);
     assert!(w.len() == 1 && w[0].contains("mptspi"), "{w:?}");
 
-    let vmware = with_initramfs(&sb, "vmware", &["scsi/vmw_pvscsi", "block/virtio_blk"]);
+    let vmware = with_initramfs(
+        &sb,
+        "vmware",
+        &["scsi/vmw_pvscsi", "block/virtio_blk"],
+        None,
+    );
     assert_eq!(build_warnings(&sb, &vmware, &[]), Vec::<String>::new());
     let w = build_warnings(&sb, &vmware, &["--controller", "lsilogic"]);
     assert!(w.len() == 1 && w[0].contains("mptspi"), "{w:?}");
@@ -727,6 +740,21 @@ fn initramfs_without_the_controller_driver_is_reported() {
     assert_eq!(d[0]["path"], initrd.as_str(), "{v:#}");
     assert_eq!(d[0]["vmw_pvscsi"], true, "{v:#}");
     assert_eq!(d[0]["mptspi"], false, "{v:#}");
+
+    // The kernel's modules: the VMXNET3 NIC driver, or a warning naming it.
+    let nic = with_initramfs(&sb, "e1000", &["scsi/vmw_pvscsi"], Some("e1000/e1000"));
+    let w = build_warnings(&sb, &nic, &[]);
+    assert!(
+        w.len() == 1 && w[0].contains("vmxnet3") && w[0].contains(KERNEL_VERSION),
+        "{w:?}"
+    );
+    let nic = with_initramfs(
+        &sb,
+        "vmxnet3",
+        &["scsi/vmw_pvscsi"],
+        Some("vmxnet3/vmxnet3"),
+    );
+    assert_eq!(build_warnings(&sb, &nic, &[]), Vec::<String>::new());
 
     // The fake initramfs of the other tests is no cpio archive: nothing is claimed about it.
     let (_, _, tiny_src) = tiny(&sb);

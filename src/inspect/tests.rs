@@ -202,3 +202,43 @@ fn efi_grub_modules_and_display() {
     );
     assert!(text.contains("init:       none"), "{text}");
 }
+
+#[test]
+fn vmxnet3_driver_as_module_or_built_in() {
+    let report = |extra: &[Entry]| {
+        let mut e = debian();
+        e.extend_from_slice(extra);
+        boot_report(&tree(&e)).kernel_modules
+    };
+    let none = report(&[]);
+    assert_eq!(
+        none,
+        [KernelModules {
+            version: K.into(),
+            vmxnet3: false
+        }]
+    );
+    let module = report(&[Entry::file(
+        format!("usr/lib/modules/{K}/kernel/drivers/net/vmxnet3/vmxnet3.ko.xz"),
+        "ko",
+    )]);
+    assert!(module[0].vmxnet3, "{module:?}");
+    let builtin = report(&[Entry::file(
+        format!("usr/lib/modules/{K}/modules.builtin"),
+        "kernel/drivers/net/ethernet/intel/e1000/e1000.ko\nkernel/drivers/net/vmxnet3/vmxnet3.ko\n",
+    )]);
+    assert!(builtin[0].vmxnet3, "{builtin:?}");
+    // Another module of that name elsewhere does not count; a kernel without modules is not listed.
+    let other = report(&[Entry::file(
+        format!("usr/lib/modules/{K}/kernel/vmxnet3.txt"),
+        "",
+    )]);
+    assert!(!other[0].vmxnet3, "{other:?}");
+    let no_modules = boot_report(&tree(&[Entry::file("boot/vmlinuz-9.9", "k")])).kernel_modules;
+    assert_eq!(no_modules, []);
+    // The fake initramfs text is no archive: its drivers are not claimed either way.
+    let d = &boot_report(&tree(&debian())).initramfs_drivers;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!((d[0].vmw_pvscsi, d[0].mptspi), (None, None));
+    assert!(d[0].unreadable.is_some(), "{d:?}");
+}

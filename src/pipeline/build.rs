@@ -108,8 +108,9 @@ const OUTPUT_FULL: (&str, &str) = (
     "free some space there or write the output to another filesystem with -o",
 );
 
-/// A warning for each initramfs that cannot drive the SCSI controller the OVF declares: on
-/// vSphere that guest would stop in its initramfs, its root disk not found.
+/// A warning for each initramfs that cannot drive the SCSI controller the OVF declares (on
+/// vSphere that guest would stop in its initramfs, its root disk not found), and for each
+/// kernel whose modules lack the driver of the OVF's VMXNET3 NIC.
 fn driver_warnings(report: &BootReport, controller: Controller) -> Vec<String> {
     let (driver, device, other) = match controller {
         Controller::Pvscsi => ("vmw_pvscsi", "VMware Paravirtual SCSI", "lsilogic"),
@@ -130,6 +131,20 @@ fn driver_warnings(report: &BootReport, controller: Controller) -> Vec<String> {
                 d.path
             )
         })
+        .chain(
+            report
+                .kernel_modules
+                .iter()
+                .filter(|k| !k.vmxnet3)
+                .map(|k| {
+                    format!(
+                "kernel {} has no vmxnet3 driver in /lib/modules/{}: the VM's network adapter \
+                 on vSphere is a VMXNET3, so the guest will have no network; install the \
+                 kernel's modules with it",
+                k.version, k.version
+            )
+                }),
+        )
         .collect()
 }
 

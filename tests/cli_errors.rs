@@ -834,3 +834,40 @@ fn full_filesystem_names_the_directory_and_what_to_do() {
         small_out.display()
     );
 }
+
+/// The proxy comes from the environment as curl and docker read it (HTTPS_PROXY, NO_PROXY):
+/// a dead proxy is named in the error (its password never), and NO_PROXY bypasses it.
+#[test]
+fn proxy_from_the_environment() {
+    let sb = Sandbox::new();
+    let cache = sb.fresh_cache();
+    let run = |env: &[(&str, &str)]| {
+        sb.d2v_env(
+            [
+                "inspect",
+                "registry.test:5000/team/app:v1",
+                "--cache-dir",
+                cache.to_str().unwrap(),
+            ],
+            env,
+        )
+    };
+    let proxied = run(&[("HTTPS_PROXY", "http://bob:s3cret@127.0.0.1:9")]);
+    assert_clean_failure(
+        &proxied,
+        &[
+            "registry.test:5000",
+            "through the proxy http://<credentials>@127.0.0.1:9",
+            "NO_PROXY",
+        ],
+    );
+    assert!(!proxied.stderr.contains("s3cret"), "{}", proxied.stderr);
+    let direct = run(&[
+        ("https_proxy", "http://127.0.0.1:9"),
+        ("no_proxy", "localhost,.test"),
+    ]);
+    assert_clean_failure(&direct, &["registry.test:5000"]);
+    assert!(!direct.stderr.contains("proxy"), "{}", direct.stderr);
+    let bad = run(&[("HTTPS_PROXY", "socks5://127.0.0.1:9")]);
+    assert_clean_failure(&bad, &["socks5://127.0.0.1:9", "http://"]);
+}

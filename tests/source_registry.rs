@@ -516,6 +516,86 @@ fn identity_token_from_the_auth_file() {
 }
 
 #[test]
+fn registry_through_an_http_proxy() {
+    // A TLS registry with basic auth, reachable only as registry.test (a name that resolves
+    // nowhere but in the proxy, which maps it to loopback; the certificate names it): the pull
+    // must tunnel through the proxy, with the proxy's credentials.
+    let reg = Registry::start(Kind::TlsBasic);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lay = Layout::new(&tmp.path().join("oci"));
+    let made = lay.image("linux/amd64", &three_layers("proxied"));
+    lay.tag(made.manifest.clone(), "v1");
+    reg.push(&format!("oci:{}:v1", lay.dir.display()), "team/app:v1");
+    let port = reg.host.rsplit(':').next().unwrap();
+    let src = format!("registry.test:{port}/team/app:v1");
+    let proxy = testkit::proxy::Proxy::start(&[("registry.test", "127.0.0.1")], Some("pu:ppw"));
+    let via = |cache: &str, no_proxy: &[&str], proxy_creds: &str| SourceOptions {
+        creds: reg.creds(),
+        cert_dir: Some(reg.ca_dir()),
+        proxy: d2v::source::proxy::ProxyConfig {
+            https: Some(proxy.url(Some(proxy_creds))),
+            no_proxy: no_proxy.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        },
+        ..opts(&tmp.path().join(cache))
+    };
+
+    let img = resolve(&src, &via("c1", &["other.example"], "pu:ppw")).unwrap();
+    check_image(&img, &made);
+    let seen = proxy.requests();
+    assert!(
+        !seen.is_empty()
+            && seen
+                .iter()
+                .all(|r| r.method == "CONNECT" && r.target == format!("registry.test:{port}")),
+        "every connection tunnels to the registry: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|r| r
+            .proxy_authorization
+            .as_deref()
+            .and_then(|a| a.split_once(' '))
+            .is_some_and(
+                |(scheme, creds)| scheme.eq_ignore_ascii_case("basic") && creds == "cHU6cHB3"
+            )), // pu:ppw
+        "every CONNECT carries the proxy credentials: {seen:?}"
+    );
+
+    // Wrong proxy credentials: an error that names the proxy, never its password.
+    let e = resolve(&src, &via("c2", &[], "pu:nope")).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("through the proxy http://<credentials>@127.0.0.1"),
+        "{msg}"
+    );
+    assert!(!msg.contains("nope") && !msg.contains("pu:"), "{msg}");
+
+    // NO_PROXY: reached directly, where the name does not resolve.
+    let before = proxy.requests().len();
+    let e = resolve(&src, &via("c3", &["other.example", ".test"], "pu:ppw")).unwrap_err();
+    assert!(matches!(e, SourceError::Network { .. }), "{e}");
+    assert!(!e.to_string().contains("through the proxy"), "{e}");
+    assert_eq!(
+        proxy.requests().len(),
+        before,
+        "a NO_PROXY host went through the proxy"
+    );
+
+    // The loopback address never goes through the proxy (here a dead one).
+    let o = SourceOptions {
+        creds: reg.creds(),
+        cert_dir: Some(reg.ca_dir()),
+        proxy: d2v::source::proxy::ProxyConfig {
+            https: Some("http://127.0.0.1:9".into()),
+            ..Default::default()
+        },
+        ..opts(&tmp.path().join("c4"))
+    };
+    let img = resolve(&format!("{}/team/app:v1", reg.host), &o).unwrap();
+    check_image(&img, &made);
+}
+
+#[test]
 fn tampered_blob_in_registry_is_refused() {
     let reg = Registry::start(Kind::Plain);
     let tmp = tempfile::tempdir().unwrap();

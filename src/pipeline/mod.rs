@@ -167,6 +167,7 @@ pub(crate) fn source_options(src: &SourceArgs, json: bool) -> Result<SourceOptio
         cert_dir: src.cert_dir.clone(),
         tls_verify: src.tls_verify,
         progress: !json,
+        proxy: source::proxy::ProxyConfig::from_env(),
         ..SourceOptions::default()
     })
 }

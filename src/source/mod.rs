@@ -12,6 +12,7 @@ pub mod cache;
 mod layer;
 mod layout;
 pub mod manifest;
+pub mod proxy;
 mod readahead;
 pub mod reference;
 mod registry;
@@ -45,6 +46,9 @@ pub struct SourceOptions {
     pub progress: bool,
     /// Concurrent layer downloads (default 3).
     pub jobs: usize,
+    /// HTTP(S) proxies for registries; the command line reads them from the environment
+    /// (`HTTPS_PROXY`, `NO_PROXY`, ...). Default: none.
+    pub proxy: proxy::ProxyConfig,
 }
 
 impl std::fmt::Debug for SourceOptions {
@@ -62,6 +66,7 @@ impl std::fmt::Debug for SourceOptions {
             .field("tls_verify", &self.tls_verify)
             .field("progress", &self.progress)
             .field("jobs", &self.jobs)
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -77,6 +82,7 @@ impl Default for SourceOptions {
             tls_verify: true,
             progress: false,
             jobs: 3,
+            proxy: proxy::ProxyConfig::default(),
         }
     }
 }
@@ -167,6 +173,11 @@ pub enum SourceError {
         registry: String,
         why: String,
     },
+    #[error(
+        "proxy {proxy:?} (from the environment: HTTPS_PROXY, HTTP_PROXY or ALL_PROXY) is not \
+         usable: {why}; give it as http://[user:password@]host:port"
+    )]
+    BadProxy { proxy: String, why: String },
     #[error(
         "{registry}: TLS failed: {why}; if the registry uses a private CA pass --cert-dir DIR \
          with its ca.crt, or --tls-verify=false to skip verification"

@@ -140,6 +140,10 @@ impl Sandbox {
             .env_remove("D2V_TEST_HOLD_BEFORE_COMMIT")
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null());
+        // The machine's proxy settings must not reach d2v: tests set their own.
+        for var in ["http_proxy", "https_proxy", "all_proxy", "no_proxy"] {
+            cmd.env_remove(var).env_remove(var.to_ascii_uppercase());
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

@@ -41,6 +41,8 @@ pub(crate) struct Client {
     cache: Cache,
     agent: ureq::Agent,
     creds: Option<Creds>,
+    /// The proxy every request goes through (credentials redacted), for messages.
+    proxy: Option<String>,
     state: Mutex<State>,
 }
 
@@ -94,13 +96,28 @@ fn transport_is_tls(t: &ureq::Transport) -> bool {
 impl Client {
     pub fn new(r: &Reference, opts: &SourceOptions, cache: Cache) -> Result<Client, SourceError> {
         let tls = tls::client_config(opts.tls_verify, opts.cert_dir.as_deref(), &r.registry)?;
-        let agent = ureq::AgentBuilder::new()
+        let mut agent = ureq::AgentBuilder::new()
             .tls_config(tls)
             .timeout_connect(Duration::from_secs(30))
             .timeout_read(Duration::from_secs(120))
             .redirect_auth_headers(ureq::RedirectAuthHeaders::SameHost)
-            .user_agent(concat!("d2v/", env!("CARGO_PKG_VERSION")))
-            .build();
+            .user_agent(concat!("d2v/", env!("CARGO_PKG_VERSION")));
+        // One agent per registry, so one proxy: the https one (registries speak https; a
+        // plain-http registry is only tried for loopback, which is never proxied, or with
+        // --tls-verify=false). Token servers and blob redirects go through it too.
+        let proxy = opts.proxy.for_url("https", &r.registry);
+        if let Some(p) = proxy {
+            let bad = |why: String| SourceError::BadProxy {
+                proxy: super::proxy::redact(p),
+                why,
+            };
+            if !p.contains("://") || p.starts_with("http://") {
+                agent = agent.proxy(ureq::Proxy::new(p).map_err(|e| bad(e.to_string()))?);
+            } else {
+                return Err(bad("d2v speaks to HTTP proxies only (http://...)".into()));
+            }
+        }
+        let agent = agent.build();
         let creds = auth::lookup(&r.registry, &r.repository, opts)?;
         Ok(Client {
             r: r.clone(),
@@ -108,6 +125,7 @@ impl Client {
             cache,
             agent,
             creds,
+            proxy: proxy.map(super::proxy::redact),
             state: Mutex::new(State::default()),
         })
     }
@@ -123,10 +141,17 @@ impl Client {
                 why: t.to_string(),
             }
         } else {
+            let via = match &self.proxy {
+                Some(p) => format!(
+                    " (through the proxy {p} from HTTPS_PROXY/ALL_PROXY; hosts listed in \
+                     NO_PROXY are reached directly)"
+                ),
+                None => String::new(),
+            };
             SourceError::Network {
                 what: what.to_string(),
                 registry: self.r.registry.clone(),
-                why: t.to_string(),
+                why: format!("{t}{via}"),
             }
         }
     }

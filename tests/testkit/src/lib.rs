@@ -6,6 +6,7 @@ pub mod fixtures;
 
 use std::path::PathBuf;
 
+pub mod proxy;
 pub mod qemu;
 pub mod registry;
 mod token_issuer;

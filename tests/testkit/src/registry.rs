@@ -321,7 +321,8 @@ impl Drop for Registry {
     }
 }
 
-/// A test CA and a server certificate for 127.0.0.1/localhost signed by it; `certs/ca.crt`.
+/// A test CA and a server certificate for 127.0.0.1/localhost (and `registry.test`, a name
+/// only [`crate::proxy::Proxy`] resolves) signed by it; `certs/ca.crt`.
 fn make_tls(d: &Path) {
     let ec = [
         "-newkey",
@@ -360,7 +361,7 @@ fn make_tls(d: &Path) {
     openssl(d, &a);
     std::fs::write(
         d.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:registry.test\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
     openssl(

@@ -596,6 +596,44 @@ fn registry_through_an_http_proxy() {
 }
 
 #[test]
+fn client_certificate_registry() {
+    // Mutual TLS: the registry accepts only clients with a certificate from its CA.
+    let reg = Registry::start(Kind::TlsClientCert);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lay = Layout::new(&tmp.path().join("oci"));
+    let made = lay.image("linux/amd64", &three_layers("mtls"));
+    lay.tag(made.manifest.clone(), "v1");
+    reg.push(&format!("oci:{}:v1", lay.dir.display()), "team/app:v1");
+    let src = format!("{}/team/app:v1", reg.host);
+    let with = |dir: PathBuf, cache: &str| SourceOptions {
+        cert_dir: Some(dir),
+        ..opts(&tmp.path().join(cache))
+    };
+
+    // The CA alone: the handshake fails, and the message says what is missing.
+    let e = resolve(&src, &with(reg.ca_dir(), "c1")).unwrap_err();
+    assert!(matches!(e, SourceError::Tls { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("client certificate") && msg.contains(".cert"),
+        "{msg}"
+    );
+
+    // The CA and client.cert/client.key, as containers-certs.d lays them out.
+    let img = resolve(&src, &with(reg.client_cert_dir(), "c2")).unwrap();
+    check_image(&img, &made);
+
+    // A certificate without its key is named.
+    let lonely = tmp.path().join("lonely");
+    std::fs::create_dir_all(&lonely).unwrap();
+    for f in ["ca.crt", "client.cert"] {
+        std::fs::copy(reg.client_cert_dir().join(f), lonely.join(f)).unwrap();
+    }
+    let e = resolve(&src, &with(lonely.clone(), "c3")).unwrap_err();
+    assert!(e.to_string().contains("client.key"), "{e}");
+}
+
+#[test]
 fn tampered_blob_in_registry_is_refused() {
     let reg = Registry::start(Kind::Plain);
     let tmp = tempfile::tempdir().unwrap();

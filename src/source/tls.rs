@@ -1,12 +1,14 @@
 //! TLS for registries: webpki roots plus the system's CA bundle plus `--cert-dir` CAs
-//! (`*.crt`, as in containers' certs.d), or no verification with `--tls-verify=false`.
+//! (`*.crt`, as in containers' certs.d), or no verification with `--tls-verify=false`; and a
+//! client certificate for registries that want one (mutual TLS): a `NAME.cert` with its
+//! `NAME.key` in the same directories (containers-certs.d(5)), the first pair by name.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::SourceError;
@@ -16,9 +18,9 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/pki/tls/certs/ca-bundle.crt",
 ];
 
-/// The `*.crt` files to trust for `registry`: `cert_dir/*.crt`, `cert_dir/<registry>/*.crt`,
-/// and the system-wide `/etc/containers/certs.d/<registry>/` and `/etc/docker/certs.d/<registry>/`.
-fn ca_files(cert_dir: Option<&Path>, registry: &str) -> Vec<PathBuf> {
+/// Where certificates for `registry` are looked for: `cert_dir`, `cert_dir/<registry>`, and
+/// the system-wide `/etc/containers/certs.d/<registry>/` and `/etc/docker/certs.d/<registry>/`.
+fn cert_dirs(cert_dir: Option<&Path>, registry: &str) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(d) = cert_dir {
         dirs.push(d.to_path_buf());
@@ -26,20 +28,69 @@ fn ca_files(cert_dir: Option<&Path>, registry: &str) -> Vec<PathBuf> {
     }
     dirs.push(Path::new("/etc/containers/certs.d").join(registry));
     dirs.push(Path::new("/etc/docker/certs.d").join(registry));
-    let mut out = Vec::new();
-    for d in dirs {
-        let Ok(rd) = std::fs::read_dir(&d) else {
+    dirs
+}
+
+/// The files of `dir` ending in `.EXT`, by name.
+fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The `*.crt` files to trust for `registry`.
+fn ca_files(cert_dir: Option<&Path>, registry: &str) -> Vec<PathBuf> {
+    cert_dirs(cert_dir, registry)
+        .iter()
+        .flat_map(|d| files_with(d, "crt"))
+        .collect()
+}
+
+/// The client certificate chain and key for `registry`: the first `NAME.cert` (with its
+/// `NAME.key`) of the first directory holding one.
+fn client_pair(
+    cert_dir: Option<&Path>,
+    registry: &str,
+) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, SourceError> {
+    let bad = |why: String| SourceError::Tls {
+        registry: registry.to_string(),
+        why,
+    };
+    for d in cert_dirs(cert_dir, registry) {
+        let Some(cert) = files_with(&d, "cert").into_iter().next() else {
             continue;
         };
-        let mut v: Vec<PathBuf> = rd
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "crt"))
-            .collect();
-        v.sort();
-        out.extend(v);
+        let key = cert.with_extension("key");
+        if !key.is_file() {
+            return Err(bad(format!(
+                "client certificate {} has no key {} beside it",
+                cert.display(),
+                key.display()
+            )));
+        }
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+            .and_then(|certs| certs.collect())
+            .map_err(|e| {
+                bad(format!(
+                    "cannot read client certificate {}: {e}",
+                    cert.display()
+                ))
+            })?;
+        if chain.is_empty() {
+            return Err(bad(format!("no certificate in {}", cert.display())));
+        }
+        let key = PrivateKeyDer::from_pem_file(&key)
+            .map_err(|e| bad(format!("cannot read client key {}: {e}", key.display())))?;
+        return Ok(Some((chain, key)));
     }
-    out
+    Ok(None)
 }
 
 pub(crate) fn client_config(
@@ -54,13 +105,19 @@ pub(crate) fn client_config(
             registry: registry.to_string(),
             why: e.to_string(),
         })?;
+    let client = client_pair(cert_dir, registry)?;
+    let tls_err = |e: rustls::Error| SourceError::Tls {
+        registry: registry.to_string(),
+        why: format!("unusable client certificate or key: {e}"),
+    };
     if !verify {
-        return Ok(Arc::new(
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-                .with_no_client_auth(),
-        ));
+        let b = builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)));
+        return Ok(Arc::new(match client {
+            Some((chain, key)) => b.with_client_auth_cert(chain, key).map_err(tls_err)?,
+            None => b.with_no_client_auth(),
+        }));
     }
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -87,9 +144,11 @@ pub(crate) fn client_config(
             })?;
         }
     }
-    Ok(Arc::new(
-        builder.with_root_certificates(roots).with_no_client_auth(),
-    ))
+    let b = builder.with_root_certificates(roots);
+    Ok(Arc::new(match client {
+        Some((chain, key)) => b.with_client_auth_cert(chain, key).map_err(tls_err)?,
+        None => b.with_no_client_auth(),
+    }))
 }
 
 /// Accepts any certificate (`--tls-verify=false`); signatures are still checked so the

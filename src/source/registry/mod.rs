@@ -136,9 +136,28 @@ impl Client {
 
     fn net_err(&self, what: &str, t: &ureq::Transport) -> SourceError {
         if transport_is_tls(t) {
+            let why = t.to_string();
+            // The server's alert when it wants a client certificate (or refuses ours).
+            let client_cert = [
+                "BadCertificate",
+                "CertificateRequired",
+                "CertificateUnknown",
+            ]
+            .iter()
+            .any(|a| why.contains(&format!("alert: {a}")));
+            let hint = if client_cert {
+                format!(
+                    " (the registry refused the client certificate, or wants one: give it as \
+                     NAME.cert with NAME.key, PEM, in --cert-dir or \
+                     /etc/containers/certs.d/{}/)",
+                    self.r.registry
+                )
+            } else {
+                String::new()
+            };
             SourceError::Tls {
                 registry: self.r.registry.clone(),
-                why: t.to_string(),
+                why: format!("{why}{hint}"),
             }
         } else {
             let via = match &self.proxy {

@@ -26,6 +26,10 @@ pub enum Kind {
     /// Plain HTTP with `auth: token:`; tokens from an issuer run by the harness. Anonymous
     /// tokens may only pull repositories under `public/`; wrong credentials get 401.
     Token,
+    /// TLS that requires a client certificate signed by the test CA (mutual TLS), no other
+    /// auth: [`Registry::client_cert_dir`] holds the CA and a client pair, [`Registry::ca_dir`]
+    /// the CA alone.
+    TlsClientCert,
 }
 
 pub const USER: &str = "d2vtest";
@@ -119,6 +123,14 @@ impl Registry {
                 std::fs::write(d.join("htpasswd"), line).unwrap();
                 extra = format!(
                     "  tls:\n    certificate: {0}/server.crt\n    key: {0}/server.key\nauth:\n  htpasswd:\n    realm: d2v-test\n    path: {0}/htpasswd\n",
+                    d.display()
+                );
+            }
+            Kind::TlsClientCert => {
+                make_tls(d);
+                make_client_cert(d);
+                extra = format!(
+                    "  tls:\n    certificate: {0}/server.crt\n    key: {0}/server.key\n    clientcas:\n      - {0}/ca.crt\n",
                     d.display()
                 );
             }
@@ -224,14 +236,20 @@ impl Registry {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// A directory with `ca.crt` (the test CA) for `--cert-dir`; only for [`Kind::TlsBasic`].
+    /// A directory with `ca.crt` (the test CA) for `--cert-dir`; for the TLS kinds.
     pub fn ca_dir(&self) -> PathBuf {
         self.dir.path().join("certs")
     }
 
+    /// A directory with `ca.crt` and the client pair `client.cert`/`client.key` (as in
+    /// containers-certs.d) for `--cert-dir`; [`Kind::TlsClientCert`] only.
+    pub fn client_cert_dir(&self) -> PathBuf {
+        self.dir.path().join("client-certs")
+    }
+
     /// `USER:PASS` when the registry needs credentials.
     pub fn creds(&self) -> Option<String> {
-        (self.kind != Kind::Plain).then(|| format!("{USER}:{PASSWORD}"))
+        matches!(self.kind, Kind::TlsBasic | Kind::Token).then(|| format!("{USER}:{PASSWORD}"))
     }
 
     /// The token issuer's port ([`Kind::Token`] only).
@@ -253,6 +271,9 @@ impl Registry {
         if let Some(c) = self.creds() {
             cmd.arg("--dest-creds").arg(c);
         }
+        if self.kind == Kind::TlsClientCert {
+            cmd.arg("--dest-cert-dir").arg(self.client_cert_dir());
+        }
         cmd.arg(src)
             .arg(format!("docker://{}/{repo_tag}", self.host));
         cmd.env(
@@ -268,6 +289,9 @@ impl Registry {
         cmd.args(["inspect", "--raw", "--tls-verify=false"]);
         if let Some(c) = self.creds() {
             cmd.arg("--creds").arg(c);
+        }
+        if self.kind == Kind::TlsClientCert {
+            cmd.arg("--cert-dir").arg(self.client_cert_dir());
         }
         cmd.arg(format!("docker://{}/{repo_tag}", self.host));
         cmd.env(
@@ -386,6 +410,58 @@ fn make_tls(d: &Path) {
     );
     std::fs::create_dir_all(d.join("certs")).unwrap();
     std::fs::copy(d.join("ca.crt"), d.join("certs/ca.crt")).unwrap();
+}
+
+/// A client certificate signed by the test CA of [`make_tls`]: `client-certs/` holds it as
+/// `client.cert` with `client.key`, and the CA as `ca.crt`.
+fn make_client_cert(d: &Path) {
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=d2v test client",
+        ],
+    );
+    std::fs::write(
+        d.join("client-ext.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.cert",
+            "-days",
+            "2",
+            "-extfile",
+            "client-ext.cnf",
+        ],
+    );
+    let dir = d.join("client-certs");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["ca.crt", "client.cert", "client.key"] {
+        std::fs::copy(d.join(f), dir.join(f)).unwrap();
+    }
 }
 
 fn sha256_hex(b: &[u8]) -> String {

@@ -15,5 +15,6 @@ pub mod inspect;
 pub mod layers;
 pub mod output;
 pub mod pipeline;
+pub mod progress;
 pub mod source;
 pub mod tree;

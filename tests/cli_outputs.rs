@@ -762,3 +762,60 @@ fn initramfs_without_the_controller_driver_is_reported() {
     let t = sb.d2v(["inspect", &tiny_src]).ok().stdout_str();
     assert!(t.contains("SCSI drivers not checked"), "{t}");
 }
+
+/// On a terminal (here the pseudo-terminal of util-linux's `script`) the long steps draw
+/// progress bars on stderr: each layer applied and the VMDK compressed. Piped, or with
+/// `--json`, stderr gets none.
+#[test]
+fn progress_bars_only_on_a_terminal() {
+    testkit::require_tool("script", "bsdutils");
+    let sb = Sandbox::new();
+    let (_, _, src) = tiny(&sb);
+    let out = sb.out_file("tty.ova");
+    let line = format!(
+        "'{}' build '{src}' -o '{}' --root-free 64M",
+        env!("CARGO_BIN_EXE_d2v"),
+        out.display()
+    );
+    let run = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(sb.path(""))
+        .env("HOME", sb.path("home"))
+        .env("XDG_CACHE_HOME", sb.path("cache"))
+        .env("COLUMNS", "120")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script");
+    // Without the terminal's escape sequences (bold, cursor moves).
+    let raw = String::from_utf8_lossy(&run.stdout);
+    let mut tty = String::new();
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters, then one final letter.
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            tty.push(c);
+        }
+    }
+    assert!(run.status.success() && out.is_file(), "{tty}");
+    for bar in ["apply layer 1/2 [", "apply layer 2/2 [", "VMDK ["] {
+        assert!(
+            tty.contains(bar),
+            "no {bar:?} progress bar on the terminal:\n{tty}"
+        );
+    }
+
+    let piped = build(&sb, &src, "ova", &sb.out_file("piped.ova"), &[]);
+    assert!(
+        !piped.stderr.contains("apply layer") && !piped.stderr.contains('\x1b'),
+        "{}",
+        piped.stderr
+    );
+}

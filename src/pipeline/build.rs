@@ -406,10 +406,15 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
     };
     out_opts.vmdk.seed = seed.clone();
     out_opts.vmdk.compression_level = args.compression_level;
+    let vmdk_bar = (format != output::Format::Raw).then(|| crate::progress::bar(!json, 0, "VMDK"));
+    out_opts.vmdk.progress = vmdk_bar.clone();
     out_opts.os_release = os_release;
     log.step(format!("writing {}", out_path.display()));
     let summary = output::write_outputs(&raw, format, &out_path, &out_opts)
         .map_err(|e| Error::from(e).or_no_space(OUTPUT_FULL.0, &scratch_dir, OUTPUT_FULL.1))?;
+    if let Some(bar) = vmdk_bar {
+        bar.finish();
+    }
 
     let kernels: Vec<String> = disk.grub.kernels.iter().map(|k| k.kernel.clone()).collect();
     if json {

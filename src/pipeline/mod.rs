@@ -188,8 +188,10 @@ pub(crate) fn flatten(
         what: "staging tree spill file".into(),
         source: io::Error::other(e.to_string()),
     })?;
-    for layer in &image.layers {
-        let mut r = source::open_layer(layer)?;
+    let count = image.layers.len();
+    for (i, layer) in image.layers.iter().enumerate() {
+        let bar = crate::progress::bar(!json, layer.size, format!("apply layer {}/{count}", i + 1));
+        let mut r = source::open_layer_with(layer, Some(bar.clone()))?;
         layers::apply_layer(&mut tree, &mut r, &layer.digest).map_err(|e| {
             Error::from(e).or_no_space(SPILL_FULL.0, std::env::temp_dir(), SPILL_FULL.1)
         })?;
@@ -198,6 +200,7 @@ pub(crate) fn flatten(
             layer: layer.digest.clone(),
             source,
         })?;
+        bar.finish();
     }
     tree.shrink_to_fit();
     log.step(format!("applied {} layers", image.layers.len()));

@@ -33,6 +33,14 @@ pub fn sniff(head: &[u8]) -> Compression {
 /// stream afterwards (`std::io::copy(&mut r, &mut std::io::sink())`) so the check runs, or use
 /// [`verify_layer`].
 pub fn open_layer(layer: &Layer) -> Result<Box<dyn Read + Send>, SourceError> {
+    open_layer_with(layer, None)
+}
+
+/// [`open_layer`], advancing `progress` by the bytes of the blob read.
+pub fn open_layer_with(
+    layer: &Layer,
+    progress: Option<indicatif::ProgressBar>,
+) -> Result<Box<dyn Read + Send>, SourceError> {
     let name = &layer.digest;
     let declared =
         layer_compression(&layer.media_type).ok_or_else(|| SourceError::LayerFormat {
@@ -46,6 +54,10 @@ pub fn open_layer(layer: &Layer) -> Result<Box<dyn Read + Send>, SourceError> {
         path: layer.path.clone(),
         source: e,
     })?;
+    let f: Box<dyn Read + Send> = match progress {
+        Some(bar) => Box::new(bar.wrap_read(f)),
+        None => Box::new(f),
+    };
     let mut r = BufReader::with_capacity(INPUT_BUF, f);
     let head = r.fill_buf().map_err(|e| SourceError::Io {
         path: layer.path.clone(),

@@ -21,7 +21,7 @@ mod tls;
 
 use std::path::PathBuf;
 
-pub use layer::{open_layer, verify_layer};
+pub use layer::{open_layer, open_layer_with, verify_layer};
 pub use manifest::{ContainerConfig, ImageConfig, Platform, RootFs};
 pub use reference::{parse_source, Reference, Transport};
 pub use resolve::resolve;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use super::cache::{sha256_digest, Cache};
 use super::manifest::{
@@ -282,18 +282,8 @@ fn fetch_layers(
     what: &str,
     descs: &[Descriptor],
 ) -> Result<Vec<PathBuf>, SourceError> {
-    let multi = MultiProgress::with_draw_target(
-        if opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    let style = ProgressStyle::with_template(
-        "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let multi = crate::progress::multi(opts.progress);
+    let style = crate::progress::bytes_style();
     let results: Vec<Mutex<Option<Result<PathBuf, SourceError>>>> =
         descs.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);

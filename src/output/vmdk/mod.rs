@@ -41,6 +41,8 @@ pub struct VmdkOptions {
     pub tools_version: u32,
     /// Compression threads; 0 means one per available core.
     pub threads: usize,
+    /// Advanced by the bytes of disk data (whole grains) written; its length is set here.
+    pub progress: Option<indicatif::ProgressBar>,
 }
 
 impl Default for VmdkOptions {
@@ -53,6 +55,7 @@ impl Default for VmdkOptions {
             virtual_hw_version: 4,
             tools_version: 2147483647,
             threads: 0,
+            progress: None,
         }
     }
 }

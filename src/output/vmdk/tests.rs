@@ -236,3 +236,34 @@ fn empty_input_is_an_error() {
         Err(VmdkError::Empty)
     ));
 }
+
+#[test]
+fn progress_counts_every_grain_read() {
+    // Data in grains 0, 1–2 (one write across a boundary) and 40; the rest holes.
+    let f = tempfile::tempfile().unwrap();
+    f.set_len(64 * GRAIN_BYTES).unwrap();
+    f.write_all_at(b"a", 10).unwrap();
+    f.write_all_at(&[7u8; 100], 2 * GRAIN_BYTES - 50).unwrap();
+    f.write_all_at(b"z", 40 * GRAIN_BYTES + 5).unwrap();
+    let extents = data_extents(&f, 64 * GRAIN_BYTES).unwrap();
+    let bar = indicatif::ProgressBar::hidden();
+    let o = VmdkOptions {
+        progress: Some(bar.clone()),
+        ..opts(2)
+    };
+    let sum = write_stream_optimized(&f, &mut Vec::new(), &o).unwrap();
+    assert_eq!(sum.grains, 4);
+    // The bar ends full, at the grains the file system reports data in (at least those 4).
+    assert_eq!(bar.length(), Some(bar.position()));
+    assert_eq!(bar.position() % GRAIN_BYTES, 0);
+    assert!(bar.position() >= 4 * GRAIN_BYTES, "{}", bar.position());
+    assert_eq!(
+        bar.position(),
+        super::writer::grains_in(&extents) * GRAIN_BYTES
+    );
+    assert_eq!(
+        super::writer::grains_in(&[(0, 1), (10, 20), (GRAIN_BYTES, 3 * GRAIN_BYTES + 1)]),
+        4
+    );
+    assert_eq!(super::writer::grains_in(&[]), 0);
+}

@@ -55,6 +55,9 @@ pub fn write_stream_optimized(
         offset: 0,
         source: e,
     })?;
+    if let Some(bar) = &opts.progress {
+        bar.set_length(grains_in(&extents) * GRAIN_BYTES);
+    }
 
     let mut w = Out { inner: out, pos: 0 };
     // Header + descriptor, padded to the first grain boundary.
@@ -118,6 +121,9 @@ pub fn write_stream_optimized(
                     state.gt[(d.grain % GTES_PER_GT) as usize] = sector;
                     w.put(block)?;
                     grains += 1;
+                }
+                if let Some(bar) = &opts.progress {
+                    bar.inc(GRAIN_BYTES);
                 }
                 // The reader may have stopped on an error; then nobody needs the buffer.
                 let _ = pool_tx.send(d.buf);
@@ -199,6 +205,19 @@ impl Tables {
 }
 
 /// Reader thread: every grain overlapping a data extent, in order, into pool buffers.
+/// How many grains [`read_grains`] reads for `extents` (sorted, disjoint `[start, end)`).
+pub(super) fn grains_in(extents: &[(u64, u64)]) -> u64 {
+    let mut n = 0;
+    let mut next_grain = 0u64;
+    for &(start, end) in extents {
+        let first = (start / GRAIN_BYTES).max(next_grain);
+        let last = (end - 1) / GRAIN_BYTES;
+        n += (last + 1).saturating_sub(first);
+        next_grain = last + 1;
+    }
+    n
+}
+
 fn read_grains(
     raw: &File,
     len: u64,

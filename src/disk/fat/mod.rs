@@ -4,11 +4,15 @@
 //! FAT has no symlinks, owners or modes: a symlink is resolved inside the image root and its
 //! target copied, or dropped with a warning; names FAT cannot hold are dropped with a warning.
 //! Output is deterministic: the volume serial comes from the layout (derived from the image
-//! digest) and time stamps from the files' mtimes (clamped to `SOURCE_DATE_EPOCH` when set).
+//! digest) and time stamps from the tree's mtimes, clamped to `SOURCE_DATE_EPOCH` when set: a
+//! file's created/modified/accessed are its mtime, a directory's created (and its `.` entry)
+//! its own mtime and its modified the mtime of the last entry copied into it (as writing the
+//! entry would set it on any file system). No wall clock, no FAT epoch.
 
 mod fixup;
 mod window;
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Write};
@@ -42,6 +46,27 @@ pub struct FatSummary {
 /// Deepest directory nesting copied (guards against symlinked directory loops).
 const MAX_DEPTH: usize = 32;
 
+thread_local! {
+    /// The mtime (seconds) of the entry being created, for [`EntryTime`].
+    static ENTRY_SECS: Cell<i64> = const { Cell::new(0) };
+}
+
+/// `fatfs` stamps each new entry with its time provider's "now": this provider answers the
+/// mtime of the tree entry being copied (set in [`ENTRY_SECS`] just before), never a clock.
+#[derive(Debug)]
+struct EntryTime;
+
+impl fatfs::TimeProvider for EntryTime {
+    fn get_current_date(&self) -> fatfs::Date {
+        self.get_current_date_time().date
+    }
+    fn get_current_date_time(&self) -> fatfs::DateTime {
+        dos_time(ENTRY_SECS.with(Cell::get))
+    }
+}
+
+static ENTRY_TIME: EntryTime = EntryTime;
+
 /// Formats `[offset, offset+size)` of `out` as FAT32 and copies `opts.source` into it.
 pub fn write(
     tree: &Tree,
@@ -65,7 +90,7 @@ pub fn write(
     let mut disk = Window::new(out, offset, size);
     fatfs::format_volume(&mut disk, format)
         .map_err(|e| fat_err(&format!("formatting a {} MiB partition", size >> 20), e))?;
-    let fs = FileSystem::new(&mut disk, FsOptions::new())
+    let fs = FileSystem::new(&mut disk, FsOptions::new().time_provider(&ENTRY_TIME))
         .map_err(|e| fat_err("opening the new filesystem", e))?;
     let mut summary = FatSummary::default();
     match tree.resolve(&opts.source, true) {
@@ -172,6 +197,7 @@ impl Copy<'_, '_> {
                 DiskError::Fat(format!("/{}: {e}{hint}", show(&child_path)))
             };
             let inode = self.tree.inode(target);
+            ENTRY_SECS.with(|s| s.set(inode.meta.mtime.sec));
             match &inode.kind {
                 Kind::Dir(_) => {
                     if self.ancestors.contains(&target) || self.ancestors.len() >= MAX_DEPTH {

@@ -194,3 +194,54 @@ fn a_full_esp_is_an_error_naming_boot_size() {
         "{err}"
     );
 }
+
+#[test]
+fn every_entry_carries_its_own_mtime() {
+    use testkit::tar::Entry;
+    // 1_600_000_000 is 2020-09-13 12:26:40 UTC; 1_650_000_000 is 2022-04-15 05:20:00 UTC.
+    let t = crate::tree::testing::from_layers(&[&[
+        Entry::dir("boot").mtime(1_500_000_000, None),
+        Entry::dir("boot/grub").mtime(1_600_000_000, None),
+        Entry::file("boot/grub/grub.cfg", "x").mtime(1_650_000_000, None),
+    ]]);
+    let f = tempfile::tempfile().unwrap();
+    f.set_len(48 << 20).unwrap();
+    let opts = FatOptions {
+        volume_id: 1,
+        label: "esp".into(),
+        source: b"boot".to_vec(),
+    };
+    write(&t, &f, 1 << 20, 40 << 20, &opts).unwrap();
+    let fs = FileSystem::new(Window::new(&f, 1 << 20, 40 << 20), FsOptions::new()).unwrap();
+    let stamp = |d: fatfs::DateTime| (d.date.year, d.date.month, d.date.day, d.time.hour);
+    fn entry<'a, T: fatfs::ReadWriteSeek>(
+        dir: &fatfs::Dir<'a, T>,
+        name: &str,
+    ) -> fatfs::DirEntry<'a, T> {
+        dir.iter()
+            .map(|e| e.unwrap())
+            .find(|e| e.file_name() == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    }
+    let want_dir = if crate::ids::source_date_epoch().is_some_and(|s| s < 1_600_000_000) {
+        None
+    } else {
+        Some((2020, 9, 13, 12))
+    };
+    let grub = entry(&fs.root_dir(), "grub");
+    if let Some(w) = want_dir {
+        assert_eq!(stamp(grub.created()), w);
+        // The directory's own `.` entry too.
+        assert_eq!(stamp(entry(&grub.to_dir(), ".").created()), w);
+    }
+    let cfg = entry(&grub.to_dir(), "grub.cfg");
+    if crate::ids::source_date_epoch().is_none() {
+        assert_eq!(stamp(cfg.modified()), (2022, 4, 15, 5));
+        assert_eq!(stamp(cfg.created()), (2022, 4, 15, 5));
+        assert_eq!(cfg.accessed().year, 2022);
+        // Modified when its last entry (grub.cfg) was written into it.
+        assert_eq!(stamp(grub.modified()), (2022, 4, 15, 5));
+    }
+    // Nothing is stamped with FAT's epoch.
+    assert_ne!(grub.created().date.year, 1980);
+}

@@ -561,8 +561,11 @@ fn registry_through_an_http_proxy() {
         "every CONNECT carries the proxy credentials: {seen:?}"
     );
 
-    // Wrong proxy credentials: an error that names the proxy, never its password.
+    // Wrong proxy credentials: an error that names the proxy, never its password, at once
+    // (another attempt would be refused the same way).
+    let before = proxy.requests().len();
     let e = resolve(&src, &via("c2", &[], "pu:nope")).unwrap_err();
+    assert_eq!(proxy.requests().len(), before + 1, "{:?}", proxy.requests());
     let msg = e.to_string();
     assert!(
         msg.contains("through the proxy http://<credentials>@127.0.0.1"),

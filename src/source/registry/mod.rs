@@ -93,6 +93,18 @@ fn transport_is_tls(t: &ureq::Transport) -> bool {
         || m.contains("unknownissuer")
 }
 
+/// Transport errors that another attempt cannot cure: TLS failures, a host name that does not
+/// exist (a temporary resolver failure is retried), refused proxy credentials, bad URLs.
+fn transport_is_final(t: &ureq::Transport) -> bool {
+    use ureq::ErrorKind as K;
+    transport_is_tls(t)
+        || match t.kind() {
+            K::Dns => !t.to_string().contains("Temporary failure"),
+            K::ProxyUnauthorized | K::InvalidProxyUrl | K::InvalidUrl | K::UnknownScheme => true,
+            _ => false,
+        }
+}
+
 impl Client {
     pub fn new(r: &Reference, opts: &SourceOptions, cache: Cache) -> Result<Client, SourceError> {
         let tls = tls::client_config(opts.tls_verify, opts.cert_dir.as_deref(), &r.registry)?;
@@ -214,7 +226,7 @@ impl Client {
                 match self.agent.get(&format!("{base}/v2/")).call() {
                     Err(ureq::Error::Transport(t))
                         if attempt + 1 < ATTEMPTS
-                            && !transport_is_tls(&t)
+                            && !transport_is_final(&t)
                             && scheme == "https"
                             && !http_ok =>
                     {
@@ -358,7 +370,7 @@ impl Client {
                     })
                 }
                 Err(ureq::Error::Transport(t))
-                    if attempt + 1 < ATTEMPTS && !transport_is_tls(&t) =>
+                    if attempt + 1 < ATTEMPTS && !transport_is_final(&t) =>
                 {
                     attempt += 1;
                     backoff(attempt, None);

@@ -1,7 +1,7 @@
 //! Bearer tokens: the WWW-Authenticate challenge and the token endpoint (a GET with basic
 //! auth or none, or for an identity token an OAuth2 `refresh_token` grant POSTed as a form).
 
-use super::{backoff, detail, is_loopback, transport_is_tls, Auth, Client, ATTEMPTS};
+use super::{backoff, detail, is_loopback, transport_is_final, Auth, Client, ATTEMPTS};
 use crate::source::auth::Creds;
 use crate::source::SourceError;
 
@@ -136,7 +136,7 @@ impl Client {
                     })
                 }
                 Err(ureq::Error::Transport(t))
-                    if attempt + 1 < ATTEMPTS && !transport_is_tls(&t) =>
+                    if attempt + 1 < ATTEMPTS && !transport_is_final(&t) =>
                 {
                     attempt += 1;
                     backoff(attempt, None);

@@ -24,6 +24,9 @@ pub enum Contents {
 
 /// Largest `modules.builtin` read (Debian's is ~20 KB).
 const MAX_BUILTIN: u64 = 4 << 20;
+/// Most bytes a compressed part is unpacked to (Debian's cloud initramfs: ~30 MB); past it
+/// the archive reads as cut short, so the image is reported unreadable, not scanned forever.
+const MAX_UNPACKED: u64 = 1 << 30;
 
 /// Reads an initramfs image from `r`.
 pub fn scan(r: impl Read) -> io::Result<Contents> {
@@ -47,8 +50,14 @@ pub fn scan(r: impl Read) -> io::Result<Contents> {
         // A compressed part: what follows it is not looked at (the kernel allows more parts
         // after one; initramfs generators do not write them).
         match compression(buf) {
-            Some("gzip") => stream(flate2::read::MultiGzDecoder::new(r), &mut found)?,
-            Some("zstd") => stream(zstd::stream::read::Decoder::with_buffer(r)?, &mut found)?,
+            Some("gzip") => stream(
+                flate2::read::MultiGzDecoder::new(r).take(MAX_UNPACKED),
+                &mut found,
+            )?,
+            Some("zstd") => stream(
+                zstd::stream::read::Decoder::with_buffer(r)?.take(MAX_UNPACKED),
+                &mut found,
+            )?,
             Some(other) => return Ok(Contents::Unreadable(other)),
             None => {
                 return Err(io::Error::new(

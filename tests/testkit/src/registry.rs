@@ -372,49 +372,20 @@ fn make_tls(d: &Path) {
         "keyUsage=critical,keyCertSign,cRLSign",
     ]);
     openssl(d, &a);
-    let mut a = vec!["req"];
-    a.extend(ec);
-    a.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    openssl(d, &a);
-    std::fs::write(
-        d.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:registry.test\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
+    key_and_csr(d, "server", "/CN=127.0.0.1");
+    sign_with_ca(
         d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
+        "server",
+        "server.crt",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:registry.test\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
     );
     std::fs::create_dir_all(d.join("certs")).unwrap();
     std::fs::copy(d.join("ca.crt"), d.join("certs/ca.crt")).unwrap();
 }
 
-/// A client certificate signed by the test CA of [`make_tls`]: `client-certs/` holds it as
-/// `client.cert` with `client.key`, and the CA as `ca.crt`.
-fn make_client_cert(d: &Path) {
+/// `NAME.key` (EC P-256) and a request `NAME.csr` for `subject`.
+fn key_and_csr(d: &Path, name: &str, subject: &str) {
+    let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
     openssl(
         d,
         &[
@@ -425,37 +396,50 @@ fn make_client_cert(d: &Path) {
             "ec_paramgen_curve:prime256v1",
             "-nodes",
             "-keyout",
-            "client.key",
+            &key,
             "-out",
-            "client.csr",
+            &csr,
             "-subj",
-            "/CN=d2v test client",
+            subject,
         ],
     );
-    std::fs::write(
-        d.join("client-ext.cnf"),
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
+}
+
+/// Signs `NAME.csr` with the test CA into `out`, with the X.509 extensions `ext` (config lines).
+fn sign_with_ca(d: &Path, name: &str, out: &str, ext: &str) {
+    let (csr, ext_file) = (format!("{name}.csr"), format!("{name}-ext.cnf"));
+    std::fs::write(d.join(&ext_file), ext).unwrap();
     openssl(
         d,
         &[
             "x509",
             "-req",
             "-in",
-            "client.csr",
+            &csr,
             "-CA",
             "ca.crt",
             "-CAkey",
             "ca.key",
             "-CAcreateserial",
             "-out",
-            "client.cert",
+            out,
             "-days",
             "2",
             "-extfile",
-            "client-ext.cnf",
+            &ext_file,
         ],
+    );
+}
+
+/// A client certificate signed by the test CA of [`make_tls`]: `client-certs/` holds it as
+/// `client.cert` with `client.key`, and the CA as `ca.crt`.
+fn make_client_cert(d: &Path) {
+    key_and_csr(d, "client", "/CN=d2v test client");
+    sign_with_ca(
+        d,
+        "client",
+        "client.cert",
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
     );
     let dir = d.join("client-certs");
     std::fs::create_dir_all(&dir).unwrap();

@@ -1,8 +1,8 @@
 //! Network faults a real registry does not produce on demand: a loopback HTTP server that
 //! answers 503/429, cuts blob bodies short, honours Range requests and redirects blob downloads
 //! to a storage server on another host. Checks retries with backoff, resume with Range,
-//! truncated blobs, that credentials are not sent to the storage host, and a docker-archive in
-//! the Docker 25 format (OCI layout inside the tar).
+//! truncated blobs (and the next run resuming what they left), that credentials are not sent
+//! to the storage host, and a docker-archive in the Docker 25 format (OCI layout inside the tar).
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Read, Write};
@@ -413,10 +413,61 @@ fn truncated_blob_gives_up_with_a_clear_error() {
         msg.contains(img.layer_path.rsplit('/').next().unwrap()) && msg.contains("layer 1"),
         "{msg}"
     );
+    // Nothing in the cache; what arrived is kept, for the next run to resume from.
+    let hex = img.layer_path.rsplit(':').next().unwrap();
+    assert!(!tmp.path().join("blobs/sha256").join(hex).exists());
+    let partial = tmp.path().join("tmp").join(format!("{hex}.partial"));
+    let kept = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        kept > 0,
+        "no partial download kept at {}",
+        partial.display()
+    );
     assert_eq!(
         std::fs::read_dir(tmp.path().join("tmp")).unwrap().count(),
-        0
+        1
     );
+
+    // The next run (the server healthy again) asks only for the rest.
+    img.server.lock().unwrap().faults.clear();
+    img.server.lock().unwrap().log.clear();
+    let got = resolve(&format!("{}/t/app:v1", img.host), &opts(tmp.path())).unwrap();
+    assert_eq!(first_layer(&got), img.layer_tar);
+    let log = img.server.lock().unwrap().log.clone();
+    let gets: Vec<_> = log
+        .iter()
+        .filter(|(m, p, _)| m == "GET" && *p == img.layer_path)
+        .collect();
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert_eq!(
+        gets[0].2.as_deref(),
+        Some(format!("bytes={kept}-").as_str())
+    );
+    assert!(!partial.exists(), "the partial file became the blob");
+}
+
+#[test]
+fn wrong_bytes_in_a_partial_download_are_fetched_again() {
+    // A partial file whose bytes are not the blob's (a disk error, another tool): the resumed
+    // download fails its digest check, and d2v downloads the whole blob once more.
+    let img = image();
+    let tmp = tempfile::tempdir().unwrap();
+    let hex = img.layer_path.rsplit(':').next().unwrap().to_string();
+    std::fs::create_dir_all(tmp.path().join("tmp")).unwrap();
+    std::fs::write(
+        tmp.path().join("tmp").join(format!("{hex}.partial")),
+        vec![0xAAu8; 1000],
+    )
+    .unwrap();
+    let got = resolve(&format!("{}/t/app:v1", img.host), &opts(tmp.path())).unwrap();
+    assert_eq!(first_layer(&got), img.layer_tar);
+    let log = img.server.lock().unwrap().log.clone();
+    let ranges: Vec<_> = log
+        .iter()
+        .filter(|(m, p, _)| m == "GET" && *p == img.layer_path)
+        .map(|(_, _, r)| r.clone())
+        .collect();
+    assert_eq!(ranges, [Some("bytes=1000-".to_string()), None], "{log:?}");
 }
 
 #[test]

@@ -1,9 +1,15 @@
 //! The content-addressed blob cache: `<dir>/blobs/sha256/<hex>`, each file written to a
 //! temporary file in `<dir>/tmp` and renamed into place only after its digest was checked,
 //! so two d2v processes can fill the same cache at once.
+//!
+//! A registry download goes to `<dir>/tmp/<hex>.partial`, locked (`flock`) while a process
+//! writes it and kept when the download fails, so the next run resumes it with a Range request
+//! instead of starting again (its bytes are hashed again first). A process that finds the
+//! partial file locked by another downloads into an unnamed temporary file instead.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -106,9 +112,42 @@ impl Cache {
         let tmpdir = self.dir.join("tmp");
         let file = tempfile::NamedTempFile::new_in(&tmpdir).map_err(|e| io_err(&tmpdir, e))?;
         Ok(BlobWriter {
-            file,
+            tmp: Tmp::Anonymous(file),
             hasher: Sha256::new(),
             len: 0,
+            resumed: 0,
+            cache: self.clone(),
+        })
+    }
+
+    /// Starts or resumes writing the blob `digest` in its partial file: what an earlier,
+    /// failed download left is kept (and hashed again), [`BlobWriter::len`] says where to go
+    /// on. When another process holds the partial file, an unnamed one is used.
+    pub fn resumable_writer(&self, digest: &str) -> Result<BlobWriter, SourceError> {
+        let path = self
+            .dir
+            .join("tmp")
+            .join(format!("{}.partial", check_digest(digest)?));
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io_err(&path, e))?;
+        // SAFETY: flock on a valid descriptor; the lock goes with the descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return self.writer();
+        }
+        let mut hasher = Sha256::new();
+        let len = io::copy(&mut &file, &mut HashSink(&mut hasher)).map_err(|e| io_err(&path, e))?;
+        file.seek(io::SeekFrom::End(0))
+            .map_err(|e| io_err(&path, e))?;
+        Ok(BlobWriter {
+            tmp: Tmp::Partial { file, path },
+            hasher,
+            len,
+            resumed: len,
             cache: self.clone(),
         })
     }
@@ -127,11 +166,42 @@ impl Cache {
     }
 }
 
+/// Feeds what is written to a hasher.
+struct HashSink<'a>(&'a mut Sha256);
+
+impl Write for HashSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+enum Tmp {
+    /// Removed when dropped uncommitted.
+    Anonymous(tempfile::NamedTempFile),
+    /// `tmp/<hex>.partial`, locked; kept when dropped uncommitted.
+    Partial { file: File, path: PathBuf },
+}
+
+impl Tmp {
+    fn file(&mut self) -> &mut File {
+        match self {
+            Tmp::Anonymous(t) => t.as_file_mut(),
+            Tmp::Partial { file, .. } => file,
+        }
+    }
+}
+
 /// A blob being written into the cache; hashes as it goes.
 pub struct BlobWriter {
-    file: tempfile::NamedTempFile,
+    tmp: Tmp,
     hasher: Sha256,
     len: u64,
+    /// Bytes an earlier download had left in the partial file.
+    resumed: u64,
     cache: Cache,
 }
 
@@ -145,12 +215,19 @@ impl BlobWriter {
         self.len == 0
     }
 
+    /// Bytes taken over from an earlier, failed download of the same blob.
+    pub fn resumed(&self) -> u64 {
+        self.resumed
+    }
+
     /// Throws away what was written (the server restarted the body from byte 0).
     pub fn restart(&mut self) -> io::Result<()> {
-        self.file.as_file_mut().set_len(0)?;
-        io::Seek::seek(self.file.as_file_mut(), io::SeekFrom::Start(0))?;
+        let f = self.tmp.file();
+        f.set_len(0)?;
+        f.seek(io::SeekFrom::Start(0))?;
         self.hasher = Sha256::new();
         self.len = 0;
+        self.resumed = 0;
         Ok(())
     }
 
@@ -162,6 +239,11 @@ impl BlobWriter {
         what: &str,
     ) -> Result<(String, u64), SourceError> {
         let digest = format!("sha256:{}", hex::encode(self.hasher.finalize()));
+        let bad = expect.is_some_and(|(want, size)| self.len != size || digest != want);
+        if let (true, Tmp::Partial { path, .. }) = (bad, &self.tmp) {
+            // Wrong bytes: a later run must not resume from them.
+            let _ = fs::remove_file(path);
+        }
         if let Some((want, size)) = expect {
             if self.len != size {
                 return Err(SourceError::SizeMismatch {
@@ -180,26 +262,28 @@ impl BlobWriter {
             }
         }
         let dest = self.cache.path(&digest)?;
-        self.file
-            .as_file()
-            .sync_data()
-            .map_err(|e| io_err(&dest, e))?;
-        self.file
-            .persist(&dest)
-            .map_err(|e| io_err(&dest, e.error))?;
+        let mut tmp = self.tmp;
+        tmp.file().sync_data().map_err(|e| io_err(&dest, e))?;
+        match tmp {
+            Tmp::Anonymous(t) => {
+                t.persist(&dest).map_err(|e| io_err(&dest, e.error))?;
+            }
+            // Renamed while still locked: a process waiting for the lock finds the blob.
+            Tmp::Partial { path, .. } => fs::rename(&path, &dest).map_err(|e| io_err(&dest, e))?,
+        }
         Ok((digest, self.len))
     }
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
+        let n = self.tmp.file().write(buf)?;
         self.hasher.update(&buf[..n]);
         self.len += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        self.tmp.file().flush()
     }
 }
 
@@ -246,6 +330,51 @@ mod tests {
             fs::read_dir(d.path().join("blobs/sha256")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn partial_downloads_are_kept_resumed_and_locked() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::open(d.path()).unwrap();
+        let data = b"0123456789abcdef";
+        let digest = sha256_digest(data);
+        let partial = d
+            .path()
+            .join("tmp")
+            .join(format!("{}.partial", &digest[7..]));
+        {
+            let mut w = c.resumable_writer(&digest).unwrap();
+            assert_eq!((w.len(), w.resumed()), (0, 0));
+            w.write_all(&data[..6]).unwrap();
+            // Another process (here: another descriptor) finds it locked and writes elsewhere.
+            let other = c.resumable_writer(&digest).unwrap();
+            assert_eq!(other.len(), 0);
+            drop(other);
+            assert_eq!(fs::read(&partial).unwrap(), &data[..6]);
+        } // dropped uncommitted: the partial file stays
+        assert_eq!(fs::read(&partial).unwrap(), &data[..6]);
+        let mut w = c.resumable_writer(&digest).unwrap();
+        assert_eq!((w.len(), w.resumed()), (6, 6));
+        w.write_all(&data[6..]).unwrap();
+        w.commit(Some((&digest, 16)), "x").unwrap();
+        assert!(!partial.exists());
+        assert_eq!(
+            fs::read(c.get(&digest, Some(16)).unwrap().unwrap()).unwrap(),
+            data
+        );
+
+        // Wrong bytes in a partial file: the commit fails and removes it.
+        let digest2 = sha256_digest(b"other");
+        let partial2 = d
+            .path()
+            .join("tmp")
+            .join(format!("{}.partial", &digest2[7..]));
+        fs::write(&partial2, b"oth").unwrap();
+        let mut w = c.resumable_writer(&digest2).unwrap();
+        w.write_all(b"XX").unwrap();
+        let e = w.commit(Some((&digest2, 5)), "y").unwrap_err();
+        assert!(matches!(e, SourceError::DigestMismatch { .. }), "{e}");
+        assert!(!partial2.exists());
     }
 
     #[test]

@@ -73,8 +73,38 @@ impl Fetcher for Client {
             bar.set_position(d.size);
             return Ok(p);
         }
-        let mut w = self.cache.writer()?;
+        // Resume what an earlier run left; if those bytes turn out wrong, once more afresh.
+        let w = self.cache.resumable_writer(&d.digest)?;
+        let resumed = w.resumed() > 0;
+        let what_from = format!("{what} from {}", self.r.registry);
+        match self
+            .download(d, what, bar, w)?
+            .commit(Some((&d.digest, d.size)), &what_from)
+        {
+            Err(SourceError::DigestMismatch { .. }) if resumed => {
+                let w = self.cache.resumable_writer(&d.digest)?;
+                self.download(d, what, bar, w)?
+                    .commit(Some((&d.digest, d.size)), &what_from)?;
+            }
+            r => {
+                r?;
+            }
+        }
+        self.cache.path(&d.digest)
+    }
+}
+
+impl Client {
+    /// Downloads blob `d` into `w` from where `w` ends (Range), retrying cut-short bodies.
+    fn download(
+        &self,
+        d: &Descriptor,
+        what: &str,
+        bar: &ProgressBar,
+        mut w: crate::source::cache::BlobWriter,
+    ) -> Result<crate::source::cache::BlobWriter, SourceError> {
         let path = format!("blobs/{}", d.digest);
+        bar.set_position(w.len());
         let mut failures = 0;
         let mut buf = vec![0u8; 256 << 10];
         loop {
@@ -126,10 +156,6 @@ impl Fetcher for Client {
                 }
             }
         }
-        w.commit(
-            Some((&d.digest, d.size)),
-            &format!("{what} from {}", self.r.registry),
-        )?;
-        self.cache.path(&d.digest)
+        Ok(w)
     }
 }

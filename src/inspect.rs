@@ -159,20 +159,10 @@ pub fn boot_report(tree: &Tree) -> BootReport {
 /// Scans each initramfs file once for the SCSI drivers; the kernel's built-in drivers listed in
 /// the image's `/lib/modules/*/modules.builtin` count as present.
 fn initramfs_drivers(tree: &Tree, initramfs: &[Artifact]) -> Vec<InitramfsDrivers> {
-    let mut builtin = std::collections::BTreeSet::new();
-    for version in dir_names(tree, "/lib/modules") {
-        let path = format!("lib/modules/{version}/modules.builtin");
-        if let Some(fd) = tree.resolve_file(path.as_bytes()) {
-            let mut list = Vec::new();
-            let read = tree.spill().reader(fd).take(4 << 20).read_to_end(&mut list);
-            if read.is_ok() {
-                builtin.extend(
-                    list.split(|&b| b == b'\n')
-                        .filter_map(initramfs::module_name),
-                );
-            }
-        }
-    }
+    let builtin: std::collections::BTreeSet<String> = dir_names(tree, "/lib/modules")
+        .iter()
+        .flat_map(|version| builtin_modules(tree, version))
+        .collect();
     let mut seen = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     for a in initramfs {
@@ -220,18 +210,26 @@ fn kernel_modules(tree: &Tree, kernels: &[Artifact]) -> Vec<KernelModules> {
             let dir = format!("lib/modules/{version}");
             let id = tree.resolve(dir.as_bytes(), true)?;
             tree.inode(id).kind.is_dir().then_some(())?;
-            let mut list = Vec::new();
-            if let Some(fd) = tree.resolve_file(format!("{dir}/modules.builtin").as_bytes()) {
-                let _ = tree.spill().reader(fd).take(4 << 20).read_to_end(&mut list);
-            }
-            let builtin = list
-                .split(|&b| b == b'\n')
-                .any(|l| initramfs::module_name(l).as_deref() == Some("vmxnet3"));
+            let builtin = builtin_modules(tree, &version)
+                .iter()
+                .any(|m| m == "vmxnet3");
             Some(KernelModules {
                 vmxnet3: builtin || has_module(tree, id, "vmxnet3", 0),
                 version,
             })
         })
+        .collect()
+}
+
+/// The drivers built into kernel `version`: its `/lib/modules/VERSION/modules.builtin`.
+fn builtin_modules(tree: &Tree, version: &str) -> Vec<String> {
+    let path = format!("lib/modules/{version}/modules.builtin");
+    let mut list = Vec::new();
+    if let Some(fd) = tree.resolve_file(path.as_bytes()) {
+        let _ = tree.spill().reader(fd).take(4 << 20).read_to_end(&mut list);
+    }
+    list.split(|&b| b == b'\n')
+        .filter_map(initramfs::module_name)
         .collect()
 }
 

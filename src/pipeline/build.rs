@@ -98,15 +98,9 @@ pub(super) fn check_output_file(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// The disk image being written beside the output, and what to do when that filesystem is full.
-const DISK_FULL: (&str, &str) = (
-    "the disk image (a temporary file beside the output)",
-    "free some space there or write the output to another filesystem with -o",
-);
-const OUTPUT_FULL: (&str, &str) = (
-    "the output",
-    "free some space there or write the output to another filesystem with -o",
-);
+/// What to do when the filesystem beside the output (disk image, output) is full.
+const OUTPUT_DIR_FULL: &str =
+    "free some space there or write the output to another filesystem with -o";
 
 /// A warning for each initramfs that cannot drive the SCSI controller the OVF declares (on
 /// vSphere that guest would stop in its initramfs, its root disk not found), and for each
@@ -116,12 +110,10 @@ fn driver_warnings(report: &BootReport, controller: Controller) -> Vec<String> {
         Controller::Pvscsi => ("vmw_pvscsi", "VMware Paravirtual SCSI", "lsilogic"),
         Controller::Lsilogic => ("mptspi", "LSI Logic Parallel", "pvscsi"),
     };
-    report
-        .initramfs_drivers
-        .iter()
-        .filter(|d| d.has(driver) == Some(false))
-        .map(|d| {
-            format!(
+    let mut out = Vec::new();
+    for d in &report.initramfs_drivers {
+        if d.has(driver) == Some(false) {
+            out.push(format!(
                 "{} has no {driver} driver and the kernel has none built in: on vSphere the \
                  VM's disk is on a {device} controller, which this initramfs cannot reach, so \
                  the guest will not find its root filesystem. Rebuild the initramfs with the \
@@ -129,23 +121,18 @@ fn driver_warnings(report: &BootReport, controller: Controller) -> Vec<String> {
                  add_drivers+=\" {driver} \") or pick --controller {other} if it has that \
                  driver",
                 d.path
-            )
-        })
-        .chain(
-            report
-                .kernel_modules
-                .iter()
-                .filter(|k| !k.vmxnet3)
-                .map(|k| {
-                    format!(
-                "kernel {} has no vmxnet3 driver in /lib/modules/{}: the VM's network adapter \
-                 on vSphere is a VMXNET3, so the guest will have no network; install the \
-                 kernel's modules with it",
-                k.version, k.version
-            )
-                }),
-        )
-        .collect()
+            ));
+        }
+    }
+    for k in report.kernel_modules.iter().filter(|k| !k.vmxnet3) {
+        out.push(format!(
+            "kernel {0} has no vmxnet3 driver in /lib/modules/{0}: the VM's network adapter on \
+             vSphere is a VMXNET3, so the guest will have no network; install the kernel's \
+             modules with it",
+            k.version
+        ));
+    }
+    out
 }
 
 fn output_format(format: Format) -> output::Format {
@@ -374,7 +361,11 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
             (root_size + overhead) >> 30,
             scratch_dir.display()
         )),
-        e => Error::from(e).or_no_space(DISK_FULL.0, &scratch_dir, DISK_FULL.1),
+        e => Error::from(e).or_no_space(
+            "the disk image (a temporary file beside the output)",
+            &scratch_dir,
+            OUTPUT_DIR_FULL,
+        ),
     })?;
     for l in disk.report() {
         log.step(l);
@@ -411,7 +402,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
     out_opts.os_release = os_release;
     log.step(format!("writing {}", out_path.display()));
     let summary = output::write_outputs(&raw, format, &out_path, &out_opts)
-        .map_err(|e| Error::from(e).or_no_space(OUTPUT_FULL.0, &scratch_dir, OUTPUT_FULL.1))?;
+        .map_err(|e| Error::from(e).or_no_space("the output", &scratch_dir, OUTPUT_DIR_FULL))?;
     if let Some(bar) = vmdk_bar {
         bar.finish();
     }

@@ -468,6 +468,31 @@ fn wrong_bytes_in_a_partial_download_are_fetched_again() {
         .map(|(_, _, r)| r.clone())
         .collect();
     assert_eq!(ranges, [Some("bytes=1000-".to_string()), None], "{log:?}");
+
+    // A partial file as long as the blob or longer: no Range past its end is asked for.
+    for extra in [0usize, 10] {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("tmp")).unwrap();
+        let gz = img.server.lock().unwrap().files[&img.layer_path].0.clone();
+        let mut partial = gz.clone();
+        partial.extend(std::iter::repeat_n(0u8, extra));
+        std::fs::write(
+            tmp.path().join("tmp").join(format!("{hex}.partial")),
+            &partial,
+        )
+        .unwrap();
+        img.server.lock().unwrap().log.clear();
+        let got = resolve(&format!("{}/t/app:v1", img.host), &opts(tmp.path())).unwrap();
+        assert_eq!(first_layer(&got), img.layer_tar);
+        let log = img.server.lock().unwrap().log.clone();
+        let ranges: Vec<_> = log
+            .iter()
+            .filter(|(m, p, _)| m == "GET" && *p == img.layer_path)
+            .map(|(_, _, r)| r.clone())
+            .collect();
+        let want: Vec<Option<String>> = if extra == 0 { vec![] } else { vec![None] };
+        assert_eq!(ranges, want, "partial {extra} bytes too long: {log:?}");
+    }
 }
 
 #[test]

@@ -104,7 +104,17 @@ impl Client {
         mut w: crate::source::cache::BlobWriter,
     ) -> Result<crate::source::cache::BlobWriter, SourceError> {
         let path = format!("blobs/{}", d.digest);
+        if w.len() > d.size {
+            // Not this blob's bytes: a Range request past its end would only fail.
+            w.restart().map_err(|e| SourceError::Io {
+                path: self.cache.dir().into(),
+                source: e,
+            })?;
+        }
         bar.set_position(w.len());
+        if w.len() == d.size {
+            return Ok(w); // all there already (a run that stopped before renaming it)
+        }
         let mut failures = 0;
         let mut buf = vec![0u8; 256 << 10];
         loop {

@@ -116,8 +116,9 @@ fn helper_server(registry: &str) -> String {
 }
 
 /// The auth files to read, in order, and whether each must exist: `--authfile`, else
-/// `REGISTRY_AUTH_FILE`, else podman's `$XDG_RUNTIME_DIR/containers/auth.json` then docker's
-/// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
+/// `REGISTRY_AUTH_FILE`, else podman's `$XDG_RUNTIME_DIR/containers/auth.json` and
+/// `$XDG_CONFIG_HOME/containers/auth.json` (`~/.config/...`), then docker's
+/// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json` (containers-auth.json(5)).
 fn auth_files(
     opts: &SourceOptions,
     env: impl Fn(&str) -> Option<std::ffi::OsString>,
@@ -131,6 +132,13 @@ fn auth_files(
     let mut v = Vec::new();
     if let Some(r) = env("XDG_RUNTIME_DIR").filter(|f| !f.is_empty()) {
         v.push((PathBuf::from(r).join("containers/auth.json"), false));
+    }
+    let config_home = env("XDG_CONFIG_HOME")
+        .filter(|f| !f.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".config")));
+    if let Some(c) = config_home {
+        v.push((c.join("containers/auth.json"), false));
     }
     match env("DOCKER_CONFIG").filter(|f| !f.is_empty()) {
         Some(d) => v.push((PathBuf::from(d).join("config.json"), false)),
@@ -371,12 +379,23 @@ mod tests {
             ),
             [
                 ("/run/user/1/containers/auth.json".to_string(), false),
+                ("/home/u/.config/containers/auth.json".to_string(), false),
                 ("/home/u/.docker/config.json".to_string(), false)
             ]
         );
         assert_eq!(
             files(&o, env(&[("DOCKER_CONFIG", "/dc"), ("HOME", "/home/u")])),
-            [("/dc/config.json".to_string(), false)]
+            [
+                ("/home/u/.config/containers/auth.json".to_string(), false),
+                ("/dc/config.json".to_string(), false)
+            ]
+        );
+        assert_eq!(
+            files(&o, env(&[("XDG_CONFIG_HOME", "/cfg"), ("HOME", "/home/u")])),
+            [
+                ("/cfg/containers/auth.json".to_string(), false),
+                ("/home/u/.docker/config.json".to_string(), false)
+            ]
         );
     }
 

@@ -137,6 +137,8 @@ impl Sandbox {
             .env("XDG_CACHE_HOME", self.path("cache"))
             .env_remove("REGISTRY_AUTH_FILE")
             .env_remove("DOCKER_CONFIG")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_RUNTIME_DIR")
             .env_remove("D2V_TEST_HOLD_BEFORE_COMMIT")
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null());

@@ -206,6 +206,18 @@ struct Img {
     layer_tar: Vec<u8>,
 }
 
+impl Img {
+    /// The Range header (if any) of each GET of the layer blob so far, in order.
+    fn layer_get_ranges(&self) -> Vec<Option<String>> {
+        let sv = self.server.lock().unwrap();
+        sv.log
+            .iter()
+            .filter(|(m, p, _)| m == "GET" && *p == self.layer_path)
+            .map(|(_, _, r)| r.clone())
+            .collect()
+    }
+}
+
 fn image() -> Img {
     let layer_tar: Vec<u8> = (0..2_000_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
@@ -277,22 +289,15 @@ fn retries_and_range_resume() {
     let got = resolve(&format!("{}/t/app:v1", img.host), &opts(tmp.path())).unwrap();
     assert_eq!(first_layer(&got), img.layer_tar);
 
-    let log = img.server.lock().unwrap().log.clone();
-    let layer_gets: Vec<_> = log
-        .iter()
-        .filter(|(m, p, _)| m == "GET" && *p == img.layer_path)
-        .collect();
+    let layer_gets = img.layer_get_ranges();
     assert_eq!(layer_gets.len(), 3, "{layer_gets:?}");
-    assert_eq!(layer_gets[0].2, None);
+    assert_eq!(layer_gets[0], None);
     // Each retry resumes where the previous body stopped.
     let r1 = layer_gets[1]
-        .2
         .clone()
         .expect("second GET has a Range header");
-    let r2 = layer_gets[2]
-        .2
-        .clone()
-        .expect("third GET has a Range header");
+    let r2 = layer_gets[2].clone().expect("third GET has a Range header");
+    let log = img.server.lock().unwrap().log.clone();
     let off = |r: &str| {
         r.trim_start_matches("bytes=")
             .trim_end_matches('-')
@@ -433,16 +438,7 @@ fn truncated_blob_gives_up_with_a_clear_error() {
     img.server.lock().unwrap().log.clear();
     let got = resolve(&format!("{}/t/app:v1", img.host), &opts(tmp.path())).unwrap();
     assert_eq!(first_layer(&got), img.layer_tar);
-    let log = img.server.lock().unwrap().log.clone();
-    let gets: Vec<_> = log
-        .iter()
-        .filter(|(m, p, _)| m == "GET" && *p == img.layer_path)
-        .collect();
-    assert_eq!(gets.len(), 1, "{gets:?}");
-    assert_eq!(
-        gets[0].2.as_deref(),
-        Some(format!("bytes={kept}-").as_str())
-    );
+    assert_eq!(img.layer_get_ranges(), [Some(format!("bytes={kept}-"))]);
     assert!(!partial.exists(), "the partial file became the blob");
 }
 
@@ -461,13 +457,10 @@ fn wrong_bytes_in_a_partial_download_are_fetched_again() {
     .unwrap();
     let got = resolve(&format!("{}/t/app:v1", img.host), &opts(tmp.path())).unwrap();
     assert_eq!(first_layer(&got), img.layer_tar);
-    let log = img.server.lock().unwrap().log.clone();
-    let ranges: Vec<_> = log
-        .iter()
-        .filter(|(m, p, _)| m == "GET" && *p == img.layer_path)
-        .map(|(_, _, r)| r.clone())
-        .collect();
-    assert_eq!(ranges, [Some("bytes=1000-".to_string()), None], "{log:?}");
+    assert_eq!(
+        img.layer_get_ranges(),
+        [Some("bytes=1000-".to_string()), None]
+    );
 
     // A partial file as long as the blob or longer: no Range past its end is asked for.
     for extra in [0usize, 10] {
@@ -484,14 +477,12 @@ fn wrong_bytes_in_a_partial_download_are_fetched_again() {
         img.server.lock().unwrap().log.clear();
         let got = resolve(&format!("{}/t/app:v1", img.host), &opts(tmp.path())).unwrap();
         assert_eq!(first_layer(&got), img.layer_tar);
-        let log = img.server.lock().unwrap().log.clone();
-        let ranges: Vec<_> = log
-            .iter()
-            .filter(|(m, p, _)| m == "GET" && *p == img.layer_path)
-            .map(|(_, _, r)| r.clone())
-            .collect();
         let want: Vec<Option<String>> = if extra == 0 { vec![] } else { vec![None] };
-        assert_eq!(ranges, want, "partial {extra} bytes too long: {log:?}");
+        assert_eq!(
+            img.layer_get_ranges(),
+            want,
+            "partial {extra} bytes too long"
+        );
     }
 }
 

@@ -20,7 +20,7 @@ halt
 ";
 
 fn build_disk() -> (std::path::PathBuf, String) {
-    testkit::require_tool("grub-mkimage", "grub-common");
+    testkit::require_grub_modules();
     let mut tree = Tree::in_temp().unwrap();
     add_file(&mut tree, "boot/grub/grub.cfg", GRUB_CFG.as_bytes());
     let dir = testkit::scratch_dir("boot-grub");

@@ -367,15 +367,23 @@ fn build_is_reproducible() {
         let d = sb.out().join(format!("run{i}"));
         std::fs::create_dir(&d).unwrap();
         let ova = d.join("app.ova");
-        // The second run with a cold cache and from another working directory.
+        // The second run with a cold cache, from another working directory and with no
+        // program on PATH: d2v runs no host tool (GRUB's images are its own).
         let cache = sb.fresh_cache();
-        build(
-            &sb,
-            &src,
-            "ova",
-            &ova,
-            &["--cache-dir", &cache.display().to_string()],
-        );
+        let empty = sb.path(&format!("empty-path{i}"));
+        std::fs::create_dir_all(&empty).unwrap();
+        let path = if i == 0 {
+            std::env::var("PATH").unwrap()
+        } else {
+            empty.display().to_string()
+        };
+        let mut args: Vec<String> = ["build", &src, "-o", &ova.display().to_string()]
+            .map(String::from)
+            .into();
+        args.extend(["--cache-dir".into(), cache.display().to_string()]);
+        args.extend(SMALL.iter().map(|s| s.to_string()));
+        sb.d2v_env(&args, &[("SOURCE_DATE_EPOCH", EPOCH), ("PATH", &path)])
+            .ok();
         outs.push(std::fs::read(&ova).unwrap());
     }
     assert!(
@@ -401,6 +409,40 @@ fn build_is_reproducible() {
         std::fs::read(&ova).unwrap() != outs[0],
         "SOURCE_DATE_EPOCH has no effect"
     );
+}
+
+/// The whole build — flattening, ext4, FAT, GPT, GRUB's core.img and BOOTX64.EFI, VMDK,
+/// OVA — runs inside d2v: strace sees no program started but d2v itself.
+#[test]
+fn build_starts_no_other_program() {
+    let strace = testkit::require_tool("strace", "strace");
+    let sb = Sandbox::new();
+    let (_, _, src) = tiny(&sb);
+    let ova = sb.out_file("app.ova");
+    let log = sb.path("strace.log");
+    let mut args: Vec<String> = ["build", &src, "-o", &ova.display().to_string()]
+        .map(String::from)
+        .into();
+    args.extend(SMALL.iter().map(|s| s.to_string()));
+    let d2v = sb.command(&args);
+    let mut cmd = Command::new(strace);
+    cmd.args(["-f", "-qq", "-e", "trace=execve", "-o"])
+        .arg(&log)
+        .arg(d2v.get_program())
+        .args(d2v.get_args())
+        .current_dir(d2v.get_current_dir().unwrap());
+    for (k, v) in d2v.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    tool_ok(&mut cmd);
+    assert!(ova.is_file());
+    let log = std::fs::read_to_string(&log).unwrap();
+    let execs: Vec<&str> = log.lines().filter(|l| l.contains("execve(")).collect();
+    assert_eq!(execs.len(), 1, "programs started:\n{log}");
+    assert!(execs[0].contains("d2v"), "{log}");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use d2v::tree::{Metadata, Tree};
 use sha2::{Digest, Sha256};
 
 fn build(path: &Path) -> DiskSummary {
-    testkit::require_tool("grub-mkimage", "grub-common");
+    testkit::require_grub_modules();
     let mut tree = Tree::in_temp().unwrap();
     for (p, data) in [
         ("boot/vmlinuz-6.1.0-9-amd64", &b"old kernel"[..]),
@@ -155,7 +155,7 @@ fn add_modules(tree: &mut Tree, platform: &str, skip: &str) {
 #[test]
 fn grub_modules_come_from_the_image_when_it_has_them() {
     use d2v::disk::grub::{prepare, GrubOptions, ModuleSource};
-    testkit::require_tool("grub-mkimage", "grub-common");
+    testkit::require_grub_modules();
     let mut tree = Tree::in_temp().unwrap();
     add_modules(&mut tree, "i386-pc", "");
     // An unusable x86_64-efi directory (no moddep.lst): the host's modules are used.

@@ -25,7 +25,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("gdisk", "sgdisk -v on the disk"),
     ("fdisk", "sfdisk: partition table checks"),
     ("mtools", "reading the FAT ESP without mounting"),
-    ("grub-common", "grub-mkimage"),
+    (
+        "grub-common",
+        "grub-mkimage: what d2v's own mkimage is compared with",
+    ),
     ("grub-pc-bin", "GRUB i386-pc modules (host fallback)"),
     (
         "grub-efi-amd64-bin",
@@ -35,6 +38,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("apache2-utils", "htpasswd for the basic-auth registry"),
     ("openssl", "test CA and registry TLS certificates"),
     ("jq", "JSON checks in scripts"),
+    ("strace", "checking that d2v starts no other program"),
     ("zstd", "zstd-compressed test layers"),
     (
         "busybox-static",

@@ -1,14 +1,14 @@
 //! GRUB for both firmwares on one disk: `core.img` for BIOS (installed by [`bios`]) and
-//! `\EFI\BOOT\BOOTX64.EFI` for UEFI (the removable-media path: nothing in NVRAM), both built
-//! by the host's `grub-mkimage` from the image's GRUB modules when it ships them, else the
+//! `\EFI\BOOT\BOOTX64.EFI` for UEFI (the removable-media path: nothing in NVRAM), both
+//! assembled by d2v ([`mkimage`]) from the image's GRUB modules when it ships them, else the
 //! host's. Both images carry an early config that finds the ESP by its FAT serial and loads
 //! `(ESP)/grub/grub.cfg`.
 
 pub mod bios;
 pub mod config;
+pub mod mkimage;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::disk::{DiskError, Result};
 use crate::tree::{show, Inode, Kind, Metadata, Tree};
@@ -40,7 +40,7 @@ impl Platform {
     }
 
     /// Modules built into the image (those missing from a module directory are left out).
-    fn modules(self) -> Vec<&'static str> {
+    pub fn modules(self) -> Vec<&'static str> {
         let mut m = vec![
             "part_gpt",
             "part_msdos",
@@ -153,31 +153,9 @@ fn extract_dir(tree: &Tree, path: &str, to: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(to.to_path_buf()))
 }
 
-/// The `grub-mkimage` on this host (`$PATH`, then /usr/bin).
-pub fn find_mkimage() -> Result<PathBuf> {
-    let mut path = std::env::var_os("PATH").unwrap_or_default();
-    path.push(":/usr/bin:/usr/sbin");
-    find_mkimage_in(&path)
-}
-
-fn find_mkimage_in(path: &std::ffi::OsStr) -> Result<PathBuf> {
-    for dir in std::env::split_paths(path) {
-        for name in ["grub-mkimage", "grub2-mkimage"] {
-            if dir.join(name).is_file() {
-                return Ok(dir.join(name));
-            }
-        }
-    }
-    Err(DiskError::Grub(
-        "grub-mkimage not found: install Debian's grub-common (plus grub-pc-bin for BIOS and \
-         grub-efi-amd64-bin for UEFI modules)"
-            .into(),
-    ))
-}
-
 /// The early config built into core.img/BOOTX64.EFI: find the ESP by its FAT serial, make it
-/// `$root`, and let `normal` read `$prefix/grub.cfg`. The `-p` prefix `(hd0,gpt2)/grub` is the
-/// fallback when the search fails.
+/// `$root`, and let `normal` read `$prefix/grub.cfg`. [`PREFIX`] is the fallback when the
+/// search fails.
 pub fn early_config(esp_serial: &str) -> String {
     format!(
         "search --no-floppy --fs-uuid --set=root {esp_serial}\nset prefix=($root)/grub\n",
@@ -185,45 +163,22 @@ pub fn early_config(esp_serial: &str) -> String {
     )
 }
 
-/// Runs `grub-mkimage` for `dir.platform`, returning the image bytes.
-pub fn mkimage(dir: &ModuleDir, early_cfg: &str, scratch: &Path) -> Result<Vec<u8>> {
-    let exe = find_mkimage()?;
-    let cfg = scratch.join(format!("early-{}.cfg", dir.platform.name()));
-    std::fs::write(&cfg, early_cfg)?;
-    let out = scratch.join(format!("grub-{}.img", dir.platform.name()));
+/// The built-in `$prefix`: the ESP is the second GPT partition.
+pub const PREFIX: &str = "(hd0,gpt2)/grub";
+
+/// Assembles the image for `dir.platform` ([`mkimage::build`]), returning its bytes.
+pub fn mkimage(dir: &ModuleDir, early_cfg: &str) -> Result<Vec<u8>> {
     let modules: Vec<&str> = dir
         .platform
         .modules()
         .into_iter()
         .filter(|m| dir.path.join(format!("{m}.mod")).is_file())
         .collect();
-    let result = Command::new(&exe)
-        .arg("-O")
-        .arg(dir.platform.name())
-        .arg("-d")
-        .arg(&dir.path)
-        .arg("-c")
-        .arg(&cfg)
-        .arg("-p")
-        .arg("(hd0,gpt2)/grub")
-        .arg("-o")
-        .arg(&out)
-        .args(&modules)
-        .output()
-        .map_err(|e| DiskError::Grub(format!("running {}: {e}", exe.display())))?;
-    if !result.status.success() {
-        return Err(DiskError::Grub(format!(
-            "grub-mkimage -O {} with modules from {} failed: {}",
-            dir.platform.name(),
-            dir.path.display(),
-            String::from_utf8_lossy(&result.stderr).trim()
-        )));
-    }
-    Ok(std::fs::read(&out)?)
+    mkimage::build(&dir.path, dir.platform, &modules, early_cfg, PREFIX)
 }
 
 /// Builds the image for `platform` from the image's modules, falling back to the host's
-/// when those fail to build (a `grub-mkimage` too old or new for them). Returns the bytes,
+/// when those fail to build (a kernel.img of a layout d2v does not know). Returns the bytes,
 /// the directory used and warnings.
 pub fn build(
     tree: &Tree,
@@ -232,11 +187,11 @@ pub fn build(
     scratch: &Path,
 ) -> Result<(Vec<u8>, ModuleDir, Vec<String>)> {
     let dir = module_dir(tree, platform, scratch)?;
-    match mkimage(&dir, early_cfg, scratch) {
+    match mkimage(&dir, early_cfg) {
         Ok(img) => Ok((img, dir, Vec::new())),
         Err(e) if dir.source == ModuleSource::Image => {
             let host = host_module_dir(platform)?;
-            let img = mkimage(&host, early_cfg, scratch)?;
+            let img = mkimage(&host, early_cfg)?;
             Ok((
                 img,
                 host,
@@ -415,19 +370,6 @@ pub fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn missing_mkimage_names_the_debian_packages() {
-        let err = find_mkimage_in(std::ffi::OsStr::new("/nonexistent"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("grub-common")
-                && err.contains("grub-pc-bin")
-                && err.contains("grub-efi-amd64-bin"),
-            "{err}"
-        );
-    }
 
     #[test]
     fn generating_a_config_without_a_kernel_names_packages() {

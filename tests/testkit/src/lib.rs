@@ -4,7 +4,7 @@
 pub mod cpio;
 pub mod fixtures;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub mod proxy;
 pub mod qemu;
@@ -36,6 +36,20 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
         }
     }
     panic!("{tool} not found: install Debian's {package} (cargo xtask test installs it)");
+}
+
+/// Asserts the host has GRUB's BIOS and UEFI module directories, which d2v builds from when
+/// an image ships no GRUB.
+pub fn require_grub_modules() {
+    for (dir, package) in [
+        ("/usr/lib/grub/i386-pc", "grub-pc-bin"),
+        ("/usr/lib/grub/x86_64-efi", "grub-efi-amd64-bin"),
+    ] {
+        assert!(
+            Path::new(dir).join("kernel.img").is_file(),
+            "{dir} missing: install Debian's {package} (cargo xtask test installs it)"
+        );
+    }
 }
 
 pub mod edge_cases;

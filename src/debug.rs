@@ -1,7 +1,9 @@
 //! `d2v debug …` (hidden): single stages of the pipeline on their own, for benchmarks and
 //! debugging. `debug ext4 SOURCE -o FILE` writes the flattened image as a bare ext4 filesystem
 //! (auto size, no guest fixes); `debug vmdk RAW -o FILE` turns a raw disk file into a
-//! streamOptimized VMDK. Stage times go to stderr with the other progress lines.
+//! streamOptimized VMDK; `debug grub -O PLATFORM -d DIR -c CFG -o FILE` assembles GRUB's
+//! core.img or BOOTX64.EFI as grub-mkimage would. Stage times go to stderr with the other
+//! progress lines.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -10,6 +12,7 @@ use std::time::Instant;
 
 use crate::cli::DebugCommand;
 use crate::disk::ext4::{self, Ext4Options};
+use crate::disk::grub::{self, mkimage, Platform};
 use crate::output::atomic::AtomicFile;
 use crate::output::vmdk::{self, VmdkOptions};
 use crate::pipeline::{flatten, io_err, Error, Log};
@@ -40,6 +43,49 @@ pub(crate) fn run(cmd: &DebugCommand, log: &Log) -> Result<(), Error> {
                 s.size >> 20,
                 s.inodes - s.free_inodes,
                 t.elapsed().as_secs_f64()
+            ));
+            Ok(())
+        }
+        DebugCommand::Grub {
+            format,
+            directory,
+            config,
+            output,
+            modules,
+        } => {
+            let platform = match format.as_str() {
+                "i386-pc" => Platform::I386Pc,
+                _ => Platform::X86_64Efi,
+            };
+            let modules: Vec<&str> = if modules.is_empty() {
+                platform
+                    .modules()
+                    .into_iter()
+                    .filter(|m| directory.join(format!("{m}.mod")).is_file())
+                    .collect()
+            } else {
+                modules.iter().map(String::as_str).collect()
+            };
+            let config = match config {
+                Some(p) => std::fs::read_to_string(p)
+                    .map_err(io_err(format!("reading {}", p.display())))?,
+                None => String::new(),
+            };
+            let t = Instant::now();
+            let img = mkimage::build(directory, platform, &modules, &config, grub::PREFIX)?;
+            let f = AtomicFile::create(output)
+                .map_err(io_err(format!("creating {}", output.display())))?;
+            f.file()
+                .write_all(&img)
+                .map_err(io_err(format!("writing {}", output.display())))?;
+            f.commit()
+                .map_err(io_err(format!("committing {}", output.display())))?;
+            log.step(format!(
+                "wrote {} ({} bytes) in {:.3} s; modules: {}",
+                output.display(),
+                img.len(),
+                t.elapsed().as_secs_f64(),
+                modules.join(" ")
             ));
             Ok(())
         }

@@ -64,6 +64,24 @@ pub enum DebugCommand {
         #[command(flatten)]
         src: SourceArgs,
     },
+    /// Assemble GRUB's BIOS core.img or UEFI BOOTX64.EFI from a module directory, as
+    /// `grub-mkimage -O PLATFORM -d DIRECTORY -c CONFIG -p (hd0,gpt2)/grub MODULES` does.
+    Grub {
+        /// i386-pc or x86_64-efi.
+        #[arg(short = 'O', long, value_parser = ["i386-pc", "x86_64-efi"])]
+        format: String,
+        /// GRUB's module directory, e.g. /usr/lib/grub/i386-pc.
+        #[arg(short, long)]
+        directory: PathBuf,
+        /// The early config to embed (default: none).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Output image.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Modules to build in (default: those d2v builds in, when the directory has them).
+        modules: Vec<String>,
+    },
     /// Convert a raw disk file into a streamOptimized VMDK.
     Vmdk {
         raw: PathBuf,

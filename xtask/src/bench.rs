@@ -1,6 +1,7 @@
-//! `cargo xtask bench [export|ext4|ext4-tar|vmdk|ext4-scale]…`: d2v against the reference tools
-//! on the systemd fixture (`ext4-tar`: the same image with its layers stored uncompressed, see
-//! [`crate::uncompressed`]; `ext4-scale`: on synthetic images, see [`crate::bench_scale`]). Each
+//! `cargo xtask bench [export|ext4|ext4-tar|vmdk|ext4-scale|grub]…`: d2v against the reference
+//! tools on the systemd fixture (`ext4-tar`: the same image with its layers stored uncompressed,
+//! see [`crate::uncompressed`]; `ext4-scale`: on synthetic images, see [`crate::bench_scale`];
+//! `grub`: GRUB's images from the host's modules, see [`crate::bench_grub`]). Each
 //! comparison runs the two sides alternately (A B A B …, ≥ 3 rounds, outputs removed between
 //! runs outside the timing) and reports medians; results and the exact command lines go into
 //! a marked section of BENCHMARKS.md (other sections are kept).
@@ -29,7 +30,7 @@ pub(crate) fn rounds() -> usize {
         .max(3)
 }
 
-const ALL: &[&str] = &["export", "ext4", "ext4-tar", "vmdk", "ext4-scale"];
+const ALL: &[&str] = &["export", "ext4", "ext4-tar", "vmdk", "ext4-scale", "grub"];
 
 /// One side of a comparison: commands run in sequence, timed together.
 pub(crate) struct Side {
@@ -102,7 +103,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let on_fixture: Vec<&str> = names
         .iter()
         .copied()
-        .filter(|n| *n != "ext4-scale")
+        .filter(|n| *n != "ext4-scale" && *n != "grub")
         .collect();
     let mut sections = Vec::new();
     if !on_fixture.is_empty() {
@@ -111,6 +112,10 @@ pub fn run(args: &[String]) -> Result<()> {
     if names.contains(&"ext4-scale") {
         let text = crate::bench_scale::run(&d2v, &work, &load_before)?;
         sections.push(("ext4-scale", text));
+    }
+    if names.contains(&"grub") {
+        let text = crate::bench_grub::run(&d2v, &work, &load_before)?;
+        sections.push(("grub", text));
     }
     let path = root().join("BENCHMARKS.md");
     let mut doc = fs::read_to_string(&path).unwrap_or_else(|_| {
@@ -561,7 +566,7 @@ pub(crate) fn anon_cell(v: &[Sample]) -> String {
     }
 }
 
-fn render(c: &Comparison<'_>, o: &Outcome, load_before: &str) -> String {
+pub(crate) fn render(c: &Comparison<'_>, o: &Outcome, load_before: &str) -> String {
     let row = |side: &Side, r: &Runs| match r {
         Ok(v) => format!(
             "| {} | {:.2} s | {} | {:.1} MiB | {} | {} |\n",

@@ -10,6 +10,7 @@
 //! - `cargo xtask bench [NAME…]`: comparisons against the reference tools, results in BENCHMARKS.md.
 
 mod bench;
+mod bench_grub;
 mod bench_scale;
 mod boottest;
 mod debian;

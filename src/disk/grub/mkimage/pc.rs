@@ -86,8 +86,10 @@ pub fn load_kernel(data: &[u8]) -> Result<Kernel, String> {
 }
 
 /// A raw LZMA stream of `data` (lc=3, lp=0, pb=2, 64 KiB dictionary as grub-mkimage uses).
+/// The encoder's fast mode (preset 3): on Debian 12's modules 3× faster than its normal mode
+/// (preset 6) for a core.img 4.5 % larger (226 vs 216 kB, the BIOS boot partition is 1 MiB).
 pub fn lzma(data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut opts = lzma_rust2::LzmaOptions::with_preset(6);
+    let mut opts = lzma_rust2::LzmaOptions::with_preset(3);
     opts.dict_size = 1 << 16;
     opts.lc = 3;
     opts.lp = 0;

@@ -1,5 +1,5 @@
 //! End-to-end boot tests (issue 5): the real `d2v` binary turns the OS fixtures into OVAs
-//! (`d2v build oci:…` for the systemd and OpenRC fixtures, `d2v pull` from a local
+//! (`d2v build oci:…` for the systemd, OpenRC and Debian 13 fixtures, `d2v pull` from a local
 //! docker-registry for the systemd one); the VMDK taken out of each OVA boots in QEMU (TCG)
 //! under SeaBIOS and under OVMF until the guest's self-check prints its checksums, which must
 //! equal the ones xtask computed from the staging tree (and `openrc --sys` must not say DOCKER).
@@ -238,6 +238,7 @@ type Shared = OnceLock<Result<Built, String>>;
 static SYSTEMD_BUILD: Shared = OnceLock::new();
 static SYSTEMD_PULL: Shared = OnceLock::new();
 static OPENRC_BUILD: Shared = OnceLock::new();
+static TRIXIE_BUILD: Shared = OnceLock::new();
 
 /// The OVA of `name` made `via`, built on first use; `None` when fixtures are absent and not
 /// required. A failed build fails every test that needs it, each with the same message.
@@ -247,6 +248,7 @@ fn built(name: &str, via: Via) -> Option<&'static Built> {
         (fixtures::SYSTEMD, Via::Build) => &SYSTEMD_BUILD,
         (fixtures::SYSTEMD, Via::Pull) => &SYSTEMD_PULL,
         (fixtures::OPENRC, Via::Build) => &OPENRC_BUILD,
+        (fixtures::TRIXIE, Via::Build) => &TRIXIE_BUILD,
         _ => unreachable!("no shared build for {name} via {via:?}"),
     };
     let result = cell.get_or_init(|| {
@@ -704,6 +706,29 @@ fn openrc_build_boots_under_ovmf() {
 #[test]
 fn openrc_build_disk_passes_fsck() {
     if let Some(b) = built(fixtures::OPENRC, Via::Build) {
+        check_disk(b);
+    }
+}
+
+/// Debian 13: GRUB 2.12's modules (assembled by d2v), Linux 6.12 and its zstd initramfs,
+/// systemd 257 — on the OVF's devices (PVSCSI, VMXNET3) under SeaBIOS, on virtio under OVMF.
+#[test]
+fn trixie_build_boots_on_the_ovf_hardware_under_seabios() {
+    if let Some(b) = built(fixtures::TRIXIE, Via::Build) {
+        boot_and_selfcheck(b, Firmware::Bios, Hardware::Ovf);
+    }
+}
+
+#[test]
+fn trixie_build_boots_under_ovmf() {
+    if let Some(b) = built(fixtures::TRIXIE, Via::Build) {
+        boot_and_selfcheck(b, Firmware::Uefi, Hardware::Virtio);
+    }
+}
+
+#[test]
+fn trixie_build_disk_passes_fsck() {
+    if let Some(b) = built(fixtures::TRIXIE, Via::Build) {
         check_disk(b);
     }
 }

@@ -12,6 +12,7 @@
 //!   three layers: base, a layer with whiteouts / an opaque dir / replacements / a symlink /
 //!   a hardlink, and a layer adding the boot self-check service.
 //! - [`OPENRC`]: the same on `sysvinit-core` + `openrc`, with `/.dockerenv` in its layers.
+//! - [`TRIXIE`]: Debian 13 trixie (GRUB 2.12, Linux 6.12), systemd; base and self-check layers.
 //!
 //! The self-check (in the guest, at boot) writes to `/dev/ttyS0`:
 //! ```text
@@ -30,8 +31,9 @@ use std::path::{Path, PathBuf};
 
 pub const SYSTEMD: &str = "systemd";
 pub const OPENRC: &str = "openrc";
+pub const TRIXIE: &str = "trixie";
 /// Every fixture, in build order.
-pub const ALL: &[&str] = &[SYSTEMD, OPENRC];
+pub const ALL: &[&str] = &[SYSTEMD, OPENRC, TRIXIE];
 
 pub const SELFCHECK_BEGIN: &str = "D2V-SELFCHECK-BEGIN";
 pub const SELFCHECK_END: &str = "D2V-SELFCHECK-END";

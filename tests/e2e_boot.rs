@@ -784,6 +784,93 @@ fn systemd_pull_and_build_write_identical_disks() {
     );
 }
 
+/// Copies the directory tree `from` to `to` (regular files and directories).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// d2v needs no privileges: the same build run as user and group 65534 (`setpriv`, no
+/// supplementary groups, no capabilities) writes the same disk, byte for byte, as root's —
+/// owners, modes, device nodes, setuid bits and capabilities come from the layers, never from
+/// the files of the user running d2v.
+#[test]
+fn systemd_build_as_an_unprivileged_user_writes_the_same_disk() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let Some(root_built) = built(fixtures::SYSTEMD, Via::Build) else {
+        return;
+    };
+    let setpriv = testkit::require_tool("setpriv", "util-linux");
+    let f = &root_built.fixture;
+    // Inputs where uid 65534 can read them whatever the checkout's permissions, and a work
+    // directory it owns.
+    let dir = testkit::scratch_dir("e2e-unprivileged");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("d2v");
+    std::fs::copy(d2v(), &bin).unwrap();
+    let layout = dir.join("oci");
+    copy_tree(&f.oci_layout, &layout);
+    let work = dir.join("work");
+    std::fs::create_dir(&work).unwrap();
+    chown(&work, Some(65534), Some(65534)).unwrap();
+    let ova = work.join(format!("{}.ova", f.name));
+    let start = Instant::now();
+    let out = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["--inh-caps=-all", "--bounding-set=-all"])
+        .arg(&bin)
+        .arg("build")
+        .arg(format!("oci:{}:{}", layout.display(), f.tag))
+        .arg("-o")
+        .arg(&ova)
+        .arg("--cache-dir")
+        .arg(work.join("cache"))
+        .args(["--name", &vm_name(&f.name)])
+        .args(["--kernel-arg", &kernel_arg(&f.name)])
+        .env("HOME", &work)
+        .env("TMPDIR", &work)
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "d2v build as uid 65534 failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "[e2e] d2v build as uid 65534 took {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&ova).unwrap().uid(), 65534);
+    let sum = |p: &Path| {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        std::io::copy(&mut File::open(p).unwrap(), &mut h).unwrap();
+        hex::encode(h.finalize())
+    };
+    // The OVF names the source (another path here); the disk must be the same bytes.
+    let vmdk = fixtures::vmdk_from_ova(&ova, &work.join("ova"));
+    assert_eq!(
+        sum(&vmdk),
+        sum(&root_built.vmdk),
+        "the disk built as uid 65534 ({}) differs from root's ({})",
+        vmdk.display(),
+        root_built.vmdk.display()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The partition reader and the sparse copy against a disk sgdisk itself partitions.
 #[test]
 fn partitions_are_read_and_copied_out() {

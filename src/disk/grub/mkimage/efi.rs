@@ -70,15 +70,28 @@ fn is_bss(s: &elf::Section) -> bool {
     s.is_alloc() && !s.is_exec() && s.kind == SHT_NOBITS
 }
 
+/// The largest kernel laid out (code, data, .bss); GRUB's is about 200 KiB.
+const MAX_KERNEL: u64 = 64 << 20;
+
 /// Places section `s` at the next offset (counted from .text's start) that puts its RVA on
 /// its alignment; returns where it starts.
-fn place(s: &elf::Section, at: &mut u64) -> u64 {
+fn place(s: &elf::Section, at: &mut u64) -> Result<u64, String> {
     if s.align > 1 {
+        if s.align > MAX_KERNEL {
+            return Err(format!(
+                "{} has alignment {:#x}",
+                elf::show(&s.name),
+                s.align
+            ));
+        }
         *at = align(*at + HEADERS, s.align) - HEADERS;
     }
     let start = *at;
-    *at += s.size;
-    start
+    *at = at
+        .checked_add(s.size)
+        .filter(|&end| end <= MAX_KERNEL)
+        .ok_or_else(|| format!("sections larger than {MAX_KERNEL} bytes"))?;
+    Ok(start)
 }
 
 /// Lays out and relocates an x86_64-efi `kernel.img`.
@@ -93,7 +106,7 @@ pub fn load_kernel(data: &[u8]) -> Result<Kernel, String> {
     let mut at = 0u64;
     for (i, s) in e.sections.iter().enumerate() {
         if is_text(s) {
-            addr[i] = place(s, &mut at);
+            addr[i] = place(s, &mut at)?;
             kept[i] = true;
         }
     }
@@ -101,14 +114,14 @@ pub fn load_kernel(data: &[u8]) -> Result<Kernel, String> {
     at = exec_size;
     for (i, s) in e.sections.iter().enumerate() {
         if is_data(s) {
-            addr[i] = place(s, &mut at);
+            addr[i] = place(s, &mut at)?;
             kept[i] = true;
         }
     }
     let bss_start = at;
     for (i, s) in e.sections.iter().enumerate() {
         if is_bss(s) {
-            addr[i] = place(s, &mut at);
+            addr[i] = place(s, &mut at)?;
             kept[i] = true;
         }
     }

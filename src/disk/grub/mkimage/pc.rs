@@ -61,11 +61,11 @@ pub fn load_kernel(data: &[u8]) -> Result<Kernel, String> {
             }
             let at = offset(s)?;
             placed.push((i, at));
-            size = at + s.size;
+            size = at
+                .checked_add(s.size)
+                .filter(|&end| end <= KERNEL_END)
+                .ok_or_else(|| format!("{} reaches past {KERNEL_END:#x}", elf::show(&s.name)))?;
         }
-    }
-    if size > KERNEL_END {
-        return Err(format!("{size:#x} bytes is too large"));
     }
     let mut image = vec![0u8; size as usize];
     for (i, at) in placed {
@@ -77,7 +77,7 @@ pub fn load_kernel(data: &[u8]) -> Result<Kernel, String> {
     }
     let mut end = size;
     for s in e.sections.iter().filter(|s| s.kind == SHT_NOBITS) {
-        end = offset(s)? + s.size;
+        end = offset(s)?.saturating_add(s.size);
     }
     Ok(Kernel {
         image,

@@ -672,6 +672,73 @@ fn docker_archive_with_oci_layout_inside() {
     assert!(e.to_string().contains("other:2"), "{e}");
 }
 
+/// kaniko's `--tar-path` (go-containerregistry's `tarball.Write`): the config named by its
+/// digest (`sha256:<hex>`, a colon in the member name), each layer stored compressed as
+/// `<hex of the compressed digest>.tar.gz`, manifest.json last.
+#[test]
+fn kaniko_tarball_with_gzip_layers_named_by_digest() {
+    let layer_tar = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(6);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "etc/app", &b"kaniko"[..]).unwrap();
+        b.into_inner().unwrap()
+    };
+    let gz = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&layer_tar).unwrap();
+        e.finish().unwrap()
+    };
+    let (diff_id, blob) = (sha(&layer_tar), sha(&gz));
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]}
+    }))
+    .unwrap();
+    let cd = sha(&config);
+    let manifest_json = serde_json::to_vec(&serde_json::json!([{
+        "Config": cd,
+        "RepoTags": ["registry.example/app:ci"],
+        "Layers": [format!("{}.tar.gz", &blob[7..])],
+    }]))
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("image.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&f).unwrap());
+    append_files(
+        &mut b,
+        [
+            (cd.clone(), config),
+            (format!("{}.tar.gz", &blob[7..]), gz.clone()),
+            ("manifest.json".to_string(), manifest_json),
+        ],
+    );
+    b.finish().unwrap();
+    drop(b);
+    let img = resolve_archive(&f, tmp.path());
+    assert_eq!(img.config_digest, cd);
+    assert_eq!(img.layers.len(), 1);
+    assert_eq!(img.layers[0].digest, blob);
+    assert_eq!(img.layers[0].diff_id, diff_id);
+    assert_eq!(
+        img.layers[0].media_type,
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+    let mut out = Vec::new();
+    open_layer(&img.layers[0])
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out, layer_tar);
+    let by_tag = resolve(
+        &format!("docker-archive:{}:registry.example/app:ci", f.display()),
+        &opts(&tmp.path().join("c")),
+    )
+    .unwrap();
+    assert_eq!(by_tag.manifest_digest, img.manifest_digest);
+}
+
 /// The classic `docker save` layout: `<id>/layer.tar` per layer, `<hex>.json` config, and a
 /// repeated layer stored once with a symlink to it.
 #[test]

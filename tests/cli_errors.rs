@@ -82,7 +82,7 @@ fn layout(
 fn unknown_transport() {
     let sb = Sandbox::new();
     for src in [
-        "dir:/tmp/image",
+        "docker-daemon:app:latest",
         "ftp://example.com/app:1",
         "containers-storage:app",
     ] {

@@ -700,6 +700,66 @@ fn skopeo(args: &[&str]) {
     );
 }
 
+/// skopeo's directory transport: `skopeo copy … dir:DIR` (one image), and `--all` (the index
+/// as manifest.json, each platform's manifest as `<hex>.manifest.json`).
+#[test]
+fn dir_made_by_skopeo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lay = Layout::new(&tmp.path().join("oci"));
+    let mut layers = three_layers("dir");
+    layers[1].1 = Comp::Gzip;
+    let made = lay.image("linux/amd64", &layers);
+    lay.tag(made.manifest.clone(), "v1");
+    let arm = lay.image("linux/arm64", &[(tar(&[("arch", b"arm64\n")]), Comp::Zstd)]);
+    lay.tag_index(&[&arm, &made], "multi");
+    let cache = tmp.path().join("cache");
+
+    let one = tmp.path().join("one");
+    skopeo(&[
+        "copy",
+        &format!("oci:{}:v1", lay.dir.display()),
+        &format!("dir:{}", one.display()),
+    ]);
+    let img = resolve(&format!("dir:{}", one.display()), &opts(&cache)).unwrap();
+    check_image(&img, &made);
+    assert_eq!(img.manifest_digest, made.manifest_digest);
+
+    let all = tmp.path().join("all");
+    skopeo(&[
+        "copy",
+        "--all",
+        &format!("oci:{}:multi", lay.dir.display()),
+        &format!("dir:{}", all.display()),
+    ]);
+    let img = resolve(&format!("dir:{}", all.display()), &opts(&cache)).unwrap();
+    check_image(&img, &made);
+    assert!(img.index_digest.is_some());
+    let o = SourceOptions {
+        platform: Platform::parse("linux/arm64").unwrap(),
+        ..opts(&cache)
+    };
+    let img = resolve(&format!("dir:{}", all.display()), &o).unwrap();
+    check_image(&img, &arm);
+
+    // An OCI layout given as dir: is named for what it is.
+    let e = resolve(&format!("dir:{}", lay.dir.display()), &opts(&cache)).unwrap_err();
+    assert!(e.to_string().contains("use oci:DIR"), "{e}");
+    // A blob missing from the directory is named.
+    let layer = made.layer_digests[0]
+        .trim_start_matches("sha256:")
+        .to_string();
+    std::fs::remove_file(one.join(&layer)).unwrap();
+    let e = resolve(
+        &format!("dir:{}", one.display()),
+        &opts(&tmp.path().join("cache2")),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains(&layer) && e.to_string().contains("missing"),
+        "{e}"
+    );
+}
+
 #[test]
 fn docker_and_oci_archives_made_by_skopeo() {
     let tmp = tempfile::tempdir().unwrap();

@@ -29,11 +29,11 @@ pub struct Cli {
 pub enum Command {
     /// Pull an image from a registry and write a VM (OVA by default).
     Pull(BuildArgs),
-    /// Build a VM from any source: REF, docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE.
+    /// Build a VM from any source: REF, docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, dir:DIR.
     Build(BuildArgs),
     /// Show an image's manifest, layers, config and a bootability report.
     Inspect {
-        /// The image: REF, docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE.
+        /// The image: REF, docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, dir:DIR.
         source: String,
         #[command(flatten)]
         src: SourceArgs,

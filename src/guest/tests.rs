@@ -68,6 +68,7 @@ fn hostname_and_hosts() {
     assert_eq!(default_hostname("___"), "d2v");
     assert_eq!(default_hostname("docker-archive:/tmp/app.tar"), "app");
     assert_eq!(default_hostname("oci-archive:/tmp/web.tar.gz:v1"), "web");
+    assert_eq!(default_hostname("dir:/tmp/api"), "api");
     let mut t = Tree::in_temp().unwrap();
     let r = write_hostname(&mut t, "web").unwrap();
     assert_eq!(text(&t, "etc/hostname"), "web\n");

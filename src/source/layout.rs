@@ -1,4 +1,7 @@
-//! OCI image layouts on disk (`oci:DIR[:TAG]`): `oci-layout`, `index.json`, `blobs/<alg>/<hex>`.
+//! Images in a directory: OCI image layouts (`oci:DIR[:TAG]`: `oci-layout`, `index.json`,
+//! `blobs/<alg>/<hex>`) and skopeo's directory transport (`dir:DIR`: `manifest.json`, blobs as
+//! `<hex>`; with `skopeo copy --all`, `manifest.json` is the index and each platform's manifest
+//! is `<hex>.manifest.json`).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -73,10 +76,23 @@ pub(crate) fn root_from_index(
     }
 }
 
-/// An OCI layout directory.
+/// How a directory stores an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Naming {
+    /// OCI image layout: `blobs/sha256/<hex>`, manifests are blobs.
+    Oci,
+    /// skopeo's `dir:`: `<hex>`, manifests `manifest.json` / `<hex>.manifest.json`.
+    Skopeo,
+}
+
+/// The manifest reference of a `dir:` directory's top manifest.
+pub(crate) const DIR_MANIFEST: &str = "manifest.json";
+
+/// An image directory: an OCI layout or a skopeo `dir:`.
 pub(crate) struct OciDir {
     dir: PathBuf,
     cache: Cache,
+    naming: Naming,
 }
 
 impl OciDir {
@@ -90,6 +106,27 @@ impl OciDir {
         Ok(OciDir {
             dir: dir.to_path_buf(),
             cache,
+            naming: Naming::Oci,
+        })
+    }
+
+    /// A directory written by `skopeo copy … dir:DIR`.
+    pub fn open_skopeo(dir: &Path, cache: Cache) -> Result<OciDir, SourceError> {
+        if !dir.join(DIR_MANIFEST).is_file() {
+            let why = if dir.join("index.json").is_file() {
+                "manifest.json is missing; this is an OCI layout: use oci:DIR"
+            } else {
+                "not a skopeo dir: image (manifest.json is missing)"
+            };
+            return Err(SourceError::Layout {
+                path: dir.to_path_buf(),
+                why: why.into(),
+            });
+        }
+        Ok(OciDir {
+            dir: dir.to_path_buf(),
+            cache,
+            naming: Naming::Skopeo,
         })
     }
 
@@ -100,7 +137,28 @@ impl OciDir {
     }
 
     fn blob_path(&self, digest: &str) -> Result<PathBuf, SourceError> {
-        Ok(self.dir.join("blobs/sha256").join(check_digest(digest)?))
+        let hex = check_digest(digest)?;
+        Ok(match self.naming {
+            Naming::Oci => self.dir.join("blobs/sha256").join(hex),
+            Naming::Skopeo => self.dir.join(hex),
+        })
+    }
+
+    fn manifest_path(&self, reference: &str) -> Result<PathBuf, SourceError> {
+        if self.naming == Naming::Oci {
+            return self.blob_path(reference);
+        }
+        if reference == DIR_MANIFEST {
+            return Ok(self.dir.join(DIR_MANIFEST));
+        }
+        let own = self
+            .dir
+            .join(format!("{}.manifest.json", check_digest(reference)?));
+        if own.is_file() {
+            Ok(own)
+        } else {
+            self.blob_path(reference)
+        }
     }
 }
 
@@ -128,7 +186,7 @@ pub(crate) fn read_limited(p: &Path, max: u64) -> Result<Vec<u8>, SourceError> {
 impl Fetcher for OciDir {
     fn manifest(&self, reference: &str) -> Result<(Vec<u8>, Option<String>), SourceError> {
         Ok((
-            read_limited(&self.blob_path(reference)?, MAX_MANIFEST)?,
+            read_limited(&self.manifest_path(reference)?, MAX_MANIFEST)?,
             None,
         ))
     }
@@ -143,8 +201,8 @@ impl Fetcher for OciDir {
             io::ErrorKind::NotFound => SourceError::Layout {
                 path: src.clone(),
                 why: format!(
-                    "{what} is missing from the OCI layout (an incomplete copy?); copy the \
-                     image again, e.g. with skopeo copy"
+                    "{what} is missing from the image directory (an incomplete copy?); copy \
+                     the image again, e.g. with skopeo copy"
                 ),
             },
             _ => SourceError::Io {

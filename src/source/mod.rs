@@ -1,5 +1,6 @@
 //! Image sources: registries (`docker://REF` or `REF`), OCI layouts (`oci:DIR[:TAG]`),
-//! OCI archives (`oci-archive:FILE[:TAG]`) and docker archives (`docker-archive:FILE`).
+//! OCI archives (`oci-archive:FILE[:TAG]`), docker archives (`docker-archive:FILE`) and
+//! skopeo's directories (`dir:DIR`).
 //!
 //! [`resolve`] reads the manifest (choosing a platform from an index), verifies every blob
 //! against its digest and size while storing it in the content-addressed [`cache`], and returns
@@ -126,7 +127,7 @@ pub enum SourceError {
     BadReference { reference: String, why: String },
     #[error(
         "unknown transport {transport:?}: use docker://REF (or REF), oci:DIR[:TAG], \
-         oci-archive:FILE[:TAG] or docker-archive:FILE"
+         oci-archive:FILE[:TAG], docker-archive:FILE or dir:DIR"
     )]
     UnknownTransport { transport: String },
     #[error("invalid digest {digest:?}: d2v reads sha256:<64 lowercase hex digits> digests")]

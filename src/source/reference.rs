@@ -20,6 +20,8 @@ pub enum Transport {
         file: PathBuf,
         reference: Option<String>,
     },
+    /// `dir:DIR`: skopeo's directory transport (`manifest.json` and blobs named by digest).
+    Dir { dir: PathBuf },
 }
 
 /// The registry of Docker Hub as written in references.
@@ -221,7 +223,7 @@ fn split_path_suffix(s: &str) -> (PathBuf, Option<String>) {
 }
 
 /// Parses a source string: `docker://REF`, `REF`, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`,
-/// `docker-archive:FILE[:REF]`.
+/// `docker-archive:FILE[:REF]`, `dir:DIR`.
 pub fn parse_source(s: &str) -> Result<Transport, SourceError> {
     if let Some(r) = s.strip_prefix("docker://") {
         if r.is_empty() {
@@ -257,12 +259,17 @@ pub fn parse_source(s: &str) -> Result<Transport, SourceError> {
         let (file, reference) = split_path_suffix(r);
         return Ok(Transport::DockerArchive { file, reference });
     }
+    if let Some(r) = s.strip_prefix("dir:") {
+        if r.is_empty() {
+            return Err(empty("dir"));
+        }
+        return Ok(Transport::Dir { dir: r.into() });
+    }
     // `name:tag` looks like `transport:rest`; a known-looking but unsupported transport is refused.
     if let Some((t, _)) = s.split_once(':') {
         let known = [
             "containers-storage",
             "docker-daemon",
-            "dir",
             "ostree",
             "sif",
             "tarball",
@@ -392,6 +399,17 @@ mod tests {
             Err(SourceError::UnknownTransport { .. })
         ));
         assert!(parse_source("oci:").is_err());
+        assert_eq!(
+            parse_source("dir:/x/img").unwrap(),
+            Transport::Dir {
+                dir: "/x/img".into()
+            }
+        );
+        assert!(parse_source("dir:").is_err());
+        assert!(matches!(
+            parse_source("docker-daemon:app:1"),
+            Err(SourceError::UnknownTransport { .. })
+        ));
         let e = parse_source("docker://").unwrap_err().to_string();
         assert!(e.contains("\"docker://\"") && e.contains("e.g."), "{e}");
     }

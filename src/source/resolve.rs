@@ -62,6 +62,12 @@ pub fn resolve(source: &str, opts: &SourceOptions) -> Result<Image, SourceError>
             let root = layout::root_from_index(&index, &file, tag.as_deref(), &opts.platform)?;
             run(&src, &cache, opts, what, root)
         }
+        Transport::Dir { dir } => {
+            let src = layout::OciDir::open_skopeo(&dir, cache.clone())?;
+            let what = format!("dir:{}", dir.display());
+            let root = Root::Reference(layout::DIR_MANIFEST.into(), None);
+            run(&src, &cache, opts, what, root)
+        }
         Transport::DockerArchive { file, reference } => {
             let src = archive::Imported::load(&file, &cache)?;
             let what = format!("docker-archive:{}", file.display());

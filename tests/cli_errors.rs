@@ -747,6 +747,50 @@ fn tls_registry_with_a_private_ca() {
     assert!(json_has_string(&v, &img.layers[0].digest), "{v:#}");
 }
 
+/// An image without GRUB on a host without GRUB (its /usr/lib/grub hidden under an empty tmpfs
+/// in a mount namespace of d2v's own, so other tests still see it): the error names the
+/// Debian packages to install.
+#[test]
+fn no_grub_modules_in_the_image_or_on_the_host() {
+    let unshare = testkit::require_tool("unshare", "util-linux");
+    let sb = Sandbox::new();
+    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
+    let src = oci_src(&dir, "v1");
+    let out = sb.out_file("vm.ova");
+    let cache = sb.fresh_cache();
+    let hide = "mount -t tmpfs none /usr/lib/grub && exec \"$@\"";
+    let wrapper = [
+        unshare.as_os_str(),
+        "--mount".as_ref(),
+        "--propagation".as_ref(),
+        "private".as_ref(),
+        "sh".as_ref(),
+        "-c".as_ref(),
+        hide.as_ref(),
+        "sh".as_ref(),
+    ];
+    let r = sb.d2v_wrapped(
+        &wrapper,
+        [
+            "build",
+            &src,
+            "-o",
+            out.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+    );
+    assert_clean_failure(
+        &r,
+        &[
+            "/usr/lib/grub/i386-pc",
+            "neither has this host",
+            "grub-pc-bin",
+        ],
+    );
+    assert!(sb.out_listing().is_empty(), "{:?}", sb.out_listing());
+}
+
 /// A tmpfs of `size` mounted at `dir` for the test's lifetime (the tests run as root, as
 /// `cargo xtask test` does).
 struct Tmpfs(std::path::PathBuf);

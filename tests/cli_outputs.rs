@@ -424,20 +424,16 @@ fn build_starts_no_other_program() {
         .map(String::from)
         .into();
     args.extend(SMALL.iter().map(|s| s.to_string()));
-    let d2v = sb.command(&args);
-    let mut cmd = Command::new(strace);
-    cmd.args(["-f", "-qq", "-e", "trace=execve", "-o"])
-        .arg(&log)
-        .arg(d2v.get_program())
-        .args(d2v.get_args())
-        .current_dir(d2v.get_current_dir().unwrap());
-    for (k, v) in d2v.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    tool_ok(&mut cmd);
+    let wrapper = [
+        strace.as_os_str(),
+        "-f".as_ref(),
+        "-qq".as_ref(),
+        "-e".as_ref(),
+        "trace=execve".as_ref(),
+        "-o".as_ref(),
+        log.as_os_str(),
+    ];
+    sb.d2v_wrapped(&wrapper, &args).ok();
     assert!(ova.is_file());
     let log = std::fs::read_to_string(&log).unwrap();
     let execs: Vec<&str> = log.lines().filter(|l| l.contains("execve(")).collect();

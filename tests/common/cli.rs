@@ -124,6 +124,37 @@ impl Sandbox {
         run_with_timeout_stdout(self.command(args), Some(full))
     }
 
+    /// Runs `WRAPPER… d2v ARGS` (e.g. strace, unshare) with d2v's sandbox environment.
+    pub fn d2v_wrapped<I, S>(&self, wrapper: &[&OsStr], args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        run_with_timeout(self.wrapped(wrapper, args))
+    }
+
+    /// [`Sandbox::command`] run through `wrapper` (its program, then its arguments).
+    pub fn wrapped<I, S>(&self, wrapper: &[&OsStr], args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let d2v = self.command(args);
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..])
+            .arg(d2v.get_program())
+            .args(d2v.get_args())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        for (k, v) in d2v.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd
+    }
+
     /// The command, not yet started (for tests that signal the process).
     pub fn command<I, S>(&self, args: I) -> Command
     where

@@ -94,6 +94,74 @@ fn unknown_transport() {
     }
 }
 
+/// Which registries.conf is read: `--registries-conf`, else `$CONTAINERS_REGISTRIES_CONF`,
+/// else the user's (`~/.config/containers/registries.conf`, with drop-ins); a blocked
+/// registry and a malformed file are named.
+#[test]
+fn registries_conf_files_block_and_are_named() {
+    let sb = Sandbox::new();
+    let blocked = |host: &str| format!("[[registry]]\nlocation = \"{host}\"\nblocked = true\n");
+    let user = sb.path("home/.config/containers");
+    std::fs::create_dir_all(user.join("registries.conf.d")).unwrap();
+    std::fs::write(user.join("registries.conf"), blocked("a.example")).unwrap();
+    std::fs::write(
+        user.join("registries.conf.d/50-b.conf"),
+        blocked("b.example"),
+    )
+    .unwrap();
+    let user_conf = user.join("registries.conf");
+    let user_conf = user_conf.to_str().unwrap();
+    inspect_fails(
+        &sb,
+        "a.example/app:1",
+        &[],
+        &["a.example/app:1", "blocked", user_conf],
+    );
+    inspect_fails(
+        &sb,
+        "b.example/app:1",
+        &[],
+        &["b.example/app:1", "blocked", "50-b.conf"],
+    );
+    build_fails(&sb, "a.example/app:1", &[], &["blocked"]);
+
+    // An explicit file replaces them all (drop-ins included).
+    let other = sb.path("other.conf");
+    std::fs::write(&other, blocked("c.example")).unwrap();
+    let flag = ["--registries-conf", other.to_str().unwrap()];
+    inspect_fails(
+        &sb,
+        "c.example/app:1",
+        &flag,
+        &["blocked", other.to_str().unwrap()],
+    );
+    let r = sb.d2v_env(
+        [
+            "inspect",
+            "c.example/app:1",
+            "--cache-dir",
+            sb.fresh_cache().to_str().unwrap(),
+        ],
+        &[("CONTAINERS_REGISTRIES_CONF", other.to_str().unwrap())],
+    );
+    assert_clean_failure(&r, &["blocked", other.to_str().unwrap()]);
+
+    std::fs::write(&other, "[[registry]]\nlocation = [\n").unwrap();
+    inspect_fails(
+        &sb,
+        "c.example/app:1",
+        &flag,
+        &["registries configuration", other.to_str().unwrap()],
+    );
+    let missing = sb.path("missing.conf");
+    inspect_fails(
+        &sb,
+        "c.example/app:1",
+        &["--registries-conf", missing.to_str().unwrap()],
+        &["no such file", missing.to_str().unwrap()],
+    );
+}
+
 #[test]
 fn malformed_reference() {
     let sb = Sandbox::new();

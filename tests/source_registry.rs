@@ -325,6 +325,94 @@ fn platform_selection_from_an_index() {
     check_image(&img, &amd);
 }
 
+/// containers-registries.conf mirrors against real registries: the mirror that has the image
+/// serves it (the registry the reference names is never asked), a mirror without it is passed
+/// over (and reported) for the next place, and a blocked registry is refused.
+#[test]
+fn registries_conf_mirrors_and_blocked_registries() {
+    use d2v::source::registries::RegistriesConf;
+    let mirror = Registry::start(Kind::Plain);
+    let empty = Registry::start(Kind::Plain);
+    let origin = Registry::start(Kind::Plain);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lay = Layout::new(&tmp.path().join("oci"));
+    let made = lay.image("linux/amd64", &three_layers("mirror"));
+    lay.tag(made.manifest.clone(), "v1");
+    let oci = format!("oci:{}:v1", lay.dir.display());
+    mirror.push(&oci, "cache/team/app:v1");
+    origin.push(&oci, "team/app:v1");
+    let with = |text: &str| SourceOptions {
+        registries: {
+            let mut c = RegistriesConf::default();
+            c.add(text, Path::new("test-registries.conf")).unwrap();
+            c
+        },
+        ..opts(&tmp.path().join("cache"))
+    };
+
+    // The mirror has it: served from there, under the mirror's path prefix.
+    let conf = format!(
+        "[[registry]]\nlocation = \"{o}\"\n[[registry.mirror]]\nlocation = \"{m}/cache\"\n",
+        o = origin.host,
+        m = mirror.host
+    );
+    origin.clear_requests();
+    let img = resolve(&format!("{}/team/app:v1", origin.host), &with(&conf)).unwrap();
+    check_image(&img, &made);
+    assert_eq!(img.reference, format!("{}/team/app:v1", origin.host));
+    assert_eq!(
+        img.pulled_from.as_deref(),
+        Some(format!("{}/cache/team/app:v1 (mirror)", mirror.host).as_str())
+    );
+    assert!(img.endpoint_failures.is_empty());
+    let asked = origin.requests();
+    assert!(
+        asked.is_empty(),
+        "the registry the reference names was asked: {asked:?}"
+    );
+
+    // A mirror without the image: passed over, reported, and the registry itself serves it.
+    let conf = format!(
+        "[[registry]]\nlocation = \"{o}\"\n[[registry.mirror]]\nlocation = \"{e}\"\n",
+        o = origin.host,
+        e = empty.host
+    );
+    let img = resolve(&format!("{}/team/app:v1", origin.host), &with(&conf)).unwrap();
+    check_image(&img, &made);
+    assert_eq!(img.pulled_from, None);
+    assert_eq!(
+        img.endpoint_failures.len(),
+        1,
+        "{:?}",
+        img.endpoint_failures
+    );
+    assert!(
+        img.endpoint_failures[0].starts_with(&format!("{}/team/app:v1: ", empty.host)),
+        "{:?}",
+        img.endpoint_failures
+    );
+
+    // A location rewrite: the reference names a registry that does not exist.
+    let conf = format!(
+        "[[registry]]\nprefix = \"registry.invalid/team\"\nlocation = \"{o}/team\"\n",
+        o = origin.host
+    );
+    let img = resolve("registry.invalid/team/app:v1", &with(&conf)).unwrap();
+    check_image(&img, &made);
+    assert_eq!(
+        img.pulled_from.as_deref(),
+        Some(format!("{}/team/app:v1", origin.host).as_str())
+    );
+
+    let conf = format!(
+        "[[registry]]\nlocation = \"{o}\"\nblocked = true\n",
+        o = origin.host
+    );
+    let e = resolve(&format!("{}/team/app:v1", origin.host), &with(&conf)).unwrap_err();
+    assert!(matches!(e, SourceError::Blocked { .. }), "{e}");
+    assert!(e.to_string().contains("test-registries.conf"), "{e}");
+}
+
 #[test]
 fn tls_registry_with_basic_auth() {
     let reg = Registry::start(Kind::TlsBasic);

@@ -115,6 +115,11 @@ pub struct SourceArgs {
     /// Verify TLS certificates (plain HTTP is used only for loopback registries unless this is false).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub tls_verify: bool,
+    /// containers-registries.conf file with mirrors, rewritten, insecure or blocked
+    /// registries (default: $CONTAINERS_REGISTRIES_CONF, ~/.config/containers/registries.conf
+    /// or /etc/containers/registries.conf, plus their registries.conf.d drop-ins).
+    #[arg(long, value_name = "FILE")]
+    pub registries_conf: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

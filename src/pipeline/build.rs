@@ -246,7 +246,14 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
             &image.reference,
         )));
     }
-    let warnings = driver_warnings(&report, args.controller);
+    let mut warnings = driver_warnings(&report, args.controller);
+    // Mirrors (registries.conf) that failed before the one that served the image.
+    warnings.extend(
+        image
+            .endpoint_failures
+            .iter()
+            .map(|f| format!("not pulled from {f}")),
+    );
     for w in &warnings {
         log.step(format!("warning: {w}"));
     }
@@ -415,6 +422,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
             "bytes": summary.bytes,
             "reference": image.reference,
             "manifest_digest": seed,
+            "pulled_from": image.pulled_from,
             "name": name,
             "hostname": hostname,
             "disk": {

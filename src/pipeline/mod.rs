@@ -168,6 +168,7 @@ pub(crate) fn source_options(src: &SourceArgs, json: bool) -> Result<SourceOptio
         tls_verify: src.tls_verify,
         progress: !json,
         proxy: source::proxy::ProxyConfig::from_env(),
+        registries: source::registries::RegistriesConf::load(src.registries_conf.as_deref())?,
         ..SourceOptions::default()
     })
 }
@@ -184,6 +185,9 @@ pub(crate) fn flatten(
         "image {} ({})",
         image.reference, image.manifest_digest
     ));
+    if let Some(from) = &image.pulled_from {
+        log.step(format!("pulled from {from} (registries configuration)"));
+    }
     let mut tree = Tree::in_temp().map_err(|e| Error::Io {
         what: "staging tree spill file".into(),
         source: io::Error::other(e.to_string()),

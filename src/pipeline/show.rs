@@ -14,6 +14,8 @@ pub(super) fn inspect(source: &str, src: &SourceArgs, json: bool, log: &Log) -> 
     if json {
         let v = serde_json::json!({
             "reference": image.reference,
+            "pulled_from": image.pulled_from,
+            "endpoint_failures": image.endpoint_failures,
             "manifest_digest": image.manifest_digest,
             "index_digest": image.index_digest,
             "config_digest": image.config_digest,

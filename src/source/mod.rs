@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod proxy;
 mod readahead;
 pub mod reference;
+pub mod registries;
 mod registry;
 mod resolve;
 mod tls;
@@ -50,6 +51,9 @@ pub struct SourceOptions {
     /// HTTP(S) proxies for registries; the command line reads them from the environment
     /// (`HTTPS_PROXY`, `NO_PROXY`, ...). Default: none.
     pub proxy: proxy::ProxyConfig,
+    /// Mirrors, rewritten locations, insecure and blocked registries
+    /// (containers-registries.conf); the command line reads the usual files. Default: none.
+    pub registries: registries::RegistriesConf,
 }
 
 impl std::fmt::Debug for SourceOptions {
@@ -68,6 +72,7 @@ impl std::fmt::Debug for SourceOptions {
             .field("progress", &self.progress)
             .field("jobs", &self.jobs)
             .field("proxy", &self.proxy)
+            .field("registries", &self.registries.files)
             .finish()
     }
 }
@@ -84,6 +89,7 @@ impl Default for SourceOptions {
             progress: false,
             jobs: 3,
             proxy: proxy::ProxyConfig::default(),
+            registries: registries::RegistriesConf::default(),
         }
     }
 }
@@ -105,6 +111,10 @@ pub struct Image {
     pub platform: Platform,
     /// Platforms the source offers (one entry for a single-platform image).
     pub platforms_available: Vec<Platform>,
+    /// Where the image was pulled from when the registries configuration sent d2v elsewhere
+    /// (a mirror, a rewritten location); the failures of the places tried before it.
+    pub pulled_from: Option<String>,
+    pub endpoint_failures: Vec<String>,
 }
 
 /// One layer blob, verified and stored in the cache.
@@ -179,6 +189,14 @@ pub enum SourceError {
          usable: {why}; give it as http://[user:password@]host:port"
     )]
     BadProxy { proxy: String, why: String },
+    #[error("registries configuration {path}: {why}", path = .path.display())]
+    RegistriesConf { path: PathBuf, why: String },
+    #[error(
+        "{reference} is blocked by the registries configuration ({file}); pull it from another \
+         registry, or change the [[registry]] table there that sets blocked = true",
+        file = .file.display()
+    )]
+    Blocked { reference: String, file: PathBuf },
     #[error(
         "{registry}: TLS failed: {why}; if the registry uses a private CA pass --cert-dir DIR \
          with its ca.crt, or --tls-verify=false to skip verification"

@@ -38,10 +38,39 @@ pub fn resolve(source: &str, opts: &SourceOptions) -> Result<Image, SourceError>
     let cache = Cache::open(&cache_dir)?;
     match transport {
         Transport::Registry(r) => {
-            let client = registry::Client::new(&r, opts, cache.clone())?;
-            let what = r.to_string();
-            let root = Root::Reference(r.manifest_ref().to_string(), r.digest.clone());
-            run(&client, &cache, opts, what, root)
+            let endpoints = opts.registries.endpoints(&r)?;
+            let mut failures = Vec::new();
+            let last = endpoints.len() - 1;
+            for (i, ep) in endpoints.into_iter().enumerate() {
+                let insecure;
+                let opts = if ep.insecure {
+                    insecure = SourceOptions {
+                        tls_verify: false,
+                        ..opts.clone()
+                    };
+                    &insecure
+                } else {
+                    opts
+                };
+                let e = &ep.reference;
+                let got = registry::Client::new(e, opts, cache.clone()).and_then(|client| {
+                    let root = Root::Reference(e.manifest_ref().to_string(), e.digest.clone());
+                    run(&client, &cache, opts, r.to_string(), root)
+                });
+                match got {
+                    Ok(mut img) => {
+                        if *e != r {
+                            img.pulled_from =
+                                Some(format!("{e}{}", if ep.mirror { " (mirror)" } else { "" }));
+                        }
+                        img.endpoint_failures = failures;
+                        return Ok(img);
+                    }
+                    Err(err) if i < last => failures.push(format!("{e}: {err}")),
+                    Err(err) => return Err(err),
+                }
+            }
+            unreachable!("endpoints() returns at least the registry itself")
         }
         Transport::OciDir { dir, tag } => {
             let src = layout::OciDir::open(&dir, cache.clone())?;
@@ -279,6 +308,8 @@ fn run(
         layers,
         platform,
         platforms_available,
+        pulled_from: None,
+        endpoint_failures: Vec::new(),
     })
 }
 

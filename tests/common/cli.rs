@@ -170,6 +170,7 @@ impl Sandbox {
             .env_remove("DOCKER_CONFIG")
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("CONTAINERS_REGISTRIES_CONF")
             .env_remove("D2V_TEST_HOLD_BEFORE_COMMIT")
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null());

@@ -767,12 +767,7 @@ fn systemd_pull_and_build_write_identical_disks() {
     ) else {
         return;
     };
-    let sum = |b: &Built| {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        std::io::copy(&mut File::open(&b.vmdk).unwrap(), &mut h).unwrap();
-        hex::encode(h.finalize())
-    };
+    let sum = |b: &Built| file_sha256(&b.vmdk);
     assert_eq!(
         sum(built),
         sum(pulled),
@@ -782,6 +777,13 @@ fn systemd_pull_and_build_write_identical_disks() {
         pulled.via,
         pulled.vmdk.display()
     );
+}
+
+fn file_sha256(p: &Path) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut File::open(p).unwrap(), &mut h).unwrap();
+    hex::encode(h.finalize())
 }
 
 /// Copies the directory tree `from` to `to` (regular files and directories).
@@ -853,17 +855,11 @@ fn systemd_build_as_an_unprivileged_user_writes_the_same_disk() {
     );
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(&ova).unwrap().uid(), 65534);
-    let sum = |p: &Path| {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        std::io::copy(&mut File::open(p).unwrap(), &mut h).unwrap();
-        hex::encode(h.finalize())
-    };
     // The OVF names the source (another path here); the disk must be the same bytes.
     let vmdk = fixtures::vmdk_from_ova(&ova, &work.join("ova"));
     assert_eq!(
-        sum(&vmdk),
-        sum(&root_built.vmdk),
+        file_sha256(&vmdk),
+        file_sha256(&root_built.vmdk),
         "the disk built as uid 65534 ({}) differs from root's ({})",
         vmdk.display(),
         root_built.vmdk.display()

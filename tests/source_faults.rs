@@ -608,6 +608,33 @@ fn resolve_archive(f: &std::path::Path, tmp: &std::path::Path) -> d2v::source::I
     .unwrap()
 }
 
+/// The image has one layer, of `media_type`, whose stream is `tar`.
+fn check_only_layer(img: &d2v::source::Image, media_type: &str, tar: &[u8]) {
+    assert_eq!(img.layers.len(), 1);
+    assert_eq!(img.layers[0].media_type, media_type);
+    let mut out = Vec::new();
+    open_layer(&img.layers[0])
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    assert_eq!(out, tar);
+}
+
+/// `docker-archive:FILE:NAME` is the same image as `docker-archive:FILE`.
+fn check_same_by_name(
+    img: &d2v::source::Image,
+    f: &std::path::Path,
+    name: &str,
+    tmp: &std::path::Path,
+) {
+    let by_tag = resolve(
+        &format!("docker-archive:{}:{name}", f.display()),
+        &opts(&tmp.join("c")),
+    )
+    .unwrap();
+    assert_eq!(by_tag.manifest_digest, img.manifest_digest);
+}
+
 /// A Docker 25+ `docker save` archive: an OCI layout plus manifest.json naming blobs/sha256/...
 #[test]
 fn docker_archive_with_oci_layout_inside() {
@@ -647,23 +674,12 @@ fn docker_archive_with_oci_layout_inside() {
     b.finish().unwrap();
     drop(b);
     let img = resolve_archive(&f, tmp.path());
-    assert_eq!(img.layers.len(), 1);
-    assert_eq!(
-        img.layers[0].media_type,
-        "application/vnd.docker.image.rootfs.diff.tar"
+    check_only_layer(
+        &img,
+        "application/vnd.docker.image.rootfs.diff.tar",
+        &layer_tar,
     );
-    let mut out = Vec::new();
-    open_layer(&img.layers[0])
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
-    assert_eq!(out, layer_tar);
-    let by_tag = resolve(
-        &format!("docker-archive:{}:app:1", f.display()),
-        &opts(&tmp.path().join("c")),
-    )
-    .unwrap();
-    assert_eq!(by_tag.manifest_digest, img.manifest_digest);
+    check_same_by_name(&img, &f, "app:1", tmp.path());
     let e = resolve(
         &format!("docker-archive:{}:other:2", f.display()),
         &opts(&tmp.path().join("c")),
@@ -718,25 +734,14 @@ fn kaniko_tarball_with_gzip_layers_named_by_digest() {
     drop(b);
     let img = resolve_archive(&f, tmp.path());
     assert_eq!(img.config_digest, cd);
-    assert_eq!(img.layers.len(), 1);
     assert_eq!(img.layers[0].digest, blob);
     assert_eq!(img.layers[0].diff_id, diff_id);
-    assert_eq!(
-        img.layers[0].media_type,
-        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    check_only_layer(
+        &img,
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        &layer_tar,
     );
-    let mut out = Vec::new();
-    open_layer(&img.layers[0])
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
-    assert_eq!(out, layer_tar);
-    let by_tag = resolve(
-        &format!("docker-archive:{}:registry.example/app:ci", f.display()),
-        &opts(&tmp.path().join("c")),
-    )
-    .unwrap();
-    assert_eq!(by_tag.manifest_digest, img.manifest_digest);
+    check_same_by_name(&img, &f, "registry.example/app:ci", tmp.path());
 }
 
 /// The classic `docker save` layout: `<id>/layer.tar` per layer, `<hex>.json` config, and a

@@ -170,9 +170,10 @@ fn grub_modules_come_from_the_image_when_it_has_them() {
     assert_eq!(p.bios_modules, ModuleSource::Image);
     assert_eq!(p.efi_modules, ModuleSource::Host);
     assert!(
-        p.notes
-            .iter()
-            .any(|n| n.contains("(image)") && n.contains("(host)")),
+        p.notes.iter().any(
+            |n| n.contains("BIOS core.img from the image's /usr/lib/grub/i386-pc")
+                && n.contains("BOOTX64.EFI from the host's /usr/lib/grub/x86_64-efi")
+        ),
         "{:?}",
         p.notes
     );

@@ -337,16 +337,10 @@ pub fn prepare(
     } else {
         notes.push("kept the image's /boot/grub/grub.cfg".into());
     }
-    let src = |d: &ModuleDir| {
-        format!(
-            "{} ({})",
-            d.path.display(),
-            if d.source == ModuleSource::Image {
-                "image"
-            } else {
-                "host"
-            }
-        )
+    // The image's directory is read from a scratch copy: name it as the image has it.
+    let src = |d: &ModuleDir| match d.source {
+        ModuleSource::Image => format!("the image's /usr/lib/grub/{}", d.platform.name()),
+        ModuleSource::Host => format!("the host's {}", d.path.display()),
     };
     notes.push(format!(
         "GRUB BIOS core.img from {}, UEFI BOOTX64.EFI from {}",

@@ -169,6 +169,27 @@ fn grub_modules_come_from_the_image_when_it_has_them() {
     let p = prepare(&mut tree, "ABCD-0123", "uuid", &GrubOptions::default()).unwrap();
     assert_eq!(p.bios_modules, ModuleSource::Image);
     assert_eq!(p.efi_modules, ModuleSource::Host);
+    // An image directory without normal.mod would give a GRUB that stops at its rescue
+    // prompt: the host's is used, and the note says why.
+    let mut tree = Tree::in_temp().unwrap();
+    add_modules(&mut tree, "i386-pc", "normal.mod");
+    add_modules(&mut tree, "x86_64-efi", "");
+    add_file_with(
+        &mut tree,
+        "boot/vmlinuz-6.1",
+        b"kernel",
+        Metadata::default(),
+    );
+    let q = prepare(&mut tree, "ABCD-0123", "uuid", &GrubOptions::default()).unwrap();
+    assert_eq!(q.bios_modules, ModuleSource::Host);
+    assert_eq!(q.efi_modules, ModuleSource::Image);
+    assert!(
+        q.notes
+            .iter()
+            .any(|n| n.contains("i386-pc GRUB modules lack normal") && n.contains("host")),
+        "{:?}",
+        q.notes
+    );
     assert!(
         p.notes.iter().any(
             |n| n.contains("BIOS core.img from the image's /usr/lib/grub/i386-pc")

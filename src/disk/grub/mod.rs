@@ -166,8 +166,32 @@ pub fn early_config(esp_serial: &str) -> String {
 /// The built-in `$prefix`: the ESP is the second GPT partition.
 pub const PREFIX: &str = "(hd0,gpt2)/grub";
 
+/// Modules without which the image cannot reach and run grub.cfg: a directory lacking one
+/// is not used (the host's is, when it has them).
+const ESSENTIAL: [&str; 7] = [
+    "part_gpt",
+    "fat",
+    "normal",
+    "search_fs_uuid",
+    "configfile",
+    "linux",
+    "echo",
+];
+
 /// Assembles the image for `dir.platform` ([`mkimage::build`]), returning its bytes.
 pub fn mkimage(dir: &ModuleDir, early_cfg: &str) -> Result<Vec<u8>> {
+    let missing: Vec<&str> = ESSENTIAL
+        .into_iter()
+        .chain((dir.platform == Platform::I386Pc).then_some("biosdisk"))
+        .filter(|m| !dir.path.join(format!("{m}.mod")).is_file())
+        .collect();
+    if !missing.is_empty() {
+        return Err(DiskError::Grub(format!(
+            "the {} GRUB modules lack {}",
+            dir.platform.name(),
+            missing.join(", ")
+        )));
+    }
     let modules: Vec<&str> = dir
         .platform
         .modules()

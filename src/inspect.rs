@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::tree::{components, show, InodeId, Kind, Tree};
 
 pub mod initramfs;
+pub mod network;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BootReport {
@@ -32,6 +33,8 @@ pub struct BootReport {
     /// Container markers present: `/.dockerenv`, `/run/.containerenv`.
     pub container_markers: Vec<String>,
     pub os_release: OsRelease,
+    /// What configures the network ([`network::network_config`]); empty: nothing does.
+    pub network: Vec<String>,
 }
 
 /// A file found by the report; for a symlink, the regular file it resolves to.
@@ -153,6 +156,7 @@ pub fn boot_report(tree: &Tree) -> BootReport {
             .map(|m| m.to_string())
             .collect(),
         os_release: os_release(tree),
+        network: network::network_config(tree),
     }
 }
 
@@ -437,6 +441,12 @@ impl fmt::Display for BootReport {
             };
             writeln!(f, "grub:       {}: {state}", g.path)?;
         }
+        let network = if self.network.is_empty() {
+            "none found".into()
+        } else {
+            self.network.join(", ")
+        };
+        writeln!(f, "network:    {network}")?;
         let markers = if self.container_markers.is_empty() {
             "none".into()
         } else {

@@ -733,6 +733,44 @@ fn build_warnings(sb: &Sandbox, src: &str, extra: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// An image that configures no network (a container gets one from its runtime): `build` warns
+/// and says what to add; `inspect` shows what configures it.
+#[test]
+fn an_image_without_network_configuration_is_warned_about() {
+    let sb = Sandbox::new();
+    let (_, _, with_network) = tiny(&sb);
+    let t = sb.d2v(["inspect", &with_network]).ok().stdout_str();
+    assert!(
+        t.contains("network:    systemd-networkd (/etc/systemd/network/50-dhcp.network)"),
+        "{t}"
+    );
+    assert_eq!(
+        build_warnings(&sb, &with_network, &[]),
+        Vec::<String>::new()
+    );
+
+    let dir = sb.path("in/no-network");
+    testkit::oci::write_image(
+        &dir,
+        &testkit::oci::ImageSpec::new()
+            .layer(base_layer("debian", true), Compression::Gzip)
+            .layer(
+                testkit::tar::tar(&[testkit::tar::Entry::whiteout("etc/systemd/network")]),
+                Compression::Gzip,
+            )
+            .tag("v1"),
+    )
+    .unwrap();
+    let src = oci_src(&dir, "v1");
+    let w = build_warnings(&sb, &src, &[]);
+    assert!(
+        w.len() == 1 && w[0].contains("configures no network") && w[0].contains("DHCP=yes"),
+        "{w:?}"
+    );
+    let t = sb.d2v(["inspect", &src]).ok().stdout_str();
+    assert!(t.contains("network:    none found"), "{t}");
+}
+
 /// A host-only initramfs (as `MODULES=dep` or dracut's hostonly make in a container build)
 /// cannot reach the disk on the controller the OVF declares: `build` warns, naming the file,
 /// the driver and the fix; `inspect` shows what each initramfs has.

@@ -103,8 +103,9 @@ const OUTPUT_DIR_FULL: &str =
     "free some space there or write the output to another filesystem with -o";
 
 /// A warning for each initramfs that cannot drive the SCSI controller the OVF declares (on
-/// vSphere that guest would stop in its initramfs, its root disk not found), and for each
-/// kernel whose modules lack the driver of the OVF's VMXNET3 NIC.
+/// vSphere that guest would stop in its initramfs, its root disk not found), for each kernel
+/// whose modules lack the driver of the OVF's VMXNET3 NIC, and when nothing in the image
+/// configures a network.
 fn driver_warnings(report: &BootReport, controller: Controller) -> Vec<String> {
     let (driver, device, other) = match controller {
         Controller::Pvscsi => ("vmw_pvscsi", "VMware Paravirtual SCSI", "lsilogic"),
@@ -131,6 +132,16 @@ fn driver_warnings(report: &BootReport, controller: Controller) -> Vec<String> {
              modules with it",
             k.version
         ));
+    }
+    if report.network.is_empty() {
+        out.push(
+            "the image configures no network (no .network file in /etc/systemd/network, no \
+             interface in /etc/network/interfaces, no netplan, NetworkManager or cloud-init): a \
+             container gets its network from the runtime, but this VM will boot without one; \
+             add one to the image, e.g. a systemd-networkd .network file with DHCP=yes and \
+             systemd-networkd enabled"
+                .into(),
+        );
     }
     out
 }

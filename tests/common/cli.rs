@@ -315,6 +315,13 @@ pub fn base_layer(os_id: &str, kernel: bool) -> Vec<u8> {
         Entry::file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
         Entry::file("bin/sh", noise(1, 20_000)).mode(0o755),
         Entry::symlink("sbin/init", "/bin/sh"),
+        // A network configuration, as a VM image needs one (d2v warns when there is none).
+        Entry::dir("etc/systemd"),
+        Entry::dir("etc/systemd/network"),
+        Entry::file(
+            "etc/systemd/network/50-dhcp.network",
+            "[Match]\nType=ether\n\n[Network]\nDHCP=yes\n",
+        ),
     ];
     if kernel {
         e.push(Entry::file(

@@ -68,10 +68,15 @@ pub fn run(_args: &[String]) -> Result<()> {
         });
         match &r {
             Ok((b, rep)) => println!(
-                "{}: self-check OK after {:.0} s: {} paths match the image (log {})",
+                "{}: self-check OK after {:.0} s: {} paths match the image{} (log {})",
                 fw.name(),
                 b.secs,
                 rep.files.len(),
+                rep.net_addrs
+                    .as_ref()
+                    .filter(|a| !a.is_empty())
+                    .map(|a| format!(", network up: {}", a.join(" ")))
+                    .unwrap_or_default(),
                 b.log_path.display()
             ),
             Err(e) => println!("{}: FAILED: {e}", fw.name()),

@@ -20,6 +20,7 @@
 //! <sha256>  <path>          (sha256sum's format, for a file that exists)
 //! ABSENT <path>             (for a path that must not exist)
 //! OPENRC-SYS <openrc --sys> (OpenRC fixture only; must not be DOCKER)
+//! NET-ADDR <addresses>      (`hostname -I`, after waiting for DHCP when there is a NIC)
 //! D2V-SELFCHECK-END
 //! ```
 //! then powers the VM off. [`Fixture::check_selfcheck`] compares a serial log with the
@@ -100,6 +101,9 @@ pub struct SelfCheckReport {
     /// path → Some(sha256) or None (ABSENT).
     pub files: BTreeMap<String, Option<String>>,
     pub openrc_sys: Option<String>,
+    /// The guest's addresses (`hostname -I`) after waiting for DHCP when it has a network
+    /// adapter; `None` when the line is missing.
+    pub net_addrs: Option<Vec<String>>,
 }
 
 impl Fixture {
@@ -173,6 +177,8 @@ pub fn parse_selfcheck(log: &str) -> Option<SelfCheckReport> {
             report.files.insert(path.to_string(), None);
         } else if let Some(sys) = line.strip_prefix("OPENRC-SYS") {
             report.openrc_sys = Some(sys.trim().to_string());
+        } else if let Some(addrs) = line.strip_prefix("NET-ADDR") {
+            report.net_addrs = Some(addrs.split_whitespace().map(str::to_string).collect());
         } else if let Some((sum, path)) = line.split_once("  ") {
             if sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()) {
                 report

@@ -35,6 +35,9 @@ pub struct BootReport {
     pub os_release: OsRelease,
     /// What configures the network ([`network::network_config`]); empty: nothing does.
     pub network: Vec<String>,
+    /// VMware Tools in the guest (open-vm-tools' `vmtoolsd`), which vSphere's guest operations
+    /// use: clean shutdown, the guest's IP addresses and name in vCenter, customization.
+    pub vmware_tools: Option<String>,
 }
 
 /// A file found by the report; for a symlink, the regular file it resolves to.
@@ -157,6 +160,9 @@ pub fn boot_report(tree: &Tree) -> BootReport {
             .collect(),
         os_release: os_release(tree),
         network: network::network_config(tree),
+        vmware_tools: ["/usr/bin/vmtoolsd", "/usr/sbin/vmtoolsd"]
+            .iter()
+            .find_map(|p| is_file(tree, p)),
     }
 }
 
@@ -447,6 +453,13 @@ impl fmt::Display for BootReport {
             self.network.join(", ")
         };
         writeln!(f, "network:    {network}")?;
+        writeln!(
+            f,
+            "vmware tools: {}",
+            self.vmware_tools
+                .as_deref()
+                .unwrap_or("none (no open-vm-tools: vSphere cannot shut the guest down cleanly or show its addresses)")
+        )?;
         let markers = if self.container_markers.is_empty() {
             "none".into()
         } else {

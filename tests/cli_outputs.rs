@@ -771,6 +771,46 @@ fn an_image_without_network_configuration_is_warned_about() {
     assert!(t.contains("network:    none found"), "{t}");
 }
 
+/// open-vm-tools (vSphere's guest operations) is reported by `inspect` and noted by `build`.
+#[test]
+fn vmware_tools_are_reported() {
+    let sb = Sandbox::new();
+    let (_, _, without) = tiny(&sb);
+    let t = sb.d2v(["inspect", &without]).ok().stdout_str();
+    assert!(t.contains("vmware tools: none (no open-vm-tools"), "{t}");
+    let out = sb.out_file("t.raw");
+    let r = build(&sb, &without, "raw", &out, &[]);
+    assert!(r.stderr.contains("note: no open-vm-tools"), "{}", r.stderr);
+
+    let dir = sb.path("in/tools");
+    testkit::oci::write_image(
+        &dir,
+        &testkit::oci::ImageSpec::new()
+            .layer(base_layer("debian", true), Compression::Gzip)
+            .layer(
+                testkit::tar::tar(&[
+                    testkit::tar::Entry::file("usr/bin/vmtoolsd", "\x7fELF").mode(0o755)
+                ]),
+                Compression::Gzip,
+            )
+            .tag("v1"),
+    )
+    .unwrap();
+    let src = oci_src(&dir, "v1");
+    let t = sb.d2v(["inspect", &src]).ok().stdout_str();
+    assert!(t.contains("vmware tools: /usr/bin/vmtoolsd"), "{t}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&sb.d2v(["inspect", &src, "--json"]).ok().stdout).unwrap();
+    assert_eq!(
+        json_find(&v, "vmware_tools").cloned(),
+        Some(serde_json::json!("/usr/bin/vmtoolsd")),
+        "{v:#}"
+    );
+    let _ = std::fs::remove_file(&out);
+    let r = build(&sb, &src, "raw", &out, &[]);
+    assert!(!r.stderr.contains("open-vm-tools"), "{}", r.stderr);
+}
+
 /// A host-only initramfs (as `MODULES=dep` or dracut's hostonly make in a container build)
 /// cannot reach the disk on the controller the OVF declares: `build` warns, naming the file,
 /// the driver and the fix; `inspect` shows what each initramfs has.

@@ -268,6 +268,12 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
     for w in &warnings {
         log.step(format!("warning: {w}"));
     }
+    if report.vmware_tools.is_none() {
+        log.step(
+            "note: no open-vm-tools in the image: vSphere's guest operations (clean shutdown, \
+             the guest's addresses in vCenter) need it",
+        );
+    }
     let name = args
         .name
         .clone()

@@ -414,10 +414,12 @@ fn boot_and_selfcheck(b: &Built, fw: Firmware, hw: Hardware) {
         .unwrap_or_else(|| fail("no \"Kernel command line:\" on the serial console".into()));
     let words: Vec<&str> = cmdline.split_whitespace().collect();
     let partuuid = format!("root=PARTUUID={}", b.field(&["disk", "root_partuuid"]));
+    // d2v.grub-default=1 comes from the fixture's /etc/default/grub.d.
     for want in [
         partuuid.as_str(),
         &kernel_arg(&b.fixture.name),
         "console=ttyS0,115200",
+        "d2v.grub-default=1",
     ] {
         if !words.contains(&want) {
             fail(format!("kernel command line {cmdline:?} lacks {want:?}"));

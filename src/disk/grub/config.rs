@@ -97,6 +97,9 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
 pub struct ConfigOptions {
     /// Unique GUID of the root partition (`root=PARTUUID=`).
     pub root_partuuid: String,
+    /// From the image's `/etc/default/grub` ([`super::defaults`]); words d2v already puts on
+    /// the line are not repeated.
+    pub image_args: Vec<String>,
     /// Appended to every kernel command line (`--kernel-arg`).
     pub kernel_args: Vec<String>,
     /// Menu timeout in seconds.
@@ -114,6 +117,12 @@ pub fn generate(entries: &[BootEntry], opts: &ConfigOptions) -> String {
         "root=PARTUUID={} ro console=tty0 console=ttyS0,115200",
         opts.root_partuuid
     );
+    for a in &opts.image_args {
+        if !cmdline.split(' ').any(|w| w == a) {
+            cmdline.push(' ');
+            cmdline.push_str(a);
+        }
+    }
     for a in &opts.kernel_args {
         cmdline.push(' ');
         cmdline.push_str(a);
@@ -195,11 +204,12 @@ mod tests {
         };
         let opts = ConfigOptions {
             root_partuuid: "abc".into(),
+            image_args: vec!["console=ttyS0,115200".into(), "net.ifnames=0".into()],
             kernel_args: vec!["quiet".into()],
             timeout: 1,
         };
         let cfg = generate(&[e], &opts);
-        assert!(cfg.contains("\tlinux /vmlinuz-6.1 root=PARTUUID=abc ro console=tty0 console=ttyS0,115200 quiet\n"), "{cfg}");
+        assert!(cfg.contains("\tlinux /vmlinuz-6.1 root=PARTUUID=abc ro console=tty0 console=ttyS0,115200 net.ifnames=0 quiet\n"), "{cfg}");
         assert!(cfg.contains("\tinitrd /initrd.img-6.1\n"), "{cfg}");
         assert!(cfg.contains("serial --unit=0 --speed=115200"));
         assert!(!cfg.contains("/boot/"));

@@ -6,6 +6,7 @@
 
 pub mod bios;
 pub mod config;
+pub mod defaults;
 pub mod mkimage;
 
 use std::path::{Path, PathBuf};
@@ -343,10 +344,24 @@ pub fn prepare(
     put_modules(tree, &efi_dir)?;
 
     if generate {
+        let defaults = defaults::cmdline_defaults(tree);
+        if !defaults.files.is_empty() {
+            notes.push(format!(
+                "kernel command line from {}: {}",
+                defaults.files.join(", "),
+                defaults.args.join(" ")
+            ));
+        }
+        for s in &defaults.skipped {
+            notes.push(format!(
+                "not understood, left out of the kernel command line: {s}"
+            ));
+        }
         let cfg = config::generate(
             &kernels,
             &ConfigOptions {
                 root_partuuid: root_partuuid.into(),
+                image_args: defaults.args,
                 kernel_args: opts.kernel_args.clone(),
                 timeout: opts.timeout,
             },

@@ -392,6 +392,16 @@ fn registries_conf_mirrors_and_blocked_registries() {
         img.endpoint_failures
     );
 
+    // Nowhere has it: the error names the registry's failure and the mirror's before it.
+    let e = resolve(&format!("{}/team/other:v1", origin.host), &with(&conf)).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, SourceError::MirrorsFailed { .. }), "{msg}");
+    assert!(
+        msg.contains(&format!("{}/team/other:v1", empty.host))
+            && msg.contains(&format!("{}/team/other", origin.host)),
+        "{msg}"
+    );
+
     // A location rewrite: the reference names a registry that does not exist.
     let conf = format!(
         "[[registry]]\nprefix = \"registry.invalid/team\"\nlocation = \"{o}/team\"\n",

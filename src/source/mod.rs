@@ -197,6 +197,11 @@ pub enum SourceError {
         file = .file.display()
     )]
     Blocked { reference: String, file: PathBuf },
+    #[error("{last}; before it, the registries configuration's mirrors failed too: {}", tried.join("; "))]
+    MirrorsFailed {
+        last: Box<SourceError>,
+        tried: Vec<String>,
+    },
     #[error(
         "{registry}: TLS failed: {why}; if the registry uses a private CA pass --cert-dir DIR \
          with its ca.crt, or --tls-verify=false to skip verification"

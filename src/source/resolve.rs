@@ -66,8 +66,22 @@ pub fn resolve(source: &str, opts: &SourceOptions) -> Result<Image, SourceError>
                         img.endpoint_failures = failures;
                         return Ok(img);
                     }
-                    Err(err) if i < last => failures.push(format!("{e}: {err}")),
-                    Err(err) => return Err(err),
+                    Err(err) if i < last => {
+                        // Name the place tried, unless the message already does.
+                        let msg = err.to_string();
+                        failures.push(if msg.contains(&e.registry) {
+                            msg
+                        } else {
+                            format!("{e}: {msg}")
+                        });
+                    }
+                    Err(err) if failures.is_empty() => return Err(err),
+                    Err(err) => {
+                        return Err(SourceError::MirrorsFailed {
+                            last: Box::new(err),
+                            tried: failures,
+                        })
+                    }
                 }
             }
             unreachable!("endpoints() returns at least the registry itself")

@@ -2,25 +2,8 @@
 //! an image may configure none; as a VM it then boots without one. Each finding names what
 //! was seen; an empty list means nothing was found (d2v warns, it changes nothing).
 
-use std::io::Read;
-
-use super::{dir_names, is_file, resolve};
-use crate::tree::{Kind, Tree};
-
-/// Reads a small text file of the tree (≤ 64 KiB; symlinks followed inside the tree).
-fn text(tree: &Tree, path: &str) -> Option<String> {
-    let (id, _) = resolve(tree, path)?;
-    let Kind::File(fd) = &tree.inode(id).kind else {
-        return None;
-    };
-    let mut buf = Vec::new();
-    tree.spill()
-        .reader(fd)
-        .take(64 << 10)
-        .read_to_end(&mut buf)
-        .ok()?;
-    Some(String::from_utf8_lossy(&buf).into_owned())
-}
+use super::{dir_names, is_file};
+use crate::tree::Tree;
 
 /// Interfaces other than `lo` declared with `iface NAME …` in an ifupdown file.
 fn ifupdown_interfaces(text: &str) -> Vec<String> {
@@ -56,7 +39,7 @@ pub fn network_config(tree: &Tree) -> Vec<String> {
             .map(|n| format!("/etc/network/interfaces.d/{n}")),
     );
     for f in &files {
-        if let Some(t) = text(tree, f) {
+        if let Some(t) = tree.read_text(f.as_bytes(), 64 << 10) {
             ifaces.extend(ifupdown_interfaces(&t));
         }
     }

@@ -97,6 +97,19 @@ impl Tree {
             _ => None,
         }
     }
+
+    /// The first `max` bytes of the regular file `path` (symlinks followed inside the tree),
+    /// as text (invalid UTF-8 replaced); `None` when it is not a readable regular file.
+    pub fn read_text(&self, path: &[u8], max: u64) -> Option<String> {
+        let fd = self.resolve_file(path)?;
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(self.spill.reader(fd), max),
+            &mut buf,
+        )
+        .ok()?;
+        Some(String::from_utf8_lossy(&buf).into_owned())
+    }
 }
 
 /// Pushes `path`'s components onto `todo` so that the first is popped first; `.` and empty

@@ -6,8 +6,6 @@
 //! what was read so far. An assignment using anything else (other variables, command
 //! substitution) is skipped and reported.
 
-use std::io::Read;
-
 use crate::tree::{Kind, Tree};
 
 const LINUX: &str = "GRUB_CMDLINE_LINUX";
@@ -22,20 +20,6 @@ pub struct CmdlineDefaults {
     pub files: Vec<String>,
     /// Assignments d2v could not read, as `file: line`.
     pub skipped: Vec<String>,
-}
-
-fn read(tree: &Tree, path: &str) -> Option<String> {
-    let id = tree.resolve_path(path.as_bytes(), true).ok()?.id?;
-    let Kind::File(fd) = &tree.inode(id).kind else {
-        return None;
-    };
-    let mut buf = Vec::new();
-    tree.spill()
-        .reader(fd)
-        .take(64 << 10)
-        .read_to_end(&mut buf)
-        .ok()?;
-    Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// The value of `raw` (what follows `NAME=`), `None` when it is more than d2v reads.
@@ -83,7 +67,7 @@ pub fn cmdline_defaults(tree: &Tree) -> CmdlineDefaults {
     let (mut linux, mut default) = (String::new(), String::new());
     let mut out = CmdlineDefaults::default();
     for f in files {
-        let Some(text) = read(tree, &f) else {
+        let Some(text) = tree.read_text(f.as_bytes(), 64 << 10) else {
             continue;
         };
         let mut used = false;

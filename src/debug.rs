@@ -58,11 +58,7 @@ pub(crate) fn run(cmd: &DebugCommand, log: &Log) -> Result<(), Error> {
                 _ => Platform::X86_64Efi,
             };
             let modules: Vec<&str> = if modules.is_empty() {
-                platform
-                    .modules()
-                    .into_iter()
-                    .filter(|m| directory.join(format!("{m}.mod")).is_file())
-                    .collect()
+                platform.available_modules(directory)
             } else {
                 modules.iter().map(String::as_str).collect()
             };

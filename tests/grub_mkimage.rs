@@ -21,11 +21,7 @@ fn module_dir(p: Platform) -> PathBuf {
 }
 
 fn modules(p: Platform) -> Vec<&'static str> {
-    let dir = module_dir(p);
-    p.modules()
-        .into_iter()
-        .filter(|m| dir.join(format!("{m}.mod")).is_file())
-        .collect()
+    p.available_modules(&module_dir(p))
 }
 
 fn grub_mkimage(p: Platform, modules: &[&str], cfg: &str) -> Vec<u8> {

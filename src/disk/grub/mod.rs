@@ -78,6 +78,14 @@ impl Platform {
         }
         m
     }
+
+    /// [`Platform::modules`] that the module directory `dir` has (`NAME.mod`).
+    pub fn available_modules(self, dir: &Path) -> Vec<&'static str> {
+        self.modules()
+            .into_iter()
+            .filter(|m| dir.join(format!("{m}.mod")).is_file())
+            .collect()
+    }
 }
 
 /// Where a platform's modules came from.
@@ -193,12 +201,7 @@ pub fn mkimage(dir: &ModuleDir, early_cfg: &str) -> Result<Vec<u8>> {
             missing.join(", ")
         )));
     }
-    let modules: Vec<&str> = dir
-        .platform
-        .modules()
-        .into_iter()
-        .filter(|m| dir.path.join(format!("{m}.mod")).is_file())
-        .collect();
+    let modules = dir.platform.available_modules(&dir.path);
     mkimage::build(&dir.path, dir.platform, &modules, early_cfg, PREFIX)
 }
 

@@ -12,7 +12,7 @@ use super::manifest::{
     layer_compression, parse_manifest, select_platform, Descriptor, ImageConfig, Parsed, Platform,
     MAX_CONFIG, MAX_MANIFEST,
 };
-use super::reference::{check_digest, parse_source, Transport};
+use super::reference::{check_digest, parse_source, Reference, Transport};
 use super::{archive, layout, registry, Image, Layer, SourceError, SourceOptions};
 
 /// Where manifests and blobs come from.
@@ -37,55 +37,7 @@ pub fn resolve(source: &str, opts: &SourceOptions) -> Result<Image, SourceError>
         .unwrap_or_else(super::cache::default_dir);
     let cache = Cache::open(&cache_dir)?;
     match transport {
-        Transport::Registry(r) => {
-            let endpoints = opts.registries.endpoints(&r)?;
-            let mut failures = Vec::new();
-            let last = endpoints.len() - 1;
-            for (i, ep) in endpoints.into_iter().enumerate() {
-                let insecure;
-                let opts = if ep.insecure {
-                    insecure = SourceOptions {
-                        tls_verify: false,
-                        ..opts.clone()
-                    };
-                    &insecure
-                } else {
-                    opts
-                };
-                let e = &ep.reference;
-                let got = registry::Client::new(e, opts, cache.clone()).and_then(|client| {
-                    let root = Root::Reference(e.manifest_ref().to_string(), e.digest.clone());
-                    run(&client, &cache, opts, r.to_string(), root)
-                });
-                match got {
-                    Ok(mut img) => {
-                        if *e != r {
-                            img.pulled_from =
-                                Some(format!("{e}{}", if ep.mirror { " (mirror)" } else { "" }));
-                        }
-                        img.endpoint_failures = failures;
-                        return Ok(img);
-                    }
-                    Err(err) if i < last => {
-                        // Name the place tried, unless the message already does.
-                        let msg = err.to_string();
-                        failures.push(if msg.contains(&e.registry) {
-                            msg
-                        } else {
-                            format!("{e}: {msg}")
-                        });
-                    }
-                    Err(err) if failures.is_empty() => return Err(err),
-                    Err(err) => {
-                        return Err(SourceError::MirrorsFailed {
-                            last: Box::new(err),
-                            tried: failures,
-                        })
-                    }
-                }
-            }
-            unreachable!("endpoints() returns at least the registry itself")
-        }
+        Transport::Registry(r) => from_registry(&r, opts, &cache),
         Transport::OciDir { dir, tag } => {
             let src = layout::OciDir::open(&dir, cache.clone())?;
             let what = match &tag {
@@ -124,6 +76,58 @@ pub fn resolve(source: &str, opts: &SourceOptions) -> Result<Image, SourceError>
             )
         }
     }
+}
+
+/// Pulls `r` from the first place the registries configuration gives that serves it (its
+/// mirrors, then its registry or `location`), noting where it came from and what failed first.
+fn from_registry(r: &Reference, opts: &SourceOptions, cache: &Cache) -> Result<Image, SourceError> {
+    let endpoints = opts.registries.endpoints(r)?;
+    let mut failures = Vec::new();
+    let last = endpoints.len() - 1;
+    for (i, ep) in endpoints.into_iter().enumerate() {
+        let insecure;
+        let opts = if ep.insecure {
+            insecure = SourceOptions {
+                tls_verify: false,
+                ..opts.clone()
+            };
+            &insecure
+        } else {
+            opts
+        };
+        let e = &ep.reference;
+        let got = registry::Client::new(e, opts, cache.clone()).and_then(|client| {
+            let root = Root::Reference(e.manifest_ref().to_string(), e.digest.clone());
+            run(&client, cache, opts, r.to_string(), root)
+        });
+        match got {
+            Ok(mut img) => {
+                if e != r {
+                    img.pulled_from =
+                        Some(format!("{e}{}", if ep.mirror { " (mirror)" } else { "" }));
+                }
+                img.endpoint_failures = failures;
+                return Ok(img);
+            }
+            Err(err) if i < last => {
+                // Name the place tried, unless the message already does.
+                let msg = err.to_string();
+                failures.push(if msg.contains(&e.registry) {
+                    msg
+                } else {
+                    format!("{e}: {msg}")
+                });
+            }
+            Err(err) if failures.is_empty() => return Err(err),
+            Err(err) => {
+                return Err(SourceError::MirrorsFailed {
+                    last: Box::new(err),
+                    tried: failures,
+                })
+            }
+        }
+    }
+    unreachable!("endpoints() returns at least the registry itself")
 }
 
 /// Where resolution starts.

@@ -6,7 +6,7 @@
 //! what was read so far. An assignment using anything else (other variables, command
 //! substitution) is skipped and reported.
 
-use crate::tree::{Kind, Tree};
+use crate::tree::Tree;
 
 const LINUX: &str = "GRUB_CMDLINE_LINUX";
 const DEFAULT: &str = "GRUB_CMDLINE_LINUX_DEFAULT";
@@ -50,12 +50,7 @@ fn value(raw: &str, linux: &str, default: &str) -> Option<String> {
 /// Reads the image's GRUB defaults.
 pub fn cmdline_defaults(tree: &Tree) -> CmdlineDefaults {
     let mut files = vec!["etc/default/grub".to_string()];
-    if let Some(Kind::Dir(d)) = tree
-        .resolve_path(b"etc/default/grub.d", true)
-        .ok()
-        .and_then(|r| r.id)
-        .map(|id| &tree.inode(id).kind)
-    {
+    if let Some(d) = tree.resolve_dir(b"etc/default/grub.d") {
         files.extend(
             d.entries
                 .keys()

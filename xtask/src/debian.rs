@@ -1,8 +1,38 @@
-//! The Debian packages the tests and fixtures need — the one list — and their idempotent install.
+//! The Debian packages the tests, the fixtures and the demo need — the one list — and their
+//! idempotent install: each command installs what it uses and says why.
 
 use crate::bail;
 use crate::util::{exec, step, Result};
 use std::process::Command;
+
+/// The packages `cargo xtask demo` uses (a subset of [`PACKAGES`], whose reasons apply), and
+/// `strace`: the demo runs itself under it to check that these packages provide every
+/// program it starts (see `crate::programs`).
+pub const DEMO: &[&str] = &[
+    "mmdebstrap",
+    "skopeo",
+    "docker-registry",
+    "qemu-system-x86",
+    "qemu-utils",
+    "qemu-block-extra",
+    "ovmf",
+    "libc6-dev",
+    "strace",
+];
+
+/// The named packages of [`PACKAGES`] with their reasons.
+pub fn subset(names: &[&'static str]) -> Vec<(&'static str, &'static str)> {
+    names
+        .iter()
+        .map(|n| {
+            let why = PACKAGES
+                .iter()
+                .find(|(p, _)| p == n)
+                .map_or("(not in the package list)", |(_, w)| *w);
+            (*n, why)
+        })
+        .collect()
+}
 
 /// Every Debian package `cargo xtask test` needs, with why.
 pub const PACKAGES: &[(&str, &str)] = &[
@@ -38,7 +68,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("apache2-utils", "htpasswd for the basic-auth registry"),
     ("openssl", "test CA and registry TLS certificates"),
     ("jq", "JSON checks in scripts"),
-    ("strace", "checking that d2v starts no other program"),
+    (
+        "strace",
+        "checking that d2v starts no other program, and that the demo's packages provide its programs",
+    ),
     ("zstd", "zstd-compressed test layers"),
     (
         "busybox-static",
@@ -86,19 +119,23 @@ fn install_args(missing: &[&str]) -> Vec<String> {
     args
 }
 
-/// Installs whatever is missing; does nothing (and no `apt-get update`) when all are installed.
-pub fn ensure() -> Result<()> {
+/// Installs whichever of `packages` are missing, printing each with why it is needed; does
+/// nothing (and no `apt-get update`) when all are installed.
+pub fn ensure(packages: &[(&str, &str)]) -> Result<()> {
     step("Debian packages");
-    let missing: Vec<&str> = PACKAGES
+    let missing: Vec<&str> = packages
         .iter()
         .map(|(p, _)| *p)
         .filter(|p| !installed(p))
         .collect();
     if missing.is_empty() {
-        println!("all {} packages installed", PACKAGES.len());
+        println!("all {} packages installed", packages.len());
         return Ok(());
     }
-    println!("missing: {}", missing.join(" "));
+    println!("installing {} missing packages:", missing.len());
+    for (p, why) in packages.iter().filter(|(p, _)| missing.contains(p)) {
+        println!("  {p:20} {why}");
+    }
     let args = install_args(&missing);
     if !crate::util::is_root() {
         bail!(
@@ -139,6 +176,17 @@ mod tests {
             ]
         );
         assert_eq!(install_args(&["jq"]), ["jq"]);
+    }
+
+    #[test]
+    fn demo_packages_are_listed_with_reasons() {
+        for (p, why) in subset(DEMO) {
+            assert!(
+                PACKAGES.iter().any(|(q, _)| *q == p),
+                "{p}: the demo's packages must be in PACKAGES (with their reason)"
+            );
+            assert!(!why.is_empty());
+        }
     }
 
     #[test]

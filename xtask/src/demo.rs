@@ -1,7 +1,13 @@
 //! `cargo xtask demo`: the systemd fixture → local registry → `d2v pull` → OVA → VMDK →
 //! QEMU boot under SeaBIOS and OVMF to the self-check marker, checksums compared.
+//!
+//! It first installs the Debian packages it uses ([`debian::DEMO`]), then runs itself under
+//! `strace` and checks that those packages provide every program it started
+//! ([`crate::programs`]): the README's main command must work on a bare machine.
 
 use crate::bail;
+use crate::debian;
+use crate::programs;
 use crate::qemu::{self, Firmware};
 use crate::registry::Registry;
 use crate::util::{exec, root, step, Result, Timer};
@@ -11,7 +17,53 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use testkit::fixtures::SELFCHECK_END;
 
-pub fn run(_args: &[String]) -> Result<()> {
+/// Set in the traced run, so that it does the demo itself.
+const TRACED: &str = "XTASK_DEMO_TRACED";
+
+pub fn run(args: &[String]) -> Result<()> {
+    if std::env::var_os(TRACED).is_some() {
+        return demo(args);
+    }
+    debian::ensure(&debian::subset(debian::DEMO))?;
+    let work = root().join("target/demo");
+    fs::create_dir_all(&work)?;
+    let trace = work.join("programs.trace");
+    let mut cmd = Command::new("strace");
+    cmd.args(programs::STRACE_ARGS)
+        .arg("-o")
+        .arg(&trace)
+        .arg(std::env::current_exe()?)
+        .arg("demo")
+        .args(args)
+        .env(TRACED, "1");
+    let demo = exec(&mut cmd);
+    step("programs the demo started, and their packages");
+    let own = own_binaries();
+    let started = programs::started_programs(&fs::read_to_string(&trace)?, &own);
+    let found = programs::check(&started, debian::DEMO)?;
+    for (prog, pkg) in &found {
+        println!("{prog:40} {pkg}");
+    }
+    demo
+}
+
+/// The toolchain's and the project's own binaries: not Debian's to provide.
+fn own_binaries() -> impl Fn(&str) -> bool {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let dirs: Vec<PathBuf> = [
+        std::env::var_os("CARGO_HOME").map(PathBuf::from),
+        std::env::var_os("RUSTUP_HOME").map(PathBuf::from),
+        Some(home.join(".cargo")),
+        Some(home.join(".rustup")),
+        Some(root()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    move |p: &str| dirs.iter().any(|d| Path::new(p).starts_with(d))
+}
+
+fn demo(_args: &[String]) -> Result<()> {
     let total = Timer::start();
     let fixture = fixtures::ensure(&[testkit::fixtures::SYSTEMD], false)?.remove(0);
     let work = root().join("target/demo");

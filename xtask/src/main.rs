@@ -6,7 +6,8 @@
 //!   `cargo test --workspace -- --include-ignored`, print a summary; non-zero exit on failure.
 //! - `cargo xtask deps`: only the Debian package step.
 //! - `cargo xtask fixtures [--force] [--boot-check|--keep-markers] [NAME…]`: only the fixtures.
-//! - `cargo xtask demo`: fixture → local registry → `d2v pull` → boot the VMDK in QEMU (SeaBIOS, OVMF).
+//! - `cargo xtask demo`: its Debian packages → fixture → local registry → `d2v pull` → boot the
+//!   VMDK in QEMU (SeaBIOS, OVMF); run under strace, its packages must provide every program it starts.
 //! - `cargo xtask bench [NAME…]`: comparisons against the reference tools, results in BENCHMARKS.md.
 
 mod bench;
@@ -16,6 +17,7 @@ mod boottest;
 mod debian;
 mod demo;
 mod fixtures;
+mod programs;
 mod qemu;
 mod registry;
 mod testcmd;
@@ -35,7 +37,8 @@ usage: cargo xtask <command>
                         --keep-markers: the same with /.dockerenv kept, which must fail
   boot [NAME...]        end-to-end boot tests only: d2v build each fixture, check the disk
                         (sgdisk, fsck.fat, e2fsck), boot under SeaBIOS and OVMF, compare self-check
-  demo                  build the demo image, serve it from a local registry, d2v pull it, boot it
+  demo                  install its packages, build the demo image, serve it from a local registry,
+                        d2v pull it, boot it; checks that its packages provide every program it ran
   bench [NAME...]       benchmarks (export, ext4, ext4-tar, vmdk, ext4-scale) -> BENCHMARKS.md
 ";
 
@@ -44,7 +47,7 @@ fn main() -> ExitCode {
     let rest = args.get(1..).unwrap_or(&[]);
     let result = match args.first().map(String::as_str) {
         Some("test") => testcmd::run(rest),
-        Some("deps") => debian::ensure(),
+        Some("deps") => debian::ensure(debian::PACKAGES),
         Some("fixtures") => fixtures::run(rest).map(|_| ()),
         Some("demo") => demo::run(rest),
         Some("boot") => boottest::run(rest),

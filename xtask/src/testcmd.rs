@@ -80,7 +80,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let total = Timer::start();
     let mut times = Vec::new();
     let t = Timer::start();
-    debian::ensure()?;
+    debian::ensure(debian::PACKAGES)?;
     times.push(("debian packages", t.secs()));
     let t = Timer::start();
     let fx = fixtures::ensure(&[], false)?;

@@ -655,8 +655,9 @@ fn has_interpreter(bytes: &[u8]) -> bool {
     })
 }
 
-/// The d2v that `cargo xtask` builds (and ships) is one static executable: no dynamic loader,
-/// no shared libraries. `file` and `ldd` agree with the ELF headers.
+/// The d2v that `cargo xtask` builds (and ships) is one static, stripped executable: no
+/// dynamic loader, no shared libraries, no debug info. `file` and `ldd` agree with the ELF
+/// headers.
 #[test]
 #[ignore = "needs D2V_BIN, the release build (cargo xtask test sets it)"]
 fn release_binary_is_static() {
@@ -672,6 +673,11 @@ fn release_binary_is_static() {
     );
     let file = tool_ok(Command::new("file").arg("-L").arg(&bin));
     assert!(file.contains("static"), "{file}");
+    // What users download is small: no debug info, no symbol table (profile.release strips;
+    // `--profile profiling` keeps them). The README states the size.
+    assert!(file.contains(", stripped"), "{file}");
+    let size = std::fs::metadata(&bin).unwrap().len();
+    assert!(size < 12 << 20, "the shipped binary is {size} bytes");
     let ldd = Command::new("ldd").arg(&bin).output().unwrap();
     let text = String::from_utf8_lossy(&ldd.stdout) + String::from_utf8_lossy(&ldd.stderr);
     assert!(!text.contains("libc.so"), "{text}");

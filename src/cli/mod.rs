@@ -9,14 +9,14 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(
     name = "d2v",
-    version,
+    version = env!("D2V_LONG_VERSION"),
     about = "Turn a container image into a bootable vSphere VM (OVA/VMDK) — no daemon, no root"
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// Print more about what happens (never secrets).
+    /// Print more about what happens, and each stage's wall time (never secrets).
     #[arg(short, long, global = true)]
     pub verbose: bool,
 
@@ -46,6 +46,11 @@ pub enum Command {
         output: String,
         #[command(flatten)]
         src: SourceArgs,
+    },
+    /// Print a shell completion script, e.g. `d2v completion bash > /etc/bash_completion.d/d2v`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
     /// Single pipeline stages on their own (benchmarks, debugging).
     #[command(hide = true, subcommand)]

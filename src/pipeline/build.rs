@@ -2,8 +2,9 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use super::{flatten, io_err, print_stdout, Error, Log};
+use super::{flatten, io_err, print_stdout, Error, Log, Stage};
 use crate::cli::{BuildArgs, Controller, Firmware, Format, GrubConfig};
 use crate::disk::ext4::{self, Ext4Options};
 use crate::disk::grub::{ConfigMode, GrubOptions};
@@ -293,14 +294,12 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
             Error::Usage(format!("--fs-uuid {u:?} is not a UUID like 0f8c5a4e-..."))
         })?;
     }
-    let fixes = guest::apply(
-        &mut tree,
-        &guest::GuestOptions {
-            hostname: hostname.clone(),
-            root_fs_uuid: ids::uuid_string(&ext4_opts.uuid),
-            esp_serial: layout::esp_serial(&seed),
-        },
-    )?;
+    let guest_opts = guest::GuestOptions {
+        hostname: hostname.clone(),
+        root_fs_uuid: ids::uuid_string(&ext4_opts.uuid),
+        esp_serial: layout::esp_serial(&seed),
+    };
+    let fixes = log.time(Stage::Guest, || guest::apply(&mut tree, &guest_opts))?;
     let fix_lines: Vec<String> = fixes.iter().map(|r| r.to_string()).collect();
     for l in &fix_lines {
         log.step(format!("guest: {l}"));
@@ -370,11 +369,14 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         root_size >> 20
     ));
     let mut ext4_summary = None;
+    let (disk_started, mut ext4_time) = (Instant::now(), Duration::ZERO);
     let disk = layout::write_disk(&mut tree, &raw, &disk_opts, |t, f, off, size| {
+        let started = Instant::now();
         let mut o = ext4_opts.clone();
         o.size = Some(size);
         let s = ext4::write(t, f, off, &o).map_err(|e| DiskError::Root(e.to_string()))?;
         ext4_summary = Some(s);
+        ext4_time += started.elapsed();
         Ok(())
     })
     .map_err(|e| match e {
@@ -391,6 +393,11 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
             OUTPUT_DIR_FULL,
         ),
     })?;
+    log.add(Stage::Ext4, ext4_time);
+    log.add(
+        Stage::EspGrub,
+        disk_started.elapsed().saturating_sub(ext4_time),
+    );
     for l in disk.report() {
         log.step(l);
     }
@@ -425,7 +432,10 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
     out_opts.vmdk.progress = vmdk_bar.clone();
     out_opts.os_release = os_release;
     log.step(format!("writing {}", out_path.display()));
-    let summary = output::write_outputs(&raw, format, &out_path, &out_opts)
+    let summary = log
+        .time(Stage::Output, || {
+            output::write_outputs(&raw, format, &out_path, &out_opts)
+        })
         .map_err(|e| Error::from(e).or_no_space("the output", &scratch_dir, OUTPUT_DIR_FULL))?;
     if let Some(bar) = vmdk_bar {
         bar.finish();
@@ -439,6 +449,8 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
             "bytes": summary.bytes,
             "reference": image.reference,
             "manifest_digest": seed,
+            "index_digest": image.index_digest,
+            "platform": image.platform.to_string(),
             "pulled_from": image.pulled_from,
             "name": name,
             "hostname": hostname,
@@ -461,6 +473,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
             "root_fs": ext4_summary.as_ref().map(|s| serde_json::json!({
                 "blocks": s.blocks, "free_blocks": s.free_blocks, "inodes": s.inodes, "free_inodes": s.free_inodes,
             })),
+            "timings": log.timings_json(),
         });
         print_stdout(&format!(
             "{}\n",

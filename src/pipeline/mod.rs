@@ -3,12 +3,17 @@
 //! `build.rs`: `pull`/`build` (the whole pipeline); `show.rs`: `inspect` and `export`.
 
 mod build;
+mod log;
 mod show;
+
+pub(crate) use log::{Log, Stage};
 
 use build::build;
 use show::{export, inspect};
 
 use std::io::{self, Write};
+
+use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, SourceArgs};
 use crate::disk::{ext4, DiskError};
@@ -110,7 +115,7 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error
 }
 
 pub fn run(cli: &Cli) -> Result<(), Error> {
-    let log = Log { quiet: cli.json };
+    let log = Log::new(cli.json, cli.verbose);
     match &cli.command {
         Command::Pull(args) | Command::Build(args) => build(args, cli.json, &log),
         Command::Inspect { source, src } => inspect(source, src, cli.json, &log),
@@ -120,21 +125,17 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
             src,
         } => export(source, output, src, &log),
         Command::Debug(cmd) => crate::debug::run(cmd, &log),
-    }
+        Command::Completion { shell } => completion(*shell),
+    }?;
+    log.summary();
+    Ok(())
 }
 
-/// Progress lines on stderr (suppressed with `--json`, which keeps stderr for errors).
-pub(crate) struct Log {
-    quiet: bool,
-}
-
-impl Log {
-    pub(crate) fn step(&self, msg: impl AsRef<str>) {
-        if !self.quiet {
-            // Progress is best effort: a closed or full stderr must not stop (or panic) d2v.
-            let _ = writeln!(io::stderr(), "{}", msg.as_ref());
-        }
-    }
+/// `d2v completion SHELL`: the shell's completion script for d2v's command line.
+fn completion(shell: clap_complete::Shell) -> Result<(), Error> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "d2v", &mut script);
+    print_stdout(&String::from_utf8_lossy(&script))
 }
 
 /// Writes results to stdout; a closed pipe or full disk is an error, not a panic.
@@ -180,7 +181,8 @@ pub(crate) fn flatten(
     json: bool,
     log: &Log,
 ) -> Result<(Image, Tree), Error> {
-    let image = source::resolve(source, &source_options(src, json)?)?;
+    let options = source_options(src, json)?;
+    let image = log.time(Stage::Pull, || source::resolve(source, &options))?;
     log.step(format!(
         "image {} ({})",
         image.reference, image.manifest_digest
@@ -192,11 +194,19 @@ pub(crate) fn flatten(
         what: "staging tree spill file".into(),
         source: io::Error::other(e.to_string()),
     })?;
+    log.time(Stage::Flatten, || apply_layers(&image, &mut tree, json))?;
+    tree.shrink_to_fit();
+    log.step(format!("applied {} layers", image.layers.len()));
+    Ok((image, tree))
+}
+
+/// Applies the image's layers, bottom first, to the staging tree.
+fn apply_layers(image: &Image, tree: &mut Tree, json: bool) -> Result<(), Error> {
     let count = image.layers.len();
     for (i, layer) in image.layers.iter().enumerate() {
         let bar = crate::progress::bar(!json, layer.size, format!("apply layer {}/{count}", i + 1));
         let mut r = source::open_layer_with(layer, Some(bar.clone()))?;
-        layers::apply_layer(&mut tree, &mut r, &layer.digest).map_err(|e| {
+        layers::apply_layer(tree, &mut r, &layer.digest).map_err(|e| {
             Error::from(e).or_no_space(SPILL_FULL.0, std::env::temp_dir(), SPILL_FULL.1)
         })?;
         // Read to the end so the uncompressed digest (diff_id) is checked.
@@ -206,7 +216,5 @@ pub(crate) fn flatten(
         })?;
         bar.finish();
     }
-    tree.shrink_to_fit();
-    log.step(format!("applied {} layers", image.layers.len()));
-    Ok((image, tree))
+    Ok(())
 }

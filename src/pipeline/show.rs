@@ -82,9 +82,7 @@ pub(super) fn export(source: &str, output: &str, src: &SourceArgs, log: &Log) ->
         source,
         src,
         false,
-        &Log {
-            quiet: log.quiet || output == "-",
-        },
+        &Log::new(log.is_quiet() || output == "-", false),
     )?;
     if output == "-" {
         let stdout = io::stdout();

@@ -81,6 +81,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("hyperfine", "cargo xtask bench"),
     ("libc6-dev", "libc.a: the release d2v is linked statically"),
     ("file", "file(1): checks that the release d2v is static"),
+    ("zsh", "checks d2v's zsh completion script"),
+    ("fish", "checks d2v's fish completion script"),
 ];
 
 /// Packages that must come from bookworm itself: a newer qemu-utils (backports) conflicts with

@@ -49,7 +49,9 @@ pub fn run(args: &[String]) -> Result<()> {
 
 /// The toolchain's and the project's own binaries: not Debian's to provide.
 fn own_binaries() -> impl Fn(&str) -> bool {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let dirs: Vec<PathBuf> = [
         std::env::var_os("CARGO_HOME").map(PathBuf::from),
         std::env::var_os("RUSTUP_HOME").map(PathBuf::from),

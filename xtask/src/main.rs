@@ -8,6 +8,7 @@
 //! - `cargo xtask fixtures [--force] [--boot-check|--keep-markers] [NAME…]`: only the fixtures.
 //! - `cargo xtask demo`: its Debian packages → fixture → local registry → `d2v pull` → boot the
 //!   VMDK in QEMU (SeaBIOS, OVMF); run under strace, its packages must provide every program it starts.
+//! - `cargo xtask man`: d2v's manual pages into `target/dist/man/`.
 //! - `cargo xtask bench [NAME…]`: comparisons against the reference tools, results in BENCHMARKS.md.
 
 mod bench;
@@ -16,6 +17,7 @@ mod bench_scale;
 mod boottest;
 mod debian;
 mod demo;
+mod dist;
 mod fixtures;
 mod programs;
 mod qemu;
@@ -39,6 +41,7 @@ usage: cargo xtask <command>
                         (sgdisk, fsck.fat, e2fsck), boot under SeaBIOS and OVMF, compare self-check
   demo                  install its packages, build the demo image, serve it from a local registry,
                         d2v pull it, boot it; checks that its packages provide every program it ran
+  man                   d2v's manual pages into target/dist/man (release artifacts)
   bench [NAME...]       benchmarks (export, ext4, ext4-tar, vmdk, ext4-scale) -> BENCHMARKS.md
 ";
 
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(rest),
         Some("boot") => boottest::run(rest),
         Some("bench") => bench::run(rest),
+        Some("man") => dist::man(),
         Some("help" | "-h" | "--help") | None => {
             print!("{HELP}");
             Ok(())

@@ -6,7 +6,6 @@
 
 pub mod bytes;
 pub mod cli;
-pub mod debug;
 pub mod disk;
 pub mod export;
 pub mod guest;
@@ -17,4 +16,5 @@ pub mod output;
 pub mod pipeline;
 pub mod progress;
 pub mod source;
+pub mod text;
 pub mod tree;

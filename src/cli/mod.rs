@@ -57,7 +57,7 @@ pub enum Command {
     Debug(DebugCommand),
 }
 
-/// `d2v debug …`: see [`crate::debug`].
+/// `d2v debug …`: single stages of the pipeline on their own (`src/pipeline/debug.rs`).
 #[derive(Debug, Subcommand)]
 pub enum DebugCommand {
     /// Write the flattened image as a bare ext4 filesystem image (auto size, no guest fixes).

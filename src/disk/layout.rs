@@ -14,7 +14,7 @@ use std::fs::File;
 use super::fat::{self, FatOptions, FatSummary};
 use super::gpt::{self, Gpt, Partition};
 use super::grub::{self, GrubOptions, Prepared};
-use super::{DiskError, Result, MIB, SECTOR};
+use super::{DiskError, Region, Result, MIB, SECTOR};
 use crate::ids;
 use crate::tree::{Inode, Metadata, Tree};
 
@@ -22,22 +22,6 @@ use crate::tree::{Inode, Metadata, Tree};
 pub const DEFAULT_ESP_SIZE: u64 = 256 * MIB;
 /// Smallest ESP d2v writes: FAT32 needs 65525 clusters, 33 MiB with 512-byte clusters.
 pub const MIN_ESP_SIZE: u64 = 40 * MIB;
-
-/// A byte range of the disk file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Region {
-    pub offset: u64,
-    pub size: u64,
-}
-
-impl Region {
-    pub fn first_lba(&self) -> u64 {
-        self.offset / SECTOR
-    }
-    pub fn last_lba(&self) -> u64 {
-        (self.offset + self.size) / SECTOR - 1
-    }
-}
 
 /// Positions and identifiers of every part of the disk.
 #[derive(Debug, Clone, PartialEq, Eq)]

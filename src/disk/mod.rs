@@ -30,3 +30,20 @@ pub const SECTOR: u64 = 512;
 /// Partition alignment.
 pub const MIB: u64 = 1024 * 1024;
 pub use layout::{write_disk, DiskOptions, DiskSummary, Layout};
+
+/// A byte range of the disk file (a partition, the BIOS boot area): what the disk's parts are
+/// written into, below both the layout that places them and the writers that fill them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl Region {
+    pub fn first_lba(&self) -> u64 {
+        self.offset / SECTOR
+    }
+    pub fn last_lba(&self) -> u64 {
+        (self.offset + self.size) / SECTOR - 1
+    }
+}

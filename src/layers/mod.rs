@@ -16,6 +16,7 @@
 
 mod whiteout;
 
+use crate::text::printable;
 use std::io::{self, Read};
 
 use crate::tree::{components, show, Inode, Kind, Metadata, Timestamp, Tree, TreeError};
@@ -86,27 +87,6 @@ fn read_error_text(layer: &str, error: &io::Error) -> String {
             "layer {layer}: reading the tar stream failed (corrupt or truncated layer?): {text}"
         )
     }
-}
-
-/// `s` without control or non-ASCII characters, shortened: error messages quote text from
-/// untrusted input (tar headers), which must not dump binary garbage on a terminal.
-pub fn printable(s: &str) -> String {
-    const MAX: usize = 400;
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c == ' ' || c.is_ascii_graphic() {
-                c
-            } else {
-                '?'
-            }
-        })
-        .take(MAX)
-        .collect();
-    if s.chars().count() > MAX {
-        out.push_str("...");
-    }
-    out
 }
 
 /// Applies one layer's tar stream onto `tree`. `layer` names the layer in errors (its digest).

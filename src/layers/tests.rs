@@ -510,12 +510,6 @@ fn damaged_tars_give_errors_not_panics() {
 }
 
 #[test]
-fn printable_hides_binary_bytes() {
-    assert_eq!(super::printable("bad \u{1}\u{ff}x\n"), "bad ??x?");
-    assert_eq!(super::printable(&"a".repeat(500)).len(), 403);
-}
-
-#[test]
 fn base_layer_whiteouts_change_nothing() {
     // A base layer's whiteouts have no lower layer to hide: applied onto an empty tree they are
     // skipped (nothing is tracked); applied above an unrelated lower layer they must give the

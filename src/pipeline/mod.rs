@@ -1,8 +1,10 @@
 //! The commands, joining the stages: source → staging tree → guest fixes → disk → output.
 //!
-//! `build.rs`: `pull`/`build` (the whole pipeline); `show.rs`: `inspect` and `export`.
+//! `build.rs`: `pull`/`build` (the whole pipeline); `show.rs`: `inspect` and `export`;
+//! `debug.rs`: the hidden `debug` commands (single stages).
 
 mod build;
+mod debug;
 mod log;
 mod show;
 
@@ -124,7 +126,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
             output,
             src,
         } => export(source, output, src, &log),
-        Command::Debug(cmd) => crate::debug::run(cmd, &log),
+        Command::Debug(cmd) => debug::run(cmd, &log),
         Command::Completion { shell } => completion(*shell),
     }?;
     log.summary();

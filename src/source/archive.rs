@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 
 use super::cache::Cache;
+use super::fetcher::Fetcher;
 use super::layer::sniff;
 use super::manifest::{
     Compression, Descriptor, DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR, DOCKER_MANIFEST,
     MAX_MANIFEST, OCI_LAYER_ZSTD,
 };
 use super::reference::Reference;
-use super::resolve::Fetcher;
 use super::SourceError;
 
 /// An archive whose files are in the cache.
@@ -74,7 +74,7 @@ impl Imported {
             bad(format!(
                 "not a tar archive, or a corrupt one ({}); expected what `docker save` or \
                  `skopeo copy` writes",
-                crate::layers::printable(&e.to_string())
+                crate::text::printable(&e.to_string())
             ))
         };
         for entry in ar.entries().map_err(corrupt)? {

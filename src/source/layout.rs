@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 
 use super::cache::Cache;
+use super::fetcher::{Fetcher, Root};
 use super::manifest::{Descriptor, Platform, MAX_MANIFEST};
 use super::reference::check_digest;
-use super::resolve::{Fetcher, Root};
 use super::SourceError;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";

@@ -10,6 +10,7 @@
 mod archive;
 mod auth;
 pub mod cache;
+mod fetcher;
 mod layer;
 mod layout;
 pub mod manifest;

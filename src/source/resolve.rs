@@ -8,25 +8,13 @@ use std::sync::Mutex;
 use indicatif::ProgressBar;
 
 use super::cache::{sha256_digest, Cache};
+use super::fetcher::{Fetcher, Root};
 use super::manifest::{
     layer_compression, parse_manifest, select_platform, Descriptor, ImageConfig, Parsed, Platform,
     MAX_CONFIG, MAX_MANIFEST,
 };
 use super::reference::{check_digest, parse_source, Reference, Transport};
 use super::{archive, layout, registry, Image, Layer, SourceError, SourceOptions};
-
-/// Where manifests and blobs come from.
-pub(crate) trait Fetcher: Sync {
-    /// Manifest bytes and content type for a tag or digest (≤ [`MAX_MANIFEST`], unverified).
-    fn manifest(&self, reference: &str) -> Result<(Vec<u8>, Option<String>), SourceError>;
-    /// Puts the blob in the cache (verified against digest and size) and returns its path.
-    fn blob(
-        &self,
-        desc: &Descriptor,
-        what: &str,
-        bar: &ProgressBar,
-    ) -> Result<PathBuf, SourceError>;
-}
 
 /// Resolves `source` to an image whose blobs are verified and cached.
 pub fn resolve(source: &str, opts: &SourceOptions) -> Result<Image, SourceError> {
@@ -128,16 +116,6 @@ fn from_registry(r: &Reference, opts: &SourceOptions, cache: &Cache) -> Result<I
         }
     }
     unreachable!("endpoints() returns at least the registry itself")
-}
-
-/// Where resolution starts.
-pub(crate) enum Root {
-    /// A tag or digest to ask the fetcher for; the digest when known.
-    Reference(String, Option<String>),
-    /// A descriptor (from an OCI layout's index.json).
-    Descriptor(Descriptor),
-    /// An index.json read from a layout, used as the index itself (several platforms, no tag).
-    Index(Vec<u8>),
 }
 
 fn fetch_manifest(

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use crate::disk::layout::Region;
+use crate::disk::Region;
 use crate::disk::{DiskError, Result, SECTOR};
 
 /// boot.img: end of the jump + BPB area that is kept from the existing sector.

@@ -7,8 +7,8 @@ use indicatif::ProgressBar;
 
 use super::{backoff, Client, ATTEMPTS};
 use crate::source::cache::sha256_digest;
+use crate::source::fetcher::Fetcher;
 use crate::source::manifest::{Descriptor, ACCEPT, MAX_MANIFEST};
-use crate::source::resolve::Fetcher;
 use crate::source::SourceError;
 
 impl Fetcher for Client {

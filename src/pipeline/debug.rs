@@ -10,14 +10,14 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::Instant;
 
+use super::{flatten, io_err, Error, Log};
 use crate::cli::DebugCommand;
 use crate::disk::ext4::{self, Ext4Options};
 use crate::disk::grub::{self, mkimage, Platform};
 use crate::output::atomic::AtomicFile;
 use crate::output::vmdk::{self, VmdkOptions};
-use crate::pipeline::{flatten, io_err, Error, Log};
 
-pub(crate) fn run(cmd: &DebugCommand, log: &Log) -> Result<(), Error> {
+pub(super) fn run(cmd: &DebugCommand, log: &Log) -> Result<(), Error> {
     match cmd {
         DebugCommand::Ext4 {
             source,

@@ -16,5 +16,6 @@ pub mod output;
 pub mod pipeline;
 pub mod progress;
 pub mod source;
+pub mod sparse;
 pub mod text;
 pub mod tree;

@@ -337,7 +337,7 @@ fn sparse_copy(src: &File, dst: &File) -> std::io::Result<u64> {
     let len = src.metadata()?.len();
     dst.set_len(len)?;
     let mut buf = vec![0u8; 1 << 20];
-    for (start, end) in vmdk::data_extents(src, len)? {
+    for (start, end) in crate::sparse::data_extents(src, 0, len)? {
         let mut off = start;
         while off < end {
             let n = ((end - off) as usize).min(buf.len());

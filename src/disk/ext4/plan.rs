@@ -2,7 +2,6 @@
 //! each needs, which xattrs go where. Independent of the filesystem size.
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
 
 use super::dir::{self, DirEntry, HashCtx};
 use super::hash::HashVersion;
@@ -132,35 +131,9 @@ pub fn ftype(k: &Kind) -> u8 {
 
 /// Logical 4 KiB block ranges of `fd` that hold data, from the spill file's holes.
 pub fn data_ranges(spill: &Spill, fd: &FileData) -> Result<Vec<(u64, u64)>, Ext4Error> {
-    let raw = spill.file().as_raw_fd();
-    let (start, end) = (fd.offset, fd.offset + fd.len);
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    let mut pos = start;
-    while pos < end {
-        // SAFETY: lseek on a valid descriptor; it only moves the file position, and the spill
-        // file always seeks before it writes.
-        let d = unsafe { libc::lseek(raw, pos as libc::off_t, libc::SEEK_DATA) };
-        if d < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                break;
-            }
-            if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::EOPNOTSUPP)
-            {
-                out.push((pos, end));
-                break;
-            }
-            return Err(io_err("spill file SEEK_DATA")(e));
-        }
-        let d = d as u64;
-        if d >= end {
-            break;
-        }
-        let h = unsafe { libc::lseek(raw, d as libc::off_t, libc::SEEK_HOLE) };
-        let h = if h < 0 { end } else { (h as u64).min(end) };
-        out.push((d, h));
-        pos = h;
-    }
+    let start = fd.offset;
+    let out = crate::sparse::data_extents(spill.file(), start, start + fd.len)
+        .map_err(io_err("spill file SEEK_DATA/SEEK_HOLE"))?;
     let mut blocks: Vec<(u64, u64)> = Vec::with_capacity(out.len());
     for (a, b) in out {
         let (a, b) = ((a - start) / BLOCK, (b - start).div_ceil(BLOCK));

@@ -6,7 +6,6 @@
 //! marker and grain directory, the footer marker and footer (the header with the real
 //! `gdOffset`), and the end-of-stream marker. All-zero grains and holes of the raw file are left out.
 
-mod extents;
 pub mod format;
 mod writer;
 
@@ -15,7 +14,6 @@ mod reader;
 #[cfg(test)]
 mod tests;
 
-pub use extents::data_extents;
 pub use writer::write_stream_optimized;
 
 /// Highest `--compression-level`.

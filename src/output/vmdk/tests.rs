@@ -245,7 +245,7 @@ fn progress_counts_every_grain_read() {
     f.write_all_at(b"a", 10).unwrap();
     f.write_all_at(&[7u8; 100], 2 * GRAIN_BYTES - 50).unwrap();
     f.write_all_at(b"z", 40 * GRAIN_BYTES + 5).unwrap();
-    let extents = data_extents(&f, 64 * GRAIN_BYTES).unwrap();
+    let extents = crate::sparse::data_extents(&f, 0, 64 * GRAIN_BYTES).unwrap();
     let bar = indicatif::ProgressBar::hidden();
     let o = VmdkOptions {
         progress: Some(bar.clone()),

@@ -51,7 +51,7 @@ pub fn write_stream_optimized(
     if desc.len() as u64 > DESCRIPTOR_SECTORS * SECTOR {
         return Err(VmdkError::FileName(opts.file_name.clone()));
     }
-    let extents = super::data_extents(raw, len).map_err(|e| VmdkError::Read {
+    let extents = crate::sparse::data_extents(raw, 0, len).map_err(|e| VmdkError::Read {
         offset: 0,
         source: e,
     })?;

@@ -7,6 +7,7 @@
 //! - `cargo xtask deps`: only the Debian package step.
 //! - `cargo xtask fixtures [--force] [--boot-check|--keep-markers] [NAME…]`: only the fixtures.
 //! - `cargo xtask demo`: fixture → local registry → `d2v pull` → boot the VMDK in QEMU (SeaBIOS, OVMF).
+//! - `cargo xtask image [--source URL]`: d2v's own OCI image (layout and oci-archive), see image.rs.
 //! - `cargo xtask bench [NAME…]`: comparisons against the reference tools, results in BENCHMARKS.md.
 
 mod bench;
@@ -16,6 +17,7 @@ mod boottest;
 mod debian;
 mod demo;
 mod fixtures;
+mod image;
 mod qemu;
 mod registry;
 mod testcmd;
@@ -36,6 +38,8 @@ usage: cargo xtask <command>
   boot [NAME...]        end-to-end boot tests only: d2v build each fixture, check the disk
                         (sgdisk, fsck.fat, e2fsck), boot under SeaBIOS and OVMF, compare self-check
   demo                  build the demo image, serve it from a local registry, d2v pull it, boot it
+  image [--source URL]  d2v's own container image, written without a container engine:
+                        target/image/oci (OCI layout) and target/image/d2v.oci.tar (oci-archive)
   bench [NAME...]       benchmarks (export, ext4, ext4-tar, vmdk, ext4-scale) -> BENCHMARKS.md
 ";
 
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(rest),
         Some("boot") => boottest::run(rest),
         Some("bench") => bench::run(rest),
+        Some("image") => image::run(rest),
         Some("help" | "-h" | "--help") | None => {
             print!("{HELP}");
             Ok(())

@@ -64,9 +64,6 @@ pub fn run(args: &[String]) -> Result<()> {
             }
         }
     }
-    if source.is_none() {
-        source = git(&["remote", "get-url", "origin"]).ok();
-    }
     let bin = crate::testcmd::release_d2v()?;
     let w = build(&bin, source)?;
     println!(
@@ -79,14 +76,19 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The image of the release binary `bin` in `target/image/`, with the metadata of this
-/// checkout (`source` as given).
+/// Where [`build`] writes: `target/image` (`oci/`, `d2v.oci.tar`).
+pub fn out_dir() -> PathBuf {
+    root().join("target/image")
+}
+
+/// The image of the release binary `bin` in [`out_dir`], with the metadata of this checkout;
+/// `source` (else git's `origin`) is the source annotation.
 pub fn build(bin: &Path, source: Option<String>) -> Result<Written> {
     step("d2v's container image (target/image: oci/, d2v.oci.tar)");
     let meta = Meta {
         version: version_of(bin)?,
         revision: revision()?,
-        source,
+        source: source.or_else(|| git(&["remote", "get-url", "origin"]).ok()),
         licenses: license()?,
         epoch: epoch()?,
     };
@@ -96,7 +98,7 @@ pub fn build(bin: &Path, source: Option<String>) -> Result<Written> {
     }
     let ca = fs::read(CA_BUNDLE)
         .map_err(|e| format!("cannot read {CA_BUNDLE} ({e}): install Debian's ca-certificates"))?;
-    write(&fs::read(bin)?, &ca, &meta, &root().join("target/image"))
+    write(&fs::read(bin)?, &ca, &meta, &out_dir())
 }
 
 /// Writes the image of `binary` with the CA bundle `ca` to `out/oci` and `out/d2v.oci.tar`

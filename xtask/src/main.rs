@@ -2,8 +2,9 @@
 //!
 //! - `cargo xtask test [CARGO-TEST-OPTS] [-- TEST-ARGS]`: install missing Debian packages,
 //!   build the OS fixtures (cached by recipe hash; each new fixture boot-checked once without
-//!   d2v), build a release d2v for the heavy tests (D2V_BIN), run
-//!   `cargo test --workspace -- --include-ignored`, print a summary; non-zero exit on failure.
+//!   d2v), build a release d2v for the heavy tests (D2V_BIN) and its container image
+//!   (D2V_IMAGE), run `cargo test --workspace -- --include-ignored`, print a summary; non-zero
+//!   exit on failure.
 //! - `cargo xtask deps`: only the Debian package step.
 //! - `cargo xtask fixtures [--force] [--boot-check|--keep-markers] [NAME…]`: only the fixtures.
 //! - `cargo xtask demo`: fixture → local registry → `d2v pull` → boot the VMDK in QEMU (SeaBIOS, OVMF).

@@ -12,7 +12,8 @@
 //!   bind-mounted output directory; d2v pulls the systemd fixture from a local docker-registry
 //!   and writes an OVA there that must be the same bytes, `cmp`, as the host d2v's. With the
 //!   home directory on the read-only root the blob cache must be `/tmp/d2v-cache-65532`: a
-//!   host directory mounted there must hold the image's layers afterwards.
+//!   host directory mounted there must hold the image's layers afterwards (and a cache asked
+//!   for in the home must fail: the root is read-only).
 //!
 //! `$D2V_IMAGE` is the directory `cargo xtask image` wrote (`target/image`: `oci/`,
 //! `d2v.oci.tar`); `cargo xtask test` builds the image and sets it, with `D2V_BIN` and
@@ -164,7 +165,11 @@ fn image_config_layer_and_archive() {
         .unwrap()
         .is_empty();
     let revision = if dirty { format!("{head}-dirty") } else { head };
-    assert_eq!(ann("revision"), revision.as_str(), "{a}");
+    assert_eq!(
+        ann("revision"),
+        revision.as_str(),
+        "the image is not of this checkout (rerun `cargo xtask image`): {a}"
+    );
     match git(&["remote", "get-url", "origin"]) {
         Some(origin) => assert_eq!(ann("source"), origin.as_str(), "{a}"),
         None => assert_eq!(ann("source"), Value::Null, "no origin, yet a source: {a}"),
@@ -421,6 +426,31 @@ fn runc_runs_the_image_locked_down_and_writes_the_host_binarys_ova() {
             layer.digest
         );
     }
+    // The root really is read-only: the home's cache, asked for, cannot be made.
+    config["process"]["args"] = json!([
+        "d2v",
+        "pull",
+        image_ref,
+        "--cache-dir",
+        "/home/nonroot/.cache/d2v",
+        "-o",
+        "/out/never.ova"
+    ]);
+    std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let denied = Command::new("runc")
+        .arg("--root")
+        .arg(work.join("runc-state"))
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(format!("{id}-ro"))
+        .output()
+        .unwrap();
+    let text = output_text(&denied);
+    assert!(
+        !denied.status.success() && text.contains("Read-only file system"),
+        "{text}"
+    );
+    assert!(!out.join("never.ova").exists());
 
     // The host d2v, same image and options: the same bytes.
     let host = work.join("host");

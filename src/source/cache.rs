@@ -17,15 +17,44 @@ use sha2::{Digest, Sha256};
 use super::reference::check_digest;
 use super::SourceError;
 
-/// The default cache directory: `$XDG_CACHE_HOME/d2v`, else `~/.cache/d2v`.
+/// The default cache directory: `$XDG_CACHE_HOME/d2v`, else `~/.cache/d2v`; when d2v cannot
+/// write there (a read-only root filesystem, as d2v's own container image runs with, or no
+/// home), `$TMPDIR/d2v-cache-UID` (`/tmp/d2v-cache-UID`).
 pub fn default_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("d2v");
+    let preferred = match std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        Some(x) => PathBuf::from(x).join("d2v"),
+        None => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join(".cache/d2v"),
+    };
+    choose_dir(preferred, &std::env::temp_dir())
+}
+
+/// `preferred` when a file can be created in it, else `TMP/d2v-cache-UID` when that is (or can
+/// be made) a directory of this user that no other can write to, else `preferred` still (whose
+/// error [`Cache::open`] then reports).
+fn choose_dir(preferred: PathBuf, tmp: &Path) -> PathBuf {
+    let writable = |d: &Path| {
+        fs::create_dir_all(d.join("tmp")).is_ok() && tempfile::tempfile_in(d.join("tmp")).is_ok()
+    };
+    if writable(&preferred) {
+        return preferred;
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    home.join(".cache/d2v")
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let fallback = tmp.join(format!("d2v-cache-{uid}"));
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    // A shared /tmp: the directory may have been made by someone else (to plant blobs); use
+    // it only when it is this user's own (not a symlink) and closed to others.
+    let _ = fs::DirBuilder::new().mode(0o700).create(&fallback);
+    let private = fs::symlink_metadata(&fallback)
+        .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o022 == 0);
+    if private && writable(&fallback) {
+        fallback
+    } else {
+        preferred
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -294,6 +323,34 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unwritable_default_falls_back_to_a_private_tmp_dir() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        let tmp = d.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        let uid = unsafe { libc::geteuid() };
+        let fallback = tmp.join(format!("d2v-cache-{uid}"));
+        // A writable preferred directory is used.
+        let home = d.path().join("home/.cache/d2v");
+        assert_eq!(choose_dir(home.clone(), &tmp), home);
+        assert!(!fallback.exists());
+        // One that cannot be created (under a file; a read-only root gives EROFS, and root
+        // ignores modes) is not: the fallback is made, mode 0700, and the cache opens there.
+        fs::write(d.path().join("file"), b"").unwrap();
+        let bad = d.path().join("file/.cache/d2v");
+        assert_eq!(choose_dir(bad.clone(), &tmp), fallback);
+        let m = fs::metadata(&fallback).unwrap();
+        assert_eq!((m.mode() & 0o777, m.uid()), (0o700, uid));
+        Cache::open(&fallback).unwrap();
+        // An existing fallback others can write to (or a symlink) is refused.
+        fs::set_permissions(&fallback, fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(choose_dir(bad.clone(), &tmp), bad);
+        fs::remove_dir_all(&fallback).unwrap();
+        std::os::unix::fs::symlink(d.path().join("home"), &fallback).unwrap();
+        assert_eq!(choose_dir(bad.clone(), &tmp), bad);
+    }
 
     #[test]
     fn write_verify_and_find() {

@@ -43,6 +43,14 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("mmdebstrap", "builds the OS fixtures"),
     ("umoci", "reference unpacker for conformance tests"),
     (
+        "runc",
+        "the OCI runtime that runs d2v's own container image in its test",
+    ),
+    (
+        "ca-certificates",
+        "the CA bundle d2v's container image carries",
+    ),
+    (
         "skopeo",
         "pushes images to the test registry, docker-archive fixtures",
     ),

@@ -2,13 +2,15 @@
 //!
 //! - `cargo xtask test [CARGO-TEST-OPTS] [-- TEST-ARGS]`: install missing Debian packages,
 //!   build the OS fixtures (cached by recipe hash; each new fixture boot-checked once without
-//!   d2v), build a release d2v for the heavy tests (D2V_BIN), run
-//!   `cargo test --workspace -- --include-ignored`, print a summary; non-zero exit on failure.
+//!   d2v), build a release d2v for the heavy tests (D2V_BIN) and its container image
+//!   (D2V_IMAGE), run `cargo test --workspace -- --include-ignored`, print a summary; non-zero
+//!   exit on failure.
 //! - `cargo xtask deps`: only the Debian package step.
 //! - `cargo xtask fixtures [--force] [--boot-check|--keep-markers] [NAME…]`: only the fixtures.
 //! - `cargo xtask demo`: its Debian packages → fixture → local registry → `d2v pull` → boot the
 //!   VMDK in QEMU (SeaBIOS, OVMF); run under strace, its packages must provide every program it starts.
 //! - `cargo xtask man`: d2v's manual pages into `target/dist/man/`.
+//! - `cargo xtask image [--source URL]`: d2v's own OCI image (layout and oci-archive), see image.rs.
 //! - `cargo xtask bench [NAME…]`: comparisons against the reference tools, results in BENCHMARKS.md.
 
 mod bench;
@@ -19,6 +21,7 @@ mod debian;
 mod demo;
 mod dist;
 mod fixtures;
+mod image;
 mod programs;
 mod qemu;
 mod registry;
@@ -42,6 +45,8 @@ usage: cargo xtask <command>
   demo                  install its packages, build the demo image, serve it from a local registry,
                         d2v pull it, boot it; checks that its packages provide every program it ran
   man                   d2v's manual pages into target/dist/man (release artifacts)
+  image [--source URL]  d2v's own container image, written without a container engine:
+                        target/image/oci (OCI layout) and target/image/d2v.oci.tar (oci-archive)
   bench [NAME...]       benchmarks (export, ext4, ext4-tar, vmdk, ext4-scale) -> BENCHMARKS.md
 ";
 
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
         Some("boot") => boottest::run(rest),
         Some("bench") => bench::run(rest),
         Some("man") => dist::man(),
+        Some("image") => image::run(rest),
         Some("help" | "-h" | "--help") | None => {
             print!("{HELP}");
             Ok(())

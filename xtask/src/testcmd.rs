@@ -1,8 +1,9 @@
-//! `cargo xtask test`: packages → fixtures → release d2v → `cargo test --workspace` → summary.
+//! `cargo xtask test`: packages → fixtures → release d2v → its container image →
+//! `cargo test --workspace` → summary.
 
 use crate::bail;
 use crate::util::{exec, root, step, Result, Timer};
-use crate::{boottest, debian, fixtures};
+use crate::{boottest, debian, fixtures, image};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -90,6 +91,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let t = Timer::start();
     let d2v = release_d2v()?;
     times.push(("release d2v", t.secs()));
+    let t = Timer::start();
+    image::build(&d2v, None)?;
+    times.push(("d2v image", t.secs()));
 
     step("cargo test --workspace");
     let t = Timer::start();
@@ -105,6 +109,7 @@ pub fn run(args: &[String]) -> Result<()> {
         .env("D2V_FIXTURES", testkit::fixtures_dir())
         .env("D2V_REQUIRE_FIXTURES", "1")
         .env("D2V_BIN", &d2v)
+        .env("D2V_IMAGE", image::out_dir())
         .env("D2V_TEST_KERNEL", &kernel.kernel)
         .env("D2V_TEST_INITRD", &kernel.initrd)
         .env("D2V_TEST_KERNEL_DIR", &kernel.package_dir)
@@ -114,7 +119,7 @@ pub fn run(args: &[String]) -> Result<()> {
         cmd.env("D2V_BENCH_DIR", "/usr/share/doc");
     }
     println!(
-        "$ {} (D2V_FIXTURES, D2V_REQUIRE_FIXTURES, D2V_BIN, D2V_TEST_KERNEL{{,_DIR}}, D2V_TEST_INITRD, D2V_BENCH_DIR set)",
+        "$ {} (D2V_FIXTURES, D2V_REQUIRE_FIXTURES, D2V_BIN, D2V_IMAGE, D2V_TEST_KERNEL{{,_DIR}}, D2V_TEST_INITRD, D2V_BENCH_DIR set)",
         crate::util::show(&cmd)
     );
     let mut child = cmd.spawn()?;

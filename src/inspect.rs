@@ -141,7 +141,8 @@ pub fn boot_report(tree: &Tree) -> BootReport {
             initramfs.extend(artifact(tree, &format!("/{name}")));
         }
     }
-    let (init, init_path) = init_system(tree);
+    let (init, found) = init_system(tree);
+    let init_path = found.map(|(_, resolved)| resolved);
     let initramfs_drivers = initramfs_drivers(tree, &initramfs);
     let kernel_modules = kernel_modules(tree, &kernels);
     BootReport {
@@ -292,24 +293,52 @@ fn is_file(tree: &Tree, path: &str) -> Option<String> {
     matches!(tree.inode(id).kind, Kind::File(_)).then_some(resolved)
 }
 
-fn init_system(tree: &Tree) -> (InitSystem, Option<String>) {
-    let openrc = is_file(tree, "/sbin/openrc").is_some();
-    if let Some(init) = is_file(tree, "/sbin/init") {
-        let base = init.rsplit('/').next().unwrap_or("");
-        let kind = match base {
-            "systemd" => InitSystem::Systemd,
-            "openrc-init" => InitSystem::OpenRc,
-            _ if openrc => InitSystem::OpenRc,
-            "busybox" => InitSystem::Busybox,
-            _ if is_file(tree, "/etc/inittab").is_some() => InitSystem::Sysvinit,
-            _ => InitSystem::Other,
-        };
-        return (kind, Some(init));
+/// The paths the kernel tries for its first process, in its order (`/bin/sh` last, which
+/// no VM should rely on).
+pub const INIT_PATHS: [&str; 3] = ["/sbin/init", "/etc/init", "/bin/init"];
+
+/// The init the kernel will start: the first of [`INIT_PATHS`] that is a file (symlinks
+/// followed inside the tree), classified by what it resolves to, with that path and what it
+/// resolves to. The one classifier: `inspect` reports it and `build`'s guest check warns from it.
+pub fn init_system(tree: &Tree) -> (InitSystem, Option<(&'static str, String)>) {
+    let Some((tried, init)) = INIT_PATHS
+        .iter()
+        .find_map(|p| Some((*p, is_file(tree, p)?)))
+    else {
+        return (InitSystem::None, None);
+    };
+    let base = init.rsplit('/').next().unwrap_or("");
+    let kind = match base {
+        "systemd" => InitSystem::Systemd,
+        "openrc-init" => InitSystem::OpenRc,
+        _ if is_file(tree, "/sbin/openrc").is_some() => InitSystem::OpenRc,
+        "busybox" => InitSystem::Busybox,
+        _ if is_file(tree, "/etc/inittab").is_some() => InitSystem::Sysvinit,
+        _ => InitSystem::Other,
+    };
+    (kind, Some((tried, init)))
+}
+
+/// Whether systemd is installed without the `/sbin/init` that would start it (Debian's
+/// `systemd` without `systemd-sysv`).
+pub fn systemd_without_init(tree: &Tree) -> bool {
+    ["/lib/systemd/systemd", "/usr/lib/systemd/systemd"]
+        .iter()
+        .any(|p| is_file(tree, p).is_some())
+}
+
+impl InitSystem {
+    /// The init system's name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            InitSystem::Systemd => "systemd",
+            InitSystem::OpenRc => "OpenRC",
+            InitSystem::Busybox => "BusyBox init",
+            InitSystem::Sysvinit => "sysvinit",
+            InitSystem::Other => "an init",
+            InitSystem::None => "no init",
+        }
     }
-    if let Some(systemd) = is_file(tree, "/lib/systemd/systemd") {
-        return (InitSystem::Systemd, Some(systemd));
-    }
-    (InitSystem::None, None)
 }
 
 fn grub(tree: &Tree, path: &str) -> GrubModules {

@@ -4,7 +4,8 @@
 
 use std::fmt;
 
-use crate::tree::{show, Inode, Kind, Metadata, Timestamp, Tree, TreeError};
+use crate::inspect;
+use crate::tree::{Inode, Kind, Metadata, Timestamp, Tree, TreeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
@@ -375,34 +376,26 @@ pub fn fix_openrc_rc_sys(tree: &mut Tree) -> Result<Option<Report>> {
     ))))
 }
 
-/// Which init system the kernel will start, or a warning when there is none.
+/// Which init system the kernel will start ([`inspect::init_system`], the classifier
+/// `inspect` reports from too), or a warning when there is none.
 pub fn check_init(tree: &Tree) -> Report {
-    for path in ["sbin/init", "etc/init", "bin/init"] {
-        if tree.resolve_file(path.as_bytes()).is_none() {
-            continue;
+    match inspect::init_system(tree) {
+        (kind, Some((tried, resolved))) => {
+            let target = if resolved == tried {
+                String::new()
+            } else {
+                format!(" → {resolved}")
+            };
+            Report::info(format!("init: {tried}{target} ({})", kind.name()))
         }
-        let target = match tree.lookup(path.as_bytes()).map(|l| &tree.inode(l).kind) {
-            Some(Kind::Symlink(t)) => format!(" → {}", show(t)),
-            _ => String::new(),
-        };
-        let lower = target.to_ascii_lowercase();
-        let kind = if lower.contains("systemd") {
-            "systemd"
-        } else if lower.contains("openrc") {
-            "OpenRC"
-        } else if lower.contains("busybox") {
-            "BusyBox init"
-        } else if exists(tree, "sbin/openrc") {
-            "sysvinit/OpenRC"
-        } else {
-            "an init"
-        };
-        return Report::info(format!("init: /{path}{target} ({kind})"));
+        (_, None) if inspect::systemd_without_init(tree) => Report::warn(
+            "systemd is installed but /sbin/init is missing: the kernel will not start it and              will panic; install systemd-sysv (Debian/Ubuntu), which links /sbin/init to systemd",
+        ),
+        (_, None) => Report::warn(
+            "no init system found (/sbin/init is missing): the kernel will panic; install \
+             systemd-sysv (Debian/Ubuntu), openrc (Alpine) or busybox-openrc",
+        ),
     }
-    Report::warn(
-        "no init system found (/sbin/init is missing): the kernel will panic; install systemd-sysv (Debian/Ubuntu), \
-         openrc (Alpine) or busybox-openrc",
-    )
 }
 
 #[cfg(test)]

@@ -152,10 +152,66 @@ fn init_is_found_or_warned_about() {
     let r = check_init(&t);
     assert_eq!(r.level, Level::Info);
     assert!(r.message.contains("systemd"), "{r}");
+    assert_eq!(
+        r.message,
+        "init: /sbin/init → /lib/systemd/systemd (systemd)"
+    );
     // A dangling /sbin/init is no init.
     let mut t = Tree::in_temp().unwrap();
     link(&mut t, "sbin/init", "../bin/busybox");
     assert_eq!(check_init(&t).level, Level::Warning);
+    // systemd without systemd-sysv: warned about, naming the package.
+    let mut t = Tree::in_temp().unwrap();
+    file(&mut t, "lib/systemd/systemd", "ELF");
+    let r = check_init(&t);
+    assert_eq!(r.level, Level::Warning);
+    assert!(r.message.contains("systemd-sysv"), "{r}");
+}
+
+/// `build`'s check and `inspect`'s report come from one classifier: they agree on every
+/// shape of image.
+#[test]
+fn build_and_inspect_agree_on_the_init() {
+    let shapes: Vec<Vec<(&str, Option<&str>)>> = vec![
+        vec![
+            ("lib/systemd/systemd", None),
+            ("sbin/init", Some("/lib/systemd/systemd")),
+        ],
+        vec![("lib/systemd/systemd", None)],
+        vec![
+            ("bin/busybox", None),
+            ("sbin/init", Some("/bin/busybox")),
+            ("sbin/openrc", None),
+        ],
+        vec![("etc/init", None)],
+        vec![("bin/init", None)],
+        vec![("app", None)],
+    ];
+    for shape in shapes {
+        let mut t = Tree::in_temp().unwrap();
+        for (path, target) in &shape {
+            match target {
+                Some(to) => {
+                    link(&mut t, path, to);
+                }
+                None => file(&mut t, path, "ELF"),
+            }
+        }
+        let (kind, _) = crate::inspect::init_system(&t);
+        let r = check_init(&t);
+        let found = r.level == Level::Info;
+        assert_eq!(
+            found,
+            kind != crate::inspect::InitSystem::None,
+            "{shape:?}: {r}"
+        );
+        if found {
+            assert!(
+                r.message.ends_with(&format!("({})", kind.name())),
+                "{shape:?}: {r}"
+            );
+        }
+    }
 }
 
 #[test]

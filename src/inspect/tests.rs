@@ -146,11 +146,19 @@ fn busybox_sysvinit_other_systemd_without_sbin_init_and_none() {
     assert_eq!(boot_report(&sysv).init, InitSystem::Sysvinit);
     let other = tree(&[Entry::file("sbin/init", "tini")]);
     assert_eq!(boot_report(&other).init, InitSystem::Other);
+    // systemd without /sbin/init (no systemd-sysv): the kernel will not start it.
     let systemd = tree(&[Entry::file("lib/systemd/systemd", "ELF")]);
     let r = boot_report(&systemd);
+    assert_eq!((r.init, r.init_path.as_deref()), (InitSystem::None, None));
+    assert!(super::systemd_without_init(&systemd));
+    // The kernel's other places: /etc/init, /bin/init.
+    let etc = tree(&[Entry::file("etc/init", "init").mode(0o755)]);
     assert_eq!(
-        (r.init, r.init_path.as_deref()),
-        (InitSystem::Systemd, Some("/lib/systemd/systemd"))
+        super::init_system(&etc),
+        (
+            InitSystem::Other,
+            Some(("/etc/init", "/etc/init".to_string()))
+        )
     );
     let none = boot_report(&tree(&[
         Entry::file("app", "x"),

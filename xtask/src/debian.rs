@@ -81,6 +81,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("hyperfine", "cargo xtask bench"),
     ("libc6-dev", "libc.a: the release d2v is linked statically"),
     ("file", "file(1): checks that the release d2v is static"),
+    (
+        "python3-venv",
+        "a venv in target/ for check-jsonschema and kubernetes-validate (PyPI): the CI recipes' schema checks",
+    ),
 ];
 
 /// Packages that must come from bookworm itself: a newer qemu-utils (backports) conflicts with

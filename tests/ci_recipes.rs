@@ -782,17 +782,82 @@ fn tekton_pipeline_runs() {
         let v = substitute(str_of(&e["value"], "value"), "$(", ")", &value);
         env.push((str_of(&e["name"], "name").into(), remount(&v, &mounts)));
     }
-    let bin = shell::d2v_on_path(&scratch);
-    let mut cmd = Command::new(bin.join("d2v"));
-    cmd.args(&args)
-        .env_clear()
-        .envs(env)
-        .env("PATH", shell::path_with(&bin));
+    // As the step's user, the workspaces and volumes writable by the pod's fsGroup.
+    let sc = &step["securityContext"];
+    let fs_group = run["taskRunTemplate"]["podTemplate"]["securityContext"]["fsGroup"]
+        .as_u64()
+        .expect("the run's pods have an fsGroup");
+    let user = (id_of(&sc["runAsUser"]), id_of(&sc["runAsGroup"]));
+    let writable: Vec<&Path> = ["output", "cache"]
+        .iter()
+        .map(|w| ws[*w].as_path())
+        .chain(mounts.iter().map(|(_, d)| d.as_path()))
+        .collect();
+    let cmd = pod_command(&scratch, &args, env, user, fs_group as u32, &writable);
     shell::run_ok(cmd, &format!("tekton step d2v {}", args.join(" ")));
     assert_pulled(&reg, "team/app");
     shell::assert_ova(&ws["output"].join(&params["OVA"]));
+    assert_written_by(&ws["output"].join(&params["OVA"]), user.0);
     assert!(shell::cached_blobs(&ws["cache"]) >= 3, "nothing cached");
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+fn id_of(v: &Value) -> u32 {
+    v.as_u64()
+        .unwrap_or_else(|| panic!("a user or group id expected, found {v}")) as u32
+}
+
+/// `d2v ARGS` as the container runs it: with only `env` (and PATH, the image's directory of
+/// d2v) and, when the test runs as root, as the container's user `uid:gid` with the pod's
+/// `fs_group` (`setpriv`: no other groups, no capabilities, no privilege escalation), the
+/// `writable` volumes owned by that group as Kubernetes makes them. Not as root, it runs as the
+/// test's user (said on stderr).
+fn pod_command(
+    scratch: &Path,
+    args: &[String],
+    env: Vec<(String, String)>,
+    (uid, gid): (u32, u32),
+    fs_group: u32,
+    writable: &[&Path],
+) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    // The binary where any user can run it (the checkout may be closed to others).
+    let image_bin = scratch.join("image-bin");
+    std::fs::create_dir_all(&image_bin).unwrap();
+    let d2v = image_bin.join("d2v");
+    if !d2v.exists() {
+        std::fs::copy(testkit::fixtures::d2v_bin(env!("CARGO_BIN_EXE_d2v")), &d2v).unwrap();
+        std::fs::set_permissions(&d2v, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if root {
+        for d in writable {
+            std::os::unix::fs::chown(d, Some(uid), Some(fs_group)).unwrap();
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o2775)).unwrap();
+        }
+        let mut c = Command::new(testkit::require_tool("setpriv", "util-linux"));
+        c.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg(format!("--groups={fs_group}"))
+            .args(["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"])
+            .arg(&d2v);
+        c
+    } else {
+        eprintln!("NOTICE: not root: the pod's d2v runs as the test's user, not {uid}:{gid}");
+        Command::new(&d2v)
+    };
+    cmd.args(args).env_clear().envs(env).env("PATH", &image_bin);
+    cmd
+}
+
+/// When the test runs as root: `p` belongs to `uid`, the container's user that wrote it.
+fn assert_written_by(p: &Path, uid: u32) {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert_eq!(std::fs::metadata(p).unwrap().uid(), uid, "{}", p.display());
+    }
 }
 
 /// `v` with a container path under one of `mounts` (mountPath → host directory) moved to the
@@ -881,7 +946,6 @@ fn k8s_jobs_run_as_a_fleet() {
         shell::docker_config_json(&reg.host, USER, PASSWORD),
     )
     .unwrap();
-    let bin = shell::d2v_on_path(&scratch);
     let mut pods = Vec::new();
     for (name, image) in images {
         // The pod's mounts: the shared volumes, and its own emptyDir.
@@ -918,11 +982,15 @@ fn k8s_jobs_run_as_a_fleet() {
         for (k, v) in &vars {
             env.push((k.clone(), remount(v, &mounts)));
         }
-        let mut cmd = Command::new(bin.join("d2v"));
-        cmd.args(&args)
-            .env_clear()
-            .envs(env)
-            .env("PATH", shell::path_with(&bin));
+        let psc = &pod["securityContext"];
+        let user = (id_of(&psc["runAsUser"]), id_of(&psc["runAsGroup"]));
+        let fs_group = id_of(&psc["fsGroup"]);
+        let writable: Vec<&Path> = mounts
+            .iter()
+            .filter(|(_, d)| !d.ends_with("docker-config"))
+            .map(|(_, d)| d.as_path())
+            .collect();
+        let cmd = pod_command(&scratch, &args, env, user, fs_group, &writable);
         let what = format!("job d2v-{name}: d2v {}", args.join(" "));
         pods.push(std::thread::spawn(move || {
             shell::run_ok(cmd, &what);
@@ -934,6 +1002,7 @@ fn k8s_jobs_run_as_a_fleet() {
     for (name, image) in images {
         assert_pulled(&reg, image.split(':').next().unwrap());
         shell::assert_ova(&shared["ovas"].join(format!("{name}.ova")));
+        assert_written_by(&shared["ovas"].join(format!("{name}.ova")), 65532);
     }
     assert!(shell::cached_blobs(&shared["cache"]) >= 3, "nothing cached");
     let _ = std::fs::remove_dir_all(&scratch);

@@ -457,6 +457,9 @@ fn github_workflow_runs() {
 #[ignore = "installs PyYAML from PyPI into target/ (cargo xtask test runs it)"]
 fn gitlab_ci_runs() {
     let ci = yaml_doc(&recipe("gitlab-ci.yml"));
+    // Every job is looked at here: a new one must be run or said why not.
+    let keys: Vec<&str> = ci.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["build-image", "stages", "variables", "vm-image"]);
     let build = &ci["build-image"];
     let vm = &ci["vm-image"];
     assert_eq!(vm["needs"], serde_json::json!(["build-image"]));
@@ -762,7 +765,9 @@ fn tekton_pipeline_runs() {
             _ => None,
         }
     };
-    let step = &list(&task["steps"], "steps")[0];
+    let steps = list(&task["steps"], "steps");
+    assert_eq!(steps.len(), 1, "one step, d2v, is run here");
+    let step = &steps[0];
     assert_eq!(step["image"], "$(params.D2V_IMAGE)");
     // The step's volumes (the emptyDir for TMPDIR) as directories too.
     let mounts: Vec<(String, PathBuf)> = list(&step["volumeMounts"], "volumeMounts")
@@ -878,7 +883,12 @@ fn remount(v: &str, mounts: &[(String, PathBuf)]) -> String {
 #[ignore = "installs PyYAML from PyPI into target/ (cargo xtask test runs it)"]
 fn k8s_jobs_run_as_a_fleet() {
     let docs = yaml_docs(&recipe("k8s-job.yaml"));
-    let job = docs.iter().find(|d| d["kind"] == "Job").expect("a Job");
+    let kinds: Vec<&str> = docs.iter().map(|d| str_of(&d["kind"], "kind")).collect();
+    assert_eq!(
+        kinds,
+        ["PersistentVolumeClaim", "PersistentVolumeClaim", "Job"]
+    );
+    let job = &docs[2];
     let pvcs: Vec<&str> = docs
         .iter()
         .filter(|d| d["kind"] == "PersistentVolumeClaim")

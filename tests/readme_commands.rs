@@ -2,7 +2,8 @@
 //! real binary (`$D2V_BIN`, else this build's), in a work directory holding the inputs the
 //! README names (`app.tar`, `app-oci`), against a real local registry (Debian's
 //! docker-registry) that serves `ghcr.io/org/app:tag` through a containers-registries.conf
-//! rewrite (`$CONTAINERS_REGISTRIES_CONF`). A line that fails, or an output it names with `-o`
+//! rewrite (`$CONTAINERS_REGISTRIES_CONF`). That image is the systemd fixture when it is built
+//! (see [`push_readme_image`]). A line that fails, or an output it names with `-o`
 //! that is not there afterwards, fails the test: the README cannot drift from the CLI.
 //!
 //! Fences: ```sh blocks hold runnable commands; ```text blocks hold synopses, whose `d2v` lines
@@ -206,7 +207,7 @@ fn readme_examples_run() {
     std::fs::create_dir_all(&work).unwrap();
     let reg = Registry::start(Kind::Plain);
     // ghcr.io/org/app:tag, served by the local registry as 127.0.0.1:PORT/org/app:tag.
-    shell::push_app_image(&reg, &scratch, "org/app:tag");
+    push_readme_image(&reg, &scratch);
     let conf = scratch.join("registries.conf");
     std::fs::write(
         &conf,
@@ -283,6 +284,28 @@ fn readme_examples_run() {
         "no README example pulled from the local registry"
     );
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// Pushes the image the README's examples run on as `org/app:tag`: the systemd fixture (Debian
+/// 12 with its cloud kernel, as built by `cargo xtask test`) when it is there; else, unless
+/// fixtures are required (`D2V_REQUIRE_FIXTURES=1` or `D2V_FIXTURES` set), the small hand-made
+/// image of `common/shell.rs`, with a notice.
+fn push_readme_image(reg: &Registry, scratch: &std::path::Path) {
+    let required = std::env::var("D2V_REQUIRE_FIXTURES").as_deref() == Ok("1")
+        || std::env::var_os("D2V_FIXTURES").is_some();
+    match testkit::fixtures::try_load(testkit::fixtures::SYSTEMD) {
+        Some(f) => reg.push(&f.oci_ref(), "org/app:tag"),
+        None if required => {
+            testkit::fixtures::load(testkit::fixtures::SYSTEMD);
+        }
+        None => {
+            eprintln!(
+                "NOTICE: the systemd fixture is not built: the README's examples run on a small \
+                 hand-made image (cargo xtask test builds the fixture)"
+            );
+            shell::push_app_image(reg, scratch, "org/app:tag");
+        }
+    }
 }
 
 fn skopeo_copy(from: &str, to: &str) {

@@ -812,11 +812,32 @@ fn id_of(v: &Value) -> u32 {
         .unwrap_or_else(|| panic!("a user or group id expected, found {v}")) as u32
 }
 
+/// `sh -ec` script: `N DIR1..DIRN COMMAND…` binds each DIR onto itself, remounts every other
+/// mount (but /proc, /sys, /dev) read-only, checks that `/` and `/tmp` are, and runs COMMAND.
+const READ_ONLY_ROOT: &str = r#"
+p=$PATH
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+n=$1; shift
+w=" "
+while [ "$n" -gt 0 ]; do mount --bind "$1" "$1"; w="$w$1 "; shift; n=$((n - 1)); done
+for m in $(awk '{print $5}' /proc/self/mountinfo); do
+  case "$m" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue;; esac
+  case "$w" in *" $m "*) continue;; esac
+  mount -o remount,bind,ro "$m"
+done
+for f in /.d2v-rofs-check /tmp/.d2v-rofs-check; do
+  if touch "$f" 2>/dev/null; then rm -f "$f"; echo "$f: the root filesystem is writable" >&2; exit 97; fi
+done
+PATH=$p
+exec "$@"
+"#;
+
 /// `d2v ARGS` as the container runs it: with only `env` (and PATH, the image's directory of
 /// d2v) and, when the test runs as root, as the container's user `uid:gid` with the pod's
 /// `fs_group` (`setpriv`: no other groups, no capabilities, no privilege escalation), the
 /// `writable` volumes owned by that group as Kubernetes makes them. Not as root, it runs as the
-/// test's user (said on stderr).
+/// test's user (said on stderr). As root it also runs with a read-only root filesystem (see
+/// [`READ_ONLY_ROOT`]), as the containers' `readOnlyRootFilesystem` says.
 fn pod_command(
     scratch: &Path,
     args: &[String],
@@ -841,12 +862,27 @@ fn pod_command(
             std::os::unix::fs::chown(d, Some(uid), Some(fs_group)).unwrap();
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o2775)).unwrap();
         }
-        let mut c = Command::new(testkit::require_tool("setpriv", "util-linux"));
-        c.arg(format!("--reuid={uid}"))
-            .arg(format!("--regid={gid}"))
-            .arg(format!("--groups={fs_group}"))
-            .args(["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"])
-            .arg(&d2v);
+        // readOnlyRootFilesystem: in a mount namespace of its own, every mount but the
+        // writable volumes (bound onto themselves first) and /proc, /sys, /dev is remounted
+        // read-only; then the user and groups change.
+        let mut c = Command::new(testkit::require_tool("unshare", "util-linux"));
+        c.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-ec",
+            READ_ONLY_ROOT,
+            "sh",
+        ])
+        .arg(writable.len().to_string())
+        .args(writable)
+        .arg(testkit::require_tool("setpriv", "util-linux"))
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg(format!("--groups={fs_group}"))
+        .args(["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"])
+        .arg(&d2v);
         c
     } else {
         eprintln!("NOTICE: not root: the pod's d2v runs as the test's user, not {uid}:{gid}");

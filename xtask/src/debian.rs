@@ -91,6 +91,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("file", "file(1): checks that the release d2v is static"),
     ("zsh", "checks d2v's zsh completion script"),
     ("fish", "checks d2v's fish completion script"),
+    (
+        "python3-venv",
+        "a venv in target/ for check-jsonschema and kubernetes-validate (PyPI): the CI recipes' schema checks",
+    ),
 ];
 
 /// Packages that must come from bookworm itself: a newer qemu-utils (backports) conflicts with

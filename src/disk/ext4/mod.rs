@@ -25,6 +25,7 @@ mod inode;
 mod layout;
 mod plan;
 mod sb;
+mod sink;
 mod write;
 mod xattr;
 

@@ -6,100 +6,15 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use super::inode::{encode_tree, tree_shape, Extent, InodeRec, EXTENTS_FL, INDEX_FL, MAX_LEN};
 use super::layout::{self, has_super, Alloc, Layout, BLOCK, DESC_SIZE, INODE_SIZE};
 use super::plan::{self, journal_blocks, Node, Plan, Src, JOURNAL_INO};
 use super::sb::{self, GroupInfo, SbInfo};
+use super::sink::{punch, DataCopy, Itable, Writer, CAP};
 use super::{csum, dir, io_err, xattr, Ext4Error, Ext4Options, Ext4Summary};
-use crate::tree::{FileData, InodeId, Kind, Spill, Timestamp, Tree};
-
-/// Largest single buffered write (and the size of each write buffer).
-const CAP: usize = 128 << 10;
-
-/// Coalesces writes to consecutive blocks into large `pwrite`s.
-struct Writer<'f> {
-    file: &'f File,
-    base: u64,
-    buf: Vec<u8>,
-    start: u64,
-}
-
-impl Writer<'_> {
-    fn flush(&mut self) -> Result<(), Ext4Error> {
-        if !self.buf.is_empty() {
-            self.file
-                .write_all_at(&self.buf, self.base + self.start * BLOCK)
-                .map_err(io_err("writing the ext4 image"))?;
-            self.buf.clear();
-        }
-        Ok(())
-    }
-
-    /// A zeroed slice of `len` bytes that will land at block `block`.
-    fn slot(&mut self, block: u64, len: usize) -> Result<&mut [u8], Ext4Error> {
-        let contiguous = self.start * BLOCK + self.buf.len() as u64 == block * BLOCK;
-        if !contiguous || self.buf.len() + len > CAP {
-            self.flush()?;
-            self.start = block;
-        }
-        let at = self.buf.len();
-        self.buf.resize(at + len, 0);
-        Ok(&mut self.buf[at..])
-    }
-
-    fn put(&mut self, block: u64, data: &[u8]) -> Result<(), Ext4Error> {
-        self.slot(block, data.len())?.copy_from_slice(data);
-        Ok(())
-    }
-}
-
-/// Inode records go into the groups' inode tables through a buffer of consecutive records.
-struct Itable<'f, 'l> {
-    file: &'f File,
-    base: u64,
-    layout: &'l Layout,
-    buf: Vec<u8>,
-    /// Inode number of the first record in `buf`.
-    first: u64,
-}
-
-impl Itable<'_, '_> {
-    fn group(&self, ino: u64) -> u64 {
-        (ino - 1) / self.layout.inodes_per_group as u64
-    }
-
-    fn put(&mut self, ino: u32, rec: &[u8; INODE_SIZE as usize]) -> Result<(), Ext4Error> {
-        let ino = ino as u64;
-        let next = self.first + self.buf.len() as u64 / INODE_SIZE;
-        if ino != next || self.group(ino) != self.group(self.first) || self.buf.len() >= CAP {
-            self.flush()?;
-            self.first = ino;
-        }
-        self.buf.extend_from_slice(rec);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), Ext4Error> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let ipg = self.layout.inodes_per_group as u64;
-        let g = self.group(self.first);
-        let index = (self.first - 1) % ipg;
-        debug_assert!(
-            (index * INODE_SIZE + self.buf.len() as u64) <= self.layout.itable_blocks * BLOCK
-        );
-        let at = self.layout.meta[g as usize].inode_table * BLOCK + index * INODE_SIZE;
-        self.file
-            .write_all_at(&self.buf, self.base + at)
-            .map_err(io_err("writing the ext4 inode tables"))?;
-        self.buf.clear();
-        Ok(())
-    }
-}
+use crate::tree::{InodeId, Kind, Timestamp, Tree};
 
 fn extents_for(alloc: &mut Alloc, ranges: &[(u64, u64)]) -> Result<Vec<Extent>, Ext4Error> {
     let mut out = Vec::new();
@@ -116,125 +31,6 @@ fn extents_for(alloc: &mut Alloc, ranges: &[(u64, u64)]) -> Result<Vec<Extent>, 
         }
     }
     Ok(out)
-}
-
-fn punch(out: &File, offset: u64, len: u64) -> bool {
-    // SAFETY: fallocate on a valid descriptor with plain integer arguments.
-    let r = unsafe {
-        libc::fallocate(
-            out.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    r == 0
-}
-
-/// Copies `len` bytes from `from` at `src` to `to` at `dst` inside the kernel. `Ok(false)`:
-/// `copy_file_range` cannot do it for these files (nothing was copied); the caller copies
-/// through its own buffer instead.
-fn kernel_copy(from: &File, src: u64, to: &File, dst: u64, len: u64) -> std::io::Result<bool> {
-    let (mut off_in, mut off_out) = (src as libc::loff_t, dst as libc::loff_t);
-    let mut left = len;
-    while left > 0 {
-        // SAFETY: both descriptors are valid; the offsets are our own variables, so the
-        // descriptors' file positions are untouched.
-        let n = unsafe {
-            libc::copy_file_range(
-                from.as_raw_fd(),
-                &mut off_in,
-                to.as_raw_fd(),
-                &mut off_out,
-                left.min(1 << 30) as usize,
-                0,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            let unsupported = matches!(
-                e.raw_os_error(),
-                Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EPERM)
-            );
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                _ if unsupported && left == len => return Ok(false),
-                _ => return Err(e),
-            }
-        }
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the spill file ended early",
-            ));
-        }
-        left -= n as u64;
-    }
-    Ok(true)
-}
-
-/// Starts writing the output's dirty pages to disk without waiting (`sync_file_range`); only
-/// a hint, so errors are ignored (the final fsync reports real ones).
-fn start_writeback(out: &File) {
-    // SAFETY: a valid descriptor and plain integer arguments; offset 0 and length 0 mean the
-    // whole file.
-    unsafe {
-        libc::sync_file_range(out.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
-/// How file contents reach the image.
-struct DataCopy<'a> {
-    spill: &'a Spill,
-    out: &'a File,
-    base: u64,
-    /// `copy_file_range` works between the spill file and the output (until it fails so). Only
-    /// used when the output region reads as zeros, so block tails need no writing.
-    kernel: bool,
-    /// Bytes copied since writeback of the output was last started.
-    unflushed: u64,
-}
-
-/// Writeback of the output is started every this many bytes of file data, so that the final
-/// fsync has less left to wait for.
-const WRITEBACK_EVERY: u64 = 32 << 20;
-
-impl DataCopy<'_> {
-    /// Writes the contents of `fd` covered by `extents`; block tails past the end of the file
-    /// are zero (the region was punched) or written as zeros through `w`.
-    fn file(&mut self, fd: &FileData, extents: &[Extent], w: &mut Writer) -> Result<(), Ext4Error> {
-        for e in extents {
-            let pos = e.logical as u64 * BLOCK;
-            let total = e.len as u64 * BLOCK;
-            let avail = fd.len.saturating_sub(pos).min(total);
-            if self.kernel {
-                let src = fd.offset + pos;
-                let dst = self.base + e.phys * BLOCK;
-                if kernel_copy(self.spill.file(), src, self.out, dst, avail)
-                    .map_err(io_err("copying file data from the spill file"))?
-                {
-                    self.unflushed += avail;
-                    if self.unflushed >= WRITEBACK_EVERY {
-                        self.unflushed = 0;
-                        start_writeback(self.out);
-                    }
-                    continue;
-                }
-                self.kernel = false;
-            }
-            let mut done = 0u64;
-            while done < total {
-                let chunk = (total - done).min(CAP as u64);
-                let avail = fd.len.saturating_sub(pos + done).min(chunk) as usize;
-                let s = w.slot(e.phys + done / BLOCK, chunk as usize)?;
-                self.spill
-                    .read_at(fd, pos + done, &mut s[..avail])
-                    .map_err(io_err("reading the spill file"))?;
-                done += chunk;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Where a node's blocks went.
@@ -312,14 +108,49 @@ fn is_dir(tree: &Tree, n: &Node) -> bool {
     }
 }
 
-pub fn write(
-    tree: &Tree,
-    p: &Plan,
-    blocks: u64,
-    out: &File,
-    offset: u64,
-    opts: &Ext4Options,
-) -> Result<Ext4Summary, Ext4Error> {
+/// Which inodes the plan uses (the reserved 1..=10 and the plan's), and how many directories
+/// each group holds.
+struct InodeUse {
+    used: Vec<bool>,
+    dirs_per_group: Vec<u32>,
+    ipg: u64,
+    max_ino: u64,
+}
+
+impl InodeUse {
+    fn new(tree: &Tree, p: &Plan, layout: &Layout) -> InodeUse {
+        let ipg = layout.inodes_per_group as u64;
+        let mut used = vec![false; p.max_ino as usize + 1];
+        used[1..=10].fill(true);
+        let mut dirs_per_group = vec![0u32; layout.groups as usize];
+        for n in p.nodes(tree) {
+            used[n.ino as usize] = true;
+            if is_dir(tree, &n) {
+                dirs_per_group[((n.ino - 1) as u64 / ipg) as usize] += 1;
+            }
+        }
+        InodeUse {
+            used,
+            dirs_per_group,
+            ipg,
+            max_ino: p.max_ino as u64,
+        }
+    }
+
+    /// How many of group `g`'s inodes come up to its highest used one.
+    fn high(&self, g: u64) -> u64 {
+        let first = g * self.ipg + 1;
+        let last = (first + self.ipg - 1).min(self.max_ino);
+        (first..=last)
+            .rev()
+            .find(|&i| self.used[i as usize])
+            .map_or(0, |i| i - first + 1)
+    }
+}
+
+/// The inode layout for the plan: as many inodes as the options ask for, else as few as the
+/// plan needs; an error when even the most a filesystem of `blocks` holds is too few.
+fn layout_for(p: &Plan, blocks: u64, opts: &Ext4Options) -> Result<Layout, Ext4Error> {
     let layout = match Layout::new(blocks, p.inodes_for(blocks, opts)) {
         Err(Ext4Error::TooManyInodes { .. }) => Layout::new(blocks, p.max_ino as u64)?,
         l => l?,
@@ -330,156 +161,217 @@ pub fn write(
             max: layout.inodes(),
         });
     }
-    let size = layout.blocks * BLOCK;
+    Ok(layout)
+}
+
+/// Makes `out` long enough for the filesystem at `offset` and empties that region where it
+/// can (punching a hole); whether the region now reads as zeros.
+fn prepare_region(out: &File, offset: u64, size: u64) -> Result<bool, Ext4Error> {
     let cur_len = out.metadata().map_err(io_err("output file"))?.len();
     if cur_len < offset + size {
         out.set_len(offset + size)
             .map_err(io_err("extending the output file"))?;
     }
-    let zeroed = cur_len <= offset || punch(out, offset, size.min(cur_len - offset));
-    let fs_seed = csum::fs_seed(&opts.uuid);
-    let ipg = layout.inodes_per_group as u64;
+    Ok(cur_len <= offset || punch(out, offset, size.min(cur_len - offset)))
+}
 
-    // Which inodes are used: the reserved ones (1..=10) and the plan's.
-    let mut used = vec![false; p.max_ino as usize + 1];
-    used[1..=10].fill(true);
-    let mut dirs_per_group = vec![0u32; layout.groups as usize];
-    for n in p.nodes(tree) {
-        used[n.ino as usize] = true;
-        if is_dir(tree, &n) {
-            dirs_per_group[((n.ino - 1) as u64 / ipg) as usize] += 1;
+/// Clears the inode-table blocks the records will not cover (a region not known to be zero).
+fn clear_inode_tables(
+    out: &File,
+    offset: u64,
+    layout: &Layout,
+    usage: &InodeUse,
+) -> Result<(), Ext4Error> {
+    let zeros = vec![0u8; CAP];
+    for g in 0..layout.groups {
+        let mut left = (usage.high(g) * INODE_SIZE).next_multiple_of(BLOCK);
+        let mut at = offset + layout.meta[g as usize].inode_table * BLOCK;
+        while left > 0 {
+            let n = left.min(CAP as u64);
+            out.write_all_at(&zeros[..n as usize], at)
+                .map_err(io_err("clearing the ext4 inode tables"))?;
+            (at, left) = (at + n, left - n);
         }
     }
-    let high_of = |g: u64| -> u64 {
-        let first = g * ipg + 1;
-        let last = (first + ipg - 1).min(p.max_ino as u64);
-        (first..=last)
-            .rev()
-            .find(|&i| used[i as usize])
-            .map_or(0, |i| i - first + 1)
-    };
+    Ok(())
+}
+
+/// The write pass's state: the allocator and the three ways bytes reach the image.
+struct Pass<'a> {
+    alloc: Alloc<'a>,
+    w: Writer<'a>,
+    itable: Itable<'a, 'a>,
+    copy: DataCopy<'a>,
+    fs_seed: u32,
+    /// Time stamps of the inodes d2v makes (journal, `lost+found`).
+    time: Timestamp,
+}
+
+/// Writes the filesystem of `blocks` blocks planned by `p` into `out` at `offset`: the
+/// journal, every node, then the group metadata and the superblocks.
+pub fn write(
+    tree: &Tree,
+    p: &Plan,
+    blocks: u64,
+    out: &File,
+    offset: u64,
+    opts: &Ext4Options,
+) -> Result<Ext4Summary, Ext4Error> {
+    let layout = layout_for(p, blocks, opts)?;
+    let size = layout.blocks * BLOCK;
+    let zeroed = prepare_region(out, offset, size)?;
+    let usage = InodeUse::new(tree, p, &layout);
     if !zeroed {
-        // The records below cover only used inodes: clear the rest of the used table blocks.
-        let zeros = vec![0u8; CAP];
-        for g in 0..layout.groups {
-            let mut left = (high_of(g) * INODE_SIZE).next_multiple_of(BLOCK);
-            let mut at = offset + layout.meta[g as usize].inode_table * BLOCK;
-            while left > 0 {
-                let n = left.min(CAP as u64);
-                out.write_all_at(&zeros[..n as usize], at)
-                    .map_err(io_err("clearing the ext4 inode tables"))?;
-                (at, left) = (at + n, left - n);
-            }
-        }
+        clear_inode_tables(out, offset, &layout, &usage)?;
     }
-
-    let mut w = Writer {
-        file: out,
-        base: offset,
-        buf: Vec::with_capacity(CAP),
-        start: 0,
+    let mut pass = Pass {
+        alloc: Alloc::new(&layout),
+        w: Writer::new(out, offset),
+        itable: Itable::new(out, offset, &layout),
+        copy: DataCopy::new(tree.spill(), out, offset, zeroed),
+        fs_seed: csum::fs_seed(&opts.uuid),
+        time: Timestamp {
+            sec: opts.time,
+            nsec: 0,
+        },
     };
-    let mut itable = Itable {
-        file: out,
-        base: offset,
-        layout: &layout,
-        buf: Vec::with_capacity(CAP),
-        first: 1,
-    };
-    let mut copy = DataCopy {
-        spill: tree.spill(),
-        out,
-        base: offset,
-        kernel: zeroed,
-        unflushed: 0,
-    };
-    let time = Timestamp {
-        sec: opts.time,
-        nsec: 0,
-    };
-
     // The journal comes first, then every node in plan order: the allocator hands out blocks
     // forwards, so data and output writes are both sequential.
-    let mut alloc = Alloc::new(&layout);
-    let jblocks = journal_blocks(layout.blocks, opts);
-    let journal = extents_for(&mut alloc, &[(0, jblocks)])?;
-    let mut jtree = Vec::new();
-    for _ in 0..tree_shape(journal.len()).iter().sum::<usize>() {
-        jtree.push(alloc.run(1)?.0);
-    }
-    w.put(
-        journal[0].phys,
-        &sb::journal_superblock(jblocks as u32, &opts.uuid),
-    )?;
-    let (j_iblock, jt) = encode_tree(&journal, &jtree, csum::inode_seed(fs_seed, JOURNAL_INO, 0));
-    for (b, data) in jt {
-        w.put(b, &data)?;
-    }
-    let jrec = InodeRec {
-        mode: 0o100600,
-        size: jblocks * BLOCK,
-        links: 1,
-        flags: EXTENTS_FL,
-        block: j_iblock,
-        sectors: (jblocks + jtree.len() as u64) * 8,
-        time,
-        ..InodeRec::default()
-    };
-    itable.put(JOURNAL_INO, &jrec.encode(JOURNAL_INO, fs_seed))?;
-
-    // Xattr blocks by owning node, for the nodes that share them.
-    let mut xattr_blocks: HashMap<InodeId, u64> = HashMap::new();
+    let journal = pass.journal(layout.blocks, opts)?;
     let mut indexed_dirs = 0;
+    let mut xattr_blocks = HashMap::new();
     for n in p.nodes(tree) {
-        let extents = extents_for(&mut alloc, &plan::ranges(tree, &n)?)?;
+        indexed_dirs += pass.node(tree, p, &n, &mut xattr_blocks)? as u64;
+    }
+    pass.w.flush()?;
+    pass.itable.flush()?;
+
+    let groups = pass.groups(&layout, &usage, zeroed)?;
+    let info = SbInfo {
+        layout: &layout,
+        free_blocks: groups.free_blocks,
+        free_inodes: groups.free_inodes,
+        reserved_blocks: layout.blocks * opts.reserved_percent.min(50) as u64 / 100,
+        uuid: opts.uuid,
+        label: label(&opts.label),
+        hash_seed: opts.hash_seed,
+        time: opts.time as u32,
+        jnl_blocks: journal.backup(),
+    };
+    pass.superblocks(&info, &groups.gdt)?;
+    pass.w.flush()?;
+    Ok(Ext4Summary {
+        size,
+        blocks: layout.blocks,
+        free_blocks: groups.free_blocks,
+        inodes: layout.inodes(),
+        free_inodes: groups.free_inodes,
+        journal_blocks: journal.blocks,
+        indexed_dirs,
+    })
+}
+
+/// The volume label field: the label's bytes, zero-padded.
+fn label(l: &str) -> [u8; 16] {
+    let mut label = [0u8; 16];
+    label[..l.len()].copy_from_slice(l.as_bytes());
+    label
+}
+
+/// Where the journal went: its size and its inode's extent-tree root.
+struct Journal {
+    blocks: u64,
+    i_block: [u8; 60],
+}
+
+impl Journal {
+    /// The superblock's `s_jnl_blocks`: a copy of the journal inode's `i_block` and its size.
+    fn backup(&self) -> [u32; 17] {
+        let mut jnl = [0u32; 17];
+        for (k, w) in self.i_block.chunks(4).enumerate() {
+            jnl[k] = u32::from_le_bytes(w.try_into().expect("4 bytes"));
+        }
+        jnl[15] = ((self.blocks * BLOCK) >> 32) as u32;
+        jnl[16] = (self.blocks * BLOCK) as u32;
+        jnl
+    }
+}
+
+/// The group descriptor table and the free counts it adds up to.
+struct Groups {
+    gdt: Vec<u8>,
+    free_blocks: u64,
+    free_inodes: u64,
+}
+
+impl Pass<'_> {
+    /// The journal's blocks, its superblock, extent tree and inode record.
+    fn journal(&mut self, fs_blocks: u64, opts: &Ext4Options) -> Result<Journal, Ext4Error> {
+        let blocks = journal_blocks(fs_blocks, opts);
+        let extents = extents_for(&mut self.alloc, &[(0, blocks)])?;
         let mut tree_blocks = Vec::new();
         for _ in 0..tree_shape(extents.len()).iter().sum::<usize>() {
-            tree_blocks.push(alloc.run(1)?.0);
+            tree_blocks.push(self.alloc.run(1)?.0);
+        }
+        self.w.put(
+            extents[0].phys,
+            &sb::journal_superblock(blocks as u32, &opts.uuid),
+        )?;
+        let seed = csum::inode_seed(self.fs_seed, JOURNAL_INO, 0);
+        let (i_block, tb) = encode_tree(&extents, &tree_blocks, seed);
+        for (b, data) in tb {
+            self.w.put(b, &data)?;
+        }
+        let rec = InodeRec {
+            mode: 0o100600,
+            size: blocks * BLOCK,
+            links: 1,
+            flags: EXTENTS_FL,
+            block: i_block,
+            sectors: (blocks + tree_blocks.len() as u64) * 8,
+            time: self.time,
+            ..InodeRec::default()
+        };
+        self.itable
+            .put(JOURNAL_INO, &rec.encode(JOURNAL_INO, self.fs_seed))?;
+        Ok(Journal { blocks, i_block })
+    }
+
+    /// One node: its blocks allocated, its data, directory or symlink blocks, extent tree and
+    /// xattr block written, then its inode record. `xattr_blocks` holds the block of each
+    /// shared xattr block's owner. Whether it is a hashed (indexed) directory.
+    fn node(
+        &mut self,
+        tree: &Tree,
+        p: &Plan,
+        n: &Node,
+        xattr_blocks: &mut HashMap<InodeId, u64>,
+    ) -> Result<bool, Ext4Error> {
+        let extents = extents_for(&mut self.alloc, &plan::ranges(tree, n)?)?;
+        let mut tree_blocks = Vec::new();
+        for _ in 0..tree_shape(extents.len()).iter().sum::<usize>() {
+            tree_blocks.push(self.alloc.run(1)?.0);
         }
         let mut xattr_block = 0;
         if let Some(x) = n.xattrs.filter(|x| !x.block.is_empty()) {
             xattr_block = if n.owns_xattr_block() {
-                let b = alloc.run(1)?.0;
+                let b = self.alloc.run(1)?.0;
                 xattr_blocks.insert(x.owner, b);
                 b
             } else {
                 xattr_blocks[&x.owner]
             };
         }
-
-        let seed = csum::inode_seed(fs_seed, n.ino, 0);
-        let kind = match n.src {
-            Src::Tree(id) => Some(&tree.inode(id).kind),
-            Src::LostFound => None,
-        };
-        let mut indexed = false;
-        match kind {
-            Some(Kind::Dir(_)) | None => {
-                let (blocks, ix) =
-                    dir::build(n.ino, n.parent, &plan::entries(tree, p, &n), &p.hash, seed)?;
-                indexed = ix;
-                indexed_dirs += ix as u64;
-                let mut it = blocks.iter();
-                for e in &extents {
-                    for k in 0..e.len as u64 {
-                        w.put(e.phys + k, it.next().expect("directory blocks as measured"))?;
-                    }
-                }
-            }
-            Some(Kind::Symlink(t)) if !extents.is_empty() => {
-                w.slot(extents[0].phys, BLOCK as usize)?[..t.len()].copy_from_slice(t);
-            }
-            Some(Kind::File(fd)) => copy.file(fd, &extents, &mut w)?,
-            _ => {}
-        }
+        let seed = csum::inode_seed(self.fs_seed, n.ino, 0);
+        let indexed = self.contents(tree, p, n, &extents, seed)?;
         let (i_block, tb) = encode_tree(&extents, &tree_blocks, seed);
         for (b, data) in tb {
-            w.put(b, &data)?;
+            self.w.put(b, &data)?;
         }
         if n.owns_xattr_block() {
             let x = n.xattrs.expect("owner has xattrs");
-            let b = xattr::encode_block(&x.block, xattr_block, x.refs, fs_seed);
-            w.put(xattr_block, &b)?;
+            let b = xattr::encode_block(&x.block, xattr_block, x.refs, self.fs_seed);
+            self.w.put(xattr_block, &b)?;
         }
         let placed = Placed {
             extents: &extents,
@@ -488,88 +380,116 @@ pub fn write(
             i_block,
             indexed,
         };
-        let r = record(tree, &n, &placed, time);
-        itable.put(n.ino, &r.encode(n.ino, fs_seed))?;
+        let r = record(tree, n, &placed, self.time);
+        self.itable.put(n.ino, &r.encode(n.ino, self.fs_seed))?;
+        Ok(indexed)
     }
-    w.flush()?;
-    itable.flush()?;
 
-    // Bitmaps and group descriptors.
-    let mut gdt = vec![0u8; (layout.gdt_blocks * BLOCK) as usize];
-    let (mut free_blocks, mut free_inodes) = (0u64, 0u64);
-    for g in 0..layout.groups {
-        let m = layout.meta[g as usize];
-        let first = g * ipg + 1;
-        let high = high_of(g);
-        let mut ibm = vec![0xFFu8; BLOCK as usize];
-        ibm[..(ipg / 8) as usize].fill(0);
-        let mut used_here = 0u64;
-        for i in 0..high {
-            if used[(first + i) as usize] {
-                ibm[(i / 8) as usize] |= 1 << (i % 8);
-                used_here += 1;
-            }
-        }
-        let bbm = layout.block_bitmap(g, alloc.cursor);
-        w.put(m.block_bitmap, &bbm)?;
-        w.put(m.inode_bitmap, &ibm)?;
-        let (s, e) = layout.group_range(g);
-        let gfree = (e - s) - layout.used_in(s, e, alloc.cursor);
-        let ifree = ipg - used_here;
-        free_blocks += gfree;
-        free_inodes += ifree;
-        let mut flags = if zeroed { sb::ITABLE_ZEROED } else { 0 };
-        if used_here == 0 {
-            flags |= sb::INODE_UNINIT;
-        }
-        let gi = GroupInfo {
-            free_blocks: gfree as u32,
-            free_inodes: ifree as u32,
-            used_dirs: dirs_per_group[g as usize],
-            itable_unused: (ipg - high) as u32,
-            flags,
-            block_bitmap_csum: csum::raw(fs_seed, &bbm),
-            inode_bitmap_csum: csum::raw(fs_seed, &ibm[..(ipg / 8) as usize]),
+    /// A node's data blocks: a directory's entries, a slow symlink's target, a file's
+    /// contents. Whether the directory was written as a hashed tree.
+    fn contents(
+        &mut self,
+        tree: &Tree,
+        p: &Plan,
+        n: &Node,
+        extents: &[Extent],
+        seed: u32,
+    ) -> Result<bool, Ext4Error> {
+        let kind = match n.src {
+            Src::Tree(id) => Some(&tree.inode(id).kind),
+            Src::LostFound => None,
         };
-        let at = (g * DESC_SIZE) as usize;
-        gdt[at..at + DESC_SIZE as usize].copy_from_slice(&sb::group_desc(&layout, g, &gi, fs_seed));
+        match kind {
+            Some(Kind::Dir(_)) | None => {
+                let (blocks, indexed) =
+                    dir::build(n.ino, n.parent, &plan::entries(tree, p, n), &p.hash, seed)?;
+                let mut it = blocks.iter();
+                for e in extents {
+                    for k in 0..e.len as u64 {
+                        self.w
+                            .put(e.phys + k, it.next().expect("directory blocks as measured"))?;
+                    }
+                }
+                return Ok(indexed);
+            }
+            Some(Kind::Symlink(t)) if !extents.is_empty() => {
+                self.w.slot(extents[0].phys, BLOCK as usize)?[..t.len()].copy_from_slice(t);
+            }
+            Some(Kind::File(fd)) => self.copy.file(fd, extents, &mut self.w)?,
+            _ => {}
+        }
+        Ok(false)
     }
 
-    let mut label = [0u8; 16];
-    label[..opts.label.len()].copy_from_slice(opts.label.as_bytes());
-    let mut jnl = [0u32; 17];
-    for (k, w) in j_iblock.chunks(4).enumerate() {
-        jnl[k] = u32::from_le_bytes(w.try_into().unwrap());
+    /// Each group's block and inode bitmaps, and the descriptor table describing them.
+    fn groups(
+        &mut self,
+        layout: &Layout,
+        usage: &InodeUse,
+        zeroed: bool,
+    ) -> Result<Groups, Ext4Error> {
+        let ipg = usage.ipg;
+        let mut gdt = vec![0u8; (layout.gdt_blocks * BLOCK) as usize];
+        let (mut free_blocks, mut free_inodes) = (0u64, 0u64);
+        for g in 0..layout.groups {
+            let m = layout.meta[g as usize];
+            let first = g * ipg + 1;
+            let high = usage.high(g);
+            let mut ibm = vec![0xFFu8; BLOCK as usize];
+            ibm[..(ipg / 8) as usize].fill(0);
+            let mut used_here = 0u64;
+            for i in 0..high {
+                if usage.used[(first + i) as usize] {
+                    ibm[(i / 8) as usize] |= 1 << (i % 8);
+                    used_here += 1;
+                }
+            }
+            let bbm = layout.block_bitmap(g, self.alloc.cursor);
+            self.w.put(m.block_bitmap, &bbm)?;
+            self.w.put(m.inode_bitmap, &ibm)?;
+            let (s, e) = layout.group_range(g);
+            let gfree = (e - s) - layout.used_in(s, e, self.alloc.cursor);
+            let ifree = ipg - used_here;
+            free_blocks += gfree;
+            free_inodes += ifree;
+            let mut flags = if zeroed { sb::ITABLE_ZEROED } else { 0 };
+            if used_here == 0 {
+                flags |= sb::INODE_UNINIT;
+            }
+            let gi = GroupInfo {
+                free_blocks: gfree as u32,
+                free_inodes: ifree as u32,
+                used_dirs: usage.dirs_per_group[g as usize],
+                itable_unused: (ipg - high) as u32,
+                flags,
+                block_bitmap_csum: csum::raw(self.fs_seed, &bbm),
+                inode_bitmap_csum: csum::raw(self.fs_seed, &ibm[..(ipg / 8) as usize]),
+            };
+            let at = (g * DESC_SIZE) as usize;
+            gdt[at..at + DESC_SIZE as usize].copy_from_slice(&sb::group_desc(
+                layout,
+                g,
+                &gi,
+                self.fs_seed,
+            ));
+        }
+        Ok(Groups {
+            gdt,
+            free_blocks,
+            free_inodes,
+        })
     }
-    jnl[15] = ((jblocks * BLOCK) >> 32) as u32;
-    jnl[16] = (jblocks * BLOCK) as u32;
-    let info = SbInfo {
-        layout: &layout,
-        free_blocks,
-        free_inodes,
-        reserved_blocks: layout.blocks * opts.reserved_percent.min(50) as u64 / 100,
-        uuid: opts.uuid,
-        label,
-        hash_seed: opts.hash_seed,
-        time: opts.time as u32,
-        jnl_blocks: jnl,
-    };
-    for g in (0..layout.groups).filter(|&g| has_super(g)) {
-        let mut b = vec![0u8; BLOCK as usize];
-        let at = if g == 0 { 1024 } else { 0 };
-        b[at..at + 1024].copy_from_slice(&sb::superblock(&info, g as u16));
-        let start = g * layout::BLOCKS_PER_GROUP;
-        w.put(start, &b)?;
-        w.put(start + 1, &gdt)?;
+
+    /// The superblock and the descriptor table, in group 0 and in each backup group.
+    fn superblocks(&mut self, info: &SbInfo, gdt: &[u8]) -> Result<(), Ext4Error> {
+        for g in (0..info.layout.groups).filter(|&g| has_super(g)) {
+            let mut b = vec![0u8; BLOCK as usize];
+            let at = if g == 0 { 1024 } else { 0 };
+            b[at..at + 1024].copy_from_slice(&sb::superblock(info, g as u16));
+            let start = g * layout::BLOCKS_PER_GROUP;
+            self.w.put(start, &b)?;
+            self.w.put(start + 1, gdt)?;
+        }
+        Ok(())
     }
-    w.flush()?;
-    Ok(Ext4Summary {
-        size,
-        blocks: layout.blocks,
-        free_blocks,
-        inodes: layout.inodes(),
-        free_inodes,
-        journal_blocks: jblocks,
-        indexed_dirs,
-    })
 }

@@ -1,0 +1,256 @@
+//! Where the write pass puts its bytes: block writes coalesced into large `pwrite`s
+//! ([`Writer`]), inode records into the groups' tables ([`Itable`]), and file contents copied
+//! from the spill file, inside the kernel where it can ([`DataCopy`]).
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+use super::inode::Extent;
+use super::layout::{Layout, BLOCK, INODE_SIZE};
+use super::{io_err, Ext4Error};
+use crate::tree::{FileData, Spill};
+
+/// Largest single buffered write (and the size of each write buffer).
+pub(super) const CAP: usize = 128 << 10;
+
+/// Coalesces writes to consecutive blocks into large `pwrite`s.
+pub(super) struct Writer<'f> {
+    file: &'f File,
+    base: u64,
+    buf: Vec<u8>,
+    start: u64,
+}
+
+impl<'f> Writer<'f> {
+    pub(super) fn new(file: &'f File, base: u64) -> Writer<'f> {
+        Writer {
+            file,
+            base,
+            buf: Vec::with_capacity(CAP),
+            start: 0,
+        }
+    }
+
+    pub(super) fn flush(&mut self) -> Result<(), Ext4Error> {
+        if !self.buf.is_empty() {
+            self.file
+                .write_all_at(&self.buf, self.base + self.start * BLOCK)
+                .map_err(io_err("writing the ext4 image"))?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// A zeroed slice of `len` bytes that will land at block `block`.
+    pub(super) fn slot(&mut self, block: u64, len: usize) -> Result<&mut [u8], Ext4Error> {
+        let contiguous = self.start * BLOCK + self.buf.len() as u64 == block * BLOCK;
+        if !contiguous || self.buf.len() + len > CAP {
+            self.flush()?;
+            self.start = block;
+        }
+        let at = self.buf.len();
+        self.buf.resize(at + len, 0);
+        Ok(&mut self.buf[at..])
+    }
+
+    pub(super) fn put(&mut self, block: u64, data: &[u8]) -> Result<(), Ext4Error> {
+        self.slot(block, data.len())?.copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// Inode records go into the groups' inode tables through a buffer of consecutive records.
+pub(super) struct Itable<'f, 'l> {
+    file: &'f File,
+    base: u64,
+    layout: &'l Layout,
+    buf: Vec<u8>,
+    /// Inode number of the first record in `buf`.
+    first: u64,
+}
+
+impl<'f, 'l> Itable<'f, 'l> {
+    pub(super) fn new(file: &'f File, base: u64, layout: &'l Layout) -> Itable<'f, 'l> {
+        Itable {
+            file,
+            base,
+            layout,
+            buf: Vec::with_capacity(CAP),
+            first: 1,
+        }
+    }
+
+    fn group(&self, ino: u64) -> u64 {
+        (ino - 1) / self.layout.inodes_per_group as u64
+    }
+
+    pub(super) fn put(
+        &mut self,
+        ino: u32,
+        rec: &[u8; INODE_SIZE as usize],
+    ) -> Result<(), Ext4Error> {
+        let ino = ino as u64;
+        let next = self.first + self.buf.len() as u64 / INODE_SIZE;
+        if ino != next || self.group(ino) != self.group(self.first) || self.buf.len() >= CAP {
+            self.flush()?;
+            self.first = ino;
+        }
+        self.buf.extend_from_slice(rec);
+        Ok(())
+    }
+
+    pub(super) fn flush(&mut self) -> Result<(), Ext4Error> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let ipg = self.layout.inodes_per_group as u64;
+        let g = self.group(self.first);
+        let index = (self.first - 1) % ipg;
+        debug_assert!(
+            (index * INODE_SIZE + self.buf.len() as u64) <= self.layout.itable_blocks * BLOCK
+        );
+        let at = self.layout.meta[g as usize].inode_table * BLOCK + index * INODE_SIZE;
+        self.file
+            .write_all_at(&self.buf, self.base + at)
+            .map_err(io_err("writing the ext4 inode tables"))?;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+pub(super) fn punch(out: &File, offset: u64, len: u64) -> bool {
+    // SAFETY: fallocate on a valid descriptor with plain integer arguments.
+    let r = unsafe {
+        libc::fallocate(
+            out.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    r == 0
+}
+
+/// Copies `len` bytes from `from` at `src` to `to` at `dst` inside the kernel. `Ok(false)`:
+/// `copy_file_range` cannot do it for these files (nothing was copied); the caller copies
+/// through its own buffer instead.
+fn kernel_copy(from: &File, src: u64, to: &File, dst: u64, len: u64) -> std::io::Result<bool> {
+    let (mut off_in, mut off_out) = (src as libc::loff_t, dst as libc::loff_t);
+    let mut left = len;
+    while left > 0 {
+        // SAFETY: both descriptors are valid; the offsets are our own variables, so the
+        // descriptors' file positions are untouched.
+        let n = unsafe {
+            libc::copy_file_range(
+                from.as_raw_fd(),
+                &mut off_in,
+                to.as_raw_fd(),
+                &mut off_out,
+                left.min(1 << 30) as usize,
+                0,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            let unsupported = matches!(
+                e.raw_os_error(),
+                Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EPERM)
+            );
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                _ if unsupported && left == len => return Ok(false),
+                _ => return Err(e),
+            }
+        }
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the spill file ended early",
+            ));
+        }
+        left -= n as u64;
+    }
+    Ok(true)
+}
+
+/// Starts writing the output's dirty pages to disk without waiting (`sync_file_range`); only
+/// a hint, so errors are ignored (the final fsync reports real ones).
+fn start_writeback(out: &File) {
+    // SAFETY: a valid descriptor and plain integer arguments; offset 0 and length 0 mean the
+    // whole file.
+    unsafe {
+        libc::sync_file_range(out.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+/// How file contents reach the image.
+pub(super) struct DataCopy<'a> {
+    spill: &'a Spill,
+    out: &'a File,
+    base: u64,
+    /// `copy_file_range` works between the spill file and the output (until it fails so). Only
+    /// used when the output region reads as zeros, so block tails need no writing.
+    kernel: bool,
+    /// Bytes copied since writeback of the output was last started.
+    unflushed: u64,
+}
+
+/// Writeback of the output is started every this many bytes of file data, so that the final
+/// fsync has less left to wait for.
+const WRITEBACK_EVERY: u64 = 32 << 20;
+
+impl<'a> DataCopy<'a> {
+    /// `zeroed`: the output region reads as zeros, so the kernel may copy (block tails need
+    /// no writing).
+    pub(super) fn new(spill: &'a Spill, out: &'a File, base: u64, zeroed: bool) -> DataCopy<'a> {
+        DataCopy {
+            spill,
+            out,
+            base,
+            kernel: zeroed,
+            unflushed: 0,
+        }
+    }
+
+    /// Writes the contents of `fd` covered by `extents`; block tails past the end of the file
+    /// are zero (the region was punched) or written as zeros through `w`.
+    pub(super) fn file(
+        &mut self,
+        fd: &FileData,
+        extents: &[Extent],
+        w: &mut Writer,
+    ) -> Result<(), Ext4Error> {
+        for e in extents {
+            let pos = e.logical as u64 * BLOCK;
+            let total = e.len as u64 * BLOCK;
+            let avail = fd.len.saturating_sub(pos).min(total);
+            if self.kernel {
+                let src = fd.offset + pos;
+                let dst = self.base + e.phys * BLOCK;
+                if kernel_copy(self.spill.file(), src, self.out, dst, avail)
+                    .map_err(io_err("copying file data from the spill file"))?
+                {
+                    self.unflushed += avail;
+                    if self.unflushed >= WRITEBACK_EVERY {
+                        self.unflushed = 0;
+                        start_writeback(self.out);
+                    }
+                    continue;
+                }
+                self.kernel = false;
+            }
+            let mut done = 0u64;
+            while done < total {
+                let chunk = (total - done).min(CAP as u64);
+                let avail = fd.len.saturating_sub(pos + done).min(chunk) as usize;
+                let s = w.slot(e.phys + done / BLOCK, chunk as usize)?;
+                self.spill
+                    .read_at(fd, pos + done, &mut s[..avail])
+                    .map_err(io_err("reading the spill file"))?;
+                done += chunk;
+            }
+        }
+        Ok(())
+    }
+}

@@ -19,7 +19,7 @@ mod whiteout;
 use crate::text::printable;
 use std::io::{self, Read};
 
-use crate::tree::{components, show, Inode, Kind, Metadata, Timestamp, Tree, TreeError};
+use crate::tree::{components, show, FileData, Inode, Kind, Metadata, Timestamp, Tree, TreeError};
 
 pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
 pub const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
@@ -108,6 +108,43 @@ pub fn apply_layer(tree: &mut Tree, tar: &mut dyn Read, layer: &str) -> Result<(
     Ok(())
 }
 
+/// The layer and the entry's path, as errors name them.
+struct At<'a> {
+    layer: &'a str,
+    path: String,
+}
+
+impl At<'_> {
+    fn unsafe_path(&self) -> LayerError {
+        LayerError::UnsafePath {
+            layer: self.layer.to_string(),
+            path: self.path.clone(),
+        }
+    }
+    fn bad(&self, what: String) -> LayerError {
+        LayerError::BadHeader {
+            layer: self.layer.to_string(),
+            path: self.path.clone(),
+            what,
+        }
+    }
+    fn tree(&self, source: TreeError) -> LayerError {
+        LayerError::Tree {
+            layer: self.layer.to_string(),
+            path: self.path.clone(),
+            source,
+        }
+    }
+    fn symlink_loop(&self) -> LayerError {
+        LayerError::SymlinkLoop {
+            layer: self.layer.to_string(),
+            path: self.path.clone(),
+        }
+    }
+}
+
+/// Applies one tar entry: a whiteout removes, anything else is added at its path (parent
+/// symlinks resolved inside the tree) with its metadata.
 fn apply_entry<R: Read>(
     tree: &mut Tree,
     entry: &mut tar::Entry<'_, R>,
@@ -115,113 +152,155 @@ fn apply_entry<R: Read>(
     ours: &mut whiteout::Ours,
 ) -> Result<(), LayerError> {
     let raw_path = entry.path_bytes().into_owned();
-    let err_path = show(&raw_path);
-    let unsafe_path = || LayerError::UnsafePath {
-        layer: layer.to_string(),
-        path: err_path.clone(),
+    let at = At {
+        layer,
+        path: show(&raw_path),
     };
-    let bad = |what: String| LayerError::BadHeader {
-        layer: layer.to_string(),
-        path: err_path.clone(),
-        what,
-    };
-    let tree_err = |source| LayerError::Tree {
-        layer: layer.to_string(),
-        path: err_path.clone(),
-        source,
-    };
-    let path = normalize(&raw_path).ok_or_else(unsafe_path)?;
-    let etype = entry.header().entry_type();
-    if etype.is_pax_global_extensions() {
+    let path = normalize(&raw_path).ok_or_else(|| at.unsafe_path())?;
+    if entry.header().entry_type().is_pax_global_extensions() {
         return Ok(());
     }
-    let symlink_loop = || LayerError::SymlinkLoop {
-        layer: layer.to_string(),
-        path: err_path.clone(),
-    };
-
     let (dir, name) = split_last(&path);
     if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-        let dir = tree
-            .resolve_path(dir, true)
-            .map_err(|_| symlink_loop())?
-            .path;
-        if name == OPAQUE_WHITEOUT {
-            return whiteout::opaque(tree, &dir, ours).map_err(tree_err);
-        }
-        if hidden.starts_with(WHITEOUT_PREFIX) {
-            return Ok(()); // other aufs metadata (.wh..wh.plnk, .wh..wh.aufs): not content
-        }
-        if hidden.is_empty() || hidden == b"." || hidden == b".." {
-            return Err(unsafe_path());
-        }
-        return whiteout::whiteout(tree, &join(&dir, hidden), ours).map_err(tree_err);
+        return apply_whiteout(tree, &at, dir, name, hidden, ours);
     }
     let path = tree
         .resolve_path(&path, false)
-        .map_err(|_| symlink_loop())?
+        .map_err(|_| at.symlink_loop())?
         .path;
+    let (meta, dev) = metadata(entry, &at)?;
+    let Some(kind) = kind(tree, entry, &at, &path, dev, ours)? else {
+        return Ok(());
+    };
+    tree.insert(&path, Inode { meta, kind })
+        .map_err(|e| at.tree(e))?;
+    ours.insert(&path);
+    Ok(())
+}
 
+/// `dir/.wh.hidden`: removes `hidden` (or, for `.wh..wh..opq`, what lower layers put in `dir`).
+fn apply_whiteout(
+    tree: &mut Tree,
+    at: &At,
+    dir: &[u8],
+    name: &[u8],
+    hidden: &[u8],
+    ours: &mut whiteout::Ours,
+) -> Result<(), LayerError> {
+    let dir = tree
+        .resolve_path(dir, true)
+        .map_err(|_| at.symlink_loop())?
+        .path;
+    if name == OPAQUE_WHITEOUT {
+        return whiteout::opaque(tree, &dir, ours).map_err(|e| at.tree(e));
+    }
+    if hidden.starts_with(WHITEOUT_PREFIX) {
+        return Ok(()); // other aufs metadata (.wh..wh.plnk, .wh..wh.aufs): not content
+    }
+    if hidden.is_empty() || hidden == b"." || hidden == b".." {
+        return Err(at.unsafe_path());
+    }
+    whiteout::whiteout(tree, &join(&dir, hidden), ours).map_err(|e| at.tree(e))
+}
+
+/// Device numbers from PAX records (`SCHILY.devmajor`, `SCHILY.devminor`) that override the
+/// header's octal fields.
+type DevOverride = [Option<u32>; 2];
+
+/// The entry's metadata: the header's mode, owner and mtime, then its PAX records.
+fn metadata<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    at: &At,
+) -> Result<(Metadata, DevOverride), LayerError> {
     let header = entry.header();
     let header_mtime = Timestamp {
-        sec: header.mtime().map_err(|e| bad(format!("mtime: {e}")))? as i64,
+        sec: header.mtime().map_err(|e| at.bad(format!("mtime: {e}")))? as i64,
         nsec: 0,
     };
+    let id = |v: std::io::Result<u64>, what: &str| -> Result<u32, LayerError> {
+        u32::try_from(v.map_err(|e| at.bad(format!("{what}: {e}")))?)
+            .map_err(|_| at.bad(format!("{what} does not fit 32 bits")))
+    };
     let mut meta = Metadata {
-        mode: header.mode().map_err(|e| bad(format!("mode: {e}")))? & 0o7777,
-        uid: u32::try_from(header.uid().map_err(|e| bad(format!("uid: {e}")))?)
-            .map_err(|_| bad("uid does not fit 32 bits".into()))?,
-        gid: u32::try_from(header.gid().map_err(|e| bad(format!("gid: {e}")))?)
-            .map_err(|_| bad("gid does not fit 32 bits".into()))?,
+        mode: header.mode().map_err(|e| at.bad(format!("mode: {e}")))? & 0o7777,
+        uid: id(header.uid(), "uid")?,
+        gid: id(header.gid(), "gid")?,
         mtime: header_mtime,
         xattrs: Default::default(),
     };
-    let mut dev_override: [Option<u32>; 2] = [None, None];
+    let mut dev = [None, None];
     if let Some(exts) = entry
         .pax_extensions()
-        .map_err(|e| bad(format!("PAX header: {e}")))?
+        .map_err(|e| at.bad(format!("PAX header: {e}")))?
     {
         for ext in exts {
-            let ext = ext.map_err(|e| bad(format!("PAX record: {e}")))?;
-            let key = ext.key_bytes();
-            // POSIX pax: a record with an empty value deletes the keyword (umoci drops empty
-            // xattrs the same way: tests/conformance_umoci.rs).
-            if ext.value_bytes().is_empty() {
-                if key == b"mtime" {
-                    meta.mtime = header_mtime;
-                } else if let Some(xattr) = key.strip_prefix(b"SCHILY.xattr.") {
-                    meta.xattrs.remove(xattr);
-                }
-            } else if key == b"mtime" {
-                meta.mtime = parse_pax_time(ext.value_bytes())
-                    .ok_or_else(|| bad(format!("PAX mtime {:?}", show(ext.value_bytes()))))?;
-            } else if let Some(xattr) = key.strip_prefix(b"SCHILY.xattr.") {
-                meta.xattrs
-                    .insert(xattr.to_vec(), ext.value_bytes().to_vec());
-            } else if key == b"SCHILY.devmajor" || key == b"SCHILY.devminor" {
-                // star's records for device numbers beyond the octal fields (export writes them)
-                let v = std::str::from_utf8(ext.value_bytes())
-                    .ok()
-                    .and_then(|v| v.parse::<u32>().ok())
-                    .ok_or_else(|| bad(format!("PAX {}", show(key))))?;
-                dev_override[(key == b"SCHILY.devminor") as usize] = Some(v);
-            }
+            let ext = ext.map_err(|e| at.bad(format!("PAX record: {e}")))?;
+            pax_record(
+                ext.key_bytes(),
+                ext.value_bytes(),
+                header_mtime,
+                &mut meta,
+                &mut dev,
+            )
+            .map_err(|what| at.bad(what))?;
         }
     }
+    Ok((meta, dev))
+}
 
+/// One PAX record: `mtime`, `SCHILY.xattr.*` and star's device numbers; others are ignored.
+/// An error says what was wrong.
+fn pax_record(
+    key: &[u8],
+    value: &[u8],
+    header_mtime: Timestamp,
+    meta: &mut Metadata,
+    dev: &mut DevOverride,
+) -> Result<(), String> {
+    // POSIX pax: a record with an empty value deletes the keyword (umoci drops empty xattrs
+    // the same way: tests/conformance_umoci.rs).
+    if value.is_empty() {
+        if key == b"mtime" {
+            meta.mtime = header_mtime;
+        } else if let Some(xattr) = key.strip_prefix(b"SCHILY.xattr.") {
+            meta.xattrs.remove(xattr);
+        }
+    } else if key == b"mtime" {
+        meta.mtime = parse_pax_time(value).ok_or_else(|| format!("PAX mtime {:?}", show(value)))?;
+    } else if let Some(xattr) = key.strip_prefix(b"SCHILY.xattr.") {
+        meta.xattrs.insert(xattr.to_vec(), value.to_vec());
+    } else if key == b"SCHILY.devmajor" || key == b"SCHILY.devminor" {
+        // star's records for device numbers beyond the octal fields (export writes them)
+        let v = std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .ok_or_else(|| format!("PAX {}", show(key)))?;
+        dev[(key == b"SCHILY.devminor") as usize] = Some(v);
+    }
+    Ok(())
+}
+
+/// What the entry is; a regular file's data goes into the spill file. `None` for a hard link,
+/// which is made here (it has no inode of its own).
+fn kind<R: Read>(
+    tree: &mut Tree,
+    entry: &mut tar::Entry<'_, R>,
+    at: &At,
+    path: &[u8],
+    dev: DevOverride,
+    ours: &mut whiteout::Ours,
+) -> Result<Option<Kind>, LayerError> {
     let device = |e: &tar::Entry<'_, R>| -> Result<(u32, u32), LayerError> {
         let h = e.header();
         let major = h
             .device_major()
-            .map_err(|e| bad(format!("device major: {e}")))?
-            .unwrap_or(0);
+            .map_err(|e| at.bad(format!("device major: {e}")))?;
         let minor = h
             .device_minor()
-            .map_err(|e| bad(format!("device minor: {e}")))?
-            .unwrap_or(0);
+            .map_err(|e| at.bad(format!("device minor: {e}")))?;
         Ok((
-            dev_override[0].unwrap_or(major),
-            dev_override[1].unwrap_or(minor),
+            dev[0].unwrap_or(major.unwrap_or(0)),
+            dev[1].unwrap_or(minor.unwrap_or(0)),
         ))
     };
     let link_name = |e: &tar::Entry<'_, R>| -> Vec<u8> {
@@ -229,21 +308,9 @@ fn apply_entry<R: Read>(
             .map(|l| l.into_owned())
             .unwrap_or_default()
     };
-
     use tar::EntryType as T;
-    let kind = match etype {
-        T::Regular | T::Continuous => {
-            Kind::File(tree.store(&mut LayerReadSide(entry)).map_err(|e| match e {
-                // The layer stream failed (corrupt compression, diff_id), not the spill file.
-                TreeError::Io(io) if io.get_ref().is_some_and(|r| r.is::<ReadSideError>()) => {
-                    LayerError::Read {
-                        layer: layer.to_string(),
-                        error: io,
-                    }
-                }
-                e => tree_err(e),
-            })?)
-        }
+    Ok(Some(match entry.header().entry_type() {
+        T::Regular | T::Continuous => Kind::File(store(tree, entry, at)?),
         T::Directory => Kind::Dir(Default::default()),
         T::Symlink => Kind::Symlink(link_name(entry).into()),
         T::Char => {
@@ -256,29 +323,44 @@ fn apply_entry<R: Read>(
         }
         T::Fifo => Kind::Fifo,
         T::Link => {
-            let target = normalize(&link_name(entry)).ok_or_else(unsafe_path)?;
+            let target = normalize(&link_name(entry)).ok_or_else(|| at.unsafe_path())?;
             let target = tree
                 .resolve_path(&target, false)
-                .map_err(|_| symlink_loop())?
+                .map_err(|_| at.symlink_loop())?
                 .path;
-            if target == path {
-                return Ok(()); // a link to itself changes nothing
+            if target != path {
+                // (a link to itself changes nothing)
+                tree.hardlink(path, &target).map_err(|e| at.tree(e))?;
+                ours.insert(path);
             }
-            tree.hardlink(&path, &target).map_err(tree_err)?;
-            ours.insert(&path);
-            return Ok(());
+            return Ok(None);
         }
         other => {
             return Err(LayerError::Unsupported {
-                layer: layer.to_string(),
-                path: err_path.clone(),
+                layer: at.layer.to_string(),
+                path: at.path.clone(),
                 kind: other.as_byte() as char,
             })
         }
-    };
-    tree.insert(&path, Inode { meta, kind }).map_err(tree_err)?;
-    ours.insert(&path);
-    Ok(())
+    }))
+}
+
+/// A regular file's data into the spill file.
+fn store<R: Read>(
+    tree: &mut Tree,
+    entry: &mut tar::Entry<'_, R>,
+    at: &At,
+) -> Result<FileData, LayerError> {
+    tree.store(&mut LayerReadSide(entry)).map_err(|e| match e {
+        // The layer stream failed (corrupt compression, diff_id), not the spill file.
+        TreeError::Io(io) if io.get_ref().is_some_and(|r| r.is::<ReadSideError>()) => {
+            LayerError::Read {
+                layer: at.layer.to_string(),
+                error: io,
+            }
+        }
+        e => at.tree(e),
+    })
 }
 
 /// The path's components joined by `/` (no leading `./` or `/`); `None` if it has `..`.

@@ -152,6 +152,8 @@ fn fetch_manifest(
     Ok((bytes, ct, digest))
 }
 
+/// From the root to a verified image: the manifest (chosen from an index for the platform),
+/// the config, the layers checked against it and fetched.
 fn run(
     f: &dyn Fetcher,
     cache: &Cache,
@@ -160,95 +162,26 @@ fn run(
     root: Root,
 ) -> Result<Image, SourceError> {
     let want = &opts.platform;
-    let (mut bytes, mut ct, mut digest) = match root {
-        Root::Reference(r, d) => fetch_manifest(f, &r, d.as_deref().map(|d| (d, None)), &what)?,
-        Root::Descriptor(d) => fetch_manifest(
-            f,
-            &d.digest,
-            Some((&d.digest, Some(d.size))),
-            &format!("{what} manifest {}", d.digest),
-        )?,
-        Root::Index(b) => {
-            let d = sha256_digest(&b);
-            (b, None, d)
-        }
-    };
-    let mut index_digest = None;
-    let mut platforms_available = Vec::new();
-    let mut chosen_platform = None;
-    let (config_desc, layer_descs) = match parse_manifest(&bytes, ct.as_deref(), &what)? {
-        Parsed::Image { config, layers } => (config, layers),
-        Parsed::Index(list) => {
-            platforms_available = list.iter().filter_map(|d| d.platform.clone()).collect();
-            let chosen = select_platform(&list, want).ok_or_else(|| SourceError::NoPlatform {
-                what: what.clone(),
-                want: want.to_string(),
-                available: if platforms_available.is_empty() {
-                    "none declared".into()
-                } else {
-                    platforms_available
-                        .iter()
-                        .map(|p| p.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                },
-            })?;
-            index_digest = Some(digest.clone());
-            chosen_platform = chosen.platform.clone();
-            let cwhat = format!("{what} manifest for {want} ({})", chosen.digest);
-            check_digest(&chosen.digest)?;
-            (bytes, ct, digest) = fetch_manifest(
-                f,
-                &chosen.digest,
-                Some((&chosen.digest, Some(chosen.size))),
-                &cwhat,
-            )?;
-            match parse_manifest(&bytes, ct.as_deref(), &cwhat)? {
-                Parsed::Image { config, layers } => (config, layers),
-                Parsed::Index(_) => {
-                    return Err(SourceError::BadManifest {
-                        what: cwhat,
-                        why: "nested indexes are not supported".into(),
-                    })
-                }
-            }
-        }
-    };
+    let m = manifest_for_platform(f, &what, want, root)?;
     // Keep the manifest: a later resolve by digest needs no network.
-    cache.put_bytes(&bytes, Some((&digest, bytes.len() as u64)), &what)?;
+    cache.put_bytes(&m.bytes, Some((&m.digest, m.bytes.len() as u64)), &what)?;
 
-    // Config.
-    let cwhat = format!("{what} config {}", config_desc.digest);
-    if config_desc.size > MAX_CONFIG {
-        return Err(SourceError::TooLarge {
-            what: cwhat,
-            limit: MAX_CONFIG,
-        });
-    }
-    let cpath = f.blob(&config_desc, &cwhat, &ProgressBar::hidden())?;
-    let cbytes = cache
-        .read_small(&config_desc.digest, MAX_CONFIG)?
-        .ok_or_else(|| SourceError::Layout {
-            path: cpath.clone(),
-            why: "config blob vanished from the cache".into(),
-        })?;
-    let config: ImageConfig =
-        serde_json::from_slice(&cbytes).map_err(|e| SourceError::BadManifest {
-            what: cwhat.clone(),
-            why: format!("config is not valid JSON: {e}"),
-        })?;
+    let cwhat = format!("{what} config {}", m.config.digest);
+    let config = fetch_config(f, cache, &m.config, &cwhat)?;
     // The config says which platform the image is for; old images may leave it out.
-    let platform = if config.os.is_empty() || config.architecture.is_empty() {
-        chosen_platform.unwrap_or_else(|| want.clone())
-    } else {
+    let declared = !config.os.is_empty() && !config.architecture.is_empty();
+    let platform = if declared {
         Platform {
             os: config.os.clone(),
             architecture: config.architecture.clone(),
             variant: config.variant.clone(),
         }
+    } else {
+        m.platform.clone().unwrap_or_else(|| want.clone())
     };
-    if index_digest.is_none() {
-        if !config.os.is_empty() && !config.architecture.is_empty() && !want.matches(&platform) {
+    let mut platforms_available = m.platforms_available;
+    if m.index_digest.is_none() {
+        if declared && !want.matches(&platform) {
             return Err(SourceError::NoPlatform {
                 what: what.clone(),
                 want: want.to_string(),
@@ -258,32 +191,11 @@ fn run(
         platforms_available = vec![platform.clone()];
     }
     let diff_ids = &config.rootfs.diff_ids;
-    if diff_ids.len() != layer_descs.len() {
-        return Err(SourceError::DiffIds {
-            what: cwhat,
-            why: format!(
-                "{} diff_ids for {} layers; the image is inconsistent",
-                diff_ids.len(),
-                layer_descs.len()
-            ),
-        });
-    }
-    for (d, id) in layer_descs.iter().zip(diff_ids) {
-        check_digest(&d.digest)?;
-        check_digest(id)?;
-        if layer_compression(&d.media_type).is_none() {
-            return Err(SourceError::LayerFormat {
-                layer: d.digest.clone(),
-                why: format!(
-                    "unsupported media type {:?} (d2v reads tar, tar+gzip and tar+zstd layers)",
-                    d.media_type
-                ),
-            });
-        }
-    }
+    check_layers(&m.layers, diff_ids, &cwhat)?;
 
-    let paths = fetch_layers(f, opts, &what, &layer_descs)?;
-    let layers = layer_descs
+    let paths = fetch_layers(f, opts, &what, &m.layers)?;
+    let layers = m
+        .layers
         .iter()
         .zip(diff_ids)
         .zip(paths)
@@ -297,9 +209,9 @@ fn run(
         .collect();
     Ok(Image {
         reference: what,
-        manifest_digest: digest,
-        index_digest,
-        config_digest: config_desc.digest.clone(),
+        manifest_digest: m.digest,
+        index_digest: m.index_digest,
+        config_digest: m.config.digest.clone(),
         config,
         layers,
         platform,
@@ -307,6 +219,153 @@ fn run(
         pulled_from: None,
         endpoint_failures: Vec::new(),
     })
+}
+
+/// The image manifest resolution arrived at, and the index it was chosen from, if any.
+struct Manifest {
+    bytes: Vec<u8>,
+    digest: String,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+    index_digest: Option<String>,
+    /// The platforms the index offers (empty without an index).
+    platforms_available: Vec<Platform>,
+    /// The platform the index gives the chosen manifest.
+    platform: Option<Platform>,
+}
+
+/// The root's manifest; when it is an index, the manifest in it for `want`, verified against
+/// the index's descriptor.
+fn manifest_for_platform(
+    f: &dyn Fetcher,
+    what: &str,
+    want: &Platform,
+    root: Root,
+) -> Result<Manifest, SourceError> {
+    let (bytes, ct, digest) = match root {
+        Root::Reference(r, d) => fetch_manifest(f, &r, d.as_deref().map(|d| (d, None)), what)?,
+        Root::Descriptor(d) => fetch_manifest(
+            f,
+            &d.digest,
+            Some((&d.digest, Some(d.size))),
+            &format!("{what} manifest {}", d.digest),
+        )?,
+        Root::Index(b) => {
+            let d = sha256_digest(&b);
+            (b, None, d)
+        }
+    };
+    let list = match parse_manifest(&bytes, ct.as_deref(), what)? {
+        Parsed::Image { config, layers } => {
+            return Ok(Manifest {
+                bytes,
+                digest,
+                config,
+                layers,
+                index_digest: None,
+                platforms_available: Vec::new(),
+                platform: None,
+            })
+        }
+        Parsed::Index(list) => list,
+    };
+    let platforms_available: Vec<Platform> =
+        list.iter().filter_map(|d| d.platform.clone()).collect();
+    let chosen = select_platform(&list, want).ok_or_else(|| SourceError::NoPlatform {
+        what: what.to_string(),
+        want: want.to_string(),
+        available: if platforms_available.is_empty() {
+            "none declared".into()
+        } else {
+            platforms_available
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    })?;
+    let cwhat = format!("{what} manifest for {want} ({})", chosen.digest);
+    check_digest(&chosen.digest)?;
+    let (mbytes, mct, mdigest) = fetch_manifest(
+        f,
+        &chosen.digest,
+        Some((&chosen.digest, Some(chosen.size))),
+        &cwhat,
+    )?;
+    match parse_manifest(&mbytes, mct.as_deref(), &cwhat)? {
+        Parsed::Image { config, layers } => Ok(Manifest {
+            bytes: mbytes,
+            digest: mdigest,
+            config,
+            layers,
+            index_digest: Some(digest),
+            platforms_available,
+            platform: chosen.platform.clone(),
+        }),
+        Parsed::Index(_) => Err(SourceError::BadManifest {
+            what: cwhat,
+            why: "nested indexes are not supported".into(),
+        }),
+    }
+}
+
+/// The image config, fetched (at most [`MAX_CONFIG`] bytes) and parsed.
+fn fetch_config(
+    f: &dyn Fetcher,
+    cache: &Cache,
+    desc: &Descriptor,
+    cwhat: &str,
+) -> Result<ImageConfig, SourceError> {
+    if desc.size > MAX_CONFIG {
+        return Err(SourceError::TooLarge {
+            what: cwhat.to_string(),
+            limit: MAX_CONFIG,
+        });
+    }
+    let cpath = f.blob(desc, cwhat, &ProgressBar::hidden())?;
+    let cbytes =
+        cache
+            .read_small(&desc.digest, MAX_CONFIG)?
+            .ok_or_else(|| SourceError::Layout {
+                path: cpath.clone(),
+                why: "config blob vanished from the cache".into(),
+            })?;
+    serde_json::from_slice(&cbytes).map_err(|e| SourceError::BadManifest {
+        what: cwhat.to_string(),
+        why: format!("config is not valid JSON: {e}"),
+    })
+}
+
+/// Every layer has a diff_id, valid digests and a media type d2v reads.
+fn check_layers(
+    layers: &[Descriptor],
+    diff_ids: &[String],
+    cwhat: &str,
+) -> Result<(), SourceError> {
+    if diff_ids.len() != layers.len() {
+        return Err(SourceError::DiffIds {
+            what: cwhat.to_string(),
+            why: format!(
+                "{} diff_ids for {} layers; the image is inconsistent",
+                diff_ids.len(),
+                layers.len()
+            ),
+        });
+    }
+    for (d, id) in layers.iter().zip(diff_ids) {
+        check_digest(&d.digest)?;
+        check_digest(id)?;
+        if layer_compression(&d.media_type).is_none() {
+            return Err(SourceError::LayerFormat {
+                layer: d.digest.clone(),
+                why: format!(
+                    "unsupported media type {:?} (d2v reads tar, tar+gzip and tar+zstd layers)",
+                    d.media_type
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn fetch_layers(

@@ -1,0 +1,374 @@
+//! `d2v pull` / `d2v build`: image → staging tree → guest fixes → disk → VM output.
+//! `checks.rs`: what is checked and reported before anything is written.
+
+mod checks;
+
+pub(super) use checks::check_output_file;
+
+use std::fs::File;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::{flatten, io_err, print_stdout, Error, Log, Stage};
+use crate::cli::{BuildArgs, Controller, Firmware, GrubConfig};
+use crate::disk::ext4::{self, Ext4Options, Ext4Summary};
+use crate::disk::grub::{ConfigMode, GrubOptions};
+use crate::disk::layout::{self, DiskOptions, DiskSummary, Layout};
+use crate::disk::DiskError;
+use crate::inspect::{self, BootReport};
+use crate::output::{self, ovf, OutputOptions, OutputSummary};
+use crate::source::Image;
+use crate::tree::Tree;
+use crate::{guest, ids};
+use checks::*;
+
+pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
+    check_build_args(args)?;
+    let format = output_format(args.format);
+    if let Some(p) = &args.output {
+        // Before reading the image: a wrong -o should not cost a download.
+        output::check_target(p, format)?;
+    }
+    let (image, mut tree) = flatten(&args.source, &args.src, json, log)?;
+    let seed = image.manifest_digest.clone();
+    let report = inspect::boot_report(&tree);
+    let warnings = bootability(&report, &image, args, log)?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| guest::default_hostname(&image.reference));
+    // The VM name may hold spaces and capitals; a hostname may not.
+    let hostname = args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| guest::default_hostname(&name));
+    let os_release = inspect::os_release_text(&tree);
+
+    // Root filesystem identity, then the guest fixes that refer to it, then the sizes.
+    let mut ext4_opts = root_fs_options(args, &seed)?;
+    let fix_lines = guest_fixes(&mut tree, &hostname, &ext4_opts, &seed, log)?;
+    let overhead = Layout::plan(&seed, args.boot_size, 0).disk_size;
+    let root_size = root_size(args, &tree, &mut ext4_opts, overhead)?;
+    ext4_opts.size = Some(root_size);
+
+    let out_path = args
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output(&name, args.format));
+    output::check_target(&out_path, format)?;
+    let scratch_dir = out_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    // The raw disk: an unnamed sparse temporary file (gone with the process, whatever happens).
+    let raw: File = tempfile::tempfile_in(&scratch_dir)
+        .or_else(|_| tempfile::tempfile())
+        .map_err(io_err("creating the temporary disk image"))?;
+    let disk_opts = disk_options(args, &seed, root_size);
+    let (disk, root_fs) = write_disk(&mut tree, &raw, &disk_opts, &ext4_opts, &scratch_dir, log)?;
+
+    let mut out_opts = output_options(args, &name, &image, json);
+    out_opts.os_release = os_release;
+    log.step(format!("writing {}", out_path.display()));
+    let summary = log
+        .time(Stage::Output, || {
+            output::write_outputs(&raw, format, &out_path, &out_opts)
+        })
+        .map_err(|e| Error::from(e).or_no_space("the output", &scratch_dir, OUTPUT_DIR_FULL))?;
+    if let Some(bar) = &out_opts.vmdk.progress {
+        bar.finish();
+    }
+
+    if json {
+        let built = Built {
+            args,
+            image: &image,
+            name: &name,
+            hostname: &hostname,
+            disk: &disk,
+            root_fs_uuid: &ext4_opts.uuid,
+            root_fs: root_fs.as_ref(),
+            output: &summary,
+            guest_fixes: &fix_lines,
+            warnings: &warnings,
+        };
+        print_stdout(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&built.json(log)).expect("JSON of plain values")
+        ))?;
+    } else {
+        log.step(format!(
+            "done: {} ({} bytes)",
+            summary.path.display(),
+            summary.bytes
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an image without a kernel; logs (and returns) the warnings about what the VM
+/// would lack, and notes what vSphere's guest operations would miss.
+fn bootability(
+    report: &BootReport,
+    image: &Image,
+    args: &BuildArgs,
+    log: &Log,
+) -> Result<Vec<String>, Error> {
+    if report.kernels.is_empty() {
+        return Err(Error::NoKernel(no_kernel_message(report, &image.reference)));
+    }
+    let mut warnings = driver_warnings(report, args.controller);
+    // Mirrors (registries.conf) that failed before the one that served the image.
+    warnings.extend(
+        image
+            .endpoint_failures
+            .iter()
+            .map(|f| format!("not pulled from {f}")),
+    );
+    for w in &warnings {
+        log.step(format!("warning: {w}"));
+    }
+    if report.vmware_tools.is_none() {
+        log.step(
+            "note: no open-vm-tools in the image: vSphere's guest operations (clean shutdown, \
+             the guest's addresses in vCenter) need it",
+        );
+    }
+    Ok(warnings)
+}
+
+/// The root filesystem's identity: label `root`, UUID from the seed unless `--fs-uuid`.
+fn root_fs_options(args: &BuildArgs, seed: &str) -> Result<Ext4Options, Error> {
+    let mut o = Ext4Options::from_seed(seed);
+    o.label = "root".into();
+    if let Some(u) = &args.fs_uuid {
+        o.uuid = crate::disk::gpt::parse_uuid(u).ok_or_else(|| {
+            Error::Usage(format!("--fs-uuid {u:?} is not a UUID like 0f8c5a4e-..."))
+        })?;
+    }
+    Ok(o)
+}
+
+/// The container → VM changes, each reported; their lines for `--json`.
+fn guest_fixes(
+    tree: &mut Tree,
+    hostname: &str,
+    ext4_opts: &Ext4Options,
+    seed: &str,
+    log: &Log,
+) -> Result<Vec<String>, Error> {
+    let opts = guest::GuestOptions {
+        hostname: hostname.to_string(),
+        root_fs_uuid: ids::uuid_string(&ext4_opts.uuid),
+        esp_serial: layout::esp_serial(seed),
+    };
+    let fixes = log.time(Stage::Guest, || guest::apply(tree, &opts))?;
+    let lines: Vec<String> = fixes.iter().map(|r| r.to_string()).collect();
+    for l in &lines {
+        log.step(format!("guest: {l}"));
+    }
+    Ok(lines)
+}
+
+/// The root filesystem's size: `--root-size`, else what `--disk-size` leaves beside the
+/// `overhead` (GPT and boot partitions), else the content plus `--root-free` (which then goes
+/// into `ext4_opts`). Checked against the content and vSphere's largest disk.
+fn root_size(
+    args: &BuildArgs,
+    tree: &Tree,
+    ext4_opts: &mut Ext4Options,
+    overhead: u64,
+) -> Result<u64, Error> {
+    let root_size = match (args.root_size, args.disk_size) {
+        (Some(r), _) => r / 4096 * 4096,
+        (None, Some(d)) => {
+            let r = d
+                .checked_sub(overhead)
+                .filter(|r| *r >= 16 << 20)
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                    "--disk-size {} MiB leaves no room for the root filesystem: the GPT and boot \
+                     partitions take {} MiB (--boot-size) and the root needs at least 16 MiB; give \
+                     a larger --disk-size or leave it out to size the disk automatically",
+                    d >> 20,
+                    overhead.div_ceil(1 << 20)
+                ))
+                })?;
+            r / (1 << 20) * (1 << 20)
+        }
+        (None, None) => {
+            ext4_opts.free_space = Some(args.root_free);
+            ext4::plan_size(tree, ext4_opts)?
+        }
+    };
+    if let Some(opt) = explicit_size_option(args) {
+        check_root_fits(tree, ext4_opts, root_size, opt)?;
+    }
+    if root_size.saturating_add(overhead) > MAX_DISK {
+        return Err(Error::Usage(format!(
+            "the disk would be {} GiB, above vSphere's maximum virtual disk size of 62 TiB; \
+             give a smaller --root-size, --root-free or --disk-size",
+            root_size.saturating_add(overhead) >> 30
+        )));
+    }
+    Ok(root_size)
+}
+
+/// The disk's layout and boot options.
+fn disk_options(args: &BuildArgs, seed: &str, root_size: u64) -> DiskOptions {
+    let mut o = DiskOptions::new(seed, root_size);
+    o.esp_size = args.boot_size;
+    o.grub = GrubOptions {
+        config: match args.grub_config {
+            GrubConfig::Auto => ConfigMode::KeepOrGenerate,
+            GrubConfig::Generate => ConfigMode::Generate,
+        },
+        kernel_args: args.kernel_args.clone(),
+        ..GrubOptions::default()
+    };
+    o
+}
+
+/// Writes the whole disk into `raw`: GPT, ESP and GRUB, and the ext4 root (timed apart). A
+/// full filesystem or one that cannot hold so large a file is named with what to do.
+fn write_disk(
+    tree: &mut Tree,
+    raw: &File,
+    disk_opts: &DiskOptions,
+    ext4_opts: &Ext4Options,
+    scratch_dir: &Path,
+    log: &Log,
+) -> Result<(DiskSummary, Option<Ext4Summary>), Error> {
+    log.step(format!(
+        "writing disk: ESP {} MiB, root {} MiB",
+        disk_opts.esp_size >> 20,
+        disk_opts.root_size >> 20
+    ));
+    let mut root_fs = None;
+    let (disk_started, mut ext4_time) = (Instant::now(), Duration::ZERO);
+    let disk = layout::write_disk(tree, raw, disk_opts, |t, f, off, size| {
+        let started = Instant::now();
+        let mut o = ext4_opts.clone();
+        o.size = Some(size);
+        let s = ext4::write(t, f, off, &o).map_err(|e| DiskError::Root(e.to_string()))?;
+        root_fs = Some(s);
+        ext4_time += started.elapsed();
+        Ok(())
+    })
+    .map_err(|e| match e {
+        DiskError::Io(io) if io.raw_os_error() == Some(libc::EFBIG) => Error::Usage(format!(
+            "the {} GiB disk image is larger than the filesystem holding {} allows for one \
+             file: give a smaller --root-size/--root-free/--disk-size, or an -o on a filesystem \
+             with larger files (e.g. XFS)",
+            Layout::plan(&disk_opts.seed, disk_opts.esp_size, disk_opts.root_size).disk_size >> 30,
+            scratch_dir.display()
+        )),
+        e => Error::from(e).or_no_space(
+            "the disk image (a temporary file beside the output)",
+            scratch_dir,
+            OUTPUT_DIR_FULL,
+        ),
+    })?;
+    log.add(Stage::Ext4, ext4_time);
+    log.add(
+        Stage::EspGrub,
+        disk_started.elapsed().saturating_sub(ext4_time),
+    );
+    for l in disk.report() {
+        log.step(l);
+    }
+    Ok((disk, root_fs))
+}
+
+/// The VM the OVF describes and how the VMDK is written.
+fn output_options(args: &BuildArgs, name: &str, image: &Image, json: bool) -> OutputOptions {
+    let seed = &image.manifest_digest;
+    let vm = ovf::OvfOptions {
+        name: name.to_string(),
+        cpus: args.cpus,
+        memory_mib: (args.memory >> 20).max(4),
+        hw_version: args.hw_version,
+        controller: match args.controller {
+            Controller::Pvscsi => ovf::ScsiController::Pvscsi,
+            Controller::Lsilogic => ovf::ScsiController::LsiLogic,
+        },
+        network: args.network.clone(),
+        firmware: match args.firmware {
+            Firmware::Efi => ovf::Firmware::Efi,
+            Firmware::Bios => ovf::Firmware::Bios,
+        },
+        os_type: args.os_type.clone(),
+        source_reference: image.reference.clone(),
+        manifest_digest: seed.clone(),
+        d2v_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let mut o = OutputOptions {
+        vm,
+        ..OutputOptions::default()
+    };
+    o.vmdk.seed = seed.clone();
+    o.vmdk.compression_level = args.compression_level;
+    if output_format(args.format) != output::Format::Raw {
+        o.vmdk.progress = Some(crate::progress::bar(!json, 0, "VMDK"));
+    }
+    o
+}
+
+/// What a build made, for `--json`.
+struct Built<'a> {
+    args: &'a BuildArgs,
+    image: &'a Image,
+    name: &'a str,
+    hostname: &'a str,
+    disk: &'a DiskSummary,
+    root_fs_uuid: &'a [u8; 16],
+    root_fs: Option<&'a Ext4Summary>,
+    output: &'a OutputSummary,
+    guest_fixes: &'a [String],
+    warnings: &'a [String],
+}
+
+impl Built<'_> {
+    fn json(&self, log: &Log) -> serde_json::Value {
+        let (image, disk) = (self.image, self.disk);
+        let kernels: Vec<&str> = disk
+            .grub
+            .kernels
+            .iter()
+            .map(|k| k.kernel.as_str())
+            .collect();
+        serde_json::json!({
+            "output": self.output.path,
+            "format": format!("{:?}", self.args.format).to_lowercase(),
+            "bytes": self.output.bytes,
+            "reference": image.reference,
+            "manifest_digest": image.manifest_digest,
+            "index_digest": image.index_digest,
+            "platform": image.platform.to_string(),
+            "pulled_from": image.pulled_from,
+            "name": self.name,
+            "hostname": self.hostname,
+            "disk": {
+                "size": disk.layout.disk_size,
+                "esp_size": disk.layout.esp.size,
+                "root_size": disk.layout.root.size,
+                "root_partuuid": ids::uuid_string(&disk.layout.root_uuid),
+                "root_fs_uuid": ids::uuid_string(self.root_fs_uuid),
+                "esp_serial": disk.layout.esp_volume_id_string(),
+            },
+            "vmdk": self.output.vmdk.as_ref().map(|v| serde_json::json!({
+                "capacity": v.capacity, "populated_size": v.populated_size, "file_size": v.file_size,
+            })),
+            "kernels": kernels,
+            "grub_config_generated": disk.grub.generated_config,
+            "guest_fixes": self.guest_fixes,
+            "warnings": self.warnings,
+            "notes": disk.report(),
+            "root_fs": self.root_fs.map(|s| serde_json::json!({
+                "blocks": s.blocks, "free_blocks": s.free_blocks, "inodes": s.inodes, "free_inodes": s.free_inodes,
+            })),
+            "timings": log.timings_json(),
+        })
+    }
+}

@@ -8,6 +8,7 @@ pub mod bytes;
 pub mod cli;
 pub mod debug;
 pub mod disk;
+mod error;
 pub mod export;
 pub mod guest;
 pub mod ids;

@@ -374,7 +374,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         let started = Instant::now();
         let mut o = ext4_opts.clone();
         o.size = Some(size);
-        let s = ext4::write(t, f, off, &o).map_err(|e| DiskError::Root(e.to_string()))?;
+        let s = ext4::write(t, f, off, &o)?;
         ext4_summary = Some(s);
         ext4_time += started.elapsed();
         Ok(())

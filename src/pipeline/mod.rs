@@ -44,6 +44,9 @@ pub enum Error {
     Output(#[from] output::OutputError),
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
+    /// The staging tree's spill file could not be made.
+    #[error("staging tree spill file: {0}")]
+    Spill(#[source] crate::tree::TreeError),
     #[error("{what} in {}: the filesystem is full; {hint}", dir.display())]
     NoSpace {
         what: &'static str,
@@ -55,30 +58,16 @@ pub enum Error {
 
 impl Error {
     /// Whether a full filesystem (ENOSPC, EDQUOT) is behind this error: an `io::Error` of that
-    /// kind in the chain, or its text where a stage kept only the message (the FAT and ext4
-    /// writers report through strings).
+    /// kind among its causes.
     pub(crate) fn is_storage_full(&self) -> bool {
-        let full_text = [
-            format!("(os error {})", libc::ENOSPC),
-            format!("(os error {})", libc::EDQUOT),
-        ];
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(e) = cur {
-            if let Some(io) = e.downcast_ref::<io::Error>() {
-                if matches!(
+        crate::error::causes(self).any(|e| {
+            e.downcast_ref::<io::Error>().is_some_and(|io| {
+                matches!(
                     io.kind(),
                     io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-                ) {
-                    return true;
-                }
-            }
-            let text = e.to_string();
-            if full_text.iter().any(|t| text.contains(t)) {
-                return true;
-            }
-            cur = e.source();
-        }
-        false
+                )
+            })
+        })
     }
 
     /// This error, or when the filesystem of `dir` is full, [`Error::NoSpace`] saying what
@@ -102,6 +91,13 @@ impl Error {
     }
 }
 
+/// GRUB images assembled outside the disk stage (`d2v debug grub`) fail as they do inside it.
+impl From<crate::disk::grub::mkimage::MkimageError> for Error {
+    fn from(e: crate::disk::grub::mkimage::MkimageError) -> Error {
+        Error::Disk(e.into())
+    }
+}
+
 /// What the staging tree's spill file holds, and what to do when its filesystem is full.
 const SPILL_FULL: (&str, &str) = (
     "the staging tree's file data (a temporary file)",
@@ -109,9 +105,15 @@ const SPILL_FULL: (&str, &str) = (
      on a filesystem with more free space",
 );
 
-pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
-    let what = what.into();
-    move |source| Error::Io { what, source }
+pub(crate) use crate::error::io_err;
+
+impl<C: Into<String>> From<crate::error::IoFailure<C>> for Error {
+    fn from(f: crate::error::IoFailure<C>) -> Error {
+        Error::Io {
+            what: f.context.into(),
+            source: f.source,
+        }
+    }
 }
 
 pub fn run(cli: &Cli) -> Result<(), Error> {
@@ -143,7 +145,8 @@ pub(crate) fn print_stdout(text: &str) -> Result<(), Error> {
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(io_err("writing to stdout"))
+        .map_err(io_err("writing to stdout"))?;
+    Ok(())
 }
 
 pub(crate) fn source_options(src: &SourceArgs, json: bool) -> Result<SourceOptions, Error> {
@@ -190,10 +193,7 @@ pub(crate) fn flatten(
     if let Some(from) = &image.pulled_from {
         log.step(format!("pulled from {from} (registries configuration)"));
     }
-    let mut tree = Tree::in_temp().map_err(|e| Error::Io {
-        what: "staging tree spill file".into(),
-        source: io::Error::other(e.to_string()),
-    })?;
+    let mut tree = Tree::in_temp().map_err(Error::Spill)?;
     log.time(Stage::Flatten, || apply_layers(&image, &mut tree, json))?;
     tree.shrink_to_fit();
     log.step(format!("applied {} layers", image.layers.len()));

@@ -150,7 +150,7 @@ pub fn data_ranges(spill: &Spill, fd: &FileData) -> Result<Vec<(u64, u64)>, Ext4
                 out.push((pos, end));
                 break;
             }
-            return Err(io_err("spill file SEEK_DATA")(e));
+            return Err(io_err("spill file SEEK_DATA")(e).into());
         }
         let d = d as u64;
         if d >= end {

@@ -218,3 +218,64 @@ fn apply_layers(image: &Image, tree: &mut Tree, json: bool) -> Result<(), Error>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::fat::FatError;
+    use crate::disk::grub::GrubError;
+
+    fn full(code: i32) -> io::Error {
+        io::Error::from_raw_os_error(code)
+    }
+
+    #[test]
+    fn a_full_disk_is_found_by_the_io_error_among_the_causes() {
+        let fat = DiskError::Fat(FatError::Entry {
+            path: "boot/vmlinuz".into(),
+            source: full(libc::ENOSPC),
+            esp_mib: 256,
+        });
+        let ext4 = DiskError::Root(ext4::Ext4Error::Io {
+            what: "writing the ext4 image".into(),
+            source: full(libc::EDQUOT),
+        });
+        let vmdk = output::OutputError::Vmdk(output::vmdk::VmdkError::Write(full(libc::ENOSPC)));
+        for e in [Error::from(fat), Error::from(ext4), Error::from(vmdk)] {
+            assert!(e.is_storage_full(), "{e}");
+            let shown = e
+                .or_no_space("the disk image", "/out", "use another -o")
+                .to_string();
+            assert!(
+                shown.contains("/out: the filesystem is full; use another -o"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_message_that_only_reads_like_a_full_disk_is_not_one() {
+        for e in [
+            Error::Usage(format!("quoted: (os error {})", libc::ENOSPC)),
+            Error::from(DiskError::Grub(GrubError::NoKernel)),
+            Error::from(DiskError::Io(io::Error::other(
+                "No space left (os error 28)",
+            ))),
+        ] {
+            assert!(!e.is_storage_full(), "{e}");
+        }
+        // Another OS error of the disk file is not a full disk either.
+        assert!(!Error::from(DiskError::Io(full(libc::EIO))).is_storage_full());
+    }
+
+    #[test]
+    fn no_kernel_names_the_packages() {
+        let e = Error::from(DiskError::Grub(GrubError::NoKernel)).to_string();
+        assert!(
+            e.starts_with("GRUB: the image has no kernel in /boot")
+                && e.contains("linux-image-cloud-amd64")
+                && e.contains("linux-virt"),
+            "{e}"
+        );
+    }
+}

@@ -413,9 +413,12 @@ mod tests {
     #[test]
     fn generating_a_config_without_a_kernel_names_packages() {
         let mut t = Tree::in_temp().unwrap();
-        let err = prepare(&mut t, "ABCD-0123", "u", &GrubOptions::default())
-            .unwrap_err()
-            .to_string();
+        let err = prepare(&mut t, "ABCD-0123", "u", &GrubOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, crate::disk::DiskError::Grub(GrubError::NoKernel)),
+            "{err}"
+        );
+        let err = err.to_string();
         assert!(
             err.contains("linux-image-cloud-amd64") && err.contains("linux-virt"),
             "{err}"

@@ -263,9 +263,16 @@ mod tests {
         p.first_lba = 4000;
         p.last_lba = 5000;
         g.partitions.push(p);
-        assert!(matches!(
-            g.write(&tempfile::tempfile().unwrap()),
-            Err(DiskError::Gpt(GptError::Overlap { .. }))
-        ));
+        let e = g.write(&tempfile::tempfile().unwrap()).unwrap_err();
+        assert!(matches!(e, DiskError::Gpt(GptError::Overlap { .. })), "{e}");
+        let (first, last) = (g.first_usable(), g.last_usable());
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "partition table: partition {:?} (4000..=5000) overlaps another or lies outside \
+                 the usable sectors {first}..={last}",
+                g.partitions[0].name
+            )
+        );
     }
 }

@@ -7,6 +7,7 @@
 pub mod bytes;
 pub mod cli;
 pub mod disk;
+mod error;
 pub mod export;
 pub mod guest;
 pub mod ids;

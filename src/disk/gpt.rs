@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use super::{DiskError, Result, SECTOR};
+use super::{Result, SECTOR};
 
 /// Type GUIDs in their text (big-endian) byte order; use [`crate::ids::guid_bytes`] for disk order.
 pub const TYPE_BIOS_BOOT: &str = "21686148-6449-6e6f-744e-656564454649";
@@ -25,6 +25,30 @@ const HEADER_SIZE: u32 = 92;
 pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     let hex: String = s.chars().filter(|&c| c != '-').collect();
     hex::decode(hex).ok()?.try_into().ok()
+}
+
+/// A partition table that cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum GptError {
+    #[error("{count} partitions, at most {max}")]
+    TooManyPartitions { count: usize, max: u64 },
+    #[error("disk of {0} sectors is too small")]
+    DiskTooSmall(u64),
+    #[error(
+        "partition {name:?} ({first}..={last}) overlaps another or lies outside the usable \
+         sectors {}..={}",
+        .usable.0,
+        .usable.1
+    )]
+    Overlap {
+        name: String,
+        first: u64,
+        last: u64,
+        /// The first and last sector a partition may use.
+        usable: (u64, u64),
+    },
+    #[error("partition name {0:?} is longer than 36 UTF-16 units")]
+    NameTooLong(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,35 +88,29 @@ impl Gpt {
 
     fn check(&self) -> Result<()> {
         if self.partitions.len() as u64 > ENTRIES {
-            return Err(DiskError::Gpt(format!(
-                "{} partitions, at most {ENTRIES}",
-                self.partitions.len()
-            )));
+            return Err(GptError::TooManyPartitions {
+                count: self.partitions.len(),
+                max: ENTRIES,
+            }
+            .into());
         }
         if self.sectors < 2 * (2 + ARRAY_SECTORS) + 1 {
-            return Err(DiskError::Gpt(format!(
-                "disk of {} sectors is too small",
-                self.sectors
-            )));
+            return Err(GptError::DiskTooSmall(self.sectors).into());
         }
         let mut prev_end = self.first_usable();
         for p in &self.partitions {
             if p.first_lba < prev_end || p.last_lba < p.first_lba || p.last_lba > self.last_usable()
             {
-                return Err(DiskError::Gpt(format!(
-                    "partition {:?} ({}..={}) overlaps another or lies outside the usable sectors {}..={}",
-                    p.name,
-                    p.first_lba,
-                    p.last_lba,
-                    self.first_usable(),
-                    self.last_usable()
-                )));
+                return Err(GptError::Overlap {
+                    name: p.name.clone(),
+                    first: p.first_lba,
+                    last: p.last_lba,
+                    usable: (self.first_usable(), self.last_usable()),
+                }
+                .into());
             }
             if p.name.encode_utf16().count() > 36 {
-                return Err(DiskError::Gpt(format!(
-                    "partition name {:?} is longer than 36 UTF-16 units",
-                    p.name
-                )));
+                return Err(GptError::NameTooLong(p.name.clone()).into());
             }
             prev_end = p.last_lba + 1;
         }
@@ -184,6 +202,7 @@ impl Gpt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::disk::DiskError;
 
     fn sample() -> Gpt {
         Gpt {
@@ -244,9 +263,16 @@ mod tests {
         p.first_lba = 4000;
         p.last_lba = 5000;
         g.partitions.push(p);
-        assert!(matches!(
-            g.write(&tempfile::tempfile().unwrap()),
-            Err(DiskError::Gpt(_))
-        ));
+        let e = g.write(&tempfile::tempfile().unwrap()).unwrap_err();
+        assert!(matches!(e, DiskError::Gpt(GptError::Overlap { .. })), "{e}");
+        let (first, last) = (g.first_usable(), g.last_usable());
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "partition table: partition {:?} (4000..=5000) overlaps another or lies outside \
+                 the usable sectors {first}..={last}",
+                g.partitions[0].name
+            )
+        );
     }
 }

@@ -214,7 +214,7 @@ pub fn write_disk(
 
 /// Leaves `/boot` an empty directory (mode 0755), the ESP's mount point.
 fn empty_boot(tree: &mut Tree) -> Result<()> {
-    let err = |e: crate::tree::TreeError| DiskError::Root(format!("/boot: {e}"));
+    let err = DiskError::EmptyBoot;
     let is_dir = tree
         .lookup(b"boot")
         .is_some_and(|id| tree.inode(id).kind.is_dir());

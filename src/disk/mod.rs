@@ -9,20 +9,31 @@ pub mod fat;
 pub mod gpt;
 pub mod grub;
 pub mod layout;
-/// Errors from writing the disk; each names the part of the disk and what to do about it.
+/// Errors from writing the disk; each names the part of the disk and keeps the part's own
+/// error (and through it the `io::Error`, if one is behind it) as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
     #[error("disk file: {0}")]
     Io(#[from] std::io::Error),
     #[error("partition table: {0}")]
-    Gpt(String),
+    Gpt(#[from] gpt::GptError),
     #[error("EFI System Partition (FAT32): {0}")]
-    Fat(String),
+    Fat(#[from] fat::FatError),
     #[error("GRUB: {0}")]
-    Grub(String),
+    Grub(#[from] grub::GrubError),
     #[error("root filesystem: {0}")]
-    Root(String),
+    Root(#[from] ext4::Ext4Error),
+    /// Emptying the tree's `/boot` (the ESP's mount point) before the root is written.
+    #[error("root filesystem: /boot: {0}")]
+    EmptyBoot(#[source] crate::tree::TreeError),
 }
+/// The assembler's errors reach the disk's through GRUB's.
+impl From<grub::mkimage::MkimageError> for DiskError {
+    fn from(e: grub::mkimage::MkimageError) -> DiskError {
+        DiskError::Grub(e.into())
+    }
+}
+
 pub type Result<T, E = DiskError> = std::result::Result<T, E>;
 /// Bytes per logical sector; d2v writes 512-byte-sector disks (what VMDK and GRUB's
 /// i386-pc boot code assume).

@@ -160,10 +160,14 @@ fn format_ext(format: Format) -> &'static str {
     }
 }
 
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> OutputError + '_ {
-    move |source| OutputError::Io {
-        path: path.to_path_buf(),
-        source,
+use crate::error::io_err;
+
+impl<P: AsRef<Path>> From<crate::error::IoFailure<P>> for OutputError {
+    fn from(f: crate::error::IoFailure<P>) -> OutputError {
+        OutputError::Io {
+            path: f.context.as_ref().to_path_buf(),
+            source: f.source,
+        }
     }
 }
 
@@ -238,7 +242,7 @@ pub fn write_outputs(
                 ovf_name,
                 ovf,
                 mf,
-            } = package(raw, f, &base, disk_name, opts, &e)?;
+            } = package(raw, f, &base, disk_name, opts, path)?;
             std::fs::write(dir.path().join(&ovf_name), &ovf).map_err(&e)?;
             std::fs::write(dir.path().join(format!("{base}.mf")), &mf).map_err(&e)?;
             dir.commit().map_err(&e)?;
@@ -259,7 +263,7 @@ pub fn write_outputs(
                 ovf_name,
                 ovf,
                 mf,
-            } = package(raw, &scratch, &base, disk_name.clone(), opts, &e)?;
+            } = package(raw, &scratch, &base, disk_name.clone(), opts, path)?;
 
             let mut out = AtomicFile::create(path).map_err(&e)?;
             let mut tar = TarWriter::new(
@@ -295,19 +299,22 @@ struct Package {
 }
 
 /// Writes `raw` as the streamOptimized VMDK `disk_name` to `disk`, hashing it on the way,
-/// then makes the `.ovf` descriptor and the `.mf` manifest of the package `base`.
+/// then makes the `.ovf` descriptor and the `.mf` manifest of the package `base` (its I/O
+/// errors name the output `path`).
 fn package(
     raw: &File,
     disk: impl Write,
     base: &str,
     disk_name: String,
     opts: &OutputOptions,
-    e: &impl Fn(std::io::Error) -> OutputError,
+    path: &Path,
 ) -> Result<Package, OutputError> {
     let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, disk));
     let s = vmdk::write_stream_optimized(raw, &mut w, &vmdk_opts(opts, disk_name.clone()))?;
     let (disk_digest, bw) = w.finish();
-    bw.into_inner().map_err(|e| e.into_error()).map_err(e)?;
+    bw.into_inner()
+        .map_err(|e| e.into_error())
+        .map_err(io_err(path))?;
     let ovf = descriptor(opts, &disk_name, &s);
     let ovf_name = format!("{base}.ovf");
     let mf = ova::manifest(&[

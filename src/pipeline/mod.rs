@@ -46,6 +46,9 @@ pub enum Error {
     Output(#[from] output::OutputError),
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
+    /// The staging tree's spill file could not be made.
+    #[error("staging tree spill file: {0}")]
+    Spill(#[source] crate::tree::TreeError),
     #[error("{what} in {}: the filesystem is full; {hint}", dir.display())]
     NoSpace {
         what: &'static str,
@@ -57,30 +60,16 @@ pub enum Error {
 
 impl Error {
     /// Whether a full filesystem (ENOSPC, EDQUOT) is behind this error: an `io::Error` of that
-    /// kind in the chain, or its text where a stage kept only the message (the FAT and ext4
-    /// writers report through strings).
+    /// kind among its causes.
     pub(crate) fn is_storage_full(&self) -> bool {
-        let full_text = [
-            format!("(os error {})", libc::ENOSPC),
-            format!("(os error {})", libc::EDQUOT),
-        ];
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(e) = cur {
-            if let Some(io) = e.downcast_ref::<io::Error>() {
-                if matches!(
+        crate::error::causes(self).any(|e| {
+            e.downcast_ref::<io::Error>().is_some_and(|io| {
+                matches!(
                     io.kind(),
                     io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-                ) {
-                    return true;
-                }
-            }
-            let text = e.to_string();
-            if full_text.iter().any(|t| text.contains(t)) {
-                return true;
-            }
-            cur = e.source();
-        }
-        false
+                )
+            })
+        })
     }
 
     /// This error, or when the filesystem of `dir` is full, [`Error::NoSpace`] saying what
@@ -104,6 +93,13 @@ impl Error {
     }
 }
 
+/// GRUB images assembled outside the disk stage (`d2v debug grub`) fail as they do inside it.
+impl From<crate::disk::grub::mkimage::MkimageError> for Error {
+    fn from(e: crate::disk::grub::mkimage::MkimageError) -> Error {
+        Error::Disk(e.into())
+    }
+}
+
 /// What the staging tree's spill file holds, and what to do when its filesystem is full.
 const SPILL_FULL: (&str, &str) = (
     "the staging tree's file data (a temporary file)",
@@ -111,9 +107,15 @@ const SPILL_FULL: (&str, &str) = (
      on a filesystem with more free space",
 );
 
-pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
-    let what = what.into();
-    move |source| Error::Io { what, source }
+pub(crate) use crate::error::io_err;
+
+impl<C: Into<String>> From<crate::error::IoFailure<C>> for Error {
+    fn from(f: crate::error::IoFailure<C>) -> Error {
+        Error::Io {
+            what: f.context.into(),
+            source: f.source,
+        }
+    }
 }
 
 pub fn run(cli: &Cli) -> Result<(), Error> {
@@ -145,7 +147,8 @@ pub(crate) fn print_stdout(text: &str) -> Result<(), Error> {
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(io_err("writing to stdout"))
+        .map_err(io_err("writing to stdout"))?;
+    Ok(())
 }
 
 pub(crate) fn source_options(src: &SourceArgs, json: bool) -> Result<SourceOptions, Error> {
@@ -192,10 +195,7 @@ pub(crate) fn flatten(
     if let Some(from) = &image.pulled_from {
         log.step(format!("pulled from {from} (registries configuration)"));
     }
-    let mut tree = Tree::in_temp().map_err(|e| Error::Io {
-        what: "staging tree spill file".into(),
-        source: io::Error::other(e.to_string()),
-    })?;
+    let mut tree = Tree::in_temp().map_err(Error::Spill)?;
     log.time(Stage::Flatten, || apply_layers(&image, &mut tree, json))?;
     tree.shrink_to_fit();
     log.step(format!("applied {} layers", image.layers.len()));
@@ -219,4 +219,65 @@ fn apply_layers(image: &Image, tree: &mut Tree, json: bool) -> Result<(), Error>
         bar.finish();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::fat::FatError;
+    use crate::disk::grub::GrubError;
+
+    fn full(code: i32) -> io::Error {
+        io::Error::from_raw_os_error(code)
+    }
+
+    #[test]
+    fn a_full_disk_is_found_by_the_io_error_among_the_causes() {
+        let fat = DiskError::Fat(FatError::Entry {
+            path: "boot/vmlinuz".into(),
+            source: full(libc::ENOSPC),
+            esp_mib: 256,
+        });
+        let ext4 = DiskError::Root(ext4::Ext4Error::Io {
+            what: "writing the ext4 image".into(),
+            source: full(libc::EDQUOT),
+        });
+        let vmdk = output::OutputError::Vmdk(output::vmdk::VmdkError::Write(full(libc::ENOSPC)));
+        for e in [Error::from(fat), Error::from(ext4), Error::from(vmdk)] {
+            assert!(e.is_storage_full(), "{e}");
+            let shown = e
+                .or_no_space("the disk image", "/out", "use another -o")
+                .to_string();
+            assert!(
+                shown.contains("/out: the filesystem is full; use another -o"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_message_that_only_reads_like_a_full_disk_is_not_one() {
+        for e in [
+            Error::Usage(format!("quoted: (os error {})", libc::ENOSPC)),
+            Error::from(DiskError::Grub(GrubError::NoKernel)),
+            Error::from(DiskError::Io(io::Error::other(
+                "No space left (os error 28)",
+            ))),
+        ] {
+            assert!(!e.is_storage_full(), "{e}");
+        }
+        // Another OS error of the disk file is not a full disk either.
+        assert!(!Error::from(DiskError::Io(full(libc::EIO))).is_storage_full());
+    }
+
+    #[test]
+    fn no_kernel_names_the_packages() {
+        let e = Error::from(DiskError::Grub(GrubError::NoKernel)).to_string();
+        assert!(
+            e.starts_with("GRUB: the image has no kernel in /boot")
+                && e.contains("linux-image-cloud-amd64")
+                && e.contains("linux-virt"),
+            "{e}"
+        );
+    }
 }

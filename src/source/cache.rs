@@ -62,10 +62,14 @@ pub struct Cache {
     dir: PathBuf,
 }
 
-fn io_err(path: &Path, e: io::Error) -> SourceError {
-    SourceError::Io {
-        path: path.to_path_buf(),
-        source: e,
+use crate::error::io_err;
+
+impl<P: AsRef<Path>> From<crate::error::IoFailure<P>> for SourceError {
+    fn from(f: crate::error::IoFailure<P>) -> SourceError {
+        SourceError::Io {
+            path: f.context.as_ref().to_path_buf(),
+            source: f.source,
+        }
     }
 }
 
@@ -123,11 +127,9 @@ impl Cache {
         let Some(p) = self.get(digest, None)? else {
             return Ok(None);
         };
-        let f = File::open(&p).map_err(|e| io_err(&p, e))?;
+        let f = File::open(&p).map_err(io_err(&p))?;
         let mut buf = Vec::new();
-        f.take(max + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| io_err(&p, e))?;
+        f.take(max + 1).read_to_end(&mut buf).map_err(io_err(&p))?;
         if buf.len() as u64 > max || sha256_digest(&buf) != digest {
             // A damaged or foreign file: drop it and fetch again.
             let _ = fs::remove_file(&p);
@@ -139,7 +141,7 @@ impl Cache {
     /// Starts writing a blob.
     pub fn writer(&self) -> Result<BlobWriter, SourceError> {
         let tmpdir = self.dir.join("tmp");
-        let file = tempfile::NamedTempFile::new_in(&tmpdir).map_err(|e| io_err(&tmpdir, e))?;
+        let file = tempfile::NamedTempFile::new_in(&tmpdir).map_err(io_err(&tmpdir))?;
         Ok(BlobWriter {
             tmp: Tmp::Anonymous(file),
             hasher: Sha256::new(),
@@ -163,15 +165,14 @@ impl Cache {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| io_err(&path, e))?;
+            .map_err(io_err(&path))?;
         // SAFETY: flock on a valid descriptor; the lock goes with the descriptor.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return self.writer();
         }
         let mut hasher = Sha256::new();
-        let len = io::copy(&mut &file, &mut HashSink(&mut hasher)).map_err(|e| io_err(&path, e))?;
-        file.seek(io::SeekFrom::End(0))
-            .map_err(|e| io_err(&path, e))?;
+        let len = io::copy(&mut &file, &mut HashSink(&mut hasher)).map_err(io_err(&path))?;
+        file.seek(io::SeekFrom::End(0)).map_err(io_err(&path))?;
         Ok(BlobWriter {
             tmp: Tmp::Partial { file, path },
             hasher,
@@ -189,7 +190,7 @@ impl Cache {
         what: &str,
     ) -> Result<String, SourceError> {
         let mut w = self.writer()?;
-        w.write_all(bytes).map_err(|e| io_err(&self.dir, e))?;
+        w.write_all(bytes).map_err(io_err(&self.dir))?;
         let (digest, _) = w.commit(expect, what)?;
         Ok(digest)
     }
@@ -292,13 +293,13 @@ impl BlobWriter {
         }
         let dest = self.cache.path(&digest)?;
         let mut tmp = self.tmp;
-        tmp.file().sync_data().map_err(|e| io_err(&dest, e))?;
+        tmp.file().sync_data().map_err(io_err(&dest))?;
         match tmp {
             Tmp::Anonymous(t) => {
-                t.persist(&dest).map_err(|e| io_err(&dest, e.error))?;
+                t.persist(&dest).map_err(|e| io_err(&dest)(e.error))?;
             }
             // Renamed while still locked: a process waiting for the lock finds the blob.
-            Tmp::Partial { path, .. } => fs::rename(&path, &dest).map_err(|e| io_err(&dest, e))?,
+            Tmp::Partial { path, .. } => fs::rename(&path, &dest).map_err(io_err(&dest))?,
         }
         Ok((digest, self.len))
     }

@@ -144,9 +144,15 @@ pub enum Ext4Error {
     },
 }
 
-pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Ext4Error {
-    let what = what.into();
-    move |source| Ext4Error::Io { what, source }
+pub(crate) use crate::error::io_err;
+
+impl<C: Into<String>> From<crate::error::IoFailure<C>> for Ext4Error {
+    fn from(f: crate::error::IoFailure<C>) -> Ext4Error {
+        Ext4Error::Io {
+            what: f.context.into(),
+            source: f.source,
+        }
+    }
 }
 
 /// The filesystem size `write` will use, in bytes: `opts.size` or the auto size.

@@ -21,8 +21,33 @@ use fatfs::{FatType, FileSystem, FormatVolumeOptions, FsOptions};
 
 pub use window::Window;
 
-use super::{DiskError, Result};
+use super::Result;
 use crate::tree::{show, InodeId, Kind, Tree};
+
+/// The ESP could not be written: the filesystem as a whole (`what` was being done), or one
+/// entry copied from `/boot`.
+#[derive(Debug, thiserror::Error)]
+pub enum FatError {
+    #[error("{what}: {source}")]
+    Volume { what: String, source: io::Error },
+    #[error("/{path}: {source}{}", too_small_hint(.source, *.esp_mib))]
+    Entry {
+        path: String,
+        source: io::Error,
+        /// The partition's size, for the hint.
+        esp_mib: u64,
+    },
+}
+
+/// An OS error comes from the disk image file (its filesystem is full, say); the FAT's own
+/// errors (out of clusters) mean `/boot` does not fit the ESP.
+fn too_small_hint(e: &io::Error, esp_mib: u64) -> String {
+    if e.raw_os_error().is_some() {
+        String::new()
+    } else {
+        format!(" (the ESP is {esp_mib} MiB; if /boot does not fit, raise --boot-size)")
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct FatOptions {
@@ -75,7 +100,10 @@ pub fn write(
     size: u64,
     opts: &FatOptions,
 ) -> Result<FatSummary> {
-    let fat_err = |what: &str, e: io::Error| DiskError::Fat(format!("{what}: {e}"));
+    let fat_err = |what: &str, source: io::Error| FatError::Volume {
+        what: what.into(),
+        source,
+    };
     let mut label = [b' '; 11];
     for (d, s) in label
         .iter_mut()
@@ -186,15 +214,10 @@ impl Copy<'_, '_> {
                 }
             }
             let esp_mib = self.size >> 20;
-            let io = |e: io::Error| {
-                // An OS error comes from the disk image file (its filesystem is full, say);
-                // the FAT's own errors (out of clusters) mean /boot does not fit the ESP.
-                let hint = if e.raw_os_error().is_some() {
-                    String::new()
-                } else {
-                    format!(" (the ESP is {esp_mib} MiB; if /boot does not fit, raise --boot-size)")
-                };
-                DiskError::Fat(format!("/{}: {e}{hint}", show(&child_path)))
+            let io = |source: io::Error| FatError::Entry {
+                path: show(&child_path),
+                source,
+                esp_mib,
             };
             let inode = self.tree.inode(target);
             ENTRY_SECS.with(|s| s.set(inode.meta.mtime.sec));

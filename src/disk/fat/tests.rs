@@ -245,3 +245,24 @@ fn every_entry_carries_its_own_mtime() {
     // Nothing is stamped with FAT's epoch.
     assert_ne!(grub.created().date.year, 1980);
 }
+
+#[test]
+fn an_entry_error_hints_at_boot_size_unless_the_os_failed() {
+    let entry = |source| FatError::Entry {
+        path: "boot/initrd.img".into(),
+        source,
+        esp_mib: 256,
+    };
+    let full = entry(io::Error::from_raw_os_error(libc::ENOSPC)).to_string();
+    assert!(
+        full.starts_with("/boot/initrd.img: No space left"),
+        "{full}"
+    );
+    assert!(!full.contains("--boot-size"), "{full}");
+    let out_of_clusters = entry(io::Error::other("no free clusters")).to_string();
+    assert_eq!(
+        out_of_clusters,
+        "/boot/initrd.img: no free clusters (the ESP is 256 MiB; if /boot does not fit, raise \
+         --boot-size)"
+    );
+}

@@ -6,8 +6,9 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
+use super::GrubError;
 use crate::disk::Region;
-use crate::disk::{DiskError, Result, SECTOR};
+use crate::disk::{Result, SECTOR};
 
 /// boot.img: end of the jump + BPB area that is kept from the existing sector.
 const BPB_START: usize = 0x03;
@@ -35,10 +36,7 @@ const MAX_CORE_SECTORS: u64 = (0x78000 - 0x8200) / SECTOR;
 /// told to load core.img from `core_lba`.
 pub fn patch_boot_img(boot_img: &[u8], existing_mbr: &[u8], core_lba: u64) -> Result<[u8; 512]> {
     if boot_img.len() != 512 || existing_mbr.len() != 512 {
-        return Err(DiskError::Grub(format!(
-            "boot.img is {} bytes; it must be 512",
-            boot_img.len()
-        )));
+        return Err(GrubError::BootImgSize(boot_img.len()).into());
     }
     let mut m = [0u8; 512];
     m.copy_from_slice(boot_img);
@@ -58,16 +56,14 @@ pub fn patch_boot_img(boot_img: &[u8], existing_mbr: &[u8], core_lba: u64) -> Re
 pub fn patch_core_img(core_img: &[u8], core_lba: u64) -> Result<Vec<u8>> {
     let sectors = (core_img.len() as u64).div_ceil(SECTOR);
     if sectors < 2 {
-        return Err(DiskError::Grub(format!(
-            "core.img is only {} bytes",
-            core_img.len()
-        )));
+        return Err(GrubError::CoreTooSmall(core_img.len()).into());
     }
     if sectors > MAX_CORE_SECTORS {
-        return Err(DiskError::Grub(format!(
-            "core.img is {} sectors; GRUB's BIOS loader takes at most {MAX_CORE_SECTORS}: embed fewer modules",
-            sectors
-        )));
+        return Err(GrubError::CoreTooManySectors {
+            sectors,
+            max: MAX_CORE_SECTORS,
+        }
+        .into());
     }
     let mut core = core_img.to_vec();
     core.resize((sectors * SECTOR) as usize, 0);
@@ -78,9 +74,7 @@ pub fn patch_core_img(core_img: &[u8], core_lba: u64) -> Result<Vec<u8>> {
         at = at
             .checked_sub(BLOCKLIST_ENTRY)
             .filter(|&a| a > 0)
-            .ok_or_else(|| {
-                DiskError::Grub("core.img's first sector has no blocklist terminator".into())
-            })?;
+            .ok_or(GrubError::NoBlocklistTerminator)?;
     }
     // ... then one entry for the contiguous rest, followed by a terminator.
     let first = SECTOR as usize - BLOCKLIST_ENTRY;
@@ -97,11 +91,11 @@ pub fn install(out: &File, bios_boot: Region, boot_img: &[u8], core_img: &[u8]) 
     let core_lba = bios_boot.first_lba();
     let core = patch_core_img(core_img, core_lba)?;
     if core.len() as u64 > bios_boot.size {
-        return Err(DiskError::Grub(format!(
-            "core.img ({} KiB) does not fit the {} KiB BIOS boot partition",
-            core.len() >> 10,
-            bios_boot.size >> 10
-        )));
+        return Err(GrubError::CoreDoesNotFit {
+            core_kib: core.len() >> 10,
+            partition_kib: bios_boot.size >> 10,
+        }
+        .into());
     }
     let mut mbr = [0u8; 512];
     out.read_exact_at(&mut mbr, 0)?;

@@ -7,14 +7,16 @@
 pub mod bios;
 pub mod config;
 pub mod defaults;
+mod error;
 pub mod mkimage;
 
 use std::path::{Path, PathBuf};
 
-use crate::disk::{DiskError, Result};
+use crate::disk::Result;
 use crate::tree::{show, Inode, Kind, Metadata, Tree};
 
 pub use config::{find_kernels, BootEntry, ConfigOptions};
+pub use error::GrubError;
 
 /// A GRUB target platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,12 +129,11 @@ pub fn module_dir(tree: &Tree, platform: Platform, scratch: &Path) -> Result<Mod
 pub fn host_module_dir(platform: Platform) -> Result<ModuleDir> {
     let path = Path::new(HOST_GRUB_LIB).join(platform.name());
     if !path.join("kernel.img").is_file() {
-        return Err(DiskError::Grub(format!(
-            "the image has no /usr/lib/grub/{0} and neither has this host: install Debian's {1} (or the \
-             image's GRUB package)",
-            platform.name(),
-            platform.debian_package()
-        )));
+        return Err(GrubError::NoModules {
+            platform: platform.name(),
+            package: platform.debian_package(),
+        }
+        .into());
     }
     Ok(ModuleDir {
         platform,
@@ -195,14 +196,20 @@ pub fn mkimage(dir: &ModuleDir, early_cfg: &str) -> Result<Vec<u8>> {
         .filter(|m| !dir.path.join(format!("{m}.mod")).is_file())
         .collect();
     if !missing.is_empty() {
-        return Err(DiskError::Grub(format!(
-            "the {} GRUB modules lack {}",
-            dir.platform.name(),
-            missing.join(", ")
-        )));
+        return Err(GrubError::MissingModules {
+            platform: dir.platform.name(),
+            missing,
+        }
+        .into());
     }
     let modules = dir.platform.available_modules(&dir.path);
-    mkimage::build(&dir.path, dir.platform, &modules, early_cfg, PREFIX)
+    Ok(mkimage::build(
+        &dir.path,
+        dir.platform,
+        &modules,
+        early_cfg,
+        PREFIX,
+    )?)
 }
 
 /// Builds the image for `platform` from the image's modules, falling back to the host's
@@ -274,9 +281,11 @@ pub struct Prepared {
 }
 
 fn put_file(tree: &mut Tree, path: &str, data: &[u8]) -> Result<()> {
-    let fd = tree
-        .store(&mut &data[..])
-        .map_err(|e| DiskError::Grub(format!("/{path}: {e}")))?;
+    let err = |source| GrubError::Put {
+        path: path.into(),
+        source,
+    };
+    let fd = tree.store(&mut &data[..]).map_err(err)?;
     let mtime = crate::ids::source_date_epoch()
         .map(|s| crate::tree::Timestamp { sec: s, nsec: 0 })
         .unwrap_or_default();
@@ -288,8 +297,7 @@ fn put_file(tree: &mut Tree, path: &str, data: &[u8]) -> Result<()> {
         },
         kind: Kind::File(fd),
     };
-    tree.insert(path.as_bytes(), inode)
-        .map_err(|e| DiskError::Grub(format!("/{path}: {e}")))?;
+    tree.insert(path.as_bytes(), inode).map_err(err)?;
     Ok(())
 }
 
@@ -324,21 +332,16 @@ pub fn prepare(
     let has_cfg = tree.resolve_file(b"boot/grub/grub.cfg").is_some();
     let generate = opts.config == ConfigMode::Generate || !has_cfg;
     if generate && kernels.is_empty() {
-        return Err(DiskError::Grub(
-            "the image has no kernel in /boot (vmlinuz-*) to boot: install one in the image, e.g. \
-             linux-image-cloud-amd64 (Debian), linux-image-virtual (Ubuntu) or linux-virt (Alpine)"
-                .into(),
-        ));
+        return Err(GrubError::NoKernel.into());
     }
     let scratch = tempfile::tempdir()?;
     let early = early_config(esp_serial);
     let (core_img, bios_dir, mut notes) = build(tree, Platform::I386Pc, &early, scratch.path())?;
-    let boot_img = std::fs::read(bios_dir.path.join("boot.img")).map_err(|e| {
-        DiskError::Grub(format!(
-            "{}/boot.img: {e}: install Debian's grub-pc-bin",
-            bios_dir.path.display()
-        ))
-    })?;
+    let boot_img =
+        std::fs::read(bios_dir.path.join("boot.img")).map_err(|source| GrubError::BootImg {
+            dir: bios_dir.path.clone(),
+            source,
+        })?;
     let (efi_img, efi_dir, more) = build(tree, Platform::X86_64Efi, &early, scratch.path())?;
     notes.extend(more);
 
@@ -370,7 +373,7 @@ pub fn prepare(
             },
         );
         tree.remove(b"boot/grub/grub.cfg")
-            .map_err(|e| DiskError::Grub(e.to_string()))?;
+            .map_err(GrubError::RemoveConfig)?;
         put_file(tree, "boot/grub/grub.cfg", cfg.as_bytes())?;
         notes.push(format!(
             "generated /boot/grub/grub.cfg with {} kernel entries",
@@ -410,9 +413,12 @@ mod tests {
     #[test]
     fn generating_a_config_without_a_kernel_names_packages() {
         let mut t = Tree::in_temp().unwrap();
-        let err = prepare(&mut t, "ABCD-0123", "u", &GrubOptions::default())
-            .unwrap_err()
-            .to_string();
+        let err = prepare(&mut t, "ABCD-0123", "u", &GrubOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, crate::disk::DiskError::Grub(GrubError::NoKernel)),
+            "{err}"
+        );
+        let err = err.to_string();
         assert!(
             err.contains("linux-image-cloud-amd64") && err.contains("linux-virt"),
             "{err}"

@@ -77,7 +77,7 @@ pub enum VmdkError {
     #[error("reading the raw disk image failed at byte {offset}: {source}")]
     Read { offset: u64, source: std::io::Error },
     #[error("writing the VMDK failed: {0} (check free space in the output directory)")]
-    Write(std::io::Error),
+    Write(#[source] std::io::Error),
     #[error("compressing a grain failed: {0}")]
     Compress(String),
     #[error("compression level {0} is out of range: use 0 to 12")]

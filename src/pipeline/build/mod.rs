@@ -251,7 +251,7 @@ fn write_disk(
         let started = Instant::now();
         let mut o = ext4_opts.clone();
         o.size = Some(size);
-        let s = ext4::write(t, f, off, &o).map_err(|e| DiskError::Root(e.to_string()))?;
+        let s = ext4::write(t, f, off, &o)?;
         root_fs = Some(s);
         ext4_time += started.elapsed();
         Ok(())

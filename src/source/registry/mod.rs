@@ -85,21 +85,62 @@ fn backoff(attempt: u32, retry_after: Option<&str>) {
     std::thread::sleep(d);
 }
 
-fn transport_is_tls(t: &ureq::Transport) -> bool {
-    let m = t.to_string().to_ascii_lowercase();
-    m.contains("certificate")
-        || m.contains("tls")
-        || m.contains("handshake")
-        || m.contains("unknownissuer")
+/// How TLS failed, when TLS is behind a transport error.
+#[derive(Debug, PartialEq)]
+enum TlsFailure<'a> {
+    /// rustls refused the connection: a certificate, an alert from the server, the protocol.
+    Rustls(&'a rustls::Error),
+    /// The server hung up during the handshake (as a plain-HTTP server does on a ClientHello).
+    HungUp,
+}
+
+impl TlsFailure<'_> {
+    /// The server's alert when it wants a client certificate, or refuses ours.
+    fn wants_client_certificate(&self) -> bool {
+        use rustls::AlertDescription as A;
+        matches!(
+            self,
+            TlsFailure::Rustls(rustls::Error::AlertReceived(
+                A::BadCertificate | A::CertificateRequired | A::CertificateUnknown
+            ))
+        )
+    }
+}
+
+/// The TLS failure behind `t`, if any: a `rustls::Error` among its causes, or the connection
+/// ending while connecting (connecting reads nothing but the TLS handshake).
+fn tls_failure(t: &ureq::Transport) -> Option<TlsFailure<'_>> {
+    if let Some(e) = crate::error::causes(t).find_map(|e| e.downcast_ref::<rustls::Error>()) {
+        return Some(TlsFailure::Rustls(e));
+    }
+    let hung_up = t.kind() == ureq::ErrorKind::ConnectionFailed
+        && crate::error::causes(t).any(|e| {
+            e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                )
+            })
+        });
+    hung_up.then_some(TlsFailure::HungUp)
+}
+
+/// A resolver failure another attempt may cure (getaddrinfo's EAI_AGAIN). std reports
+/// getaddrinfo's failures by their text alone (no error kind, no code), so this reads it.
+fn dns_is_temporary(t: &ureq::Transport) -> bool {
+    crate::error::causes(t).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.to_string().contains("Temporary failure"))
+    })
 }
 
 /// Transport errors that another attempt cannot cure: TLS failures, a host name that does not
 /// exist (a temporary resolver failure is retried), refused proxy credentials, bad URLs.
 fn transport_is_final(t: &ureq::Transport) -> bool {
     use ureq::ErrorKind as K;
-    transport_is_tls(t)
+    tls_failure(t).is_some()
         || match t.kind() {
-            K::Dns => !t.to_string().contains("Temporary failure"),
+            K::Dns => !dns_is_temporary(t),
             K::ProxyUnauthorized | K::InvalidProxyUrl | K::InvalidUrl | K::UnknownScheme => true,
             _ => false,
         }
@@ -147,17 +188,9 @@ impl Client {
     }
 
     fn net_err(&self, what: &str, t: &ureq::Transport) -> SourceError {
-        if transport_is_tls(t) {
+        if let Some(tls) = tls_failure(t) {
             let why = t.to_string();
-            // The server's alert when it wants a client certificate (or refuses ours).
-            let client_cert = [
-                "BadCertificate",
-                "CertificateRequired",
-                "CertificateUnknown",
-            ]
-            .iter()
-            .any(|a| why.contains(&format!("alert: {a}")));
-            let hint = if client_cert {
+            let hint = if tls.wants_client_certificate() {
                 format!(
                     " (the registry refused the client certificate, or wants one: give it as \
                      NAME.cert with NAME.key, PEM, in --cert-dir or \
@@ -393,6 +426,82 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+
+    /// The transport error of an `https` GET to a local server that answers each connection
+    /// with `reply` and hangs up.
+    fn https_failure(reply: &'static [u8]) -> ureq::Transport {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut c in l.incoming().flatten() {
+                let _ = c.write_all(reply);
+            }
+        });
+        let agent = ureq::AgentBuilder::new()
+            .tls_config(tls::client_config(true, None, "127.0.0.1").unwrap())
+            .build();
+        match agent.get(&format!("https://127.0.0.1:{port}/v2/")).call() {
+            Err(ureq::Error::Transport(t)) => t,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A transport error carrying `e` as its cause.
+    fn transport(e: std::io::Error) -> ureq::Transport {
+        match ureq::Error::from(e) {
+            ureq::Error::Transport(t) => t,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tls_failures_are_told_by_their_cause() {
+        // A plain-HTTP server on the https port: rustls cannot read its answer.
+        let t = https_failure(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        assert!(
+            matches!(tls_failure(&t), Some(TlsFailure::Rustls(_))),
+            "{t}"
+        );
+        assert!(transport_is_final(&t));
+        // A server that hangs up on the ClientHello.
+        let t = https_failure(b"");
+        assert_eq!(tls_failure(&t), Some(TlsFailure::HungUp), "{t}");
+        assert!(transport_is_final(&t));
+        // An alert asking for a client certificate, inside the io::Error rustls returns.
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+        let t = transport(std::io::Error::new(std::io::ErrorKind::InvalidData, alert));
+        let tls = tls_failure(&t).unwrap();
+        assert!(tls.wants_client_certificate(), "{t}");
+        // Other alerts are TLS failures too, but not about a client certificate.
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure);
+        let t = transport(std::io::Error::new(std::io::ErrorKind::InvalidData, alert));
+        assert!(!tls_failure(&t).unwrap().wants_client_certificate());
+    }
+
+    #[test]
+    fn connection_failures_without_tls_are_retried() {
+        // Nothing listens on the port: refused, not TLS, worth another attempt.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let t = match ureq::get(&format!("https://127.0.0.1:{port}/v2/")).call() {
+            Err(ureq::Error::Transport(t)) => t,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(tls_failure(&t), None, "{t}");
+        assert!(!transport_is_final(&t), "{t}");
+        // A connection cut while reading an answer, even one whose text says "TLS".
+        let t = transport(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "TLS certificate handshake",
+        ));
+        assert_eq!(tls_failure(&t), None, "{t}");
+        assert!(!transport_is_final(&t));
+    }
 
     #[test]
     fn loopback() {

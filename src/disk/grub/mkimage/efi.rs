@@ -6,6 +6,7 @@
 //! grub-mkimage writes (4 KiB section and file alignment, sections .text, .data, mods, .reloc).
 
 use super::elf::{self, Elf, SHN_ABS, SHN_UNDEF, SHT_NOBITS, SHT_REL, SHT_RELA, SHT_SYMTAB};
+use super::MkimageError;
 
 /// PE section and file alignment (`GRUB_PE32_SECTION_ALIGNMENT`, the EFI page).
 const ALIGN: u64 = 4096;
@@ -75,14 +76,13 @@ const MAX_KERNEL: u64 = 64 << 20;
 
 /// Places section `s` at the next offset (counted from .text's start) that puts its RVA on
 /// its alignment; returns where it starts.
-fn place(s: &elf::Section, at: &mut u64) -> Result<u64, String> {
+fn place(s: &elf::Section, at: &mut u64) -> Result<u64, MkimageError> {
     if s.align > 1 {
         if s.align > MAX_KERNEL {
-            return Err(format!(
-                "{} has alignment {:#x}",
-                elf::show(&s.name),
-                s.align
-            ));
+            return Err(MkimageError::Alignment {
+                section: elf::show(&s.name),
+                align: s.align,
+            });
         }
         *at = align(*at + HEADERS, s.align) - HEADERS;
     }
@@ -90,15 +90,15 @@ fn place(s: &elf::Section, at: &mut u64) -> Result<u64, String> {
     *at = at
         .checked_add(s.size)
         .filter(|&end| end <= MAX_KERNEL)
-        .ok_or_else(|| format!("sections larger than {MAX_KERNEL} bytes"))?;
+        .ok_or(MkimageError::SectionsTooLarge(MAX_KERNEL))?;
     Ok(start)
 }
 
 /// Lays out and relocates an x86_64-efi `kernel.img`.
-pub fn load_kernel(data: &[u8]) -> Result<Kernel, String> {
+pub fn load_kernel(data: &[u8]) -> Result<Kernel, MkimageError> {
     let e = Elf::parse(data)?;
     if !e.is64 || e.machine != elf::EM_X86_64 || e.kind != elf::ET_REL {
-        return Err("not an x86-64 relocatable ELF object".into());
+        return Err(MkimageError::NotX86_64);
     }
     let n = e.sections.len();
     let mut addr = vec![0u64; n];
@@ -140,7 +140,7 @@ pub fn load_kernel(data: &[u8]) -> Result<Kernel, String> {
         .sections
         .iter()
         .position(|s| s.kind == SHT_SYMTAB)
-        .ok_or("no symbol table")?;
+        .ok_or(MkimageError::NoSymbolTable)?;
     let mut symbols = e.symbols(symtab)?;
     let mut entry = None;
     for sym in &mut symbols {
@@ -149,12 +149,12 @@ pub fn load_kernel(data: &[u8]) -> Result<Kernel, String> {
             SHN_UNDEF if sym.name.is_empty() => continue,
             SHN_UNDEF if sym.name == b"__bss_start" => sym.value = bss_start,
             SHN_UNDEF if sym.name == b"_end" => sym.value = end,
-            SHN_UNDEF => return Err(format!("undefined symbol {}", elf::show(&sym.name))),
+            SHN_UNDEF => return Err(MkimageError::UndefinedSymbol(elf::show(&sym.name))),
             i if i as usize >= n => {
-                return Err(format!(
-                    "symbol {} in section {i}, which does not exist",
-                    elf::show(&sym.name)
-                ))
+                return Err(MkimageError::SymbolSection {
+                    symbol: elf::show(&sym.name),
+                    section: i,
+                })
             }
             i => sym.value = sym.value.wrapping_add(rva(i as usize)),
         }
@@ -162,7 +162,7 @@ pub fn load_kernel(data: &[u8]) -> Result<Kernel, String> {
             entry = Some(sym.value);
         }
     }
-    let entry = entry.ok_or("no _start symbol")?;
+    let entry = entry.ok_or(MkimageError::NoStart)?;
 
     let mut fixups = Vec::new();
     for (ri, rs) in e.sections.iter().enumerate() {
@@ -175,37 +175,33 @@ pub fn load_kernel(data: &[u8]) -> Result<Kernel, String> {
         }
         let tsize = e.sections[target].size;
         for r in e.relocations(ri)? {
-            let sym = symbols.get(r.sym as usize).ok_or_else(|| {
-                format!(
-                    "relocation in {} names symbol {}",
-                    elf::show(&rs.name),
-                    r.sym
-                )
-            })?;
+            let sym =
+                symbols
+                    .get(r.sym as usize)
+                    .ok_or_else(|| MkimageError::RelocationSymbol {
+                        section: elf::show(&rs.name),
+                        symbol: r.sym,
+                    })?;
             let value = sym.value.wrapping_add(r.addend as u64);
             let width = match r.kind {
                 R_X86_64_NONE => continue,
                 R_X86_64_64 | R_X86_64_PC64 => 8,
                 R_X86_64_PC32 | R_X86_64_PLT32 => 4,
                 R_X86_64_32 | R_X86_64_32S => {
-                    return Err(format!(
-                        "relocation R_X86_64_32(S) in {} cannot be relocated in a PE image",
-                        elf::show(&rs.name)
-                    ))
+                    return Err(MkimageError::Relocation32(elf::show(&rs.name)))
                 }
                 k => {
-                    return Err(format!(
-                        "relocation type {k} in {} is not supported",
-                        elf::show(&rs.name)
-                    ))
+                    return Err(MkimageError::RelocationType {
+                        kind: k,
+                        section: elf::show(&rs.name),
+                    })
                 }
             };
             if r.offset.checked_add(width).is_none_or(|x| x > tsize) {
-                return Err(format!(
-                    "relocation at {:#x} is outside {}",
-                    r.offset,
-                    elf::show(&e.sections[target].name)
-                ));
+                return Err(MkimageError::RelocationOutside {
+                    offset: r.offset,
+                    section: elf::show(&e.sections[target].name),
+                });
             }
             let place = rva(target) + r.offset;
             let at = (addr[target] + r.offset) as usize;

@@ -3,6 +3,8 @@
 //! Every offset and size is checked against the file, so a damaged kernel.img is an error
 //! naming what is wrong, never a panic.
 
+use super::MkimageError;
+
 /// `sh_type` values used here.
 pub const SHT_PROGBITS: u32 = 1;
 pub const SHT_SYMTAB: u32 = 2;
@@ -74,13 +76,13 @@ pub struct Elf<'a> {
     pub sections: Vec<Section>,
 }
 
-type R<T> = std::result::Result<T, String>;
+type R<T> = std::result::Result<T, MkimageError>;
 
 fn get(data: &[u8], at: u64, len: usize) -> R<&[u8]> {
     usize::try_from(at)
         .ok()
         .and_then(|at| data.get(at..at.checked_add(len)?))
-        .ok_or_else(|| format!("truncated: {len} bytes at {at:#x} are past the end"))
+        .ok_or(MkimageError::Truncated { len, at })
 }
 
 fn u16_at(data: &[u8], at: u64) -> R<u16> {
@@ -96,17 +98,17 @@ fn u64_at(data: &[u8], at: u64) -> R<u64> {
 impl<'a> Elf<'a> {
     /// Parses the ELF header and section headers.
     pub fn parse(data: &'a [u8]) -> R<Elf<'a>> {
-        let ident = get(data, 0, 16).map_err(|_| "not an ELF file (too short)".to_string())?;
+        let ident = get(data, 0, 16).map_err(|_| MkimageError::NotElf("too short"))?;
         if &ident[..4] != b"\x7fELF" {
-            return Err("not an ELF file (no \\x7fELF magic)".into());
+            return Err(MkimageError::NotElf("no \\x7fELF magic"));
         }
         let is64 = match ident[4] {
             1 => false,
             2 => true,
-            c => return Err(format!("unknown ELF class {c}")),
+            c => return Err(MkimageError::ElfClass(c)),
         };
         if ident[5] != 1 {
-            return Err("not a little-endian ELF file".into());
+            return Err(MkimageError::BigEndian);
         }
         let kind = u16_at(data, 16)?;
         let machine = u16_at(data, 18)?;
@@ -129,13 +131,19 @@ impl<'a> Elf<'a> {
         };
         let want = if is64 { 64 } else { 40 };
         if shnum > 0 && (shentsize as usize) < want {
-            return Err(format!("section header size {shentsize} < {want}"));
+            return Err(MkimageError::SectionHeaderSize {
+                size: shentsize,
+                want,
+            });
         }
         let mut sections = Vec::with_capacity(shnum as usize);
         let mut names = Vec::with_capacity(shnum as usize);
         for i in 0..shnum as u64 {
             let at = shoff + i * shentsize as u64;
-            let s = get(data, at, want).map_err(|e| format!("section header {i}: {e}"))?;
+            let s = get(data, at, want).map_err(|e| MkimageError::SectionHeader {
+                index: i,
+                source: Box::new(e),
+            })?;
             let w = |o: usize| u32::from_le_bytes(s[o..o + 4].try_into().unwrap());
             let x = |o: usize| u64::from_le_bytes(s[o..o + 8].try_into().unwrap());
             let sec = if is64 {
@@ -186,15 +194,15 @@ impl<'a> Elf<'a> {
 
     /// The bytes of section `i` (empty for `SHT_NOBITS`).
     pub fn section_data(&self, i: usize) -> R<&'a [u8]> {
-        let s = self
-            .sections
-            .get(i)
-            .ok_or_else(|| format!("no section {i}"))?;
+        let s = self.sections.get(i).ok_or(MkimageError::NoSection(i))?;
         if s.kind == SHT_NOBITS {
             return Ok(&[]);
         }
-        let len = usize::try_from(s.size).map_err(|_| format!("section {i} too large"))?;
-        get(self.data, s.offset, len).map_err(|e| format!("section {}: {e}", show(&s.name)))
+        let len = usize::try_from(s.size).map_err(|_| MkimageError::SectionTooLarge(i))?;
+        get(self.data, s.offset, len).map_err(|e| MkimageError::Section {
+            name: show(&s.name),
+            source: Box::new(e),
+        })
     }
 
     /// The index of the first section named `name`.
@@ -208,11 +216,14 @@ impl<'a> Elf<'a> {
         let strtab = self
             .sections
             .get(s.link as usize)
-            .ok_or_else(|| format!("symbol table's string table {} is missing", s.link))?;
+            .ok_or(MkimageError::NoStringTable(s.link))?;
         let size = if self.is64 { 24 } else { 16 };
         let data = self.section_data(i)?;
         if s.entsize < size as u64 {
-            return Err(format!("symbol entry size {} < {size}", s.entsize));
+            return Err(MkimageError::SymbolSize {
+                size: s.entsize,
+                want: size,
+            });
         }
         data.chunks_exact(s.entsize as usize)
             .map(|e| {
@@ -248,11 +259,11 @@ impl<'a> Elf<'a> {
             (false, false) => 8,
         };
         if s.entsize < size {
-            return Err(format!(
-                "relocation entry size {} < {size} in {}",
-                s.entsize,
-                show(&s.name)
-            ));
+            return Err(MkimageError::RelocationSize {
+                size: s.entsize,
+                want: size,
+                section: show(&s.name),
+            });
         }
         let data = self.section_data(i)?;
         Ok(data
@@ -291,10 +302,10 @@ impl<'a> Elf<'a> {
 /// The NUL-terminated string at `at` in the string table section `strtab`.
 fn string_at(data: &[u8], strtab: &Section, at: u32) -> R<Vec<u8>> {
     if at as u64 >= strtab.size {
-        return Err(format!(
-            "string {at} is outside its table ({} bytes)",
-            strtab.size
-        ));
+        return Err(MkimageError::StringOutside {
+            at,
+            size: strtab.size,
+        });
     }
     let start = strtab.offset + at as u64;
     let len = (strtab.size - at as u64) as usize;
@@ -366,17 +377,26 @@ mod tests {
     #[test]
     fn damaged_files_are_errors_not_panics() {
         let f = tiny64();
-        assert!(Elf::parse(b"MZ").unwrap_err().contains("not an ELF"));
-        assert!(Elf::parse(&f[..40]).unwrap_err().contains("truncated"));
+        assert!(matches!(Elf::parse(b"MZ"), Err(MkimageError::NotElf(_))));
+        assert!(matches!(
+            Elf::parse(&f[..40]),
+            Err(MkimageError::Truncated { .. })
+        ));
         // The section headers cut off.
         let cut = &f[..f.len() - 10];
-        assert!(Elf::parse(cut).unwrap_err().contains("section header 2"));
+        assert!(matches!(
+            Elf::parse(cut),
+            Err(MkimageError::SectionHeader { index: 2, .. })
+        ));
         // .text pointing past the end.
         let mut bad = f.clone();
         let shoff = u64::from_le_bytes(bad[40..48].try_into().unwrap()) as usize;
         let text_size = shoff + 64 + 32;
         bad[text_size..text_size + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
         let e = Elf::parse(&bad).unwrap();
-        assert!(e.section_data(1).unwrap_err().contains(".text"));
+        assert!(matches!(
+            e.section_data(1),
+            Err(MkimageError::Section { name, .. }) if name == ".text"
+        ));
     }
 }

@@ -6,21 +6,19 @@
 
 pub mod efi;
 pub mod elf;
+mod error;
 pub mod modules;
 pub mod pc;
 
 use std::path::Path;
 
-use super::Platform;
-use crate::disk::{DiskError, Result};
+pub use error::MkimageError;
 
-fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {
-    std::fs::read(dir.join(name)).map_err(|e| {
-        DiskError::Grub(format!(
-            "{}: {e}: the GRUB module directory is incomplete",
-            dir.join(name).display()
-        ))
-    })
+use super::Platform;
+
+fn read(dir: &Path, name: &str) -> Result<Vec<u8>, MkimageError> {
+    let path = dir.join(name);
+    std::fs::read(&path).map_err(|source| MkimageError::Read { path, source })
 }
 
 /// The image for `platform` from the module directory `dir`, with `modules` (and what they
@@ -31,16 +29,21 @@ pub fn build(
     modules: &[&str],
     config: &str,
     prefix: &str,
-) -> Result<Vec<u8>> {
+) -> Result<Vec<u8>, MkimageError> {
     let moddep = String::from_utf8_lossy(&read(dir, "moddep.lst")?).into_owned();
-    let deps = modules::parse_moddep(&moddep)
-        .map_err(|e| DiskError::Grub(format!("{}/{e}", dir.display())))?;
+    let deps = modules::parse_moddep(&moddep).map_err(|e| MkimageError::InDir {
+        dir: dir.into(),
+        source: Box::new(e),
+    })?;
     let objects = modules::resolve(modules, &deps)
         .iter()
         .map(|m| read(dir, &format!("{m}.mod")))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let kernel = read(dir, "kernel.img")?;
-    let bad = |e: String| DiskError::Grub(format!("{}/kernel.img: {e}", dir.display()));
+    let bad = |e| MkimageError::Kernel {
+        dir: dir.into(),
+        source: Box::new(e),
+    };
     match platform {
         Platform::I386Pc => {
             let k = pc::load_kernel(&kernel).map_err(bad)?;
@@ -51,7 +54,10 @@ pub fn build(
                 &read(dir, "diskboot.img")?,
                 &read(dir, "lzma_decompress.img")?,
             )
-            .map_err(|e| DiskError::Grub(format!("{} core.img: {e}", dir.display())))
+            .map_err(|e| MkimageError::CoreImg {
+                dir: dir.into(),
+                source: Box::new(e),
+            })
         }
         Platform::X86_64Efi => {
             let k = efi::load_kernel(&kernel).map_err(bad)?;

@@ -5,6 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::MkimageError;
+
 /// `GRUB_MODULE_MAGIC`: "mimg".
 pub const MODULE_MAGIC: u32 = 0x676d_696d;
 /// `grub_module_header.type` values.
@@ -15,15 +17,16 @@ pub const OBJ_TYPE_PREFIX: u32 = 3;
 const OBJ_HEADER: usize = 8;
 
 /// `moddep.lst`: each line `module: dependency...`. A module listed twice keeps its last line.
-pub fn parse_moddep(text: &str) -> Result<HashMap<String, Vec<String>>, String> {
+pub fn parse_moddep(text: &str) -> Result<HashMap<String, Vec<String>>, MkimageError> {
     let mut deps = HashMap::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let (name, rest) = line
-            .split_once(':')
-            .ok_or_else(|| format!("moddep.lst line {}: no ':' in {line:?}", n + 1))?;
+        let (name, rest) = line.split_once(':').ok_or_else(|| MkimageError::Moddep {
+            line: n + 1,
+            text: line.to_string(),
+        })?;
         deps.insert(
             name.trim().to_string(),
             rest.split_whitespace().map(str::to_string).collect(),
@@ -131,9 +134,10 @@ mod tests {
 
     #[test]
     fn moddep_without_a_colon_is_an_error() {
-        assert!(parse_moddep("normal boot\n")
-            .unwrap_err()
-            .contains("line 1"));
+        assert!(matches!(
+            parse_moddep("normal boot\n"),
+            Err(MkimageError::Moddep { line: 1, .. })
+        ));
     }
 
     #[test]

@@ -205,85 +205,109 @@ pub fn write_outputs(
     path: &Path,
     opts: &OutputOptions,
 ) -> Result<OutputSummary, OutputError> {
-    let e = io_err(path);
-    let mut summary = OutputSummary {
+    let (bytes, vmdk) = match format {
+        Format::Raw => (write_raw(raw, path)?, None),
+        Format::Vmdk => {
+            let s = write_vmdk(raw, path, opts)?;
+            (s.file_size, Some(s))
+        }
+        Format::Ovf => write_ovf_dir(raw, path, opts)?,
+        Format::Ova => write_ova(raw, path, opts)?,
+    };
+    Ok(OutputSummary {
         path: path.to_path_buf(),
         format,
-        vmdk: None,
-        bytes: 0,
-    };
-    match format {
-        Format::Raw => {
-            let out = AtomicFile::create(path).map_err(&e)?;
-            summary.bytes = sparse_copy(raw, out.file()).map_err(&e)?;
-            out.commit().map_err(&e)?;
-        }
-        Format::Vmdk => {
-            let name = path
-                .file_name()
-                .and_then(|s| s.to_str())
-                .ok_or(OutputError::Path(path.into()))?;
-            let mut out = AtomicFile::create(path).map_err(&e)?;
-            let mut w = BufWriter::with_capacity(1 << 20, out.file_mut());
-            let s = vmdk::write_stream_optimized(raw, &mut w, &vmdk_opts(opts, name.to_string()))?;
-            w.flush().map_err(&e)?;
-            drop(w);
-            out.commit().map_err(&e)?;
-            summary.vmdk = Some(s);
-            summary.bytes = s.file_size;
-        }
-        Format::Ovf => {
-            let base = base_name(path)?;
-            let dir = AtomicDir::create(path).map_err(&e)?;
-            let disk_name = disk_name(&base);
-            let f = File::create(dir.path().join(&disk_name)).map_err(&e)?;
-            let Package {
-                s,
-                ovf_name,
-                ovf,
-                mf,
-            } = package(raw, f, &base, disk_name, opts, path)?;
-            std::fs::write(dir.path().join(&ovf_name), &ovf).map_err(&e)?;
-            std::fs::write(dir.path().join(format!("{base}.mf")), &mf).map_err(&e)?;
-            dir.commit().map_err(&e)?;
-            summary.bytes = s.file_size + ovf.len() as u64 + mf.len() as u64;
-            summary.vmdk = Some(s);
-        }
-        Format::Ova => {
-            let base = base_name(path)?;
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            // The disk goes to an unnamed scratch file first: the .ovf before it needs its size.
-            let mut scratch = tempfile::tempfile_in(dir).map_err(&e)?;
-            let disk_name = disk_name(&base);
-            let Package {
-                s,
-                ovf_name,
-                ovf,
-                mf,
-            } = package(raw, &scratch, &base, disk_name.clone(), opts, path)?;
+        vmdk,
+        bytes,
+    })
+}
 
-            let mut out = AtomicFile::create(path).map_err(&e)?;
-            let mut tar = TarWriter::new(
-                BufWriter::with_capacity(1 << 20, out.file_mut()),
-                opts.mtime,
-            );
-            tar.append(&ovf_name, ovf.len() as u64, &mut ovf.as_bytes())
-                .map_err(&e)?;
-            tar.append(&format!("{base}.mf"), mf.len() as u64, &mut mf.as_bytes())
-                .map_err(&e)?;
-            scratch.rewind().map_err(&e)?;
-            tar.append(&disk_name, s.file_size, &mut scratch)
-                .map_err(&e)?;
-            tar.finish().map_err(&e)?;
-            summary.bytes = out.file().metadata().map_err(&e)?.len();
-            out.commit().map_err(&e)?;
-            summary.vmdk = Some(s);
-        }
-    }
-    Ok(summary)
+/// The raw disk, holes kept; its size.
+fn write_raw(raw: &File, path: &Path) -> Result<u64, OutputError> {
+    let e = io_err(path);
+    let out = AtomicFile::create(path).map_err(&e)?;
+    let bytes = sparse_copy(raw, out.file()).map_err(&e)?;
+    out.commit().map_err(&e)?;
+    Ok(bytes)
+}
+
+/// The disk alone as a streamOptimized VMDK.
+fn write_vmdk(raw: &File, path: &Path, opts: &OutputOptions) -> Result<VmdkSummary, OutputError> {
+    let e = io_err(path);
+    let name = path
+        .file_name()
+        .and_then(|s| s.to_str())
+        .ok_or(OutputError::Path(path.into()))?;
+    let mut out = AtomicFile::create(path).map_err(&e)?;
+    let mut w = BufWriter::with_capacity(1 << 20, out.file_mut());
+    let s = vmdk::write_stream_optimized(raw, &mut w, &vmdk_opts(opts, name.to_string()))?;
+    w.flush().map_err(&e)?;
+    drop(w);
+    out.commit().map_err(&e)?;
+    Ok(s)
+}
+
+/// A directory with the `.ovf`, the `.mf` and the VMDK; the three files' size.
+fn write_ovf_dir(
+    raw: &File,
+    path: &Path,
+    opts: &OutputOptions,
+) -> Result<(u64, Option<VmdkSummary>), OutputError> {
+    let e = io_err(path);
+    let base = base_name(path)?;
+    let dir = AtomicDir::create(path).map_err(&e)?;
+    let disk_name = disk_name(&base);
+    let f = File::create(dir.path().join(&disk_name)).map_err(&e)?;
+    let Package {
+        s,
+        ovf_name,
+        ovf,
+        mf,
+    } = package(raw, f, &base, disk_name, opts, path)?;
+    std::fs::write(dir.path().join(&ovf_name), &ovf).map_err(&e)?;
+    std::fs::write(dir.path().join(format!("{base}.mf")), &mf).map_err(&e)?;
+    dir.commit().map_err(&e)?;
+    Ok((s.file_size + ovf.len() as u64 + mf.len() as u64, Some(s)))
+}
+
+/// The OVA: a ustar of the `.ovf`, the `.mf` and the VMDK, in that order; its size.
+fn write_ova(
+    raw: &File,
+    path: &Path,
+    opts: &OutputOptions,
+) -> Result<(u64, Option<VmdkSummary>), OutputError> {
+    let e = io_err(path);
+    let base = base_name(path)?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // The disk goes to an unnamed scratch file first: the .ovf before it needs its size.
+    let mut scratch = tempfile::tempfile_in(dir).map_err(&e)?;
+    let disk_name = disk_name(&base);
+    let Package {
+        s,
+        ovf_name,
+        ovf,
+        mf,
+    } = package(raw, &scratch, &base, disk_name.clone(), opts, path)?;
+
+    let mut out = AtomicFile::create(path).map_err(&e)?;
+    let mut tar = TarWriter::new(
+        BufWriter::with_capacity(1 << 20, out.file_mut()),
+        opts.mtime,
+    );
+    tar.append(&ovf_name, ovf.len() as u64, &mut ovf.as_bytes())
+        .map_err(&e)?;
+    tar.append(&format!("{base}.mf"), mf.len() as u64, &mut mf.as_bytes())
+        .map_err(&e)?;
+    scratch.rewind().map_err(&e)?;
+    tar.append(&disk_name, s.file_size, &mut scratch)
+        .map_err(&e)?;
+    tar.finish().map_err(&e)?;
+    let bytes = out.file().metadata().map_err(&e)?.len();
+    out.commit().map_err(&e)?;
+    Ok((bytes, Some(s)))
 }
 
 fn disk_name(base: &str) -> String {

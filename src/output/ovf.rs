@@ -204,7 +204,8 @@ pub fn xml_escape(s: &str) -> String {
     o
 }
 
-/// The OVF descriptor text.
+/// The OVF descriptor text. One template, long on purpose: it reads as the descriptor it writes
+/// (DSP0243's section order), which a split into pieces would hide.
 pub fn descriptor(opts: &OvfOptions, os_release: Option<&str>, disk: &DiskFile) -> String {
     let e = xml_escape;
     let mut os = guest_os(os_release);

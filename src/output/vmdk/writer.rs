@@ -27,7 +27,9 @@ struct Done {
 }
 
 /// Write `raw` (a plain, possibly sparse disk image) as a streamOptimized VMDK to `out`.
-/// `out` is written strictly sequentially (no seeks), so it may be a pipe or a tar entry.
+/// `out` is written strictly sequentially (no seeks), so it may be a pipe or a tar entry:
+/// header and descriptor, the grains (each grain table after its grains), then the grain
+/// directory, the footer and the end-of-stream marker.
 pub fn write_stream_optimized(
     raw: &File,
     out: &mut dyn Write,
@@ -36,13 +38,8 @@ pub fn write_stream_optimized(
     if opts.compression_level > MAX_LEVEL {
         return Err(VmdkError::Level(opts.compression_level));
     }
-    let len = raw
-        .metadata()
-        .map_err(|e| VmdkError::Read {
-            offset: 0,
-            source: e,
-        })?
-        .len();
+    let read_err = |source| VmdkError::Read { offset: 0, source };
+    let len = raw.metadata().map_err(read_err)?.len();
     if len == 0 {
         return Err(VmdkError::Empty);
     }
@@ -51,10 +48,7 @@ pub fn write_stream_optimized(
     if desc.len() as u64 > DESCRIPTOR_SECTORS * SECTOR {
         return Err(VmdkError::FileName(opts.file_name.clone()));
     }
-    let extents = crate::sparse::data_extents(raw, 0, len).map_err(|e| VmdkError::Read {
-        offset: 0,
-        source: e,
-    })?;
+    let extents = crate::sparse::data_extents(raw, 0, len).map_err(read_err)?;
     if let Some(bar) = &opts.progress {
         bar.set_length(grains_in(&extents) * GRAIN_BYTES);
     }
@@ -73,12 +67,31 @@ pub fn write_stream_optimized(
     w.put(&head)?;
 
     let gts = gt_count(capacity_sectors);
-    let mut state = Tables {
+    let mut tables = Tables {
         gd: Vec::with_capacity(gts as usize),
         gt: vec![0; GTES_PER_GT as usize],
     };
-    let mut grains = 0u64;
+    let grains = write_grains(raw, len, &extents, opts, &mut tables, &mut w)?;
+    tables.advance_to(gts, &mut w)?;
+    write_tail(&mut w, &tables, gts, capacity_sectors)?;
+    Ok(VmdkSummary {
+        capacity: capacity_sectors * SECTOR,
+        populated_size: grains * GRAIN_BYTES,
+        file_size: w.pos,
+        grains,
+    })
+}
 
+/// Reads the grains on one thread, compresses them on `opts.threads` (default: every core),
+/// and writes them in disk order with their grain tables. Returns how many were not all zero.
+fn write_grains(
+    raw: &File,
+    len: u64,
+    extents: &[(u64, u64)],
+    opts: &VmdkOptions,
+    tables: &mut Tables,
+    w: &mut Out,
+) -> Result<u64, VmdkError> {
     let threads = if opts.threads > 0 {
         opts.threads
     } else {
@@ -88,7 +101,7 @@ pub fn write_stream_optimized(
     };
     let pool_size = threads * 8;
     let level = opts.compression_level;
-
+    let mut grains = 0u64;
     std::thread::scope(|s| -> Result<(), VmdkError> {
         let (pool_tx, pool_rx) = channel::<Vec<u8>>();
         for _ in 0..pool_size {
@@ -100,7 +113,7 @@ pub fn write_stream_optimized(
         let (done_tx, done_rx) = sync_channel::<Result<Done, VmdkError>>(pool_size);
         let job_rx = Arc::new(Mutex::new(job_rx));
 
-        let reader = s.spawn(move || read_grains(raw, len, &extents, pool_rx, job_tx));
+        let reader = s.spawn(move || read_grains(raw, len, extents, pool_rx, job_tx));
         for _ in 0..threads {
             let job_rx = Arc::clone(&job_rx);
             let done_tx = done_tx.clone();
@@ -116,9 +129,9 @@ pub fn write_stream_optimized(
             while let Some(d) = pending.remove(&next) {
                 next += 1;
                 if let Some(block) = &d.block {
-                    state.advance_to(d.grain / GTES_PER_GT, &mut w)?;
+                    tables.advance_to(d.grain / GTES_PER_GT, w)?;
                     let sector = u32::try_from(w.pos / SECTOR).map_err(|_| VmdkError::TooLarge)?;
-                    state.gt[(d.grain % GTES_PER_GT) as usize] = sector;
+                    tables.gt[(d.grain % GTES_PER_GT) as usize] = sector;
                     w.put(block)?;
                     grains += 1;
                 }
@@ -133,19 +146,26 @@ pub fn write_stream_optimized(
         reader.join().expect("reader thread panicked")?;
         Ok(())
     })?;
+    Ok(grains)
+}
 
-    state.advance_to(gts, &mut w)?;
-    // Grain directory.
+/// The grain directory, the footer (the header again, now with the directory's offset) and
+/// the end-of-stream marker.
+fn write_tail(
+    w: &mut Out,
+    tables: &Tables,
+    gts: u64,
+    capacity_sectors: u64,
+) -> Result<(), VmdkError> {
     let gd_sectors = (gts * 4).div_ceil(SECTOR);
     w.put(&metadata_marker(gd_sectors, MARKER_GD))?;
     let gd_offset = w.pos / SECTOR;
     let mut gd = Vec::with_capacity((gd_sectors * SECTOR) as usize);
-    for e in &state.gd {
+    for e in &tables.gd {
         gd.extend_from_slice(&e.to_le_bytes());
     }
     gd.resize((gd_sectors * SECTOR) as usize, 0);
     w.put(&gd)?;
-    // Footer and end of stream.
     w.put(&metadata_marker(1, MARKER_FOOTER))?;
     w.put(
         &Header {
@@ -155,14 +175,7 @@ pub fn write_stream_optimized(
         .encode(),
     )?;
     w.put(&metadata_marker(0, MARKER_EOS))?;
-    w.inner.flush().map_err(VmdkError::Write)?;
-
-    Ok(VmdkSummary {
-        capacity: capacity_sectors * SECTOR,
-        populated_size: grains * GRAIN_BYTES,
-        file_size: w.pos,
-        grains,
-    })
+    w.inner.flush().map_err(VmdkError::Write)
 }
 
 /// A writer that counts bytes, so grain table entries know their sector.
@@ -204,20 +217,24 @@ impl Tables {
     }
 }
 
-/// Reader thread: every grain overlapping a data extent, in order, into pool buffers.
-/// How many grains [`read_grains`] reads for `extents` (sorted, disjoint `[start, end)`).
-pub(super) fn grains_in(extents: &[(u64, u64)]) -> u64 {
-    let mut n = 0;
-    let mut next_grain = 0u64;
-    for &(start, end) in extents {
+/// The grains overlapping the data extents (sorted, disjoint `[start, end)`), in order, each
+/// once (two extents may share a grain).
+fn grains(extents: &[(u64, u64)]) -> impl Iterator<Item = u64> + '_ {
+    let mut next_grain = 0u64; // first grain not yet given
+    extents.iter().flat_map(move |&(start, end)| {
         let first = (start / GRAIN_BYTES).max(next_grain);
         let last = (end - 1) / GRAIN_BYTES;
-        n += (last + 1).saturating_sub(first);
-        next_grain = last + 1;
-    }
-    n
+        next_grain = next_grain.max(last + 1);
+        first..=last
+    })
 }
 
+/// How many grains [`read_grains`] reads for `extents`.
+pub(super) fn grains_in(extents: &[(u64, u64)]) -> u64 {
+    grains(extents).count() as u64
+}
+
+/// Reader thread: every grain overlapping a data extent, in order, into pool buffers.
 fn read_grains(
     raw: &File,
     len: u64,
@@ -225,29 +242,22 @@ fn read_grains(
     pool: Receiver<Vec<u8>>,
     jobs: SyncSender<Job>,
 ) -> Result<(), VmdkError> {
-    let mut seq = 0u64;
-    let mut next_grain = 0u64; // first grain not yet sent
-    for &(start, end) in extents {
-        let first = (start / GRAIN_BYTES).max(next_grain);
-        let last = (end - 1) / GRAIN_BYTES;
-        for grain in first..=last {
-            let Ok(mut buf) = pool.recv() else {
-                return Ok(());
-            }; // writer gave up
-            let off = grain * GRAIN_BYTES;
-            let n = (len - off).min(GRAIN_BYTES) as usize;
-            raw.read_exact_at(&mut buf[..n], off)
-                .map_err(|e| VmdkError::Read {
-                    offset: off,
-                    source: e,
-                })?;
-            buf[n..].fill(0);
-            if jobs.send(Job { seq, grain, buf }).is_err() {
-                return Ok(());
-            }
-            seq += 1;
+    for (seq, grain) in grains(extents).enumerate() {
+        let Ok(mut buf) = pool.recv() else {
+            return Ok(()); // writer gave up
+        };
+        let off = grain * GRAIN_BYTES;
+        let n = (len - off).min(GRAIN_BYTES) as usize;
+        raw.read_exact_at(&mut buf[..n], off)
+            .map_err(|e| VmdkError::Read {
+                offset: off,
+                source: e,
+            })?;
+        buf[n..].fill(0);
+        let seq = seq as u64;
+        if jobs.send(Job { seq, grain, buf }).is_err() {
+            return Ok(());
         }
-        next_grain = last + 1;
     }
     Ok(())
 }

@@ -405,6 +405,38 @@ fn unquote(v: &str) -> String {
     }
 }
 
+impl BootReport {
+    /// Per initramfs, whether it carries the SCSI controllers' drivers; per kernel, VMXNET3's.
+    fn fmt_drivers(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.initramfs_drivers {
+            let yes_no = |v: Option<bool>| match v {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "?",
+            };
+            match &d.unreadable {
+                Some(why) => writeln!(f, "  {}: SCSI drivers not checked ({why})", d.path)?,
+                None => writeln!(
+                    f,
+                    "  {}: vmw_pvscsi (PVSCSI) {}, mptspi (LSI Logic) {}",
+                    d.path,
+                    yes_no(d.vmw_pvscsi),
+                    yes_no(d.mptspi)
+                )?,
+            }
+        }
+        for k in &self.kernel_modules {
+            let has = if k.vmxnet3 { "yes" } else { "NO" };
+            writeln!(
+                f,
+                "  /lib/modules/{}: vmxnet3 (VMXNET3 NIC) {has}",
+                k.version
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for BootReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let list = |items: &[Artifact]| -> String {
@@ -431,31 +463,7 @@ impl fmt::Display for BootReport {
         )?;
         writeln!(f, "kernels:    {}", list(&self.kernels))?;
         writeln!(f, "initramfs:  {}", list(&self.initramfs))?;
-        for d in &self.initramfs_drivers {
-            let yes_no = |v: Option<bool>| match v {
-                Some(true) => "yes",
-                Some(false) => "NO",
-                None => "?",
-            };
-            match &d.unreadable {
-                Some(why) => writeln!(f, "  {}: SCSI drivers not checked ({why})", d.path)?,
-                None => writeln!(
-                    f,
-                    "  {}: vmw_pvscsi (PVSCSI) {}, mptspi (LSI Logic) {}",
-                    d.path,
-                    yes_no(d.vmw_pvscsi),
-                    yes_no(d.mptspi)
-                )?,
-            }
-        }
-        for k in &self.kernel_modules {
-            let has = if k.vmxnet3 { "yes" } else { "NO" };
-            writeln!(
-                f,
-                "  /lib/modules/{}: vmxnet3 (VMXNET3 NIC) {has}",
-                k.version
-            )?;
-        }
+        self.fmt_drivers(f)?;
         let init = serde_json::to_value(self.init)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))

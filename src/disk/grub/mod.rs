@@ -319,6 +319,47 @@ fn put_modules(tree: &mut Tree, dir: &ModuleDir) -> Result<()> {
     Ok(())
 }
 
+/// Generates `/boot/grub/grub.cfg` (an entry per kernel, the image's `/etc/default/grub`
+/// command line, then `--kernel-arg`) in place of the image's; notes on what it took.
+fn write_config(
+    tree: &mut Tree,
+    kernels: &[BootEntry],
+    root_partuuid: &str,
+    opts: &GrubOptions,
+) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let defaults = defaults::cmdline_defaults(tree);
+    if !defaults.files.is_empty() {
+        notes.push(format!(
+            "kernel command line from {}: {}",
+            defaults.files.join(", "),
+            defaults.args.join(" ")
+        ));
+    }
+    for s in &defaults.skipped {
+        notes.push(format!(
+            "not understood, left out of the kernel command line: {s}"
+        ));
+    }
+    let cfg = config::generate(
+        kernels,
+        &ConfigOptions {
+            root_partuuid: root_partuuid.into(),
+            image_args: defaults.args,
+            kernel_args: opts.kernel_args.clone(),
+            timeout: opts.timeout,
+        },
+    );
+    tree.remove(b"boot/grub/grub.cfg")
+        .map_err(GrubError::RemoveConfig)?;
+    put_file(tree, "boot/grub/grub.cfg", cfg.as_bytes())?;
+    notes.push(format!(
+        "generated /boot/grub/grub.cfg with {} kernel entries",
+        kernels.len()
+    ));
+    Ok(notes)
+}
+
 /// Builds GRUB for both firmwares and puts what belongs on the ESP into the tree's `/boot`:
 /// `EFI/BOOT/BOOTX64.EFI`, `grub/grub.cfg` (generated unless kept), `grub/<platform>/*.mod`.
 /// `esp_serial` is the ESP's `XXXX-XXXX`; `root_partuuid` the root partition's GUID.
@@ -350,35 +391,7 @@ pub fn prepare(
     put_modules(tree, &efi_dir)?;
 
     if generate {
-        let defaults = defaults::cmdline_defaults(tree);
-        if !defaults.files.is_empty() {
-            notes.push(format!(
-                "kernel command line from {}: {}",
-                defaults.files.join(", "),
-                defaults.args.join(" ")
-            ));
-        }
-        for s in &defaults.skipped {
-            notes.push(format!(
-                "not understood, left out of the kernel command line: {s}"
-            ));
-        }
-        let cfg = config::generate(
-            &kernels,
-            &ConfigOptions {
-                root_partuuid: root_partuuid.into(),
-                image_args: defaults.args,
-                kernel_args: opts.kernel_args.clone(),
-                timeout: opts.timeout,
-            },
-        );
-        tree.remove(b"boot/grub/grub.cfg")
-            .map_err(GrubError::RemoveConfig)?;
-        put_file(tree, "boot/grub/grub.cfg", cfg.as_bytes())?;
-        notes.push(format!(
-            "generated /boot/grub/grub.cfg with {} kernel entries",
-            kernels.len()
-        ));
+        notes.extend(write_config(tree, &kernels, root_partuuid, opts)?);
     } else {
         notes.push("kept the image's /boot/grub/grub.cfg".into());
     }

@@ -156,6 +156,63 @@ struct Copy<'t, 's> {
 }
 
 impl Copy<'_, '_> {
+    /// The FAT name for `name` (in the directory at `path`), or `None` (with a warning) for an
+    /// entry FAT cannot or should not hold: `/boot/boot`, a name FAT cannot store, a name that
+    /// differs from one in `taken` only in case.
+    fn fat_name_for(
+        &mut self,
+        path: &[u8],
+        name: &[u8],
+        child_path: &[u8],
+        taken: &mut BTreeSet<String>,
+    ) -> Option<String> {
+        if path == self.top.as_slice() && name == b"boot" {
+            self.warn(
+                child_path,
+                "skipped (a /boot/boot link is meaningless when /boot is its own filesystem)",
+            );
+            return None;
+        }
+        let Some(fat_name) = fat_name(name) else {
+            self.warn(child_path, "name cannot be stored on FAT; dropped");
+            return None;
+        };
+        if !taken.insert(fat_name.to_lowercase()) {
+            self.warn(
+                child_path,
+                "differs only in case from another name; FAT is case-insensitive; dropped",
+            );
+            return None;
+        }
+        Some(fat_name)
+    }
+
+    /// What to copy for `child`: itself, or for a symlink (FAT has none) the file or
+    /// directory it resolves to inside the image; `None` (with a warning) when it does not.
+    fn follow(&mut self, child: InodeId, child_path: &[u8]) -> Option<InodeId> {
+        let Kind::Symlink(to) = &self.tree.inode(child).kind else {
+            return Some(child);
+        };
+        match self.tree.resolve(child_path, true) {
+            Some(t) if matches!(self.tree.inode(t).kind, Kind::Dir(_) | Kind::File(_)) => {
+                self.summary.warnings.push(format!(
+                    "/{}: symlink to {:?}; FAT has no symlinks, copied its target",
+                    show(child_path),
+                    show(to)
+                ));
+                Some(t)
+            }
+            _ => {
+                let why = format!(
+                    "symlink to {:?} does not resolve inside the image; dropped",
+                    show(to)
+                );
+                self.warn(child_path, &why);
+                None
+            }
+        }
+    }
+
     fn warn(&mut self, path: &[u8], why: &str) {
         self.summary
             .warnings
@@ -174,45 +231,12 @@ impl Copy<'_, '_> {
         let mut taken = BTreeSet::new();
         for (name, &child) in &d.entries {
             let child_path = [path, b"/", name].concat();
-            if path == self.top.as_slice() && name.as_bytes() == b"boot" {
-                self.warn(
-                    &child_path,
-                    "skipped (a /boot/boot link is meaningless when /boot is its own filesystem)",
-                );
-                continue;
-            }
-            let Some(fat_name) = fat_name(name) else {
-                self.warn(&child_path, "name cannot be stored on FAT; dropped");
+            let Some(fat_name) = self.fat_name_for(path, name, &child_path, &mut taken) else {
                 continue;
             };
-            if !taken.insert(fat_name.to_lowercase()) {
-                self.warn(
-                    &child_path,
-                    "differs only in case from another name; FAT is case-insensitive; dropped",
-                );
+            let Some(target) = self.follow(child, &child_path) else {
                 continue;
-            }
-            let mut target = child;
-            if let Kind::Symlink(to) = &self.tree.inode(child).kind {
-                match self.tree.resolve(&child_path, true) {
-                    Some(t) if matches!(self.tree.inode(t).kind, Kind::Dir(_) | Kind::File(_)) => {
-                        target = t;
-                        self.summary.warnings.push(format!(
-                            "/{}: symlink to {:?}; FAT has no symlinks, copied its target",
-                            show(&child_path),
-                            show(to)
-                        ));
-                    }
-                    _ => {
-                        let why = format!(
-                            "symlink to {:?} does not resolve inside the image; dropped",
-                            show(to)
-                        );
-                        self.warn(&child_path, &why);
-                        continue;
-                    }
-                }
-            }
+            };
             let esp_mib = self.size >> 20;
             let io = |source: io::Error| FatError::Entry {
                 path: show(&child_path),

@@ -94,48 +94,103 @@ fn place(s: &elf::Section, at: &mut u64) -> Result<u64, MkimageError> {
     Ok(start)
 }
 
+/// Where each section of the kernel goes, counted from .text's start.
+struct Placement {
+    addr: Vec<u64>,
+    /// Sections laid out (code, data, .bss); the rest are not part of the image.
+    kept: Vec<bool>,
+    exec_size: u64,
+    bss_start: u64,
+    end: u64,
+}
+
+impl Placement {
+    /// A kept section's RVA in the PE image.
+    fn rva(&self, i: usize) -> u64 {
+        self.addr[i] + HEADERS
+    }
+}
+
 /// Lays out and relocates an x86_64-efi `kernel.img`.
 pub fn load_kernel(data: &[u8]) -> Result<Kernel, MkimageError> {
     let e = Elf::parse(data)?;
     if !e.is64 || e.machine != elf::EM_X86_64 || e.kind != elf::ET_REL {
         return Err(MkimageError::NotX86_64);
     }
+    let p = place_sections(&e)?;
+    let mut image = vec![0u8; p.end as usize];
+    for (i, s) in e.sections.iter().enumerate() {
+        if p.kept[i] && s.kind != SHT_NOBITS {
+            let bytes = e.section_data(i)?;
+            image[p.addr[i] as usize..][..bytes.len()].copy_from_slice(bytes);
+        }
+    }
+    let (symbols, entry) = resolve_symbols(&e, &p)?;
+    let mut fixups = Vec::new();
+    for (ri, rs) in e.sections.iter().enumerate() {
+        if rs.kind != SHT_REL && rs.kind != SHT_RELA {
+            continue;
+        }
+        let target = rs.info as usize;
+        if target >= e.sections.len() || !p.kept[target] {
+            continue;
+        }
+        for r in e.relocations(ri)? {
+            let sym =
+                symbols
+                    .get(r.sym as usize)
+                    .ok_or_else(|| MkimageError::RelocationSymbol {
+                        section: elf::show(&rs.name),
+                        symbol: r.sym,
+                    })?;
+            let value = sym.value.wrapping_add(r.addend as u64);
+            if relocate(&e, &p, &mut image, target, &rs.name, &r, value)? {
+                fixups.push(p.rva(target) + r.offset);
+            }
+        }
+    }
+    Ok(Kernel {
+        image,
+        exec_size: p.exec_size,
+        entry,
+        fixups,
+    })
+}
+
+/// Code first, then data, then .bss, each section on its alignment.
+fn place_sections(e: &Elf) -> Result<Placement, MkimageError> {
     let n = e.sections.len();
     let mut addr = vec![0u64; n];
     let mut kept = vec![false; n];
     let mut at = 0u64;
-    for (i, s) in e.sections.iter().enumerate() {
-        if is_text(s) {
-            addr[i] = place(s, &mut at)?;
-            kept[i] = true;
-        }
-    }
+    let mut place_all =
+        |pick: fn(&elf::Section) -> bool, at: &mut u64| -> Result<(), MkimageError> {
+            for (i, s) in e.sections.iter().enumerate() {
+                if pick(s) {
+                    addr[i] = place(s, at)?;
+                    kept[i] = true;
+                }
+            }
+            Ok(())
+        };
+    place_all(is_text, &mut at)?;
     let exec_size = align(at, ALIGN);
     at = exec_size;
-    for (i, s) in e.sections.iter().enumerate() {
-        if is_data(s) {
-            addr[i] = place(s, &mut at)?;
-            kept[i] = true;
-        }
-    }
+    place_all(is_data, &mut at)?;
     let bss_start = at;
-    for (i, s) in e.sections.iter().enumerate() {
-        if is_bss(s) {
-            addr[i] = place(s, &mut at)?;
-            kept[i] = true;
-        }
-    }
-    let end = align(at, ALIGN);
-    let rva = |i: usize| addr[i] + HEADERS;
+    place_all(is_bss, &mut at)?;
+    Ok(Placement {
+        addr,
+        kept,
+        exec_size,
+        bss_start,
+        end: align(at, ALIGN),
+    })
+}
 
-    let mut image = vec![0u8; end as usize];
-    for (i, s) in e.sections.iter().enumerate() {
-        if kept[i] && s.kind != SHT_NOBITS {
-            let bytes = e.section_data(i)?;
-            image[addr[i] as usize..][..bytes.len()].copy_from_slice(bytes);
-        }
-    }
-
+/// The symbol table with each symbol's value made an RVA (`__bss_start` and `_end` defined
+/// by the layout), and the entry point (`_start` or `start`).
+fn resolve_symbols(e: &Elf, p: &Placement) -> Result<(Vec<elf::Symbol>, u64), MkimageError> {
     let symtab = e
         .sections
         .iter()
@@ -147,92 +202,80 @@ pub fn load_kernel(data: &[u8]) -> Result<Kernel, MkimageError> {
         match sym.shndx {
             SHN_ABS => continue,
             SHN_UNDEF if sym.name.is_empty() => continue,
-            SHN_UNDEF if sym.name == b"__bss_start" => sym.value = bss_start,
-            SHN_UNDEF if sym.name == b"_end" => sym.value = end,
+            SHN_UNDEF if sym.name == b"__bss_start" => sym.value = p.bss_start,
+            SHN_UNDEF if sym.name == b"_end" => sym.value = p.end,
             SHN_UNDEF => return Err(MkimageError::UndefinedSymbol(elf::show(&sym.name))),
-            i if i as usize >= n => {
+            i if i as usize >= e.sections.len() => {
                 return Err(MkimageError::SymbolSection {
                     symbol: elf::show(&sym.name),
                     section: i,
                 })
             }
-            i => sym.value = sym.value.wrapping_add(rva(i as usize)),
+            i => sym.value = sym.value.wrapping_add(p.rva(i as usize)),
         }
         if entry.is_none() && (sym.name == b"_start" || sym.name == b"start") {
             entry = Some(sym.value);
         }
     }
-    let entry = entry.ok_or(MkimageError::NoStart)?;
+    Ok((symbols, entry.ok_or(MkimageError::NoStart)?))
+}
 
-    let mut fixups = Vec::new();
-    for (ri, rs) in e.sections.iter().enumerate() {
-        if rs.kind != SHT_REL && rs.kind != SHT_RELA {
-            continue;
+/// Applies relocation `r` of section `target` (its relocation section named `rel_name`) with
+/// the symbol's `value`; whether the loader must fix the field up (an absolute address).
+fn relocate(
+    e: &Elf,
+    p: &Placement,
+    image: &mut [u8],
+    target: usize,
+    rel_name: &[u8],
+    r: &elf::Reloc,
+    value: u64,
+) -> Result<bool, MkimageError> {
+    let width = match r.kind {
+        R_X86_64_NONE => return Ok(false),
+        R_X86_64_64 | R_X86_64_PC64 => 8,
+        R_X86_64_PC32 | R_X86_64_PLT32 => 4,
+        R_X86_64_32 | R_X86_64_32S => return Err(MkimageError::Relocation32(elf::show(rel_name))),
+        k => {
+            return Err(MkimageError::RelocationType {
+                kind: k,
+                section: elf::show(rel_name),
+            })
         }
-        let target = rs.info as usize;
-        if target >= n || !kept[target] {
-            continue;
+    };
+    if r.offset
+        .checked_add(width)
+        .is_none_or(|x| x > e.sections[target].size)
+    {
+        return Err(MkimageError::RelocationOutside {
+            offset: r.offset,
+            section: elf::show(&e.sections[target].name),
+        });
+    }
+    let place = p.rva(target) + r.offset;
+    let at = (p.addr[target] + r.offset) as usize;
+    let field = &mut image[at..at + width as usize];
+    match r.kind {
+        R_X86_64_64 => {
+            let v = u64::from_le_bytes(field[..].try_into().unwrap()).wrapping_add(value);
+            field.copy_from_slice(&v.to_le_bytes());
+            Ok(true)
         }
-        let tsize = e.sections[target].size;
-        for r in e.relocations(ri)? {
-            let sym =
-                symbols
-                    .get(r.sym as usize)
-                    .ok_or_else(|| MkimageError::RelocationSymbol {
-                        section: elf::show(&rs.name),
-                        symbol: r.sym,
-                    })?;
-            let value = sym.value.wrapping_add(r.addend as u64);
-            let width = match r.kind {
-                R_X86_64_NONE => continue,
-                R_X86_64_64 | R_X86_64_PC64 => 8,
-                R_X86_64_PC32 | R_X86_64_PLT32 => 4,
-                R_X86_64_32 | R_X86_64_32S => {
-                    return Err(MkimageError::Relocation32(elf::show(&rs.name)))
-                }
-                k => {
-                    return Err(MkimageError::RelocationType {
-                        kind: k,
-                        section: elf::show(&rs.name),
-                    })
-                }
-            };
-            if r.offset.checked_add(width).is_none_or(|x| x > tsize) {
-                return Err(MkimageError::RelocationOutside {
-                    offset: r.offset,
-                    section: elf::show(&e.sections[target].name),
-                });
-            }
-            let place = rva(target) + r.offset;
-            let at = (addr[target] + r.offset) as usize;
-            let field = &mut image[at..at + width as usize];
-            match r.kind {
-                R_X86_64_64 => {
-                    let v = u64::from_le_bytes(field[..].try_into().unwrap()).wrapping_add(value);
-                    field.copy_from_slice(&v.to_le_bytes());
-                    fixups.push(place);
-                }
-                R_X86_64_PC64 => {
-                    let v = u64::from_le_bytes(field[..].try_into().unwrap())
-                        .wrapping_add(value)
-                        .wrapping_sub(place);
-                    field.copy_from_slice(&v.to_le_bytes());
-                }
-                _ => {
-                    let v = (u32::from_le_bytes(field[..].try_into().unwrap()) as u64)
-                        .wrapping_add(value)
-                        .wrapping_sub(place) as u32;
-                    field.copy_from_slice(&v.to_le_bytes());
-                }
-            }
+        R_X86_64_PC64 => {
+            let v = u64::from_le_bytes(field[..].try_into().unwrap())
+                .wrapping_add(value)
+                .wrapping_sub(place);
+            field.copy_from_slice(&v.to_le_bytes());
+            Ok(false)
+        }
+        _ => {
+            let v = (u32::from_le_bytes(field[..].try_into().unwrap()) as u64)
+                .wrapping_add(value)
+                .wrapping_sub(place) as u32;
+            field.copy_from_slice(&v.to_le_bytes());
+            Ok(false)
         }
     }
-    Ok(Kernel {
-        image,
-        exec_size,
-        entry,
-        fixups,
-    })
 }
 
 /// The `.reloc` section: base relocation blocks, one per 4 KiB page touched in a row (as

@@ -92,6 +92,20 @@ pub fn read(f: &[u8]) -> Result<Disk, String> {
     let descriptor = String::from_utf8(d.iter().copied().take_while(|&c| c != 0).collect())
         .map_err(|e| e.to_string())?;
 
+    let (data, grains) = grains(f, &footer)?;
+    walk(f, &header)?;
+    Ok(Disk {
+        header,
+        footer,
+        descriptor,
+        data,
+        grains,
+    })
+}
+
+/// The disk's bytes from the grain directory and tables the footer points at, and how many
+/// grains were present.
+fn grains(f: &[u8], footer: &Hdr) -> Result<(Vec<u8>, u64), String> {
     let gs = footer.grain_size as usize * S;
     let cap = footer.capacity as usize * S;
     let ngrains = cap.div_ceil(gs);
@@ -144,14 +158,7 @@ pub fn read(f: &[u8]) -> Result<Disk, String> {
             grains += 1;
         }
     }
-    walk(f, &header)?;
-    Ok(Disk {
-        header,
-        footer,
-        descriptor,
-        data,
-        grains,
-    })
+    Ok((data, grains))
 }
 
 /// Walk the stream from the end of the overhead: only markers, each followed by its block, until

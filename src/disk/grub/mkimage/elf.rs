@@ -95,6 +95,41 @@ fn u64_at(data: &[u8], at: u64) -> R<u64> {
     Ok(u64::from_le_bytes(get(data, at, 8)?.try_into().unwrap()))
 }
 
+/// One section header (its bytes, at least the class's size): the offset of its name in the
+/// section-name string table, and the section without its name.
+fn section_header(s: &[u8], is64: bool) -> (u32, Section) {
+    let w = |o: usize| u32::from_le_bytes(s[o..o + 4].try_into().unwrap());
+    let x = |o: usize| u64::from_le_bytes(s[o..o + 8].try_into().unwrap());
+    let sec = if is64 {
+        Section {
+            name: Vec::new(),
+            kind: w(4),
+            flags: x(8),
+            addr: x(16),
+            offset: x(24),
+            size: x(32),
+            link: w(40),
+            info: w(44),
+            align: x(48),
+            entsize: x(56),
+        }
+    } else {
+        Section {
+            name: Vec::new(),
+            kind: w(4),
+            flags: w(8) as u64,
+            addr: w(12) as u64,
+            offset: w(16) as u64,
+            size: w(20) as u64,
+            link: w(24),
+            info: w(28),
+            align: w(32) as u64,
+            entsize: w(36) as u64,
+        }
+    };
+    (w(0), sec)
+}
+
 impl<'a> Elf<'a> {
     /// Parses the ELF header and section headers.
     pub fn parse(data: &'a [u8]) -> R<Elf<'a>> {
@@ -144,36 +179,8 @@ impl<'a> Elf<'a> {
                 index: i,
                 source: Box::new(e),
             })?;
-            let w = |o: usize| u32::from_le_bytes(s[o..o + 4].try_into().unwrap());
-            let x = |o: usize| u64::from_le_bytes(s[o..o + 8].try_into().unwrap());
-            let sec = if is64 {
-                Section {
-                    name: Vec::new(),
-                    kind: w(4),
-                    flags: x(8),
-                    addr: x(16),
-                    offset: x(24),
-                    size: x(32),
-                    link: w(40),
-                    info: w(44),
-                    align: x(48),
-                    entsize: x(56),
-                }
-            } else {
-                Section {
-                    name: Vec::new(),
-                    kind: w(4),
-                    flags: w(8) as u64,
-                    addr: w(12) as u64,
-                    offset: w(16) as u64,
-                    size: w(20) as u64,
-                    link: w(24),
-                    info: w(28),
-                    align: w(32) as u64,
-                    entsize: w(36) as u64,
-                }
-            };
-            names.push(w(0));
+            let (name, sec) = section_header(s, is64);
+            names.push(name);
             sections.push(sec);
         }
         let mut elf = Elf {

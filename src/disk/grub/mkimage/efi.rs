@@ -326,7 +326,8 @@ fn put64(b: &mut [u8], at: usize, v: u64) {
 }
 
 /// The EFI application: headers, .text and .data from `kernel`, `mods` holding `modules`
-/// (the module area) and .reloc.
+/// (the module area) and .reloc. Long on purpose: the headers field by field in the PE/COFF
+/// specification's order, which reads best as one sequence.
 pub fn pe_image(kernel: &Kernel, modules: &[u8]) -> Vec<u8> {
     let reloc = base_relocations(&kernel.fixups);
     let kernel_size = kernel.image.len() as u64;

@@ -258,16 +258,12 @@ fn write_ovf_dir(
     let dir = AtomicDir::create(path).map_err(&e)?;
     let disk_name = disk_name(&base);
     let f = File::create(dir.path().join(&disk_name)).map_err(&e)?;
-    let Package {
-        s,
-        ovf_name,
-        ovf,
-        mf,
-    } = package(raw, f, &base, disk_name, opts, path)?;
-    std::fs::write(dir.path().join(&ovf_name), &ovf).map_err(&e)?;
-    std::fs::write(dir.path().join(format!("{base}.mf")), &mf).map_err(&e)?;
+    let p = package(raw, f, &base, disk_name, opts, path)?;
+    std::fs::write(dir.path().join(&p.ovf_name), &p.ovf).map_err(&e)?;
+    std::fs::write(dir.path().join(format!("{base}.mf")), &p.mf).map_err(&e)?;
     dir.commit().map_err(&e)?;
-    Ok((s.file_size + ovf.len() as u64 + mf.len() as u64, Some(s)))
+    let bytes = p.s.file_size + p.ovf.len() as u64 + p.mf.len() as u64;
+    Ok((bytes, Some(p.s)))
 }
 
 /// The OVA: a ustar of the `.ovf`, the `.mf` and the VMDK, in that order; its size.

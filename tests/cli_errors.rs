@@ -3,15 +3,15 @@
 //! stdout, and no output file left behind. Images are tiny hand-made OCI layouts (testkit's
 //! layout writer and tar builder); registry cases use Debian's docker-registry via testkit.
 
-#[path = "common/cli.rs"]
-mod cli;
-
 use std::path::Path;
 
-use cli::*;
+use testkit::cli::*;
 use testkit::oci::{self, Compression, ImageSpec};
 use testkit::registry::{Kind, Registry, PASSWORD};
 use testkit::tar::{tar, Entry};
+
+/// The d2v binary cargo built for these tests.
+const D2V: &str = env!("CARGO_BIN_EXE_d2v");
 
 /// `d2v build SRC -o out/vm.ova --cache-dir cache` must fail naming `needles`, leaving the
 /// output directory empty.
@@ -80,7 +80,7 @@ fn layout(
 
 #[test]
 fn unknown_transport() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     for src in [
         "docker-daemon:app:latest",
         "ftp://example.com/app:1",
@@ -99,7 +99,7 @@ fn unknown_transport() {
 /// registry and a malformed file are named.
 #[test]
 fn registries_conf_files_block_and_are_named() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let blocked = |host: &str| format!("[[registry]]\nlocation = \"{host}\"\nblocked = true\n");
     let user = sb.path("home/.config/containers");
     std::fs::create_dir_all(user.join("registries.conf.d")).unwrap();
@@ -164,7 +164,7 @@ fn registries_conf_files_block_and_are_named() {
 
 #[test]
 fn malformed_reference() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     for (src, named) in [
         ("Docker.io/Library/UPPER", "Docker.io/Library/UPPER"),
         ("debian:bad tag!", "bad tag!"),
@@ -185,7 +185,7 @@ fn malformed_reference() {
 
 #[test]
 fn missing_oci_directory_and_tag() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let missing = sb.path("in/no-such-layout");
     let src = oci_src(&missing, "v1");
     build_fails(&sb, &src, &[], &[&missing.display().to_string()]);
@@ -199,7 +199,7 @@ fn missing_oci_directory_and_tag() {
 #[test]
 fn registry_missing_tag_is_a_404() {
     let reg = Registry::start(Kind::Plain);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
     reg.push(&oci_src(&dir, "v1"), "test/app:v1");
     let src = format!("{}/test/app:nope", reg.host);
@@ -221,7 +221,7 @@ fn registry_missing_tag_is_a_404() {
 #[test]
 fn registry_tampered_layer_and_pull() {
     let reg = Registry::start(Kind::Plain);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
     reg.push(&oci_src(&dir, "v1"), "test/app:v1");
     let src = format!("{}/test/app:v1", reg.host);
@@ -262,7 +262,7 @@ fn registry_tampered_layer_and_pull() {
 #[test]
 fn registry_401_without_creds_ok_with_creds() {
     let reg = Registry::start(Kind::Token);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
     reg.push(&oci_src(&dir, "v1"), "private/app:v1");
     let src = format!("{}/private/app:v1", reg.host);
@@ -300,7 +300,7 @@ fn registry_401_without_creds_ok_with_creds() {
 
 #[test]
 fn no_manifest_for_the_platform() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
     let src = oci_src(&dir, "v1");
     // Names what was asked, what exists, and the option to choose.
@@ -331,7 +331,7 @@ fn corrupt_middle(mut b: Vec<u8>) -> Vec<u8> {
 
 #[test]
 fn corrupt_gzip_layer() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
     let good = std::fs::read(&img.layers[0].path).unwrap();
     let bad = replace_layer_blob(&dir, "v1", 0, &corrupt_middle(good));
@@ -349,7 +349,7 @@ fn corrupt_gzip_layer() {
 
 #[test]
 fn corrupt_zstd_layer() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, img) = layout(&sb, "debian", true, Compression::Zstd);
     let good = std::fs::read(&img.layers[0].path).unwrap();
     let bad = replace_layer_blob(&dir, "v1", 0, &corrupt_middle(good));
@@ -361,7 +361,7 @@ fn corrupt_zstd_layer() {
 
 #[test]
 fn truncated_blob() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
     let src = oci_src(&dir, "v1");
     // The blob file is shorter than the manifest says.
@@ -386,7 +386,7 @@ fn truncated_blob() {
 
 #[test]
 fn digest_mismatch() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
     let src = oci_src(&dir, "v1");
     // One byte of the second layer changed in place (same size): only the digest tells.
@@ -435,7 +435,7 @@ fn digest_mismatch() {
 
 #[test]
 fn oversized_manifest() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
     rewrite_manifest(&dir, "v1", |m| {
         m["annotations"] = serde_json::json!({"padding": "x".repeat(9 << 20)});
@@ -446,7 +446,7 @@ fn oversized_manifest() {
 #[test]
 fn unsafe_paths_in_a_layer() {
     for evil in ["../etc/passwd", "usr/../../etc/shadow", "./../../x"] {
-        let sb = Sandbox::new();
+        let sb = Sandbox::new(D2V);
         let dir = sb.path("in/oci");
         let img = oci::write_image(
             &dir,
@@ -481,7 +481,7 @@ fn image_without_a_kernel_fails_early_naming_the_package() {
         ("debian", "linux-image-cloud-amd64"),
         ("alpine", "linux-virt"),
     ] {
-        let sb = Sandbox::new();
+        let sb = Sandbox::new(D2V);
         let (dir, _) = layout(&sb, os, false, Compression::Gzip);
         let r = build_fails(&sb, &oci_src(&dir, "v1"), &[], &["kernel", package]);
         // With --json too: nothing on stdout, the error on stderr.
@@ -495,7 +495,7 @@ fn image_without_a_kernel_fails_early_naming_the_package() {
         assert_eq!(kernels.as_array().map(Vec::len), Some(0), "{v:#}");
     }
     // An image with no os-release still gets advice for both families.
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let dir = sb.path("in/oci");
     oci::write_image(
         &dir,
@@ -509,7 +509,7 @@ fn image_without_a_kernel_fails_early_naming_the_package() {
 
 #[test]
 fn missing_output_directory() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
     let src = oci_src(&dir, "v1");
     let missing = sb.path("no/such/dir");
@@ -548,7 +548,7 @@ fn missing_output_directory() {
 
 #[test]
 fn disk_too_small() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
     let src = oci_src(&dir, "v1");
     build_fails(
@@ -570,7 +570,7 @@ fn disk_too_small() {
 
 #[test]
 fn output_path_conflicts_fail_before_reading_the_image() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
     let src = oci_src(&dir, "v1");
     let user_dir = sb.out_file("photos");
@@ -619,7 +619,7 @@ fn output_path_conflicts_fail_before_reading_the_image() {
 
 #[test]
 fn full_stdout_is_an_error_not_a_panic() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
     let src = oci_src(&dir, "v1");
     for args in [
@@ -634,7 +634,7 @@ fn full_stdout_is_an_error_not_a_panic() {
 
 #[test]
 fn invalid_option_values_fail_before_reading_the_image() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
     let src = oci_src(&dir, "v1");
     for (opt, value, needles) in [
@@ -668,7 +668,7 @@ fn invalid_option_values_fail_before_reading_the_image() {
 
 #[test]
 fn bad_archives_and_cache_dir() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let garbage = sb.path("in/garbage.tar");
     std::fs::write(&garbage, noise(9, 5000)).unwrap();
     for t in ["docker-archive", "oci-archive"] {
@@ -716,7 +716,7 @@ fn malformed_layer_tars() {
             &["etc/x", "does/not/exist"][..],
         ),
     ] {
-        let sb = Sandbox::new();
+        let sb = Sandbox::new(D2V);
         let dir = sb.path("in/oci");
         let img = oci::write_image(
             &dir,
@@ -743,7 +743,7 @@ fn malformed_layer_tars() {
 
 #[test]
 fn argument_parser_errors_name_the_value() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     for (args, named) in [
         (&["build", "x", "--format", "zip"][..], "zip"),
         (&["build", "x", "--disk-size", "10Q"][..], "10Q"),
@@ -764,7 +764,7 @@ fn argument_parser_errors_name_the_value() {
 
 #[test]
 fn missing_blob_in_a_layout() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
     std::fs::remove_file(&img.layers[1].path).unwrap();
     let src = oci_src(&dir, "v1");
@@ -776,7 +776,7 @@ fn missing_blob_in_a_layout() {
 #[test]
 fn tls_registry_with_a_private_ca() {
     let reg = Registry::start(Kind::TlsBasic);
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
     reg.push(&oci_src(&dir, "v1"), "secure/app:v1");
     let src = format!("{}/secure/app:v1", reg.host);
@@ -821,7 +821,7 @@ fn tls_registry_with_a_private_ca() {
 #[test]
 fn no_grub_modules_in_the_image_or_on_the_host() {
     let unshare = testkit::require_tool("unshare", "util-linux");
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
     let src = oci_src(&dir, "v1");
     let out = sb.out_file("vm.ova");
@@ -891,7 +891,7 @@ impl Drop for Tmpfs {
 /// and nothing is left behind.
 #[test]
 fn full_filesystem_names_the_directory_and_what_to_do() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
     let src = oci_src(&dir, "v1");
     let small = sb.path("small-tmp");
@@ -951,7 +951,7 @@ fn full_filesystem_names_the_directory_and_what_to_do() {
 /// a dead proxy is named in the error (its password never), and NO_PROXY bypasses it.
 #[test]
 fn proxy_from_the_environment() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let cache = sb.fresh_cache();
     let run = |env: &[(&str, &str)]| {
         sb.d2v_env(

@@ -252,6 +252,22 @@ impl Registry {
         );
     }
 
+    /// Starts a registry of `kind` holding the image `spec` (which must have a tag) as
+    /// `repo_tag`: written to the OCI layout `layout`, then pushed from there.
+    pub fn with_image(
+        kind: Kind,
+        layout: &Path,
+        spec: &crate::oci::ImageSpec,
+        repo_tag: &str,
+    ) -> (Registry, crate::oci::WrittenImage) {
+        let tag = spec.tag.as_deref().expect("an ImageSpec with a tag");
+        let image = crate::oci::write_image(layout, spec)
+            .unwrap_or_else(|e| panic!("write {}: {e}", layout.display()));
+        let reg = Registry::start(kind);
+        reg.push(&format!("oci:{}:{tag}", layout.display()), repo_tag);
+        (reg, image)
+    }
+
     /// The registry's own log lines (not the access log), for failure messages.
     pub fn server_log(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()

@@ -134,18 +134,13 @@ fn verbose_prints_stage_times_and_json_carries_them() {
     let stages = [
         "pull", "flatten", "guest", "ext4", "esp_grub", "output", "total",
     ];
+    let build = |flag: &str| {
+        let out = out.to_str().unwrap();
+        sb.d2v(["build", &src, "-o", out, "--root-free", "64M", flag])
+            .ok()
+    };
 
-    let r = sb
-        .d2v([
-            "build",
-            &src,
-            "-o",
-            out.to_str().unwrap(),
-            "--root-free",
-            "64M",
-            "-v",
-        ])
-        .ok();
+    let r = build("-v");
     let line = r
         .stderr
         .lines()
@@ -158,17 +153,7 @@ fn verbose_prints_stage_times_and_json_carries_them() {
     assert!(r.stderr.contains("time: ext4 "), "{}", r.stderr);
 
     std::fs::remove_file(&out).unwrap();
-    let r = sb
-        .d2v([
-            "build",
-            &src,
-            "-o",
-            out.to_str().unwrap(),
-            "--root-free",
-            "64M",
-            "--json",
-        ])
-        .ok();
+    let r = build("--json");
     assert!(
         r.stderr.is_empty(),
         "--json writes no progress:\n{}",

@@ -352,8 +352,18 @@ pub fn app_layer() -> Vec<u8> {
     ])
 }
 
-/// Writes an image into the OCI layout `dir` under `tag`: a base layer (`os_id`, kernel or
-/// not) and the app layer, compressed with `c`.
+/// The tiny image tagged `tag`: a base layer (`os_id`, kernel or not) and the app layer,
+/// compressed with `c`.
+pub fn tiny(tag: &str, os_id: &str, kernel: bool, c: Compression) -> ImageSpec {
+    ImageSpec::new()
+        .layer(base_layer(os_id, kernel), c)
+        .layer(app_layer(), c)
+        .entrypoint(&["/usr/bin/hello"])
+        .env(&["PATH=/usr/bin:/bin", "D2V_TEST=1"])
+        .tag(tag)
+}
+
+/// Writes [`tiny`] into the OCI layout `dir`.
 pub fn write_tiny(
     dir: &Path,
     tag: &str,
@@ -361,16 +371,7 @@ pub fn write_tiny(
     kernel: bool,
     c: Compression,
 ) -> WrittenImage {
-    oci::write_image(
-        dir,
-        &ImageSpec::new()
-            .layer(base_layer(os_id, kernel), c)
-            .layer(app_layer(), c)
-            .entrypoint(&["/usr/bin/hello"])
-            .env(&["PATH=/usr/bin:/bin", "D2V_TEST=1"])
-            .tag(tag),
-    )
-    .unwrap()
+    oci::write_image(dir, &tiny(tag, os_id, kernel, c)).unwrap()
 }
 
 /// `oci:DIR:TAG`.

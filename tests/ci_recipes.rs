@@ -14,17 +14,12 @@
 //!   platform's cache and artifact steps (the test checks the paths they name).
 //!
 //! The registry's certificate is from a test CA: a registries.conf marks that one location
-//! `insecure` (see `common/shell.rs`); everything else is the recipe's.
+//! `insecure` (see `testkit::shell`); everything else is the recipe's.
 //!
 //! `check-jsonschema` and `kubernetes-validate` (pinned) are installed from PyPI into
 //! `target/ci-schemas-venv` on the first run (Debian's python3-venv; `cargo xtask test` installs
 //! it); the YAML is read with that venv's PyYAML. These tests are `#[ignore]`d for a plain
 //! `cargo test` because of that download; `cargo xtask test` runs them.
-
-#[path = "common/cli.rs"]
-mod cli;
-#[path = "common/shell.rs"]
-mod shell;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +28,10 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 use testkit::registry::{Kind, Registry, PASSWORD, USER};
+use testkit::shell;
+
+/// The d2v binary cargo built for these tests.
+const D2V: &str = env!("CARGO_BIN_EXE_d2v");
 
 /// The validators, pinned: a new release could change what passes.
 const PIP_PACKAGES: &[&str] = &["check-jsonschema==0.39.0", "kubernetes-validate==1.37.0"];
@@ -404,7 +403,7 @@ fn github_workflow_runs() {
         "kaniko and d2v read the same docker config"
     );
 
-    let bin = shell::d2v_on_path(&scratch);
+    let bin = shell::d2v_on_path(&scratch, D2V);
     for id in ["auth", "convert"] {
         let s = step(id);
         let mut step_env = env.clone();
@@ -510,7 +509,7 @@ fn gitlab_ci_runs() {
         script.push_str(str_of(l, "script line"));
         script.push('\n');
     }
-    let bin = shell::d2v_on_path(&scratch);
+    let bin = shell::d2v_on_path(&scratch, D2V);
     shell::run_ok(
         shell::shell(
             &script,

@@ -3,35 +3,50 @@
 //! stdout, and no output file left behind. Images are tiny hand-made OCI layouts (testkit's
 //! layout writer and tar builder); registry cases use Debian's docker-registry via testkit.
 
-#[path = "common/cli.rs"]
-mod cli;
-
+use std::ffi::OsString;
 use std::path::Path;
 
-use cli::*;
+use testkit::cli::*;
 use testkit::oci::{self, Compression, ImageSpec};
 use testkit::registry::{Kind, Registry, PASSWORD};
 use testkit::tar::{tar, Entry};
 
-/// `d2v build SRC -o out/vm.ova --cache-dir cache` must fail naming `needles`, leaving the
-/// output directory empty.
-fn build_fails(sb: &Sandbox, src: &str, extra: &[&str], needles: &[&str]) -> Run {
-    let out = sb.out_file("vm.ova");
-    let cache = sb.fresh_cache();
-    let mut args: Vec<String> = vec!["build".into(), src.into(), "-o".into()];
-    args.push(out.display().to_string());
-    args.push("--cache-dir".into());
-    args.push(cache.display().to_string());
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let r = sb.d2v(&args);
+/// The d2v binary cargo built for these tests.
+const D2V: &str = env!("CARGO_BIN_EXE_d2v");
+
+/// `d2v ARGS` must fail naming `needles`, leaving the output directory empty.
+fn fails_leaving_nothing(sb: &Sandbox, args: &[OsString], needles: &[&str]) -> Run {
+    let r = sb.d2v(args);
     assert_clean_failure(&r, needles);
     assert!(
         sb.out_listing().is_empty(),
-        "a failed build left {:?} in the output directory\n{}",
+        "a failed run left {:?} in the output directory\n{}",
         sb.out_listing(),
         r.stderr
     );
     r
+}
+
+/// `d2v build SRC -o out/vm.ova --cache-dir cache` must fail naming `needles`, leaving the
+/// output directory empty.
+fn build_fails(sb: &Sandbox, src: &str, extra: &[&str], needles: &[&str]) -> Run {
+    let (out, cache) = (sb.out_file("vm.ova"), sb.fresh_cache());
+    let mut args: Vec<OsString> = vec!["build".into(), src.into(), "-o".into(), out.into()];
+    args.extend(["--cache-dir".into(), cache.into()]);
+    args.extend(extra.iter().map(OsString::from));
+    fails_leaving_nothing(sb, &args, needles)
+}
+
+/// `d2v build SRC --format FORMAT -o OUT`.
+fn build_as(sb: &Sandbox, src: &str, format: &str, out: &Path) -> Run {
+    sb.d2v([
+        "build".as_ref(),
+        src.as_ref(),
+        "--format".as_ref(),
+        format.as_ref(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
 }
 
 /// `d2v inspect SRC` must fail naming `needles`.
@@ -47,24 +62,10 @@ fn inspect_fails(sb: &Sandbox, src: &str, extra: &[&str], needles: &[&str]) -> R
 
 /// `d2v export SRC -o out/rootfs.tar` must fail naming `needles` and leave no tar behind.
 fn export_fails(sb: &Sandbox, src: &str, needles: &[&str]) -> Run {
-    let out = sb.out_file("rootfs.tar");
-    let cache = sb.fresh_cache();
-    let r = sb.d2v([
-        "export".as_ref(),
-        src.as_ref(),
-        "-o".as_ref(),
-        out.as_os_str(),
-        "--cache-dir".as_ref(),
-        cache.as_os_str(),
-    ]);
-    assert_clean_failure(&r, needles);
-    assert!(
-        sb.out_listing().is_empty(),
-        "a failed export left {:?}\n{}",
-        sb.out_listing(),
-        r.stderr
-    );
-    r
+    let (out, cache) = (sb.out_file("rootfs.tar"), sb.fresh_cache());
+    let mut args: Vec<OsString> = vec!["export".into(), src.into(), "-o".into(), out.into()];
+    args.extend(["--cache-dir".into(), cache.into()]);
+    fails_leaving_nothing(sb, &args, needles)
 }
 
 fn layout(
@@ -78,9 +79,50 @@ fn layout(
     (dir, img)
 }
 
+/// A sandbox holding the tiny Debian image (a kernel; layers compressed with `c`) as `v1` in
+/// its layout `in/oci`, and the `oci:` source that names it.
+struct Debian {
+    sb: Sandbox,
+    dir: std::path::PathBuf,
+    img: oci::WrittenImage,
+    src: String,
+}
+
+fn debian_image(c: Compression) -> Debian {
+    let sb = Sandbox::new(D2V);
+    let (dir, img) = layout(&sb, "debian", true, c);
+    let src = oci_src(&dir, "v1");
+    Debian { sb, dir, img, src }
+}
+
+/// A sandbox holding, as `v1` in its layout `in/oci`, the tiny Debian image's base layer (gzip)
+/// under `layer` (compressed with `c`).
+fn debian_with_layer(layer: Vec<u8>, c: Compression) -> Debian {
+    let sb = Sandbox::new(D2V);
+    let dir = sb.path("in/oci");
+    let spec = ImageSpec::new()
+        .layer(base_layer("debian", true), Compression::Gzip)
+        .layer(layer, c)
+        .tag("v1");
+    let img = oci::write_image(&dir, &spec).unwrap();
+    let src = oci_src(&dir, "v1");
+    Debian { sb, dir, img, src }
+}
+
+/// A registry of `kind` serving the tiny Debian image as `repo_tag`, pushed from the sandbox's
+/// layout; `src` names it in the registry.
+fn debian_in_registry(kind: Kind, repo_tag: &str) -> (Registry, Debian) {
+    let sb = Sandbox::new(D2V);
+    let dir = sb.path("in/oci");
+    let spec = tiny("v1", "debian", true, Compression::Gzip);
+    let (reg, img) = Registry::with_image(kind, &dir, &spec, repo_tag);
+    let src = format!("{}/{repo_tag}", reg.host);
+    (reg, Debian { sb, dir, img, src })
+}
+
 #[test]
 fn unknown_transport() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     for src in [
         "docker-daemon:app:latest",
         "ftp://example.com/app:1",
@@ -99,7 +141,7 @@ fn unknown_transport() {
 /// registry and a malformed file are named.
 #[test]
 fn registries_conf_files_block_and_are_named() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let blocked = |host: &str| format!("[[registry]]\nlocation = \"{host}\"\nblocked = true\n");
     let user = sb.path("home/.config/containers");
     std::fs::create_dir_all(user.join("registries.conf.d")).unwrap();
@@ -164,7 +206,7 @@ fn registries_conf_files_block_and_are_named() {
 
 #[test]
 fn malformed_reference() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     for (src, named) in [
         ("Docker.io/Library/UPPER", "Docker.io/Library/UPPER"),
         ("debian:bad tag!", "bad tag!"),
@@ -185,7 +227,7 @@ fn malformed_reference() {
 
 #[test]
 fn missing_oci_directory_and_tag() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let missing = sb.path("in/no-such-layout");
     let src = oci_src(&missing, "v1");
     build_fails(&sb, &src, &[], &[&missing.display().to_string()]);
@@ -198,10 +240,7 @@ fn missing_oci_directory_and_tag() {
 
 #[test]
 fn registry_missing_tag_is_a_404() {
-    let reg = Registry::start(Kind::Plain);
-    let sb = Sandbox::new();
-    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
-    reg.push(&oci_src(&dir, "v1"), "test/app:v1");
+    let (reg, Debian { sb, .. }) = debian_in_registry(Kind::Plain, "test/app:v1");
     let src = format!("{}/test/app:nope", reg.host);
     let r = inspect_fails(&sb, &src, &[], &["test/app", "nope", "not found"]);
     assert!(r.stderr.contains("404"), "{}", r.stderr);
@@ -220,11 +259,7 @@ fn registry_missing_tag_is_a_404() {
 
 #[test]
 fn registry_tampered_layer_and_pull() {
-    let reg = Registry::start(Kind::Plain);
-    let sb = Sandbox::new();
-    let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
-    reg.push(&oci_src(&dir, "v1"), "test/app:v1");
-    let src = format!("{}/test/app:v1", reg.host);
+    let (reg, Debian { sb, img, src, .. }) = debian_in_registry(Kind::Plain, "test/app:v1");
     // `d2v pull` of the intact image works (and writes only its output).
     let out = sb.out_file("pulled.ova");
     sb.d2v([
@@ -261,11 +296,7 @@ fn registry_tampered_layer_and_pull() {
 
 #[test]
 fn registry_401_without_creds_ok_with_creds() {
-    let reg = Registry::start(Kind::Token);
-    let sb = Sandbox::new();
-    let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
-    reg.push(&oci_src(&dir, "v1"), "private/app:v1");
-    let src = format!("{}/private/app:v1", reg.host);
+    let (reg, Debian { sb, img, src, .. }) = debian_in_registry(Kind::Token, "private/app:v1");
 
     let r = inspect_fails(&sb, &src, &[], &["private/app", "401", "--creds"]);
     assert!(!r.stderr.contains(PASSWORD));
@@ -300,22 +331,16 @@ fn registry_401_without_creds_ok_with_creds() {
 
 #[test]
 fn no_manifest_for_the_platform() {
-    let sb = Sandbox::new();
-    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
-    let src = oci_src(&dir, "v1");
+    let Debian { sb, src, .. } = debian_image(Compression::Gzip);
     // Names what was asked, what exists, and the option to choose.
+    let arm = ["--platform", "linux/arm64"];
     inspect_fails(
         &sb,
         &src,
-        &["--platform", "linux/arm64"],
+        &arm,
         &["linux/arm64", "linux/amd64", "--platform"],
     );
-    build_fails(
-        &sb,
-        &src,
-        &["--platform", "linux/arm64"],
-        &["linux/arm64", "linux/amd64"],
-    );
+    build_fails(&sb, &src, &arm, &["linux/arm64", "linux/amd64"]);
     // A malformed platform is a clear error too.
     inspect_fails(&sb, &src, &["--platform", "amd64"], &["amd64", "os/arch"]);
 }
@@ -329,17 +354,22 @@ fn corrupt_middle(mut b: Vec<u8>) -> Vec<u8> {
     b
 }
 
+/// The Debian image with its first layer (compressed with `c`) corrupt in the middle: build
+/// and export fail naming that blob, blamed on the layer, not on d2v's own spill file.
+/// Returns the image and the corrupt blob's digest.
+fn corrupt_first_layer(c: Compression) -> (Debian, String) {
+    let d = debian_image(c);
+    let good = std::fs::read(&d.img.layers[0].path).unwrap();
+    let bad = replace_layer_blob(&d.dir, "v1", 0, &corrupt_middle(good));
+    let r = build_fails(&d.sb, &d.src, &[], &[&bad, "corrupt"]);
+    assert!(!r.stderr.contains("spill"), "{}", r.stderr);
+    export_fails(&d.sb, &d.src, &[&bad]);
+    (d, bad)
+}
+
 #[test]
 fn corrupt_gzip_layer() {
-    let sb = Sandbox::new();
-    let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
-    let good = std::fs::read(&img.layers[0].path).unwrap();
-    let bad = replace_layer_blob(&dir, "v1", 0, &corrupt_middle(good));
-    let src = oci_src(&dir, "v1");
-    let r = build_fails(&sb, &src, &[], &[&bad, "corrupt"]);
-    // Blamed on the layer, not on d2v's own spill file.
-    assert!(!r.stderr.contains("spill"), "{}", r.stderr);
-    export_fails(&sb, &src, &[&bad]);
+    let (Debian { sb, dir, src, .. }, bad) = corrupt_first_layer(Compression::Gzip);
     inspect_fails(&sb, &src, &[], &[&bad]);
 
     // Not gzip at all under a gzip media type: the magic bytes are checked.
@@ -349,21 +379,12 @@ fn corrupt_gzip_layer() {
 
 #[test]
 fn corrupt_zstd_layer() {
-    let sb = Sandbox::new();
-    let (dir, img) = layout(&sb, "debian", true, Compression::Zstd);
-    let good = std::fs::read(&img.layers[0].path).unwrap();
-    let bad = replace_layer_blob(&dir, "v1", 0, &corrupt_middle(good));
-    let src = oci_src(&dir, "v1");
-    let r = build_fails(&sb, &src, &[], &[&bad, "corrupt"]);
-    assert!(!r.stderr.contains("spill"), "{}", r.stderr);
-    export_fails(&sb, &src, &[&bad]);
+    corrupt_first_layer(Compression::Zstd);
 }
 
 #[test]
 fn truncated_blob() {
-    let sb = Sandbox::new();
-    let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
-    let src = oci_src(&dir, "v1");
+    let Debian { sb, dir, img, src } = debian_image(Compression::Gzip);
     // The blob file is shorter than the manifest says.
     let l = &img.layers[0];
     let b = std::fs::read(&l.path).unwrap();
@@ -386,9 +407,7 @@ fn truncated_blob() {
 
 #[test]
 fn digest_mismatch() {
-    let sb = Sandbox::new();
-    let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
-    let src = oci_src(&dir, "v1");
+    let Debian { sb, dir, img, src } = debian_image(Compression::Gzip);
     // One byte of the second layer changed in place (same size): only the digest tells.
     let l = &img.layers[1];
     let good = std::fs::read(&l.path).unwrap();
@@ -435,8 +454,7 @@ fn digest_mismatch() {
 
 #[test]
 fn oversized_manifest() {
-    let sb = Sandbox::new();
-    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
+    let Debian { sb, dir, .. } = debian_image(Compression::Gzip);
     rewrite_manifest(&dir, "v1", |m| {
         m["annotations"] = serde_json::json!({"padding": "x".repeat(9 << 20)});
     });
@@ -446,23 +464,11 @@ fn oversized_manifest() {
 #[test]
 fn unsafe_paths_in_a_layer() {
     for evil in ["../etc/passwd", "usr/../../etc/shadow", "./../../x"] {
-        let sb = Sandbox::new();
-        let dir = sb.path("in/oci");
-        let img = oci::write_image(
-            &dir,
-            &ImageSpec::new()
-                .layer(base_layer("debian", true), Compression::Gzip)
-                .layer(
-                    tar(&[
-                        Entry::file("etc/motd", "ok\n"),
-                        Entry::file(evil, "root::0:0::/:/bin/sh\n"),
-                    ]),
-                    Compression::Gzip,
-                )
-                .tag("v1"),
-        )
-        .unwrap();
-        let src = oci_src(&dir, "v1");
+        let evil_layer = tar(&[
+            Entry::file("etc/motd", "ok\n"),
+            Entry::file(evil, "root::0:0::/:/bin/sh\n"),
+        ]);
+        let Debian { sb, img, src, .. } = debian_with_layer(evil_layer, Compression::Gzip);
         let layer = &img.layers[1].digest;
         let r = build_fails(&sb, &src, &[], &[evil, layer]);
         assert!(
@@ -481,7 +487,7 @@ fn image_without_a_kernel_fails_early_naming_the_package() {
         ("debian", "linux-image-cloud-amd64"),
         ("alpine", "linux-virt"),
     ] {
-        let sb = Sandbox::new();
+        let sb = Sandbox::new(D2V);
         let (dir, _) = layout(&sb, os, false, Compression::Gzip);
         let r = build_fails(&sb, &oci_src(&dir, "v1"), &[], &["kernel", package]);
         // With --json too: nothing on stdout, the error on stderr.
@@ -495,7 +501,7 @@ fn image_without_a_kernel_fails_early_naming_the_package() {
         assert_eq!(kernels.as_array().map(Vec::len), Some(0), "{v:#}");
     }
     // An image with no os-release still gets advice for both families.
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let dir = sb.path("in/oci");
     oci::write_image(
         &dir,
@@ -509,9 +515,7 @@ fn image_without_a_kernel_fails_early_naming_the_package() {
 
 #[test]
 fn missing_output_directory() {
-    let sb = Sandbox::new();
-    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
-    let src = oci_src(&dir, "v1");
+    let Debian { sb, src, .. } = debian_image(Compression::Gzip);
     let missing = sb.path("no/such/dir");
     for (format, name) in [
         ("ova", "vm.ova"),
@@ -520,14 +524,7 @@ fn missing_output_directory() {
         ("raw", "vm.img"),
     ] {
         let out = missing.join(name);
-        let r = sb.d2v([
-            "build".as_ref(),
-            src.as_ref(),
-            "--format".as_ref(),
-            format.as_ref(),
-            "-o".as_ref(),
-            out.as_os_str(),
-        ]);
+        let r = build_as(&sb, &src, format, &out);
         assert_clean_failure(&r, &[&missing.display().to_string()]);
         assert!(
             r.stderr.contains("director") || r.stderr.contains("exist"),
@@ -548,21 +545,16 @@ fn missing_output_directory() {
 
 #[test]
 fn disk_too_small() {
-    let sb = Sandbox::new();
-    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
-    let src = oci_src(&dir, "v1");
-    build_fails(
-        &sb,
-        &src,
-        &["--disk-size", "2M"],
-        &["--disk-size", "2 MiB", "larger"],
-    );
-    build_fails(
-        &sb,
-        &src,
-        &["--root-size", "64K"],
-        &["--root-size", "larger"],
-    );
+    let Debian { sb, src, .. } = debian_image(Compression::Gzip);
+    for (size, needles) in [
+        (
+            ["--disk-size", "2M"],
+            &["--disk-size", "2 MiB", "larger"][..],
+        ),
+        (["--root-size", "64K"], &["--root-size", "larger"]),
+    ] {
+        build_fails(&sb, &src, &size, needles);
+    }
     // Checked before any disk is written.
     let r = build_fails(&sb, &src, &["--root-size", "1M"], &["--root-size"]);
     assert!(!r.stderr.contains("writing disk"), "{}", r.stderr);
@@ -570,23 +562,14 @@ fn disk_too_small() {
 
 #[test]
 fn output_path_conflicts_fail_before_reading_the_image() {
-    let sb = Sandbox::new();
-    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
-    let src = oci_src(&dir, "v1");
+    let Debian { sb, src, .. } = debian_image(Compression::Gzip);
     let user_dir = sb.out_file("photos");
     std::fs::create_dir(&user_dir).unwrap();
     std::fs::write(user_dir.join("holiday.jpg"), b"precious").unwrap();
     let a_file = sb.out_file("notes.txt");
     std::fs::write(&a_file, b"notes").unwrap();
     let check = |format: &str, out: &Path, needles: &[&str]| {
-        let r = sb.d2v([
-            "build".as_ref(),
-            src.as_ref(),
-            "--format".as_ref(),
-            format.as_ref(),
-            "-o".as_ref(),
-            out.as_os_str(),
-        ]);
+        let r = build_as(&sb, &src, format, out);
         assert_clean_failure(&r, needles);
         // Checked first: no image was read.
         assert!(!r.stderr.contains("applied"), "{}", r.stderr);
@@ -619,9 +602,7 @@ fn output_path_conflicts_fail_before_reading_the_image() {
 
 #[test]
 fn full_stdout_is_an_error_not_a_panic() {
-    let sb = Sandbox::new();
-    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
-    let src = oci_src(&dir, "v1");
+    let Debian { sb, src, .. } = debian_image(Compression::Gzip);
     for args in [
         vec!["inspect", &src, "--json"],
         vec!["inspect", &src],
@@ -634,9 +615,7 @@ fn full_stdout_is_an_error_not_a_panic() {
 
 #[test]
 fn invalid_option_values_fail_before_reading_the_image() {
-    let sb = Sandbox::new();
-    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
-    let src = oci_src(&dir, "v1");
+    let Debian { sb, src, .. } = debian_image(Compression::Gzip);
     for (opt, value, needles) in [
         (
             "--hostname",
@@ -668,20 +647,13 @@ fn invalid_option_values_fail_before_reading_the_image() {
 
 #[test]
 fn bad_archives_and_cache_dir() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let garbage = sb.path("in/garbage.tar");
     std::fs::write(&garbage, noise(9, 5000)).unwrap();
     for t in ["docker-archive", "oci-archive"] {
         let src = format!("{t}:{}", garbage.display());
         let r = build_fails(&sb, &src, &[], &["garbage.tar"]);
-        // No raw binary bytes dumped on the terminal.
-        assert!(
-            r.stderr
-                .chars()
-                .all(|c| c == '\n' || (c.is_ascii() && !c.is_ascii_control())),
-            "{:?}",
-            r.stderr
-        );
+        assert_printable(&r.stderr, t);
         let missing = sb.path("in/missing.tar");
         build_fails(
             &sb,
@@ -700,6 +672,16 @@ fn bad_archives_and_cache_dir() {
     assert_clean_failure(&r, &["garbage.tar", "--cache-dir"]);
 }
 
+/// No raw binary bytes dumped on the terminal: `stderr` is lines of printable ASCII.
+fn assert_printable(stderr: &str, what: &str) {
+    assert!(
+        stderr
+            .chars()
+            .all(|c| c == '\n' || (c.is_ascii() && !c.is_ascii_control())),
+        "{what}: binary bytes in the message: {stderr:?}"
+    );
+}
+
 #[test]
 fn malformed_layer_tars() {
     let mut truncated = tar(&[Entry::file("big", vec![7u8; 100_000])]);
@@ -716,34 +698,19 @@ fn malformed_layer_tars() {
             &["etc/x", "does/not/exist"][..],
         ),
     ] {
-        let sb = Sandbox::new();
-        let dir = sb.path("in/oci");
-        let img = oci::write_image(
-            &dir,
-            &ImageSpec::new()
-                .layer(base_layer("debian", true), Compression::Gzip)
-                .layer(layer, Compression::None)
-                .tag("v1"),
-        )
-        .unwrap();
+        let Debian { sb, img, src, .. } = debian_with_layer(layer, Compression::None);
         let digest = &img.layers[1].digest;
         let mut n = needles.to_vec();
         n.push(digest);
-        let r = build_fails(&sb, &oci_src(&dir, "v1"), &[], &n);
-        assert!(
-            r.stderr
-                .chars()
-                .all(|c| c == '\n' || (c.is_ascii() && !c.is_ascii_control())),
-            "{what}: binary bytes in the message: {:?}",
-            r.stderr
-        );
-        export_fails(&sb, &oci_src(&dir, "v1"), &[digest]);
+        let r = build_fails(&sb, &src, &[], &n);
+        assert_printable(&r.stderr, what);
+        export_fails(&sb, &src, &[digest]);
     }
 }
 
 #[test]
 fn argument_parser_errors_name_the_value() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     for (args, named) in [
         (&["build", "x", "--format", "zip"][..], "zip"),
         (&["build", "x", "--disk-size", "10Q"][..], "10Q"),
@@ -764,10 +731,8 @@ fn argument_parser_errors_name_the_value() {
 
 #[test]
 fn missing_blob_in_a_layout() {
-    let sb = Sandbox::new();
-    let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
+    let Debian { sb, dir, img, src } = debian_image(Compression::Gzip);
     std::fs::remove_file(&img.layers[1].path).unwrap();
-    let src = oci_src(&dir, "v1");
     build_fails(&sb, &src, &[], &[&img.layers[1].digest, "missing", "copy"]);
     std::fs::remove_file(oci::blob_path(&dir, &img.config_digest)).unwrap();
     inspect_fails(&sb, &src, &[], &[&img.config_digest, "missing"]);
@@ -775,11 +740,7 @@ fn missing_blob_in_a_layout() {
 
 #[test]
 fn tls_registry_with_a_private_ca() {
-    let reg = Registry::start(Kind::TlsBasic);
-    let sb = Sandbox::new();
-    let (dir, img) = layout(&sb, "debian", true, Compression::Gzip);
-    reg.push(&oci_src(&dir, "v1"), "secure/app:v1");
-    let src = format!("{}/secure/app:v1", reg.host);
+    let (reg, Debian { sb, img, src, .. }) = debian_in_registry(Kind::TlsBasic, "secure/app:v1");
     let creds = reg.creds().unwrap();
     // Unknown CA: says TLS failed and how to trust the CA.
     let r = inspect_fails(&sb, &src, &["--creds", &creds], &["TLS", "--cert-dir"]);
@@ -821,9 +782,7 @@ fn tls_registry_with_a_private_ca() {
 #[test]
 fn no_grub_modules_in_the_image_or_on_the_host() {
     let unshare = testkit::require_tool("unshare", "util-linux");
-    let sb = Sandbox::new();
-    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
-    let src = oci_src(&dir, "v1");
+    let Debian { sb, src, .. } = debian_image(Compression::Gzip);
     let out = sb.out_file("vm.ova");
     let cache = sb.fresh_cache();
     let hide = "mount -t tmpfs none /usr/lib/grub && exec \"$@\"";
@@ -891,21 +850,23 @@ impl Drop for Tmpfs {
 /// and nothing is left behind.
 #[test]
 fn full_filesystem_names_the_directory_and_what_to_do() {
-    let sb = Sandbox::new();
-    let (dir, _) = layout(&sb, "debian", true, Compression::Gzip);
-    let src = oci_src(&dir, "v1");
+    let Debian { sb, src, .. } = debian_image(Compression::Gzip);
     let small = sb.path("small-tmp");
     let _tmp = Tmpfs::mount(&small, "128k");
-    let out = sb.out_file("vm.ova");
-    let r = sb.d2v_env(
-        [
+    let build = |out: &Path, env: &[(&str, &str)]| {
+        let (out, cache) = (out.to_str().unwrap(), sb.fresh_cache());
+        let args = [
             "build",
             &src,
             "-o",
-            out.to_str().unwrap(),
+            out,
             "--cache-dir",
-            sb.fresh_cache().to_str().unwrap(),
-        ],
+            cache.to_str().unwrap(),
+        ];
+        sb.d2v_env(args, env)
+    };
+    let r = build(
+        &sb.out_file("vm.ova"),
         &[("TMPDIR", small.to_str().unwrap())],
     );
     assert_clean_failure(
@@ -921,15 +882,7 @@ fn full_filesystem_names_the_directory_and_what_to_do() {
 
     let small_out = sb.path("small-out");
     let _out = Tmpfs::mount(&small_out, "1m");
-    let out = small_out.join("vm.ova");
-    let r = sb.d2v([
-        "build",
-        &src,
-        "-o",
-        out.to_str().unwrap(),
-        "--cache-dir",
-        sb.fresh_cache().to_str().unwrap(),
-    ]);
+    let r = build(&small_out.join("vm.ova"), &[]);
     assert_clean_failure(
         &r,
         &[
@@ -951,7 +904,7 @@ fn full_filesystem_names_the_directory_and_what_to_do() {
 /// a dead proxy is named in the error (its password never), and NO_PROXY bypasses it.
 #[test]
 fn proxy_from_the_environment() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let cache = sb.fresh_cache();
     let run = |env: &[(&str, &str)]| {
         sb.d2v_env(

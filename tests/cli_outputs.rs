@@ -4,18 +4,17 @@
 //! checksums), reproducible with `SOURCE_DATE_EPOCH`, and leaving nothing when SIGKILLed
 //! before the output is committed.
 
-#[path = "common/cli.rs"]
-mod cli;
-#[path = "common/ovf_schema.rs"]
-mod ovf_schema;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use cli::*;
+use testkit::cli::*;
 use testkit::oci::Compression;
+use testkit::ovf_schema;
+
+/// The d2v binary cargo built for these tests.
+const D2V: &str = env!("CARGO_BIN_EXE_d2v");
 
 const EPOCH: &str = "1700000000";
 /// Keep the tiny disks small: little free space on the root filesystem.
@@ -46,7 +45,7 @@ fn tool_ok(cmd: &mut Command) -> String {
 
 #[test]
 fn inspect_json_reports_manifest_layers_config_and_bootability() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (_, img, src) = tiny(&sb);
     let r = sb.d2v(["inspect", &src, "--json"]).ok();
     let v: serde_json::Value = serde_json::from_slice(&r.stdout)
@@ -126,7 +125,7 @@ fn tar_entries(bytes: &[u8]) -> BTreeMap<String, (u8, u32, Vec<u8>)> {
 
 #[test]
 fn export_is_deterministic_and_stdout_equals_file() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (_, _, src) = tiny(&sb);
     let a = sb.d2v(["export", &src, "-o", "-"]).ok().stdout;
     // Cold cache the second time: the result may not depend on it.
@@ -266,7 +265,7 @@ fn validate_ovf(xml: &str) {
 
 #[test]
 fn build_every_format_gives_valid_outputs() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (_, img, src) = tiny(&sb);
 
     // raw: a GPT disk with BIOS boot, ESP and root partitions.
@@ -360,7 +359,7 @@ fn build_every_format_gives_valid_outputs() {
 
 #[test]
 fn build_is_reproducible() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (_, _, src) = tiny(&sb);
     let mut outs = Vec::new();
     for i in 0..2 {
@@ -416,7 +415,7 @@ fn build_is_reproducible() {
 #[test]
 fn build_starts_no_other_program() {
     let strace = testkit::require_tool("strace", "strace");
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (_, _, src) = tiny(&sb);
     let ova = sb.out_file("app.ova");
     let log = sb.path("strace.log");
@@ -443,7 +442,7 @@ fn build_starts_no_other_program() {
 
 #[test]
 fn sigkill_before_commit_leaves_no_output() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (_, _, src) = tiny(&sb);
     for (format, name) in [
         ("ova", "vm.ova"),
@@ -521,7 +520,7 @@ fn kill_at(sb: &Sandbox, src: &str, format: &str, out: &Path, marker: &str, hold
 
 #[test]
 fn sigkill_while_writing_the_disk_leaves_no_output() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (_, _, src) = tiny(&sb);
     for (format, name) in [("ova", "vm.ova"), ("raw", "vm.img"), ("ovf", "vmdir")] {
         let out = sb.out_file(name);
@@ -572,7 +571,7 @@ fn extract(raw: &Path, off: u64, len: u64, to: &Path) {
 #[test]
 fn odd_boot_entries_are_dropped_or_copied_with_warnings() {
     use testkit::tar::{tar, Entry};
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let dir = sb.path("in/oci");
     let long = format!("boot/{}", "n".repeat(250));
     testkit::oci::write_image(
@@ -743,7 +742,7 @@ fn build_warnings(sb: &Sandbox, src: &str, extra: &[&str]) -> Vec<String> {
 /// and says what to add; `inspect` shows what configures it.
 #[test]
 fn an_image_without_network_configuration_is_warned_about() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (_, _, with_network) = tiny(&sb);
     let t = sb.d2v(["inspect", &with_network]).ok().stdout_str();
     assert!(
@@ -780,7 +779,7 @@ fn an_image_without_network_configuration_is_warned_about() {
 /// open-vm-tools (vSphere's guest operations) is reported by `inspect` and noted by `build`.
 #[test]
 fn vmware_tools_are_reported() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (_, _, without) = tiny(&sb);
     let t = sb.d2v(["inspect", &without]).ok().stdout_str();
     assert!(t.contains("vmware tools: none (no open-vm-tools"), "{t}");
@@ -822,7 +821,7 @@ fn vmware_tools_are_reported() {
 /// the driver and the fix; `inspect` shows what each initramfs has.
 #[test]
 fn initramfs_without_the_controller_driver_is_reported() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let initrd = format!("/boot/initrd.img-{KERNEL_VERSION}");
 
     let host_only = with_initramfs(&sb, "host-only", &["block/virtio_blk"], None);
@@ -891,7 +890,7 @@ fn initramfs_without_the_controller_driver_is_reported() {
 #[test]
 fn progress_bars_only_on_a_terminal() {
     testkit::require_tool("script", "bsdutils");
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (_, _, src) = tiny(&sb);
     let out = sb.out_file("tty.ova");
     let line = format!(

@@ -2,17 +2,17 @@
 //! commit, shell completion scripts (checked by the shells), `-v` stage times and the same in
 //! `--json`, and the platform and index digest in `build --json`.
 
-#[path = "common/cli.rs"]
-mod cli;
-
 use std::process::Command;
 
-use cli::*;
+use testkit::cli::*;
 use testkit::oci::{self, Compression};
+
+/// The d2v binary cargo built for these tests.
+const D2V: &str = env!("CARGO_BIN_EXE_d2v");
 
 #[test]
 fn version_names_the_commit() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let out = sb.d2v(["--version"]).ok().stdout_str();
     let head = Command::new("git")
         .args(["rev-parse", "HEAD"])
@@ -35,7 +35,7 @@ fn version_names_the_commit() {
 /// `--format`; zsh and fish parse theirs; every shell clap knows gets a script.
 #[test]
 fn completion_scripts_work_in_their_shells() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let script = |shell: &str| {
         let r = sb.d2v(["completion", shell]).ok();
         assert!(!r.stdout.is_empty(), "{shell}: empty script");
@@ -128,24 +128,19 @@ fn behind_an_index(sb: &Sandbox) -> (String, String, String) {
 
 #[test]
 fn verbose_prints_stage_times_and_json_carries_them() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let (src, manifest, index) = behind_an_index(&sb);
     let out = sb.out_file("vm.ova");
     let stages = [
         "pull", "flatten", "guest", "ext4", "esp_grub", "output", "total",
     ];
+    let build = |flag: &str| {
+        let out = out.to_str().unwrap();
+        sb.d2v(["build", &src, "-o", out, "--root-free", "64M", flag])
+            .ok()
+    };
 
-    let r = sb
-        .d2v([
-            "build",
-            &src,
-            "-o",
-            out.to_str().unwrap(),
-            "--root-free",
-            "64M",
-            "-v",
-        ])
-        .ok();
+    let r = build("-v");
     let line = r
         .stderr
         .lines()
@@ -158,17 +153,7 @@ fn verbose_prints_stage_times_and_json_carries_them() {
     assert!(r.stderr.contains("time: ext4 "), "{}", r.stderr);
 
     std::fs::remove_file(&out).unwrap();
-    let r = sb
-        .d2v([
-            "build",
-            &src,
-            "-o",
-            out.to_str().unwrap(),
-            "--root-free",
-            "64M",
-            "--json",
-        ])
-        .ok();
+    let r = build("--json");
     assert!(
         r.stderr.is_empty(),
         "--json writes no progress:\n{}",

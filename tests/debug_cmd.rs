@@ -2,12 +2,12 @@
 //! filesystem holding the image's files (e2fsck, debugfs), `debug vmdk` a VMDK that qemu-img
 //! reads back as the raw disk it came from.
 
-#[path = "common/cli.rs"]
-mod cli;
-
-use cli::*;
 use std::process::Command;
+use testkit::cli::*;
 use testkit::oci::Compression;
+
+/// The d2v binary cargo built for these tests.
+const D2V: &str = env!("CARGO_BIN_EXE_d2v");
 
 fn tool(cmd: &mut Command) -> String {
     let shown = format!("{cmd:?}");
@@ -23,7 +23,7 @@ fn tool(cmd: &mut Command) -> String {
 fn debug_ext4_writes_a_clean_filesystem_of_the_image() {
     let e2fsck = testkit::require_tool("e2fsck", "e2fsprogs");
     let debugfs = testkit::require_tool("debugfs", "e2fsprogs");
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     let dir = sb.path("in/oci");
     write_tiny(&dir, "v1", "debian", true, Compression::Gzip);
     let fs = sb.out_file("root.ext4");
@@ -49,7 +49,7 @@ fn debug_ext4_writes_a_clean_filesystem_of_the_image() {
 
 #[test]
 fn debug_vmdk_reads_back_as_the_raw_disk() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(D2V);
     // A sparse raw disk: data at the start, in the middle (not grain-aligned) and at the end.
     let raw = sb.path("in/disk.raw");
     {

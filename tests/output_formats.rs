@@ -1,15 +1,13 @@
 //! `--format ova|ovf|vmdk|raw` end to end on a real sparse disk, checked with GNU tar,
 //! sha256sum, xmllint and qemu-img; reproducibility; and a SIGKILL mid-write leaving nothing.
 
-#[path = "common/ovf_schema.rs"]
-mod ovf_schema;
-
 use d2v::output::{write_outputs, Format, OutputOptions};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use testkit::ovf_schema;
 
 fn run(cmd: &str, args: &[&str], cwd: &Path) -> String {
     let o = Command::new(cmd)

@@ -1,9 +1,7 @@
 //! The OVF descriptor validated against the DMTF OVF 1.1.1 schema with xmllint.
 
 use d2v::output::ovf::{descriptor, DiskFile, Firmware, OvfOptions, ScsiController};
-#[path = "common/ovf_schema.rs"]
-mod ovf_schema;
-use ovf_schema::validate;
+use testkit::ovf_schema::validate;
 
 fn disk() -> DiskFile {
     DiskFile {

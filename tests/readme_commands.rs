@@ -11,12 +11,11 @@
 //! fence fails the test (an example must not hide where it is not run). The only lines of
 //! ```sh blocks not run are those in [`NOT_RUN`], each with why.
 
-#[path = "common/cli.rs"]
-mod cli;
-#[path = "common/shell.rs"]
-mod shell;
-
 use testkit::registry::{Kind, Registry};
+use testkit::shell;
+
+/// The d2v binary cargo built for these tests.
+const D2V: &str = env!("CARGO_BIN_EXE_d2v");
 
 /// Commands in the README's ```sh blocks that this test does not run, and why.
 const NOT_RUN: &[(&str, &str)] = &[
@@ -228,7 +227,7 @@ fn readme_examples_run() {
         &format!("oci:{}:1.0", work.join("app-oci").display()),
     );
 
-    let bin = shell::d2v_on_path(&scratch);
+    let bin = shell::d2v_on_path(&scratch, D2V);
     let env = vec![
         (
             "HOME".to_string(),
@@ -289,7 +288,7 @@ fn readme_examples_run() {
 /// Pushes the image the README's examples run on as `org/app:tag`: the systemd fixture (Debian
 /// 12 with its cloud kernel, as built by `cargo xtask test`) when it is there; else, unless
 /// fixtures are required (`D2V_REQUIRE_FIXTURES=1` or `D2V_FIXTURES` set), the small hand-made
-/// image of `common/shell.rs`, with a notice.
+/// image of `testkit::shell`, with a notice.
 fn push_readme_image(reg: &Registry, scratch: &std::path::Path) {
     let required = std::env::var("D2V_REQUIRE_FIXTURES").as_deref() == Ok("1")
         || std::env::var_os("D2V_FIXTURES").is_some();

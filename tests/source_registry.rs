@@ -2,165 +2,70 @@
 //! auth, bearer tokens), skopeo-made docker-archive and oci-archive files, and hand-made OCI
 //! layouts (gzip, zstd and uncompressed layers, multi-platform indexes).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use d2v::source::{open_layer, resolve, Image, Platform, SourceError, SourceOptions};
 use sha2::{Digest, Sha256};
+use testkit::oci::{self, Compression, ImageSpec, WrittenImage};
 use testkit::registry::{Kind, Registry};
+use testkit::tar::Entry;
 
 fn sha(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(b)))
 }
 
-/// A ustar archive of regular files.
+/// A tar archive of regular files.
 fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, data) in files {
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        let oct = |h: &mut [u8], off: usize, len: usize, v: u64| {
-            let s = format!("{:0w$o}\0", v, w = len - 1);
-            h[off..off + len].copy_from_slice(s.as_bytes());
-        };
-        oct(&mut h, 100, 8, 0o644);
-        oct(&mut h, 108, 8, 0);
-        oct(&mut h, 116, 8, 0);
-        oct(&mut h, 124, 12, data.len() as u64);
-        oct(&mut h, 136, 12, 1_700_000_000);
-        h[156] = b'0';
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|&b| b as u32).sum();
-        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-        out.extend_from_slice(&h);
-        out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-    }
-    out.resize(out.len() + 1024, 0);
-    out
+    testkit::tar::tar(
+        &files
+            .iter()
+            .map(|(n, d)| Entry::file(n, d))
+            .collect::<Vec<_>>(),
+    )
 }
 
-#[derive(Clone, Copy)]
-enum Comp {
-    None,
-    Gzip,
-    Zstd,
-}
-
-struct Layout {
-    dir: PathBuf,
-    index: Vec<serde_json::Value>,
-}
-
-/// What one hand-made image is made of.
+/// What one hand-made image is made of: the layout's blobs and the layers' tars.
 struct Made {
-    manifest: serde_json::Value,
-    manifest_digest: String,
+    image: WrittenImage,
     layer_tars: Vec<Vec<u8>>,
-    layer_digests: Vec<String>,
 }
 
-impl Layout {
-    fn new(dir: &Path) -> Layout {
-        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-        Layout {
-            dir: dir.to_path_buf(),
-            index: Vec::new(),
-        }
-    }
+/// The image of `platform` (`os/arch`) whose layers are `layers` (tar contents, compressed as
+/// given), as testkit's layout writer writes it.
+fn spec(platform: &str, layers: &[(Vec<u8>, Compression)]) -> ImageSpec {
+    let (os, arch) = platform.split_once('/').expect("os/arch");
+    let mut spec = ImageSpec::new()
+        .entrypoint(&["/bin/app"])
+        .env(&["PATH=/usr/bin"]);
+    (spec.os, spec.architecture) = (os.into(), arch.into());
+    layers
+        .iter()
+        .fold(spec, |spec, (t, c)| spec.layer(t.clone(), *c))
+}
 
-    fn blob(&self, bytes: &[u8]) -> String {
-        let d = sha(bytes);
-        std::fs::write(self.dir.join("blobs/sha256").join(&d[7..]), bytes).unwrap();
-        d
-    }
-
-    /// An image whose layers are `layers` (tar contents) compressed as given.
-    fn image(&self, platform: &str, layers: &[(Vec<u8>, Comp)]) -> Made {
-        let p = Platform::parse(platform).unwrap();
-        let mut descs = Vec::new();
-        let mut diff_ids = Vec::new();
-        let mut digests = Vec::new();
-        for (t, c) in layers {
-            let (bytes, mt) = match c {
-                Comp::None => (t.clone(), "application/vnd.oci.image.layer.v1.tar"),
-                Comp::Gzip => {
-                    let mut e =
-                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                    e.write_all(t).unwrap();
-                    (
-                        e.finish().unwrap(),
-                        "application/vnd.oci.image.layer.v1.tar+gzip",
-                    )
-                }
-                Comp::Zstd => (
-                    zstd::encode_all(&t[..], 3).unwrap(),
-                    "application/vnd.oci.image.layer.v1.tar+zstd",
-                ),
-            };
-            let d = self.blob(&bytes);
-            descs.push(serde_json::json!({"mediaType": mt, "digest": d, "size": bytes.len()}));
-            diff_ids.push(sha(t));
-            digests.push(d);
-        }
-        let config = serde_json::json!({
-            "architecture": p.architecture, "os": p.os,
-            "config": {"Entrypoint": ["/bin/app"], "Env": ["PATH=/usr/bin"]},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        });
-        let cbytes = serde_json::to_vec(&config).unwrap();
-        let cd = self.blob(&cbytes);
-        let manifest = serde_json::json!({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cbytes.len()},
-            "layers": descs,
-        });
-        let mbytes = serde_json::to_vec(&manifest).unwrap();
-        let md = self.blob(&mbytes);
-        Made {
-            manifest: serde_json::json!({
-                "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mbytes.len(),
-                "platform": {"os": p.os, "architecture": p.architecture},
-            }),
-            manifest_digest: md,
-            layer_tars: layers.iter().map(|(t, _)| t.clone()).collect(),
-            layer_digests: digests,
-        }
-    }
-
-    /// Tags a descriptor in index.json.
-    fn tag(&mut self, mut desc: serde_json::Value, tag: &str) {
-        desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": tag});
-        self.index.push(desc);
-        self.write_index();
-    }
-
-    /// Tags an index of several images.
-    fn tag_index(&mut self, images: &[&Made], tag: &str) {
-        let idx = serde_json::json!({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": images.iter().map(|m| m.manifest.clone()).collect::<Vec<_>>(),
-        });
-        let b = serde_json::to_vec(&idx).unwrap();
-        let d = self.blob(&b);
-        self.tag(serde_json::json!({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": d, "size": b.len()}), tag);
-    }
-
-    fn write_index(&self) {
-        let idx = serde_json::json!({"schemaVersion": 2, "manifests": self.index});
-        std::fs::write(
-            self.dir.join("index.json"),
-            serde_json::to_vec(&idx).unwrap(),
-        )
-        .unwrap();
+/// Writes `spec(platform, layers)` into the OCI layout `dir`, as `tag` or untagged.
+fn write(dir: &Path, platform: &str, layers: &[(Vec<u8>, Compression)], tag: Option<&str>) -> Made {
+    let mut spec = spec(platform, layers);
+    spec.tag = tag.map(str::to_string);
+    Made {
+        image: oci::write_image(dir, &spec).unwrap(),
+        layer_tars: layers.iter().map(|(t, _)| t.clone()).collect(),
     }
 }
 
-fn three_layers(salt: &str) -> Vec<(Vec<u8>, Comp)> {
+/// A registry of `kind` serving [`three_layers`]`(salt)` as `repo_tag`, pushed from the OCI
+/// layout `tmp/oci` (tag `v1`).
+fn serve(kind: Kind, tmp: &Path, salt: &str, repo_tag: &str) -> (Registry, Made) {
+    let layers = three_layers(salt);
+    let spec = spec("linux/amd64", &layers).tag("v1");
+    let (reg, image) = Registry::with_image(kind, &tmp.join("oci"), &spec, repo_tag);
+    let layer_tars = layers.into_iter().map(|(t, _)| t).collect();
+    (reg, Made { image, layer_tars })
+}
+
+fn three_layers(salt: &str) -> Vec<(Vec<u8>, Compression)> {
     let big: Vec<u8> = (0..300_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
         .collect();
@@ -170,10 +75,13 @@ fn three_layers(salt: &str) -> Vec<(Vec<u8>, Comp)> {
                 ("etc/os-release", format!("ID=test-{salt}\n").as_bytes()),
                 ("bin/big", &big),
             ]),
-            Comp::Gzip,
+            Compression::Gzip,
         ),
-        (tar(&[("etc/hostname", b"zstd-layer\n")]), Comp::Zstd),
-        (tar(&[("srv/plain", b"uncompressed layer\n")]), Comp::None),
+        (tar(&[("etc/hostname", b"zstd-layer\n")]), Compression::Zstd),
+        (
+            tar(&[("srv/plain", b"uncompressed layer\n")]),
+            Compression::None,
+        ),
     ]
 }
 
@@ -219,12 +127,8 @@ fn blob_gets(reg: &Registry) -> Vec<String> {
 
 #[test]
 fn plain_registry_pull_verify_and_cache_reuse() {
-    let reg = Registry::start(Kind::Plain);
     let tmp = tempfile::tempdir().unwrap();
-    let mut lay = Layout::new(&tmp.path().join("oci"));
-    let made = lay.image("linux/amd64", &three_layers("plain"));
-    lay.tag(made.manifest.clone(), "v1");
-    reg.push(&format!("oci:{}:v1", lay.dir.display()), "test/app:v1");
+    let (reg, made) = serve(Kind::Plain, tmp.path(), "plain", "test/app:v1");
     reg.clear_requests();
 
     let cache = tmp.path().join("cache");
@@ -281,17 +185,27 @@ fn plain_registry_pull_verify_and_cache_reuse() {
 fn platform_selection_from_an_index() {
     let reg = Registry::start(Kind::Plain);
     let tmp = tempfile::tempdir().unwrap();
-    let mut lay = Layout::new(&tmp.path().join("oci"));
-    let amd = lay.image("linux/amd64", &[(tar(&[("arch", b"amd64\n")]), Comp::Gzip)]);
-    let arm = lay.image("linux/arm64", &[(tar(&[("arch", b"arm64\n")]), Comp::Zstd)]);
-    lay.tag_index(&[&arm, &amd], "multi");
-    reg.push(&format!("oci:{}:multi", lay.dir.display()), "test/multi:1");
+    let lay = tmp.path().join("oci");
+    let amd = write(
+        &lay,
+        "linux/amd64",
+        &[(tar(&[("arch", b"amd64\n")]), Compression::Gzip)],
+        None,
+    );
+    let arm = write(
+        &lay,
+        "linux/arm64",
+        &[(tar(&[("arch", b"arm64\n")]), Compression::Zstd)],
+        None,
+    );
+    oci::write_index(&lay, &[&arm.image, &amd.image], "multi").unwrap();
+    reg.push(&format!("oci:{}:multi", lay.display()), "test/multi:1");
     let cache = tmp.path().join("cache");
     let src = format!("{}/test/multi:1", reg.host);
 
     let img = resolve(&src, &opts(&cache)).unwrap();
     check_image(&img, &amd);
-    assert_eq!(img.manifest_digest, amd.manifest_digest);
+    assert_eq!(img.manifest_digest, amd.image.manifest_digest);
     assert!(img.index_digest.is_some());
     let mut avail: Vec<String> = img
         .platforms_available
@@ -321,7 +235,7 @@ fn platform_selection_from_an_index() {
     );
 
     // The same index read straight from the layout directory.
-    let img = resolve(&format!("oci:{}:multi", lay.dir.display()), &opts(&cache)).unwrap();
+    let img = resolve(&format!("oci:{}:multi", lay.display()), &opts(&cache)).unwrap();
     check_image(&img, &amd);
 }
 
@@ -335,10 +249,9 @@ fn registries_conf_mirrors_and_blocked_registries() {
     let empty = Registry::start(Kind::Plain);
     let origin = Registry::start(Kind::Plain);
     let tmp = tempfile::tempdir().unwrap();
-    let mut lay = Layout::new(&tmp.path().join("oci"));
-    let made = lay.image("linux/amd64", &three_layers("mirror"));
-    lay.tag(made.manifest.clone(), "v1");
-    let oci = format!("oci:{}:v1", lay.dir.display());
+    let lay = tmp.path().join("oci");
+    let made = write(&lay, "linux/amd64", &three_layers("mirror"), Some("v1"));
+    let oci = format!("oci:{}:v1", lay.display());
     mirror.push(&oci, "cache/team/app:v1");
     origin.push(&oci, "team/app:v1");
     let with = |text: &str| SourceOptions {
@@ -425,12 +338,8 @@ fn registries_conf_mirrors_and_blocked_registries() {
 
 #[test]
 fn tls_registry_with_basic_auth() {
-    let reg = Registry::start(Kind::TlsBasic);
     let tmp = tempfile::tempdir().unwrap();
-    let mut lay = Layout::new(&tmp.path().join("oci"));
-    let made = lay.image("linux/amd64", &three_layers("tls"));
-    lay.tag(made.manifest.clone(), "v1");
-    reg.push(&format!("oci:{}:v1", lay.dir.display()), "secure/app:v1");
+    let (reg, made) = serve(Kind::TlsBasic, tmp.path(), "tls", "secure/app:v1");
     let src = format!("docker://{}/secure/app:v1", reg.host);
     let cache = tmp.path().join("cache");
 
@@ -502,12 +411,8 @@ fn base64_std(b: &[u8]) -> String {
 
 #[test]
 fn bearer_token_registry() {
-    let reg = Registry::start(Kind::Token);
     let tmp = tempfile::tempdir().unwrap();
-    let mut lay = Layout::new(&tmp.path().join("oci"));
-    let made = lay.image("linux/amd64", &three_layers("token"));
-    lay.tag(made.manifest.clone(), "v1");
-    reg.push(&format!("oci:{}:v1", lay.dir.display()), "private/app:v1");
+    let (reg, made) = serve(Kind::Token, tmp.path(), "token", "private/app:v1");
     let src = format!("{}/private/app:v1", reg.host);
     let cache = tmp.path().join("cache");
     reg.clear_requests();
@@ -542,7 +447,8 @@ fn bearer_token_registry() {
     assert!(e.to_string().contains("rejected"), "{e}");
 
     // Anonymous bearer flow (as on Docker Hub): a public repository pulls without credentials.
-    reg.push(&format!("oci:{}:v1", lay.dir.display()), "public/app:v1");
+    let lay = tmp.path().join("oci");
+    reg.push(&format!("oci:{}:v1", lay.display()), "public/app:v1");
     reg.clear_requests();
     let img = resolve(
         &format!("{}/public/app:v1", reg.host),
@@ -564,12 +470,8 @@ fn identity_token_from_the_auth_file() {
     // What `docker login` stores for a registry handing out OAuth2 refresh tokens (`az acr
     // login`): a user without a password and an `identitytoken`. d2v must trade the token for
     // a bearer token with a refresh_token grant, never send it as a password.
-    let reg = Registry::start(Kind::Token);
     let tmp = tempfile::tempdir().unwrap();
-    let mut lay = Layout::new(&tmp.path().join("oci"));
-    let made = lay.image("linux/amd64", &three_layers("identity"));
-    lay.tag(made.manifest.clone(), "v1");
-    reg.push(&format!("oci:{}:v1", lay.dir.display()), "private/idt:v1");
+    let (reg, made) = serve(Kind::Token, tmp.path(), "identity", "private/idt:v1");
     let src = format!("{}/private/idt:v1", reg.host);
     let authfile = |token: &str| {
         let f = tmp.path().join(format!("config-{token}.json"));
@@ -618,12 +520,8 @@ fn registry_through_an_http_proxy() {
     // A TLS registry with basic auth, reachable only as registry.test (a name that resolves
     // nowhere but in the proxy, which maps it to loopback; the certificate names it): the pull
     // must tunnel through the proxy, with the proxy's credentials.
-    let reg = Registry::start(Kind::TlsBasic);
     let tmp = tempfile::tempdir().unwrap();
-    let mut lay = Layout::new(&tmp.path().join("oci"));
-    let made = lay.image("linux/amd64", &three_layers("proxied"));
-    lay.tag(made.manifest.clone(), "v1");
-    reg.push(&format!("oci:{}:v1", lay.dir.display()), "team/app:v1");
+    let (reg, made) = serve(Kind::TlsBasic, tmp.path(), "proxied", "team/app:v1");
     let port = reg.host.rsplit(':').next().unwrap();
     let src = format!("registry.test:{port}/team/app:v1");
     let proxy = testkit::proxy::Proxy::start(&[("registry.test", "127.0.0.1")], Some("pu:ppw"));
@@ -699,12 +597,8 @@ fn registry_through_an_http_proxy() {
 #[test]
 fn client_certificate_registry() {
     // Mutual TLS: the registry accepts only clients with a certificate from its CA.
-    let reg = Registry::start(Kind::TlsClientCert);
     let tmp = tempfile::tempdir().unwrap();
-    let mut lay = Layout::new(&tmp.path().join("oci"));
-    let made = lay.image("linux/amd64", &three_layers("mtls"));
-    lay.tag(made.manifest.clone(), "v1");
-    reg.push(&format!("oci:{}:v1", lay.dir.display()), "team/app:v1");
+    let (reg, made) = serve(Kind::TlsClientCert, tmp.path(), "mtls", "team/app:v1");
     let src = format!("{}/team/app:v1", reg.host);
     let with = |dir: PathBuf, cache: &str| SourceOptions {
         cert_dir: Some(dir),
@@ -736,14 +630,10 @@ fn client_certificate_registry() {
 
 #[test]
 fn tampered_blob_in_registry_is_refused() {
-    let reg = Registry::start(Kind::Plain);
     let tmp = tempfile::tempdir().unwrap();
-    let mut lay = Layout::new(&tmp.path().join("oci"));
-    let made = lay.image("linux/amd64", &three_layers("tamper"));
-    lay.tag(made.manifest.clone(), "v1");
-    reg.push(&format!("oci:{}:v1", lay.dir.display()), "test/tamper:v1");
+    let (reg, made) = serve(Kind::Plain, tmp.path(), "tamper", "test/tamper:v1");
     // Flip one byte in the middle of the second layer (same length, so only the digest tells).
-    let victim = &made.layer_digests[1];
+    let victim = &made.image.layers[1].digest;
     let p = reg.blob_data(victim);
     let mut b = std::fs::read(&p).unwrap();
     let mid = b.len() / 2;
@@ -803,30 +693,34 @@ fn skopeo(args: &[&str]) {
 #[test]
 fn dir_made_by_skopeo() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut lay = Layout::new(&tmp.path().join("oci"));
+    let lay = tmp.path().join("oci");
     let mut layers = three_layers("dir");
-    layers[1].1 = Comp::Gzip;
-    let made = lay.image("linux/amd64", &layers);
-    lay.tag(made.manifest.clone(), "v1");
-    let arm = lay.image("linux/arm64", &[(tar(&[("arch", b"arm64\n")]), Comp::Zstd)]);
-    lay.tag_index(&[&arm, &made], "multi");
+    layers[1].1 = Compression::Gzip;
+    let made = write(&lay, "linux/amd64", &layers, Some("v1"));
+    let arm = write(
+        &lay,
+        "linux/arm64",
+        &[(tar(&[("arch", b"arm64\n")]), Compression::Zstd)],
+        None,
+    );
+    oci::write_index(&lay, &[&arm.image, &made.image], "multi").unwrap();
     let cache = tmp.path().join("cache");
 
     let one = tmp.path().join("one");
     skopeo(&[
         "copy",
-        &format!("oci:{}:v1", lay.dir.display()),
+        &format!("oci:{}:v1", lay.display()),
         &format!("dir:{}", one.display()),
     ]);
     let img = resolve(&format!("dir:{}", one.display()), &opts(&cache)).unwrap();
     check_image(&img, &made);
-    assert_eq!(img.manifest_digest, made.manifest_digest);
+    assert_eq!(img.manifest_digest, made.image.manifest_digest);
 
     let all = tmp.path().join("all");
     skopeo(&[
         "copy",
         "--all",
-        &format!("oci:{}:multi", lay.dir.display()),
+        &format!("oci:{}:multi", lay.display()),
         &format!("dir:{}", all.display()),
     ]);
     let img = resolve(&format!("dir:{}", all.display()), &opts(&cache)).unwrap();
@@ -840,10 +734,11 @@ fn dir_made_by_skopeo() {
     check_image(&img, &arm);
 
     // An OCI layout given as dir: is named for what it is.
-    let e = resolve(&format!("dir:{}", lay.dir.display()), &opts(&cache)).unwrap_err();
+    let e = resolve(&format!("dir:{}", lay.display()), &opts(&cache)).unwrap_err();
     assert!(e.to_string().contains("use oci:DIR"), "{e}");
     // A blob missing from the directory is named.
-    let layer = made.layer_digests[0]
+    let layer = made.image.layers[0]
+        .digest
         .trim_start_matches("sha256:")
         .to_string();
     std::fs::remove_file(one.join(&layer)).unwrap();
@@ -861,13 +756,12 @@ fn dir_made_by_skopeo() {
 #[test]
 fn docker_and_oci_archives_made_by_skopeo() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut lay = Layout::new(&tmp.path().join("oci"));
+    let lay = tmp.path().join("oci");
     // skopeo writes no zstd layers into docker archives: gzip and uncompressed only.
     let mut layers = three_layers("archive");
-    layers[1].1 = Comp::Gzip;
-    let made = lay.image("linux/amd64", &layers);
-    lay.tag(made.manifest.clone(), "v1");
-    let oci = format!("oci:{}:v1", lay.dir.display());
+    layers[1].1 = Compression::Gzip;
+    let made = write(&lay, "linux/amd64", &layers, Some("v1"));
+    let oci = format!("oci:{}:v1", lay.display());
     let da = tmp.path().join("img.docker.tar");
     let oa = tmp.path().join("img.oci.tar");
     skopeo(&[
@@ -904,46 +798,50 @@ fn bad_layouts_give_clear_errors() {
     let cache = tmp.path().join("cache");
 
     // An oversized manifest.
-    let mut lay = Layout::new(&tmp.path().join("big"));
+    let lay = tmp.path().join("big");
     let pad = "x".repeat(5 << 20);
     let m = serde_json::json!({"schemaVersion": 2, "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
         "digest": sha(b"{}"), "size": 2}, "layers": [], "annotations": {"pad": pad}});
     let b = serde_json::to_vec(&m).unwrap();
-    let d = lay.blob(&b);
-    lay.tag(serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d, "size": b.len()}), "big");
-    let e = resolve(&format!("oci:{}:big", lay.dir.display()), &opts(&cache)).unwrap_err();
+    let (d, size) = oci::write_blob(&lay, &b).unwrap();
+    let desc =
+        serde_json::json!({"mediaType": oci::MANIFEST_MEDIA_TYPE, "digest": d, "size": size});
+    oci::add_to_index(&lay, desc, Some("big")).unwrap();
+    let e = resolve(&format!("oci:{}:big", lay.display()), &opts(&cache)).unwrap_err();
     assert!(matches!(e, SourceError::TooLarge { .. }), "{e}");
 
     // A schema1 manifest.
-    let mut lay = Layout::new(&tmp.path().join("s1"));
+    let lay = tmp.path().join("s1");
     let b = br#"{"schemaVersion":1,"name":"x","tag":"1","fsLayers":[],"history":[]}"#;
-    let d = lay.blob(b);
-    lay.tag(serde_json::json!({"mediaType": "application/vnd.docker.distribution.manifest.v1+json", "digest": d, "size": b.len()}), "old");
-    let e = resolve(&format!("oci:{}:old", lay.dir.display()), &opts(&cache)).unwrap_err();
+    let (d, size) = oci::write_blob(&lay, b).unwrap();
+    let desc = serde_json::json!({"mediaType": "application/vnd.docker.distribution.manifest.v1+json", "digest": d, "size": size});
+    oci::add_to_index(&lay, desc, Some("old")).unwrap();
+    let e = resolve(&format!("oci:{}:old", lay.display()), &opts(&cache)).unwrap_err();
     assert!(matches!(e, SourceError::Schema1 { .. }), "{e}");
 
     // A layer blob changed on disk after the manifest was written.
-    let mut lay = Layout::new(&tmp.path().join("bad"));
-    let made = lay.image("linux/amd64", &three_layers("bad"));
-    lay.tag(made.manifest.clone(), "v1");
-    let p = lay
-        .dir
-        .join("blobs/sha256")
-        .join(&made.layer_digests[2][7..]);
+    let lay = tmp.path().join("bad");
+    let made = write(&lay, "linux/amd64", &three_layers("bad"), Some("v1"));
+    let p = oci::blob_path(&lay, &made.image.layers[2].digest);
     let mut b = std::fs::read(&p).unwrap();
     b[0] ^= 1;
     std::fs::write(&p, &b).unwrap();
-    let e = resolve(&format!("oci:{}:v1", lay.dir.display()), &opts(&cache)).unwrap_err();
+    let e = resolve(&format!("oci:{}:v1", lay.display()), &opts(&cache)).unwrap_err();
     assert!(matches!(e, SourceError::DigestMismatch { .. }), "{e}");
-    assert!(e.to_string().contains(&made.layer_digests[2]), "{e}");
+    assert!(e.to_string().contains(&made.image.layers[2].digest), "{e}");
 
     // Only an arm64 image, and linux/amd64 asked for (the default).
-    let mut lay = Layout::new(&tmp.path().join("arm"));
-    let made = lay.image("linux/arm64", &[(tar(&[("a", b"a")]), Comp::Gzip)]);
-    let mut desc = made.manifest.clone();
+    let lay = tmp.path().join("arm");
+    let made = write(
+        &lay,
+        "linux/arm64",
+        &[(tar(&[("a", b"a")]), Compression::Gzip)],
+        None,
+    );
+    let mut desc = made.image.descriptor.clone();
     desc.as_object_mut().unwrap().remove("platform");
-    lay.tag(desc, "v1");
-    let e = resolve(&format!("oci:{}:v1", lay.dir.display()), &opts(&cache)).unwrap_err();
+    oci::add_to_index(&lay, desc, Some("v1")).unwrap();
+    let e = resolve(&format!("oci:{}:v1", lay.display()), &opts(&cache)).unwrap_err();
     assert!(matches!(e, SourceError::NoPlatform { .. }), "{e}");
 
     // Missing layout, unknown transport.

@@ -14,12 +14,12 @@
 //! d2v subcommand not wired yet) while the reference side is still measured.
 
 use crate::bail;
-use crate::registry::Registry;
 use crate::util::{exec, root, show, step, Result, Timer};
 use crate::{fixtures, testcmd};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use testkit::registry::{Kind, Registry};
 
 /// Rounds per comparison: `$D2V_BENCH_RUNS`, at least 3.
 pub(crate) fn rounds() -> usize {
@@ -175,9 +175,12 @@ fn fixture_sections<'a>(
             "export" => {
                 let reg = match &registry {
                     Some(r) => r,
-                    None => registry.insert(Registry::start(&work.join("registry"))?),
+                    None => {
+                        registry.insert(Registry::start_in(Kind::Plain, &work.join("registry")))
+                    }
                 };
-                let image = reg.push(&fixture.oci_ref(), "bench:latest")?;
+                reg.push(&fixture.oci_ref(), "bench:latest");
+                let image = format!("{}/bench:latest", reg.host);
                 Comparison {
                     name,
                     title: "d2v export (registry → flattened tar) vs skopeo copy + umoci unpack",

@@ -9,13 +9,13 @@ use crate::bail;
 use crate::debian;
 use crate::programs;
 use crate::qemu::{self, Firmware};
-use crate::registry::Registry;
 use crate::util::{exec, root, step, Result, Timer};
 use crate::{fixtures, testcmd};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use testkit::fixtures::SELFCHECK_END;
+use testkit::registry::{Kind, Registry};
 
 /// Set in the traced run, so that it does the demo itself.
 const TRACED: &str = "XTASK_DEMO_TRACED";
@@ -72,8 +72,9 @@ fn demo(_args: &[String]) -> Result<()> {
     fs::create_dir_all(&work)?;
 
     step("local registry");
-    let registry = Registry::start(&work.join("registry"))?;
-    let image = registry.push(&fixture.oci_ref(), "demo:latest")?;
+    let registry = Registry::start_in(Kind::Plain, &work.join("registry"));
+    registry.push(&fixture.oci_ref(), "demo:latest");
+    let image = format!("{}/demo:latest", registry.host);
 
     step(&format!("d2v pull {image}"));
     let ova = work.join("demo.ova");

@@ -24,7 +24,6 @@ mod fixtures;
 mod image;
 mod programs;
 mod qemu;
-mod registry;
 mod testcmd;
 mod uncompressed;
 mod util;

@@ -1,6 +1,8 @@
 //! Harness for d2v's tests and `cargo xtask`: starts real services (Debian's `docker-registry`,
-//! QEMU) on loopback and finds the fixtures `cargo xtask test` builds.
+//! QEMU) on loopback, finds the fixtures `cargo xtask test` builds, and runs the `d2v` binary
+//! the way users do (`cli`, `shell`).
 
+pub mod cli;
 pub mod cpio;
 pub mod fixtures;
 
@@ -55,6 +57,8 @@ pub fn require_grub_modules() {
 pub mod edge_cases;
 pub mod http;
 pub mod oci;
+pub mod ovf_schema;
+pub mod shell;
 pub mod tar;
 /// A finished command's stdout then stderr, as text (for matching and assertion messages).
 pub fn output_text(out: &std::process::Output) -> String {

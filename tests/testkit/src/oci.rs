@@ -106,10 +106,12 @@ pub struct WrittenLayer {
     pub path: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WrittenImage {
     pub manifest_digest: String,
     pub manifest_size: u64,
+    /// The manifest's descriptor as an index lists it (media type, digest, size, platform).
+    pub descriptor: Value,
     pub config_digest: String,
     pub layers: Vec<WrittenLayer>,
 }
@@ -118,10 +120,6 @@ pub struct WrittenImage {
 /// one more manifest, replacing any with the same tag).
 pub fn write_image(dir: &Path, image: &ImageSpec) -> io::Result<WrittenImage> {
     fs::create_dir_all(dir.join("blobs/sha256"))?;
-    fs::write(
-        dir.join("oci-layout"),
-        b"{\"imageLayoutVersion\":\"1.0.0\"}",
-    )?;
     let mut layers = Vec::new();
     for (source, c) in &image.layers {
         let mut input: Box<dyn Read> = match source {
@@ -145,7 +143,37 @@ pub fn write_image(dir: &Path, image: &ImageSpec) -> io::Result<WrittenImage> {
         "layers": layers.iter().map(|l| json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size})).collect::<Vec<_>>(),
     });
     let (manifest_digest, manifest_size) = write_blob(dir, &serde_json::to_vec(&manifest)?)?;
+    let descriptor = json!({"mediaType": MANIFEST_MEDIA_TYPE, "digest": manifest_digest, "size": manifest_size,
+        "platform": {"architecture": image.architecture, "os": image.os}});
+    add_to_index(dir, descriptor.clone(), image.tag.as_deref())?;
+    Ok(WrittenImage {
+        manifest_digest,
+        manifest_size,
+        descriptor,
+        config_digest,
+        layers,
+    })
+}
 
+/// Writes an image index of `images` (a multi-platform image, in that order) into the layout
+/// at `dir`, listed in index.json as `tag`; returns the index's digest.
+pub fn write_index(dir: &Path, images: &[&WrittenImage], tag: &str) -> io::Result<String> {
+    let index = json!({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE,
+        "manifests": images.iter().map(|i| i.descriptor.clone()).collect::<Vec<_>>()});
+    let (digest, size) = write_blob(dir, &serde_json::to_vec(&index)?)?;
+    let desc = json!({"mediaType": INDEX_MEDIA_TYPE, "digest": digest, "size": size});
+    add_to_index(dir, desc, Some(tag))?;
+    Ok(digest)
+}
+
+/// Lists the descriptor `desc` (of any blob already in the layout, even a malformed one) in
+/// the layout's index.json, as `tag` (replacing what had that tag) or untagged; writes the
+/// `oci-layout` file too.
+pub fn add_to_index(dir: &Path, mut desc: Value, tag: Option<&str>) -> io::Result<()> {
+    fs::write(
+        dir.join("oci-layout"),
+        b"{\"imageLayoutVersion\":\"1.0.0\"}",
+    )?;
     let index_path = dir.join("index.json");
     let mut manifests: Vec<Value> = match fs::read(&index_path) {
         Ok(b) => {
@@ -155,21 +183,13 @@ pub fn write_image(dir: &Path, image: &ImageSpec) -> io::Result<WrittenImage> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
-    let mut desc = json!({"mediaType": MANIFEST_MEDIA_TYPE, "digest": manifest_digest, "size": manifest_size,
-        "platform": {"architecture": image.architecture, "os": image.os}});
-    if let Some(tag) = &image.tag {
+    if let Some(tag) = tag {
         manifests.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag));
         desc["annotations"] = json!({ REF_NAME: tag });
     }
     manifests.push(desc);
     let index = json!({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": manifests});
-    atomic_write(&index_path, &serde_json::to_vec_pretty(&index)?)?;
-    Ok(WrittenImage {
-        manifest_digest,
-        manifest_size,
-        config_digest,
-        layers,
-    })
+    atomic_write(&index_path, &serde_json::to_vec_pretty(&index)?)
 }
 
 /// The config's `config` object; empty lists are left out (null in Docker's terms).

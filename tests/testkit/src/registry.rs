@@ -1,6 +1,7 @@
-//! Debian's `docker-registry` (distribution 2.8) on 127.0.0.1, started by the tests:
-//! plain HTTP anonymous, TLS with a test CA + htpasswd basic auth, or bearer tokens from a
-//! token issuer run here (RS256 JWTs signed with `openssl dgst`, cert in `rootcertbundle`).
+//! Debian's `docker-registry` (distribution 2.8) on 127.0.0.1, started by the tests, the demo
+//! and the benchmarks: plain HTTP anonymous, TLS with a test CA + htpasswd basic auth, or
+//! bearer tokens from a token issuer run here (RS256 JWTs signed with `openssl dgst`, cert in
+//! `rootcertbundle`).
 //!
 //! Every request the registry serves is counted from its access log, so a test can assert
 //! that a second pull downloads nothing.
@@ -49,7 +50,10 @@ pub struct Registry {
     pub kind: Kind,
     /// `127.0.0.1:PORT`.
     pub host: String,
-    dir: tempfile::TempDir,
+    /// Configuration, certificates and storage.
+    dir: PathBuf,
+    /// Removes `dir` on drop, when [`Registry::start`] made it.
+    _temp: Option<tempfile::TempDir>,
     child: Child,
     log: Arc<Mutex<Vec<Request>>>,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -77,7 +81,9 @@ fn run(cmd: &mut Command) -> Vec<u8> {
     out.stdout
 }
 
+/// `openssl ARGS` in `dir` (the plain registry needs none: the demo's machine may lack it).
 fn openssl(dir: &Path, args: &[&str]) {
+    require_tool("openssl", "openssl");
     run(Command::new("openssl").args(args).current_dir(dir));
 }
 
@@ -103,13 +109,27 @@ fn parse_access(line: &str) -> Option<Request> {
 impl Registry {
     /// Starts a registry of `kind` with storage in a fresh temporary directory.
     pub fn start(kind: Kind) -> Registry {
-        require_tool("docker-registry", "docker-registry");
-        require_tool("openssl", "openssl");
-        let dir = tempfile::Builder::new()
+        let temp = tempfile::Builder::new()
             .prefix("d2v-registry")
             .tempdir()
             .expect("temp dir");
-        let d = dir.path();
+        Registry::serve(kind, temp.path().to_path_buf(), Some(temp))
+    }
+
+    /// Starts a registry of `kind` whose configuration and storage are in `dir` (emptied
+    /// first, left in place), and says where: for large images (the demo's, the benchmarks'),
+    /// which a temporary directory on tmpfs would hold in memory.
+    pub fn start_in(kind: Kind, dir: &Path) -> Registry {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let reg = Registry::serve(kind, dir.to_path_buf(), None);
+        println!("registry on {} (storage {})", reg.host, dir.display());
+        reg
+    }
+
+    fn serve(kind: Kind, dir: PathBuf, temp: Option<tempfile::TempDir>) -> Registry {
+        require_tool("docker-registry", "docker-registry");
+        let d = dir.as_path();
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut extra = String::new();
         let mut token_stop = None;
@@ -207,6 +227,7 @@ impl Registry {
                         kind,
                         host,
                         dir,
+                        _temp: temp,
                         child,
                         log,
                         stderr,
@@ -231,6 +252,22 @@ impl Registry {
         );
     }
 
+    /// Starts a registry of `kind` holding the image `spec` (which must have a tag) as
+    /// `repo_tag`: written to the OCI layout `layout`, then pushed from there.
+    pub fn with_image(
+        kind: Kind,
+        layout: &Path,
+        spec: &crate::oci::ImageSpec,
+        repo_tag: &str,
+    ) -> (Registry, crate::oci::WrittenImage) {
+        let tag = spec.tag.as_deref().expect("an ImageSpec with a tag");
+        let image = crate::oci::write_image(layout, spec)
+            .unwrap_or_else(|e| panic!("write {}: {e}", layout.display()));
+        let reg = Registry::start(kind);
+        reg.push(&format!("oci:{}:{tag}", layout.display()), repo_tag);
+        (reg, image)
+    }
+
     /// The registry's own log lines (not the access log), for failure messages.
     pub fn server_log(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
@@ -238,13 +275,13 @@ impl Registry {
 
     /// A directory with `ca.crt` (the test CA) for `--cert-dir`; for the TLS kinds.
     pub fn ca_dir(&self) -> PathBuf {
-        self.dir.path().join("certs")
+        self.dir.join("certs")
     }
 
     /// A directory with `ca.crt` and the client pair `client.cert`/`client.key` (as in
     /// containers-certs.d) for `--cert-dir`; [`Kind::TlsClientCert`] only.
     pub fn client_cert_dir(&self) -> PathBuf {
-        self.dir.path().join("client-certs")
+        self.dir.join("client-certs")
     }
 
     /// `USER:PASS` when the registry needs credentials.
@@ -276,10 +313,7 @@ impl Registry {
         }
         cmd.arg(src)
             .arg(format!("docker://{}/{repo_tag}", self.host));
-        cmd.env(
-            "REGISTRY_AUTH_FILE",
-            self.dir.path().join("skopeo-auth.json"),
-        );
+        cmd.env("REGISTRY_AUTH_FILE", self.dir.join("skopeo-auth.json"));
         run(&mut cmd);
     }
 
@@ -294,10 +328,7 @@ impl Registry {
             cmd.arg("--cert-dir").arg(self.client_cert_dir());
         }
         cmd.arg(format!("docker://{}/{repo_tag}", self.host));
-        cmd.env(
-            "REGISTRY_AUTH_FILE",
-            self.dir.path().join("skopeo-auth.json"),
-        );
+        cmd.env("REGISTRY_AUTH_FILE", self.dir.join("skopeo-auth.json"));
         let raw = run(&mut cmd);
         format!("sha256:{}", sha256_hex(&raw))
     }
@@ -326,7 +357,6 @@ impl Registry {
     pub fn blob_data(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
         self.dir
-            .path()
             .join("storage/docker/registry/v2/blobs/sha256")
             .join(&hex[..2])
             .join(hex)
@@ -466,6 +496,36 @@ fn sha256_hex(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The demo's and benchmarks' registry: storage in the given directory, emptied first and
+    /// left after the registry is gone; a pushed image's blobs land there.
+    #[test]
+    fn start_in_keeps_its_storage_in_the_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("registry");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("stale"), "from an earlier run").unwrap();
+        let layout = tmp.path().join("oci");
+        let tar = crate::tar::tar(&[crate::tar::Entry::file("hello", "world")]);
+        let image = crate::oci::write_image(
+            &layout,
+            &crate::oci::ImageSpec::new()
+                .layer(tar, crate::oci::Compression::Gzip)
+                .tag("v1"),
+        )
+        .unwrap();
+        let reg = Registry::start_in(Kind::Plain, &dir);
+        assert!(!dir.join("stale").exists(), "the directory was not emptied");
+        reg.push(&format!("oci:{}:v1", layout.display()), "demo:latest");
+        let blob = reg.blob_data(&image.layers[0].digest);
+        assert!(
+            blob.starts_with(&dir) && blob.is_file(),
+            "{}",
+            blob.display()
+        );
+        drop(reg);
+        assert!(blob.is_file(), "the storage went with the registry");
+    }
 
     #[test]
     fn access_log_lines() {

@@ -1,17 +1,18 @@
-//! Shared by the black-box CLI tests: run the real `d2v` binary with a private cache and HOME,
+//! For the black-box CLI tests: run the real `d2v` binary with a private cache and HOME,
 //! build tiny OCI layouts, and tamper with them the way a corrupt or malicious image would.
-
-#![allow(dead_code)]
+//!
+//! testkit does not know where cargo put the binary: a test passes it to [`Sandbox::new`]
+//! (`env!("CARGO_BIN_EXE_d2v")`, which only d2v's own tests can name).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::oci::{self, Compression, ImageSpec, WrittenImage};
+use crate::tar::{tar, Entry};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use testkit::oci::{self, Compression, ImageSpec, WrittenImage};
-use testkit::tar::{tar, Entry};
 
 pub const KERNEL_VERSION: &str = "6.1.0-x";
 
@@ -55,10 +56,13 @@ impl Run {
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
     pub env: Vec<(String, String)>,
+    /// The d2v binary every run starts.
+    bin: PathBuf,
 }
 
 impl Sandbox {
-    pub fn new() -> Sandbox {
+    /// A sandbox whose runs start the binary `d2v`.
+    pub fn new(d2v: impl Into<PathBuf>) -> Sandbox {
         let dir = tempfile::Builder::new()
             .prefix("d2v-cli-")
             .tempdir()
@@ -69,6 +73,7 @@ impl Sandbox {
         Sandbox {
             dir,
             env: Vec::new(),
+            bin: d2v.into(),
         }
     }
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -161,7 +166,7 @@ impl Sandbox {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_d2v"));
+        let mut cmd = Command::new(&self.bin);
         cmd.args(args)
             .current_dir(self.dir.path())
             .env("HOME", self.path("home"))
@@ -347,8 +352,18 @@ pub fn app_layer() -> Vec<u8> {
     ])
 }
 
-/// Writes an image into the OCI layout `dir` under `tag`: a base layer (`os_id`, kernel or
-/// not) and the app layer, compressed with `c`.
+/// The tiny image tagged `tag`: a base layer (`os_id`, kernel or not) and the app layer,
+/// compressed with `c`.
+pub fn tiny(tag: &str, os_id: &str, kernel: bool, c: Compression) -> ImageSpec {
+    ImageSpec::new()
+        .layer(base_layer(os_id, kernel), c)
+        .layer(app_layer(), c)
+        .entrypoint(&["/usr/bin/hello"])
+        .env(&["PATH=/usr/bin:/bin", "D2V_TEST=1"])
+        .tag(tag)
+}
+
+/// Writes [`tiny`] into the OCI layout `dir`.
 pub fn write_tiny(
     dir: &Path,
     tag: &str,
@@ -356,16 +371,7 @@ pub fn write_tiny(
     kernel: bool,
     c: Compression,
 ) -> WrittenImage {
-    oci::write_image(
-        dir,
-        &ImageSpec::new()
-            .layer(base_layer(os_id, kernel), c)
-            .layer(app_layer(), c)
-            .entrypoint(&["/usr/bin/hello"])
-            .env(&["PATH=/usr/bin:/bin", "D2V_TEST=1"])
-            .tag(tag),
-    )
-    .unwrap()
+    oci::write_image(dir, &tiny(tag, os_id, kernel, c)).unwrap()
 }
 
 /// `oci:DIR:TAG`.

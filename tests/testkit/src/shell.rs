@@ -1,19 +1,17 @@
-//! Shared by the documentation tests (README examples, CI recipes): run a documented shell
+//! For the documentation tests (README examples, CI recipes): run a documented shell
 //! command line as a user would, with `d2v` on PATH being the binary under test, in a private
 //! HOME and cache, against a real local registry.
-
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use testkit::oci::Compression;
-use testkit::registry::Registry;
+use crate::oci::Compression;
+use crate::registry::Registry;
 
-/// A directory holding only `d2v`, a symlink to the binary under test (`$D2V_BIN`, else this
-/// build's), to put first on PATH.
-pub fn d2v_on_path(scratch: &Path) -> PathBuf {
-    let bin = testkit::fixtures::d2v_bin(env!("CARGO_BIN_EXE_d2v"));
+/// A directory holding only `d2v`, a symlink to the binary under test (`$D2V_BIN`, else
+/// `built`, the test's `env!("CARGO_BIN_EXE_d2v")`), to put first on PATH.
+pub fn d2v_on_path(scratch: &Path, built: &str) -> PathBuf {
+    let bin = crate::fixtures::d2v_bin(built);
     let dir = scratch.join("bin");
     std::fs::create_dir_all(&dir).unwrap();
     let link = dir.join("d2v");
@@ -75,12 +73,12 @@ pub fn run_ok(mut cmd: Command, what: &str) -> Output {
         out.status.success(),
         "{what} failed ({}):\n{}",
         out.status,
-        testkit::output_text(&out)
+        crate::output_text(&out)
     );
     assert!(
         !String::from_utf8_lossy(&out.stderr).contains("panicked"),
         "{what}: d2v panicked:\n{}",
-        testkit::output_text(&out)
+        crate::output_text(&out)
     );
     out
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn schema_dir() -> Option<PathBuf> {
-    let d = testkit::workspace_root().join("../shared/reference/ovf-schema");
+    let d = crate::workspace_root().join("../shared/reference/ovf-schema");
     let d = if d.is_dir() {
         d
     } else {
@@ -19,7 +19,7 @@ pub fn validate(xml: &str) -> Option<Result<(), String>> {
         eprintln!("NOTICE: OVF schema folder not found; skipping the schema validation assertion");
         return None;
     };
-    testkit::require_tool("xmllint", "libxml2-utils");
+    crate::require_tool("xmllint", "libxml2-utils");
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("vm.ovf");
     std::fs::write(&f, xml).unwrap();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::auth::{self, Creds};
 use super::cache::Cache;
 use super::reference::Reference;
-use super::{tls, SourceError, SourceOptions};
+use super::{tls, SourceError, SourceOptions, TlsError};
 use token::parse_challenge;
 
 const ATTEMPTS: u32 = 5;
@@ -187,9 +187,9 @@ impl Client {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn net_err(&self, what: &str, t: &ureq::Transport) -> SourceError {
-        if let Some(tls) = tls_failure(t) {
-            let why = t.to_string();
+    /// The error of a request whose transport failed: TLS, or the registry out of reach.
+    fn net_err(&self, what: &str, t: ureq::Transport) -> SourceError {
+        if let Some(tls) = tls_failure(&t) {
             let hint = if tls.wants_client_certificate() {
                 format!(
                     " (the registry refused the client certificate, or wants one: give it as \
@@ -202,7 +202,10 @@ impl Client {
             };
             SourceError::Tls {
                 registry: self.r.registry.clone(),
-                why: format!("{why}{hint}"),
+                source: TlsError::Handshake {
+                    source: Box::new(t),
+                    hint,
+                },
             }
         } else {
             let via = match &self.proxy {
@@ -215,7 +218,8 @@ impl Client {
             SourceError::Network {
                 what: what.to_string(),
                 registry: self.r.registry.clone(),
-                why: format!("{t}{via}"),
+                source: Box::new(t),
+                via,
             }
         }
     }
@@ -234,7 +238,8 @@ impl Client {
             .map_err(|e| SourceError::Network {
                 what: what.to_string(),
                 registry: self.r.registry.clone(),
-                why: e.to_string(),
+                source: Box::new(e),
+                via: String::new(),
             })?;
         Ok(body)
     }
@@ -300,7 +305,7 @@ impl Client {
                 }
                 Err(ureq::Error::Transport(t)) => {
                     if first_err.is_none() {
-                        first_err = Some(self.net_err(&what, &t));
+                        first_err = Some(self.net_err(&what, t));
                     }
                     continue;
                 }
@@ -408,7 +413,7 @@ impl Client {
                     attempt += 1;
                     backoff(attempt, None);
                 }
-                Err(ureq::Error::Transport(t)) => return Err(self.net_err(what, &t)),
+                Err(ureq::Error::Transport(t)) => return Err(self.net_err(what, t)),
             }
         }
     }

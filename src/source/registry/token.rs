@@ -141,7 +141,7 @@ impl Client {
                     attempt += 1;
                     backoff(attempt, None);
                 }
-                Err(ureq::Error::Transport(t)) => return Err(self.net_err(&what, &t)),
+                Err(ureq::Error::Transport(t)) => return Err(self.net_err(&what, t)),
             }
         }
     }

@@ -211,10 +211,7 @@ pub enum SourceError {
         "{registry}: TLS failed: {source}; if the registry uses a private CA pass --cert-dir DIR \
          with its ca.crt, or --tls-verify=false to skip verification"
     )]
-    Tls {
-        registry: String,
-        source: TlsError,
-    },
+    Tls { registry: String, source: TlsError },
     #[error(
         "{what}: refusing plain HTTP to {registry}: only loopback registries may be reached without \
          TLS (or pass --tls-verify=false)"

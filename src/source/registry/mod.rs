@@ -14,7 +14,7 @@ use super::auth::{self, Creds};
 use super::cache::Cache;
 use super::reference::Reference;
 use super::{tls, SourceError, SourceOptions, TlsError};
-use retry::{classify, retry, tls_failure, Failure};
+use retry::{classify, retry, retry_counting, tls_failure, Failure};
 use token::parse_challenge;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,10 +258,10 @@ impl Client {
     ) -> Result<ureq::Response, SourceError> {
         let base = self.ensure_base()?;
         let url = format!("{base}/v2/{}/{path}", self.r.repository);
-        let mut refreshed = false;
+        let (mut refreshed, mut failed) = (false, 0);
         let mut authz = self.authorization(false)?;
         loop {
-            let sent = retry(|| {
+            let sent = retry_counting(&mut failed, || {
                 let mut req = self.agent.request(method, &url);
                 if let Some(a) = &authz {
                     req = req.set("Authorization", a);

@@ -37,14 +37,22 @@ impl<E> Failure<E> {
 
 /// Runs `attempt` until it succeeds, fails for good or has failed [`ATTEMPTS`] times,
 /// sleeping between attempts; the error is the last attempt's.
-pub(super) fn retry<T, E>(mut attempt: impl FnMut() -> Result<T, Failure<E>>) -> Result<T, E> {
-    let mut failed = 0;
+pub(super) fn retry<T, E>(attempt: impl FnMut() -> Result<T, Failure<E>>) -> Result<T, E> {
+    retry_counting(&mut 0, attempt)
+}
+
+/// [`retry`], counting failures in `failed`: a caller that starts over after an error (a
+/// request sent again with a new token) keeps to [`ATTEMPTS`] all told.
+pub(super) fn retry_counting<T, E>(
+    failed: &mut u32,
+    mut attempt: impl FnMut() -> Result<T, Failure<E>>,
+) -> Result<T, E> {
     loop {
         match attempt() {
             Ok(v) => return Ok(v),
-            Err(Failure::Transient { retry_after, .. }) if failed + 1 < ATTEMPTS => {
-                failed += 1;
-                backoff(failed, retry_after.as_deref());
+            Err(Failure::Transient { retry_after, .. }) if *failed + 1 < ATTEMPTS => {
+                *failed += 1;
+                backoff(*failed, retry_after.as_deref());
             }
             Err(Failure::Transient { error, .. } | Failure::Final(error)) => return Err(*error),
         }

@@ -1,6 +1,7 @@
 //! A synchronous OCI distribution client on `ureq`: /v2/ ping, anonymous, basic and bearer
-//! (WWW-Authenticate challenge) auth, retries with backoff for 429/5xx/connection resets,
-//! and blob downloads that resume with a Range request.
+//! (WWW-Authenticate challenge) auth, retries with backoff for 429/5xx/connection resets
+//! (one loop for every request and download: [`retry`]), and blob downloads that resume with
+//! a Range request.
 
 mod fetch;
 mod retry;

@@ -396,6 +396,10 @@ fn tls_registry_with_basic_auth() {
     let e = resolve(&src, &o).unwrap_err();
     assert!(matches!(e, SourceError::Tls { .. }), "{e}");
     assert!(e.to_string().contains("--cert-dir"), "{e}");
+    assert!(
+        has_cause::<ureq::Transport>(&e) && has_cause::<rustls::Error>(&e),
+        "{e:?}"
+    );
     let o = SourceOptions {
         creds: reg.creds(),
         tls_verify: false,
@@ -573,6 +577,7 @@ fn registry_through_an_http_proxy() {
     let before = proxy.requests().len();
     let e = resolve(&src, &via("c3", &["other.example", ".test"], "pu:ppw")).unwrap_err();
     assert!(matches!(e, SourceError::Network { .. }), "{e}");
+    assert!(has_cause::<ureq::Transport>(&e), "{e:?}");
     assert!(!e.to_string().contains("through the proxy"), "{e}");
     assert_eq!(
         proxy.requests().len(),
@@ -608,6 +613,7 @@ fn client_certificate_registry() {
     // The CA alone: the handshake fails, and the message says what is missing.
     let e = resolve(&src, &with(reg.ca_dir(), "c1")).unwrap_err();
     assert!(matches!(e, SourceError::Tls { .. }), "{e}");
+    assert!(has_cause::<rustls::Error>(&e), "{e:?}");
     let msg = e.to_string();
     assert!(
         msg.contains("client certificate") && msg.contains(".cert"),
@@ -852,4 +858,18 @@ fn bad_layouts_give_clear_errors() {
     .is_err());
     let e = resolve("ftp://example.com/x", &opts(&cache)).unwrap_err();
     assert!(matches!(e, SourceError::UnknownTransport { .. }), "{e}");
+}
+
+/// Whether `e`'s causes hold a `T`, following `source()` and what an `io::Error` carries.
+fn has_cause<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |&e| {
+        match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(carried) => Some(carried as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        }
+    })
+    .any(|c| c.is::<T>())
 }

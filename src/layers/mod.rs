@@ -26,9 +26,14 @@ pub const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
-    /// `error` is shown through [`printable`]: the tar reader quotes raw header bytes.
+    /// `error` is shown through [`printable`]: the tar reader quotes raw header bytes. Built
+    /// by [`read_error`], which keeps the cause's own text printable too.
     #[error("{}", read_error_text(layer, error))]
-    Read { layer: String, error: io::Error },
+    Read {
+        layer: String,
+        #[source]
+        error: io::Error,
+    },
     #[error("layer {layer}: entry {path:?} has a '..' component or escapes the image root; refusing to apply this layer")]
     UnsafePath { layer: String, path: String },
     #[error("layer {layer}: entry {path:?}: {source}")]
@@ -89,13 +94,28 @@ fn read_error_text(layer: &str, error: &io::Error) -> String {
     }
 }
 
+/// [`LayerError::Read`] for `error`. Callers print an error's causes after its message (those
+/// whose text it lacks): an `error` whose text [`printable`] has to change (raw header bytes
+/// the tar reader quotes) is replaced by one of the same kind with the printable text, so that
+/// neither line shows those bytes and the cause's text stays within the message.
+fn read_error(layer: &str, error: io::Error) -> LayerError {
+    let text = error.to_string();
+    let shown = printable(&text);
+    let error = if shown == text {
+        error
+    } else {
+        io::Error::new(error.kind(), shown)
+    };
+    LayerError::Read {
+        layer: layer.to_string(),
+        error,
+    }
+}
+
 /// Applies one layer's tar stream onto `tree`. `layer` names the layer in errors (its digest).
 /// The stream is read to its end, so a verifying reader sees all of it.
 pub fn apply_layer(tree: &mut Tree, tar: &mut dyn Read, layer: &str) -> Result<(), LayerError> {
-    let read_err = |error| LayerError::Read {
-        layer: layer.to_string(),
-        error,
-    };
+    let read_err = |error| read_error(layer, error);
     let mut ours = whiteout::Ours::for_layer_onto(tree);
     {
         let mut archive = tar::Archive::new(&mut *tar);
@@ -354,10 +374,7 @@ fn store<R: Read>(
     tree.store(&mut LayerReadSide(entry)).map_err(|e| match e {
         // The layer stream failed (corrupt compression, diff_id), not the spill file.
         TreeError::Io(io) if io.get_ref().is_some_and(|r| r.is::<ReadSideError>()) => {
-            LayerError::Read {
-                layer: at.layer.to_string(),
-                error: io,
-            }
+            read_error(at.layer, io)
         }
         e => at.tree(e),
     })

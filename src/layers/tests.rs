@@ -535,3 +535,21 @@ fn base_layer_whiteouts_change_nothing() {
         );
     }
 }
+
+#[test]
+fn a_read_error_keeps_its_cause_printable() {
+    use std::error::Error;
+    let raw = io::Error::new(io::ErrorKind::InvalidData, "numeric field \u{1}\u{ff}x");
+    let e = super::read_error("l", raw);
+    let cause = e.source().unwrap().downcast_ref::<io::Error>().unwrap();
+    assert_eq!(cause.kind(), io::ErrorKind::InvalidData);
+    assert_eq!(cause.to_string(), "numeric field ??x");
+    assert!(e.to_string().contains("numeric field ??x"), "{e}");
+    // A printable cause is kept as it is, with what it carries.
+    #[derive(Debug, thiserror::Error)]
+    #[error("carried")]
+    struct Carried;
+    let e = super::read_error("l", io::Error::other(Carried));
+    let cause = e.source().unwrap().downcast_ref::<io::Error>().unwrap();
+    assert!(cause.get_ref().unwrap().is::<Carried>());
+}

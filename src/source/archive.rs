@@ -55,27 +55,135 @@ fn norm(name: &str) -> String {
     s.trim_start_matches('/').to_string()
 }
 
+/// The member a link member `name` points to (a symlink's target is relative to its directory).
+fn link_target<R: Read>(entry: &tar::Entry<'_, R>, name: &str) -> Option<String> {
+    let target = entry.link_name_bytes()?;
+    let t = String::from_utf8_lossy(&target);
+    let base = match (
+        entry.header().entry_type().is_symlink(),
+        name.rsplit_once('/'),
+    ) {
+        (true, Some((dir, _))) => format!("{dir}/"),
+        _ => String::new(),
+    };
+    Some(resolve_path(&format!("{base}{t}")))
+}
+
+/// Stores the regular member `name` of the archive at `path` in the cache (checked against
+/// its name under `blobs/sha256/`): its digest and size, and its bytes when it is a small JSON
+/// member to keep in memory.
+fn store_member<R: Read>(
+    path: &Path,
+    cache: &Cache,
+    name: &str,
+    entry: &mut tar::Entry<'_, R>,
+) -> Result<(String, u64, Option<Vec<u8>>), SourceError> {
+    let io = |source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let size = entry.size();
+    let json = name.ends_with(".json") || name == "repositories" || name == "oci-layout";
+    let keep = size <= MAX_MANIFEST && (json || name.starts_with("blobs/"));
+    let mut w = cache.writer()?;
+    let mut head = Vec::new();
+    if keep {
+        entry.read_to_end(&mut head).map_err(io)?;
+        std::io::Write::write_all(&mut w, &head).map_err(io)?;
+    } else {
+        std::io::copy(entry, &mut w).map_err(io)?;
+    }
+    let expect = name
+        .strip_prefix("blobs/sha256/")
+        .map(|h| (format!("sha256:{h}"), size));
+    let what = format!("{} member {name}", path.display());
+    let (digest, len) = w.commit(expect.as_ref().map(|(d, s)| (d.as_str(), *s)), &what)?;
+    Ok((digest, len, (keep && json).then_some(head)))
+}
+
+/// Gives each link member the file it names (a few hops at most).
+fn follow_links(files: &mut BTreeMap<String, (String, u64)>, links: &BTreeMap<String, String>) {
+    for (name, target) in links {
+        let mut target = target;
+        for _ in 0..8 {
+            match links.get(target) {
+                Some(next) => target = next,
+                None => break,
+            }
+        }
+        if let Some(f) = files.get(target).cloned() {
+            files.insert(name.clone(), f);
+        }
+    }
+}
+
+/// One image of a docker archive's manifest.json.
+#[derive(serde::Deserialize)]
+struct DockerEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers", default)]
+    layers: Vec<String>,
+}
+
+impl DockerEntry {
+    fn tags(&self) -> Vec<String> {
+        self.repo_tags.clone().unwrap_or_default()
+    }
+}
+
+/// The image `reference` names (a tag, normalised or not, or `@N` for the Nth), or the only
+/// one; else why not.
+fn choose<'a>(
+    entries: &'a [DockerEntry],
+    reference: Option<&str>,
+) -> Result<&'a DockerEntry, String> {
+    let Some(r) = reference else {
+        if entries.len() == 1 {
+            return Ok(&entries[0]);
+        }
+        let all: Vec<String> = entries.iter().flat_map(DockerEntry::tags).collect();
+        return Err(format!(
+            "the archive holds {} images: choose one with docker-archive:FILE:REF ({})",
+            entries.len(),
+            all.join(", ")
+        ));
+    };
+    let want = Reference::parse(r).ok().map(|x| x.to_string());
+    let by_index = r.strip_prefix('@').and_then(|n| n.parse::<usize>().ok());
+    entries
+        .iter()
+        .enumerate()
+        .find(|(i, e)| {
+            Some(*i) == by_index
+                || e.tags().iter().any(|t| {
+                    t == r
+                        || Reference::parse(t).ok().map(|x| x.to_string()) == want && want.is_some()
+                })
+        })
+        .map(|(_, e)| e)
+        .ok_or_else(|| format!("no image {r:?} in manifest.json"))
+}
+
 impl Imported {
     pub fn load(path: &Path, cache: &Cache) -> Result<Imported, SourceError> {
-        let io = |e: std::io::Error| SourceError::Io {
+        let f = File::open(path).map_err(|source| SourceError::Io {
             path: path.to_path_buf(),
-            source: e,
-        };
-        let bad = |why: String| SourceError::Layout {
-            path: path.to_path_buf(),
-            why,
-        };
-        let f = File::open(path).map_err(io)?;
+            source,
+        })?;
         let mut ar = tar::Archive::new(BufReader::with_capacity(1 << 20, f));
         let mut files = BTreeMap::new();
         let mut small = BTreeMap::new();
         let mut links = BTreeMap::new();
-        let corrupt = |e: std::io::Error| {
-            bad(format!(
+        let corrupt = |e: std::io::Error| SourceError::Layout {
+            path: path.to_path_buf(),
+            why: format!(
                 "not a tar archive, or a corrupt one ({}); expected what `docker save` or \
                  `skopeo copy` writes",
                 crate::text::printable(&e.to_string())
-            ))
+            ),
         };
         for entry in ar.entries().map_err(corrupt)? {
             let mut entry = entry.map_err(corrupt)?;
@@ -83,55 +191,18 @@ impl Imported {
             let kind = entry.header().entry_type();
             if kind.is_symlink() || kind.is_hard_link() {
                 // `docker save` links duplicate layers to the first copy.
-                if let Some(target) = entry.link_name_bytes() {
-                    let t = String::from_utf8_lossy(&target).into_owned();
-                    let base = match (kind.is_symlink(), name.rsplit_once('/')) {
-                        (true, Some((dir, _))) => format!("{dir}/"),
-                        _ => String::new(),
-                    };
-                    links.insert(name, resolve_path(&format!("{base}{t}")));
+                if let Some(target) = link_target(&entry, &name) {
+                    links.insert(name, target);
                 }
-                continue;
-            }
-            if !kind.is_file() {
-                continue;
-            }
-            let size = entry.size();
-            let keep = size <= MAX_MANIFEST
-                && (name.ends_with(".json")
-                    || name == "repositories"
-                    || name == "oci-layout"
-                    || name.starts_with("blobs/"));
-            let mut w = cache.writer()?;
-            let mut head = Vec::new();
-            if keep {
-                entry.read_to_end(&mut head).map_err(io)?;
-                std::io::Write::write_all(&mut w, &head).map_err(io)?;
-            } else {
-                std::io::copy(&mut entry, &mut w).map_err(io)?;
-            }
-            let expect = name
-                .strip_prefix("blobs/sha256/")
-                .map(|h| (format!("sha256:{h}"), size));
-            let what = format!("{} member {name}", path.display());
-            let (digest, len) = w.commit(expect.as_ref().map(|(d, s)| (d.as_str(), *s)), &what)?;
-            if keep && (name.ends_with(".json") || name == "repositories" || name == "oci-layout") {
-                small.insert(name.clone(), head);
-            }
-            files.insert(name, (digest, len));
-        }
-        // Links resolve to the file they name (a few hops at most).
-        for (name, mut target) in links.clone() {
-            for _ in 0..8 {
-                match links.get(&target) {
-                    Some(next) => target = next.clone(),
-                    None => break,
+            } else if kind.is_file() {
+                let (digest, len, kept) = store_member(path, cache, &name, &mut entry)?;
+                if let Some(bytes) = kept {
+                    small.insert(name.clone(), bytes);
                 }
-            }
-            if let Some(f) = files.get(&target).cloned() {
-                files.insert(name, f);
+                files.insert(name, (digest, len));
             }
         }
+        follow_links(&mut files, &links);
         Ok(Imported {
             path: path.to_path_buf(),
             cache: cache.clone(),
@@ -165,51 +236,14 @@ impl Imported {
         path: &Path,
         reference: Option<&str>,
     ) -> Result<String, SourceError> {
-        #[derive(serde::Deserialize)]
-        struct Entry {
-            #[serde(rename = "Config")]
-            config: String,
-            #[serde(rename = "RepoTags", default)]
-            repo_tags: Option<Vec<String>>,
-            #[serde(rename = "Layers", default)]
-            layers: Vec<String>,
-        }
         let bad = |why: String| SourceError::Layout {
             path: path.to_path_buf(),
             why,
         };
         let bytes = self.small("manifest.json")?;
-        let entries: Vec<Entry> = serde_json::from_slice(&bytes)
+        let entries: Vec<DockerEntry> = serde_json::from_slice(&bytes)
             .map_err(|e| bad(format!("manifest.json is not valid: {e}")))?;
-        let tags = |e: &Entry| e.repo_tags.clone().unwrap_or_default();
-        let entry = match reference {
-            None if entries.len() == 1 => &entries[0],
-            None => {
-                let all: Vec<String> = entries.iter().flat_map(tags).collect();
-                return Err(bad(format!(
-                    "the archive holds {} images: choose one with docker-archive:FILE:REF ({})",
-                    entries.len(),
-                    all.join(", ")
-                )));
-            }
-            Some(r) => {
-                let want = Reference::parse(r).ok().map(|x| x.to_string());
-                let by_index = r.strip_prefix('@').and_then(|n| n.parse::<usize>().ok());
-                entries
-                    .iter()
-                    .enumerate()
-                    .find(|(i, e)| {
-                        Some(*i) == by_index
-                            || tags(e).iter().any(|t| {
-                                t == r
-                                    || Reference::parse(t).ok().map(|x| x.to_string()) == want
-                                        && want.is_some()
-                            })
-                    })
-                    .map(|(_, e)| e)
-                    .ok_or_else(|| bad(format!("no image {r:?} in manifest.json")))?
-            }
-        };
+        let entry = choose(&entries, reference).map_err(bad)?;
         let member = |name: &str| {
             self.files.get(&norm(name)).cloned().ok_or_else(|| {
                 bad(format!(
@@ -221,16 +255,7 @@ impl Imported {
         let mut layers = Vec::new();
         for l in &entry.layers {
             let (digest, size) = member(l)?;
-            let p = self.cache.path(&digest)?;
-            let mut head = [0u8; 4];
-            let n = File::open(&p)
-                .and_then(|mut f| f.read(&mut head))
-                .map_err(|e| SourceError::Io { path: p, source: e })?;
-            let media_type = match sniff(&head[..n]) {
-                Compression::None => DOCKER_LAYER_TAR,
-                Compression::Gzip => DOCKER_LAYER_GZIP,
-                Compression::Zstd => OCI_LAYER_ZSTD,
-            };
+            let media_type = self.layer_media_type(&digest)?;
             layers
                 .push(serde_json::json!({"mediaType": media_type, "size": size, "digest": digest}));
         }
@@ -243,6 +268,20 @@ impl Imported {
         let bytes = serde_json::to_vec(&m).map_err(|e| bad(e.to_string()))?;
         self.cache
             .put_bytes(&bytes, None, &format!("{} manifest", path.display()))
+    }
+
+    /// A docker archive's layer media type, from its first bytes (the archive does not say).
+    fn layer_media_type(&self, digest: &str) -> Result<&'static str, SourceError> {
+        let p = self.cache.path(digest)?;
+        let mut head = [0u8; 4];
+        let n = File::open(&p)
+            .and_then(|mut f| f.read(&mut head))
+            .map_err(|e| SourceError::Io { path: p, source: e })?;
+        Ok(match sniff(&head[..n]) {
+            Compression::None => DOCKER_LAYER_TAR,
+            Compression::Gzip => DOCKER_LAYER_GZIP,
+            Compression::Zstd => OCI_LAYER_ZSTD,
+        })
     }
 }
 

@@ -28,6 +28,7 @@ pub use layer::{open_layer, open_layer_with, verify_layer};
 pub use manifest::{ContainerConfig, ImageConfig, Platform, RootFs};
 pub use reference::{parse_source, Reference, Transport};
 pub use resolve::resolve;
+pub use tls::TlsError;
 
 /// How to reach and verify a source. `Debug` never shows the password of `creds`.
 #[derive(Clone)]
@@ -179,11 +180,14 @@ pub enum SourceError {
         status: u16,
         detail: String,
     },
-    #[error("{what}: cannot reach {registry}: {why}")]
+    /// `source` is the `ureq::Transport` of a request that failed, or the `io::Error` of a
+    /// response body that could not be read; `via` names the proxy it went through, if any.
+    #[error("{what}: cannot reach {registry}: {source}{via}")]
     Network {
         what: String,
         registry: String,
-        why: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+        via: String,
     },
     #[error(
         "proxy {proxy:?} (from the environment: HTTPS_PROXY, HTTP_PROXY or ALL_PROXY) is not \
@@ -204,10 +208,10 @@ pub enum SourceError {
         tried: Vec<String>,
     },
     #[error(
-        "{registry}: TLS failed: {why}; if the registry uses a private CA pass --cert-dir DIR \
+        "{registry}: TLS failed: {source}; if the registry uses a private CA pass --cert-dir DIR \
          with its ca.crt, or --tls-verify=false to skip verification"
     )]
-    Tls { registry: String, why: String },
+    Tls { registry: String, source: TlsError },
     #[error(
         "{what}: refusing plain HTTP to {registry}: only loopback registries may be reached without \
          TLS (or pass --tls-verify=false)"

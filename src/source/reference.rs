@@ -41,6 +41,43 @@ pub struct Reference {
     pub digest: Option<String>,
 }
 
+/// A tag: up to 128 letters, digits, `_`, `.` and `-`, not starting with `.` or `-`.
+fn valid_tag(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 128
+        && t.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// `name`'s registry (its first component when that looks like a host: a `.`, a `:` or
+/// `localhost`; else Docker Hub) and the rest.
+fn split_registry(name: &str) -> (String, String) {
+    let (registry, repo) = match name.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            (first.to_string(), rest.to_string())
+        }
+        _ => (DOCKER_HUB.to_string(), name.to_string()),
+    };
+    if registry == "index.docker.io" {
+        (DOCKER_HUB.to_string(), repo)
+    } else {
+        (registry, repo)
+    }
+}
+
+/// A registry's `host[:port]`, an IPv6 address in brackets.
+fn valid_host(registry: &str) -> bool {
+    !registry.is_empty()
+        && registry
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+}
+
 impl Reference {
     /// Parses `debian`, `debian:12`, `ghcr.io/org/app:tag@sha256:...`, `localhost:5000/x`.
     pub fn parse(s: &str) -> Result<Reference, SourceError> {
@@ -67,36 +104,11 @@ impl Reference {
             ),
             None => (rest, None),
         };
-        if let Some(t) = &tag {
-            let ok = !t.is_empty()
-                && t.len() <= 128
-                && t.chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-                && t.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-            if !ok {
-                return Err(bad("a tag is up to 128 letters, digits, '_', '.' or '-'"));
-            }
+        if tag.as_deref().is_some_and(|t| !valid_tag(t)) {
+            return Err(bad("a tag is up to 128 letters, digits, '_', '.' or '-'"));
         }
-        let (registry, repo) = match name.split_once('/') {
-            Some((first, rest))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
-                (first.to_string(), rest.to_string())
-            }
-            _ => (DOCKER_HUB.to_string(), name.to_string()),
-        };
-        let registry = if registry == "index.docker.io" {
-            DOCKER_HUB.to_string()
-        } else {
-            registry
-        };
-        if registry.is_empty()
-            || !registry
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
-        {
+        let (registry, repo) = split_registry(name);
+        if !valid_host(&registry) {
             return Err(bad("the registry host is not a valid host[:port]"));
         }
         let repository = if registry == DOCKER_HUB && !repo.contains('/') {

@@ -7,11 +7,54 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::SourceError;
+
+/// What failed about TLS: the handshake with the registry, or the configuration d2v builds
+/// from the certificate files. Each keeps its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The connection's transport error (a `ureq::Transport`; boxed as `dyn Error` so that
+    /// the cause chain holds the transport error itself), and `hint`, empty or what to do
+    /// about a client certificate.
+    #[error("{source}{hint}")]
+    Handshake {
+        source: Box<dyn std::error::Error + Send + Sync>,
+        hint: String,
+    },
+    #[error("{0}")]
+    Protocols(#[source] rustls::Error),
+    #[error("client certificate {} has no key {} beside it", cert.display(), key.display())]
+    NoClientKey { cert: PathBuf, key: PathBuf },
+    #[error("cannot read client certificate {}: {source}", path.display())]
+    ClientCertificate { path: PathBuf, source: pem::Error },
+    #[error("no certificate in {}", path.display())]
+    NoClientCertificate { path: PathBuf },
+    #[error("cannot read client key {}: {source}", path.display())]
+    ClientKey { path: PathBuf, source: pem::Error },
+    #[error("unusable client certificate or key: {0}")]
+    ClientAuth(#[source] rustls::Error),
+    #[error("cannot read CA file {}: {source}", path.display())]
+    CaFile { path: PathBuf, source: pem::Error },
+    #[error("bad certificate in {}: {source}", path.display())]
+    BadCa { path: PathBuf, source: pem::Error },
+    #[error("unusable CA certificate in {}: {source}", path.display())]
+    UnusableCa {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+}
+
+/// `.map_err(tls_err(registry))?`: a [`TlsError`] about `registry`.
+fn tls_err(registry: &str) -> impl Fn(TlsError) -> SourceError + '_ {
+    move |source| SourceError::Tls {
+        registry: registry.to_string(),
+        source,
+    }
+}
 
 const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
@@ -59,35 +102,28 @@ fn client_pair(
     cert_dir: Option<&Path>,
     registry: &str,
 ) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, SourceError> {
-    let bad = |why: String| SourceError::Tls {
-        registry: registry.to_string(),
-        why,
-    };
+    let bad = tls_err(registry);
     for d in cert_dirs(cert_dir, registry) {
         let Some(cert) = files_with(&d, "cert").into_iter().next() else {
             continue;
         };
         let key = cert.with_extension("key");
         if !key.is_file() {
-            return Err(bad(format!(
-                "client certificate {} has no key {} beside it",
-                cert.display(),
-                key.display()
-            )));
+            return Err(bad(TlsError::NoClientKey { cert, key }));
         }
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
             .and_then(|certs| certs.collect())
-            .map_err(|e| {
-                bad(format!(
-                    "cannot read client certificate {}: {e}",
-                    cert.display()
-                ))
+            .map_err(|source| {
+                bad(TlsError::ClientCertificate {
+                    path: cert.clone(),
+                    source,
+                })
             })?;
         if chain.is_empty() {
-            return Err(bad(format!("no certificate in {}", cert.display())));
+            return Err(bad(TlsError::NoClientCertificate { path: cert }));
         }
         let key = PrivateKeyDer::from_pem_file(&key)
-            .map_err(|e| bad(format!("cannot read client key {}: {e}", key.display())))?;
+            .map_err(|source| bad(TlsError::ClientKey { path: key, source }))?;
         return Ok(Some((chain, key)));
     }
     Ok(None)
@@ -101,21 +137,16 @@ pub(crate) fn client_config(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| SourceError::Tls {
-            registry: registry.to_string(),
-            why: e.to_string(),
-        })?;
+        .map_err(|e| tls_err(registry)(TlsError::Protocols(e)))?;
     let client = client_pair(cert_dir, registry)?;
-    let tls_err = |e: rustls::Error| SourceError::Tls {
-        registry: registry.to_string(),
-        why: format!("unusable client certificate or key: {e}"),
-    };
+    let tls_err = tls_err(registry);
+    let client_auth = |e| tls_err(TlsError::ClientAuth(e));
     if !verify {
         let b = builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider)));
         return Ok(Arc::new(match client {
-            Some((chain, key)) => b.with_client_auth_cert(chain, key).map_err(tls_err)?,
+            Some((chain, key)) => b.with_client_auth_cert(chain, key).map_err(client_auth)?,
             None => b.with_no_client_auth(),
         }));
     }
@@ -129,24 +160,30 @@ pub(crate) fn client_config(
         }
     }
     for f in ca_files(cert_dir, registry) {
-        let certs = CertificateDer::pem_file_iter(&f).map_err(|e| SourceError::Tls {
-            registry: registry.to_string(),
-            why: format!("cannot read CA file {}: {e}", f.display()),
+        let certs = CertificateDer::pem_file_iter(&f).map_err(|source| {
+            tls_err(TlsError::CaFile {
+                path: f.clone(),
+                source,
+            })
         })?;
         for c in certs {
-            let c = c.map_err(|e| SourceError::Tls {
-                registry: registry.to_string(),
-                why: format!("bad certificate in {}: {e}", f.display()),
+            let c = c.map_err(|source| {
+                tls_err(TlsError::BadCa {
+                    path: f.clone(),
+                    source,
+                })
             })?;
-            roots.add(c).map_err(|e| SourceError::Tls {
-                registry: registry.to_string(),
-                why: format!("unusable CA certificate in {}: {e}", f.display()),
+            roots.add(c).map_err(|source| {
+                tls_err(TlsError::UnusableCa {
+                    path: f.clone(),
+                    source,
+                })
             })?;
         }
     }
     let b = builder.with_root_certificates(roots);
     Ok(Arc::new(match client {
-        Some((chain, key)) => b.with_client_auth_cert(chain, key).map_err(tls_err)?,
+        Some((chain, key)) => b.with_client_auth_cert(chain, key).map_err(client_auth)?,
         None => b.with_no_client_auth(),
     }))
 }

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use indicatif::ProgressBar;
 
-use super::{backoff, Client, ATTEMPTS};
-use crate::source::cache::sha256_digest;
+use super::retry::{retry, Failure};
+use super::Client;
+use crate::source::cache::{sha256_digest, BlobWriter};
 use crate::source::fetcher::Fetcher;
 use crate::source::manifest::{Descriptor, ACCEPT, MAX_MANIFEST};
 use crate::source::SourceError;
@@ -101,25 +102,23 @@ impl Client {
         d: &Descriptor,
         what: &str,
         bar: &ProgressBar,
-        mut w: crate::source::cache::BlobWriter,
-    ) -> Result<crate::source::cache::BlobWriter, SourceError> {
+        mut w: BlobWriter,
+    ) -> Result<BlobWriter, SourceError> {
         let path = format!("blobs/{}", d.digest);
         if w.len() > d.size {
             // Not this blob's bytes: a Range request past its end would only fail.
-            w.restart().map_err(|e| SourceError::Io {
-                path: self.cache.dir().into(),
-                source: e,
-            })?;
+            w.restart().map_err(|e| self.cache_err(e))?;
         }
         bar.set_position(w.len());
         if w.len() == d.size {
             return Ok(w); // all there already (a run that stopped before renaming it)
         }
-        let mut failures = 0;
         let mut buf = vec![0u8; 256 << 10];
-        loop {
+        retry(|| {
             let from = (!w.is_empty()).then(|| w.len());
-            let resp = self.send("GET", &path, None, from, what)?;
+            let resp = self
+                .send("GET", &path, None, from, what)
+                .map_err(Failure::fatal)?;
             let resumed = resp.status() == 206
                 && resp
                     .header("content-range")
@@ -127,45 +126,56 @@ impl Client {
                     .and_then(|c| c.split('-').next())
                     == Some(&w.len().to_string());
             if !resumed && !w.is_empty() {
-                w.restart().map_err(|e| SourceError::Io {
-                    path: self.cache.dir().into(),
-                    source: e,
-                })?;
+                w.restart().map_err(|e| Failure::fatal(self.cache_err(e)))?;
             }
-            let mut body = resp.into_reader();
-            let res = loop {
-                match body.read(&mut buf) {
-                    Ok(0) => break Ok(()),
-                    Ok(n) => {
-                        w.write_all(&buf[..n]).map_err(|e| SourceError::Io {
-                            path: self.cache.dir().into(),
-                            source: e,
-                        })?;
-                        bar.set_position(w.len());
-                        if w.len() > d.size {
-                            break Ok(()); // commit reports the size mismatch
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => break Err(e),
-                }
-            };
-            match res {
-                Ok(()) => break,
-                Err(e) => {
-                    failures += 1;
-                    if failures >= ATTEMPTS {
-                        return Err(SourceError::SizeMismatch {
-                            what: format!("{what} (download kept failing: {e})"),
+            self.receive(resp, &mut w, d.size, bar, &mut buf)
+                .map_err(|f| match f {
+                    Failure::Transient { error, .. } => {
+                        Failure::transient(SourceError::SizeMismatch {
+                            what: format!("{what} (download kept failing: {error})"),
                             digest: d.digest.clone(),
                             expected: d.size,
                             got: w.len(),
-                        });
+                        })
                     }
-                    backoff(failures, None);
+                    Failure::Final(e) => Failure::fatal(self.cache_err(*e)),
+                })
+        })?;
+        Ok(w)
+    }
+
+    /// Appends `resp`'s body to `w`, up to one byte past `size` (commit reports the size
+    /// mismatch). A failed read is worth another request; a failed write is not.
+    fn receive(
+        &self,
+        resp: ureq::Response,
+        w: &mut BlobWriter,
+        size: u64,
+        bar: &ProgressBar,
+        buf: &mut [u8],
+    ) -> Result<(), Failure<std::io::Error>> {
+        let mut body = resp.into_reader();
+        loop {
+            match body.read(buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    w.write_all(&buf[..n]).map_err(Failure::fatal)?;
+                    bar.set_position(w.len());
+                    if w.len() > size {
+                        return Ok(());
+                    }
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Failure::transient(e)),
             }
         }
-        Ok(w)
+    }
+
+    /// An I/O failure of the blob cache.
+    fn cache_err(&self, source: std::io::Error) -> SourceError {
+        SourceError::Io {
+            path: self.cache.dir().into(),
+            source,
+        }
     }
 }

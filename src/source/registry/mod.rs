@@ -1,8 +1,10 @@
 //! A synchronous OCI distribution client on `ureq`: /v2/ ping, anonymous, basic and bearer
-//! (WWW-Authenticate challenge) auth, retries with backoff for 429/5xx/connection resets,
-//! and blob downloads that resume with a Range request.
+//! (WWW-Authenticate challenge) auth, retries with backoff for 429/5xx/connection resets
+//! (one loop for every request and download: [`retry`]), and blob downloads that resume with
+//! a Range request.
 
 mod fetch;
+mod retry;
 mod token;
 
 use std::io::Read;
@@ -12,10 +14,9 @@ use std::time::Duration;
 use super::auth::{self, Creds};
 use super::cache::Cache;
 use super::reference::Reference;
-use super::{tls, SourceError, SourceOptions};
+use super::{tls, SourceError, SourceOptions, TlsError};
+use retry::{classify, retry, retry_counting, tls_failure, Failure};
 use token::parse_challenge;
-
-const ATTEMPTS: u32 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Auth {
@@ -75,75 +76,17 @@ fn detail(resp: ureq::Response) -> String {
     }
 }
 
-fn backoff(attempt: u32, retry_after: Option<&str>) {
-    let secs = retry_after
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(|s| s.min(10));
-    let d = secs
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_millis(250 << attempt.min(5)));
-    std::thread::sleep(d);
-}
-
-/// How TLS failed, when TLS is behind a transport error.
-#[derive(Debug, PartialEq)]
-enum TlsFailure<'a> {
-    /// rustls refused the connection: a certificate, an alert from the server, the protocol.
-    Rustls(&'a rustls::Error),
-    /// The server hung up during the handshake (as a plain-HTTP server does on a ClientHello).
-    HungUp,
-}
-
-impl TlsFailure<'_> {
-    /// The server's alert when it wants a client certificate, or refuses ours.
-    fn wants_client_certificate(&self) -> bool {
-        use rustls::AlertDescription as A;
-        matches!(
-            self,
-            TlsFailure::Rustls(rustls::Error::AlertReceived(
-                A::BadCertificate | A::CertificateRequired | A::CertificateUnknown
-            ))
-        )
-    }
-}
-
-/// The TLS failure behind `t`, if any: a `rustls::Error` among its causes, or the connection
-/// ending while connecting (connecting reads nothing but the TLS handshake).
-fn tls_failure(t: &ureq::Transport) -> Option<TlsFailure<'_>> {
-    if let Some(e) = crate::error::causes(t).find_map(|e| e.downcast_ref::<rustls::Error>()) {
-        return Some(TlsFailure::Rustls(e));
-    }
-    let hung_up = t.kind() == ureq::ErrorKind::ConnectionFailed
-        && crate::error::causes(t).any(|e| {
-            e.downcast_ref::<std::io::Error>().is_some_and(|io| {
-                matches!(
-                    io.kind(),
-                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
-                )
-            })
-        });
-    hung_up.then_some(TlsFailure::HungUp)
-}
-
-/// A resolver failure another attempt may cure (getaddrinfo's EAI_AGAIN). std reports
-/// getaddrinfo's failures by their text alone (no error kind, no code), so this reads it.
-fn dns_is_temporary(t: &ureq::Transport) -> bool {
-    crate::error::causes(t).any(|e| {
-        e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.to_string().contains("Temporary failure"))
+/// The auth scheme a 401 answer's WWW-Authenticate challenge asks for.
+fn challenge(resp: &ureq::Response, what: &str) -> Result<Auth, SourceError> {
+    let h = resp.header("www-authenticate").unwrap_or("");
+    parse_challenge(h).ok_or_else(|| SourceError::Http {
+        what: what.to_string(),
+        status: 401,
+        detail: format!(
+            " with an unsupported WWW-Authenticate challenge {:?}",
+            h.split(' ').next().unwrap_or("")
+        ),
     })
-}
-
-/// Transport errors that another attempt cannot cure: TLS failures, a host name that does not
-/// exist (a temporary resolver failure is retried), refused proxy credentials, bad URLs.
-fn transport_is_final(t: &ureq::Transport) -> bool {
-    use ureq::ErrorKind as K;
-    tls_failure(t).is_some()
-        || match t.kind() {
-            K::Dns => !dns_is_temporary(t),
-            K::ProxyUnauthorized | K::InvalidProxyUrl | K::InvalidUrl | K::UnknownScheme => true,
-            _ => false,
-        }
 }
 
 impl Client {
@@ -187,9 +130,9 @@ impl Client {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn net_err(&self, what: &str, t: &ureq::Transport) -> SourceError {
-        if let Some(tls) = tls_failure(t) {
-            let why = t.to_string();
+    /// The error of a request whose transport failed: TLS, or the registry out of reach.
+    fn net_err(&self, what: &str, t: ureq::Transport) -> SourceError {
+        if let Some(tls) = tls_failure(&t) {
             let hint = if tls.wants_client_certificate() {
                 format!(
                     " (the registry refused the client certificate, or wants one: give it as \
@@ -202,7 +145,10 @@ impl Client {
             };
             SourceError::Tls {
                 registry: self.r.registry.clone(),
-                why: format!("{why}{hint}"),
+                source: TlsError::Handshake {
+                    source: Box::new(t),
+                    hint,
+                },
             }
         } else {
             let via = match &self.proxy {
@@ -215,7 +161,8 @@ impl Client {
             SourceError::Network {
                 what: what.to_string(),
                 registry: self.r.registry.clone(),
-                why: format!("{t}{via}"),
+                source: Box::new(t),
+                via,
             }
         }
     }
@@ -234,7 +181,8 @@ impl Client {
             .map_err(|e| SourceError::Network {
                 what: what.to_string(),
                 registry: self.r.registry.clone(),
-                why: e.to_string(),
+                source: Box::new(e),
+                via: String::new(),
             })?;
         Ok(body)
     }
@@ -254,54 +202,20 @@ impl Client {
                 break;
             }
             let base = format!("{scheme}://{host}");
-            let mut attempt = 0;
-            let res = loop {
-                match self.agent.get(&format!("{base}/v2/")).call() {
-                    Err(ureq::Error::Transport(t))
-                        if attempt + 1 < ATTEMPTS
-                            && !transport_is_final(&t)
-                            && scheme == "https"
-                            && !http_ok =>
-                    {
-                        attempt += 1;
-                        backoff(attempt, None);
-                    }
-                    Err(ureq::Error::Status(s, _))
-                        if (s == 429 || s >= 500) && attempt + 1 < ATTEMPTS =>
-                    {
-                        attempt += 1;
-                        backoff(attempt, None);
-                    }
-                    other => break other,
-                }
-            };
-            let auth = match res {
+            let auth = match self.ping(&base, http_ok).map_err(|e| *e) {
                 Ok(_) => Auth::Anonymous,
-                Err(ureq::Error::Status(401, resp)) => {
-                    let h = resp.header("www-authenticate").unwrap_or("");
-                    parse_challenge(h).ok_or_else(|| SourceError::Http {
-                        what: what.clone(),
-                        status: 401,
-                        detail: format!(
-                            " with an unsupported WWW-Authenticate challenge {:?}",
-                            h.split(' ').next().unwrap_or("")
-                        ),
-                    })?
-                }
-                Err(ureq::Error::Status(s, resp)) => {
-                    if scheme == "http" {
-                        break; // an HTTPS port answering plain HTTP: report the HTTPS error
-                    }
+                Err(ureq::Error::Status(401, resp)) => challenge(&resp, &what)?,
+                // An HTTPS port answering plain HTTP: report the HTTPS error.
+                Err(ureq::Error::Status(..)) if scheme == "http" => break,
+                Err(ureq::Error::Status(status, resp)) => {
                     return Err(SourceError::Http {
                         what,
-                        status: s,
+                        status,
                         detail: detail(resp),
-                    });
+                    })
                 }
                 Err(ureq::Error::Transport(t)) => {
-                    if first_err.is_none() {
-                        first_err = Some(self.net_err(&what, &t));
-                    }
+                    first_err.get_or_insert_with(|| self.net_err(&what, t));
                     continue;
                 }
             };
@@ -316,6 +230,24 @@ impl Client {
         }))
     }
 
+    /// `GET base/v2/`, retried. With plain HTTP to fall back on (`http_ok`) a transport
+    /// failure is left to that at once; the ping's 429/5xx wait for the backoff alone.
+    fn ping(&self, base: &str, http_ok: bool) -> Result<ureq::Response, Box<ureq::Error>> {
+        retry(|| {
+            let sent = self.agent.get(&format!("{base}/v2/")).call();
+            sent.map_err(|e| match classify(e) {
+                Failure::Transient { error, .. }
+                    if http_ok && matches!(*error, ureq::Error::Transport(_)) =>
+                {
+                    Failure::Final(error)
+                }
+                Failure::Transient { error, .. } => Failure::transient(*error),
+                f => f,
+            })
+        })
+        .map_err(Box::new)
+    }
+
     /// Sends a request with auth, retrying 429/5xx/transport errors; maps error statuses.
     fn send(
         &self,
@@ -327,89 +259,80 @@ impl Client {
     ) -> Result<ureq::Response, SourceError> {
         let base = self.ensure_base()?;
         let url = format!("{base}/v2/{}/{path}", self.r.repository);
-        let mut attempt = 0;
-        let mut refreshed = false;
+        let (mut refreshed, mut failed) = (false, 0);
         let mut authz = self.authorization(false)?;
         loop {
-            let mut req = self.agent.request(method, &url);
-            if let Some(a) = &authz {
-                req = req.set("Authorization", a);
-            }
-            if let Some(a) = accept {
-                req = req.set("Accept", a);
-            }
-            if let Some(r) = range {
-                req = req.set("Range", &format!("bytes={r}-"));
-            }
-            match req.call() {
+            let sent = retry_counting(&mut failed, || {
+                let mut req = self.agent.request(method, &url);
+                if let Some(a) = &authz {
+                    req = req.set("Authorization", a);
+                }
+                if let Some(a) = accept {
+                    req = req.set("Accept", a);
+                }
+                if let Some(r) = range {
+                    req = req.set("Range", &format!("bytes={r}-"));
+                }
+                req.call().map_err(classify)
+            });
+            match sent {
                 Ok(resp) => return Ok(resp),
-                Err(ureq::Error::Status(401, resp)) => {
-                    // A token may have expired, or this repository wants another scheme than
-                    // the /v2/ ping said: follow its challenge once.
-                    let challenge = resp.header("www-authenticate").and_then(parse_challenge);
-                    let changed = {
-                        let mut st = self.lock();
-                        match challenge {
-                            Some(c) if st.auth.as_ref() != Some(&c) => {
-                                st.auth = Some(c);
-                                st.token = None;
-                                true
-                            }
-                            _ => false,
-                        }
-                    };
-                    let bearer = matches!(self.lock().auth, Some(Auth::Bearer { .. }));
-                    let can_auth = bearer || (changed && self.creds.is_some());
-                    if can_auth && !refreshed {
-                        refreshed = true;
-                        authz = self.authorization(true)?;
-                        continue;
-                    }
-                    return Err(SourceError::Unauthorized {
-                        what: what.to_string(),
-                        registry: self.r.registry.clone(),
-                        hint: self.auth_hint(),
-                    });
-                }
-                Err(ureq::Error::Status(403, _)) => {
-                    return Err(SourceError::Forbidden {
-                        what: what.to_string(),
-                        registry: self.r.registry.clone(),
-                    })
-                }
-                Err(ureq::Error::Status(404, resp)) => {
-                    let d = detail(resp);
-                    let hint = if d.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (registry says{d})")
-                    };
-                    return Err(SourceError::NotFound {
-                        what: what.to_string(),
-                        hint,
-                    });
-                }
-                Err(ureq::Error::Status(s, resp))
-                    if (s == 429 || s >= 500) && attempt + 1 < ATTEMPTS =>
+                // A token may have expired, or this repository wants another scheme than the
+                // /v2/ ping said: follow its challenge once.
+                Err(ureq::Error::Status(401, resp))
+                    if self.follow_challenge(&resp) && !refreshed =>
                 {
-                    attempt += 1;
-                    backoff(attempt, resp.header("retry-after"));
+                    refreshed = true;
+                    authz = self.authorization(true)?;
                 }
-                Err(ureq::Error::Status(s, resp)) => {
-                    return Err(SourceError::Http {
-                        what: what.to_string(),
-                        status: s,
-                        detail: detail(resp),
-                    })
-                }
-                Err(ureq::Error::Transport(t))
-                    if attempt + 1 < ATTEMPTS && !transport_is_final(&t) =>
-                {
-                    attempt += 1;
-                    backoff(attempt, None);
-                }
-                Err(ureq::Error::Transport(t)) => return Err(self.net_err(what, &t)),
+                Err(e) => return Err(self.request_err(what, e)),
             }
+        }
+    }
+
+    /// Takes up the scheme a 401 answer's challenge asks for when it is not the one in use
+    /// (forgetting the token); whether asking again with credentials or a token may succeed.
+    fn follow_challenge(&self, resp: &ureq::Response) -> bool {
+        let challenge = resp.header("www-authenticate").and_then(parse_challenge);
+        let mut st = self.lock();
+        let changed = match challenge {
+            Some(c) if st.auth.as_ref() != Some(&c) => {
+                st.auth = Some(c);
+                st.token = None;
+                true
+            }
+            _ => false,
+        };
+        let bearer = matches!(st.auth, Some(Auth::Bearer { .. }));
+        bearer || (changed && self.creds.is_some())
+    }
+
+    /// The error of a request that failed for good: by its status, or its transport error.
+    fn request_err(&self, what: &str, e: ureq::Error) -> SourceError {
+        let what = what.to_string();
+        let registry = self.r.registry.clone();
+        match e {
+            ureq::Error::Status(401, _) => SourceError::Unauthorized {
+                what,
+                registry,
+                hint: self.auth_hint(),
+            },
+            ureq::Error::Status(403, _) => SourceError::Forbidden { what, registry },
+            ureq::Error::Status(404, resp) => {
+                let d = detail(resp);
+                let hint = if d.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (registry says{d})")
+                };
+                SourceError::NotFound { what, hint }
+            }
+            ureq::Error::Status(status, resp) => SourceError::Http {
+                what,
+                status,
+                detail: detail(resp),
+            },
+            ureq::Error::Transport(t) => self.net_err(&what, t),
         }
     }
 
@@ -426,82 +349,6 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-    use std::net::TcpListener;
-
-    /// The transport error of an `https` GET to a local server that answers each connection
-    /// with `reply` and hangs up.
-    fn https_failure(reply: &'static [u8]) -> ureq::Transport {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for mut c in l.incoming().flatten() {
-                let _ = c.write_all(reply);
-            }
-        });
-        let agent = ureq::AgentBuilder::new()
-            .tls_config(tls::client_config(true, None, "127.0.0.1").unwrap())
-            .build();
-        match agent.get(&format!("https://127.0.0.1:{port}/v2/")).call() {
-            Err(ureq::Error::Transport(t)) => t,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    /// A transport error carrying `e` as its cause.
-    fn transport(e: std::io::Error) -> ureq::Transport {
-        match ureq::Error::from(e) {
-            ureq::Error::Transport(t) => t,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn tls_failures_are_told_by_their_cause() {
-        // A plain-HTTP server on the https port: rustls cannot read its answer.
-        let t = https_failure(b"HTTP/1.1 400 Bad Request\r\n\r\n");
-        assert!(
-            matches!(tls_failure(&t), Some(TlsFailure::Rustls(_))),
-            "{t}"
-        );
-        assert!(transport_is_final(&t));
-        // A server that hangs up on the ClientHello.
-        let t = https_failure(b"");
-        assert_eq!(tls_failure(&t), Some(TlsFailure::HungUp), "{t}");
-        assert!(transport_is_final(&t));
-        // An alert asking for a client certificate, inside the io::Error rustls returns.
-        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
-        let t = transport(std::io::Error::new(std::io::ErrorKind::InvalidData, alert));
-        let tls = tls_failure(&t).unwrap();
-        assert!(tls.wants_client_certificate(), "{t}");
-        // Other alerts are TLS failures too, but not about a client certificate.
-        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure);
-        let t = transport(std::io::Error::new(std::io::ErrorKind::InvalidData, alert));
-        assert!(!tls_failure(&t).unwrap().wants_client_certificate());
-    }
-
-    #[test]
-    fn connection_failures_without_tls_are_retried() {
-        // Nothing listens on the port: refused, not TLS, worth another attempt.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let t = match ureq::get(&format!("https://127.0.0.1:{port}/v2/")).call() {
-            Err(ureq::Error::Transport(t)) => t,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(tls_failure(&t), None, "{t}");
-        assert!(!transport_is_final(&t), "{t}");
-        // A connection cut while reading an answer, even one whose text says "TLS".
-        let t = transport(std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            "TLS certificate handshake",
-        ));
-        assert_eq!(tls_failure(&t), None, "{t}");
-        assert!(!transport_is_final(&t));
-    }
 
     #[test]
     fn loopback() {

@@ -1,7 +1,8 @@
 //! Bearer tokens: the WWW-Authenticate challenge and the token endpoint (a GET with basic
 //! auth or none, or for an identity token an OAuth2 `refresh_token` grant POSTed as a form).
 
-use super::{backoff, detail, is_loopback, transport_is_final, Auth, Client, ATTEMPTS};
+use super::retry::{classify, retry, Failure};
+use super::{detail, is_loopback, Auth, Client};
 use crate::source::auth::Creds;
 use crate::source::SourceError;
 
@@ -72,76 +73,65 @@ impl Client {
                 });
             }
         }
-        // An identity token is exchanged with an OAuth2 refresh_token grant (POST, form body),
-        // as docker does; user and password go as basic auth on a GET.
+        let resp = retry(|| self.ask_token(realm, &url, &scope, service)).map_err(|e| match e {
+            ureq::Error::Status(401 | 403, _) => SourceError::Unauthorized {
+                what: what.clone(),
+                registry: self.r.registry.clone(),
+                hint: self.auth_hint(),
+            },
+            ureq::Error::Status(status, r) => SourceError::Http {
+                what: what.clone(),
+                status,
+                detail: detail(r),
+            },
+            ureq::Error::Transport(t) => self.net_err(&what, t),
+        })?;
+        let body = self.read_body(resp, 1 << 20, &what)?;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let tok = v["token"]
+            .as_str()
+            .or(v["access_token"].as_str())
+            .filter(|t| !t.is_empty());
+        tok.map(str::to_string).ok_or_else(|| SourceError::Http {
+            what,
+            status: 200,
+            detail: " without a token in its JSON answer".into(),
+        })
+    }
+
+    /// One request to the token endpoint, classified for [`retry`] (`url`, `realm` with the query). An identity token
+    /// is exchanged with an OAuth2 refresh_token grant (POST, form body), as docker does; user
+    /// and password go as basic auth on a GET.
+    fn ask_token(
+        &self,
+        realm: &str,
+        url: &str,
+        scope: &str,
+        service: Option<&str>,
+    ) -> Result<ureq::Response, Failure<ureq::Error>> {
         let identity = self
             .creds
             .as_ref()
             .and_then(|c| c.identity_token.as_deref());
-        let mut attempt = 0;
-        loop {
-            let sent = match identity {
-                Some(refresh_token) => {
-                    let mut form = vec![
-                        ("grant_type", "refresh_token"),
-                        ("refresh_token", refresh_token),
-                        ("scope", scope.as_str()),
-                        ("client_id", "d2v"),
-                    ];
-                    if let Some(s) = service {
-                        form.push(("service", s));
-                    }
-                    self.agent.post(realm).send_form(&form)
+        match identity {
+            Some(refresh_token) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token),
+                    ("scope", scope),
+                    ("client_id", "d2v"),
+                ];
+                if let Some(s) = service {
+                    form.push(("service", s));
                 }
-                None => {
-                    let mut req = self.agent.get(&url);
-                    if let Some(c) = &self.creds {
-                        req = req.set("Authorization", &c.basic_header());
-                    }
-                    req.call()
+                self.agent.post(realm).send_form(&form).map_err(classify)
+            }
+            None => {
+                let mut req = self.agent.get(url);
+                if let Some(c) = &self.creds {
+                    req = req.set("Authorization", &c.basic_header());
                 }
-            };
-            match sent {
-                Ok(resp) => {
-                    let body = self.read_body(resp, 1 << 20, &what)?;
-                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                    let tok = v["token"]
-                        .as_str()
-                        .or(v["access_token"].as_str())
-                        .filter(|t| !t.is_empty());
-                    return tok.map(str::to_string).ok_or_else(|| SourceError::Http {
-                        what,
-                        status: 200,
-                        detail: " without a token in its JSON answer".into(),
-                    });
-                }
-                Err(ureq::Error::Status(401 | 403, _)) => {
-                    return Err(SourceError::Unauthorized {
-                        what,
-                        registry: self.r.registry.clone(),
-                        hint: self.auth_hint(),
-                    })
-                }
-                Err(ureq::Error::Status(s, r))
-                    if (s == 429 || s >= 500) && attempt + 1 < ATTEMPTS =>
-                {
-                    attempt += 1;
-                    backoff(attempt, r.header("retry-after"));
-                }
-                Err(ureq::Error::Status(s, r)) => {
-                    return Err(SourceError::Http {
-                        what,
-                        status: s,
-                        detail: detail(r),
-                    })
-                }
-                Err(ureq::Error::Transport(t))
-                    if attempt + 1 < ATTEMPTS && !transport_is_final(&t) =>
-                {
-                    attempt += 1;
-                    backoff(attempt, None);
-                }
-                Err(ureq::Error::Transport(t)) => return Err(self.net_err(&what, &t)),
+                req.call().map_err(classify)
             }
         }
     }

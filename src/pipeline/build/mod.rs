@@ -6,7 +6,7 @@ mod checks;
 pub(super) use checks::check_output_file;
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{flatten, io_err, print_stdout, Error, Log, Stage};
@@ -56,15 +56,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         .clone()
         .unwrap_or_else(|| default_output(&name, args.format));
     output::check_target(&out_path, format)?;
-    let scratch_dir = out_path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    // The raw disk: an unnamed sparse temporary file (gone with the process, whatever happens).
-    let raw: File = tempfile::tempfile_in(&scratch_dir)
-        .or_else(|_| tempfile::tempfile())
-        .map_err(io_err("creating the temporary disk image"))?;
+    let (scratch_dir, raw) = scratch_disk(&out_path)?;
     let disk_opts = disk_options(args, &seed, root_size);
     let (disk, root_fs) = write_disk(&mut tree, &raw, &disk_opts, &ext4_opts, &scratch_dir, log)?;
 
@@ -105,6 +97,20 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         ));
     }
     Ok(())
+}
+
+/// The raw disk: an unnamed sparse temporary file (gone with the process, whatever happens)
+/// in the output's directory (else TMPDIR), and that directory.
+fn scratch_disk(out_path: &Path) -> Result<(PathBuf, File), Error> {
+    let dir = out_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let raw = tempfile::tempfile_in(&dir)
+        .or_else(|_| tempfile::tempfile())
+        .map_err(io_err("creating the temporary disk image"))?;
+    Ok((dir, raw))
 }
 
 /// Refuses an image without a kernel; logs (and returns) the warnings about what the VM

@@ -8,7 +8,7 @@ use super::hash::HashVersion;
 use super::inode::{tree_shape, MAX_LEN};
 use super::layout::{self, Layout, BLOCK};
 use super::{io_err, xattr, Ext4Error, Ext4Options};
-use crate::tree::{show, FileData, InodeId, Kind, Spill, Tree, Walk, ROOT};
+use crate::tree::{show, FileData, InodeId, Kind, PerInode, Spill, Tree, Walk, ROOT};
 
 pub const ROOT_INO: u32 = 2;
 pub const JOURNAL_INO: u32 = 8;
@@ -57,9 +57,9 @@ impl Node<'_> {
 
 pub struct Plan {
     /// Tree inode id → ext4 inode number (0: unreachable).
-    pub ino_of: Vec<u32>,
+    pub ino_of: PerInode<u32>,
     /// Tree inode id → link count as written.
-    links: Vec<u16>,
+    links: PerInode<u16>,
     /// Xattrs of the inodes that have any.
     xattrs: HashMap<InodeId, NodeXattrs>,
     /// Blocks of each directory's entries.
@@ -99,18 +99,18 @@ impl<'p> Iterator for Nodes<'p, '_> {
         }
         loop {
             let e = self.walk.next()?;
-            let (id, p) = (e.id as usize, self.plan);
-            if self.seen[id / 64] >> (id % 64) & 1 == 1 || p.ino_of[id] == 0 {
+            let (id, p) = (e.id.index(), self.plan);
+            if self.seen[id / 64] >> (id % 64) & 1 == 1 || p.ino_of[e.id] == 0 {
                 continue;
             }
             self.seen[id / 64] |= 1 << (id % 64);
             self.lpf_next = e.id == ROOT && p.make_lpf;
             return Some(Node {
-                ino: p.ino_of[id],
+                ino: p.ino_of[e.id],
                 src: Src::Tree(e.id),
-                parent: p.ino_of[e.parent as usize],
+                parent: p.ino_of[e.parent],
                 dir_blocks: p.dir_blocks.get(&e.id).copied().unwrap_or(0),
-                links: p.links[id],
+                links: p.links[e.id],
                 xattrs: p.xattrs.get(&e.id),
             });
         }
@@ -169,7 +169,7 @@ pub fn entries<'t>(tree: &'t Tree, plan: &Plan, n: &Node) -> Vec<DirEntry<'t>> {
                     let k = &tree.inode(child).kind;
                     out.push(DirEntry {
                         name,
-                        ino: plan.ino_of[child as usize],
+                        ino: plan.ino_of[child],
                         ftype: ftype(k),
                     });
                 }
@@ -195,8 +195,8 @@ impl Plan {
             signed: true,
         };
         let counts = tree.link_counts();
-        let mut ino_of = vec![0u32; tree.inode_slots()];
-        let mut links = vec![0u16; tree.inode_slots()];
+        let mut ino_of = tree.per_inode(0u32);
+        let mut links = tree.per_inode(0u16);
         let mut xattrs = HashMap::new();
         // Inodes with xattr blocks, in writing order (which one owns a shared block).
         let mut with_blocks = Vec::new();
@@ -211,7 +211,7 @@ impl Plan {
                     path: show(&e.path),
                 });
             }
-            if ino_of[e.id as usize] != 0 {
+            if ino_of[e.id] != 0 {
                 continue;
             }
             let ino = if e.id == ROOT {
@@ -222,14 +222,14 @@ impl Plan {
                 next += 1;
                 next - 1
             };
-            ino_of[e.id as usize] = ino;
+            ino_of[e.id] = ino;
             let inode = tree.inode(e.id);
             let path = format!("/{}", show(&e.path));
-            let mut l = counts[e.id as usize];
+            let mut l = counts[e.id];
             if e.id == ROOT && make_lpf {
                 l += 1;
             }
-            links[e.id as usize] = match (&inode.kind, l) {
+            links[e.id] = match (&inode.kind, l) {
                 (Kind::Dir(_), l) if l > 65000 => 1,
                 (_, l) if l > 65000 => return Err(Ext4Error::TooManyLinks { path, links: l }),
                 (_, l) => l as u16,

@@ -141,7 +141,7 @@ fn hardlink_within_layer() {
         Entry::hardlink("bin/b", "bin/a"),
     ]]);
     assert_eq!(id(&t, "bin/a"), id(&t, "bin/b"));
-    assert_eq!(t.link_counts()[id(&t, "bin/a") as usize], 2);
+    assert_eq!(t.link_counts()[id(&t, "bin/a")], 2);
 }
 
 #[test]
@@ -172,7 +172,7 @@ fn hardlink_survives_deletion_of_original() {
     ]);
     assert_eq!(paths(&t), ["b", "c"]);
     assert_eq!(read(&t, "c"), b"data");
-    assert_eq!(t.link_counts()[id(&t, "b") as usize], 2);
+    assert_eq!(t.link_counts()[id(&t, "b")], 2);
 }
 
 #[test]

@@ -164,7 +164,10 @@ mod tests {
             if x.is_multiple_of(5) {
                 assert_eq!(e.remove(&name), m.remove(&name), "step {step}");
             } else {
-                assert_eq!(e.insert(Name::new(&name), step), m.insert(name, step));
+                assert_eq!(
+                    e.insert(Name::new(&name), InodeId(step)),
+                    m.insert(name, InodeId(step))
+                );
             }
             assert_eq!(e.len(), m.len());
             if step % 97 == 0 {
@@ -190,13 +193,13 @@ mod tests {
         let mut small = Entries::default();
         let mut large = Entries::default();
         for i in 0..=SMALL as u32 {
-            large.insert(Name::new(format!("{i:04}").as_bytes()), i);
+            large.insert(Name::new(format!("{i:04}").as_bytes()), InodeId(i));
         }
         for i in 0..=SMALL as u32 {
             large.remove(format!("{i:04}").as_bytes());
         }
-        large.insert(Name::new(b"a"), 1);
-        small.insert(Name::new(b"a"), 1);
+        large.insert(Name::new(b"a"), InodeId(1));
+        small.insert(Name::new(b"a"), InodeId(1));
         assert!(matches!(large.0, Repr::Large(_)) && matches!(small.0, Repr::Small(_)));
         assert_eq!(small, large);
         small.clear();

@@ -7,6 +7,7 @@
 //! sorted by their name bytes.
 
 mod entries;
+mod id;
 mod name;
 mod resolve;
 mod spill;
@@ -15,16 +16,13 @@ pub mod testing;
 mod walk;
 
 pub use entries::Entries;
+pub use id::{InodeId, PerInode, ROOT};
 pub use name::Name;
 pub use resolve::{Resolved, SymlinkLoop};
 pub use spill::{FileData, Spill};
 pub use walk::{Walk, WalkEntry};
 
 use std::collections::BTreeMap;
-
-/// Index of an inode in [`Tree::inodes`]. The root directory is [`ROOT`].
-pub type InodeId = u32;
-pub const ROOT: InodeId = 0;
 
 /// A point in time as stored in tar PAX headers and ext4: seconds since the epoch and nanoseconds.
 /// Packed to 12 bytes (one is in every inode of the staging tree).
@@ -220,11 +218,11 @@ impl Tree {
     }
 
     pub fn inode(&self, id: InodeId) -> &Inode {
-        &self.inodes[id as usize]
+        &self.inodes[id.index()]
     }
 
     pub fn inode_mut(&mut self, id: InodeId) -> &mut Inode {
-        &mut self.inodes[id as usize]
+        &mut self.inodes[id.index()]
     }
 
     /// Frees spare capacity of the inode table and of small directories (after the last layer).
@@ -240,6 +238,11 @@ impl Tree {
     /// Number of inode slots, including ones no longer reachable.
     pub fn inode_slots(&self) -> usize {
         self.inodes.len()
+    }
+
+    /// A table of `value` for every inode slot, indexed by [`InodeId`].
+    pub fn per_inode<T: Clone>(&self, value: T) -> PerInode<T> {
+        PerInode::new(self.inodes.len(), value)
     }
 
     pub fn spill(&self) -> &Spill {
@@ -310,7 +313,7 @@ impl Tree {
 
     fn push(&mut self, inode: Inode) -> InodeId {
         self.inodes.push(inode);
-        (self.inodes.len() - 1) as InodeId
+        InodeId::from_index(self.inodes.len() - 1)
     }
 
     fn set_entry(&mut self, dir: InodeId, name: &[u8], id: InodeId) {
@@ -401,16 +404,16 @@ impl Tree {
     /// Link counts as a filesystem would report them, indexed by inode id: for a non-directory
     /// the number of entries naming it; for a directory 2 + its subdirectories. Unreachable
     /// inodes have 0.
-    pub fn link_counts(&self) -> Vec<u32> {
-        let mut counts = vec![0u32; self.inodes.len()];
-        counts[ROOT as usize] = 2;
+    pub fn link_counts(&self) -> PerInode<u32> {
+        let mut counts = self.per_inode(0u32);
+        counts[ROOT] = 2;
         for entry in self.walk().skip(1) {
             let inode = self.inode(entry.id);
             if inode.kind.is_dir() {
-                counts[entry.id as usize] += 2;
-                counts[entry.parent as usize] += 1;
+                counts[entry.id] += 2;
+                counts[entry.parent] += 1;
             } else {
-                counts[entry.id as usize] += 1;
+                counts[entry.id] += 1;
             }
         }
         counts

@@ -89,10 +89,10 @@ fn hardlinks_share_an_inode_and_survive_removal() {
     let f = file(&mut t, b"data");
     let id = t.insert(b"bin/a", f).unwrap();
     assert_eq!(t.hardlink(b"bin/b", b"bin/a").unwrap(), id);
-    assert_eq!(t.link_counts()[id as usize], 2);
+    assert_eq!(t.link_counts()[id], 2);
     assert!(t.remove(b"bin/a").unwrap());
     assert_eq!(read(&t, "bin/b"), b"data");
-    assert_eq!(t.link_counts()[id as usize], 1);
+    assert_eq!(t.link_counts()[id], 1);
     assert!(matches!(
         t.hardlink(b"x", b"nope"),
         Err(TreeError::MissingLinkTarget { .. })
@@ -106,9 +106,9 @@ fn directory_link_counts() {
     t.insert(b"a/b", d.clone()).unwrap();
     t.insert(b"a/c", d).unwrap();
     let c = t.link_counts();
-    assert_eq!(c[ROOT as usize], 3);
-    assert_eq!(c[t.lookup(b"a").unwrap() as usize], 4);
-    assert_eq!(c[t.lookup(b"a/b").unwrap() as usize], 2);
+    assert_eq!(c[ROOT], 3);
+    assert_eq!(c[t.lookup(b"a").unwrap()], 4);
+    assert_eq!(c[t.lookup(b"a/b").unwrap()], 2);
 }
 
 #[test]

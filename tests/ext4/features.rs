@@ -9,7 +9,7 @@ fn every_kind_round_trips_and_fsck_is_clean() {
     fsck(&img.path);
     round_trip(&t, &img.path);
     // Inodes 1-11 are reserved (root 2, journal 8, lost+found 11); hardlinks share one.
-    let distinct: std::collections::BTreeSet<u32> = t.walk().skip(1).map(|e| e.id).collect();
+    let distinct: std::collections::BTreeSet<_> = t.walk().skip(1).map(|e| e.id).collect();
     assert_eq!(s.free_inodes, s.inodes - 11 - distinct.len() as u64);
 }
 

@@ -191,7 +191,7 @@ pub fn round_trip(t: &Tree, img: &Path) {
             inode.meta.gid,
             "{what}"
         );
-        let mut links = counts[e.id as usize];
+        let mut links = counts[e.id];
         if e.id == d2v::tree::ROOT && t.lookup(b"lost+found").is_none() {
             links += 1;
         }
@@ -274,7 +274,7 @@ pub fn round_trip(t: &Tree, img: &Path) {
     let mut want = Vec::new();
     for e in &entries {
         for (i, (name, value)) in t.inode(e.id).meta.xattrs.iter().enumerate() {
-            let f = out.path().join(format!("xattr-{}-{i}", e.id));
+            let f = out.path().join(format!("xattr-{}-{i}", e.id.index()));
             cmds.push(format!(
                 "ea_get -f {} {} {}",
                 f.display(),

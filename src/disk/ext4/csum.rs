@@ -1,6 +1,8 @@
 //! CRC32C as ext4 uses it: the raw Castagnoli CRC register without the final inversion
 //! (`ext4_chksum`), seeded per filesystem and per inode.
 
+use super::ino::Ino;
+
 /// `ext4_chksum(crc, data)`: continues the raw CRC32C register `crc` over `data`.
 pub fn raw(crc: u32, data: &[u8]) -> u32 {
     !crc32c::crc32c_append(!crc, data)
@@ -12,8 +14,11 @@ pub fn fs_seed(uuid: &[u8; 16]) -> u32 {
 }
 
 /// The per-inode seed: the filesystem seed continued over the inode number and generation.
-pub fn inode_seed(fs_seed: u32, ino: u32, generation: u32) -> u32 {
-    raw(raw(fs_seed, &ino.to_le_bytes()), &generation.to_le_bytes())
+pub fn inode_seed(fs_seed: u32, ino: Ino, generation: u32) -> u32 {
+    raw(
+        raw(fs_seed, &ino.get().to_le_bytes()),
+        &generation.to_le_bytes(),
+    )
 }
 
 #[cfg(test)]

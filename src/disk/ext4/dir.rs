@@ -4,6 +4,7 @@
 
 use super::csum;
 use super::hash::{dx_hash, HashVersion};
+use super::ino::Ino;
 use super::Ext4Error;
 
 const BLOCK: usize = 4096;
@@ -15,7 +16,7 @@ const NODE_LIMIT: usize = (BLOCK - 8) / 8 - 1;
 #[derive(Debug, Clone)]
 pub struct DirEntry<'a> {
     pub name: &'a [u8],
-    pub ino: u32,
+    pub ino: Ino,
     pub ftype: u8,
 }
 
@@ -29,8 +30,9 @@ pub fn rec_len(name_len: usize) -> usize {
     (8 + name_len).next_multiple_of(4)
 }
 
-fn put_entry(b: &mut [u8], at: usize, ino: u32, rec: usize, name: &[u8], ftype: u8) {
-    b[at..at + 4].copy_from_slice(&ino.to_le_bytes());
+/// One entry at `at`; `ino` `None` is inode 0, an entry naming nothing (the checksum tail).
+fn put_entry(b: &mut [u8], at: usize, ino: Option<Ino>, rec: usize, name: &[u8], ftype: u8) {
+    b[at..at + 4].copy_from_slice(&ino.map_or(0, Ino::get).to_le_bytes());
     b[at + 4..at + 6].copy_from_slice(&(rec as u16).to_le_bytes());
     b[at + 6] = name.len() as u8;
     b[at + 7] = ftype;
@@ -39,7 +41,7 @@ fn put_entry(b: &mut [u8], at: usize, ino: u32, rec: usize, name: &[u8], ftype: 
 
 /// Seals a leaf block: the checksum tail (`inode 0, rec_len 12, file_type 0xDE`).
 fn seal_leaf(b: &mut [u8], seed: u32) {
-    put_entry(b, LEAF_SPACE, 0, 12, b"", 0xDE);
+    put_entry(b, LEAF_SPACE, None, 12, b"", 0xDE);
     let c = csum::raw(seed, &b[..LEAF_SPACE]);
     b[BLOCK - 4..].copy_from_slice(&c.to_le_bytes());
 }
@@ -63,7 +65,7 @@ fn pack(entries: &[DirEntry], seed: u32) -> (Vec<Vec<u8>>, Vec<usize>) {
         if at == 0 {
             firsts.push(i);
         }
-        put_entry(&mut b, at, e.ino, rec, e.name, e.ftype);
+        put_entry(&mut b, at, Some(e.ino), rec, e.name, e.ftype);
         last = Some(at);
         at += rec;
     }
@@ -100,8 +102,8 @@ fn put_dx(b: &mut [u8], at: usize, limit: usize, entries: &[(u32, u32)], seed: u
 /// The blocks of a directory whose own inode is `dot` and parent `dotdot`, entries sorted by
 /// name. Returns the blocks and whether the directory is hash-indexed.
 pub fn build(
-    dot: u32,
-    dotdot: u32,
+    dot: Ino,
+    dotdot: Ino,
     entries: &[DirEntry],
     hash: &HashCtx,
     seed: u32,
@@ -156,8 +158,8 @@ pub fn build(
     let first_leaf = 1 + nodes;
     let mut out = Vec::with_capacity(1 + nodes + n);
     let mut root = vec![0u8; BLOCK];
-    put_entry(&mut root, 0, dot, 12, b".", 2);
-    put_entry(&mut root, 12, dotdot, BLOCK - 12, b"..", 2);
+    put_entry(&mut root, 0, Some(dot), 12, b".", 2);
+    put_entry(&mut root, 12, Some(dotdot), BLOCK - 12, b"..", 2);
     root[0x1C] = hash.version as u8;
     root[0x1D] = 8;
     root[0x1E] = levels;
@@ -203,10 +205,10 @@ mod tests {
     fn small_directory_is_one_linear_block_with_tail() {
         let e = [DirEntry {
             name: b"a",
-            ino: 12,
+            ino: Ino::new(12),
             ftype: 1,
         }];
-        let (b, idx) = build(2, 2, &e, &ctx(), 5).unwrap();
+        let (b, idx) = build(Ino::new(2), Ino::new(2), &e, &ctx(), 5).unwrap();
         assert!(!idx);
         assert_eq!(b.len(), 1);
         // ".": rec_len 12; "..": 12; "a" spans to the tail at 4084.
@@ -225,11 +227,11 @@ mod tests {
             .enumerate()
             .map(|(i, n)| DirEntry {
                 name: n,
-                ino: 12 + i as u32,
+                ino: Ino::new(12 + i as u32),
                 ftype: 1,
             })
             .collect();
-        let (b, idx) = build(2, 2, &e, &ctx(), 5).unwrap();
+        let (b, idx) = build(Ino::new(2), Ino::new(2), &e, &ctx(), 5).unwrap();
         assert!(idx);
         let count = u16::from_le_bytes([b[0][0x22], b[0][0x23]]) as usize;
         assert_eq!(count, b.len() - 1);

@@ -1,6 +1,7 @@
 //! The 256-byte inode (with 32 extra bytes: nanosecond times, creation time, checksum high
 //! half) and the extent tree in `i_block` plus extent blocks.
 
+use super::ino::Ino;
 use super::sb::{p16, p32};
 use super::{csum, xattr};
 use crate::tree::Timestamp;
@@ -132,7 +133,7 @@ fn time_parts(t: Timestamp) -> (u32, u32) {
 }
 
 impl InodeRec {
-    pub fn encode(&self, ino: u32, fs_seed: u32) -> [u8; 256] {
+    pub fn encode(&self, ino: Ino, fs_seed: u32) -> [u8; 256] {
         let mut b = [0u8; 256];
         let (sec, extra) = time_parts(self.time);
         p16(&mut b, 0x0, self.mode);

@@ -7,9 +7,10 @@
 //! 256-byte inodes, 16 groups per flex group, half_md4 directory hash.
 //!
 //! How it works: [`plan`] numbers the inodes (root 2, journal 8, `lost+found` 11, the rest
-//! from 12 in walk order) and measures every inode; [`layout`] places the group metadata;
-//! blocks are then handed out by a forward-only allocator in walk order, so the data pass
-//! over the spill file and the output writes are both sequential. Holes in the spill file
+//! from 12 in walk order; an ext4 inode number is an [`ino::Ino`], never the tree's
+//! [`InodeId`](crate::tree::InodeId)) and measures every inode; [`layout`] places the group
+//! metadata; blocks are then handed out by a forward-only allocator in walk order, so the
+//! data pass over the spill file and the output writes are both sequential. Holes in the spill file
 //! stay holes (unallocated) in the filesystem; the output region is punched first so that
 //! everything not written reads as zeros.
 //!
@@ -21,6 +22,7 @@
 mod csum;
 mod dir;
 mod hash;
+mod ino;
 mod inode;
 mod layout;
 mod plan;

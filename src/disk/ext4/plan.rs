@@ -5,14 +5,18 @@ use std::collections::HashMap;
 
 use super::dir::{self, DirEntry, HashCtx};
 use super::hash::HashVersion;
+use super::ino::Ino;
 use super::inode::{tree_shape, MAX_LEN};
 use super::layout::{self, Layout, BLOCK};
 use super::{io_err, xattr, Ext4Error, Ext4Options};
-use crate::tree::{show, FileData, InodeId, Kind, Spill, Tree, Walk, ROOT};
+use crate::tree::{show, FileData, InodeId, Kind, PerInode, Spill, Tree, Walk, ROOT};
 
-pub const ROOT_INO: u32 = 2;
-pub const JOURNAL_INO: u32 = 8;
-pub const LPF_INO: u32 = 11;
+/// `EXT4_ROOT_INO`: the root directory.
+pub const ROOT_INO: Ino = Ino::new(2);
+/// `EXT4_JOURNAL_INO`: the journal.
+pub const JOURNAL_INO: Ino = Ino::new(8);
+/// `lost+found`: the first inode that is not reserved (`s_first_ino`).
+pub const LPF_INO: Ino = super::sb::FIRST_INO;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Src {
@@ -24,10 +28,10 @@ pub enum Src {
 /// One inode to write, as [`Plan::nodes`] produces them in writing order. Nothing per node is
 /// stored beyond inode numbers and link counts: nodes are made again from the tree when needed.
 pub struct Node<'p> {
-    pub ino: u32,
+    pub ino: Ino,
     pub src: Src,
     /// Parent directory's inode number (directories only).
-    pub parent: u32,
+    pub parent: Ino,
     /// Blocks of a directory's entries (directories; 0 while the plan measures them).
     pub dir_blocks: u32,
     pub links: u16,
@@ -56,10 +60,10 @@ impl Node<'_> {
 }
 
 pub struct Plan {
-    /// Tree inode id → ext4 inode number (0: unreachable).
-    pub ino_of: Vec<u32>,
+    /// Tree inode id → ext4 inode number (`None`: unreachable).
+    pub ino_of: PerInode<Option<Ino>>,
     /// Tree inode id → link count as written.
-    links: Vec<u16>,
+    links: PerInode<u16>,
     /// Xattrs of the inodes that have any.
     xattrs: HashMap<InodeId, NodeXattrs>,
     /// Blocks of each directory's entries.
@@ -67,7 +71,7 @@ pub struct Plan {
     /// The tree has no `lost+found`: the writer adds one (inode 11) to the root.
     pub make_lpf: bool,
     /// Highest inode number in use.
-    pub max_ino: u32,
+    pub max_ino: Ino,
     /// Data, directory, extent-tree (estimated) and xattr blocks.
     pub content_blocks: u64,
     pub hash: HashCtx,
@@ -99,18 +103,21 @@ impl<'p> Iterator for Nodes<'p, '_> {
         }
         loop {
             let e = self.walk.next()?;
-            let (id, p) = (e.id as usize, self.plan);
-            if self.seen[id / 64] >> (id % 64) & 1 == 1 || p.ino_of[id] == 0 {
+            let (id, p) = (e.id.index(), self.plan);
+            if self.seen[id / 64] >> (id % 64) & 1 == 1 {
                 continue;
             }
+            let Some(ino) = p.ino_of[e.id] else {
+                continue;
+            };
             self.seen[id / 64] |= 1 << (id % 64);
             self.lpf_next = e.id == ROOT && p.make_lpf;
             return Some(Node {
-                ino: p.ino_of[id],
+                ino,
                 src: Src::Tree(e.id),
-                parent: p.ino_of[e.parent as usize],
+                parent: p.ino_of[e.parent].expect("a directory is numbered before its entries"),
                 dir_blocks: p.dir_blocks.get(&e.id).copied().unwrap_or(0),
-                links: p.links[id],
+                links: p.links[e.id],
                 xattrs: p.xattrs.get(&e.id),
             });
         }
@@ -169,7 +176,7 @@ pub fn entries<'t>(tree: &'t Tree, plan: &Plan, n: &Node) -> Vec<DirEntry<'t>> {
                     let k = &tree.inode(child).kind;
                     out.push(DirEntry {
                         name,
-                        ino: plan.ino_of[child as usize],
+                        ino: plan.ino_of[child].expect("every reachable inode is numbered"),
                         ftype: ftype(k),
                     });
                 }
@@ -195,8 +202,8 @@ impl Plan {
             signed: true,
         };
         let counts = tree.link_counts();
-        let mut ino_of = vec![0u32; tree.inode_slots()];
-        let mut links = vec![0u16; tree.inode_slots()];
+        let mut ino_of = tree.per_inode(None);
+        let mut links = tree.per_inode(0u16);
         let mut xattrs = HashMap::new();
         // Inodes with xattr blocks, in writing order (which one owns a shared block).
         let mut with_blocks = Vec::new();
@@ -204,14 +211,15 @@ impl Plan {
             .lookup(b"lost+found")
             .filter(|&id| tree.inode(id).kind.is_dir());
         let make_lpf = tree.lookup(b"lost+found").is_none();
-        let mut next = LPF_INO + 1;
+        // The last inode number given (the numbering goes on after `lost+found`'s).
+        let mut last = LPF_INO;
         for e in tree.walk() {
             if e.name().len() > 255 {
                 return Err(Ext4Error::NameTooLong {
                     path: show(&e.path),
                 });
             }
-            if ino_of[e.id as usize] != 0 {
+            if ino_of[e.id].is_some() {
                 continue;
             }
             let ino = if e.id == ROOT {
@@ -219,17 +227,17 @@ impl Plan {
             } else if Some(e.id) == lpf_in_tree && e.parent == ROOT {
                 LPF_INO
             } else {
-                next += 1;
-                next - 1
+                last = last.next();
+                last
             };
-            ino_of[e.id as usize] = ino;
+            ino_of[e.id] = Some(ino);
             let inode = tree.inode(e.id);
             let path = format!("/{}", show(&e.path));
-            let mut l = counts[e.id as usize];
+            let mut l = counts[e.id];
             if e.id == ROOT && make_lpf {
                 l += 1;
             }
-            links[e.id as usize] = match (&inode.kind, l) {
+            links[e.id] = match (&inode.kind, l) {
                 (Kind::Dir(_), l) if l > 65000 => 1,
                 (_, l) if l > 65000 => return Err(Ext4Error::TooManyLinks { path, links: l }),
                 (_, l) => l as u16,
@@ -277,7 +285,7 @@ impl Plan {
             xattrs,
             dir_blocks: HashMap::new(),
             make_lpf,
-            max_ino: next - 1,
+            max_ino: last,
             content_blocks: 0,
             hash,
         };
@@ -317,7 +325,7 @@ impl Plan {
 
     /// Inodes for a filesystem of `blocks` blocks.
     pub fn inodes_for(&self, blocks: u64, opts: &Ext4Options) -> u64 {
-        let n = self.max_ino as u64;
+        let n = self.max_ino.get() as u64;
         (blocks * BLOCK / opts.bytes_per_inode.max(1024)).max(n + n / 8 + 64)
     }
 

@@ -2,13 +2,15 @@
 //! 64-byte group descriptors and the jbd2 journal superblock.
 
 use super::csum;
+use super::ino::Ino;
 use super::layout::{Layout, BLOCKS_PER_GROUP, DESC_SIZE, INODE_SIZE, LOG_GROUPS_PER_FLEX};
 
 pub const COMPAT: u32 = 0x4 | 0x8 | 0x20; // has_journal, ext_attr, dir_index
 pub const INCOMPAT: u32 = 0x2 | 0x40 | 0x80 | 0x200; // filetype, extent, 64bit, flex_bg
 /// sparse_super, large_file, huge_file, dir_nlink, extra_isize, metadata_csum
 pub const RO_COMPAT: u32 = 0x1 | 0x2 | 0x8 | 0x20 | 0x40 | 0x400;
-pub const FIRST_INO: u32 = 11;
+/// `s_first_ino`: the first inode that is not reserved.
+pub const FIRST_INO: Ino = Ino::new(11);
 
 /// Values of the superblock that are not geometry.
 pub struct SbInfo<'a> {
@@ -54,7 +56,7 @@ pub fn superblock(i: &SbInfo, group: u16) -> [u8; 1024] {
     p16(&mut b, 0x3C, 1); // errors: continue
     p32(&mut b, 0x40, i.time); // s_lastcheck
     p32(&mut b, 0x4C, 1); // dynamic revision
-    p32(&mut b, 0x54, FIRST_INO);
+    p32(&mut b, 0x54, FIRST_INO.get());
     p16(&mut b, 0x58, INODE_SIZE as u16);
     p16(&mut b, 0x5A, group);
     p32(&mut b, 0x5C, COMPAT);

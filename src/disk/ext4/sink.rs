@@ -6,6 +6,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
+use super::ino::Ino;
 use super::inode::Extent;
 use super::layout::{Layout, BLOCK, INODE_SIZE};
 use super::{io_err, Ext4Error};
@@ -87,10 +88,10 @@ impl<'f, 'l> Itable<'f, 'l> {
 
     pub(super) fn put(
         &mut self,
-        ino: u32,
+        ino: Ino,
         rec: &[u8; INODE_SIZE as usize],
     ) -> Result<(), Ext4Error> {
-        let ino = ino as u64;
+        let ino = ino.get() as u64;
         let next = self.first + self.buf.len() as u64 / INODE_SIZE;
         if ino != next || self.group(ino) != self.group(self.first) || self.buf.len() >= CAP {
             self.flush()?;

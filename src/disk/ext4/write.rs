@@ -120,20 +120,20 @@ struct InodeUse {
 impl InodeUse {
     fn new(tree: &Tree, p: &Plan, layout: &Layout) -> InodeUse {
         let ipg = layout.inodes_per_group as u64;
-        let mut used = vec![false; p.max_ino as usize + 1];
+        let mut used = vec![false; p.max_ino.get() as usize + 1];
         used[1..=10].fill(true);
         let mut dirs_per_group = vec![0u32; layout.groups as usize];
         for n in p.nodes(tree) {
-            used[n.ino as usize] = true;
+            used[n.ino.get() as usize] = true;
             if is_dir(tree, &n) {
-                dirs_per_group[((n.ino - 1) as u64 / ipg) as usize] += 1;
+                dirs_per_group[((n.ino.get() - 1) as u64 / ipg) as usize] += 1;
             }
         }
         InodeUse {
             used,
             dirs_per_group,
             ipg,
-            max_ino: p.max_ino as u64,
+            max_ino: p.max_ino.get() as u64,
         }
     }
 
@@ -152,12 +152,12 @@ impl InodeUse {
 /// plan needs; an error when even the most a filesystem of `blocks` holds is too few.
 fn layout_for(p: &Plan, blocks: u64, opts: &Ext4Options) -> Result<Layout, Ext4Error> {
     let layout = match Layout::new(blocks, p.inodes_for(blocks, opts)) {
-        Err(Ext4Error::TooManyInodes { .. }) => Layout::new(blocks, p.max_ino as u64)?,
+        Err(Ext4Error::TooManyInodes { .. }) => Layout::new(blocks, p.max_ino.get() as u64)?,
         l => l?,
     };
-    if p.max_ino as u64 > layout.inodes() {
+    if p.max_ino.get() as u64 > layout.inodes() {
         return Err(Ext4Error::TooManyInodes {
-            inodes: p.max_ino as u64,
+            inodes: p.max_ino.get() as u64,
             max: layout.inodes(),
         });
     }

@@ -9,7 +9,7 @@ use super::ino::Ino;
 use super::inode::{tree_shape, MAX_LEN};
 use super::layout::{self, Layout, BLOCK};
 use super::{io_err, xattr, Ext4Error, Ext4Options};
-use crate::tree::{show, FileData, InodeId, Kind, PerInode, Spill, Tree, Walk, ROOT};
+use crate::tree::{show, FileData, Inode, InodeId, Kind, PerInode, Spill, Tree, Walk, ROOT};
 
 /// `EXT4_ROOT_INO`: the root directory.
 pub const ROOT_INO: Ino = Ino::new(2);
@@ -194,6 +194,51 @@ pub fn entries<'t>(tree: &'t Tree, plan: &Plan, n: &Node) -> Vec<DirEntry<'t>> {
     out
 }
 
+/// The node's link count as ext4 stores it (a directory with more than 65000 links counts 1,
+/// as `dir_nlink` allows), or an error for what ext4 cannot hold: too many links to a file, a
+/// file of more than 2^32 blocks, a symlink target of 4096 bytes or more.
+fn check_node(inode: &Inode, links: u32, path: &str) -> Result<u16, Ext4Error> {
+    let l = match (&inode.kind, links) {
+        (Kind::Dir(_), l) if l > 65000 => 1,
+        (_, l) if l > 65000 => {
+            return Err(Ext4Error::TooManyLinks {
+                path: path.to_string(),
+                links: l,
+            })
+        }
+        (_, l) => l as u16,
+    };
+    match &inode.kind {
+        Kind::File(fd) if fd.len.div_ceil(BLOCK) > u32::MAX as u64 => {
+            Err(Ext4Error::FileTooLarge {
+                path: path.to_string(),
+                len: fd.len,
+            })
+        }
+        Kind::Symlink(t) if t.len() >= 4096 => Err(Ext4Error::SymlinkTooLong {
+            path: path.to_string(),
+            len: t.len(),
+        }),
+        _ => Ok(l),
+    }
+}
+
+/// Identical xattr blocks are shared, as the kernel does (up to [`xattr::MAX_REFS`] inodes
+/// a block): each node of `with_blocks` (in writing order) gets its block's owner.
+fn share_xattr_blocks(xattrs: &mut HashMap<InodeId, NodeXattrs>, with_blocks: Vec<InodeId>) {
+    let mut owners: HashMap<Vec<xattr::Entry>, InodeId> = HashMap::new();
+    for id in with_blocks {
+        let block = xattrs[&id].block.clone();
+        let mut owner = *owners.entry(block.clone()).or_insert(id);
+        if xattrs[&owner].refs >= xattr::MAX_REFS {
+            owners.insert(block, id);
+            owner = id;
+        }
+        xattrs.get_mut(&id).expect("listed").owner = owner;
+        xattrs.get_mut(&owner).expect("listed").refs += 1;
+    }
+}
+
 impl Plan {
     pub fn new(tree: &Tree, opts: &Ext4Options) -> Result<Plan, Ext4Error> {
         let hash = HashCtx {
@@ -233,24 +278,8 @@ impl Plan {
             ino_of[e.id] = Some(ino);
             let inode = tree.inode(e.id);
             let path = format!("/{}", show(&e.path));
-            let mut l = counts[e.id];
-            if e.id == ROOT && make_lpf {
-                l += 1;
-            }
-            links[e.id] = match (&inode.kind, l) {
-                (Kind::Dir(_), l) if l > 65000 => 1,
-                (_, l) if l > 65000 => return Err(Ext4Error::TooManyLinks { path, links: l }),
-                (_, l) => l as u16,
-            };
-            match &inode.kind {
-                Kind::File(fd) if fd.len.div_ceil(BLOCK) > u32::MAX as u64 => {
-                    return Err(Ext4Error::FileTooLarge { path, len: fd.len })
-                }
-                Kind::Symlink(t) if t.len() >= 4096 => {
-                    return Err(Ext4Error::SymlinkTooLong { path, len: t.len() })
-                }
-                _ => {}
-            }
+            let extra = (e.id == ROOT && make_lpf) as u32;
+            links[e.id] = check_node(inode, counts[e.id] + extra, &path)?;
             if !inode.meta.xattrs.is_empty() {
                 let (inline, block) =
                     xattr::split(xattr::prepare(&inode.meta.xattrs, &path)?, &path)?;
@@ -267,18 +296,7 @@ impl Plan {
             }
         }
         drop(counts);
-        // Identical xattr blocks are shared, as the kernel does.
-        let mut owners: HashMap<Vec<xattr::Entry>, InodeId> = HashMap::new();
-        for id in with_blocks {
-            let block = xattrs[&id].block.clone();
-            let mut owner = *owners.entry(block.clone()).or_insert(id);
-            if xattrs[&owner].refs >= xattr::MAX_REFS {
-                owners.insert(block, id);
-                owner = id;
-            }
-            xattrs.get_mut(&id).expect("listed").owner = owner;
-            xattrs.get_mut(&owner).expect("listed").refs += 1;
-        }
+        share_xattr_blocks(&mut xattrs, with_blocks);
         let mut plan = Plan {
             ino_of,
             links,
@@ -290,27 +308,37 @@ impl Plan {
             hash,
         };
         // Directory sizes need every inode number, so they come last.
+        plan.dir_blocks = plan.dir_sizes(tree)?;
+        plan.content_blocks = plan.content_blocks(tree)?;
+        Ok(plan)
+    }
+
+    /// Each directory's size in blocks, measured by building its blocks.
+    fn dir_sizes(&self, tree: &Tree) -> Result<HashMap<InodeId, u32>, Ext4Error> {
         let mut dir_blocks = HashMap::new();
-        for n in plan.nodes(tree) {
+        for n in self.nodes(tree) {
             if let Src::Tree(id) = n.src {
                 if tree.inode(id).kind.is_dir() {
                     let (blocks, _) =
-                        dir::build(n.ino, n.parent, &entries(tree, &plan, &n), &plan.hash, 0)?;
+                        dir::build(n.ino, n.parent, &entries(tree, self, &n), &self.hash, 0)?;
                     dir_blocks.insert(id, blocks.len() as u32);
                 }
             }
         }
-        plan.dir_blocks = dir_blocks;
+        Ok(dir_blocks)
+    }
+
+    /// Blocks the content takes: data, extent-tree blocks (bounded from above) and xattr blocks.
+    fn content_blocks(&self, tree: &Tree) -> Result<u64, Ext4Error> {
         let mut content = 0u64;
-        for n in plan.nodes(tree) {
+        for n in self.nodes(tree) {
             let ranges = ranges(tree, &n)?;
             let data: u64 = ranges.iter().map(|r| r.1 - r.0).sum();
             let extents = ranges.len() as u64 + data / MAX_LEN + data / 30000 + 1;
             let tree_blocks: usize = tree_shape(extents as usize).iter().sum();
             content += data + tree_blocks as u64 + n.owns_xattr_block() as u64;
         }
-        plan.content_blocks = content;
-        Ok(plan)
+        Ok(content)
     }
 
     /// The nodes to write, in writing order (made from the tree on the fly).

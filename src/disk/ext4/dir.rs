@@ -125,6 +125,18 @@ pub fn build(
     if linear <= LEAF_SPACE {
         return Ok((pack(&all, seed).0, false));
     }
+    hashed_tree(dot, dotdot, entries, hash, seed).map(|blocks| (blocks, true))
+}
+
+/// A hashed (htree) directory: its entries in leaves sorted by name hash, and the root block
+/// (plus, for more leaves than the root indexes, one level of index nodes) pointing at them.
+fn hashed_tree(
+    dot: Ino,
+    dotdot: Ino,
+    entries: &[DirEntry],
+    hash: &HashCtx,
+    seed: u32,
+) -> Result<Vec<Vec<u8>>, Ext4Error> {
     let mut hashed: Vec<(u32, u32, &DirEntry)> = entries
         .iter()
         .map(|e| {
@@ -156,37 +168,49 @@ pub fn build(
         });
     }
     let first_leaf = 1 + nodes;
-    let mut out = Vec::with_capacity(1 + nodes + n);
+    let leaf_refs: Vec<(u32, u32)> = (0..n)
+        .map(|i| (leaf_hash[i], (first_leaf + i) as u32))
+        .collect();
+    let mut out = index_blocks(dot, dotdot, hash, levels, &leaf_refs, seed);
+    out.extend(leaves);
+    Ok(out)
+}
+
+/// The htree's root block (`.`, `..` and the dx_root) and, with `levels` 1, its index nodes;
+/// `leaf_refs` are each leaf's (hash, block).
+fn index_blocks(
+    dot: Ino,
+    dotdot: Ino,
+    hash: &HashCtx,
+    levels: u8,
+    leaf_refs: &[(u32, u32)],
+    seed: u32,
+) -> Vec<Vec<u8>> {
     let mut root = vec![0u8; BLOCK];
     put_entry(&mut root, 0, Some(dot), 12, b".", 2);
     put_entry(&mut root, 12, Some(dotdot), BLOCK - 12, b"..", 2);
     root[0x1C] = hash.version as u8;
     root[0x1D] = 8;
     root[0x1E] = levels;
-    let leaf_refs: Vec<(u32, u32)> = (0..n)
-        .map(|i| (leaf_hash[i], (first_leaf + i) as u32))
-        .collect();
     if levels == 0 {
-        put_dx(&mut root, 0x20, ROOT_LIMIT, &leaf_refs, seed);
-        out.push(root);
-    } else {
-        let chunks: Vec<&[(u32, u32)]> = leaf_refs.chunks(NODE_LIMIT).collect();
-        let node_refs: Vec<(u32, u32)> = chunks
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c[0].0, (1 + i) as u32))
-            .collect();
-        put_dx(&mut root, 0x20, ROOT_LIMIT, &node_refs, seed);
-        out.push(root);
-        for c in chunks {
-            let mut b = vec![0u8; BLOCK];
-            b[4..6].copy_from_slice(&(BLOCK as u16).to_le_bytes());
-            put_dx(&mut b, 8, NODE_LIMIT, c, seed);
-            out.push(b);
-        }
+        put_dx(&mut root, 0x20, ROOT_LIMIT, leaf_refs, seed);
+        return vec![root];
     }
-    out.extend(leaves);
-    Ok((out, true))
+    let chunks: Vec<&[(u32, u32)]> = leaf_refs.chunks(NODE_LIMIT).collect();
+    let node_refs: Vec<(u32, u32)> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c[0].0, (1 + i) as u32))
+        .collect();
+    put_dx(&mut root, 0x20, ROOT_LIMIT, &node_refs, seed);
+    let mut out = vec![root];
+    for c in chunks {
+        let mut b = vec![0u8; BLOCK];
+        b[4..6].copy_from_slice(&(BLOCK as u16).to_le_bytes());
+        put_dx(&mut b, 8, NODE_LIMIT, c, seed);
+        out.push(b);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -210,13 +210,20 @@ fn epoch() -> Result<u64> {
         .map_err(|e| format!("{what} gave {s:?}, not seconds since 1970: {e}").into())
 }
 
-/// The version `d2v --version` prints (`d2v 0.1.0` → `0.1.0`).
+/// The version `d2v --version` prints (`d2v 0.1.0 (commit …)` → `0.1.0`).
 fn version_of(bin: &Path) -> Result<String> {
     let out = output(Command::new(bin).arg("--version"))?;
-    match out.trim().strip_prefix("d2v ") {
-        Some(v) if !v.is_empty() && !v.contains(char::is_whitespace) => Ok(v.to_string()),
-        _ => bail!("`{} --version` printed {out:?}", bin.display()),
+    match parse_version(&out) {
+        Some(v) => Ok(v.to_string()),
+        None => bail!("`{} --version` printed {out:?}", bin.display()),
     }
+}
+
+/// The version word of `d2v --version`'s line.
+fn parse_version(out: &str) -> Option<&str> {
+    out.trim()
+        .strip_prefix("d2v ")
+        .and_then(|v| v.split_whitespace().next())
 }
 
 /// The `license` of the d2v package (the top-level Cargo.toml's `[package]`).
@@ -376,6 +383,16 @@ mod tests {
             ]
         );
         let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn version_word_of_the_version_line() {
+        assert_eq!(
+            parse_version("d2v 0.1.0 (commit 0123abcd)\n"),
+            Some("0.1.0")
+        );
+        assert_eq!(parse_version("d2v 0.1.0\n"), Some("0.1.0"));
+        assert_eq!(parse_version("something else"), None);
     }
 
     #[test]

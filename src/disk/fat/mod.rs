@@ -296,7 +296,7 @@ pub fn dos_time(mut secs: i64) -> fatfs::DateTime {
     }
     let secs = secs.clamp(315_532_800, 4_354_819_199);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = crate::ids::civil_from_days(days);
     fatfs::DateTime {
         date: fatfs::Date {
             year: y as u16,
@@ -310,19 +310,6 @@ pub fn dos_time(mut secs: i64) -> fatfs::DateTime {
             millis: 0,
         },
     }
-}
-
-/// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]

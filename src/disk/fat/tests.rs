@@ -163,8 +163,8 @@ fn dos_times_follow_the_calendar() {
     assert_eq!((t.time.hour, t.time.min, t.time.sec), (12, 34, 56));
     // Before 1980 clamps to FAT's epoch.
     assert_eq!(dos_time(0).date.year, 1980);
-    assert_eq!(civil_from_days(0), (1970, 1, 1));
-    assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    assert_eq!(crate::ids::civil_from_days(0), (1970, 1, 1));
+    assert_eq!(crate::ids::civil_from_days(-1), (1969, 12, 31));
 }
 
 #[test]

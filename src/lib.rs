@@ -4,19 +4,21 @@
 //! source (registry, OCI layout, docker-archive) → [`tree`] (staging tree) → guest fixes →
 //! disk (gpt, fat, ext4, grub) → output (vmdk, ovf, ova).
 
-pub mod bytes;
+#![warn(missing_docs)]
+
+pub(crate) mod bytes;
 pub mod cli;
 pub mod disk;
 mod error;
 pub mod export;
-pub mod guest;
+pub(crate) mod guest;
 pub mod ids;
-pub mod inspect;
+pub(crate) mod inspect;
 pub mod layers;
 pub mod output;
 pub mod pipeline;
-pub mod progress;
+pub(crate) mod progress;
 pub mod source;
-pub mod sparse;
-pub mod text;
+pub(crate) mod sparse;
+pub(crate) mod text;
 pub mod tree;

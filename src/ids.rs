@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 /// A 16-byte identifier derived from `seed` (normally the image manifest digest) and `purpose`
 /// (what the ID is for, e.g. `"gpt-disk"`, `"ext4-uuid"`), formatted as an RFC 9562 version 8
 /// (custom) UUID so tools that check the version bits accept it.
-pub fn derive_uuid(seed: &str, purpose: &str) -> [u8; 16] {
+pub(crate) fn derive_uuid(seed: &str, purpose: &str) -> [u8; 16] {
     let mut h = Sha256::new();
     h.update(b"d2v\0");
     h.update(purpose.as_bytes());
@@ -22,7 +22,7 @@ pub fn derive_uuid(seed: &str, purpose: &str) -> [u8; 16] {
 }
 
 /// Arbitrary bytes derived from `seed` and `purpose` (hash seeds, serial numbers, CIDs).
-pub fn derive_bytes(seed: &str, purpose: &str) -> [u8; 32] {
+pub(crate) fn derive_bytes(seed: &str, purpose: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"d2v-bytes\0");
     h.update(purpose.as_bytes());
@@ -46,7 +46,7 @@ pub fn uuid_string(u: &[u8; 16]) -> String {
 
 /// The on-disk byte order of a GPT/EFI GUID for the UUID whose text form is `uuid_string(u)`:
 /// the first three fields little-endian.
-pub fn guid_bytes(u: &[u8; 16]) -> [u8; 16] {
+pub(crate) fn guid_bytes(u: &[u8; 16]) -> [u8; 16] {
     let mut g = *u;
     g[0..4].reverse();
     g[4..6].reverse();
@@ -55,7 +55,7 @@ pub fn guid_bytes(u: &[u8; 16]) -> [u8; 16] {
 }
 
 /// `SOURCE_DATE_EPOCH` if set to a valid integer.
-pub fn source_date_epoch() -> Option<i64> {
+pub(crate) fn source_date_epoch() -> Option<i64> {
     std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok()
 }
 

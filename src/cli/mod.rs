@@ -1,7 +1,7 @@
 //! The command line: argument definitions (clap derive). The commands themselves live in
 //! [`crate::pipeline`] and the modules it drives.
 
-pub mod size;
+pub(crate) mod size;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -14,19 +14,19 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 
     /// Print more about what happens, and each stage's wall time (never secrets).
     #[arg(short, long, global = true)]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
 
     /// Machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Pull an image from a registry and write a VM (OVA by default).
     Pull(BuildArgs),
     /// Build a VM from any source: REF, docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, dir:DIR.
@@ -59,7 +59,7 @@ pub enum Command {
 
 /// `d2v debug …`: single stages of the pipeline on their own (`src/pipeline/debug.rs`).
 #[derive(Debug, Subcommand)]
-pub enum DebugCommand {
+pub(crate) enum DebugCommand {
     /// Write the flattened image as a bare ext4 filesystem image (auto size, no guest fixes).
     Ext4 {
         source: String,
@@ -101,35 +101,35 @@ pub enum DebugCommand {
 
 /// Where and how to read the image.
 #[derive(Debug, Args, Clone)]
-pub struct SourceArgs {
+pub(crate) struct SourceArgs {
     /// Platform to pick from a multi-platform image (os/arch[/variant]); never the host's by default.
     #[arg(long, default_value = "linux/amd64")]
-    pub platform: String,
+    pub(crate) platform: String,
     /// Blob cache directory (default: $XDG_CACHE_HOME/d2v or ~/.cache/d2v; where that cannot
     /// be written, $TMPDIR/d2v-cache-UID).
     #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
+    pub(crate) cache_dir: Option<PathBuf>,
     /// Registry credentials USER:PASS.
     #[arg(long, value_name = "USER:PASS")]
-    pub creds: Option<String>,
+    pub(crate) creds: Option<String>,
     /// Auth file in the containers/Docker config.json format (default: $REGISTRY_AUTH_FILE, ~/.docker/config.json).
     #[arg(long, value_name = "FILE")]
-    pub authfile: Option<PathBuf>,
+    pub(crate) authfile: Option<PathBuf>,
     /// Directory of extra CA certificates (*.crt) for the registry's TLS.
     #[arg(long, value_name = "DIR")]
-    pub cert_dir: Option<PathBuf>,
+    pub(crate) cert_dir: Option<PathBuf>,
     /// Verify TLS certificates (plain HTTP is used only for loopback registries unless this is false).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub tls_verify: bool,
+    pub(crate) tls_verify: bool,
     /// containers-registries.conf file with mirrors, rewritten, insecure or blocked
     /// registries (default: $CONTAINERS_REGISTRIES_CONF, ~/.config/containers/registries.conf
     /// or /etc/containers/registries.conf, plus their registries.conf.d drop-ins).
     #[arg(long, value_name = "FILE")]
-    pub registries_conf: Option<PathBuf>,
+    pub(crate) registries_conf: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Ova,
     Ovf,
     Vmdk,
@@ -137,19 +137,19 @@ pub enum Format {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Firmware {
+pub(crate) enum Firmware {
     Efi,
     Bios,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Controller {
+pub(crate) enum Controller {
     Pvscsi,
     Lsilogic,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum GrubConfig {
+pub(crate) enum GrubConfig {
     /// Keep the image's own /boot/grub/grub.cfg if it has one, else generate.
     Auto,
     /// Always generate grub.cfg.
@@ -161,67 +161,67 @@ fn size_arg(s: &str) -> Result<u64, String> {
 }
 
 #[derive(Debug, Args, Clone)]
-pub struct BuildArgs {
+pub(crate) struct BuildArgs {
     /// The image to convert.
-    pub source: String,
+    pub(crate) source: String,
     /// Output path (default: NAME.ova, NAME.vmdk, NAME.raw or the directory NAME for ovf).
     #[arg(short, long)]
-    pub output: Option<PathBuf>,
+    pub(crate) output: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Ova)]
-    pub format: Format,
+    pub(crate) format: Format,
     #[command(flatten)]
-    pub src: SourceArgs,
+    pub(crate) src: SourceArgs,
 
     /// VM name (default: from the image name).
     #[arg(long)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Guest hostname written to /etc/hostname (default: the VM name).
     #[arg(long)]
-    pub hostname: Option<String>,
+    pub(crate) hostname: Option<String>,
 
     /// Total disk size (default: automatic).
     #[arg(long, value_parser = size_arg, value_name = "SIZE")]
-    pub disk_size: Option<u64>,
+    pub(crate) disk_size: Option<u64>,
     /// EFI System Partition size, mounted at /boot.
     #[arg(long, value_parser = size_arg, value_name = "SIZE", default_value = "256M")]
-    pub boot_size: u64,
+    pub(crate) boot_size: u64,
     /// Root filesystem size (default: content plus --root-free).
     #[arg(long, value_parser = size_arg, value_name = "SIZE")]
-    pub root_size: Option<u64>,
+    pub(crate) root_size: Option<u64>,
     /// Free space to leave on an automatically sized root filesystem.
     #[arg(long, value_parser = size_arg, value_name = "SIZE", default_value = "1G")]
-    pub root_free: u64,
+    pub(crate) root_free: u64,
     /// Root filesystem UUID (default: derived from the image digest).
     #[arg(long)]
-    pub fs_uuid: Option<String>,
+    pub(crate) fs_uuid: Option<String>,
 
     /// Extra kernel command-line argument (repeatable).
     #[arg(long = "kernel-arg", value_name = "ARG")]
-    pub kernel_args: Vec<String>,
+    pub(crate) kernel_args: Vec<String>,
     /// Keep the image's grub.cfg (auto) or always generate one.
     #[arg(long, value_enum, default_value_t = GrubConfig::Auto)]
-    pub grub_config: GrubConfig,
+    pub(crate) grub_config: GrubConfig,
 
     /// Firmware the VM boots with (the disk boots with both).
     #[arg(long, value_enum, default_value_t = Firmware::Efi)]
-    pub firmware: Firmware,
+    pub(crate) firmware: Firmware,
     /// Virtual hardware version (vmx-NN).
     #[arg(long, default_value_t = 13)]
-    pub hw_version: u32,
+    pub(crate) hw_version: u32,
     #[arg(long, default_value_t = 2)]
-    pub cpus: u32,
+    pub(crate) cpus: u32,
     /// Memory (e.g. 2G, 512M).
     #[arg(long, value_parser = size_arg, value_name = "SIZE", default_value = "2G")]
-    pub memory: u64,
+    pub(crate) memory: u64,
     #[arg(long, value_enum, default_value_t = Controller::Pvscsi)]
-    pub controller: Controller,
+    pub(crate) controller: Controller,
     /// Network the NIC connects to.
     #[arg(long, default_value = "VM Network")]
-    pub network: String,
+    pub(crate) network: String,
     /// vSphere guest OS type (default: from the image's /etc/os-release, e.g. debian12_64Guest).
     #[arg(long)]
-    pub os_type: Option<String>,
+    pub(crate) os_type: Option<String>,
     /// Deflate level for VMDK grains (0-9).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
-    pub compression_level: u32,
+    pub(crate) compression_level: u32,
 }

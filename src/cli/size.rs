@@ -1,7 +1,7 @@
 //! Sizes on the command line: `512M`, `2G`, `1.5GiB`, `4096` (bytes).
 
 /// Parses a size with an optional binary suffix (K, M, G, T; `iB`/`B` accepted) into bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

@@ -22,7 +22,7 @@ const ARRAY_SECTORS: u64 = ENTRIES * ENTRY_SIZE / SECTOR;
 const HEADER_SIZE: u32 = 92;
 
 /// Parses `xxxxxxxx-xxxx-...` into 16 bytes in text order.
-pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+pub(crate) fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     let hex: String = s.chars().filter(|&c| c != '-').collect();
     hex::decode(hex).ok()?.try_into().ok()
 }
@@ -52,37 +52,37 @@ pub enum GptError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Partition {
+pub(crate) struct Partition {
     /// Partition type, text byte order.
-    pub type_uuid: [u8; 16],
+    pub(crate) type_uuid: [u8; 16],
     /// Unique partition GUID, text byte order (what `PARTUUID=` shows).
-    pub uuid: [u8; 16],
-    pub name: String,
+    pub(crate) uuid: [u8; 16],
+    pub(crate) name: String,
     /// First and last sector, inclusive.
-    pub first_lba: u64,
-    pub last_lba: u64,
-    pub attributes: u64,
+    pub(crate) first_lba: u64,
+    pub(crate) last_lba: u64,
+    pub(crate) attributes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Gpt {
+pub(crate) struct Gpt {
     /// Disk GUID, text byte order.
-    pub disk_uuid: [u8; 16],
+    pub(crate) disk_uuid: [u8; 16],
     /// MBR disk signature (offset 440), kept by GRUB's boot sector.
-    pub mbr_signature: u32,
+    pub(crate) mbr_signature: u32,
     /// Disk size in sectors.
-    pub sectors: u64,
-    pub partitions: Vec<Partition>,
+    pub(crate) sectors: u64,
+    pub(crate) partitions: Vec<Partition>,
 }
 
 impl Gpt {
     /// First sector a partition may use.
-    pub fn first_usable(&self) -> u64 {
+    pub(crate) fn first_usable(&self) -> u64 {
         2 + ARRAY_SECTORS
     }
 
     /// Last sector a partition may use.
-    pub fn last_usable(&self) -> u64 {
+    pub(crate) fn last_usable(&self) -> u64 {
         self.sectors - 2 - ARRAY_SECTORS
     }
 
@@ -162,7 +162,7 @@ impl Gpt {
     }
 
     /// The protective MBR: one partition of type 0xEE covering the disk from LBA 1.
-    pub fn protective_mbr(&self) -> [u8; SECTOR as usize] {
+    pub(crate) fn protective_mbr(&self) -> [u8; SECTOR as usize] {
         let mut m = [0u8; SECTOR as usize];
         m[440..444].copy_from_slice(&self.mbr_signature.to_le_bytes());
         let e = &mut m[446..462];
@@ -180,7 +180,7 @@ impl Gpt {
 
     /// Writes the protective MBR and both GPT copies into `out` (which must already be, or
     /// will be extended to, `sectors * 512` bytes).
-    pub fn write(&self, out: &File) -> Result<()> {
+    pub(crate) fn write(&self, out: &File) -> Result<()> {
         self.check()?;
         let size = self.sectors * SECTOR;
         if out.metadata()?.len() < size {

@@ -19,9 +19,9 @@ use crate::ids;
 use crate::tree::{Inode, Metadata, Tree};
 
 /// Default size of the EFI System Partition (`--boot-size`).
-pub const DEFAULT_ESP_SIZE: u64 = 256 * MIB;
+pub(crate) const DEFAULT_ESP_SIZE: u64 = 256 * MIB;
 /// Smallest ESP d2v writes: FAT32 needs 65525 clusters, 33 MiB with 512-byte clusters.
-pub const MIN_ESP_SIZE: u64 = 40 * MIB;
+pub(crate) const MIN_ESP_SIZE: u64 = 40 * MIB;
 
 /// Positions and identifiers of every part of the disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +83,7 @@ impl Layout {
     }
 
     /// The partition table for this layout.
-    pub fn gpt(&self) -> Gpt {
+    pub(crate) fn gpt(&self) -> Gpt {
         let part = |t: &str, uuid: [u8; 16], name: &str, r: Region| Partition {
             type_uuid: gpt::parse_uuid(t).expect("constant type GUID"),
             uuid,
@@ -117,7 +117,7 @@ impl Layout {
 
 /// The ESP's FAT serial as fstab writes it (`XXXX-XXXX`), known before the disk is planned:
 /// it depends only on the seed.
-pub fn esp_serial(seed: &str) -> String {
+pub(crate) fn esp_serial(seed: &str) -> String {
     Layout::plan(seed, MIN_ESP_SIZE, MIB).esp_volume_id_string()
 }
 
@@ -131,11 +131,11 @@ pub fn write_partition_table(layout: &Layout, out: &std::fs::File) -> Result<()>
 #[derive(Debug, Clone)]
 pub struct DiskOptions {
     /// Seed of every identifier (the image manifest digest).
-    pub seed: String,
+    pub(crate) seed: String,
     /// ESP size in bytes (`--boot-size`), normally [`DEFAULT_ESP_SIZE`].
     pub esp_size: u64,
     /// Root filesystem size in bytes (from the ext4 writer's `plan_size` or `--disk-size`).
-    pub root_size: u64,
+    pub(crate) root_size: u64,
     pub grub: GrubOptions,
 }
 
@@ -160,7 +160,7 @@ pub struct DiskSummary {
 
 impl DiskSummary {
     /// One line per thing worth telling the user.
-    pub fn report(&self) -> Vec<String> {
+    pub(crate) fn report(&self) -> Vec<String> {
         let l = &self.layout;
         let mut out = vec![format!(
             "disk {} MiB: BIOS boot 1 MiB, ESP {} MiB (FAT32 {}), root {} MiB (PARTUUID {})",

@@ -34,13 +34,12 @@ impl From<grub::mkimage::MkimageError> for DiskError {
     }
 }
 
-pub type Result<T, E = DiskError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = DiskError> = std::result::Result<T, E>;
 /// Bytes per logical sector; d2v writes 512-byte-sector disks (what VMDK and GRUB's
 /// i386-pc boot code assume).
-pub const SECTOR: u64 = 512;
+pub(crate) const SECTOR: u64 = 512;
 /// Partition alignment.
 pub const MIB: u64 = 1024 * 1024;
-pub use layout::{write_disk, DiskOptions, DiskSummary, Layout};
 
 /// A byte range of the disk file (a partition, the BIOS boot area): what the disk's parts are
 /// written into, below both the layout that places them and the writers that fill them.

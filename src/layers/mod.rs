@@ -21,8 +21,8 @@ use std::io::{self, Read};
 
 use crate::tree::{components, show, FileData, Inode, Kind, Metadata, Timestamp, Tree, TreeError};
 
-pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
-pub const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
+pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
+pub(crate) const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {

@@ -40,7 +40,7 @@ fn temp_sibling(target: &Path) -> PathBuf {
 
 /// Remove hidden temporaries of `target` left by d2v processes that no longer run (killed
 /// mid-write on a filesystem without `O_TMPFILE`, or an `ovf` directory build).
-pub fn remove_stale(target: &Path) {
+pub(crate) fn remove_stale(target: &Path) {
     let Some(name) = target.file_name() else {
         return;
     };
@@ -87,7 +87,7 @@ fn hold_for_tests() {
 
 /// An output file that appears at its path only when committed.
 #[derive(Debug)]
-pub struct AtomicFile {
+pub(crate) struct AtomicFile {
     file: File,
     target: PathBuf,
     /// `Some` when the fallback named temporary file is used.
@@ -96,7 +96,7 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     /// Start writing `target` (its directory must exist).
-    pub fn create(target: &Path) -> io::Result<AtomicFile> {
+    pub(crate) fn create(target: &Path) -> io::Result<AtomicFile> {
         remove_stale(target);
         let dir = parent_of(target);
         let unnamed = OpenOptions::new()
@@ -134,16 +134,16 @@ impl AtomicFile {
         }
     }
 
-    pub fn file(&self) -> &File {
+    pub(crate) fn file(&self) -> &File {
         &self.file
     }
 
-    pub fn file_mut(&mut self) -> &mut File {
+    pub(crate) fn file_mut(&mut self) -> &mut File {
         &mut self.file
     }
 
     /// Flush to disk and give the file its name, replacing any existing file there.
-    pub fn commit(mut self) -> io::Result<()> {
+    pub(crate) fn commit(mut self) -> io::Result<()> {
         self.file.sync_all()?;
         hold_for_tests();
         let tmp = match self.named.take() {
@@ -198,7 +198,7 @@ fn sync_dir(dir: &Path) {
 /// Checks that the existing directory `dir` may be replaced by a new `ovf` output: it holds
 /// only regular `.ovf`, `.mf` and `.vmdk` files (an earlier output), so a mistyped `-o` never
 /// deletes anything else. The error says what is in the way.
-pub fn check_replaceable_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn check_replaceable_dir(dir: &Path) -> io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -225,7 +225,7 @@ pub fn check_replaceable_dir(dir: &Path) -> io::Result<()> {
 
 /// An output directory that appears at its path only when committed.
 #[derive(Debug)]
-pub struct AtomicDir {
+pub(crate) struct AtomicDir {
     tmp: PathBuf,
     target: PathBuf,
     committed: bool,
@@ -233,7 +233,7 @@ pub struct AtomicDir {
 
 impl AtomicDir {
     /// Start building directory `target` (its parent must exist).
-    pub fn create(target: &Path) -> io::Result<AtomicDir> {
+    pub(crate) fn create(target: &Path) -> io::Result<AtomicDir> {
         remove_stale(target);
         let tmp = temp_sibling(target);
         std::fs::create_dir(&tmp)?;
@@ -245,12 +245,12 @@ impl AtomicDir {
     }
 
     /// Where to write the directory's files until commit.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.tmp
     }
 
     /// Sync the files and rename the directory into place, replacing an existing one.
-    pub fn commit(mut self) -> io::Result<()> {
+    pub(crate) fn commit(mut self) -> io::Result<()> {
         for entry in std::fs::read_dir(&self.tmp)? {
             File::open(entry?.path())?.sync_all()?;
         }

@@ -9,8 +9,8 @@
 //!
 //! `NAME` is the output path's file stem. Nothing appears at the path until it is complete.
 
-pub mod atomic;
-pub mod ova;
+pub(crate) mod atomic;
+pub(crate) mod ova;
 pub mod ovf;
 pub mod vmdk;
 
@@ -78,7 +78,7 @@ impl Default for OutputOptions {
 /// What was written.
 #[derive(Debug, Clone)]
 pub struct OutputSummary {
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     pub format: Format,
     /// The VMDK's summary (not for `raw`).
     pub vmdk: Option<VmdkSummary>,
@@ -106,7 +106,7 @@ pub enum OutputError {
 /// Checks, before any work, that `format` can be written at `path`: a usable file name, an
 /// existing parent directory, no directory where a file goes (or the reverse), and for `ovf`
 /// an existing directory only if it is an earlier OVF output.
-pub fn check_target(path: &Path, format: Format) -> Result<(), OutputError> {
+pub(crate) fn check_target(path: &Path, format: Format) -> Result<(), OutputError> {
     let bad = |why: String| OutputError::Target {
         path: path.to_path_buf(),
         why,

@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 const BLOCK: usize = 512;
 
 /// The `.mf` manifest: one `SHA256(name)= hex` line per file, in the given order.
-pub fn manifest(entries: &[(&str, &[u8; 32])]) -> String {
+pub(crate) fn manifest(entries: &[(&str, &[u8; 32])]) -> String {
     entries
         .iter()
         .map(|(name, d)| format!("SHA256({name})= {}\n", hex::encode(d)))
@@ -15,19 +15,19 @@ pub fn manifest(entries: &[(&str, &[u8; 32])]) -> String {
 }
 
 /// SHA-256 of a byte string.
-pub fn sha256(b: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
 /// A `Write` adapter that hashes (SHA-256) and counts what passes through.
-pub struct HashingWriter<W: Write> {
-    pub inner: W,
+pub(crate) struct HashingWriter<W: Write> {
+    pub(crate) inner: W,
     hasher: Sha256,
-    pub bytes: u64,
+    pub(crate) bytes: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         HashingWriter {
             inner,
             hasher: Sha256::new(),
@@ -35,7 +35,7 @@ impl<W: Write> HashingWriter<W> {
         }
     }
     /// The digest so far and the inner writer.
-    pub fn finish(self) -> ([u8; 32], W) {
+    pub(crate) fn finish(self) -> ([u8; 32], W) {
         (self.hasher.finalize().into(), self.inner)
     }
 }
@@ -79,7 +79,7 @@ fn numeric(field: &mut [u8], v: u64) {
 }
 
 /// A ustar header block for a regular file.
-pub fn header(name: &str, size: u64, mtime: u64) -> Result<[u8; BLOCK], TarError> {
+pub(crate) fn header(name: &str, size: u64, mtime: u64) -> Result<[u8; BLOCK], TarError> {
     if name.is_empty() || name.len() > 100 || !name.is_ascii() {
         return Err(TarError::Name(name.into()));
     }
@@ -103,18 +103,18 @@ pub fn header(name: &str, size: u64, mtime: u64) -> Result<[u8; BLOCK], TarError
 }
 
 /// Streams entries into a tar archive.
-pub struct TarWriter<W: Write> {
+pub(crate) struct TarWriter<W: Write> {
     out: W,
     mtime: u64,
 }
 
 impl<W: Write> TarWriter<W> {
-    pub fn new(out: W, mtime: u64) -> Self {
+    pub(crate) fn new(out: W, mtime: u64) -> Self {
         TarWriter { out, mtime }
     }
 
     /// Append a file of exactly `size` bytes read from `data`.
-    pub fn append(&mut self, name: &str, size: u64, data: &mut dyn Read) -> io::Result<()> {
+    pub(crate) fn append(&mut self, name: &str, size: u64, data: &mut dyn Read) -> io::Result<()> {
         let h = header(name, size, self.mtime)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         self.out.write_all(&h)?;
@@ -130,7 +130,7 @@ impl<W: Write> TarWriter<W> {
     }
 
     /// Two zero blocks end the archive.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub(crate) fn finish(mut self) -> io::Result<W> {
         self.out.write_all(&[0u8; 2 * BLOCK])?;
         self.out.flush()?;
         Ok(self.out)

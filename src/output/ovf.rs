@@ -17,7 +17,7 @@ pub enum ScsiController {
 
 impl ScsiController {
     /// The RASD `ResourceSubType` vSphere expects.
-    pub fn resource_subtype(self) -> &'static str {
+    pub(crate) fn resource_subtype(self) -> &'static str {
         match self {
             ScsiController::Pvscsi => "VirtualSCSI",
             ScsiController::LsiLogic => "lsilogic",
@@ -47,7 +47,7 @@ pub enum Firmware {
 }
 
 impl Firmware {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Firmware::Efi => "efi",
             Firmware::Bios => "bios",
@@ -120,14 +120,14 @@ pub struct DiskFile {
 
 /// A guest OS: CIM `OperatingSystemSection/@ovf:id`, VMware `vmw:osType`, and a description.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GuestOs {
-    pub cim_id: u16,
+pub(crate) struct GuestOs {
+    pub(crate) cim_id: u16,
     pub os_type: String,
-    pub description: String,
+    pub(crate) description: String,
 }
 
 /// Derive the guest OS from `/etc/os-release` text (`None`: the image has none).
-pub fn guest_os(os_release: Option<&str>) -> GuestOs {
+pub(crate) fn guest_os(os_release: Option<&str>) -> GuestOs {
     let mut id = String::new();
     let mut like = String::new();
     let mut version = String::new();
@@ -187,7 +187,7 @@ pub fn guest_os(os_release: Option<&str>) -> GuestOs {
 }
 
 /// Escape text for XML content and attribute values; drops characters XML 1.0 forbids.
-pub fn xml_escape(s: &str) -> String {
+pub(crate) fn xml_escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -20,7 +20,7 @@ use super::SourceError;
 /// The default cache directory: `$XDG_CACHE_HOME/d2v`, else `~/.cache/d2v`; when d2v cannot
 /// write there (a read-only root filesystem, as d2v's own container image runs with, or no
 /// home), `$TMPDIR/d2v-cache-UID` (`/tmp/d2v-cache-UID`).
-pub fn default_dir() -> PathBuf {
+pub(crate) fn default_dir() -> PathBuf {
     let preferred = match std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
         Some(x) => PathBuf::from(x).join("d2v"),
         None => std::env::var_os("HOME")
@@ -58,7 +58,7 @@ fn choose_dir(preferred: PathBuf, tmp: &Path) -> PathBuf {
 }
 
 #[derive(Debug, Clone)]
-pub struct Cache {
+pub(crate) struct Cache {
     dir: PathBuf,
 }
 
@@ -74,7 +74,7 @@ impl<P: AsRef<Path>> From<crate::error::IoFailure<P>> for SourceError {
 }
 
 impl Cache {
-    pub fn open(dir: &Path) -> Result<Cache, SourceError> {
+    pub(crate) fn open(dir: &Path) -> Result<Cache, SourceError> {
         for sub in ["blobs/sha256", "tmp"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(|e| SourceError::Layout {
@@ -104,17 +104,17 @@ impl Cache {
         })
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Where the blob with this digest lives (whether or not it is there yet).
-    pub fn path(&self, digest: &str) -> Result<PathBuf, SourceError> {
+    pub(crate) fn path(&self, digest: &str) -> Result<PathBuf, SourceError> {
         Ok(self.dir.join("blobs/sha256").join(check_digest(digest)?))
     }
 
     /// The cached blob when it is present with the expected size.
-    pub fn get(&self, digest: &str, size: Option<u64>) -> Result<Option<PathBuf>, SourceError> {
+    pub(crate) fn get(&self, digest: &str, size: Option<u64>) -> Result<Option<PathBuf>, SourceError> {
         let p = self.path(digest)?;
         match fs::metadata(&p) {
             Ok(m) if m.is_file() && size.is_none_or(|s| s == m.len()) => Ok(Some(p)),
@@ -123,7 +123,7 @@ impl Cache {
     }
 
     /// Reads a small cached blob (manifest, config), re-checking its digest.
-    pub fn read_small(&self, digest: &str, max: u64) -> Result<Option<Vec<u8>>, SourceError> {
+    pub(crate) fn read_small(&self, digest: &str, max: u64) -> Result<Option<Vec<u8>>, SourceError> {
         let Some(p) = self.get(digest, None)? else {
             return Ok(None);
         };
@@ -139,7 +139,7 @@ impl Cache {
     }
 
     /// Starts writing a blob.
-    pub fn writer(&self) -> Result<BlobWriter, SourceError> {
+    pub(crate) fn writer(&self) -> Result<BlobWriter, SourceError> {
         let tmpdir = self.dir.join("tmp");
         let file = tempfile::NamedTempFile::new_in(&tmpdir).map_err(io_err(&tmpdir))?;
         Ok(BlobWriter {
@@ -154,7 +154,7 @@ impl Cache {
     /// Starts or resumes writing the blob `digest` in its partial file: what an earlier,
     /// failed download left is kept (and hashed again), [`BlobWriter::len`] says where to go
     /// on. When another process holds the partial file, an unnamed one is used.
-    pub fn resumable_writer(&self, digest: &str) -> Result<BlobWriter, SourceError> {
+    pub(crate) fn resumable_writer(&self, digest: &str) -> Result<BlobWriter, SourceError> {
         let path = self
             .dir
             .join("tmp")
@@ -183,7 +183,7 @@ impl Cache {
     }
 
     /// Stores bytes already in memory, checking them against `digest` when given.
-    pub fn put_bytes(
+    pub(crate) fn put_bytes(
         &self,
         bytes: &[u8],
         expect: Option<(&str, u64)>,
@@ -226,7 +226,7 @@ impl Tmp {
 }
 
 /// A blob being written into the cache; hashes as it goes.
-pub struct BlobWriter {
+pub(crate) struct BlobWriter {
     tmp: Tmp,
     hasher: Sha256,
     len: u64,
@@ -237,21 +237,21 @@ pub struct BlobWriter {
 
 impl BlobWriter {
     /// Bytes written so far (where a resumed download continues).
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Bytes taken over from an earlier, failed download of the same blob.
-    pub fn resumed(&self) -> u64 {
+    pub(crate) fn resumed(&self) -> u64 {
         self.resumed
     }
 
     /// Throws away what was written (the server restarted the body from byte 0).
-    pub fn restart(&mut self) -> io::Result<()> {
+    pub(crate) fn restart(&mut self) -> io::Result<()> {
         let f = self.tmp.file();
         f.set_len(0)?;
         f.seek(io::SeekFrom::Start(0))?;
@@ -263,7 +263,7 @@ impl BlobWriter {
 
     /// Checks digest and size against `expect` (when given) and renames the file into the cache.
     /// Returns the digest and size.
-    pub fn commit(
+    pub(crate) fn commit(
         self,
         expect: Option<(&str, u64)>,
         what: &str,
@@ -317,7 +317,7 @@ impl Write for BlobWriter {
     }
 }
 
-pub fn sha256_digest(bytes: &[u8]) -> String {
+pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 

@@ -14,7 +14,7 @@ const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
 /// The compression the first bytes of a blob show (`None` for anything else, e.g. a tar).
-pub fn sniff(head: &[u8]) -> Compression {
+pub(crate) fn sniff(head: &[u8]) -> Compression {
     if head.starts_with(GZIP_MAGIC) {
         Compression::Gzip
     } else if head.starts_with(ZSTD_MAGIC) {
@@ -37,7 +37,7 @@ pub fn open_layer(layer: &Layer) -> Result<Box<dyn Read + Send>, SourceError> {
 }
 
 /// [`open_layer`], advancing `progress` by the bytes of the blob read.
-pub fn open_layer_with(
+pub(crate) fn open_layer_with(
     layer: &Layer,
     progress: Option<indicatif::ProgressBar>,
 ) -> Result<Box<dyn Read + Send>, SourceError> {

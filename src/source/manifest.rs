@@ -8,41 +8,44 @@ use serde::{Deserialize, Serialize};
 
 use super::SourceError;
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
-pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+#[cfg_attr(not(test), allow(dead_code))] // the tests name it; ACCEPT spells it out
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+#[allow(dead_code)] // ACCEPT spells it out
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+#[allow(dead_code)] // ACCEPT spells it out
+pub(crate) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+pub(crate) const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub(crate) const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub(crate) const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+pub(crate) const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub(crate) const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+pub(crate) const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub(crate) const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// The `Accept` header for manifest requests: every type d2v reads (never schema1).
-pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+pub(crate) const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json";
 
 /// Largest manifest or index accepted (the distribution spec's 4 MiB).
-pub const MAX_MANIFEST: u64 = 4 << 20;
+pub(crate) const MAX_MANIFEST: u64 = 4 << 20;
 /// Largest image config accepted.
-pub const MAX_CONFIG: u64 = 32 << 20;
+pub(crate) const MAX_CONFIG: u64 = 32 << 20;
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
+pub(crate) enum Compression {
     None,
     Gzip,
     Zstd,
 }
 
 /// The compression a layer media type declares, or `None` for a type that is not a layer.
-pub fn layer_compression(media_type: &str) -> Option<Compression> {
+pub(crate) fn layer_compression(media_type: &str) -> Option<Compression> {
     let base = media_type
         .replace("nondistributable.", "")
         .replace("rootfs.foreign.diff", "rootfs.diff");
@@ -59,35 +62,35 @@ pub fn layer_compression(media_type: &str) -> Option<Compression> {
 /// A content descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Descriptor {
+pub(crate) struct Descriptor {
     #[serde(default)]
-    pub media_type: String,
-    pub digest: String,
-    pub size: u64,
+    pub(crate) media_type: String,
+    pub(crate) digest: String,
+    pub(crate) size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
+    pub(crate) platform: Option<Platform>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
+    pub(crate) annotations: BTreeMap<String, String>,
 }
 
 /// A manifest or an index, told apart by which fields are present.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AnyManifest {
+pub(crate) struct AnyManifest {
     #[serde(default)]
-    pub schema_version: Option<u32>,
+    pub(crate) schema_version: Option<u32>,
     #[serde(default)]
-    pub media_type: Option<String>,
+    pub(crate) media_type: Option<String>,
     #[serde(default)]
-    pub manifests: Option<Vec<Descriptor>>,
+    pub(crate) manifests: Option<Vec<Descriptor>>,
     #[serde(default)]
     pub config: Option<Descriptor>,
     #[serde(default)]
-    pub layers: Option<Vec<Descriptor>>,
+    pub(crate) layers: Option<Vec<Descriptor>>,
 }
 
 /// A manifest after classification.
-pub enum Parsed {
+pub(crate) enum Parsed {
     Index(Vec<Descriptor>),
     Image {
         config: Descriptor,
@@ -96,7 +99,7 @@ pub enum Parsed {
 }
 
 /// Classifies manifest bytes; `content_type` is the HTTP Content-Type when there is one.
-pub fn parse_manifest(
+pub(crate) fn parse_manifest(
     bytes: &[u8],
     content_type: Option<&str>,
     what: &str,
@@ -139,10 +142,10 @@ pub fn parse_manifest(
 /// An OS/architecture pair with an optional variant, as in `linux/arm64/v8`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {
-    pub os: String,
-    pub architecture: String,
+    pub(crate) os: String,
+    pub(crate) architecture: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
+    pub(crate) variant: Option<String>,
 }
 
 impl Default for Platform {
@@ -206,7 +209,7 @@ impl Platform {
     }
 
     /// Whether an image of platform `have` satisfies the request `self`.
-    pub fn matches(&self, have: &Platform) -> bool {
+    pub(crate) fn matches(&self, have: &Platform) -> bool {
         self.os == have.os
             && self.architecture == have.architecture
             && (self.variant.is_none() || self.norm_variant() == have.norm_variant())
@@ -215,7 +218,7 @@ impl Platform {
 
 /// Picks the manifest for `want` from an index; prefers an entry without a variant when none
 /// was asked for. Entries without a platform are not candidates.
-pub fn select_platform<'a>(list: &'a [Descriptor], want: &Platform) -> Option<&'a Descriptor> {
+pub(crate) fn select_platform<'a>(list: &'a [Descriptor], want: &Platform) -> Option<&'a Descriptor> {
     let cands: Vec<&Descriptor> = list
         .iter()
         .filter(|d| d.platform.as_ref().is_some_and(|p| want.matches(p)))
@@ -235,26 +238,26 @@ pub fn select_platform<'a>(list: &'a [Descriptor], want: &Platform) -> Option<&'
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageConfig {
     #[serde(default)]
-    pub architecture: String,
+    pub(crate) architecture: String,
     #[serde(default)]
-    pub os: String,
+    pub(crate) os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
+    pub(crate) variant: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created: Option<String>,
+    pub(crate) created: Option<String>,
     #[serde(default)]
     pub config: ContainerConfig,
     #[serde(default)]
-    pub rootfs: RootFs,
+    pub(crate) rootfs: RootFs,
 }
 
 /// The `config` object of an image config: what the container runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerConfig {
     #[serde(rename = "User", default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     #[serde(rename = "Env", default, skip_serializing_if = "Option::is_none")]
-    pub env: Option<Vec<String>>,
+    pub(crate) env: Option<Vec<String>>,
     #[serde(
         rename = "Entrypoint",
         default,
@@ -262,35 +265,35 @@ pub struct ContainerConfig {
     )]
     pub entrypoint: Option<Vec<String>>,
     #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
-    pub cmd: Option<Vec<String>>,
+    pub(crate) cmd: Option<Vec<String>>,
     #[serde(
         rename = "WorkingDir",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub working_dir: Option<String>,
+    pub(crate) working_dir: Option<String>,
     #[serde(rename = "Labels", default, skip_serializing_if = "Option::is_none")]
-    pub labels: Option<BTreeMap<String, String>>,
+    pub(crate) labels: Option<BTreeMap<String, String>>,
     #[serde(
         rename = "ExposedPorts",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    pub(crate) exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
     #[serde(
         rename = "StopSignal",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub stop_signal: Option<String>,
+    pub(crate) stop_signal: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RootFs {
+pub(crate) struct RootFs {
     #[serde(rename = "type", default)]
-    pub kind: String,
+    pub(crate) kind: String,
     #[serde(default)]
-    pub diff_ids: Vec<String>,
+    pub(crate) diff_ids: Vec<String>,
 }
 
 #[cfg(test)]

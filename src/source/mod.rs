@@ -9,11 +9,11 @@
 
 mod archive;
 mod auth;
-pub mod cache;
+pub(crate) mod cache;
 mod fetcher;
 mod layer;
 mod layout;
-pub mod manifest;
+pub(crate) mod manifest;
 pub mod proxy;
 mod readahead;
 pub mod reference;
@@ -24,9 +24,9 @@ mod tls;
 
 use std::path::PathBuf;
 
-pub use layer::{open_layer, open_layer_with, verify_layer};
-pub use manifest::{ContainerConfig, ImageConfig, Platform, RootFs};
-pub use reference::{parse_source, Reference, Transport};
+pub use layer::{open_layer, verify_layer};
+pub(crate) use layer::open_layer_with;
+pub use manifest::{ContainerConfig, ImageConfig, Platform};
 pub use resolve::resolve;
 pub use tls::TlsError;
 
@@ -124,7 +124,7 @@ pub struct Image {
 pub struct Layer {
     /// Digest of the blob as stored (compressed).
     pub digest: String,
-    pub size: u64,
+    pub(crate) size: u64,
     pub media_type: String,
     /// Digest of the uncompressed tar, from the config's `rootfs.diff_ids`.
     pub diff_id: String,

@@ -31,7 +31,7 @@ impl fmt::Debug for ProxyConfig {
 }
 
 /// `http://user:pass@proxy:3128` → `http://<credentials>@proxy:3128`.
-pub fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let sep = if scheme.is_empty() { "" } else { "://" };
     match rest.split_once('@') {
@@ -42,12 +42,12 @@ pub fn redact(url: &str) -> String {
 
 impl ProxyConfig {
     /// The settings in this process's environment (lower case first, as curl reads them).
-    pub fn from_env() -> ProxyConfig {
+    pub(crate) fn from_env() -> ProxyConfig {
         ProxyConfig::from_vars(|k| std::env::var(k).ok())
     }
 
     /// The settings from `var` (a name → value lookup).
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> ProxyConfig {
+    pub(crate) fn from_vars(var: impl Fn(&str) -> Option<String>) -> ProxyConfig {
         let get = |name: &str| {
             var(name)
                 .or_else(|| var(&name.to_ascii_uppercase()))
@@ -69,7 +69,7 @@ impl ProxyConfig {
 
     /// The proxy for a `scheme` (`https`/`http`) URL to `host` (`name`, `name:port`,
     /// `[v6]:port`), or `None` to connect directly.
-    pub fn for_url(&self, scheme: &str, host: &str) -> Option<&str> {
+    pub(crate) fn for_url(&self, scheme: &str, host: &str) -> Option<&str> {
         let proxy = match scheme {
             "https" => self.https.as_deref(),
             _ => self.http.as_deref(),
@@ -79,7 +79,7 @@ impl ProxyConfig {
     }
 
     /// Whether `host` is reached directly: loopback, or listed in `NO_PROXY`.
-    pub fn bypass(&self, host: &str) -> bool {
+    pub(crate) fn bypass(&self, host: &str) -> bool {
         let host = host.to_ascii_lowercase();
         let name = host_name(&host);
         if is_loopback(name) {

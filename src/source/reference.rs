@@ -8,7 +8,7 @@ use super::SourceError;
 
 /// Where an image comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transport {
+pub(crate) enum Transport {
     /// `docker://REF` or a bare `REF`.
     Registry(Reference),
     /// `oci:DIR[:TAG]`.
@@ -25,20 +25,20 @@ pub enum Transport {
 }
 
 /// The registry of Docker Hub as written in references.
-pub const DOCKER_HUB: &str = "docker.io";
+pub(crate) const DOCKER_HUB: &str = "docker.io";
 /// The host that serves Docker Hub's registry API.
-pub const DOCKER_HUB_ENDPOINT: &str = "registry-1.docker.io";
+pub(crate) const DOCKER_HUB_ENDPOINT: &str = "registry-1.docker.io";
 
 /// A normalised registry reference: `registry/repository[:tag][@digest]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reference {
+pub(crate) struct Reference {
     /// `docker.io`, `ghcr.io`, `localhost:5000`, ...
-    pub registry: String,
+    pub(crate) registry: String,
     /// `library/debian`, `org/app`, ...
-    pub repository: String,
-    pub tag: Option<String>,
+    pub(crate) repository: String,
+    pub(crate) tag: Option<String>,
     /// `sha256:<64 hex>`.
-    pub digest: Option<String>,
+    pub(crate) digest: Option<String>,
 }
 
 /// A tag: up to 128 letters, digits, `_`, `.` and `-`, not starting with `.` or `-`.
@@ -80,7 +80,7 @@ fn valid_host(registry: &str) -> bool {
 
 impl Reference {
     /// Parses `debian`, `debian:12`, `ghcr.io/org/app:tag@sha256:...`, `localhost:5000/x`.
-    pub fn parse(s: &str) -> Result<Reference, SourceError> {
+    pub(crate) fn parse(s: &str) -> Result<Reference, SourceError> {
         let bad = |why: &str| SourceError::BadReference {
             reference: s.to_string(),
             why: why.into(),
@@ -137,7 +137,7 @@ impl Reference {
     }
 
     /// The host[:port] to connect to (Docker Hub's API lives on another host).
-    pub fn endpoint(&self) -> &str {
+    pub(crate) fn endpoint(&self) -> &str {
         if self.registry == DOCKER_HUB {
             DOCKER_HUB_ENDPOINT
         } else {
@@ -146,7 +146,7 @@ impl Reference {
     }
 
     /// What to ask the registry for: the digest when there is one, else the tag.
-    pub fn manifest_ref(&self) -> &str {
+    pub(crate) fn manifest_ref(&self) -> &str {
         self.digest
             .as_deref()
             .or(self.tag.as_deref())
@@ -194,7 +194,7 @@ fn valid_component(c: &str) -> bool {
 }
 
 /// Checks `sha256:<64 lowercase hex>` and returns the hex part.
-pub fn check_digest(d: &str) -> Result<&str, SourceError> {
+pub(crate) fn check_digest(d: &str) -> Result<&str, SourceError> {
     match d.strip_prefix("sha256:") {
         Some(h)
             if h.len() == 64
@@ -236,7 +236,7 @@ fn split_path_suffix(s: &str) -> (PathBuf, Option<String>) {
 
 /// Parses a source string: `docker://REF`, `REF`, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`,
 /// `docker-archive:FILE[:REF]`, `dir:DIR`.
-pub fn parse_source(s: &str) -> Result<Transport, SourceError> {
+pub(crate) fn parse_source(s: &str) -> Result<Transport, SourceError> {
     if let Some(r) = s.strip_prefix("docker://") {
         if r.is_empty() {
             return Err(SourceError::BadReference {

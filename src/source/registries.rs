@@ -28,31 +28,31 @@ struct File {
 /// One `[[registry]]` table.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
-pub struct Registry {
-    pub prefix: Option<String>,
-    pub location: Option<String>,
+pub(crate) struct Registry {
+    pub(crate) prefix: Option<String>,
+    pub(crate) location: Option<String>,
     #[serde(default)]
-    pub insecure: bool,
+    pub(crate) insecure: bool,
     #[serde(default)]
-    pub blocked: bool,
+    pub(crate) blocked: bool,
     #[serde(default)]
-    pub mirror_by_digest_only: bool,
+    pub(crate) mirror_by_digest_only: bool,
     #[serde(default)]
-    pub mirror: Vec<Mirror>,
+    pub(crate) mirror: Vec<Mirror>,
     /// The file the table is in.
     #[serde(skip)]
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
 }
 
 /// One `[[registry.mirror]]` table.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
-pub struct Mirror {
-    pub location: String,
+pub(crate) struct Mirror {
+    pub(crate) location: String,
     #[serde(default)]
-    pub insecure: bool,
+    pub(crate) insecure: bool,
     /// `all` (default), `digest-only` or `tag-only`.
-    pub pull_from_mirror: Option<String>,
+    pub(crate) pull_from_mirror: Option<String>,
 }
 
 impl Registry {
@@ -67,19 +67,19 @@ impl Registry {
 /// The registries configuration in effect (empty: every reference is pulled as written).
 #[derive(Debug, Clone, Default)]
 pub struct RegistriesConf {
-    pub registries: Vec<Registry>,
+    pub(crate) registries: Vec<Registry>,
     /// The files read, for messages.
-    pub files: Vec<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
 }
 
 /// One place to pull an image from, in the order to try them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub reference: Reference,
+pub(crate) struct Endpoint {
+    pub(crate) reference: Reference,
     /// Plain HTTP or an unverified certificate allowed.
-    pub insecure: bool,
+    pub(crate) insecure: bool,
     /// A mirror (not the registry the reference names or its `location`).
-    pub mirror: bool,
+    pub(crate) mirror: bool,
 }
 
 fn bad(path: &Path, why: String) -> SourceError {
@@ -132,7 +132,7 @@ impl RegistriesConf {
 
     /// The configuration from the usual files (see the module's documentation), `explicit`
     /// being `--registries-conf`.
-    pub fn load(explicit: Option<&Path>) -> Result<RegistriesConf, SourceError> {
+    pub(crate) fn load(explicit: Option<&Path>) -> Result<RegistriesConf, SourceError> {
         let env = std::env::var_os("CONTAINERS_REGISTRIES_CONF").map(PathBuf::from);
         let home = std::env::var_os("HOME").map(PathBuf::from);
         let user = home.map(|h| h.join(".config/containers"));
@@ -177,7 +177,7 @@ impl RegistriesConf {
     }
 
     /// Where to pull `r` from: its mirrors first, then its registry (or `location`).
-    pub fn endpoints(&self, r: &Reference) -> Result<Vec<Endpoint>, SourceError> {
+    pub(crate) fn endpoints(&self, r: &Reference) -> Result<Vec<Endpoint>, SourceError> {
         let name = format!("{}/{}", r.registry, r.repository);
         let found = self
             .registries

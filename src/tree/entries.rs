@@ -10,7 +10,7 @@ use super::{InodeId, Name};
 const SMALL: usize = 128;
 
 #[derive(Debug, Clone)]
-pub struct Entries(Repr);
+pub(crate) struct Entries(Repr);
 
 #[derive(Debug, Clone)]
 enum Repr {
@@ -37,19 +37,19 @@ impl Entries {
         v.binary_search_by(|(n, _)| n.as_bytes().cmp(name))
     }
 
-    pub fn get(&self, name: &[u8]) -> Option<&InodeId> {
+    pub(crate) fn get(&self, name: &[u8]) -> Option<&InodeId> {
         match &self.0 {
             Repr::Small(v) => Self::find(v, name).ok().map(|i| &v[i].1),
             Repr::Large(m) => m.get(name),
         }
     }
 
-    pub fn contains_key(&self, name: &[u8]) -> bool {
+    pub(crate) fn contains_key(&self, name: &[u8]) -> bool {
         self.get(name).is_some()
     }
 
     /// Sets `name` to `id`; returns the inode it named before.
-    pub fn insert(&mut self, name: Name, id: InodeId) -> Option<InodeId> {
+    pub(crate) fn insert(&mut self, name: Name, id: InodeId) -> Option<InodeId> {
         if let Repr::Small(v) = &mut self.0 {
             match Self::find(v, &name) {
                 Ok(i) => return Some(std::mem::replace(&mut v[i].1, id)),
@@ -69,30 +69,30 @@ impl Entries {
         }
     }
 
-    pub fn remove(&mut self, name: &[u8]) -> Option<InodeId> {
+    pub(crate) fn remove(&mut self, name: &[u8]) -> Option<InodeId> {
         match &mut self.0 {
             Repr::Small(v) => Self::find(v, name).ok().map(|i| v.remove(i).1),
             Repr::Large(m) => m.remove(name),
         }
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.0 = Repr::Small(Vec::new());
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match &self.0 {
             Repr::Small(v) => v.len(),
             Repr::Large(m) => m.len(),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Frees spare capacity of a small directory.
-    pub fn shrink_to_fit(&mut self) {
+    pub(crate) fn shrink_to_fit(&mut self) {
         if let Repr::Small(v) = &mut self.0 {
             v.shrink_to_fit();
         }
@@ -106,12 +106,12 @@ impl Entries {
         }
     }
 
-    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &Name> {
+    pub(crate) fn keys(&self) -> impl DoubleEndedIterator<Item = &Name> {
         self.iter().map(|(n, _)| n)
     }
 }
 
-pub enum Iter<'a> {
+pub(crate) enum Iter<'a> {
     Small(std::slice::Iter<'a, (Name, InodeId)>),
     Large(btree_map::Iter<'a, Name, InodeId>),
 }

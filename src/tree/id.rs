@@ -36,7 +36,7 @@ impl<T: Clone> PerInode<T> {
 
 impl<T> PerInode<T> {
     /// Number of slots (the tree's [`inode_slots`](super::Tree::inode_slots) when made).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 

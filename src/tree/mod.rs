@@ -15,12 +15,14 @@ mod spill;
 pub mod testing;
 mod walk;
 
-pub use entries::Entries;
-pub use id::{InodeId, PerInode, ROOT};
-pub use name::Name;
-pub use resolve::{Resolved, SymlinkLoop};
-pub use spill::{FileData, Spill};
-pub use walk::{Walk, WalkEntry};
+pub(crate) use entries::Entries;
+pub use id::{InodeId, ROOT};
+pub use id::PerInode;
+pub(crate) use name::Name;
+pub use spill::Spill;
+pub use spill::FileData;
+pub use walk::WalkEntry;
+pub use walk::Walk;
 
 use std::collections::BTreeMap;
 
@@ -62,7 +64,7 @@ impl Xattrs {
             .insert(name, value)
     }
 
-    pub fn remove(&mut self, name: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn remove(&mut self, name: &[u8]) -> Option<Vec<u8>> {
         let map = self.0.as_mut()?;
         let old = map.remove(name);
         if map.is_empty() {
@@ -79,7 +81,7 @@ impl Xattrs {
         self.0.is_none()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |m| m.len())
     }
 
@@ -117,7 +119,7 @@ pub enum Kind {
 
 impl Kind {
     /// The `S_IFMT` bits of this kind, as in `stat(2)`, tar and ext4.
-    pub fn format_bits(&self) -> u32 {
+    pub(crate) fn format_bits(&self) -> u32 {
         match self {
             Kind::Dir(_) => 0o040000,
             Kind::File(_) => 0o100000,
@@ -136,7 +138,7 @@ impl Kind {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dir {
-    pub entries: Entries,
+    pub(crate) entries: Entries,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +156,7 @@ impl Inode {
     }
 
     /// `st_mode`: file type bits and permission bits.
-    pub fn st_mode(&self) -> u32 {
+    pub(crate) fn st_mode(&self) -> u32 {
         self.kind.format_bits() | (self.meta.mode & 0o7777)
     }
 }
@@ -174,14 +176,14 @@ pub enum TreeError {
     Io(#[from] std::io::Error),
 }
 
-pub fn show(path: &[u8]) -> String {
+pub(crate) fn show(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
 
 /// Splits a tar-style path into its components: `./` prefixes, repeated and trailing slashes
 /// and `.` components are dropped; `..` anywhere is refused (tar paths are never resolved
 /// through the tree, so `..` has no safe meaning).
-pub fn components(path: &[u8]) -> Result<Vec<&[u8]>, TreeError> {
+pub(crate) fn components(path: &[u8]) -> Result<Vec<&[u8]>, TreeError> {
     let mut out = Vec::new();
     for c in path.split(|&b| b == b'/') {
         match c {
@@ -221,12 +223,12 @@ impl Tree {
         &self.inodes[id.index()]
     }
 
-    pub fn inode_mut(&mut self, id: InodeId) -> &mut Inode {
+    pub(crate) fn inode_mut(&mut self, id: InodeId) -> &mut Inode {
         &mut self.inodes[id.index()]
     }
 
     /// Frees spare capacity of the inode table and of small directories (after the last layer).
-    pub fn shrink_to_fit(&mut self) {
+    pub(crate) fn shrink_to_fit(&mut self) {
         self.inodes.shrink_to_fit();
         for inode in &mut self.inodes {
             if let Kind::Dir(d) = &mut inode.kind {
@@ -241,7 +243,7 @@ impl Tree {
     }
 
     /// A table of `value` for every inode slot, indexed by [`InodeId`].
-    pub fn per_inode<T: Clone>(&self, value: T) -> PerInode<T> {
+    pub(crate) fn per_inode<T: Clone>(&self, value: T) -> PerInode<T> {
         PerInode::new(self.inodes.len(), value)
     }
 
@@ -266,7 +268,7 @@ impl Tree {
     }
 
     /// Whether the root directory has no entries.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.dir_entries(ROOT).is_none_or(|e| e.is_empty())
     }
 
@@ -367,7 +369,7 @@ impl Tree {
     }
 
     /// Removes the entry at `path` (and so everything below it). Returns whether it existed.
-    pub fn remove(&mut self, path: &[u8]) -> Result<bool, TreeError> {
+    pub(crate) fn remove(&mut self, path: &[u8]) -> Result<bool, TreeError> {
         let comps = components(path)?;
         let Some((last, parents)) = comps.split_last() else {
             return Ok(false);
@@ -386,7 +388,7 @@ impl Tree {
     }
 
     /// Removes every entry of the directory at `path`, keeping the directory itself.
-    pub fn clear_dir(&mut self, path: &[u8]) -> Result<(), TreeError> {
+    pub(crate) fn clear_dir(&mut self, path: &[u8]) -> Result<(), TreeError> {
         if let Some(id) = self.lookup(path) {
             if let Kind::Dir(d) = &mut self.inode_mut(id).kind {
                 d.entries.clear();

@@ -12,7 +12,7 @@ const INLINE: usize = 22;
 /// One directory entry's name; 24 bytes, like a `Vec<u8>`, but without a heap block for
 /// names of up to 22 bytes. Compares, orders and hashes as its bytes.
 #[derive(Clone)]
-pub struct Name(Repr);
+pub(crate) struct Name(Repr);
 
 #[derive(Clone)]
 enum Repr {
@@ -21,7 +21,7 @@ enum Repr {
 }
 
 impl Name {
-    pub fn new(bytes: &[u8]) -> Name {
+    pub(crate) fn new(bytes: &[u8]) -> Name {
         if bytes.len() <= INLINE {
             let mut b = [0u8; INLINE];
             b[..bytes.len()].copy_from_slice(bytes);
@@ -31,7 +31,7 @@ impl Name {
         }
     }
 
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         match &self.0 {
             Repr::Inline(len, b) => &b[..*len as usize],
             Repr::Heap(b) => b,

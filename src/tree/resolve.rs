@@ -14,23 +14,23 @@ const MAX_LINKS: usize = 255;
 /// Too many symlinks while resolving a path (they loop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("too many levels of symbolic links")]
-pub struct SymlinkLoop;
+pub(crate) struct SymlinkLoop;
 
 /// Where a path leads inside the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// The resolved path from the image root, without a leading `/`, components joined by
     /// `/`. Components that do not exist are kept as written (a tar entry creates them).
-    pub path: Vec<u8>,
+    pub(crate) path: Vec<u8>,
     /// The inode the path names; `None` when a component is missing or not a directory.
-    pub id: Option<InodeId>,
+    pub(crate) id: Option<InodeId>,
 }
 
 impl Tree {
     /// Resolves `path` (relative or absolute, from the image root), following symlinks in
     /// every component but the last (and in the last too when `follow_last`). `.` and empty
     /// components are skipped; `..` goes up one resolved component and stops at the root.
-    pub fn resolve_path(&self, path: &[u8], follow_last: bool) -> Result<Resolved, SymlinkLoop> {
+    pub(crate) fn resolve_path(&self, path: &[u8], follow_last: bool) -> Result<Resolved, SymlinkLoop> {
         let mut todo: Vec<Vec<u8>> = Vec::new();
         push_components(&mut todo, path);
         // Each resolved component with its inode (`None` once something is missing).
@@ -76,13 +76,13 @@ impl Tree {
 
     /// The inode `path` names, following symlinks as [`Tree::resolve_path`] does. `None` when
     /// a component is missing, not a directory, or links loop.
-    pub fn resolve(&self, path: &[u8], follow_last: bool) -> Option<InodeId> {
+    pub(crate) fn resolve(&self, path: &[u8], follow_last: bool) -> Option<InodeId> {
         self.resolve_path(path, follow_last).ok()?.id
     }
 
     /// The data of the regular file `path` names, all symlinks followed; `None` when it names
     /// nothing or something else.
-    pub fn resolve_file(&self, path: &[u8]) -> Option<&FileData> {
+    pub(crate) fn resolve_file(&self, path: &[u8]) -> Option<&FileData> {
         match &self.inode(self.resolve(path, true)?).kind {
             Kind::File(data) => Some(data),
             _ => None,
@@ -91,7 +91,7 @@ impl Tree {
 
     /// The directory `path` names, all symlinks followed; `None` when it names nothing or
     /// something else.
-    pub fn resolve_dir(&self, path: &[u8]) -> Option<&Dir> {
+    pub(crate) fn resolve_dir(&self, path: &[u8]) -> Option<&Dir> {
         match &self.inode(self.resolve(path, true)?).kind {
             Kind::Dir(dir) => Some(dir),
             _ => None,
@@ -100,7 +100,7 @@ impl Tree {
 
     /// The first `max` bytes of the regular file `path` (symlinks followed inside the tree),
     /// as text (invalid UTF-8 replaced); `None` when it is not a readable regular file.
-    pub fn read_text(&self, path: &[u8], max: u64) -> Option<String> {
+    pub(crate) fn read_text(&self, path: &[u8], max: u64) -> Option<String> {
         let fd = self.resolve_file(path)?;
         let mut buf = Vec::new();
         std::io::Read::read_to_end(
@@ -125,7 +125,8 @@ fn push_components(todo: &mut Vec<Vec<u8>>, path: &[u8]) {
 #[cfg(test)]
 mod tests {
     use crate::tree::testing::{add_file_with, add_symlink as link};
-    use crate::tree::{Inode, Metadata, SymlinkLoop, Tree};
+    use super::SymlinkLoop;
+    use crate::tree::{Inode, Metadata, Tree};
 
     #[test]
     fn links_resolve_inside_the_root_only() {

@@ -24,7 +24,7 @@ const CHUNK: usize = 64 * 1024;
 
 impl Spill {
     /// A spill file over `file`, which must be empty.
-    pub fn new(file: File) -> Spill {
+    pub(crate) fn new(file: File) -> Spill {
         Spill {
             file,
             end: 0,
@@ -33,7 +33,7 @@ impl Spill {
     }
 
     /// An unnamed temporary file in `$TMPDIR` (removed by the OS when closed).
-    pub fn temp() -> io::Result<Spill> {
+    pub(crate) fn temp() -> io::Result<Spill> {
         Ok(Spill::new(tempfile::tempfile()?))
     }
 
@@ -53,7 +53,7 @@ impl Spill {
 
     /// Appends everything `data` yields. Offsets are kept 4 KiB-aligned so that block-sized
     /// pieces of a file map to block-sized pieces of the spill file.
-    pub fn append(&mut self, data: &mut dyn Read) -> io::Result<FileData> {
+    pub(crate) fn append(&mut self, data: &mut dyn Read) -> io::Result<FileData> {
         let offset = self.end.next_multiple_of(4096);
         // Not kept between calls: a buffer held by the tree would stay resident through the
         // ext4 stage, when d2v's memory use peaks; reusing one measured no faster.
@@ -85,7 +85,7 @@ impl Spill {
     }
 
     /// Reads `buf.len()` bytes of `data` starting `pos` bytes into it.
-    pub fn read_at(&self, data: &FileData, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+    pub(crate) fn read_at(&self, data: &FileData, pos: u64, buf: &mut [u8]) -> io::Result<()> {
         if pos + buf.len() as u64 > data.len {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

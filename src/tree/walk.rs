@@ -9,14 +9,14 @@ pub struct WalkEntry {
     pub path: Vec<u8>,
     pub id: InodeId,
     /// The directory holding this entry (the root's parent is the root).
-    pub parent: InodeId,
+    pub(crate) parent: InodeId,
     /// Depth below the root (the root is 0).
     pub depth: usize,
 }
 
 impl WalkEntry {
     /// The last path component (empty for the root).
-    pub fn name(&self) -> &[u8] {
+    pub(crate) fn name(&self) -> &[u8] {
         match self.path.iter().rposition(|&b| b == b'/') {
             Some(i) => &self.path[i + 1..],
             None => &self.path,

@@ -53,11 +53,11 @@ pub struct Ext4Options {
     /// `lost+found` and the journal inode.
     pub time: i64,
     /// Bytes of filesystem per inode (mke2fs `-i`); more inodes are made when the tree needs them.
-    pub bytes_per_inode: u64,
+    pub(crate) bytes_per_inode: u64,
     /// Blocks reserved for root, in percent (mke2fs `-m`).
     pub reserved_percent: u32,
     /// Journal size in bytes; `None`: by filesystem size, 4 MiB (< 128 MiB) to 64 MiB (>= 2 GiB).
-    pub journal_size: Option<u64>,
+    pub(crate) journal_size: Option<u64>,
 }
 
 impl Default for Ext4Options {

@@ -19,7 +19,7 @@ use std::io::{self, Write};
 
 use fatfs::{FatType, FileSystem, FormatVolumeOptions, FsOptions};
 
-pub use window::Window;
+pub(crate) use window::Window;
 
 use super::Result;
 use crate::tree::{show, InodeId, Kind, Tree};
@@ -63,9 +63,9 @@ pub struct FatOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FatSummary {
     pub files: u64,
-    pub dirs: u64,
-    pub bytes: u64,
-    pub warnings: Vec<String>,
+    pub(crate) dirs: u64,
+    pub(crate) bytes: u64,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Deepest directory nesting copied (guards against symlinked directory loops).
@@ -275,7 +275,7 @@ impl Copy<'_, '_> {
 }
 
 /// The name as FAT long-name text, or `None` when FAT cannot hold it.
-pub fn fat_name(name: &[u8]) -> Option<String> {
+pub(crate) fn fat_name(name: &[u8]) -> Option<String> {
     let s = std::str::from_utf8(name).ok()?;
     let bad = |c: char| c < ' ' || "\"*/:<>?\\|".contains(c);
     if s.is_empty()
@@ -290,7 +290,7 @@ pub fn fat_name(name: &[u8]) -> Option<String> {
 
 /// A Unix time as a FAT time stamp (UTC), clamped to `SOURCE_DATE_EPOCH` when set and to
 /// FAT's range 1980-01-01..2107-12-31.
-pub fn dos_time(mut secs: i64) -> fatfs::DateTime {
+pub(crate) fn dos_time(mut secs: i64) -> fatfs::DateTime {
     if let Some(sde) = crate::ids::source_date_epoch() {
         secs = secs.min(sde);
     }

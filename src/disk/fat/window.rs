@@ -19,7 +19,7 @@ struct Block {
     dirty: bool,
 }
 
-pub struct Window<'f> {
+pub(crate) struct Window<'f> {
     file: &'f File,
     offset: u64,
     size: u64,
@@ -28,7 +28,7 @@ pub struct Window<'f> {
 }
 
 impl<'f> Window<'f> {
-    pub fn new(file: &'f File, offset: u64, size: u64) -> Window<'f> {
+    pub(crate) fn new(file: &'f File, offset: u64, size: u64) -> Window<'f> {
         Window {
             file,
             offset,

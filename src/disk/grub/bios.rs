@@ -34,7 +34,7 @@ const MAX_CORE_SECTORS: u64 = (0x78000 - 0x8200) / SECTOR;
 
 /// The new MBR: `boot_img`'s code around the existing sector's BPB area and partition table,
 /// told to load core.img from `core_lba`.
-pub fn patch_boot_img(boot_img: &[u8], existing_mbr: &[u8], core_lba: u64) -> Result<[u8; 512]> {
+pub(crate) fn patch_boot_img(boot_img: &[u8], existing_mbr: &[u8], core_lba: u64) -> Result<[u8; 512]> {
     if boot_img.len() != 512 || existing_mbr.len() != 512 {
         return Err(GrubError::BootImgSize(boot_img.len()).into());
     }
@@ -53,7 +53,7 @@ pub fn patch_boot_img(boot_img: &[u8], existing_mbr: &[u8], core_lba: u64) -> Re
 
 /// core.img padded to whole sectors, its first blocklist naming the sectors after the first
 /// (which boot.img loads itself) at `core_lba + 1`.
-pub fn patch_core_img(core_img: &[u8], core_lba: u64) -> Result<Vec<u8>> {
+pub(crate) fn patch_core_img(core_img: &[u8], core_lba: u64) -> Result<Vec<u8>> {
     let sectors = (core_img.len() as u64).div_ceil(SECTOR);
     if sectors < 2 {
         return Err(GrubError::CoreTooSmall(core_img.len()).into());
@@ -87,7 +87,7 @@ pub fn patch_core_img(core_img: &[u8], core_lba: u64) -> Result<Vec<u8>> {
 
 /// Writes boot.img into sector 0 of `out` (keeping its partition table) and core.img at the
 /// start of the BIOS boot partition.
-pub fn install(out: &File, bios_boot: Region, boot_img: &[u8], core_img: &[u8]) -> Result<()> {
+pub(crate) fn install(out: &File, bios_boot: Region, boot_img: &[u8], core_img: &[u8]) -> Result<()> {
     let core_lba = bios_boot.first_lba();
     let core = patch_core_img(core_img, core_lba)?;
     if core.len() as u64 > bios_boot.size {

@@ -8,16 +8,16 @@ use crate::tree::Tree;
 
 /// A kernel in `/boot` and its initramfs, by their names in `/boot`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BootEntry {
-    pub version: String,
-    pub kernel: String,
-    pub initrd: Option<String>,
+pub(crate) struct BootEntry {
+    pub(crate) version: String,
+    pub(crate) kernel: String,
+    pub(crate) initrd: Option<String>,
 }
 
 /// Kernels (`vmlinuz-VERSION`, also `vmlinux-`/`kernel-`), newest version first, each with
 /// the first initramfs found among `initrd.img-V`, `initrd-V.img`, `initramfs-V.img`,
 /// `initramfs-V`, `initrd-V`.
-pub fn find_kernels(tree: &Tree) -> Vec<BootEntry> {
+pub(crate) fn find_kernels(tree: &Tree) -> Vec<BootEntry> {
     let Some(dir) = tree.resolve_dir(b"boot") else {
         return Vec::new();
     };
@@ -66,7 +66,7 @@ pub fn find_kernels(tree: &Tree) -> Vec<BootEntry> {
 
 /// Orders version strings as `sort -V` does for kernel versions: runs of digits compare
 /// numerically, other runs byte-wise.
-pub fn compare_versions(a: &str, b: &str) -> Ordering {
+pub(crate) fn compare_versions(a: &str, b: &str) -> Ordering {
     fn runs(s: &str) -> Vec<&str> {
         let mut out = Vec::new();
         let mut start = 0;
@@ -94,16 +94,16 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
 
 /// Options for the generated file.
 #[derive(Debug, Clone, Default)]
-pub struct ConfigOptions {
+pub(crate) struct ConfigOptions {
     /// Unique GUID of the root partition (`root=PARTUUID=`).
-    pub root_partuuid: String,
+    pub(crate) root_partuuid: String,
     /// From the image's `/etc/default/grub` ([`super::defaults`]); words d2v already puts on
     /// the line are not repeated.
-    pub image_args: Vec<String>,
+    pub(crate) image_args: Vec<String>,
     /// Appended to every kernel command line (`--kernel-arg`).
-    pub kernel_args: Vec<String>,
+    pub(crate) kernel_args: Vec<String>,
     /// Menu timeout in seconds.
-    pub timeout: u32,
+    pub(crate) timeout: u32,
 }
 
 /// Quotes `s` for GRUB's shell-like syntax.
@@ -112,7 +112,7 @@ fn quote(s: &str) -> String {
 }
 
 /// The generated `grub.cfg`. Console on both the screen and the first serial port.
-pub fn generate(entries: &[BootEntry], opts: &ConfigOptions) -> String {
+pub(crate) fn generate(entries: &[BootEntry], opts: &ConfigOptions) -> String {
     let mut cmdline = format!(
         "root=PARTUUID={} ro console=tty0 console=ttyS0,115200",
         opts.root_partuuid

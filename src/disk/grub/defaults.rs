@@ -13,13 +13,13 @@ const DEFAULT: &str = "GRUB_CMDLINE_LINUX_DEFAULT";
 
 /// What the image's defaults give.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CmdlineDefaults {
+pub(crate) struct CmdlineDefaults {
     /// `GRUB_CMDLINE_LINUX` then `GRUB_CMDLINE_LINUX_DEFAULT`, split into words.
-    pub args: Vec<String>,
+    pub(crate) args: Vec<String>,
     /// The files that set either variable.
-    pub files: Vec<String>,
+    pub(crate) files: Vec<String>,
     /// Assignments d2v could not read, as `file: line`.
-    pub skipped: Vec<String>,
+    pub(crate) skipped: Vec<String>,
 }
 
 /// The value of `raw` (what follows `NAME=`), `None` when it is more than d2v reads.
@@ -48,7 +48,7 @@ fn value(raw: &str, linux: &str, default: &str) -> Option<String> {
 }
 
 /// Reads the image's GRUB defaults.
-pub fn cmdline_defaults(tree: &Tree) -> CmdlineDefaults {
+pub(crate) fn cmdline_defaults(tree: &Tree) -> CmdlineDefaults {
     let mut files = vec!["etc/default/grub".to_string()];
     if let Some(d) = tree.resolve_dir(b"etc/default/grub.d") {
         files.extend(

@@ -4,9 +4,9 @@
 //! host's. Both images carry an early config that finds the ESP by its FAT serial and loads
 //! `(ESP)/grub/grub.cfg`.
 
-pub mod bios;
-pub mod config;
-pub mod defaults;
+pub(crate) mod bios;
+pub(crate) mod config;
+pub(crate) mod defaults;
 mod error;
 pub mod mkimage;
 
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::disk::Result;
 use crate::tree::{show, Inode, Kind, Metadata, Tree};
 
-pub use config::{find_kernels, BootEntry, ConfigOptions};
+pub(crate) use config::{find_kernels, BootEntry, ConfigOptions};
 pub use error::GrubError;
 
 /// A GRUB target platform.
@@ -43,7 +43,7 @@ impl Platform {
     }
 
     /// Modules built into the image (those missing from a module directory are left out).
-    pub fn modules(self) -> Vec<&'static str> {
+    pub(crate) fn modules(self) -> Vec<&'static str> {
         let mut m = vec![
             "part_gpt",
             "part_msdos",
@@ -102,16 +102,16 @@ pub enum ModuleSource {
 /// A GRUB module directory to build from.
 #[derive(Debug, Clone)]
 pub struct ModuleDir {
-    pub platform: Platform,
-    pub path: PathBuf,
-    pub source: ModuleSource,
+    pub(crate) platform: Platform,
+    pub(crate) path: PathBuf,
+    pub(crate) source: ModuleSource,
 }
 
 const HOST_GRUB_LIB: &str = "/usr/lib/grub";
 
 /// The image's module directory for `platform`, copied out of the tree under `scratch`, when
 /// the image has a usable one (with `kernel.img` and `moddep.lst`); else the host's.
-pub fn module_dir(tree: &Tree, platform: Platform, scratch: &Path) -> Result<ModuleDir> {
+pub(crate) fn module_dir(tree: &Tree, platform: Platform, scratch: &Path) -> Result<ModuleDir> {
     let in_image = format!("usr/lib/grub/{}", platform.name());
     if let Some(dir) = extract_dir(tree, &in_image, &scratch.join(platform.name()))? {
         if dir.join("kernel.img").is_file() && dir.join("moddep.lst").is_file() {
@@ -126,7 +126,7 @@ pub fn module_dir(tree: &Tree, platform: Platform, scratch: &Path) -> Result<Mod
 }
 
 /// The host's module directory for `platform`.
-pub fn host_module_dir(platform: Platform) -> Result<ModuleDir> {
+pub(crate) fn host_module_dir(platform: Platform) -> Result<ModuleDir> {
     let path = Path::new(HOST_GRUB_LIB).join(platform.name());
     if !path.join("kernel.img").is_file() {
         return Err(GrubError::NoModules {
@@ -215,7 +215,7 @@ pub fn mkimage(dir: &ModuleDir, early_cfg: &str) -> Result<Vec<u8>> {
 /// Builds the image for `platform` from the image's modules, falling back to the host's
 /// when those fail to build (a kernel.img of a layout d2v does not know). Returns the bytes,
 /// the directory used and warnings.
-pub fn build(
+pub(crate) fn build(
     tree: &Tree,
     platform: Platform,
     early_cfg: &str,
@@ -239,7 +239,7 @@ pub fn build(
 
 /// How to get `grub.cfg`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ConfigMode {
+pub(crate) enum ConfigMode {
     /// Keep the image's `/boot/grub/grub.cfg` when it has one, else generate.
     #[default]
     KeepOrGenerate,
@@ -250,11 +250,11 @@ pub enum ConfigMode {
 /// GRUB settings for [`prepare`].
 #[derive(Debug, Clone)]
 pub struct GrubOptions {
-    pub config: ConfigMode,
+    pub(crate) config: ConfigMode,
     /// Extra kernel command-line arguments (`--kernel-arg`).
     pub kernel_args: Vec<String>,
     /// Menu timeout in seconds of the generated grub.cfg.
-    pub timeout: u32,
+    pub(crate) timeout: u32,
 }
 
 impl Default for GrubOptions {
@@ -271,9 +271,9 @@ impl Default for GrubOptions {
 /// [`bios::install`] once the partition table is written.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    pub boot_img: Vec<u8>,
+    pub(crate) boot_img: Vec<u8>,
     pub core_img: Vec<u8>,
-    pub kernels: Vec<BootEntry>,
+    pub(crate) kernels: Vec<BootEntry>,
     pub generated_config: bool,
     pub bios_modules: ModuleSource,
     pub efi_modules: ModuleSource,

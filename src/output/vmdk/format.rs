@@ -2,51 +2,51 @@
 //! ("Hosted Sparse Extent Header" and "Stream-Optimized Compressed"). All little-endian.
 
 /// Bytes per sector: every structure and every marker starts on a sector boundary.
-pub const SECTOR: u64 = 512;
+pub(crate) const SECTOR: u64 = 512;
 /// Sectors per grain (64 KiB grains).
-pub const GRAIN_SECTORS: u64 = 128;
+pub(crate) const GRAIN_SECTORS: u64 = 128;
 /// Bytes per grain.
-pub const GRAIN_BYTES: u64 = GRAIN_SECTORS * SECTOR;
+pub(crate) const GRAIN_BYTES: u64 = GRAIN_SECTORS * SECTOR;
 /// Grain table entries per grain table (one GT covers 32 MiB).
-pub const GTES_PER_GT: u64 = 512;
+pub(crate) const GTES_PER_GT: u64 = 512;
 /// Sectors one grain table occupies (512 × 4 bytes).
-pub const GT_SECTORS: u64 = GTES_PER_GT * 4 / SECTOR;
+pub(crate) const GT_SECTORS: u64 = GTES_PER_GT * 4 / SECTOR;
 
 /// `'V' 'M' 'D' 'K'` read as a little-endian u32 (`KDMV` on disk).
-pub const MAGIC: u32 = 0x564d_444b;
+pub(crate) const MAGIC: u32 = 0x564d_444b;
 /// Version 3: the version VMware's open-vmdk and ESXi use for streamOptimized extents.
-pub const VERSION: u32 = 3;
+pub(crate) const VERSION: u32 = 3;
 /// bit 0: valid newline detection; bit 16: compressed grains; bit 17: markers with embedded LBA.
-pub const FLAGS: u32 = 1 | (1 << 16) | (1 << 17);
+pub(crate) const FLAGS: u32 = 1 | (1 << 16) | (1 << 17);
 /// `COMPRESSION_DEFLATE`.
-pub const COMPRESS_DEFLATE: u16 = 1;
+pub(crate) const COMPRESS_DEFLATE: u16 = 1;
 /// `gdOffset` in the header at the start of a stream: the real value is in the footer.
-pub const GD_AT_END: u64 = u64::MAX;
+pub(crate) const GD_AT_END: u64 = u64::MAX;
 
 /// Marker types (`u.type` when `size == 0`).
-pub const MARKER_EOS: u32 = 0;
-pub const MARKER_GT: u32 = 1;
-pub const MARKER_GD: u32 = 2;
-pub const MARKER_FOOTER: u32 = 3;
+pub(crate) const MARKER_EOS: u32 = 0;
+pub(crate) const MARKER_GT: u32 = 1;
+pub(crate) const MARKER_GD: u32 = 2;
+pub(crate) const MARKER_FOOTER: u32 = 3;
 
 /// Sector where the embedded descriptor starts, and the sectors reserved for it
 /// (20, as VMware's open-vmdk and QEMU reserve).
-pub const DESCRIPTOR_OFFSET: u64 = 1;
-pub const DESCRIPTOR_SECTORS: u64 = 20;
+pub(crate) const DESCRIPTOR_OFFSET: u64 = 1;
+pub(crate) const DESCRIPTOR_SECTORS: u64 = 20;
 /// Sectors before the first grain: header + descriptor, padded to a grain boundary as QEMU and
 /// VMware tools do.
-pub const OVERHEAD_SECTORS: u64 = GRAIN_SECTORS;
+pub(crate) const OVERHEAD_SECTORS: u64 = GRAIN_SECTORS;
 
 /// The fields of `SparseExtentHeader` that vary between files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
-    pub capacity_sectors: u64,
-    pub gd_offset: u64,
+pub(crate) struct Header {
+    pub(crate) capacity_sectors: u64,
+    pub(crate) gd_offset: u64,
 }
 
 impl Header {
     /// The 512-byte packed `SparseExtentHeader`.
-    pub fn encode(&self) -> [u8; SECTOR as usize] {
+    pub(crate) fn encode(&self) -> [u8; SECTOR as usize] {
         let mut b = [0u8; SECTOR as usize];
         b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         b[4..8].copy_from_slice(&VERSION.to_le_bytes());
@@ -70,7 +70,7 @@ impl Header {
 }
 
 /// A metadata marker sector (GT, GD, footer, end-of-stream): `numSectors`, `size = 0`, `type`.
-pub fn metadata_marker(num_sectors: u64, kind: u32) -> [u8; SECTOR as usize] {
+pub(crate) fn metadata_marker(num_sectors: u64, kind: u32) -> [u8; SECTOR as usize] {
     let mut b = [0u8; SECTOR as usize];
     b[0..8].copy_from_slice(&num_sectors.to_le_bytes());
     b[12..16].copy_from_slice(&kind.to_le_bytes());
@@ -78,20 +78,20 @@ pub fn metadata_marker(num_sectors: u64, kind: u32) -> [u8; SECTOR as usize] {
 }
 
 /// Bytes of a grain marker before the compressed data: `lba` (u64) + `size` (u32).
-pub const GRAIN_MARKER_LEN: usize = 12;
+pub(crate) const GRAIN_MARKER_LEN: usize = 12;
 
 /// Number of grains covering `capacity_sectors` (the last one may be partial).
-pub fn grain_count(capacity_sectors: u64) -> u64 {
+pub(crate) fn grain_count(capacity_sectors: u64) -> u64 {
     capacity_sectors.div_ceil(GRAIN_SECTORS)
 }
 
 /// Number of grain tables (= grain directory entries) for `capacity_sectors`.
-pub fn gt_count(capacity_sectors: u64) -> u64 {
+pub(crate) fn gt_count(capacity_sectors: u64) -> u64 {
     grain_count(capacity_sectors).div_ceil(GTES_PER_GT)
 }
 
 /// BIOS geometry VMware uses for SCSI disks: 255 heads, 63 sectors, cylinders capped at 65535.
-pub fn geometry(capacity_sectors: u64) -> (u64, u32, u32) {
+pub(crate) fn geometry(capacity_sectors: u64) -> (u64, u32, u32) {
     let cylinders = capacity_sectors.div_ceil(255 * 63).min(65535);
     (cylinders, 255, 63)
 }

@@ -6,7 +6,7 @@
 //! marker and grain directory, the footer marker and footer (the header with the real
 //! `gdOffset`), and the end-of-stream marker. All-zero grains and holes of the raw file are left out.
 
-pub mod format;
+pub(crate) mod format;
 mod writer;
 
 #[cfg(test)]
@@ -17,7 +17,7 @@ mod tests;
 pub use writer::write_stream_optimized;
 
 /// Highest `--compression-level`.
-pub const MAX_LEVEL: u32 = 12;
+pub(crate) const MAX_LEVEL: u32 = 12;
 
 /// How to write the VMDK.
 #[derive(Debug, Clone)]
@@ -64,11 +64,11 @@ pub struct VmdkSummary {
     /// Virtual disk size in bytes (the raw file size rounded up to a sector).
     pub capacity: u64,
     /// Bytes of the grains actually stored (non-zero grains × 64 KiB): OVF `populatedSize`.
-    pub populated_size: u64,
+    pub(crate) populated_size: u64,
     /// Size of the VMDK file in bytes.
-    pub file_size: u64,
+    pub(crate) file_size: u64,
     /// Number of grains stored.
-    pub grains: u64,
+    pub(crate) grains: u64,
 }
 
 /// Errors of the VMDK writer.
@@ -91,7 +91,7 @@ pub enum VmdkError {
 }
 
 /// The embedded descriptor text for a disk of `capacity_sectors`.
-pub fn descriptor(capacity_sectors: u64, opts: &VmdkOptions) -> Result<String, VmdkError> {
+pub(crate) fn descriptor(capacity_sectors: u64, opts: &VmdkOptions) -> Result<String, VmdkError> {
     let name = &opts.file_name;
     if name.is_empty() || name.len() > 200 || name.chars().any(|c| c == '"' || c.is_control()) {
         return Err(VmdkError::FileName(name.clone()));

@@ -53,12 +53,12 @@ const fn align(n: u64, to: u64) -> u64 {
 #[derive(Debug)]
 pub struct Kernel {
     /// Code, data and zeroed .bss; `exec_size` and the whole length are multiples of 4 KiB.
-    pub image: Vec<u8>,
-    pub exec_size: u64,
+    pub(crate) image: Vec<u8>,
+    pub(crate) exec_size: u64,
     /// RVA of `_start`.
-    pub entry: u64,
+    pub(crate) entry: u64,
     /// RVAs of the 64-bit absolute addresses the loader must add its load address to.
-    pub fixups: Vec<u64>,
+    pub(crate) fixups: Vec<u64>,
 }
 
 fn is_text(s: &elf::Section) -> bool {
@@ -281,7 +281,7 @@ fn relocate(
 /// The `.reloc` section: base relocation blocks, one per 4 KiB page touched in a row (as
 /// grub-mkimage groups them: a new block whenever the next address leaves the page), each
 /// padded with ABSOLUTE entries to 8 bytes and the last to the file alignment.
-pub fn base_relocations(fixups: &[u64]) -> Vec<u8> {
+pub(crate) fn base_relocations(fixups: &[u64]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut block: Option<(u64, Vec<u16>)> = None;
     let close = |out: &mut Vec<u8>, page: u64, entries: &[u16]| {

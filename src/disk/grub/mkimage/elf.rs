@@ -6,74 +6,75 @@
 use super::MkimageError;
 
 /// `sh_type` values used here.
-pub const SHT_PROGBITS: u32 = 1;
-pub const SHT_SYMTAB: u32 = 2;
-pub const SHT_RELA: u32 = 4;
-pub const SHT_NOBITS: u32 = 8;
-pub const SHT_REL: u32 = 9;
+pub(crate) const SHT_PROGBITS: u32 = 1;
+pub(crate) const SHT_SYMTAB: u32 = 2;
+pub(crate) const SHT_RELA: u32 = 4;
+pub(crate) const SHT_NOBITS: u32 = 8;
+pub(crate) const SHT_REL: u32 = 9;
 /// `sh_flags` bits.
-pub const SHF_ALLOC: u64 = 0x2;
-pub const SHF_EXECINSTR: u64 = 0x4;
+pub(crate) const SHF_ALLOC: u64 = 0x2;
+pub(crate) const SHF_EXECINSTR: u64 = 0x4;
 /// Special section indexes of a symbol.
-pub const SHN_UNDEF: u16 = 0;
-pub const SHN_ABS: u16 = 0xfff1;
+pub(crate) const SHN_UNDEF: u16 = 0;
+pub(crate) const SHN_ABS: u16 = 0xfff1;
 /// `e_type`.
-pub const ET_REL: u16 = 1;
-pub const ET_EXEC: u16 = 2;
+pub(crate) const ET_REL: u16 = 1;
+pub(crate) const ET_EXEC: u16 = 2;
 /// `e_machine`.
-pub const EM_386: u16 = 3;
-pub const EM_X86_64: u16 = 62;
+pub(crate) const EM_386: u16 = 3;
+pub(crate) const EM_X86_64: u16 = 62;
 
 /// One section header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Section {
-    pub name: Vec<u8>,
-    pub kind: u32,
-    pub flags: u64,
-    pub addr: u64,
-    pub offset: u64,
-    pub size: u64,
-    pub link: u32,
-    pub info: u32,
-    pub align: u64,
-    pub entsize: u64,
+pub(crate) struct Section {
+    pub(crate) name: Vec<u8>,
+    pub(crate) kind: u32,
+    pub(crate) flags: u64,
+    pub(crate) addr: u64,
+    pub(crate) offset: u64,
+    pub(crate) size: u64,
+    pub(crate) link: u32,
+    pub(crate) info: u32,
+    pub(crate) align: u64,
+    pub(crate) entsize: u64,
 }
 
 impl Section {
-    pub fn is_alloc(&self) -> bool {
+    pub(crate) fn is_alloc(&self) -> bool {
         self.flags & SHF_ALLOC != 0
     }
-    pub fn is_exec(&self) -> bool {
+    pub(crate) fn is_exec(&self) -> bool {
         self.flags & SHF_EXECINSTR != 0
     }
 }
 
 /// One symbol table entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Symbol {
-    pub name: Vec<u8>,
-    pub value: u64,
-    pub shndx: u16,
+pub(crate) struct Symbol {
+    pub(crate) name: Vec<u8>,
+    pub(crate) value: u64,
+    pub(crate) shndx: u16,
 }
 
 /// One relocation (`Elf_Rel` has no addend: 0 here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reloc {
-    pub offset: u64,
-    pub sym: u32,
-    pub kind: u32,
-    pub addend: i64,
+pub(crate) struct Reloc {
+    pub(crate) offset: u64,
+    pub(crate) sym: u32,
+    pub(crate) kind: u32,
+    pub(crate) addend: i64,
 }
 
 /// A parsed ELF file borrowing its bytes.
 #[derive(Debug)]
-pub struct Elf<'a> {
+pub(crate) struct Elf<'a> {
     data: &'a [u8],
-    pub is64: bool,
-    pub kind: u16,
-    pub machine: u16,
-    pub entry: u64,
-    pub sections: Vec<Section>,
+    pub(crate) is64: bool,
+    pub(crate) kind: u16,
+    pub(crate) machine: u16,
+    #[allow(dead_code)] // e_entry: parsed, read by nothing
+    pub(crate) entry: u64,
+    pub(crate) sections: Vec<Section>,
 }
 
 type R<T> = std::result::Result<T, MkimageError>;
@@ -132,7 +133,7 @@ fn section_header(s: &[u8], is64: bool) -> (u32, Section) {
 
 impl<'a> Elf<'a> {
     /// Parses the ELF header and section headers.
-    pub fn parse(data: &'a [u8]) -> R<Elf<'a>> {
+    pub(crate) fn parse(data: &'a [u8]) -> R<Elf<'a>> {
         let ident = get(data, 0, 16).map_err(|_| MkimageError::NotElf("too short"))?;
         if &ident[..4] != b"\x7fELF" {
             return Err(MkimageError::NotElf("no \\x7fELF magic"));
@@ -200,7 +201,7 @@ impl<'a> Elf<'a> {
     }
 
     /// The bytes of section `i` (empty for `SHT_NOBITS`).
-    pub fn section_data(&self, i: usize) -> R<&'a [u8]> {
+    pub(crate) fn section_data(&self, i: usize) -> R<&'a [u8]> {
         let s = self.sections.get(i).ok_or(MkimageError::NoSection(i))?;
         if s.kind == SHT_NOBITS {
             return Ok(&[]);
@@ -213,12 +214,13 @@ impl<'a> Elf<'a> {
     }
 
     /// The index of the first section named `name`.
-    pub fn find(&self, name: &[u8]) -> Option<usize> {
+    #[cfg_attr(not(test), allow(dead_code))] // only the tests use it
+    pub(crate) fn find(&self, name: &[u8]) -> Option<usize> {
         self.sections.iter().position(|s| s.name == name)
     }
 
     /// The symbols of the symbol table section `i`, in table order.
-    pub fn symbols(&self, i: usize) -> R<Vec<Symbol>> {
+    pub(crate) fn symbols(&self, i: usize) -> R<Vec<Symbol>> {
         let s = &self.sections[i];
         let strtab = self
             .sections
@@ -256,7 +258,7 @@ impl<'a> Elf<'a> {
     }
 
     /// The relocations of the `SHT_REL`/`SHT_RELA` section `i`.
-    pub fn relocations(&self, i: usize) -> R<Vec<Reloc>> {
+    pub(crate) fn relocations(&self, i: usize) -> R<Vec<Reloc>> {
         let s = &self.sections[i];
         let rela = s.kind == SHT_RELA;
         let size = match (self.is64, rela) {
@@ -322,7 +324,7 @@ fn string_at(data: &[u8], strtab: &Section, at: u32) -> R<Vec<u8>> {
 }
 
 /// A section or symbol name for messages.
-pub fn show(name: &[u8]) -> String {
+pub(crate) fn show(name: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
 

@@ -5,9 +5,9 @@
 //! grub-mkimage (tests compare them).
 
 pub mod efi;
-pub mod elf;
+pub(crate) mod elf;
 mod error;
-pub mod modules;
+pub(crate) mod modules;
 pub mod pc;
 
 use std::path::Path;

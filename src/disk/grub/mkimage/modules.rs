@@ -8,16 +8,16 @@ use std::collections::{HashMap, HashSet};
 use super::MkimageError;
 
 /// `GRUB_MODULE_MAGIC`: "mimg".
-pub const MODULE_MAGIC: u32 = 0x676d_696d;
+pub(crate) const MODULE_MAGIC: u32 = 0x676d_696d;
 /// `grub_module_header.type` values.
-pub const OBJ_TYPE_ELF: u32 = 0;
-pub const OBJ_TYPE_CONFIG: u32 = 2;
-pub const OBJ_TYPE_PREFIX: u32 = 3;
+pub(crate) const OBJ_TYPE_ELF: u32 = 0;
+pub(crate) const OBJ_TYPE_CONFIG: u32 = 2;
+pub(crate) const OBJ_TYPE_PREFIX: u32 = 3;
 /// `sizeof (struct grub_module_header)`.
 const OBJ_HEADER: usize = 8;
 
 /// `moddep.lst`: each line `module: dependency...`. A module listed twice keeps its last line.
-pub fn parse_moddep(text: &str) -> Result<HashMap<String, Vec<String>>, MkimageError> {
+pub(crate) fn parse_moddep(text: &str) -> Result<HashMap<String, Vec<String>>, MkimageError> {
     let mut deps = HashMap::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -38,7 +38,7 @@ pub fn parse_moddep(text: &str) -> Result<HashMap<String, Vec<String>>, MkimageE
 /// The modules to embed for `wanted`, each after the modules it depends on, in the order
 /// GRUB's `grub_util_resolve_dependencies` gives (a module's dependencies are visited last
 /// listed first), so images match grub-mkimage's byte for byte.
-pub fn resolve(wanted: &[&str], deps: &HashMap<String, Vec<String>>) -> Vec<String> {
+pub(crate) fn resolve(wanted: &[&str], deps: &HashMap<String, Vec<String>>) -> Vec<String> {
     fn visit(
         name: &str,
         deps: &HashMap<String, Vec<String>>,
@@ -68,7 +68,7 @@ fn align(n: usize, to: usize) -> usize {
 /// The module area for a kernel whose pointers are `ptr_size` bytes (4 for i386-pc, 8 for
 /// x86_64-efi): `grub_module_info{32,64}`, the ELF modules in order, then the embedded
 /// config and the prefix, each NUL-terminated.
-pub fn area(ptr_size: usize, modules: &[Vec<u8>], config: &str, prefix: &str) -> Vec<u8> {
+pub(crate) fn area(ptr_size: usize, modules: &[Vec<u8>], config: &str, prefix: &str) -> Vec<u8> {
     let info = if ptr_size == 8 { 24 } else { 12 };
     let mut out = vec![0u8; info];
     let mut object = |kind: u32, body: &[u8], padded: usize| {

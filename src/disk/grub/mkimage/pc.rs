@@ -10,7 +10,7 @@ use super::elf::{self, Elf, SHT_NOBITS, SHT_PROGBITS};
 use super::MkimageError;
 
 /// `GRUB_KERNEL_I386_PC_LINK_ADDR`: where the decompressed kernel runs.
-pub const LINK_ADDR: u64 = 0x9000;
+pub(crate) const LINK_ADDR: u64 = 0x9000;
 /// In lzma_decompress.img: `GRUB_DECOMPRESSOR_I386_PC_COMPRESSED_SIZE` and `_UNCOMPRESSED_SIZE`.
 const COMPRESSED_SIZE: usize = 0x08;
 const UNCOMPRESSED_SIZE: usize = 0x0c;
@@ -30,7 +30,7 @@ const BLOCKLIST_SEGMENT: u16 = 0x800 + (SECTOR as u16 >> 4);
 #[derive(Debug)]
 pub struct Kernel {
     pub image: Vec<u8>,
-    pub bss_size: u64,
+    pub(crate) bss_size: u64,
 }
 
 /// Flattens an i386-pc `kernel.img`: its PROGBITS sections at their addresses less
@@ -95,7 +95,7 @@ pub fn load_kernel(data: &[u8]) -> Result<Kernel, MkimageError> {
 /// A raw LZMA stream of `data` (lc=3, lp=0, pb=2, 64 KiB dictionary as grub-mkimage uses).
 /// The encoder's fast mode (preset 3): on Debian 12's modules 3× faster than its normal mode
 /// (preset 6) for a core.img 4.5 % larger (226 vs 216 kB, the BIOS boot partition is 1 MiB).
-pub fn lzma(data: &[u8]) -> Result<Vec<u8>, MkimageError> {
+pub(crate) fn lzma(data: &[u8]) -> Result<Vec<u8>, MkimageError> {
     let mut opts = lzma_rust2::LzmaOptions::with_preset(3);
     opts.dict_size = 1 << 16;
     opts.lc = 3;
@@ -110,7 +110,7 @@ pub fn lzma(data: &[u8]) -> Result<Vec<u8>, MkimageError> {
 
 /// core.img from the flattened kernel, the module area and the platform's `diskboot.img` and
 /// `lzma_decompress.img`.
-pub fn core_img(
+pub(crate) fn core_img(
     kernel: &Kernel,
     modules: &[u8],
     diskboot: &[u8],

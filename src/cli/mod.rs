@@ -6,6 +6,7 @@ pub(crate) mod size;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// d2v's command line: a subcommand and the flags every subcommand takes.
 #[derive(Debug, Parser)]
 #[command(
     name = "d2v",

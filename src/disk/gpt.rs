@@ -11,6 +11,7 @@ use super::{Result, SECTOR};
 
 /// Type GUIDs in their text (big-endian) byte order; use [`crate::ids::guid_bytes`] for disk order.
 pub const TYPE_BIOS_BOOT: &str = "21686148-6449-6e6f-744e-656564454649";
+/// The EFI System Partition.
 pub const TYPE_EFI_SYSTEM: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
 /// Discoverable Partitions Specification: root partition, x86-64.
 pub const TYPE_LINUX_ROOT_X86_64: &str = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709";
@@ -30,10 +31,13 @@ pub(crate) fn parse_uuid(s: &str) -> Option<[u8; 16]> {
 /// A partition table that cannot be written.
 #[derive(Debug, thiserror::Error)]
 pub enum GptError {
+    /// More partitions than the entry array holds.
     #[error("{count} partitions, at most {max}")]
     TooManyPartitions { count: usize, max: u64 },
+    /// The disk (in sectors) cannot hold the GPT headers and entry arrays.
     #[error("disk of {0} sectors is too small")]
     DiskTooSmall(u64),
+    /// A partition overlaps another or lies outside the usable sectors.
     #[error(
         "partition {name:?} ({first}..={last}) overlaps another or lies outside the usable \
          sectors {}..={}",
@@ -41,12 +45,16 @@ pub enum GptError {
         .usable.1
     )]
     Overlap {
+        /// The partition's name.
         name: String,
+        /// Its first sector (LBA).
         first: u64,
+        /// Its last sector (LBA).
         last: u64,
         /// The first and last sector a partition may use.
         usable: (u64, u64),
     },
+    /// A partition name longer than GPT's 36 UTF-16 code units.
     #[error("partition name {0:?} is longer than 36 UTF-16 units")]
     NameTooLong(String),
 }

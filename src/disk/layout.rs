@@ -26,12 +26,19 @@ pub(crate) const MIN_ESP_SIZE: u64 = 40 * MIB;
 /// Positions and identifiers of every part of the disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
+    /// Size of the disk file in bytes.
     pub disk_size: u64,
+    /// The BIOS boot partition, where `core.img` goes.
     pub bios_boot: Region,
+    /// The EFI System Partition (FAT32, mounted at `/boot`).
     pub esp: Region,
+    /// The ext4 root partition.
     pub root: Region,
+    /// The GPT disk GUID.
     pub disk_uuid: [u8; 16],
+    /// The BIOS boot partition's unique GUID.
     pub bios_boot_uuid: [u8; 16],
+    /// The ESP's unique GUID.
     pub esp_uuid: [u8; 16],
     /// The root partition's unique GUID: the kernel's `root=PARTUUID=`.
     pub root_uuid: [u8; 16],
@@ -136,10 +143,13 @@ pub struct DiskOptions {
     pub esp_size: u64,
     /// Root filesystem size in bytes (from the ext4 writer's `plan_size` or `--disk-size`).
     pub(crate) root_size: u64,
+    /// GRUB: its config mode and kernel arguments.
     pub grub: GrubOptions,
 }
 
 impl DiskOptions {
+    /// Options for a root of `root_size` bytes with identifiers derived from `seed` (the image
+    /// manifest digest), the default ESP size (256 MiB) and default GRUB options.
     pub fn new(seed: &str, root_size: u64) -> DiskOptions {
         DiskOptions {
             seed: seed.into(),
@@ -153,8 +163,11 @@ impl DiskOptions {
 /// What was written.
 #[derive(Debug, Clone)]
 pub struct DiskSummary {
+    /// Where each part of the disk went, and its identifiers.
     pub layout: Layout,
+    /// What was written to the ESP.
     pub esp: FatSummary,
+    /// What GRUB was built from and installed.
     pub grub: Prepared,
 }
 

@@ -13,14 +13,19 @@ pub mod layout;
 /// error (and through it the `io::Error`, if one is behind it) as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
+    /// Writing the disk file failed.
     #[error("disk file: {0}")]
     Io(#[from] std::io::Error),
+    /// The GPT could not be written.
     #[error("partition table: {0}")]
     Gpt(#[from] gpt::GptError),
+    /// The ESP could not be written.
     #[error("EFI System Partition (FAT32): {0}")]
     Fat(#[from] fat::FatError),
+    /// GRUB could not be built or installed.
     #[error("GRUB: {0}")]
     Grub(#[from] grub::GrubError),
+    /// The ext4 root filesystem could not be written.
     #[error("root filesystem: {0}")]
     Root(#[from] ext4::Ext4Error),
     /// Emptying the tree's `/boot` (the ESP's mount point) before the root is written.
@@ -45,14 +50,18 @@ pub const MIB: u64 = 1024 * 1024;
 /// written into, below both the layout that places them and the writers that fill them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Region {
+    /// First byte, from the start of the disk file.
     pub offset: u64,
+    /// Length in bytes.
     pub size: u64,
 }
 
 impl Region {
+    /// The region's first sector (LBA, 512-byte sectors).
     pub fn first_lba(&self) -> u64 {
         self.offset / SECTOR
     }
+    /// The region's last sector (LBA), inclusive.
     pub fn last_lba(&self) -> u64 {
         (self.offset + self.size) / SECTOR - 1
     }

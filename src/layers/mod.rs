@@ -24,36 +24,53 @@ use crate::tree::{components, show, FileData, Inode, Kind, Metadata, Timestamp, 
 pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
 pub(crate) const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
 
+/// Why a layer could not be applied to the staging tree.
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
     /// `error` is shown through [`printable`]: the tar reader quotes raw header bytes. Built
     /// by [`read_error`], which keeps the cause's own text printable too.
     #[error("{}", read_error_text(layer, error))]
     Read {
+        /// The layer as named to `apply_layer` (d2v names it by its digest).
         layer: String,
+        /// The error of the tar or decompression stream.
         #[source]
         error: io::Error,
     },
+    /// An entry with a `..` component, or one that escapes the image root through a symlink.
     #[error("layer {layer}: entry {path:?} has a '..' component or escapes the image root; refusing to apply this layer")]
     UnsafePath { layer: String, path: String },
+    /// The staging tree refused an entry.
     #[error("layer {layer}: entry {path:?}: {source}")]
     Tree {
+        /// The layer as named to `apply_layer` (d2v names it by its digest).
         layer: String,
+        /// The entry's path.
         path: String,
+        /// The tree's error.
         source: TreeError,
     },
+    /// Too many levels of symbolic links while resolving an entry's path.
     #[error("layer {layer}: entry {path:?}: too many levels of symbolic links in the image while resolving it")]
     SymlinkLoop { layer: String, path: String },
+    /// A tar entry type d2v does not apply.
     #[error("layer {layer}: entry {path:?}: unsupported tar entry type {kind:?}")]
     Unsupported {
+        /// The layer as named to `apply_layer` (d2v names it by its digest).
         layer: String,
+        /// The entry's path.
         path: String,
+        /// The tar type flag.
         kind: char,
     },
+    /// A malformed tar or PAX header.
     #[error("layer {layer}: entry {path:?}: bad header: {what}")]
     BadHeader {
+        /// The layer as named to `apply_layer` (d2v names it by its digest).
         layer: String,
+        /// The entry's path.
         path: String,
+        /// What is wrong.
         what: String,
     },
 }

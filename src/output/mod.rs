@@ -25,10 +25,14 @@ use vmdk::{VmdkError, VmdkOptions, VmdkSummary};
 /// `--format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
+    /// An OVA: a tar of the OVF descriptor, its manifest and the VMDK.
     #[default]
     Ova,
+    /// A directory with the `.ovf`, `.mf` and the VMDK.
     Ovf,
+    /// A streamOptimized VMDK alone.
     Vmdk,
+    /// The raw disk image.
     Raw,
 }
 
@@ -79,6 +83,7 @@ impl Default for OutputOptions {
 #[derive(Debug, Clone)]
 pub struct OutputSummary {
     pub(crate) path: PathBuf,
+    /// The format written.
     pub format: Format,
     /// The VMDK's summary (not for `raw`).
     pub vmdk: Option<VmdkSummary>,
@@ -86,19 +91,27 @@ pub struct OutputSummary {
     pub bytes: u64,
 }
 
+/// Why the output could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
+    /// The VMDK writer failed.
     #[error(transparent)]
     Vmdk(#[from] VmdkError),
+    /// Writing an output file failed.
     #[error("writing {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The error.
         source: std::io::Error,
     },
+    /// An output path without a usable file name.
     #[error("output path {0:?} has no usable file name: give -o a path like out/app.ova")]
     Path(PathBuf),
+    /// The OVA's tar could not be written.
     #[error(transparent)]
     Tar(#[from] ova::TarError),
+    /// The output path cannot be written or replaced.
     #[error("output {path}: {why}")]
     Target { path: PathBuf, why: String },
 }

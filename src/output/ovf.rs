@@ -41,8 +41,10 @@ impl std::str::FromStr for ScsiController {
 /// VM firmware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Firmware {
+    /// UEFI.
     #[default]
     Efi,
+    /// BIOS.
     Bios,
 }
 
@@ -71,19 +73,25 @@ impl std::str::FromStr for Firmware {
 pub struct OvfOptions {
     /// VM name (VirtualSystem id and Name).
     pub name: String,
+    /// Virtual CPUs.
     pub cpus: u32,
+    /// Memory in MiB.
     pub memory_mib: u64,
     /// Virtual hardware version: 13 gives `vmx-13` (ESXi 6.5 and later).
     pub hw_version: u32,
+    /// The SCSI controller the disk is attached to.
     pub controller: ScsiController,
     /// Network the NIC connects to.
     pub network: String,
+    /// The firmware the VM boots with.
     pub firmware: Firmware,
     /// `vmw:osType` override (`--os-type`); otherwise derived from `/etc/os-release`.
     pub os_type: Option<String>,
     /// Source image reference, manifest digest and d2v version, recorded in the descriptor.
     pub source_reference: String,
+    /// The image's manifest digest.
     pub manifest_digest: String,
+    /// The d2v version that wrote the descriptor.
     pub d2v_version: String,
 }
 

@@ -24,36 +24,52 @@ use crate::source::{self, Image, Platform, SourceOptions};
 use crate::tree::Tree;
 use crate::{guest, layers};
 
+/// Why a command failed; `main` prints it and its causes.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The command line asks for something impossible.
     #[error("{0}")]
     Usage(String),
+    /// The image could not be read from its source.
     #[error(transparent)]
     Source(#[from] source::SourceError),
+    /// A layer could not be applied to the staging tree.
     #[error(transparent)]
     Layer(#[from] layers::LayerError),
+    /// Reading a layer's stream to its end (where its `diff_id` is checked) failed.
     #[error("layer {layer}: {source}")]
     LayerStream { layer: String, source: io::Error },
+    /// The image has no kernel or initramfs in `/boot` to boot.
     #[error("{0}")]
     NoKernel(String),
+    /// The guest fixes (fstab, hostname, machine-id, ...) failed.
     #[error("guest fixes: {0}")]
     Guest(#[from] guest::GuestError),
+    /// The ext4 root filesystem could not be planned or written.
     #[error(transparent)]
     Ext4(#[from] ext4::Ext4Error),
+    /// The disk (GPT, ESP, GRUB, root) could not be written.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// The VMDK, OVF or OVA could not be written.
     #[error(transparent)]
     Output(#[from] output::OutputError),
+    /// A file operation failed.
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
     /// The staging tree's spill file could not be made.
     #[error("staging tree spill file: {0}")]
     Spill(#[source] crate::tree::TreeError),
+    /// The error in `source` came from a full filesystem (ENOSPC, EDQUOT).
     #[error("{what} in {}: the filesystem is full; {hint}", dir.display())]
     NoSpace {
+        /// What d2v keeps there.
         what: &'static str,
+        /// The directory on the full filesystem.
         dir: std::path::PathBuf,
+        /// What to do about it.
         hint: &'static str,
+        /// The error as it happened.
         source: Box<Error>,
     },
 }
@@ -118,6 +134,8 @@ impl<C: Into<String>> From<crate::error::IoFailure<C>> for Error {
     }
 }
 
+/// Runs the command `cli` names: `pull`, `build`, `inspect`, `export`, `completion` or a
+/// `debug` stage.
 pub fn run(cli: &Cli) -> Result<(), Error> {
     let log = Log::new(cli.json, cli.verbose);
     match &cli.command {

@@ -245,6 +245,7 @@ pub struct ImageConfig {
     pub(crate) variant: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) created: Option<String>,
+    /// The `config` object: what the container runs.
     #[serde(default)]
     pub config: ContainerConfig,
     #[serde(default)]
@@ -258,6 +259,7 @@ pub struct ContainerConfig {
     pub(crate) user: Option<String>,
     #[serde(rename = "Env", default, skip_serializing_if = "Option::is_none")]
     pub(crate) env: Option<Vec<String>>,
+    /// `Entrypoint`.
     #[serde(
         rename = "Entrypoint",
         default,

@@ -11,8 +11,11 @@ use std::fmt;
 /// The proxy settings d2v uses; [`ProxyConfig::from_env`] reads them.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ProxyConfig {
+    /// `https_proxy` (or `HTTPS_PROXY`).
     pub https: Option<String>,
+    /// `http_proxy` (or `HTTP_PROXY`).
     pub http: Option<String>,
+    /// `all_proxy` (or `ALL_PROXY`): for a scheme without its own.
     pub all: Option<String>,
     /// `NO_PROXY` entries, trimmed and lowercased.
     pub no_proxy: Vec<String>,

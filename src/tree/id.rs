@@ -40,6 +40,7 @@ impl<T> PerInode<T> {
         self.0.len()
     }
 
+    /// Whether the table has no slots.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -31,7 +31,9 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(C, packed(4))]
 pub struct Timestamp {
+    /// Seconds since the epoch.
     pub sec: i64,
+    /// Nanoseconds (0 to 999 999 999).
     pub nsec: u32,
 }
 
@@ -40,8 +42,11 @@ pub struct Timestamp {
 pub struct Metadata {
     /// Permission bits including setuid, setgid and sticky (`0o7777`); never the file type.
     pub mode: u32,
+    /// Owner user id.
     pub uid: u32,
+    /// Owner group id.
     pub gid: u32,
+    /// Modification time.
     pub mtime: Timestamp,
     /// Extended attributes by full name (`security.capability`, `user.foo`, ...).
     pub xattrs: Xattrs,
@@ -54,10 +59,12 @@ pub struct Metadata {
 pub struct Xattrs(Option<Box<BTreeMap<Vec<u8>, Vec<u8>>>>);
 
 impl Xattrs {
+    /// No attributes.
     pub fn new() -> Xattrs {
         Xattrs(None)
     }
 
+    /// Sets attribute `name` to `value`; returns the value it replaces.
     pub fn insert(&mut self, name: Vec<u8>, value: Vec<u8>) -> Option<Vec<u8>> {
         self.0
             .get_or_insert_with(Default::default)
@@ -73,10 +80,12 @@ impl Xattrs {
         old
     }
 
+    /// The value of attribute `name`.
     pub fn get(&self, name: &[u8]) -> Option<&Vec<u8>> {
         self.0.as_ref()?.get(name)
     }
 
+    /// Whether there are no attributes.
     pub fn is_empty(&self) -> bool {
         self.0.is_none()
     }
@@ -85,6 +94,7 @@ impl Xattrs {
         self.0.as_ref().map_or(0, |m| m.len())
     }
 
+    /// The attributes as (name, value), in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
         self.0.iter().flat_map(|m| m.iter())
     }
@@ -99,21 +109,32 @@ impl<'a> IntoIterator for &'a Xattrs {
     }
 }
 
+/// What an inode is, with what only that kind has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     /// Boxed: directories are few, and this keeps every other inode small.
     Dir(Box<Dir>),
+    /// A regular file: where its contents are in the spill file.
     File(FileData),
+    /// A symbolic link: its target.
     Symlink(Box<[u8]>),
+    /// A character device.
     CharDevice {
+        /// Device major number.
         major: u32,
+        /// Device minor number.
         minor: u32,
     },
+    /// A block device.
     BlockDevice {
+        /// Device major number.
         major: u32,
+        /// Device minor number.
         minor: u32,
     },
+    /// A named pipe.
     Fifo,
+    /// A Unix socket.
     Socket,
 }
 
@@ -131,23 +152,29 @@ impl Kind {
         }
     }
 
+    /// Whether this is a directory.
     pub fn is_dir(&self) -> bool {
         matches!(self, Kind::Dir(_))
     }
 }
 
+/// A directory: its entries by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dir {
     pub(crate) entries: Entries,
 }
 
+/// One inode of the staging tree; hard links share it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inode {
+    /// Ownership, permissions, time and extended attributes.
     pub meta: Metadata,
+    /// The file type and what belongs to it.
     pub kind: Kind,
 }
 
 impl Inode {
+    /// An empty directory with `meta`.
     pub fn dir(meta: Metadata) -> Inode {
         Inode {
             meta,
@@ -164,14 +191,19 @@ impl Inode {
 /// Errors from operations on the tree; paths are shown lossily.
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
+    /// A path with a `..` component, or one that escapes the root.
     #[error("path {0:?} is unsafe: it has a '..' component or escapes the image root")]
     UnsafePath(String),
+    /// A parent component of a path is not a directory.
     #[error("path {0:?}: a parent component is not a directory")]
     NotADirectory(String),
+    /// A hard link whose target does not exist.
     #[error("hardlink {link:?} points at {target:?}, which does not exist")]
     MissingLinkTarget { link: String, target: String },
+    /// A hard link to a directory.
     #[error("hardlink {link:?} points at directory {target:?}")]
     LinkToDirectory { link: String, target: String },
+    /// Reading or writing the spill file failed.
     #[error("spill file: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -219,6 +251,7 @@ impl Tree {
         Ok(Tree::new(Spill::temp()?))
     }
 
+    /// The inode `id`.
     pub fn inode(&self, id: InodeId) -> &Inode {
         &self.inodes[id.index()]
     }
@@ -247,10 +280,12 @@ impl Tree {
         PerInode::new(self.inodes.len(), value)
     }
 
+    /// The spill file holding the regular files' contents.
     pub fn spill(&self) -> &Spill {
         &self.spill
     }
 
+    /// The spill file, for writing.
     pub fn spill_mut(&mut self) -> &mut Spill {
         &mut self.spill
     }

@@ -8,10 +8,14 @@ use std::os::unix::fs::FileExt;
 /// Where a regular file's contents live in the spill file.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct FileData {
+    /// Byte offset in the spill file.
     pub offset: u64,
+    /// Length in bytes.
     pub len: u64,
 }
 
+/// The spill file: the staging tree's file contents, one after another, with holes for
+/// all-zero stretches.
 pub struct Spill {
     file: File,
     end: u64,
@@ -47,6 +51,7 @@ impl Spill {
         self.end
     }
 
+    /// Whether no file contents have been stored.
     pub fn is_empty(&self) -> bool {
         self.end == 0
     }

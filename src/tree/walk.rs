@@ -7,6 +7,7 @@ use super::{InodeId, Kind, Tree, ROOT};
 pub struct WalkEntry {
     /// Path from the root without a leading slash (`etc/passwd`); empty for the root.
     pub path: Vec<u8>,
+    /// The inode the entry names.
     pub id: InodeId,
     /// The directory holding this entry (the root's parent is the root).
     pub(crate) parent: InodeId,

@@ -2,9 +2,12 @@
 //! blocks stores them. The superblock's `s_def_hash_version` names the one in use and
 //! `s_flags` says whether name bytes are read as signed or unsigned chars.
 
+/// The hash function of a directory index (`s_def_hash_version`, `dx_root.hash_version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HashVersion {
+    /// `half_md4`, the default of mke2fs.
     HalfMd4 = 1,
+    /// `tea`.
     Tea = 2,
 }
 

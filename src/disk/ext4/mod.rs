@@ -46,6 +46,7 @@ pub struct Ext4Options {
     pub free_space: Option<u64>,
     /// Volume label, at most 16 bytes.
     pub label: String,
+    /// Filesystem UUID (`s_uuid`), the one fstab and `root=UUID=` name.
     pub uuid: [u8; 16],
     /// Directory hash seed (`s_hash_seed`).
     pub hash_seed: [u8; 16],
@@ -96,52 +97,78 @@ impl Ext4Options {
 pub struct Ext4Summary {
     /// Bytes of the region the filesystem occupies (`blocks * 4096`).
     pub size: u64,
+    /// Blocks of 4 KiB (`s_blocks_count`).
     pub blocks: u64,
+    /// Free blocks (`s_free_blocks_count`).
     pub free_blocks: u64,
+    /// Inodes (`s_inodes_count`).
     pub inodes: u64,
+    /// Free inodes (`s_free_inodes_count`).
     pub free_inodes: u64,
+    /// Blocks of the journal inode (8).
     pub journal_blocks: u64,
     /// Directories written as hashed trees.
     pub indexed_dirs: u64,
 }
 
+/// Why the ext4 filesystem could not be planned or written.
 #[derive(Debug, thiserror::Error)]
 pub enum Ext4Error {
+    /// The requested size is below what the content and metadata need.
     #[error("ext4: a filesystem of {size} bytes is too small, it needs at least {need} bytes; give a larger root size")]
     TooSmall { size: u64, need: u64 },
+    /// The content does not fit into `blocks` blocks.
     #[error("ext4: the content does not fit into {blocks} blocks of 4 KiB; give a larger root size or leave it automatic")]
     NoSpace { blocks: u64 },
+    /// More inodes than the size allows (`max`).
     #[error(
         "ext4: {inodes} inodes needed but this size allows at most {max}; give a larger root size"
     )]
     TooManyInodes { inodes: u64, max: u64 },
+    /// An extended attribute that ext4 cannot store.
     #[error("ext4: {path}: extended attribute {name:?}: {why}")]
     Xattr {
+        /// The file's path in the tree.
         path: String,
+        /// The attribute's name.
         name: String,
+        /// What is wrong with it.
         why: String,
     },
+    /// A file's extended attributes exceed the one xattr block of 4 KiB.
     #[error("ext4: {path}: extended attributes need {bytes} bytes but an inode's xattr block holds {max}; remove some")]
     XattrsTooLarge {
+        /// The file's path in the tree.
         path: String,
+        /// Bytes they need.
         bytes: usize,
+        /// Bytes the block holds.
         max: usize,
     },
+    /// A directory entry name longer than 255 bytes.
     #[error("ext4: {path}: name longer than 255 bytes")]
     NameTooLong { path: String },
+    /// A symlink target longer than 4095 bytes.
     #[error("ext4: {path}: symlink target of {len} bytes is longer than 4095")]
     SymlinkTooLong { path: String, len: usize },
+    /// An inode with more than 65000 hard links.
     #[error("ext4: {path}: {links} hardlinks, ext4 allows at most 65000")]
     TooManyLinks { path: String, links: u32 },
+    /// A file larger than ext4's 16 TiB.
     #[error("ext4: {path}: file of {len} bytes is larger than ext4's 16 TiB")]
     FileTooLarge { path: String, len: u64 },
+    /// A directory too large for a two-level htree index.
     #[error("ext4: directory with {entries} entries is too large for a two-level hashed index")]
     DirTooLarge { entries: usize },
+    /// A volume label longer than 16 bytes.
     #[error("ext4: label {0:?} is longer than 16 bytes")]
     BadLabel(String),
+    /// Reading the tree's file data or writing the image failed.
     #[error("ext4: {what}: {source}")]
     Io {
+        /// What was being done.
         what: String,
+        /// The error.
         source: std::io::Error,
     },
 }

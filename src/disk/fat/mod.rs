@@ -28,11 +28,15 @@ use crate::tree::{show, InodeId, Kind, Tree};
 /// entry copied from `/boot`.
 #[derive(Debug, thiserror::Error)]
 pub enum FatError {
+    /// The FAT32 volume as a whole failed (`what` was being done).
     #[error("{what}: {source}")]
     Volume { what: String, source: io::Error },
+    /// One entry copied from `/boot` failed.
     #[error("/{path}: {source}{}", too_small_hint(.source, *.esp_mib))]
     Entry {
+        /// Its path below `/boot`.
         path: String,
+        /// The error.
         source: io::Error,
         /// The partition's size, for the hint.
         esp_mib: u64,
@@ -49,6 +53,7 @@ fn too_small_hint(e: &io::Error, esp_mib: u64) -> String {
     }
 }
 
+/// How to write the FAT32 EFI System Partition.
 #[derive(Debug, Clone)]
 pub struct FatOptions {
     /// Volume serial (`XXXX-XXXX` in fstab).
@@ -62,6 +67,7 @@ pub struct FatOptions {
 /// What was written, and what could not be.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FatSummary {
+    /// Regular files written.
     pub files: u64,
     pub(crate) dirs: u64,
     pub(crate) bytes: u64,

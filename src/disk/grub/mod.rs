@@ -21,7 +21,9 @@ pub use error::GrubError;
 /// A GRUB target platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Platform {
+    /// BIOS: `core.img` for `i386-pc`, loaded by `boot.img` from the BIOS boot partition.
     I386Pc,
+    /// UEFI: `BOOTX64.EFI` for `x86_64-efi`, a PE32+ image on the ESP.
     X86_64Efi,
 }
 
@@ -272,11 +274,16 @@ impl Default for GrubOptions {
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub(crate) boot_img: Vec<u8>,
+    /// The BIOS `core.img` (kernel, embedded modules, early config).
     pub core_img: Vec<u8>,
     pub(crate) kernels: Vec<BootEntry>,
+    /// Whether d2v generated `grub.cfg` (rather than keeping the image's own).
     pub generated_config: bool,
+    /// Where the `i386-pc` modules came from.
     pub bios_modules: ModuleSource,
+    /// Where the `x86_64-efi` modules came from.
     pub efi_modules: ModuleSource,
+    /// Notes for the user: what was generated or kept, and from where.
     pub notes: Vec<String>,
 }
 

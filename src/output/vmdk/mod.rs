@@ -74,18 +74,25 @@ pub struct VmdkSummary {
 /// Errors of the VMDK writer.
 #[derive(Debug, thiserror::Error)]
 pub enum VmdkError {
+    /// Reading the raw disk image failed at byte `offset`.
     #[error("reading the raw disk image failed at byte {offset}: {source}")]
     Read { offset: u64, source: std::io::Error },
+    /// Writing the VMDK failed.
     #[error("writing the VMDK failed: {0} (check free space in the output directory)")]
     Write(#[source] std::io::Error),
+    /// Deflating a grain failed.
     #[error("compressing a grain failed: {0}")]
     Compress(String),
+    /// A compression level out of range.
     #[error("compression level {0} is out of range: use 0 to 12")]
     Level(u32),
+    /// A file name the descriptor cannot hold.
     #[error("VMDK file name {0:?} cannot go in a descriptor: use a name without quotes, control characters or more than 200 bytes")]
     FileName(String),
+    /// More compressed data than 32-bit grain table entries address (2 TiB).
     #[error("the VMDK would exceed 2 TiB of compressed data, beyond 32-bit grain table entries: use a smaller disk")]
     TooLarge,
+    /// An empty raw disk image.
     #[error("the raw disk image is empty: a VMDK needs at least one sector")]
     Empty,
 }

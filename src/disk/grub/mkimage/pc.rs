@@ -29,6 +29,7 @@ const BLOCKLIST_SEGMENT: u16 = 0x800 + (SECTOR as u16 >> 4);
 /// The kernel flattened from its link address, and the .bss that follows it in memory.
 #[derive(Debug)]
 pub struct Kernel {
+    /// The kernel's bytes from its link address on.
     pub image: Vec<u8>,
     pub(crate) bss_size: u64,
 }

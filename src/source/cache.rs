@@ -114,7 +114,11 @@ impl Cache {
     }
 
     /// The cached blob when it is present with the expected size.
-    pub(crate) fn get(&self, digest: &str, size: Option<u64>) -> Result<Option<PathBuf>, SourceError> {
+    pub(crate) fn get(
+        &self,
+        digest: &str,
+        size: Option<u64>,
+    ) -> Result<Option<PathBuf>, SourceError> {
         let p = self.path(digest)?;
         match fs::metadata(&p) {
             Ok(m) if m.is_file() && size.is_none_or(|s| s == m.len()) => Ok(Some(p)),
@@ -123,7 +127,11 @@ impl Cache {
     }
 
     /// Reads a small cached blob (manifest, config), re-checking its digest.
-    pub(crate) fn read_small(&self, digest: &str, max: u64) -> Result<Option<Vec<u8>>, SourceError> {
+    pub(crate) fn read_small(
+        &self,
+        digest: &str,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, SourceError> {
         let Some(p) = self.get(digest, None)? else {
             return Ok(None);
         };

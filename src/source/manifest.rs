@@ -16,7 +16,8 @@ pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.ma
 #[allow(dead_code)] // ACCEPT spells it out
 pub(crate) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub(crate) const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-pub(crate) const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+pub(crate) const DOCKER_SCHEMA1_SIGNED: &str =
+    "application/vnd.docker.distribution.manifest.v1+prettyjws";
 pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub(crate) const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub(crate) const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
@@ -218,7 +219,10 @@ impl Platform {
 
 /// Picks the manifest for `want` from an index; prefers an entry without a variant when none
 /// was asked for. Entries without a platform are not candidates.
-pub(crate) fn select_platform<'a>(list: &'a [Descriptor], want: &Platform) -> Option<&'a Descriptor> {
+pub(crate) fn select_platform<'a>(
+    list: &'a [Descriptor],
+    want: &Platform,
+) -> Option<&'a Descriptor> {
     let cands: Vec<&Descriptor> = list
         .iter()
         .filter(|d| d.platform.as_ref().is_some_and(|p| want.matches(p)))

@@ -24,8 +24,8 @@ mod tls;
 
 use std::path::PathBuf;
 
-pub use layer::{open_layer, verify_layer};
 pub(crate) use layer::open_layer_with;
+pub use layer::{open_layer, verify_layer};
 pub use manifest::{ContainerConfig, ImageConfig, Platform};
 pub use resolve::resolve;
 pub use tls::TlsError;

@@ -16,13 +16,13 @@ pub mod testing;
 mod walk;
 
 pub(crate) use entries::Entries;
-pub use id::{InodeId, ROOT};
 pub use id::PerInode;
+pub use id::{InodeId, ROOT};
 pub(crate) use name::Name;
-pub use spill::Spill;
 pub use spill::FileData;
-pub use walk::WalkEntry;
+pub use spill::Spill;
 pub use walk::Walk;
+pub use walk::WalkEntry;
 
 use std::collections::BTreeMap;
 

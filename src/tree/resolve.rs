@@ -30,7 +30,11 @@ impl Tree {
     /// Resolves `path` (relative or absolute, from the image root), following symlinks in
     /// every component but the last (and in the last too when `follow_last`). `.` and empty
     /// components are skipped; `..` goes up one resolved component and stops at the root.
-    pub(crate) fn resolve_path(&self, path: &[u8], follow_last: bool) -> Result<Resolved, SymlinkLoop> {
+    pub(crate) fn resolve_path(
+        &self,
+        path: &[u8],
+        follow_last: bool,
+    ) -> Result<Resolved, SymlinkLoop> {
         let mut todo: Vec<Vec<u8>> = Vec::new();
         push_components(&mut todo, path);
         // Each resolved component with its inode (`None` once something is missing).
@@ -124,8 +128,8 @@ fn push_components(todo: &mut Vec<Vec<u8>>, path: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use crate::tree::testing::{add_file_with, add_symlink as link};
     use super::SymlinkLoop;
+    use crate::tree::testing::{add_file_with, add_symlink as link};
     use crate::tree::{Inode, Metadata, Tree};
 
     #[test]

@@ -34,7 +34,11 @@ const MAX_CORE_SECTORS: u64 = (0x78000 - 0x8200) / SECTOR;
 
 /// The new MBR: `boot_img`'s code around the existing sector's BPB area and partition table,
 /// told to load core.img from `core_lba`.
-pub(crate) fn patch_boot_img(boot_img: &[u8], existing_mbr: &[u8], core_lba: u64) -> Result<[u8; 512]> {
+pub(crate) fn patch_boot_img(
+    boot_img: &[u8],
+    existing_mbr: &[u8],
+    core_lba: u64,
+) -> Result<[u8; 512]> {
     if boot_img.len() != 512 || existing_mbr.len() != 512 {
         return Err(GrubError::BootImgSize(boot_img.len()).into());
     }
@@ -87,7 +91,12 @@ pub(crate) fn patch_core_img(core_img: &[u8], core_lba: u64) -> Result<Vec<u8>> 
 
 /// Writes boot.img into sector 0 of `out` (keeping its partition table) and core.img at the
 /// start of the BIOS boot partition.
-pub(crate) fn install(out: &File, bios_boot: Region, boot_img: &[u8], core_img: &[u8]) -> Result<()> {
+pub(crate) fn install(
+    out: &File,
+    bios_boot: Region,
+    boot_img: &[u8],
+    core_img: &[u8],
+) -> Result<()> {
     let core_lba = bios_boot.first_lba();
     let core = patch_core_img(core_img, core_lba)?;
     if core.len() as u64 > bios_boot.size {

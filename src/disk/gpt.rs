@@ -33,7 +33,12 @@ pub(crate) fn parse_uuid(s: &str) -> Option<[u8; 16]> {
 pub enum GptError {
     /// More partitions than the entry array holds.
     #[error("{count} partitions, at most {max}")]
-    TooManyPartitions { count: usize, max: u64 },
+    TooManyPartitions {
+        /// Partitions asked for.
+        count: usize,
+        /// Entries the array holds.
+        max: u64,
+    },
     /// The disk (in sectors) cannot hold the GPT headers and entry arrays.
     #[error("disk of {0} sectors is too small")]
     DiskTooSmall(u64),

@@ -39,7 +39,12 @@ pub enum LayerError {
     },
     /// An entry with a `..` component, or one that escapes the image root through a symlink.
     #[error("layer {layer}: entry {path:?} has a '..' component or escapes the image root; refusing to apply this layer")]
-    UnsafePath { layer: String, path: String },
+    UnsafePath {
+        /// The layer as named to `apply_layer` (d2v names it by its digest).
+        layer: String,
+        /// The entry's path as the tar has it.
+        path: String,
+    },
     /// The staging tree refused an entry.
     #[error("layer {layer}: entry {path:?}: {source}")]
     Tree {
@@ -52,7 +57,12 @@ pub enum LayerError {
     },
     /// Too many levels of symbolic links while resolving an entry's path.
     #[error("layer {layer}: entry {path:?}: too many levels of symbolic links in the image while resolving it")]
-    SymlinkLoop { layer: String, path: String },
+    SymlinkLoop {
+        /// The layer as named to `apply_layer` (d2v names it by its digest).
+        layer: String,
+        /// The entry's path.
+        path: String,
+    },
     /// A tar entry type d2v does not apply.
     #[error("layer {layer}: entry {path:?}: unsupported tar entry type {kind:?}")]
     Unsupported {

@@ -113,7 +113,12 @@ pub enum OutputError {
     Tar(#[from] ova::TarError),
     /// The output path cannot be written or replaced.
     #[error("output {path}: {why}")]
-    Target { path: PathBuf, why: String },
+    Target {
+        /// The output path.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 /// Checks, before any work, that `format` can be written at `path`: a usable file name, an

@@ -38,7 +38,12 @@ pub enum Error {
     Layer(#[from] layers::LayerError),
     /// Reading a layer's stream to its end (where its `diff_id` is checked) failed.
     #[error("layer {layer}: {source}")]
-    LayerStream { layer: String, source: io::Error },
+    LayerStream {
+        /// The layer's digest.
+        layer: String,
+        /// The error.
+        source: io::Error,
+    },
     /// The image has no kernel or initramfs in `/boot` to boot.
     #[error("{0}")]
     NoKernel(String),
@@ -56,7 +61,12 @@ pub enum Error {
     Output(#[from] output::OutputError),
     /// A file operation failed.
     #[error("{what}: {source}")]
-    Io { what: String, source: io::Error },
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
     /// The staging tree's spill file could not be made.
     #[error("staging tree spill file: {0}")]
     Spill(#[source] crate::tree::TreeError),

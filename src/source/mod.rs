@@ -105,7 +105,9 @@ pub struct Image {
     pub manifest_digest: String,
     /// Digest of the index or manifest list the manifest was chosen from, if any.
     pub index_digest: Option<String>,
+    /// Digest of the image config blob.
     pub config_digest: String,
+    /// The image config (OCI image configuration / Docker container config).
     pub config: ImageConfig,
     /// Bottom layer first.
     pub layers: Vec<Layer>,
@@ -116,6 +118,7 @@ pub struct Image {
     /// Where the image was pulled from when the registries configuration sent d2v elsewhere
     /// (a mirror, a rewritten location); the failures of the places tried before it.
     pub pulled_from: Option<String>,
+    /// How each of those places failed.
     pub endpoint_failures: Vec<String>,
 }
 
@@ -125,6 +128,7 @@ pub struct Layer {
     /// Digest of the blob as stored (compressed).
     pub digest: String,
     pub(crate) size: u64,
+    /// The blob's media type (`application/vnd.oci.image.layer.v1.tar+gzip`, ...).
     pub media_type: String,
     /// Digest of the uncompressed tar, from the config's `rootfs.diff_ids`.
     pub diff_id: String,
@@ -135,97 +139,197 @@ pub struct Layer {
 /// Everything that can go wrong reading a source. Messages name the thing and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// An image reference that cannot be parsed.
     #[error("invalid image reference {reference:?}: {why}")]
-    BadReference { reference: String, why: String },
+    BadReference {
+        /// The reference as given.
+        reference: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A source with a transport d2v does not know.
     #[error(
         "unknown transport {transport:?}: use docker://REF (or REF), oci:DIR[:TAG], \
          oci-archive:FILE[:TAG], docker-archive:FILE or dir:DIR"
     )]
-    UnknownTransport { transport: String },
+    UnknownTransport {
+        /// The transport as given.
+        transport: String,
+    },
+    /// A digest other than `sha256:` and 64 lowercase hex digits.
     #[error("invalid digest {digest:?}: d2v reads sha256:<64 lowercase hex digits> digests")]
-    BadDigest { digest: String },
+    BadDigest {
+        /// The digest as given.
+        digest: String,
+    },
+    /// A platform not of the form `os/arch[/variant]`.
     #[error("invalid platform {platform:?}: write os/arch[/variant], e.g. linux/amd64 or linux/arm64/v8")]
-    BadPlatform { platform: String },
+    BadPlatform {
+        /// The platform as given.
+        platform: String,
+    },
+    /// A manifest or index that cannot be used.
     #[error("{what}: unusable manifest: {why}")]
-    BadManifest { what: String, why: String },
+    BadManifest {
+        /// The manifest.
+        what: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A Docker schema1 manifest, which d2v does not read.
     #[error(
         "{what} is a Docker schema1 manifest, which d2v does not read (it is deprecated); \
          re-push the image with a current docker or skopeo to convert it to schema2/OCI"
     )]
-    Schema1 { what: String },
+    Schema1 {
+        /// The manifest.
+        what: String,
+    },
+    /// A manifest or config larger than d2v reads.
     #[error("{what} is larger than {limit} bytes: refusing an oversized manifest or config")]
-    TooLarge { what: String, limit: u64 },
+    TooLarge {
+        /// The manifest or config.
+        what: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The index has no manifest for the platform asked for.
     #[error("{what} has no image for platform {want}; available: {available} (choose one with --platform)")]
     NoPlatform {
+        /// The index.
         what: String,
+        /// The platform asked for.
         want: String,
+        /// The platforms it has.
         available: String,
     },
+    /// The registry answered 404.
     #[error("{what}: not found (404); check the repository name and tag{hint}")]
-    NotFound { what: String, hint: String },
+    NotFound {
+        /// What was asked for.
+        what: String,
+        /// More to tell the user (may be empty).
+        hint: String,
+    },
+    /// The registry answered 401: credentials needed.
     #[error(
         "{what}: authentication required (401) by {registry}; pass --creds USER:PASS or an \
          --authfile, or log in with `docker login {registry}`{hint}"
     )]
     Unauthorized {
+        /// What was asked for.
         what: String,
+        /// The registry.
         registry: String,
+        /// More to tell the user (may be empty).
         hint: String,
     },
+    /// The registry answered 403.
     #[error("{what}: access denied (403) by {registry}; check that your account may pull this repository")]
-    Forbidden { what: String, registry: String },
+    Forbidden {
+        /// What was asked for.
+        what: String,
+        /// The registry.
+        registry: String,
+    },
+    /// Another HTTP error status.
     #[error("{what}: the registry answered HTTP {status}{detail}")]
     Http {
+        /// What was asked for.
         what: String,
+        /// The HTTP status.
         status: u16,
+        /// The registry's error text, if it sent one.
         detail: String,
     },
     /// `source` is the `ureq::Transport` of a request that failed, or the `io::Error` of a
     /// response body that could not be read; `via` names the proxy it went through, if any.
     #[error("{what}: cannot reach {registry}: {source}{via}")]
     Network {
+        /// What was asked for.
         what: String,
+        /// The registry.
         registry: String,
+        /// The transport or read error.
         source: Box<dyn std::error::Error + Send + Sync>,
+        /// The proxy it went through, if any (may be empty).
         via: String,
     },
+    /// A proxy setting from the environment that cannot be used.
     #[error(
         "proxy {proxy:?} (from the environment: HTTPS_PROXY, HTTP_PROXY or ALL_PROXY) is not \
          usable: {why}; give it as http://[user:password@]host:port"
     )]
-    BadProxy { proxy: String, why: String },
+    BadProxy {
+        /// The proxy as given.
+        proxy: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A containers-registries.conf file that cannot be used.
     #[error("registries configuration {path}: {why}", path = .path.display())]
-    RegistriesConf { path: PathBuf, why: String },
+    RegistriesConf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The registries configuration blocks the reference.
     #[error(
         "{reference} is blocked by the registries configuration ({file}); pull it from another \
          registry, or change the [[registry]] table there that sets blocked = true",
         file = .file.display()
     )]
-    Blocked { reference: String, file: PathBuf },
+    Blocked {
+        /// The reference.
+        reference: String,
+        /// The configuration file that blocks it.
+        file: PathBuf,
+    },
+    /// The image's own location failed after its mirrors did.
     #[error("{last}; before it, the registries configuration's mirrors failed too: {}", tried.join("; "))]
     MirrorsFailed {
+        /// The error of the last place tried.
         last: Box<SourceError>,
+        /// How each mirror failed.
         tried: Vec<String>,
     },
+    /// A TLS connection to a registry failed.
     #[error(
         "{registry}: TLS failed: {source}; if the registry uses a private CA pass --cert-dir DIR \
          with its ca.crt, or --tls-verify=false to skip verification"
     )]
-    Tls { registry: String, source: TlsError },
+    Tls {
+        /// The registry.
+        registry: String,
+        /// Why.
+        source: TlsError,
+    },
+    /// Plain HTTP to a registry that is not on a loopback address.
     #[error(
         "{what}: refusing plain HTTP to {registry}: only loopback registries may be reached without \
          TLS (or pass --tls-verify=false)"
     )]
-    PlainHttp { what: String, registry: String },
+    PlainHttp {
+        /// What was asked for.
+        what: String,
+        /// The registry.
+        registry: String,
+    },
+    /// A blob whose sha256 differs from its digest.
     #[error(
         "{what}: digest mismatch: expected {expected}, got {got}; the blob is corrupt or was \
          tampered with (the cache keeps only verified blobs; try again or report it to the image owner)"
     )]
     DigestMismatch {
+        /// The blob.
         what: String,
+        /// The digest it should have.
         expected: String,
+        /// The digest it has.
         got: String,
     },
+    /// A blob whose size differs from its descriptor's.
     #[error(
         "{}: size mismatch: expected {expected} bytes, got {got} (a truncated or corrupt blob; \
          from a registry, run again to retry the download; from a file or directory, copy or \
@@ -233,22 +337,51 @@ pub enum SourceError {
         named_with_digest(what, digest)
     )]
     SizeMismatch {
+        /// The blob.
         what: String,
+        /// Its digest.
         digest: String,
+        /// The size in bytes it should have.
         expected: u64,
+        /// The size it has.
         got: u64,
     },
+    /// The config's `rootfs.diff_ids` do not match the layers.
     #[error("{what}: {why}")]
-    DiffIds { what: String, why: String },
+    DiffIds {
+        /// The image.
+        what: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A layer whose media type or compression d2v cannot read.
     #[error("layer {layer}: {why}")]
-    LayerFormat { layer: String, why: String },
+    LayerFormat {
+        /// The layer.
+        layer: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// Credentials (`--creds`, an auth file, a credential helper) that cannot be used.
     #[error("credentials: {why}")]
-    Credentials { why: String },
+    Credentials {
+        /// What is wrong.
+        why: String,
+    },
+    /// A source directory or archive (OCI layout, docker-archive, `dir:`), or the blob cache, that cannot be used.
     #[error("{path}: {why}")]
-    Layout { path: PathBuf, why: String },
+    Layout {
+        /// Its path.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The error.
         #[source]
         source: std::io::Error,
     },

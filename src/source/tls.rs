@@ -22,28 +22,69 @@ pub enum TlsError {
     /// about a client certificate.
     #[error("{source}{hint}")]
     Handshake {
+        /// The transport error.
         source: Box<dyn std::error::Error + Send + Sync>,
+        /// Empty, or what to do about a client certificate.
         hint: String,
     },
+    /// rustls refused the protocol versions d2v asks for.
     #[error("{0}")]
     Protocols(#[source] rustls::Error),
+    /// A client certificate `NAME.cert` without its `NAME.key`.
     #[error("client certificate {} has no key {} beside it", cert.display(), key.display())]
-    NoClientKey { cert: PathBuf, key: PathBuf },
+    NoClientKey {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file looked for.
+        key: PathBuf,
+    },
+    /// A client certificate file that cannot be read as PEM.
     #[error("cannot read client certificate {}: {source}", path.display())]
-    ClientCertificate { path: PathBuf, source: pem::Error },
+    ClientCertificate {
+        /// The file.
+        path: PathBuf,
+        /// The PEM error.
+        source: pem::Error,
+    },
+    /// A client certificate file with no certificate in it.
     #[error("no certificate in {}", path.display())]
-    NoClientCertificate { path: PathBuf },
+    NoClientCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A client key file that cannot be read as PEM.
     #[error("cannot read client key {}: {source}", path.display())]
-    ClientKey { path: PathBuf, source: pem::Error },
+    ClientKey {
+        /// The file.
+        path: PathBuf,
+        /// The PEM error.
+        source: pem::Error,
+    },
+    /// rustls refused the client certificate or key.
     #[error("unusable client certificate or key: {0}")]
     ClientAuth(#[source] rustls::Error),
+    /// A CA file (`*.crt`) that cannot be read as PEM.
     #[error("cannot read CA file {}: {source}", path.display())]
-    CaFile { path: PathBuf, source: pem::Error },
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// The PEM error.
+        source: pem::Error,
+    },
+    /// A CA file with a malformed certificate.
     #[error("bad certificate in {}: {source}", path.display())]
-    BadCa { path: PathBuf, source: pem::Error },
+    BadCa {
+        /// The file.
+        path: PathBuf,
+        /// The PEM error.
+        source: pem::Error,
+    },
+    /// A CA certificate rustls cannot use as a trust anchor.
     #[error("unusable CA certificate in {}: {source}", path.display())]
     UnusableCa {
+        /// The file.
         path: PathBuf,
+        /// The rustls error.
         source: rustls::Error,
     },
 }

@@ -199,10 +199,20 @@ pub enum TreeError {
     NotADirectory(String),
     /// A hard link whose target does not exist.
     #[error("hardlink {link:?} points at {target:?}, which does not exist")]
-    MissingLinkTarget { link: String, target: String },
+    MissingLinkTarget {
+        /// The hard link's path.
+        link: String,
+        /// The path it points at.
+        target: String,
+    },
     /// A hard link to a directory.
     #[error("hardlink {link:?} points at directory {target:?}")]
-    LinkToDirectory { link: String, target: String },
+    LinkToDirectory {
+        /// The hard link's path.
+        link: String,
+        /// The directory it points at.
+        target: String,
+    },
     /// Reading or writing the spill file failed.
     #[error("spill file: {0}")]
     Io(#[from] std::io::Error),

@@ -116,15 +116,28 @@ pub struct Ext4Summary {
 pub enum Ext4Error {
     /// The requested size is below what the content and metadata need.
     #[error("ext4: a filesystem of {size} bytes is too small, it needs at least {need} bytes; give a larger root size")]
-    TooSmall { size: u64, need: u64 },
+    TooSmall {
+        /// The size asked for, in bytes.
+        size: u64,
+        /// The least size that works, in bytes.
+        need: u64,
+    },
     /// The content does not fit into `blocks` blocks.
     #[error("ext4: the content does not fit into {blocks} blocks of 4 KiB; give a larger root size or leave it automatic")]
-    NoSpace { blocks: u64 },
+    NoSpace {
+        /// The filesystem's blocks.
+        blocks: u64,
+    },
     /// More inodes than the size allows (`max`).
     #[error(
         "ext4: {inodes} inodes needed but this size allows at most {max}; give a larger root size"
     )]
-    TooManyInodes { inodes: u64, max: u64 },
+    TooManyInodes {
+        /// Inodes the tree needs.
+        inodes: u64,
+        /// Inodes the size allows.
+        max: u64,
+    },
     /// An extended attribute that ext4 cannot store.
     #[error("ext4: {path}: extended attribute {name:?}: {why}")]
     Xattr {
@@ -147,19 +160,40 @@ pub enum Ext4Error {
     },
     /// A directory entry name longer than 255 bytes.
     #[error("ext4: {path}: name longer than 255 bytes")]
-    NameTooLong { path: String },
+    NameTooLong {
+        /// The entry's path in the tree.
+        path: String,
+    },
     /// A symlink target longer than 4095 bytes.
     #[error("ext4: {path}: symlink target of {len} bytes is longer than 4095")]
-    SymlinkTooLong { path: String, len: usize },
+    SymlinkTooLong {
+        /// The symlink's path in the tree.
+        path: String,
+        /// Bytes of its target.
+        len: usize,
+    },
     /// An inode with more than 65000 hard links.
     #[error("ext4: {path}: {links} hardlinks, ext4 allows at most 65000")]
-    TooManyLinks { path: String, links: u32 },
+    TooManyLinks {
+        /// A path of the inode in the tree.
+        path: String,
+        /// Its link count.
+        links: u32,
+    },
     /// A file larger than ext4's 16 TiB.
     #[error("ext4: {path}: file of {len} bytes is larger than ext4's 16 TiB")]
-    FileTooLarge { path: String, len: u64 },
+    FileTooLarge {
+        /// The file's path in the tree.
+        path: String,
+        /// Its size in bytes.
+        len: u64,
+    },
     /// A directory too large for a two-level htree index.
     #[error("ext4: directory with {entries} entries is too large for a two-level hashed index")]
-    DirTooLarge { entries: usize },
+    DirTooLarge {
+        /// Entries of the directory.
+        entries: usize,
+    },
     /// A volume label longer than 16 bytes.
     #[error("ext4: label {0:?} is longer than 16 bytes")]
     BadLabel(String),

@@ -30,7 +30,12 @@ use crate::tree::{show, InodeId, Kind, Tree};
 pub enum FatError {
     /// The FAT32 volume as a whole failed (`what` was being done).
     #[error("{what}: {source}")]
-    Volume { what: String, source: io::Error },
+    Volume {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
     /// One entry copied from `/boot` failed.
     #[error("/{path}: {source}{}", too_small_hint(.source, *.esp_mib))]
     Entry {

@@ -7,53 +7,85 @@ use std::path::PathBuf;
 use super::mkimage::MkimageError;
 use crate::tree::TreeError;
 
+/// Why GRUB could not be built or installed.
 #[derive(Debug, thiserror::Error)]
 pub enum GrubError {
+    /// Neither the image nor the host has the platform's module directory.
     #[error(
         "the image has no /usr/lib/grub/{platform} and neither has this host: install Debian's \
          {package} (or the image's GRUB package)"
     )]
     NoModules {
+        /// The GRUB platform (`i386-pc`, `x86_64-efi`).
         platform: &'static str,
+        /// The Debian package that has its modules.
         package: &'static str,
     },
+    /// The module directory lacks modules d2v builds in.
     #[error("the {platform} GRUB modules lack {}", .missing.join(", "))]
     MissingModules {
+        /// The GRUB platform.
         platform: &'static str,
+        /// The modules it lacks.
         missing: Vec<&'static str>,
     },
+    /// The assembler refused to build `core.img` or `BOOTX64.EFI`.
     #[error(transparent)]
     Mkimage(#[from] MkimageError),
+    /// The image has no kernel (`/boot/vmlinuz-*`).
     #[error(
         "the image has no kernel in /boot (vmlinuz-*) to boot: install one in the image, e.g. \
          linux-image-cloud-amd64 (Debian), linux-image-virtual (Ubuntu) or linux-virt (Alpine)"
     )]
     NoKernel,
+    /// `boot.img` could not be read from the `i386-pc` module directory.
     #[error("{}/boot.img: {source}: install Debian's grub-pc-bin", .dir.display())]
     BootImg {
+        /// The module directory.
         dir: PathBuf,
+        /// The error.
         source: std::io::Error,
     },
     /// Putting a file (BOOTX64.EFI, grub.cfg, a module) into the tree's `/boot`.
     #[error("/{path}: {source}")]
-    Put { path: String, source: TreeError },
+    Put {
+        /// The path below the root.
+        path: String,
+        /// The tree's error.
+        source: TreeError,
+    },
     /// Removing the image's grub.cfg before writing the generated one.
     #[error("{0}")]
     RemoveConfig(#[source] TreeError),
 
     // Installing for BIOS (bios.rs).
+    /// `boot.img` is not one 512-byte sector; its size.
     #[error("boot.img is {0} bytes; it must be 512")]
     BootImgSize(usize),
+    /// `core.img` is shorter than two sectors; its size.
     #[error("core.img is only {0} bytes")]
     CoreTooSmall(usize),
+    /// `core.img` has more sectors than GRUB's BIOS loader takes.
     #[error(
         "core.img is {sectors} sectors; GRUB's BIOS loader takes at most {max}: embed fewer modules"
     )]
-    CoreTooManySectors { sectors: u64, max: u64 },
+    CoreTooManySectors {
+        /// Its sectors.
+        sectors: u64,
+        /// The most the loader takes.
+        max: u64,
+    },
+    /// `core.img`'s first sector has no blocklist terminator.
     #[error("core.img's first sector has no blocklist terminator")]
     NoBlocklistTerminator,
+    /// `core.img` does not fit the BIOS boot partition.
     #[error("core.img ({core_kib} KiB) does not fit the {partition_kib} KiB BIOS boot partition")]
-    CoreDoesNotFit { core_kib: usize, partition_kib: u64 },
+    CoreDoesNotFit {
+        /// Its size in KiB.
+        core_kib: usize,
+        /// The partition's size in KiB.
+        partition_kib: u64,
+    },
 }
 
 #[cfg(test)]

@@ -76,7 +76,12 @@ pub struct VmdkSummary {
 pub enum VmdkError {
     /// Reading the raw disk image failed at byte `offset`.
     #[error("reading the raw disk image failed at byte {offset}: {source}")]
-    Read { offset: u64, source: std::io::Error },
+    Read {
+        /// Byte offset in the raw image.
+        offset: u64,
+        /// The error.
+        source: std::io::Error,
+    },
     /// Writing the VMDK failed.
     #[error("writing the VMDK failed: {0} (check free space in the output directory)")]
     Write(#[source] std::io::Error),

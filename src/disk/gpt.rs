@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 
 use super::{Result, SECTOR};
 
-/// Type GUIDs in their text (big-endian) byte order; use [`crate::ids::guid_bytes`] for disk order.
+/// Type GUIDs in their text (big-endian) byte order; use `ids::guid_bytes` for disk order.
 pub const TYPE_BIOS_BOOT: &str = "21686148-6449-6e6f-744e-656564454649";
 /// The EFI System Partition.
 pub const TYPE_EFI_SYSTEM: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";

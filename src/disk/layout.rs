@@ -139,7 +139,7 @@ pub fn write_partition_table(layout: &Layout, out: &std::fs::File) -> Result<()>
 pub struct DiskOptions {
     /// Seed of every identifier (the image manifest digest).
     pub(crate) seed: String,
-    /// ESP size in bytes (`--boot-size`), normally [`DEFAULT_ESP_SIZE`].
+    /// ESP size in bytes (`--boot-size`), normally 256 MiB.
     pub esp_size: u64,
     /// Root filesystem size in bytes (from the ext4 writer's `plan_size` or `--disk-size`).
     pub(crate) root_size: u64,

@@ -3,7 +3,7 @@
 //! skopeo's directories (`dir:DIR`).
 //!
 //! [`resolve`] reads the manifest (choosing a platform from an index), verifies every blob
-//! against its digest and size while storing it in the content-addressed [`cache`], and returns
+//! against its digest and size while storing it in the content-addressed `cache`, and returns
 //! an [`Image`] whose layers are files in the cache. [`open_layer`] turns one into a
 //! decompressed tar stream that checks the config's `diff_id` when it reaches its end.
 

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-/// The proxy settings d2v uses; [`ProxyConfig::from_env`] reads them.
+/// The proxy settings d2v uses; `ProxyConfig::from_env` reads them.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ProxyConfig {
     /// `https_proxy` (or `HTTPS_PROXY`).

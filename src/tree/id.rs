@@ -24,7 +24,7 @@ impl InodeId {
 }
 
 /// One `T` per slot of a tree's inode table, indexed by [`InodeId`]
-/// (made by [`Tree::per_inode`](super::Tree::per_inode)).
+/// (made by `Tree::per_inode`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PerInode<T>(Vec<T>);
 

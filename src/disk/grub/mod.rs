@@ -1,4 +1,4 @@
-//! GRUB for both firmwares on one disk: `core.img` for BIOS (installed by [`bios`]) and
+//! GRUB for both firmwares on one disk: `core.img` for BIOS (installed by `bios`) and
 //! `\EFI\BOOT\BOOTX64.EFI` for UEFI (the removable-media path: nothing in NVRAM), both
 //! assembled by d2v ([`mkimage`]) from the image's GRUB modules when it ships them, else the
 //! host's. Both images carry an early config that finds the ESP by its FAT serial and loads
@@ -83,7 +83,8 @@ impl Platform {
         m
     }
 
-    /// [`Platform::modules`] that the module directory `dir` has (`NAME.mod`).
+    /// The modules d2v builds in (`Platform::modules`) that the module directory `dir` has
+    /// (`NAME.mod`).
     pub fn available_modules(self, dir: &Path) -> Vec<&'static str> {
         self.modules()
             .into_iter()
@@ -270,7 +271,7 @@ impl Default for GrubOptions {
 }
 
 /// What [`prepare`] built; `boot_img`/`core_img` still have to be installed with
-/// [`bios::install`] once the partition table is written.
+/// `bios::install` once the partition table is written.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub(crate) boot_img: Vec<u8>,

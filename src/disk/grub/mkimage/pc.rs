@@ -35,7 +35,7 @@ pub struct Kernel {
 }
 
 /// Flattens an i386-pc `kernel.img`: its PROGBITS sections at their addresses less
-/// [`LINK_ADDR`], up to the end of the last one (`_edata`, where the kernel looks for its
+/// `LINK_ADDR` (0x9000), up to the end of the last one (`_edata`, where the kernel looks for its
 /// modules).
 pub fn load_kernel(data: &[u8]) -> Result<Kernel, MkimageError> {
     let e = Elf::parse(data)?;

@@ -104,7 +104,7 @@ pub enum ModuleSource {
 
 /// A GRUB module directory to build from.
 #[derive(Debug, Clone)]
-pub struct ModuleDir {
+pub(crate) struct ModuleDir {
     pub(crate) platform: Platform,
     pub(crate) path: PathBuf,
     pub(crate) source: ModuleSource,
@@ -192,7 +192,7 @@ const ESSENTIAL: [&str; 7] = [
 ];
 
 /// Assembles the image for `dir.platform` ([`mkimage::build`]), returning its bytes.
-pub fn mkimage(dir: &ModuleDir, early_cfg: &str) -> Result<Vec<u8>> {
+pub(crate) fn mkimage(dir: &ModuleDir, early_cfg: &str) -> Result<Vec<u8>> {
     let missing: Vec<&str> = ESSENTIAL
         .into_iter()
         .chain((dir.platform == Platform::I386Pc).then_some("biosdisk"))

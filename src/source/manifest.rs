@@ -10,11 +10,7 @@ use super::SourceError;
 
 #[cfg_attr(not(test), allow(dead_code))] // the tests name it; ACCEPT spells it out
 pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-#[allow(dead_code)] // ACCEPT spells it out
-pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-#[allow(dead_code)] // ACCEPT spells it out
-pub(crate) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub(crate) const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
 pub(crate) const DOCKER_SCHEMA1_SIGNED: &str =
     "application/vnd.docker.distribution.manifest.v1+prettyjws";

@@ -72,8 +72,6 @@ pub(crate) struct Elf<'a> {
     pub(crate) is64: bool,
     pub(crate) kind: u16,
     pub(crate) machine: u16,
-    #[allow(dead_code)] // e_entry: parsed, read by nothing
-    pub(crate) entry: u64,
     pub(crate) sections: Vec<Section>,
 }
 
@@ -148,9 +146,9 @@ impl<'a> Elf<'a> {
         }
         let kind = u16_at(data, 16)?;
         let machine = u16_at(data, 18)?;
-        let (entry, shoff, shentsize, shnum, shstrndx) = if is64 {
+        // e_entry (at 24) is not read: GRUB's kernel.img is relocatable, its entry a symbol.
+        let (shoff, shentsize, shnum, shstrndx) = if is64 {
             (
-                u64_at(data, 24)?,
                 u64_at(data, 40)?,
                 u16_at(data, 58)?,
                 u16_at(data, 60)?,
@@ -158,7 +156,6 @@ impl<'a> Elf<'a> {
             )
         } else {
             (
-                u32_at(data, 24)? as u64,
                 u32_at(data, 32)? as u64,
                 u16_at(data, 46)?,
                 u16_at(data, 48)?,
@@ -189,7 +186,6 @@ impl<'a> Elf<'a> {
             is64,
             kind,
             machine,
-            entry,
             sections,
         };
         if let Some(strtab) = elf.sections.get(shstrndx as usize).cloned() {
@@ -214,7 +210,7 @@ impl<'a> Elf<'a> {
     }
 
     /// The index of the first section named `name`.
-    #[cfg_attr(not(test), allow(dead_code))] // only the tests use it
+    #[cfg(test)]
     pub(crate) fn find(&self, name: &[u8]) -> Option<usize> {
         self.sections.iter().position(|s| s.name == name)
     }

@@ -30,6 +30,8 @@ fn read(fs: &FileSystem<Window>, path: &str) -> Vec<u8> {
     v
 }
 
+/// One tree with every case FAT meets and the ESP read back once (long on purpose: the cases
+/// and their checks side by side, against one image read back).
 #[test]
 fn copies_boot_resolving_links_and_skipping_what_fat_cannot_hold() {
     let mut t = Tree::in_temp().unwrap();

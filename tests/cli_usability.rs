@@ -104,25 +104,7 @@ fn completion_scripts_work_in_their_shells() {
 fn behind_an_index(sb: &Sandbox) -> (String, String, String) {
     let dir = sb.path("in/oci");
     let img = write_tiny(&dir, "v1", "debian", true, Compression::Gzip);
-    let (mut desc, _) = manifest_of(&dir, "v1");
-    desc["platform"] = serde_json::json!({"os": "linux", "architecture": "amd64"});
-    desc.as_object_mut().unwrap().remove("annotations");
-    let nested = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [desc],
-    });
-    let (index_digest, size) =
-        oci::write_blob(&dir, &serde_json::to_vec(&nested).unwrap()).unwrap();
-    let top = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "digest": index_digest, "size": size,
-            "annotations": {(oci::REF_NAME): "v1"},
-        }],
-    });
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    let index_digest = oci::write_index(&dir, &[&img], "v1").unwrap();
     (oci_src(&dir, "v1"), img.manifest_digest, index_digest)
 }
 

@@ -153,27 +153,38 @@ fn broken_copy(dir: &Path, name: &str, from: &str, to: &str) -> PathBuf {
 // ---------------------------------------------------------------------------------------------
 // Schemas
 
+/// `file` passes check-jsonschema's vendored `schema`, and a copy with `from` replaced by `to`
+/// does not (the validator is not vacuous).
+fn schema_accepts_and_refuses_a_broken_copy(schema: &str, file: &str, from: &str, to: &str) {
+    let out = check_jsonschema(schema, &recipe(file));
+    assert!(out.status.success(), "{}", testkit::output_text(&out));
+    let dir = testkit::scratch_dir(&format!("ci-schema-{file}"));
+    let bad = broken_copy(&dir, file, from, to);
+    let out = check_jsonschema(schema, &bad);
+    assert!(!out.status.success(), "a broken {file} passed");
+}
+
 #[test]
 #[ignore = "installs check-jsonschema from PyPI into target/ (cargo xtask test runs it)"]
 fn github_workflow_matches_the_published_schema() {
-    let out = check_jsonschema("vendor.github-workflows", &recipe("github-actions.yml"));
-    assert!(out.status.success(), "{}", testkit::output_text(&out));
-    // The validator is not vacuous: a job without runs-on is rejected.
-    let dir = testkit::scratch_dir("ci-schema-gh");
-    let bad = broken_copy(&dir, "github-actions.yml", "runs-on:", "runs_on:");
-    let out = check_jsonschema("vendor.github-workflows", &bad);
-    assert!(!out.status.success(), "a broken workflow passed");
+    // A job without runs-on is rejected.
+    schema_accepts_and_refuses_a_broken_copy(
+        "vendor.github-workflows",
+        "github-actions.yml",
+        "runs-on:",
+        "runs_on:",
+    );
 }
 
 #[test]
 #[ignore = "installs check-jsonschema from PyPI into target/ (cargo xtask test runs it)"]
 fn gitlab_ci_matches_the_published_schema() {
-    let out = check_jsonschema("vendor.gitlab-ci", &recipe("gitlab-ci.yml"));
-    assert!(out.status.success(), "{}", testkit::output_text(&out));
-    let dir = testkit::scratch_dir("ci-schema-gl");
-    let bad = broken_copy(&dir, "gitlab-ci.yml", "expire_in: 1 week", "expire_in: [1]");
-    let out = check_jsonschema("vendor.gitlab-ci", &bad);
-    assert!(!out.status.success(), "a broken .gitlab-ci.yml passed");
+    schema_accepts_and_refuses_a_broken_copy(
+        "vendor.gitlab-ci",
+        "gitlab-ci.yml",
+        "expire_in: 1 week",
+        "expire_in: [1]",
+    );
 }
 
 #[test]

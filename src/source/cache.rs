@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::reference::check_digest;
 use super::SourceError;
+use crate::error::io_err;
 
 /// The default cache directory: `$XDG_CACHE_HOME/d2v`, else `~/.cache/d2v`; when d2v cannot
 /// write there (a read-only root filesystem, as d2v's own container image runs with, or no
@@ -61,8 +62,6 @@ fn choose_dir(preferred: PathBuf, tmp: &Path) -> PathBuf {
 pub(crate) struct Cache {
     dir: PathBuf,
 }
-
-use crate::error::io_err;
 
 impl<P: AsRef<Path>> From<crate::error::IoFailure<P>> for SourceError {
     fn from(f: crate::error::IoFailure<P>) -> SourceError {

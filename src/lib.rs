@@ -25,6 +25,7 @@ mod error;
 pub mod export;
 pub(crate) mod guest;
 pub mod ids;
+pub mod init;
 pub(crate) mod inspect;
 pub mod layers;
 pub mod output;

@@ -36,6 +36,9 @@ pub(crate) enum Command {
     Inspect {
         /// The image: REF, docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, dir:DIR.
         source: String,
+        /// Report what the VM would run with the kernel of this image (as build's --kernel-from).
+        #[arg(long, value_name = "SOURCE")]
+        kernel_from: Option<String>,
         #[command(flatten)]
         src: SourceArgs,
     },
@@ -157,6 +160,28 @@ pub(crate) enum GrubConfig {
     Generate,
 }
 
+/// `--restart`: what d2v's init does when the app exits (as `docker run --restart`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Restart {
+    /// Power the VM off.
+    No,
+    /// Start the app again when it fails (non-zero status or a signal).
+    OnFailure,
+    /// Start the app again whenever it exits.
+    Always,
+}
+
+/// `--network-config`: how d2v's init configures the first Ethernet interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum NetworkConfig {
+    /// DHCPv4, the lease's DNS servers in /etc/resolv.conf.
+    Dhcp,
+    /// --ip, --gateway, --dns (implied by --ip).
+    Static,
+    /// Only the loopback interface.
+    None,
+}
+
 fn size_arg(s: &str) -> Result<u64, String> {
     size::parse_size(s)
 }
@@ -225,4 +250,39 @@ pub(crate) struct BuildArgs {
     /// Deflate level for VMDK grains (0-9).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub(crate) compression_level: u32,
+
+    #[command(flatten)]
+    pub(crate) app: AppArgs,
+}
+
+/// How an app image (one without an init system) becomes a VM: the kernel's source and what
+/// d2v's init does in the guest.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct AppArgs {
+    /// Take the kernel, its modules and GRUB's modules from this image (any source d2v reads:
+    /// a Debian image with linux-image-cloud-amd64, or a LinuxKit kernel image).
+    #[arg(long, value_name = "SOURCE")]
+    pub(crate) kernel_from: Option<String>,
+    /// App images: seconds between the stop signal (SIGTERM, or the image's StopSignal) and
+    /// SIGKILL when the VM is shut down.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub(crate) stop_timeout: u64,
+    /// App images: what d2v's init does when the app exits.
+    #[arg(long, value_enum, default_value_t = Restart::No)]
+    pub(crate) restart: Restart,
+    /// App images: the network d2v's init configures (recorded on the kernel command line).
+    #[arg(long, value_enum, default_value_t = NetworkConfig::Dhcp)]
+    pub(crate) network_config: NetworkConfig,
+    /// App images: static address of the first Ethernet interface (implies --network-config static).
+    #[arg(long, value_name = "ADDR/PREFIX")]
+    pub(crate) ip: Option<String>,
+    /// App images: default gateway with --ip.
+    #[arg(long, value_name = "IP")]
+    pub(crate) gateway: Option<String>,
+    /// App images: DNS server with --ip (repeatable).
+    #[arg(long, value_name = "IP")]
+    pub(crate) dns: Vec<String>,
+    /// App images: seconds to wait for the network before starting the app anyway.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub(crate) network_timeout: u64,
 }

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+pub mod app;
+
 use crate::inspect;
 use crate::tree::{Inode, Kind, Metadata, Timestamp, Tree, TreeError};
 
@@ -95,7 +97,12 @@ fn mtime() -> Timestamp {
 
 /// Replaces whatever is at `path` with a root-owned regular file.
 fn put_file(tree: &mut Tree, path: &str, data: &[u8], mode: u32) -> Result<()> {
-    let fd = tree.store(&mut &data[..]).map_err(tree_err(path))?;
+    put_reader(tree, path, &mut &data[..], mode)
+}
+
+/// [`put_file`] with the contents read from `data`.
+fn put_reader(tree: &mut Tree, path: &str, data: &mut dyn std::io::Read, mode: u32) -> Result<()> {
+    let fd = tree.store(data).map_err(tree_err(path))?;
     tree.remove(path.as_bytes()).map_err(tree_err(path))?;
     let inode = Inode {
         meta: Metadata {
@@ -379,7 +386,12 @@ pub fn fix_openrc_rc_sys(tree: &mut Tree) -> Result<Option<Report>> {
 /// Which init system the kernel will start ([`inspect::init_system`], the classifier
 /// `inspect` reports from too), or a warning when there is none.
 pub fn check_init(tree: &Tree) -> Report {
+    let own = crate::init::config::INIT_PATH;
     match inspect::init_system(tree) {
+        (_, None) if exists(tree, own.trim_start_matches('/')) => Report::info(format!(
+            "init: d2v's init ({own}, started by init= on the kernel command line) runs the \
+             image's entrypoint"
+        )),
         (kind, Some((tried, resolved))) => {
             let target = if resolved == tried {
                 String::new()

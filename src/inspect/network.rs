@@ -21,6 +21,9 @@ fn ifupdown_interfaces(text: &str) -> Vec<String> {
 /// `netplan (…)`, `cloud-init`, `ifcfg (…)`, `connman`, `wicked`, `dhcpcd`.
 pub fn network_config(tree: &Tree) -> Vec<String> {
     let mut found = Vec::new();
+    if is_file(tree, crate::init::config::CONFIG_PATH).is_some() {
+        found.push("d2v's init (d2v.network= on the kernel command line)".to_string());
+    }
     let networks: Vec<String> = dir_names(tree, "/etc/systemd/network")
         .into_iter()
         .filter(|n| n.ends_with(".network"))

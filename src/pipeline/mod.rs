@@ -150,7 +150,11 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
     let log = Log::new(cli.json, cli.verbose);
     match &cli.command {
         Command::Pull(args) | Command::Build(args) => build(args, cli.json, &log),
-        Command::Inspect { source, src } => inspect(source, src, cli.json, &log),
+        Command::Inspect {
+            source,
+            kernel_from,
+            src,
+        } => inspect(source, kernel_from.as_deref(), src, cli.json, &log),
         Command::Export {
             source,
             output,

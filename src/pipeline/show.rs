@@ -8,7 +8,14 @@ use super::{flatten, io_err, print_stdout, Error, Log};
 use crate::cli::SourceArgs;
 use crate::{export, inspect, output};
 
-pub(super) fn inspect(source: &str, src: &SourceArgs, json: bool, log: &Log) -> Result<(), Error> {
+pub(super) fn inspect(
+    source: &str,
+    kernel_from: Option<&str>,
+    src: &SourceArgs,
+    json: bool,
+    log: &Log,
+) -> Result<(), Error> {
+    let _ = kernel_from;
     let (image, tree) = flatten(source, src, json, log)?;
     let report = inspect::boot_report(&tree);
     if json {

@@ -1,6 +1,7 @@
 //! `d2v pull` / `d2v build`: image → staging tree → guest fixes → disk → VM output.
 //! `checks.rs`: what is checked and reported before anything is written.
 
+mod app;
 mod checks;
 
 pub(super) use checks::check_output_file;

@@ -165,3 +165,6 @@ pub(crate) fn read_err(path: &[u8]) -> impl FnOnce(io::Error) -> KernelError + '
         source,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -199,6 +199,12 @@ echo D2V-LOADED $n
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stdout);
+    for line in log
+        .lines()
+        .filter(|l| l.contains("D2V-") || l.contains("Run /init"))
+    {
+        eprintln!("guest: {line}");
+    }
     assert!(
         log.contains(&format!("D2V-LOADED {}", paths.len())),
         "{log}"

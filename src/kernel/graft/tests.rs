@@ -1,3 +1,6 @@
+//! Grafting: merged-/usr and plain apps, LinuxKit modules, the app's kernels replaced,
+//! GRUB copied only when missing, metadata, symlinks and hardlinks kept.
+
 use super::*;
 use crate::kernel::bzimage;
 use crate::kernel::source::find;
@@ -94,7 +97,7 @@ fn merged_usr_app_gets_the_kernel_modules_and_missing_grub() {
         ]
     );
     // The kernel with its bytes and metadata.
-    let id = dst.lookup(r.kernel[1..].as_bytes()).unwrap();
+    let id = dst.lookup(&r.kernel.as_bytes()[1..]).unwrap();
     assert_eq!(read(&dst, &r.kernel), read(&src, &r.kernel));
     let meta = &dst.inode(id).meta;
     assert_eq!(

@@ -1,3 +1,6 @@
+//! d2v's initramfs read back by GNU cpio and by d2v's own initramfs reader, and when
+//! the kernel image's initrd will not do.
+
 use super::*;
 use crate::kernel::bzimage;
 use crate::kernel::source::find;

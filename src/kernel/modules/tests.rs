@@ -1,3 +1,6 @@
+//! Module resolution: dependency order, softdeps (through aliases), `-`/`_`, built-in and
+//! missing drivers, cycles, the controllers' must-haves.
+
 use super::*;
 use crate::tree::testing::add_file;
 

@@ -1,3 +1,5 @@
+//! The cpio writer: its layout, determinism, and GNU cpio as an independent reader.
+
 use super::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;

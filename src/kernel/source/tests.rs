@@ -1,3 +1,5 @@
+//! Finding kernels: both shapes of kernel image and every error, on synthetic trees.
+
 use super::*;
 use crate::kernel::bzimage;
 use crate::tree::testing::{add_file, add_symlink};

@@ -149,10 +149,11 @@ fn remove_boot_kernels(dst: &mut Tree) -> Result<Vec<String>, KernelError> {
 /// Copies what `from` names in `src` (symlinks followed) to `to` in `dst`, a directory with
 /// everything below it. Hardlinks within it stay hardlinks.
 fn copy(src: &Tree, from: &[u8], dst: &mut Tree, to: &[u8]) -> Result<(), KernelError> {
-    let root = src.resolve(from, true).ok_or_else(|| KernelError::Tree {
-        path: format!("/{}", show(from)),
-        source: crate::tree::TreeError::NotADirectory(show(from)),
-    })?;
+    let root = src
+        .resolve(from, true)
+        .ok_or_else(|| KernelError::NotInImage {
+            path: format!("/{}", show(from)),
+        })?;
     let mut first_copy: HashMap<InodeId, Vec<u8>> = HashMap::new();
     let mut stack = vec![(root, to.to_vec())];
     while let Some((id, path)) = stack.pop() {

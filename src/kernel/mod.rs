@@ -121,6 +121,12 @@ pub(crate) enum KernelError {
         /// Its size.
         len: u64,
     },
+    /// A path of a [`source::KernelSource`] is not in the tree given to the graft.
+    #[error("{path} is not in the kernel image: graft from the tree the kernel was found in")]
+    NotInImage {
+        /// The path.
+        path: String,
+    },
     /// The LinuxKit `kernel.tar` could not be read.
     #[error("reading the LinuxKit kernel.tar: {0}")]
     KernelTar(#[source] LayerError),

@@ -10,7 +10,7 @@
 
 use crate::disk::grub::config::find_kernels;
 use crate::kernel::bzimage::{self, Header};
-use crate::kernel::{read_err, KernelError};
+use crate::kernel::{read_err, tree_err, KernelError};
 use crate::tree::{show, Tree};
 
 /// Where the distribution shape's modules may be.
@@ -108,7 +108,7 @@ fn distribution(
         .map(|d| format!("{d}/{version}"))
         .find(|d| tree.resolve_dir(d.as_bytes()).is_some())
     else {
-        return Err(no_modules(tree, &format!("/boot/{name}"), version));
+        return Err(no_modules(tree, &format!("/boot/{name}"), version, ""));
     };
     let grub = GRUB_DIRS
         .iter()
@@ -128,7 +128,8 @@ fn distribution(
 }
 
 /// The error for a kernel without `MODULE_DIRS/version`: other versions found, or none.
-fn no_modules(tree: &Tree, kernel: &str, version: &str) -> KernelError {
+/// `inside` follows each directory named (` in /kernel.tar`).
+fn no_modules(tree: &Tree, kernel: &str, version: &str, inside: &str) -> KernelError {
     let mut found: Vec<String> = Vec::new();
     for d in MODULE_DIRS {
         let Some(dir) = tree.resolve_dir(d.as_bytes()) else {
@@ -136,7 +137,7 @@ fn no_modules(tree: &Tree, kernel: &str, version: &str) -> KernelError {
         };
         for name in dir.entries.keys() {
             let path = format!("{d}/{}", show(name));
-            let real = format!("/{}", show(&resolved(tree, &path)));
+            let real = format!("/{}{inside}", show(&resolved(tree, &path)));
             if tree.resolve_dir(path.as_bytes()).is_some() && !found.contains(&real) {
                 found.push(real);
             }
@@ -147,7 +148,7 @@ fn no_modules(tree: &Tree, kernel: &str, version: &str) -> KernelError {
             kernel: kernel.to_string(),
             searched: MODULE_DIRS
                 .iter()
-                .map(|d| format!("/{d}/{version}"))
+                .map(|d| format!("/{d}/{version}{inside}"))
                 .collect(),
         }
     } else {
@@ -193,31 +194,10 @@ fn read_header(tree: &Tree, path: &[u8]) -> Result<String, KernelError> {
 fn linuxkit(tree: &Tree) -> Result<KernelSource, KernelError> {
     let header = read_header(tree, b"kernel")?;
     let version = Header::release(&header).to_string();
-    let Some(tar) = tree.resolve_file(b"kernel.tar") else {
-        return Err(KernelError::NoModules {
-            kernel: "/kernel".into(),
-            searched: vec!["/kernel.tar".into()],
-        });
-    };
-    let mut scratch = Tree::in_temp().map_err(|e| KernelError::Tree {
-        path: "/kernel.tar".into(),
-        source: e,
-    })?;
-    crate::layers::apply_layer(&mut scratch, &mut tree.spill().reader(tar), "kernel.tar")
-        .map_err(KernelError::KernelTar)?;
+    let scratch = read_kernel_tar(tree)?;
     let dir = format!("lib/modules/{version}");
     if scratch.resolve_dir(dir.as_bytes()).is_none() {
-        let mut err = no_modules(&scratch, "/kernel", &version);
-        if let KernelError::ModulesMismatch { found, .. }
-        | KernelError::NoModules {
-            searched: found, ..
-        } = &mut err
-        {
-            for f in found.iter_mut() {
-                *f = format!("{f} in /kernel.tar");
-            }
-        }
-        return Err(err);
+        return Err(no_modules(&scratch, "/kernel", &version, " in /kernel.tar"));
     }
     Ok(KernelSource {
         shape: Shape::LinuxKit,
@@ -229,6 +209,21 @@ fn linuxkit(tree: &Tree) -> Result<KernelSource, KernelError> {
         grub: Vec::new(),
         scratch: Some(scratch),
     })
+}
+
+/// `/kernel.tar` applied to a scratch tree (spilled to `$TMPDIR`).
+fn read_kernel_tar(tree: &Tree) -> Result<Tree, KernelError> {
+    let Some(tar) = tree.resolve_file(b"kernel.tar") else {
+        return Err(KernelError::NoModules {
+            kernel: "/kernel".into(),
+            searched: vec!["/kernel.tar".into()],
+        });
+    };
+    let mut scratch = Tree::in_temp().map_err(tree_err(b"kernel.tar"))?;
+    let mut data = tree.spill().reader(tar);
+    crate::layers::apply_layer(&mut scratch, &mut data, "kernel.tar")
+        .map_err(KernelError::KernelTar)?;
+    Ok(scratch)
 }
 
 #[cfg(test)]

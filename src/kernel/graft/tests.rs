@@ -191,3 +191,12 @@ fn linuxkit_modules_come_from_kernel_tar() {
     assert_eq!((r.initrd, r.grub.len()), (None, 0));
     assert!(dst.lookup(b"kernel.tar").is_none() && dst.lookup(b"kernel").is_none());
 }
+
+#[test]
+fn grafting_from_another_tree_is_an_error() {
+    let src = kernel_image();
+    let k = find(&src).unwrap();
+    let other = Tree::in_temp().unwrap();
+    let e = graft(&other, &k, &mut merged_app(), GraftOptions::default()).unwrap_err();
+    assert!(matches!(e, KernelError::NotInImage { .. }), "{e:?}");
+}

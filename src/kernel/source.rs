@@ -2,13 +2,14 @@
 //!
 //! - a distribution image: the newest `/boot/vmlinuz-VER` (GRUB's order, [`find_kernels`]),
 //!   its modules in `/lib/modules/VER` or `/usr/lib/modules/VER` (symlinks resolved inside
-//!   the tree), its initrd if any, and GRUB's module directories if any;
+//!   the tree), its initrd if any, and GRUB's module directories if any; without a kernel in
+//!   `/boot`, the newest `/usr/lib/modules/VER/vmlinuz` (Fedora's and Arch's packages);
 //! - a LinuxKit kernel image: `/kernel` (a bzImage) and `/kernel.tar` holding
 //!   `lib/modules/VER/…`, read into a scratch tree with the layer code.
 //!
 //! The kernel file must be an x86 bzImage whose version string names VER.
 
-use crate::disk::grub::config::find_kernels;
+use crate::disk::grub::config::{compare_versions, find_kernels};
 use crate::kernel::bzimage::{self, Header};
 use crate::kernel::{read_err, tree_err, KernelError};
 use crate::tree::{show, Tree};
@@ -74,7 +75,18 @@ impl KernelSource {
 /// Finds the kernel of the kernel image `tree`.
 pub(crate) fn find(tree: &Tree) -> Result<KernelSource, KernelError> {
     if let Some(entry) = find_kernels(tree).into_iter().next() {
-        return distribution(tree, &entry.version, &entry.kernel, entry.initrd.as_deref());
+        let kernel = format!("boot/{}", entry.kernel);
+        let initrd = entry.initrd.map(|i| format!("boot/{i}"));
+        return distribution(tree, &entry.version, &kernel, initrd.as_deref());
+    }
+    if let Some((version, kernel)) = modules_vmlinuz(tree) {
+        let initrd = [
+            format!("boot/initramfs-{version}.img"),
+            format!("boot/initrd.img-{version}"),
+        ]
+        .into_iter()
+        .find(|i| tree.resolve_file(i.as_bytes()).is_some());
+        return distribution(tree, &version, &kernel, initrd.as_deref());
     }
     if tree.resolve_file(b"kernel").is_some() {
         return linuxkit(tree);
@@ -82,9 +94,33 @@ pub(crate) fn find(tree: &Tree) -> Result<KernelSource, KernelError> {
     Err(KernelError::NoKernel {
         searched: vec![
             "/boot/vmlinuz-*".into(),
+            "/usr/lib/modules/*/vmlinuz".into(),
             "/kernel (LinuxKit, with /kernel.tar)".into(),
         ],
     })
+}
+
+/// The newest `MODULE_DIRS/VER/vmlinuz` (where Fedora's and Arch's kernel packages put the
+/// kernel; their scripts copy it to `/boot`, which a container build may not run): its
+/// version and path.
+fn modules_vmlinuz(tree: &Tree) -> Option<(String, String)> {
+    let mut found: Vec<(String, String)> = Vec::new();
+    for d in MODULE_DIRS {
+        let Some(dir) = tree.resolve_dir(d.as_bytes()) else {
+            continue;
+        };
+        for name in dir.entries.keys() {
+            let Ok(version) = std::str::from_utf8(name) else {
+                continue;
+            };
+            let path = format!("{d}/{version}/vmlinuz");
+            if tree.resolve_file(path.as_bytes()).is_some() {
+                found.push((version.to_string(), path));
+            }
+        }
+    }
+    found.sort_by(|a, b| compare_versions(&b.0, &a.0).then_with(|| a.1.cmp(&b.1)));
+    found.into_iter().next()
 }
 
 /// The resolved path of `path` in `tree`, all symlinks followed.
@@ -94,21 +130,22 @@ fn resolved(tree: &Tree, path: &str) -> Vec<u8> {
         .unwrap_or_else(|_| path.as_bytes().to_vec())
 }
 
-/// `/boot/NAME` of version `version`, its modules, initrd and GRUB directories.
+/// The kernel file `path` of version `version`, its modules, initrd (`initrd`, a path) and
+/// GRUB directories.
 fn distribution(
     tree: &Tree,
     version: &str,
-    name: &str,
+    path: &str,
     initrd: Option<&str>,
 ) -> Result<KernelSource, KernelError> {
-    let kernel = resolved(tree, &format!("boot/{name}"));
+    let kernel = resolved(tree, path);
     let version_string = check_kernel(tree, &kernel, version)?;
     let Some(dir) = MODULE_DIRS
         .iter()
         .map(|d| format!("{d}/{version}"))
         .find(|d| tree.resolve_dir(d.as_bytes()).is_some())
     else {
-        return Err(no_modules(tree, &format!("/boot/{name}"), version, ""));
+        return Err(no_modules(tree, &format!("/{path}"), version, ""));
     };
     let grub = GRUB_DIRS
         .iter()
@@ -120,7 +157,7 @@ fn distribution(
         version: version.to_string(),
         version_string,
         kernel,
-        initrd: initrd.map(|i| resolved(tree, &format!("boot/{i}"))),
+        initrd: initrd.map(|i| resolved(tree, i)),
         modules_dir: resolved(tree, &dir),
         grub,
         scratch: None,

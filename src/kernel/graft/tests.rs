@@ -200,3 +200,20 @@ fn grafting_from_another_tree_is_an_error() {
     let e = graft(&other, &k, &mut merged_app(), GraftOptions::default()).unwrap_err();
     assert!(matches!(e, KernelError::NotInImage { .. }), "{e:?}");
 }
+
+#[test]
+fn modules_go_where_the_app_keeps_them() {
+    let v = "6.1";
+    let mut t = Tree::in_temp().unwrap();
+    assert_eq!(modules_dir(&t, v), "lib/modules/6.1");
+    t.insert(b"lib", Inode::dir(Metadata::default())).unwrap();
+    assert_eq!(modules_dir(&t, v), "lib/modules/6.1");
+    for target in ["usr/lib", "/usr/lib", "./usr/lib/"] {
+        let mut t = Tree::in_temp().unwrap();
+        add_symlink(&mut t, "lib", target);
+        assert_eq!(modules_dir(&t, v), "usr/lib/modules/6.1", "{target}");
+    }
+    let mut t = Tree::in_temp().unwrap();
+    add_symlink(&mut t, "lib", "lib64");
+    assert_eq!(modules_dir(&t, v), "lib/modules/6.1");
+}

@@ -172,3 +172,40 @@ fn header_version_must_match_the_file_name() {
     assert!(matches!(e, KernelError::VersionMismatch { .. }), "{e:?}");
     assert!(e.to_string().contains("\"6.1.0-27\""), "{e}");
 }
+
+#[test]
+fn fedora_and_arch_keep_the_kernel_in_the_modules_directory() {
+    let mut t = Tree::in_temp().unwrap();
+    t.insert(b"usr/lib", Inode::dir(Metadata::default()))
+        .unwrap();
+    add_symlink(&mut t, "lib", "usr/lib");
+    for v in ["6.11.4-301.fc41.x86_64", "6.9.1-200.fc41.x86_64"] {
+        kernel(&mut t, &format!("usr/lib/modules/{v}/vmlinuz"), v);
+        add_file(&mut t, &format!("usr/lib/modules/{v}/modules.dep"), b"");
+    }
+    add_file(&mut t, "boot/initramfs-6.11.4-301.fc41.x86_64.img", b"i");
+    let k = find(&t).unwrap();
+    assert_eq!(k.version, "6.11.4-301.fc41.x86_64");
+    assert_eq!(k.kernel, b"usr/lib/modules/6.11.4-301.fc41.x86_64/vmlinuz");
+    assert_eq!(k.modules_dir, b"usr/lib/modules/6.11.4-301.fc41.x86_64");
+    assert_eq!(
+        k.initrd.as_deref(),
+        Some(&b"boot/initramfs-6.11.4-301.fc41.x86_64.img"[..])
+    );
+}
+
+#[test]
+fn a_linuxkit_kernel_for_arm64_is_refused() {
+    let mut t = Tree::in_temp().unwrap();
+    let mut elf = vec![0u8; 64];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[18..20].copy_from_slice(&183u16.to_le_bytes());
+    add_file(&mut t, "kernel", &elf);
+    let e = find(&t).unwrap_err();
+    assert!(matches!(e, KernelError::NotX86 { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("/kernel is not an x86 kernel (bzImage): an ELF file for aarch64"),
+        "{e}"
+    );
+}

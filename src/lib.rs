@@ -27,6 +27,7 @@ pub(crate) mod guest;
 pub mod ids;
 pub mod init;
 pub(crate) mod inspect;
+pub(crate) mod kernel;
 pub mod layers;
 pub mod output;
 pub mod pipeline;

@@ -14,7 +14,7 @@
 
 // The build pipeline, the CLI and `inspect` call this module in a later change; until then
 // only its tests do.
-#![cfg_attr(not(test), allow(dead_code))]
+
 
 pub(crate) mod bzimage;
 pub(crate) mod graft;
@@ -30,7 +30,7 @@ use crate::tree::TreeError;
 
 /// Why a kernel could not be found, grafted or packed; each says what to do about it.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum KernelError {
+pub enum KernelError {
     /// The kernel image has no kernel in any of the places searched.
     #[error(
         "the kernel image has no kernel: searched {}; use an image with a kernel package \

@@ -3,6 +3,7 @@
 //! `build.rs`: `pull`/`build` (the whole pipeline); `show.rs`: `inspect` and `export`;
 //! `debug.rs`: the hidden `debug` commands (single stages).
 
+mod appvm;
 mod build;
 mod debug;
 mod log;
@@ -47,6 +48,24 @@ pub enum Error {
     /// The image has no kernel or initramfs in `/boot` to boot.
     #[error("{0}")]
     NoKernel(String),
+    /// `--kernel-from` named an image whose kernel d2v cannot use.
+    #[error("--kernel-from {reference}: {source}")]
+    KernelSource {
+        reference: String,
+        source: crate::kernel::KernelError,
+    },
+    #[error(transparent)]
+    Kernel(#[from] crate::kernel::KernelError),
+    #[error(transparent)]
+    App(#[from] crate::guest::app::AppError),
+    #[error(
+        "image {reference} is for {architecture}, but the VM is x86-64: pull its linux/amd64 \
+         variant (--platform linux/amd64) or build the image for amd64"
+    )]
+    ForeignArchitecture {
+        reference: String,
+        architecture: String,
+    },
     /// The guest fixes (fstab, hostname, machine-id, ...) failed.
     #[error("guest fixes: {0}")]
     Guest(#[from] guest::GuestError),

@@ -1,7 +1,7 @@
 //! `d2v pull` / `d2v build`: image → staging tree → guest fixes → disk → VM output.
 //! `checks.rs`: what is checked and reported before anything is written.
 
-mod app;
+
 mod checks;
 
 pub(super) use checks::check_output_file;
@@ -10,7 +10,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{flatten, io_err, print_stdout, Error, Log, Stage};
+use super::{appvm, flatten, io_err, print_stdout, Error, Log, Stage};
 use crate::cli::{BuildArgs, Controller, Firmware, GrubConfig};
 use crate::disk::ext4::{self, Ext4Options, Ext4Summary};
 use crate::disk::grub::{ConfigMode, GrubOptions};
@@ -32,8 +32,6 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
     }
     let (image, mut tree) = flatten(&args.source, &args.src, json, log)?;
     let seed = image.manifest_digest.clone();
-    let report = inspect::boot_report(&tree);
-    let warnings = bootability(&report, &image, args, log)?;
     let name = args
         .name
         .clone()
@@ -43,6 +41,21 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         .hostname
         .clone()
         .unwrap_or_else(|| guest::default_hostname(&name));
+    let plan = appvm::prepare(
+        &image,
+        &mut tree,
+        &appvm::PlanInputs {
+            app: &args.app,
+            src: &args.src,
+            controller: args.controller,
+            hostname: &hostname,
+            json,
+            install: true,
+        },
+        log,
+    )?;
+    let report = inspect::boot_report(&tree);
+    let warnings = bootability(&report, &image, args, log)?;
     let os_release = inspect::os_release_text(&tree);
 
     // Root filesystem identity, then the guest fixes that refer to it, then the sizes.
@@ -58,7 +71,10 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         .unwrap_or_else(|| default_output(&name, args.format));
     output::check_target(&out_path, format)?;
     let (scratch_dir, raw) = scratch_disk(&out_path)?;
-    let disk_opts = disk_options(args, &seed, root_size);
+    let mut disk_opts = disk_options(args, &seed, root_size);
+    // d2v's init words first: `--kernel-arg` can still override them.
+    let user_args = std::mem::take(&mut disk_opts.grub.kernel_args);
+    disk_opts.grub.kernel_args = plan.kernel_args.iter().cloned().chain(user_args).collect();
     let (disk, root_fs) = write_disk(&mut tree, &raw, &disk_opts, &ext4_opts, &scratch_dir, log)?;
 
     let mut out_opts = output_options(args, &name, &image, json);

@@ -3,6 +3,12 @@ use d2v::cli::Cli;
 use std::io::Write;
 
 fn main() {
+    // d2v is also the guest's init (multi-call binary): see d2v::init.
+    if let Some(argv0) = std::env::args_os().next() {
+        if d2v::init::is_init(&argv0, std::process::id()) {
+            d2v::init::main();
+        }
+    }
     let cli = Cli::parse();
     let code = match d2v::pipeline::run(&cli) {
         Ok(()) => 0,

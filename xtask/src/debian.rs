@@ -83,7 +83,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("zstd", "zstd-compressed test layers"),
     (
         "busybox-static",
-        "/init of the test initramfs (kernel fixture)",
+        "/init of the test initramfs (kernel fixture); /bin/busybox of the app-busybox fixture",
     ),
     ("cpio", "checks the test initramfs"),
     ("hyperfine", "cargo xtask bench"),

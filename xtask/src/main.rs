@@ -6,7 +6,8 @@
 //!   (D2V_IMAGE), run `cargo test --workspace -- --include-ignored`, print a summary; non-zero
 //!   exit on failure.
 //! - `cargo xtask deps`: only the Debian package step.
-//! - `cargo xtask fixtures [--force] [--boot-check|--keep-markers] [NAME…]`: only the fixtures.
+//! - `cargo xtask fixtures [--force] [--boot-check|--keep-markers] [NAME…]`: only the fixtures
+//!   (OS fixtures and the app / kernel-image ones).
 //! - `cargo xtask demo`: its Debian packages → fixture → local registry → `d2v pull` → boot the
 //!   VMDK in QEMU (SeaBIOS, OVMF); run under strace, its packages must provide every program it starts.
 //! - `cargo xtask man`: d2v's manual pages into `target/dist/man/`.
@@ -36,8 +37,10 @@ usage: cargo xtask <command>
                         included (CI entry point); OPTS go to cargo test, ARGS to the tests
   deps                  install missing Debian packages only
   fixtures [--force] [--boot-check|--keep-markers] [NAME...]
-                        build (or reuse) the OS fixtures: systemd, openrc; --boot-check boots
-                        them without d2v (umoci + mke2fs -d + qemu -kernel) to prove the self-check;
+                        build (or reuse) the fixtures: OS ones (systemd, openrc, trixie) and app /
+                        kernel images (kernel-debian, kernel-linuxkit, app-busybox, app-python,
+                        app-systemd); --boot-check boots the OS ones
+                        without d2v (umoci + mke2fs -d + qemu -kernel) to prove the self-check;
                         --keep-markers: the same with /.dockerenv kept, which must fail
   boot [NAME...]        end-to-end boot tests only: d2v build each fixture, check the disk
                         (sgdisk, fsck.fat, e2fsck), boot under SeaBIOS and OVMF, compare self-check

@@ -84,7 +84,8 @@ pub fn run(args: &[String]) -> Result<()> {
     debian::ensure(debian::PACKAGES)?;
     times.push(("debian packages", t.secs()));
     let t = Timer::start();
-    let fx = fixtures::ensure(&[], false)?;
+    // The app and kernel-image fixtures too (tests find them through testkit).
+    let (fx, _apps) = fixtures::ensure_with_apps(&[], false)?;
     fixtures::boot_check_once(&fx)?;
     let kernel = fixtures::kernel_fixture()?;
     times.push(("fixtures", t.secs()));

@@ -25,6 +25,10 @@
 //! ```
 //! then powers the VM off. [`Fixture::check_selfcheck`] compares a serial log with the
 //! checksums xtask computed from the layers it built.
+//!
+//! The app and kernel-image fixtures (`d2v pull APP --kernel-from KIMAGE`) are in [`apps`].
+
+pub mod apps;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

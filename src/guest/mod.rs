@@ -101,7 +101,12 @@ fn put_file(tree: &mut Tree, path: &str, data: &[u8], mode: u32) -> Result<()> {
 }
 
 /// [`put_file`] with the contents read from `data`.
-pub(crate) fn put_reader(tree: &mut Tree, path: &str, data: &mut dyn std::io::Read, mode: u32) -> Result<()> {
+pub(crate) fn put_reader(
+    tree: &mut Tree,
+    path: &str,
+    data: &mut dyn std::io::Read,
+    mode: u32,
+) -> Result<()> {
     let fd = tree.store(data).map_err(tree_err(path))?;
     tree.remove(path.as_bytes()).map_err(tree_err(path))?;
     let inode = Inode {

@@ -15,7 +15,6 @@
 // The build pipeline, the CLI and `inspect` call this module in a later change; until then
 // only its tests do.
 
-
 pub(crate) mod bzimage;
 pub(crate) mod graft;
 pub(crate) mod initramfs;

@@ -264,14 +264,21 @@ fn metadata<R: Read>(
         sec: header.mtime().map_err(|e| at.bad(format!("mtime: {e}")))? as i64,
         nsec: 0,
     };
-    let id = |v: std::io::Result<u64>, what: &str| -> Result<u32, LayerError> {
+    let id = |v: std::io::Result<u64>, raw: &[u8], what: &str| -> Result<u32, LayerError> {
+        // An all-NUL field reads as 0, as Go's archive/tar (and so most image tools) read it.
+        let v = if raw.iter().all(|&b| b == 0) {
+            Ok(0)
+        } else {
+            v
+        };
         u32::try_from(v.map_err(|e| at.bad(format!("{what}: {e}")))?)
             .map_err(|_| at.bad(format!("{what} does not fit 32 bits")))
     };
+    let old = header.as_old();
     let mut meta = Metadata {
         mode: header.mode().map_err(|e| at.bad(format!("mode: {e}")))? & 0o7777,
-        uid: id(header.uid(), "uid")?,
-        gid: id(header.gid(), "gid")?,
+        uid: id(header.uid(), &old.uid, "uid")?,
+        gid: id(header.gid(), &old.gid, "gid")?,
         mtime: header_mtime,
         xattrs: Default::default(),
     };

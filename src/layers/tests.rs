@@ -553,3 +553,24 @@ fn a_read_error_keeps_its_cause_printable() {
     let cause = e.source().unwrap().downcast_ref::<io::Error>().unwrap();
     assert!(cause.get_ref().unwrap().is::<Carried>());
 }
+
+#[test]
+fn all_nul_owner_fields_read_as_root() {
+    // Some writers leave uid/gid all NUL; Go's archive/tar (umoci, containerd) reads them as
+    // 0, so such layers and LinuxKit kernel.tar files exist.
+    let mut h = tar::Header::new_ustar();
+    h.set_path("lib/x").unwrap();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_mtime(1);
+    h.as_old_mut().uid = [0; 8];
+    h.as_old_mut().gid = [0; 8];
+    h.set_cksum();
+    let mut tar = h.as_bytes().to_vec();
+    tar.extend_from_slice(&[b'x'; 512][..]);
+    tar.extend_from_slice(&[0; 1024]);
+    let mut t = Tree::in_temp().unwrap();
+    apply_layer(&mut t, &mut &tar[..], "l").unwrap();
+    let id = t.lookup(b"lib/x").unwrap();
+    assert_eq!((t.inode(id).meta.uid, t.inode(id).meta.gid), (0, 0));
+}

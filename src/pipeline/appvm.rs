@@ -80,7 +80,8 @@ pub(super) fn prepare(
         plan.kernel = Some(graft_kernel(k, tree, i, log)?);
     }
     if let (_, Some((path, resolved))) = crate::inspect::init_system(tree) {
-        plan.lines.push(format!("init: the image's own {path} ({resolved})"));
+        plan.lines
+            .push(format!("init: the image's own {path} ({resolved})"));
         let ignored = ignored_app_options(i.app);
         if !ignored.is_empty() {
             plan.lines.push(format!(
@@ -138,7 +139,14 @@ fn graft_kernel(
         source,
     })?;
     let own_initramfs = needs_own_initramfs(&ktree, &ks, controller_driver(i.controller));
-    let g = graft(&ktree, &ks, tree, GraftOptions { keep_initrd: !own_initramfs })?;
+    let g = graft(
+        &ktree,
+        &ks,
+        tree,
+        GraftOptions {
+            keep_initrd: !own_initramfs,
+        },
+    )?;
     log.step(format!(
         "kernel {} from {} → {}, modules → {}",
         ks.version, kimage.reference, g.kernel, g.modules
@@ -190,9 +198,15 @@ fn check_architecture(image: &Image) -> Result<(), Error> {
 fn write_initramfs(tree: &mut Tree, version: &str, modules: &[String]) -> Result<String, Error> {
     let mut exe = guest_app::own_executable()?;
     let tmp = tempfile::tempfile().map_err(io_err("creating the initramfs"))?;
-    let mut tmp = initramfs::write(std::io::BufWriter::new(tmp), tree, version, modules, &mut exe)?
-        .into_inner()
-        .map_err(|e| io_err("writing the initramfs")(e.into_error()))?;
+    let mut tmp = initramfs::write(
+        std::io::BufWriter::new(tmp),
+        tree,
+        version,
+        modules,
+        &mut exe,
+    )?
+    .into_inner()
+    .map_err(|e| io_err("writing the initramfs")(e.into_error()))?;
     tmp.seek(SeekFrom::Start(0))
         .map_err(io_err("reading the initramfs back"))?;
     let path = format!("boot/initrd.img-{version}");

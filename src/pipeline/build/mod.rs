@@ -1,7 +1,6 @@
 //! `d2v pull` / `d2v build`: image → staging tree → guest fixes → disk → VM output.
 //! `checks.rs`: what is checked and reported before anything is written.
 
-
 mod checks;
 
 pub(super) use checks::check_output_file;

@@ -255,6 +255,20 @@ pub(crate) struct BuildArgs {
     pub(crate) app: AppArgs,
 }
 
+impl AppArgs {
+    /// The defaults, with `--kernel-from` (for `inspect`, which reports what `build` would do).
+    pub(crate) fn defaults(kernel_from: Option<&str>) -> AppArgs {
+        let mut argv = vec!["d2v", "build", "x"];
+        if let Some(k) = kernel_from {
+            argv.extend(["--kernel-from", k]);
+        }
+        match Cli::parse_from(argv).command {
+            Command::Build(b) => b.app,
+            _ => unreachable!("parsed a build command"),
+        }
+    }
+}
+
 /// How an app image (one without an init system) becomes a VM: the kernel's source and what
 /// d2v's init does in the guest.
 #[derive(Debug, Args, Clone)]

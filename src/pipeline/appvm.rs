@@ -26,6 +26,8 @@ pub(super) struct VmPlan {
     pub(super) app: Option<AppConfig>,
     /// The modules of the VM's kernel d2v's init and initramfs load (empty otherwise).
     pub(super) modules: Resolved,
+    /// The drivers of the VM's devices, when a kernel was grafted or d2v's init runs.
+    pub(super) drivers: Vec<Driver>,
     /// Words for the kernel command line.
     pub(super) kernel_args: Vec<String>,
     /// Lines for the log and `--json`.
@@ -39,6 +41,8 @@ pub(super) struct GraftedKernel {
     pub(super) source: String,
     /// `uname -r`.
     pub(super) version: String,
+    /// The bzImage header's version string (`6.1.0-28-cloud-amd64 (debian-kernel@…) #1 SMP …`).
+    pub(super) version_string: String,
     /// A Debian-style image or a LinuxKit one.
     pub(super) shape: Shape,
     /// Where its parts went in the guest.
@@ -79,7 +83,29 @@ pub(super) fn prepare(
     if let Some(k) = &i.app.kernel_from {
         plan.kernel = Some(graft_kernel(k, tree, i, log)?);
     }
-    if let (_, Some((path, resolved))) = crate::inspect::init_system(tree) {
+    let own_init = crate::inspect::init_system(tree).1;
+    let version = newest_kernel(tree);
+    // Without a kernel, `build` stops at the bootability check; `inspect` still shows what
+    // d2v's init would run.
+    let d2v_init = own_init.is_none() && (version.is_some() || !i.install);
+    if let Some(v) = version
+        .as_deref()
+        .filter(|_| d2v_init || plan.kernel.is_some())
+    {
+        let ix = ModuleIndex::load(tree, &modules_dir_of(tree, v))?;
+        plan.modules = ix.resolve(&WANTED);
+        plan.drivers = drivers(&ix, i.controller);
+        let lacking = ix.missing_for(controller_driver(i.controller));
+        if !lacking.is_empty() {
+            plan.lines.push(format!(
+                "warning: kernel {v} has no {} (neither built in nor a module): the VM will not \
+                 find its root disk on the {} controller",
+                lacking.join(", "),
+                controller_driver(i.controller)
+            ));
+        }
+    }
+    if let Some((path, resolved)) = own_init {
         plan.lines
             .push(format!("init: the image's own {path} ({resolved})"));
         let ignored = ignored_app_options(i.app);
@@ -89,41 +115,142 @@ pub(super) fn prepare(
                 ignored.join(", ")
             ));
         }
-    } else if let Some(version) = newest_kernel(tree) {
-        check_architecture(image)?;
-        let opts = app_options(i.app, i.hostname);
-        let app = guest_app::resolve(tree, &image.config.config, &opts)?;
-        let dir = modules_dir_of(tree, &version);
-        plan.modules = ModuleIndex::load(tree, &dir)?.resolve(&WANTED);
-        plan.lines.push(describe(&app));
-        if i.install {
-            let mut exe = guest_app::own_executable()?;
-            let reports = guest_app::install(tree, &app, &plan.modules.paths, &mut exe)?;
-            plan.lines.extend(reports.iter().map(|r| r.to_string()));
-        }
-        plan.kernel_args = init_kernel_args(i.app)?;
-        plan.app = Some(app);
+    } else if d2v_init {
+        install_init(image, tree, i, &mut plan)?;
     }
-    if let Some(k) = plan.kernel.as_mut().filter(|k| k.own_initramfs) {
-        if plan.modules.paths.is_empty() {
-            let dir = modules_dir_of(tree, &k.version);
-            plan.modules = ModuleIndex::load(tree, &dir)?.resolve(&WANTED);
-        }
-        if i.install {
-            let path = write_initramfs(tree, &k.version, &plan.modules.paths)?;
-            plan.lines.push(format!(
-                "wrote d2v's initramfs {path} ({} modules; the kernel image has none that \
-                 drives the {} disk)",
-                plan.modules.paths.len(),
-                controller_driver(i.controller)
-            ));
-            k.graft.initrd = Some(path);
-        }
+    if let Some(k) = plan
+        .kernel
+        .as_mut()
+        .filter(|k| k.own_initramfs && i.install)
+    {
+        let path = write_initramfs(tree, &k.version, &plan.modules.paths)?;
+        plan.lines.push(format!(
+            "wrote d2v's initramfs {path} ({} modules; the kernel image has none that drives \
+             the {} disk)",
+            plan.modules.paths.len(),
+            controller_driver(i.controller)
+        ));
+        k.graft.initrd = Some(path);
     }
     for l in &plan.lines {
         log.step(l.clone());
     }
     Ok(plan)
+}
+
+/// Resolves what d2v's init runs and, with `install`, puts it into the tree.
+fn install_init(
+    image: &Image,
+    tree: &mut Tree,
+    i: &PlanInputs,
+    plan: &mut VmPlan,
+) -> Result<(), Error> {
+    check_architecture(image)?;
+    let opts = app_options(i.app, i.hostname);
+    let app = guest_app::resolve(tree, &image.config.config, &opts)?;
+    plan.lines.push(describe(&app));
+    if i.install {
+        let mut exe = guest_app::own_executable()?;
+        let reports = guest_app::install(tree, &app, &plan.modules.paths, &mut exe)?;
+        plan.lines.extend(reports.iter().map(|r| r.to_string()));
+    }
+    plan.kernel_args = init_kernel_args(i.app)?;
+    plan.app = Some(app);
+    Ok(())
+}
+
+/// A driver the VM needs and where the kernel has it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(super) struct Driver {
+    /// What it drives: `disk controller`, `root filesystem`, `network adapter`, `power button`.
+    pub(super) role: &'static str,
+    /// The module name.
+    pub(super) name: &'static str,
+    /// `built-in`, `module` or `missing`.
+    pub(super) status: &'static str,
+}
+
+/// The drivers of the VM's devices (the OVF's controller, ext4, VMXNET3, the ACPI power
+/// button) and where kernel `ix` has them.
+fn drivers(ix: &ModuleIndex, controller: Controller) -> Vec<Driver> {
+    [
+        ("disk controller", controller_driver(controller)),
+        ("disk", "sd_mod"),
+        ("root filesystem", "ext4"),
+        ("network adapter", "vmxnet3"),
+        ("power button", "button"),
+    ]
+    .into_iter()
+    .map(|(role, name)| Driver {
+        role,
+        name,
+        status: if ix.is_builtin(name) {
+            "built-in"
+        } else if ix.has(name) {
+            "module"
+        } else {
+            "missing"
+        },
+    })
+    .collect()
+}
+
+impl VmPlan {
+    /// What the VM will run, for `inspect --json` and `build --json`.
+    pub(super) fn json(&self, init_system: &str) -> serde_json::Value {
+        serde_json::json!({
+            "kernel": self.kernel.as_ref().map(|k| serde_json::json!({
+                "version": k.version,
+                "version_string": k.version_string,
+                "from": k.source,
+                "shape": match k.shape { Shape::Distribution => "distribution", Shape::LinuxKit => "linuxkit" },
+                "initramfs": if k.own_initramfs { "d2v" } else { "kernel image" },
+                "replaced": k.graft.replaced,
+            })),
+            "init": if self.app.is_some() { "d2v" } else { init_system },
+            "app": self.app,
+            "kernel_args": self.kernel_args,
+            "drivers": self.drivers,
+        })
+    }
+
+    /// The same as text lines.
+    pub(super) fn text(&self, init_system: &str) -> String {
+        let mut out = String::from("VM:\n");
+        if let Some(k) = &self.kernel {
+            let initramfs = if k.own_initramfs {
+                "d2v writes the initramfs"
+            } else {
+                "its initramfs"
+            };
+            out += &format!(
+                "  kernel:      {} (from {}; {initramfs})\n",
+                k.version, k.source
+            );
+        }
+        match &self.app {
+            Some(a) => {
+                out += &format!("  init:        d2v's init ({})\n", config::INIT_PATH);
+                out += &format!("  command:     {:?}\n", a.args);
+                let groups: Vec<String> = a.groups.iter().map(u32::to_string).collect();
+                out += &format!(
+                    "  user:        uid {} gid {} groups [{}]\n",
+                    a.uid,
+                    a.gid,
+                    groups.join(",")
+                );
+                out += &format!("  working dir: {}\n", a.working_dir);
+                out += &format!("  environment: {}\n", a.env.join(" "));
+                out += &format!("  ports:       {}\n", a.exposed_ports.join(", "));
+                out += &format!("  kernel args: {}\n", self.kernel_args.join(" "));
+            }
+            None => out += &format!("  init:        the image's own ({init_system})\n"),
+        }
+        for d in &self.drivers {
+            out += &format!("  driver:      {} {} ({})\n", d.role, d.name, d.status);
+        }
+        out
+    }
 }
 
 /// Pulls the kernel image and copies its kernel, modules and GRUB modules into `tree`.
@@ -136,7 +263,7 @@ fn graft_kernel(
     let (kimage, ktree) = flatten(reference, i.src, i.json, log)?;
     let ks = kernel_source::find(&ktree).map_err(|source| Error::KernelSource {
         reference: kimage.reference.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let own_initramfs = needs_own_initramfs(&ktree, &ks, controller_driver(i.controller));
     let g = graft(
@@ -160,6 +287,7 @@ fn graft_kernel(
     Ok(GraftedKernel {
         source: kimage.reference,
         version: ks.version.clone(),
+        version_string: ks.version_string.clone(),
         shape: ks.shape,
         graft: g,
         own_initramfs,

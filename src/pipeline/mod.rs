@@ -51,19 +51,26 @@ pub enum Error {
     /// `--kernel-from` named an image whose kernel d2v cannot use.
     #[error("--kernel-from {reference}: {source}")]
     KernelSource {
+        /// The kernel image.
         reference: String,
-        source: crate::kernel::KernelError,
+        /// Why (boxed: the enum stays small).
+        source: Box<crate::kernel::KernelError>,
     },
+    /// Grafting the kernel, resolving its modules or writing d2v's initramfs failed.
     #[error(transparent)]
-    Kernel(#[from] crate::kernel::KernelError),
+    Kernel(Box<crate::kernel::KernelError>),
+    /// The image's config cannot be run by d2v's init (no command, unknown user, ...).
     #[error(transparent)]
     App(#[from] crate::guest::app::AppError),
+    /// An image or program for another machine than the VM's.
     #[error(
         "image {reference} is for {architecture}, but the VM is x86-64: pull its linux/amd64 \
          variant (--platform linux/amd64) or build the image for amd64"
     )]
     ForeignArchitecture {
+        /// The image.
         reference: String,
+        /// Its config's `architecture`.
         architecture: String,
     },
     /// The guest fixes (fstab, hostname, machine-id, ...) failed.
@@ -139,6 +146,12 @@ impl Error {
 }
 
 /// GRUB images assembled outside the disk stage (`d2v debug grub`) fail as they do inside it.
+impl From<crate::kernel::KernelError> for Error {
+    fn from(e: crate::kernel::KernelError) -> Error {
+        Error::Kernel(Box::new(e))
+    }
+}
+
 impl From<crate::disk::grub::mkimage::MkimageError> for Error {
     fn from(e: crate::disk::grub::mkimage::MkimageError) -> Error {
         Error::Disk(e.into())

@@ -4,8 +4,10 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use super::build::check_output_file;
-use super::{flatten, io_err, print_stdout, Error, Log};
+use super::{appvm, flatten, io_err, print_stdout, Error, Log};
 use crate::cli::SourceArgs;
+use crate::source::Image;
+use crate::tree::Tree;
 use crate::{export, inspect, output};
 
 pub(super) fn inspect(
@@ -15,9 +17,10 @@ pub(super) fn inspect(
     json: bool,
     log: &Log,
 ) -> Result<(), Error> {
-    let _ = kernel_from;
-    let (image, tree) = flatten(source, src, json, log)?;
+    let (image, mut tree) = flatten(source, src, json, log)?;
     let report = inspect::boot_report(&tree);
+    let plan = vm_plan(&image, &mut tree, kernel_from, src, json, log)?;
+    let init_name = format!("{:?}", report.init).to_lowercase();
     if json {
         let v = serde_json::json!({
             "reference": image.reference,
@@ -39,6 +42,7 @@ pub(super) fn inspect(
                 "working_dir": image.config.config.working_dir,
             },
             "bootability": report,
+            "vm": plan.map(|p| p.json(&init_name)),
         });
         print_stdout(&format!(
             "{}\n",
@@ -77,8 +81,37 @@ pub(super) fn inspect(
         out += &format!("  {e}\n");
     }
     out += &format!("Bootability:\n{report}");
+    if let Some(p) = plan {
+        out += &p.text(&init_name);
+    }
     print_stdout(&out)?;
     Ok(())
+}
+
+/// What the VM would run, when that differs from booting the image as it is: with
+/// `--kernel-from`, or for an image without an init system (d2v's init would run it).
+fn vm_plan(
+    image: &Image,
+    tree: &mut Tree,
+    kernel_from: Option<&str>,
+    src: &SourceArgs,
+    json: bool,
+    log: &Log,
+) -> Result<Option<appvm::VmPlan>, Error> {
+    if kernel_from.is_none() && inspect::init_system(tree).1.is_some() {
+        return Ok(None);
+    }
+    let app = crate::cli::AppArgs::defaults(kernel_from);
+    let hostname = crate::guest::default_hostname(&image.reference);
+    let inputs = appvm::PlanInputs {
+        app: &app,
+        src,
+        controller: crate::cli::Controller::Pvscsi,
+        hostname: &hostname,
+        json,
+        install: false,
+    };
+    appvm::prepare(image, tree, &inputs, log).map(Some)
 }
 
 pub(super) fn export(source: &str, output: &str, src: &SourceArgs, log: &Log) -> Result<(), Error> {

@@ -30,7 +30,11 @@ pub(super) fn no_kernel_message(report: &BootReport, reference: &str) -> String 
         "install a Linux kernel and initramfs into /boot (e.g. linux-image-cloud-amd64 on Debian, linux-virt on Alpine)"
             .to_string()
     };
-    format!("image {reference} has no kernel (no /boot/vmlinuz-*): a VM needs one; {hint}")
+    format!(
+        "image {reference} has no kernel (no /boot/vmlinuz-*): a VM needs one; {hint}, or take \
+         one from another image with --kernel-from (e.g. a Debian image with \
+         linux-image-cloud-amd64, or a LinuxKit kernel image)"
+    )
 }
 
 /// The option that fixed the root filesystem's size, if the user gave one.

@@ -100,6 +100,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
             output: &summary,
             guest_fixes: &fix_lines,
             warnings: &warnings,
+            vm: &plan,
         };
         print_stdout(&format!(
             "{}\n",
@@ -349,6 +350,7 @@ struct Built<'a> {
     output: &'a OutputSummary,
     guest_fixes: &'a [String],
     warnings: &'a [String],
+    vm: &'a appvm::VmPlan,
 }
 
 impl Built<'_> {
@@ -391,6 +393,7 @@ impl Built<'_> {
                 "blocks": s.blocks, "free_blocks": s.free_blocks, "inodes": s.inodes, "free_inodes": s.free_inodes,
             })),
             "timings": log.timings_json(),
+            "vm": self.vm.json(if self.vm.app.is_some() { "d2v" } else { "image" }),
         })
     }
 }

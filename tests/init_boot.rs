@@ -1,0 +1,307 @@
+//! d2v's init booted for real: the static release d2v (D2V_BIN) as `/.d2v/init` of an
+//! initramfs built here, under Debian's cloud kernel (D2V_TEST_KERNEL, its modules from
+//! D2V_TEST_KERNEL_DIR) in QEMU (TCG), with busybox as the app. Checks the console lines,
+//! DHCP and static networking (an HTTP GET from the host through a forwarded port), the
+//! app's user, groups, environment and working directory, stopping by the ACPI power button,
+//! the restart policy, and that the VM powers itself off.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use d2v::init::config::{AppConfig, Restart};
+use testkit::cpio::{newc_entries, Entry};
+use testkit::qemu::{Boot, Firmware, Running};
+
+const INDEX: &str = "<h1>served by d2v's init</h1>\n";
+const MODULES: [&str; 3] = [
+    "kernel/drivers/net/vmxnet3/vmxnet3.ko",
+    "kernel/drivers/acpi/button.ko",
+    "kernel/drivers/input/evdev.ko",
+];
+
+struct Env {
+    d2v: PathBuf,
+    kernel: PathBuf,
+    /// `lib/modules/VERSION` of the kernel package.
+    modules: PathBuf,
+}
+
+fn env() -> Option<Env> {
+    let var = |k: &str| std::env::var_os(k).map(PathBuf::from);
+    let (Some(d2v), Some(kernel), Some(dir)) = (
+        var("D2V_BIN"),
+        var("D2V_TEST_KERNEL"),
+        var("D2V_TEST_KERNEL_DIR"),
+    ) else {
+        println!("skipped: D2V_BIN, D2V_TEST_KERNEL and D2V_TEST_KERNEL_DIR must be set");
+        return None;
+    };
+    let modules = std::fs::read_dir(dir.join("lib/modules"))
+        .expect("D2V_TEST_KERNEL_DIR/lib/modules")
+        .flatten()
+        .next()
+        .expect("a kernel version in lib/modules")
+        .path();
+    Some(Env {
+        d2v,
+        kernel,
+        modules,
+    })
+}
+
+fn config(args: &[&str], restart: Restart) -> AppConfig {
+    AppConfig {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        env: vec![
+            d2v::init::config::DEFAULT_PATH.into(),
+            "GREETING=hello from the app".into(),
+            "HOME=/www".into(),
+        ],
+        working_dir: "/www".into(),
+        uid: 1000,
+        gid: 1000,
+        groups: vec![2000],
+        hostname: "d2v-test".into(),
+        stop_signal: libc::SIGTERM,
+        stop_timeout_secs: 5,
+        restart,
+        network_timeout_secs: 20,
+        exposed_ports: vec!["8080/tcp".into()],
+    }
+}
+
+/// The initramfs: init, its config and modules, busybox and /www/index.html.
+fn initramfs(env: &Env, cfg: &AppConfig, dir: &Path) -> PathBuf {
+    let dir_entry = |p: &str| Entry::Dir(p.into(), 0o755);
+    let mut e = vec![
+        dir_entry(".d2v"),
+        Entry::File(".d2v/init".into(), 0o755, std::fs::read(&env.d2v).unwrap()),
+        Entry::File(
+            ".d2v/config.json".into(),
+            0o644,
+            serde_json::to_vec(cfg).unwrap(),
+        ),
+        dir_entry("bin"),
+        Entry::File(
+            "bin/busybox".into(),
+            0o755,
+            std::fs::read("/bin/busybox").unwrap(),
+        ),
+        Entry::Symlink("bin/sh".into(), "busybox".into()),
+        dir_entry("etc"),
+        dir_entry("www"),
+        Entry::File("www/index.html".into(), 0o644, INDEX.as_bytes().to_vec()),
+    ];
+    let version = env.modules.file_name().unwrap().to_str().unwrap();
+    let mut list = String::new();
+    let mut made = std::collections::BTreeSet::new();
+    for m in MODULES {
+        let guest = format!("lib/modules/{version}/{m}");
+        let parts: Vec<&str> = guest.split('/').collect();
+        for i in 1..parts.len() {
+            let d = parts[..i].join("/");
+            if made.insert(d.clone()) {
+                e.push(dir_entry(&d));
+            }
+        }
+        let data = std::fs::read(env.modules.join(m)).unwrap();
+        e.push(Entry::File(guest.clone(), 0o644, data));
+        list.push_str(&format!("/{guest}\n"));
+    }
+    e.push(Entry::File(".d2v/modules".into(), 0o644, list.into_bytes()));
+    let path = dir.join("initramfs.cpio");
+    std::fs::write(&path, newc_entries(&e)).unwrap();
+    path
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Boots with `cfg` and the kernel command-line `words`; the guest's port 8080 on
+/// `guest_addr` (empty: the DHCP address) is forwarded to the returned host port.
+fn boot(env: &Env, cfg: &AppConfig, words: &str, guest_addr: &str) -> Vm {
+    // One TCG guest at a time: they are CPU-bound.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let lock = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = initramfs(env, cfg, dir.path());
+    let port = free_port();
+    let mut b = Boot::new("", Firmware::Bios, "");
+    b.nic = Some("vmxnet3".into());
+    b.hostfwd = vec![format!("tcp:127.0.0.1:{port}-{guest_addr}:8080")];
+    b.monitor = Some(dir.path().join("monitor.sock"));
+    b.log = Some(dir.path().join("serial.log"));
+    b.extra_args = vec![
+        "-kernel".into(),
+        env.kernel.display().to_string(),
+        "-initrd".into(),
+        initrd.display().to_string(),
+        "-append".into(),
+        format!("console=ttyS0 rdinit=/.d2v/init panic=-1 {words}"),
+    ];
+    Vm {
+        running: b.spawn(),
+        port,
+        _dir: dir,
+        _lock: lock,
+    }
+}
+
+/// A booted guest; its files and the one-at-a-time lock live as long as it does.
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // Shown with --nocapture (and with a failure's output).
+        println!("serial log:\n{}", self.running.log());
+    }
+}
+
+struct Vm {
+    running: Running,
+    port: u16,
+    _dir: tempfile::TempDir,
+    _lock: std::sync::MutexGuard<'static, ()>,
+}
+
+/// An HTTP/1.0 GET of `/` on the host port, retried until `timeout`.
+fn http_get(port: u16, timeout: Duration) -> Option<String> {
+    let until = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < until {
+        let got = (|| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+            s.write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
+                .ok()?;
+            let mut body = String::new();
+            s.read_to_string(&mut body).ok()?;
+            body.contains("200").then_some(body)
+        })();
+        if got.is_some() {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    None
+}
+
+const BOOT: Duration = Duration::from_secs(120);
+
+fn expect(vm: &mut Running, text: &str) {
+    assert!(
+        vm.wait_for(text, BOOT),
+        "the console never showed {text:?}; serial log:\n{}",
+        vm.log()
+    );
+}
+
+/// Powers the VM off with the ACPI button and checks that init stops the app and QEMU exits.
+fn power_button(vm: &mut Running) {
+    vm.monitor("system_powerdown").expect("monitor");
+    expect(vm, "d2v-init: stopping the app (SIGTERM)");
+    expect(vm, "d2v-init: app killed by signal 15 (SIGTERM)");
+    expect(vm, "d2v-init: powering off");
+    assert!(
+        vm.wait_exit(Duration::from_secs(60)).is_some(),
+        "QEMU did not exit after power-off; serial log:\n{}",
+        vm.log()
+    );
+}
+
+#[test]
+fn dhcp_http_as_a_user_and_the_power_button() {
+    let Some(env) = env() else { return };
+    let app = [
+        "busybox",
+        "sh",
+        "-c",
+        "id; exec busybox httpd -f -p 8080 -h /www",
+    ];
+    let mut guest = boot(&env, &config(&app, Restart::No), "", "");
+    let port = guest.port;
+    let vm = &mut guest.running;
+    expect(
+        vm,
+        "d2v-init: network: eth0 10.0.2.15/24 via 10.0.2.2 (dhcp), dns 10.0.2.3",
+    );
+    expect(vm, "d2v-init: starting app: busybox sh -c 'id; exec busybox httpd -f -p 8080 -h /www' (uid 1000, gid 1000, in /www)");
+    expect(vm, "[app] uid=1000 gid=1000 groups=2000");
+    let page = http_get(port, Duration::from_secs(60));
+    assert!(
+        page.as_deref().is_some_and(|p| p.ends_with(INDEX)),
+        "GET / through the forwarded port: {page:?}; serial log:\n{}",
+        vm.log()
+    );
+    power_button(vm);
+}
+
+#[test]
+fn user_groups_env_workdir_stderr_and_exit_status_without_network() {
+    let Some(env) = env() else { return };
+    let app = [
+        "busybox",
+        "sh",
+        "-c",
+        "id; pwd; echo \"$GREETING\"; echo oops >&2; exit 3",
+    ];
+    let mut guest = boot(&env, &config(&app, Restart::No), "d2v.network=none", "");
+    let vm = &mut guest.running;
+    expect(vm, "d2v-init: app exited with status 3");
+    assert!(
+        vm.wait_exit(Duration::from_secs(60)).is_some(),
+        "QEMU did not exit; serial log:\n{}",
+        vm.log()
+    );
+    let log = vm.log();
+    for line in [
+        "d2v-init: network: none (d2v.network=none)",
+        "[app] uid=1000 gid=1000 groups=2000",
+        "[app] /www",
+        "[app] hello from the app",
+        "[app:err] oops",
+        "d2v-init: powering off",
+    ] {
+        assert!(log.contains(line), "no {line:?} in the serial log:\n{log}");
+    }
+    assert!(
+        !log.contains("(dhcp)"),
+        "DHCP ran with d2v.network=none:\n{log}"
+    );
+}
+
+#[test]
+fn static_network_and_restart_on_failure() {
+    let Some(env) = env() else { return };
+    // Fails twice (exit 1), then serves: on-failure restarts it until it does.
+    let script = "n=$(cat /tmp/runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > /tmp/runs; \
+                  if [ $n -lt 3 ]; then echo \"run $n fails\"; exit 1; fi; \
+                  echo \"run $n serves\"; exec busybox httpd -f -p 8080 -h /www";
+    let app = ["busybox", "sh", "-c", script];
+    let words = "d2v.network=static d2v.ip=10.0.2.16/24 d2v.gateway=10.0.2.2 d2v.dns=10.0.2.3";
+    let mut guest = boot(&env, &config(&app, Restart::OnFailure), words, "10.0.2.16");
+    let port = guest.port;
+    let vm = &mut guest.running;
+    expect(
+        vm,
+        "d2v-init: network: eth0 10.0.2.16/24 via 10.0.2.2 (static), dns 10.0.2.3",
+    );
+    expect(vm, "[app] run 3 serves");
+    let log = vm.log();
+    assert_eq!(
+        log.matches("d2v-init: app exited with status 1").count(),
+        2,
+        "{log}"
+    );
+    assert!(
+        log.contains("[app] run 1 fails") && log.contains("[app] run 2 fails"),
+        "{log}"
+    );
+    let page = http_get(port, Duration::from_secs(60));
+    assert!(
+        page.as_deref().is_some_and(|p| p.ends_with(INDEX)),
+        "GET / on the static address: {page:?}; serial log:\n{}",
+        vm.log()
+    );
+    power_button(vm);
+}

@@ -3,7 +3,9 @@
 //! D2V_TEST_KERNEL_DIR) in QEMU (TCG), with busybox as the app. Checks the console lines,
 //! DHCP and static networking (an HTTP GET from the host through a forwarded port), the
 //! app's user, groups, environment and working directory, stopping by the ACPI power button,
-//! the restart policy, and that the VM powers itself off.
+//! the restart policy, and that the VM powers itself off. And the early init (`/init` of an
+//! initramfs) finding, mounting and switching to a GPT/ext4 root disk written with d2v's own
+//! library.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -93,26 +95,33 @@ fn initramfs(env: &Env, cfg: &AppConfig, dir: &Path) -> PathBuf {
         dir_entry("www"),
         Entry::File("www/index.html".into(), 0o644, INDEX.as_bytes().to_vec()),
     ];
+    let list = module_entries(env, &MODULES, &mut e);
+    e.push(Entry::File(".d2v/modules".into(), 0o644, list.into_bytes()));
+    let path = dir.join("initramfs.cpio");
+    std::fs::write(&path, newc_entries(&e)).unwrap();
+    path
+}
+
+/// Module paths (relative to `lib/modules/VERSION`) and their initramfs entries: directories
+/// (once each) and files, in the list's order.
+fn module_entries(env: &Env, modules: &[&str], e: &mut Vec<Entry>) -> String {
     let version = env.modules.file_name().unwrap().to_str().unwrap();
     let mut list = String::new();
-    let mut made = std::collections::BTreeSet::new();
-    for m in MODULES {
+    for m in modules {
         let guest = format!("lib/modules/{version}/{m}");
         let parts: Vec<&str> = guest.split('/').collect();
         for i in 1..parts.len() {
             let d = parts[..i].join("/");
-            if made.insert(d.clone()) {
-                e.push(dir_entry(&d));
+            let known = e.iter().any(|x| matches!(x, Entry::Dir(n, _) if *n == d));
+            if !known {
+                e.push(Entry::Dir(d, 0o755));
             }
         }
         let data = std::fs::read(env.modules.join(m)).unwrap();
         e.push(Entry::File(guest.clone(), 0o644, data));
         list.push_str(&format!("/{guest}\n"));
     }
-    e.push(Entry::File(".d2v/modules".into(), 0o644, list.into_bytes()));
-    let path = dir.join("initramfs.cpio");
-    std::fs::write(&path, newc_entries(&e)).unwrap();
-    path
+    list
 }
 
 fn free_port() -> u16 {
@@ -304,4 +313,92 @@ fn static_network_and_restart_on_failure() {
         vm.log()
     );
     power_button(vm);
+}
+
+/// Mode 1: `/init` of an initramfs loads the virtio modules, finds the root partition of a
+/// GPT disk (written with d2v's layout and ext4 writer) by `root=PARTUUID=`, mounts it
+/// read-only, moves /dev, /proc and /sys into it and starts `/.d2v/init` there, which
+/// remounts it read-write and runs the app.
+#[test]
+fn early_init_switches_to_the_root_partition() {
+    use d2v::tree::testing::add_file_with;
+    use d2v::tree::{Inode, Metadata, Tree};
+    let Some(env) = env() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&["busybox", "cat", "/proc/mounts"], Restart::No);
+    let mut t = Tree::in_temp().unwrap();
+    let exe = |mode| Metadata {
+        mode,
+        ..Metadata::default()
+    };
+    for d in ["dev", "proc", "sys", "www"] {
+        t.insert(d.as_bytes(), Inode::dir(exe(0o755))).unwrap();
+    }
+    add_file_with(
+        &mut t,
+        ".d2v/init",
+        &std::fs::read(&env.d2v).unwrap(),
+        exe(0o755),
+    );
+    add_file_with(
+        &mut t,
+        ".d2v/config.json",
+        &serde_json::to_vec(&cfg).unwrap(),
+        exe(0o644),
+    );
+    add_file_with(
+        &mut t,
+        "bin/busybox",
+        &std::fs::read("/bin/busybox").unwrap(),
+        exe(0o755),
+    );
+    let layout = d2v::disk::layout::Layout::plan("init-boot", 0, 64 << 20);
+    let disk_path = dir.path().join("disk.raw");
+    let disk = std::fs::File::create(&disk_path).unwrap();
+    d2v::disk::layout::write_partition_table(&layout, &disk).unwrap();
+    let mut opts = d2v::disk::ext4::Ext4Options::from_seed("init-boot");
+    opts.size = Some(layout.root.size);
+    d2v::disk::ext4::write(&t, &disk, layout.root.offset, &opts).unwrap();
+    drop(disk);
+
+    let mut e = vec![
+        Entry::File("init".into(), 0o755, std::fs::read(&env.d2v).unwrap()),
+        Entry::Dir(".d2v".into(), 0o755),
+    ];
+    let virtio = [
+        "kernel/drivers/virtio/virtio_ring.ko",
+        "kernel/drivers/virtio/virtio.ko",
+        "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
+        "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
+        "kernel/drivers/virtio/virtio_pci.ko",
+        "kernel/drivers/block/virtio_blk.ko",
+    ];
+    let list = module_entries(&env, &virtio, &mut e);
+    e.push(Entry::File(".d2v/modules".into(), 0o644, list.into_bytes()));
+    let initrd = dir.path().join("initramfs.cpio");
+    std::fs::write(&initrd, newc_entries(&e)).unwrap();
+
+    let partuuid = d2v::ids::uuid_string(&layout.root_uuid);
+    let mut b = Boot::new(&disk_path, Firmware::Bios, "");
+    b.log = Some(dir.path().join("serial.log"));
+    b.extra_args = vec![
+        "-kernel".into(),
+        env.kernel.display().to_string(),
+        "-initrd".into(),
+        initrd.display().to_string(),
+        "-append".into(),
+        format!("console=ttyS0 panic=-1 root=PARTUUID={partuuid} init=/.d2v/init d2v.network=none"),
+    ];
+    let mut vm = b.spawn();
+    let exited = vm.wait_exit(BOOT);
+    let log = vm.log();
+    println!("serial log:\n{log}");
+    assert!(exited.is_some(), "QEMU did not exit; serial log:\n{log}");
+    for line in [
+        "[app] /dev/vda3 / ext4 rw",
+        "d2v-init: app exited with status 0",
+        "d2v-init: powering off",
+    ] {
+        assert!(log.contains(line), "no {line:?} in the serial log:\n{log}");
+    }
 }

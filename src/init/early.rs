@@ -122,7 +122,8 @@ fn wait_for_root(want: &[u8; 16]) -> Option<std::path::PathBuf> {
 fn switch_root(cmdline: &Cmdline) -> Result<std::convert::Infallible, EarlyError> {
     let want = cmdline.root_partuuid().ok_or(EarlyError::NoRoot)??;
     let text = cmdline.root.as_deref().unwrap_or_default()["PARTUUID=".len()..].to_string();
-    let dev = wait_for_root(&want).ok_or(EarlyError::NotFound(text))?;
+    let dev = wait_for_root(&want).ok_or(EarlyError::NotFound(text.clone()))?;
+    say(format_args!("root PARTUUID={text} is {}", dev.display()));
     let _ = std::fs::create_dir_all(NEWROOT);
     let flags = if cmdline.rw { 0 } else { libc::MS_RDONLY };
     mount::mount(

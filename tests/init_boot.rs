@@ -132,6 +132,11 @@ fn free_port() -> u16 {
 /// Boots with `cfg` and the kernel command-line `words`; the guest's port 8080 on
 /// `guest_addr` (empty: the DHCP address) is forwarded to the returned host port.
 fn boot(env: &Env, cfg: &AppConfig, words: &str, guest_addr: &str) -> Vm {
+    boot_with(env, cfg, words, guest_addr, true)
+}
+
+/// [`boot`], with or without the network card.
+fn boot_with(env: &Env, cfg: &AppConfig, words: &str, guest_addr: &str, nic: bool) -> Vm {
     // One TCG guest at a time: they are CPU-bound.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let lock = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -139,7 +144,7 @@ fn boot(env: &Env, cfg: &AppConfig, words: &str, guest_addr: &str) -> Vm {
     let initrd = initramfs(env, cfg, dir.path());
     let port = free_port();
     let mut b = Boot::new("", Firmware::Bios, "");
-    b.nic = Some("vmxnet3".into());
+    b.nic = nic.then(|| "vmxnet3".into());
     b.hostfwd = vec![format!("tcp:127.0.0.1:{port}-{guest_addr}:8080")];
     b.monitor = Some(dir.path().join("monitor.sock"));
     b.log = Some(dir.path().join("serial.log"));
@@ -313,6 +318,32 @@ fn static_network_and_restart_on_failure() {
         vm.log()
     );
     power_button(vm);
+}
+
+/// Without a network card DHCP gives up after `network_timeout_secs` and the app starts
+/// anyway; an executable that is not in PATH is exit status 127; the VM powers off.
+#[test]
+fn no_network_card_and_a_missing_executable() {
+    let Some(env) = env() else { return };
+    let mut cfg = config(&["no-such-app", "--flag"], Restart::No);
+    cfg.network_timeout_secs = 3;
+    let mut guest = boot_with(&env, &cfg, "", "", false);
+    let vm = &mut guest.running;
+    expect(vm, "d2v-init: app exited with status 127");
+    assert!(
+        vm.wait_exit(Duration::from_secs(60)).is_some(),
+        "QEMU did not exit; serial log:\n{}",
+        vm.log()
+    );
+    let log = vm.log();
+    for line in [
+        "d2v-init: network: no Ethernet interface",
+        "d2v-init: network did not come up within 3 s; starting the app anyway",
+        "d2v-init: no-such-app: executable file not found in $PATH (/usr/local/sbin:",
+        "d2v-init: powering off",
+    ] {
+        assert!(log.contains(line), "no {line:?} in the serial log:\n{log}");
+    }
 }
 
 /// Mode 1: `/init` of an initramfs loads the virtio modules, finds the root partition of a

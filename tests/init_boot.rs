@@ -74,16 +74,12 @@ fn config(args: &[&str], restart: Restart) -> AppConfig {
 }
 
 /// The initramfs: init, its config and modules, busybox and /www/index.html.
-fn initramfs(env: &Env, cfg: &AppConfig, dir: &Path) -> PathBuf {
+fn initramfs(env: &Env, config: &[u8], dir: &Path) -> PathBuf {
     let dir_entry = |p: &str| Entry::Dir(p.into(), 0o755);
     let mut e = vec![
         dir_entry(".d2v"),
         Entry::File(".d2v/init".into(), 0o755, std::fs::read(&env.d2v).unwrap()),
-        Entry::File(
-            ".d2v/config.json".into(),
-            0o644,
-            serde_json::to_vec(cfg).unwrap(),
-        ),
+        Entry::File(".d2v/config.json".into(), 0o644, config.to_vec()),
         dir_entry("bin"),
         Entry::File(
             "bin/busybox".into(),
@@ -132,16 +128,17 @@ fn free_port() -> u16 {
 /// Boots with `cfg` and the kernel command-line `words`; the guest's port 8080 on
 /// `guest_addr` (empty: the DHCP address) is forwarded to the returned host port.
 fn boot(env: &Env, cfg: &AppConfig, words: &str, guest_addr: &str) -> Vm {
-    boot_with(env, cfg, words, guest_addr, true)
+    let config = serde_json::to_vec(cfg).unwrap();
+    boot_with(env, &config, words, guest_addr, true)
 }
 
-/// [`boot`], with or without the network card.
-fn boot_with(env: &Env, cfg: &AppConfig, words: &str, guest_addr: &str, nic: bool) -> Vm {
+/// [`boot`] with the config file's bytes, with or without the network card.
+fn boot_with(env: &Env, config: &[u8], words: &str, guest_addr: &str, nic: bool) -> Vm {
     // One TCG guest at a time: they are CPU-bound.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let lock = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let initrd = initramfs(env, cfg, dir.path());
+    let initrd = initramfs(env, config, dir.path());
     let port = free_port();
     let mut b = Boot::new("", Firmware::Bios, "");
     b.nic = nic.then(|| "vmxnet3".into());
@@ -327,7 +324,8 @@ fn no_network_card_and_a_missing_executable() {
     let Some(env) = env() else { return };
     let mut cfg = config(&["no-such-app", "--flag"], Restart::No);
     cfg.network_timeout_secs = 3;
-    let mut guest = boot_with(&env, &cfg, "", "", false);
+    let config = serde_json::to_vec(&cfg).unwrap();
+    let mut guest = boot_with(&env, &config, "", "", false);
     let vm = &mut guest.running;
     expect(vm, "d2v-init: app exited with status 127");
     assert!(
@@ -344,6 +342,30 @@ fn no_network_card_and_a_missing_executable() {
     ] {
         assert!(log.contains(line), "no {line:?} in the serial log:\n{log}");
     }
+}
+
+/// A config that is not an AppConfig: init says why and powers off after 10 s.
+#[test]
+fn a_broken_config_powers_off() {
+    let Some(env) = env() else { return };
+    let mut guest = boot_with(&env, b"{\"args\": 1}", "d2v.network=none", "", false);
+    let vm = &mut guest.running;
+    assert!(
+        vm.wait_exit(BOOT).is_some(),
+        "QEMU did not exit; serial log:\n{}",
+        vm.log()
+    );
+    let log = vm.log();
+    for line in [
+        "d2v-init: /.d2v/config.json is not a valid configuration: invalid type: integer `1`",
+        "d2v-init: powering off in 10 s",
+    ] {
+        assert!(log.contains(line), "no {line:?} in the serial log:\n{log}");
+    }
+    let off = log
+        .lines()
+        .any(|l| l.trim_end() == "d2v-init: powering off");
+    assert!(off, "no power-off line in the serial log:\n{log}");
 }
 
 /// Mode 1: `/init` of an initramfs loads the virtio modules, finds the root partition of a

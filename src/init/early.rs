@@ -136,7 +136,8 @@ fn switch_root(cmdline: &Cmdline) -> Result<std::convert::Infallible, EarlyError
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mounted = mount::mount_points(&info);
     let exists = |p: &str| Path::new(&format!("{NEWROOT}{p}")).is_dir();
-    for step in plan_moves(&mounted, cmdline.rw, exists) {
+    let writable = !mount::is_read_only(NEWROOT);
+    for step in plan_moves(&mounted, writable, exists) {
         match step {
             Step::Move(p) => mount::move_mount(Path::new(p), &Path::new(NEWROOT).join(&p[1..]))?,
             Step::CreateAndMove(p) => {

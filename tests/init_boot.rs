@@ -133,10 +133,9 @@ fn boot(env: &Env, cfg: &AppConfig, words: &str, guest_addr: &str) -> Vm {
 }
 
 /// [`boot`] with the config file's bytes, with or without the network card.
+/// `quiet` on the kernel command line: kernel messages would cut into the lines checked.
 fn boot_with(env: &Env, config: &[u8], words: &str, guest_addr: &str, nic: bool) -> Vm {
-    // One TCG guest at a time: they are CPU-bound.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let lock = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lock = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let initrd = initramfs(env, config, dir.path());
     let port = free_port();
@@ -151,7 +150,7 @@ fn boot_with(env: &Env, config: &[u8], words: &str, guest_addr: &str, nic: bool)
         "-initrd".into(),
         initrd.display().to_string(),
         "-append".into(),
-        format!("console=ttyS0 rdinit=/.d2v/init panic=-1 {words}"),
+        format!("console=ttyS0 quiet rdinit=/.d2v/init panic=-1 {words}"),
     ];
     Vm {
         running: b.spawn(),
@@ -174,6 +173,12 @@ struct Vm {
     port: u16,
     _dir: tempfile::TempDir,
     _lock: std::sync::MutexGuard<'static, ()>,
+}
+
+/// One TCG guest at a time: they are CPU-bound.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// An HTTP/1.0 GET of `/` on the host port, retried until `timeout`.
@@ -209,7 +214,13 @@ fn expect(vm: &mut Running, text: &str) {
 
 /// Powers the VM off with the ACPI button and checks that init stops the app and QEMU exits.
 fn power_button(vm: &mut Running) {
-    vm.monitor("system_powerdown").expect("monitor");
+    stop_with(vm, "system_powerdown", "d2v-init: power button pressed");
+}
+
+/// Stops the VM by a monitor command (which init reports as `why`), as [`power_button`].
+fn stop_with(vm: &mut Running, command: &str, why: &str) {
+    vm.monitor(command).expect("monitor");
+    expect(vm, why);
     expect(vm, "d2v-init: stopping the app (SIGTERM)");
     expect(vm, "d2v-init: app killed by signal 15 (SIGTERM)");
     expect(vm, "d2v-init: powering off");
@@ -282,7 +293,7 @@ fn user_groups_env_workdir_stderr_and_exit_status_without_network() {
 }
 
 #[test]
-fn static_network_and_restart_on_failure() {
+fn static_network_restart_on_failure_and_ctrl_alt_del() {
     let Some(env) = env() else { return };
     // Fails twice (exit 1), then serves: on-failure restarts it until it does.
     let script = "n=$(cat /tmp/runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > /tmp/runs; \
@@ -314,7 +325,8 @@ fn static_network_and_restart_on_failure() {
         "GET / on the static address: {page:?}; serial log:\n{}",
         vm.log()
     );
-    power_button(vm);
+    // Ctrl-Alt-Del: the kernel sends init SIGINT (init turned the immediate reboot off).
+    stop_with(vm, "sendkey ctrl-alt-delete", "d2v-init: SIGINT received");
 }
 
 /// Without a network card DHCP gives up after `network_timeout_secs` and the app starts
@@ -368,43 +380,30 @@ fn a_broken_config_powers_off() {
     assert!(off, "no power-off line in the serial log:\n{log}");
 }
 
-/// Mode 1: `/init` of an initramfs loads the virtio modules, finds the root partition of a
-/// GPT disk (written with d2v's layout and ext4 writer) by `root=PARTUUID=`, mounts it
-/// read-only, moves /dev, /proc and /sys into it and starts `/.d2v/init` there, which
-/// remounts it read-write and runs the app.
-#[test]
-fn early_init_switches_to_the_root_partition() {
+/// Boots the early init: `/init` of an initramfs with the virtio modules, and a GPT disk
+/// (written with d2v's layout and ext4 writer) whose root holds `/.d2v/init`, busybox and a
+/// config running `busybox cat /proc/mounts`. `root=PARTUUID=` names the root partition, or
+/// another GUID when `wrong_partuuid`. Returns the serial log once QEMU exited by itself.
+fn early_boot(env: &Env, wrong_partuuid: bool) -> String {
     use d2v::tree::testing::add_file_with;
     use d2v::tree::{Inode, Metadata, Tree};
-    let Some(env) = env() else { return };
+    let _lock = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&["busybox", "cat", "/proc/mounts"], Restart::No);
     let mut t = Tree::in_temp().unwrap();
-    let exe = |mode| Metadata {
+    let meta = |mode| Metadata {
         mode,
         ..Metadata::default()
     };
     for d in ["dev", "proc", "sys", "www"] {
-        t.insert(d.as_bytes(), Inode::dir(exe(0o755))).unwrap();
+        t.insert(d.as_bytes(), Inode::dir(meta(0o755))).unwrap();
     }
-    add_file_with(
-        &mut t,
-        ".d2v/init",
-        &std::fs::read(&env.d2v).unwrap(),
-        exe(0o755),
-    );
-    add_file_with(
-        &mut t,
-        ".d2v/config.json",
-        &serde_json::to_vec(&cfg).unwrap(),
-        exe(0o644),
-    );
-    add_file_with(
-        &mut t,
-        "bin/busybox",
-        &std::fs::read("/bin/busybox").unwrap(),
-        exe(0o755),
-    );
+    let d2v_exe = std::fs::read(&env.d2v).unwrap();
+    let config_json = serde_json::to_vec(&cfg).unwrap();
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    add_file_with(&mut t, ".d2v/init", &d2v_exe, meta(0o755));
+    add_file_with(&mut t, ".d2v/config.json", &config_json, meta(0o644));
+    add_file_with(&mut t, "bin/busybox", &busybox, meta(0o755));
     let layout = d2v::disk::layout::Layout::plan("init-boot", 0, 64 << 20);
     let disk_path = dir.path().join("disk.raw");
     let disk = std::fs::File::create(&disk_path).unwrap();
@@ -415,23 +414,20 @@ fn early_init_switches_to_the_root_partition() {
     drop(disk);
 
     let mut e = vec![
-        Entry::File("init".into(), 0o755, std::fs::read(&env.d2v).unwrap()),
+        Entry::File("init".into(), 0o755, d2v_exe),
         Entry::Dir(".d2v".into(), 0o755),
     ];
-    let virtio = [
-        "kernel/drivers/virtio/virtio_ring.ko",
-        "kernel/drivers/virtio/virtio.ko",
-        "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
-        "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
-        "kernel/drivers/virtio/virtio_pci.ko",
-        "kernel/drivers/block/virtio_blk.ko",
-    ];
-    let list = module_entries(&env, &virtio, &mut e);
+    let list = module_entries(env, &VIRTIO_BLK, &mut e);
     e.push(Entry::File(".d2v/modules".into(), 0o644, list.into_bytes()));
     let initrd = dir.path().join("initramfs.cpio");
     std::fs::write(&initrd, newc_entries(&e)).unwrap();
 
-    let partuuid = d2v::ids::uuid_string(&layout.root_uuid);
+    let root = if wrong_partuuid {
+        layout.esp_uuid.map(|b| !b)
+    } else {
+        layout.root_uuid
+    };
+    let partuuid = d2v::ids::uuid_string(&root);
     let mut b = Boot::new(&disk_path, Firmware::Bios, "");
     b.log = Some(dir.path().join("serial.log"));
     b.extra_args = vec![
@@ -440,13 +436,33 @@ fn early_init_switches_to_the_root_partition() {
         "-initrd".into(),
         initrd.display().to_string(),
         "-append".into(),
-        format!("console=ttyS0 panic=-1 root=PARTUUID={partuuid} init=/.d2v/init d2v.network=none"),
+        format!("console=ttyS0 quiet panic=-1 root=PARTUUID={partuuid} init=/.d2v/init d2v.network=none"),
     ];
     let mut vm = b.spawn();
     let exited = vm.wait_exit(BOOT);
     let log = vm.log();
     println!("serial log:\n{log}");
     assert!(exited.is_some(), "QEMU did not exit; serial log:\n{log}");
+    log
+}
+
+/// virtio_blk and what it needs, dependencies first (modules.dep of Debian's 6.1 kernel).
+const VIRTIO_BLK: [&str; 6] = [
+    "kernel/drivers/virtio/virtio_ring.ko",
+    "kernel/drivers/virtio/virtio.ko",
+    "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
+    "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
+    "kernel/drivers/virtio/virtio_pci.ko",
+    "kernel/drivers/block/virtio_blk.ko",
+];
+
+/// Mode 1: `/init` loads the virtio modules, finds the root partition by `root=PARTUUID=`,
+/// mounts it read-only, moves /dev, /proc and /sys into it and starts `/.d2v/init` there,
+/// which remounts it read-write and runs the app.
+#[test]
+fn early_init_switches_to_the_root_partition() {
+    let Some(env) = env() else { return };
+    let log = early_boot(&env, false);
     for line in [
         "[app] /dev/vda3 / ext4 rw",
         "d2v-init: app exited with status 0",
@@ -454,4 +470,22 @@ fn early_init_switches_to_the_root_partition() {
     ] {
         assert!(log.contains(line), "no {line:?} in the serial log:\n{log}");
     }
+}
+
+/// Mode 1 with a PARTUUID no partition has: after 30 s the early init says so, lists the
+/// block devices and modules it saw, and powers off 10 s later (no kernel panic).
+#[test]
+fn early_init_without_its_root_powers_off() {
+    let Some(env) = env() else { return };
+    let log = early_boot(&env, true);
+    for line in [
+        "appeared within 30 s",
+        "d2v-init: block devices: vda",
+        "d2v-init: modules loaded: /lib/modules/",
+        "virtio_blk.ko",
+        "d2v-init: powering off in 10 s",
+    ] {
+        assert!(log.contains(line), "no {line:?} in the serial log:\n{log}");
+    }
+    assert!(!log.contains("Kernel panic"), "{log}");
 }

@@ -298,7 +298,8 @@ fn static_network_restart_on_failure_and_ctrl_alt_del() {
     // Fails twice (exit 1), then serves: on-failure restarts it until it does.
     let script = "n=$(cat /tmp/runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > /tmp/runs; \
                   if [ $n -lt 3 ]; then echo \"run $n fails\"; exit 1; fi; \
-                  echo \"run $n serves\"; exec busybox httpd -f -p 8080 -h /www";
+                  printf 'partial '; sleep 1; echo \"run $n serves\"; \
+                  exec busybox httpd -f -p 8080 -h /www";
     let app = ["busybox", "sh", "-c", script];
     let words = "d2v.network=static d2v.ip=10.0.2.16/24 d2v.gateway=10.0.2.2 d2v.dns=10.0.2.3";
     let mut guest = boot(&env, &config(&app, Restart::OnFailure), words, "10.0.2.16");
@@ -308,7 +309,8 @@ fn static_network_restart_on_failure_and_ctrl_alt_del() {
         vm,
         "d2v-init: network: eth0 10.0.2.16/24 via 10.0.2.2 (static), dns 10.0.2.3",
     );
-    expect(vm, "[app] run 3 serves");
+    // A partial line is shown after a short delay, the rest as the next line.
+    expect(vm, "[app] partial \r\n[app] run 3 serves");
     let log = vm.log();
     assert_eq!(
         log.matches("d2v-init: app exited with status 1").count(),

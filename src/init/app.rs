@@ -134,6 +134,10 @@ pub fn spawn(cfg: &AppConfig) -> Result<Spawned, SpawnError> {
                     Ok(())
                 }
             };
+            // The signals init takes through its signalfd are blocked in init: not in the app.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             check(libc::setsid())?;
             check(libc::setgroups(groups.len(), groups.as_ptr()))?;
             check(libc::setgid(gid))?;

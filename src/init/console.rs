@@ -111,14 +111,13 @@ impl Console {
         Console { outputs }
     }
 
-    /// Writes `bytes` to every device, waiting at most [`WRITE_WAIT`] for each.
+    /// Writes `bytes` to every device, waiting at most [`WRITE_WAIT`] for each; a device
+    /// that stalls or fails is left out from then on (until the next [`Console::open`]).
     pub fn write(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
-        for f in &mut self.outputs {
-            write_bounded(f, bytes);
-        }
+        self.outputs.retain_mut(|f| write_bounded(f, bytes));
     }
 }
 
@@ -134,17 +133,18 @@ fn console_is_a_vt() -> bool {
             .all(|n| n.starts_with("tty") && n[3..].chars().all(|c| c.is_ascii_digit()))
 }
 
-fn write_bounded(f: &mut File, mut bytes: &[u8]) {
+/// Writes all of `bytes` unless the device stalls for [`WRITE_WAIT`] or fails (false).
+fn write_bounded(f: &mut File, mut bytes: &[u8]) -> bool {
     let deadline = std::time::Instant::now() + WRITE_WAIT;
     while !bytes.is_empty() {
         match f.write(bytes) {
-            Ok(0) => return,
+            Ok(0) => return false,
             Ok(n) => bytes = &bytes[n..],
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
                 if left.is_zero() {
-                    return;
+                    return false;
                 }
                 let mut pfd = libc::pollfd {
                     fd: f.as_raw_fd(),
@@ -154,9 +154,10 @@ fn write_bounded(f: &mut File, mut bytes: &[u8]) {
                 // SAFETY: one valid pollfd.
                 unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(1000) as i32) };
             }
-            Err(_) => return,
+            Err(_) => return false,
         }
     }
+    true
 }
 
 #[cfg(test)]

@@ -122,7 +122,8 @@ fn wait_for_root(want: &[u8; 16]) -> Option<std::path::PathBuf> {
 fn switch_root(cmdline: &Cmdline) -> Result<std::convert::Infallible, EarlyError> {
     let want = cmdline.root_partuuid().ok_or(EarlyError::NoRoot)??;
     let text = cmdline.root.as_deref().unwrap_or_default()["PARTUUID=".len()..].to_string();
-    let dev = wait_for_root(&want).ok_or(EarlyError::NotFound(text))?;
+    let dev = wait_for_root(&want).ok_or(EarlyError::NotFound(text.clone()))?;
+    say(format_args!("root PARTUUID={text} is {}", dev.display()));
     let _ = std::fs::create_dir_all(NEWROOT);
     let flags = if cmdline.rw { 0 } else { libc::MS_RDONLY };
     mount::mount(
@@ -135,7 +136,8 @@ fn switch_root(cmdline: &Cmdline) -> Result<std::convert::Infallible, EarlyError
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mounted = mount::mount_points(&info);
     let exists = |p: &str| Path::new(&format!("{NEWROOT}{p}")).is_dir();
-    for step in plan_moves(&mounted, cmdline.rw, exists) {
+    let writable = !mount::is_read_only(NEWROOT);
+    for step in plan_moves(&mounted, writable, exists) {
         match step {
             Step::Move(p) => mount::move_mount(Path::new(p), &Path::new(NEWROOT).join(&p[1..]))?,
             Step::CreateAndMove(p) => {

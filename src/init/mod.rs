@@ -41,14 +41,22 @@ pub fn is_init(argv0: &OsStr, pid: u32) -> bool {
         || (pid == 1 && std::path::Path::new(argv0).file_name() == Some(OsStr::new("init")))
 }
 
-/// Runs init in the mode its name selects (see the module doc); never returns.
+/// Runs init in the mode its name selects (see the module doc); never returns. A panic (a
+/// bug) is printed as a `d2v-init:` line and powers the VM off after 10 s, instead of the
+/// kernel panic an exiting PID 1 causes.
 pub fn main() -> ! {
+    std::panic::set_hook(Box::new(|info| {
+        console::say(format_args!("internal error: {info}"))
+    }));
     let argv0 = std::env::args_os().next().unwrap_or_default();
-    if argv0.as_bytes() == b"/init" {
-        early::run()
-    } else {
-        pid1::run()
-    }
+    let _ = std::panic::catch_unwind(|| {
+        if argv0.as_bytes() == b"/init" {
+            early::run()
+        } else {
+            pid1::run()
+        }
+    });
+    power::fatal()
 }
 
 /// Makes sure fds 0, 1 and 2 are open (on `/dev/console`, else `/dev/null`): a kernel that

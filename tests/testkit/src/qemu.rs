@@ -54,6 +54,11 @@ pub struct Boot {
     pub linger: Duration,
     /// Print the QEMU command line before starting it.
     pub echo: bool,
+    /// `hostfwd=` rules for the user-mode network of [`Boot::nic`]
+    /// (`tcp:127.0.0.1:8080-:80`).
+    pub hostfwd: Vec<String>,
+    /// A Unix socket for the QEMU monitor (see [`Running::monitor`]); none by default.
+    pub monitor: Option<PathBuf>,
 }
 
 /// What a boot produced.
@@ -82,6 +87,8 @@ impl Boot {
             extra_args: Vec::new(),
             linger: Duration::ZERO,
             echo: false,
+            hostfwd: Vec::new(),
+            monitor: None,
             disk,
             firmware,
             marker: marker.into(),
@@ -97,81 +104,8 @@ impl Boot {
     /// Boots, waits for the marker or the timeout (or QEMU exiting), kills QEMU and returns
     /// the serial log. KVM is used only when `D2V_KVM=1`.
     pub fn run(&self) -> Outcome {
-        let qemu = crate::require_tool("qemu-system-x86_64", "qemu-system-x86");
-        let log_path = match &self.log {
-            Some(log) => log.clone(),
-            None => crate::scratch_dir("qemu").join("serial.log"),
-        };
-        let _ = std::fs::remove_file(&log_path);
-        let kvm = std::env::var("D2V_KVM").as_deref() == Ok("1") && Path::new("/dev/kvm").exists();
-        let mut cmd = Command::new(qemu);
-        cmd.args([
-            "-accel",
-            if kvm { "kvm" } else { "tcg" },
-            "-m",
-            &self.memory_mib.to_string(),
-            "-smp",
-            "1",
-        ])
-        .args([
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-no-reboot",
-            "-nodefaults",
-            "-vga",
-            "std",
-        ])
-        .arg("-serial")
-        .arg(format!("file:{}", log_path.display()));
-        match &self.scsi_controller {
-            None => cmd.arg("-drive").arg(format!(
-                "file={},format={},if={},snapshot=on",
-                self.disk.display(),
-                self.format,
-                self.interface
-            )),
-            Some(model) => cmd
-                .arg("-device")
-                .arg(format!("{model},id=scsi0"))
-                .arg("-drive")
-                .arg(format!(
-                    "file={},format={},if=none,id=disk0,snapshot=on",
-                    self.disk.display(),
-                    self.format
-                ))
-                .arg("-device")
-                .arg("scsi-hd,drive=disk0,bus=scsi0.0,bootindex=0"),
-        };
-        if let Some(model) = &self.nic {
-            cmd.args(["-netdev", "user,id=net0", "-device"])
-                .arg(format!("{model},netdev=net0"));
-        }
-        if self.firmware == Firmware::Uefi {
-            assert!(
-                Path::new(OVMF_CODE).is_file(),
-                "{OVMF_CODE} not found: install Debian's ovmf"
-            );
-            let vars = log_path.with_file_name("OVMF_VARS.fd");
-            std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF_VARS_4M.fd");
-            cmd.arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
-                ))
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=1,file={}",
-                    vars.display()
-                ));
-        }
-        cmd.args(&self.extra_args);
-        if self.echo {
-            println!("$ {cmd:?}");
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let log_path = self.log_path();
+        let mut cmd = self.command(&log_path);
         let start = Instant::now();
         let mut child = cmd.spawn().expect("start qemu-system-x86_64");
         let mut marker_at = None;
@@ -219,6 +153,101 @@ impl Boot {
         }
     }
 
+    fn log_path(&self) -> PathBuf {
+        let log_path = match &self.log {
+            Some(log) => log.clone(),
+            None => crate::scratch_dir("qemu").join("serial.log"),
+        };
+        let _ = std::fs::remove_file(&log_path);
+        log_path
+    }
+
+    /// The QEMU command line (stdio: null, null, piped stderr). An empty [`Boot::disk`]
+    /// means no disk (a `-kernel` boot).
+    fn command(&self, log_path: &Path) -> Command {
+        let qemu = crate::require_tool("qemu-system-x86_64", "qemu-system-x86");
+        let kvm = std::env::var("D2V_KVM").as_deref() == Ok("1") && Path::new("/dev/kvm").exists();
+        let monitor = match &self.monitor {
+            Some(sock) => format!("unix:{},server=on,wait=off", sock.display()),
+            None => "none".into(),
+        };
+        let mut cmd = Command::new(qemu);
+        cmd.args([
+            "-accel",
+            if kvm { "kvm" } else { "tcg" },
+            "-m",
+            &self.memory_mib.to_string(),
+            "-smp",
+            "1",
+        ])
+        .args([
+            "-display",
+            "none",
+            "-monitor",
+            &monitor,
+            "-no-reboot",
+            "-nodefaults",
+            "-vga",
+            "std",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", log_path.display()));
+        match &self.scsi_controller {
+            None if self.disk.as_os_str().is_empty() => &mut cmd,
+            None => cmd.arg("-drive").arg(format!(
+                "file={},format={},if={},snapshot=on",
+                self.disk.display(),
+                self.format,
+                self.interface
+            )),
+            Some(model) => cmd
+                .arg("-device")
+                .arg(format!("{model},id=scsi0"))
+                .arg("-drive")
+                .arg(format!(
+                    "file={},format={},if=none,id=disk0,snapshot=on",
+                    self.disk.display(),
+                    self.format
+                ))
+                .arg("-device")
+                .arg("scsi-hd,drive=disk0,bus=scsi0.0,bootindex=0"),
+        };
+        if let Some(model) = &self.nic {
+            let fwd: String = self
+                .hostfwd
+                .iter()
+                .map(|f| format!(",hostfwd={f}"))
+                .collect();
+            cmd.args(["-netdev", &format!("user,id=net0{fwd}"), "-device"])
+                .arg(format!("{model},netdev=net0"));
+        }
+        if self.firmware == Firmware::Uefi {
+            assert!(
+                Path::new(OVMF_CODE).is_file(),
+                "{OVMF_CODE} not found: install Debian's ovmf"
+            );
+            let vars = log_path.with_file_name("OVMF_VARS.fd");
+            std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF_VARS_4M.fd");
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                ))
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
+        }
+        cmd.args(&self.extra_args);
+        if self.echo {
+            println!("$ {cmd:?}");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
     /// [`Boot::run`], panicking with the serial log when the marker does not appear (the log
     /// file is kept then; after a success the scratch directory is removed).
     pub fn expect_marker(&self) -> String {
@@ -241,5 +270,92 @@ impl Boot {
             }
         }
         out.log
+    }
+}
+
+/// A QEMU started by [`Boot::spawn`], to interact with while it runs (killed when dropped).
+pub struct Running {
+    child: std::process::Child,
+    /// The serial log file.
+    pub log_path: PathBuf,
+    monitor: Option<PathBuf>,
+    start: Instant,
+}
+
+impl Boot {
+    /// Starts QEMU and returns at once; see [`Running`].
+    pub fn spawn(&self) -> Running {
+        let log_path = self.log_path();
+        if let Some(sock) = &self.monitor {
+            let _ = std::fs::remove_file(sock);
+        }
+        let child = self
+            .command(&log_path)
+            .spawn()
+            .expect("start qemu-system-x86_64");
+        Running {
+            child,
+            log_path,
+            monitor: self.monitor.clone(),
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Running {
+    /// The serial log so far.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log_path).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until the serial log holds `text` (true), QEMU exits or `timeout` passes.
+    pub fn wait_for(&mut self, text: &str, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        loop {
+            if self.log().contains(text) {
+                return true;
+            }
+            if Instant::now() >= until || matches!(self.child.try_wait(), Ok(Some(_))) {
+                return self.log().contains(text);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Sends one command to the monitor socket ([`Boot::monitor`]).
+    pub fn monitor(&self, command: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let sock = self.monitor.as_ref().ok_or(std::io::ErrorKind::NotFound)?;
+        let mut s = std::os::unix::net::UnixStream::connect(sock)?;
+        s.write_all(format!("{command}\n").as_bytes())?;
+        // Let the monitor read the command before the connection closes.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for QEMU to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Time since QEMU started.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

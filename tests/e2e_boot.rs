@@ -19,7 +19,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use testkit::fixtures::{self, Fixture, SELFCHECK_END};
 use testkit::qemu::{Boot, Firmware};
@@ -276,30 +276,6 @@ fn built(name: &str, via: Via) -> Option<&'static Built> {
 // ---------------------------------------------------------------------------------------------
 // Booting
 
-static QEMUS: Mutex<usize> = Mutex::new(0);
-static QEMU_FREED: Condvar = Condvar::new();
-
-/// A QEMU slot, released on drop.
-struct QemuSlot;
-
-impl QemuSlot {
-    fn take() -> QemuSlot {
-        let mut n = QEMUS.lock().unwrap_or_else(|e| e.into_inner());
-        while *n >= MAX_QEMUS {
-            n = QEMU_FREED.wait(n).unwrap_or_else(|e| e.into_inner());
-        }
-        *n += 1;
-        QemuSlot
-    }
-}
-
-impl Drop for QemuSlot {
-    fn drop(&mut self) {
-        *QEMUS.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-        QEMU_FREED.notify_one();
-    }
-}
-
 fn boot_timeout() -> Duration {
     let secs = std::env::var("D2V_BOOT_TIMEOUT")
         .ok()
@@ -368,7 +344,7 @@ fn boot_and_selfcheck(b: &Built, fw: Firmware, hw: Hardware) {
         boot.nic = Some(nic);
     }
     let out = {
-        let _slot = QemuSlot::take();
+        let _slot = testkit::qemu::Slot::take(MAX_QEMUS);
         boot.run()
     };
     // Keep the serial log with the VM's other files; drop the harness's scratch directory

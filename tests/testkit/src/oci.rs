@@ -47,6 +47,8 @@ pub struct ImageSpec {
     pub env: Vec<String>,
     pub architecture: String,
     pub os: String,
+    /// The config's `User`.
+    pub user: Option<String>,
     /// `org.opencontainers.image.ref.name` of the manifest in index.json.
     pub tag: Option<String>,
 }
@@ -60,6 +62,7 @@ impl Default for ImageSpec {
             env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
             architecture: "amd64".into(),
             os: "linux".into(),
+            user: None,
             tag: None,
         }
     }
@@ -89,6 +92,11 @@ impl ImageSpec {
         self.cmd = args.iter().map(|s| s.to_string()).collect();
         self
     }
+    pub fn user(mut self, user: &str) -> ImageSpec {
+        self.user = Some(user.into());
+        self
+    }
+
     pub fn env(mut self, vars: &[&str]) -> ImageSpec {
         self.env = vars.iter().map(|s| s.to_string()).collect();
         self
@@ -203,6 +211,9 @@ fn exec_config(image: &ImageSpec) -> Value {
         if !list.is_empty() {
             c.insert(key.into(), json!(list));
         }
+    }
+    if let Some(u) = &image.user {
+        c.insert("User".into(), json!(u));
     }
     Value::Object(c)
 }

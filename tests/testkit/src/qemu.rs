@@ -359,3 +359,29 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+static QEMUS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+static QEMU_FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// One of a test binary's QEMU slots (TCG on a 2-core machine: a few at once), released on
+/// drop.
+pub struct Slot;
+
+impl Slot {
+    /// Waits until fewer than `max` slots are taken, then takes one.
+    pub fn take(max: usize) -> Slot {
+        let mut n = QEMUS.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= max {
+            n = QEMU_FREED.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *QEMUS.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        QEMU_FREED.notify_one();
+    }
+}

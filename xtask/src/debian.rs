@@ -83,9 +83,13 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("zstd", "zstd-compressed test layers"),
     (
         "busybox-static",
-        "/init of the test initramfs (kernel fixture); /bin/busybox of the app-busybox fixture",
+        "/init of the test initramfs (kernel fixture); /bin/busybox of the app-busybox fixture; wget in the app fixtures' run check",
     ),
     ("cpio", "checks the test initramfs"),
+    (
+        "iproute2",
+        "ip netns: the app fixtures' run check runs them in a network namespace of their own",
+    ),
     ("hyperfine", "cargo xtask bench"),
     ("libc6-dev", "libc.a: the release d2v is linked statically"),
     ("file", "file(1): checks that the release d2v is static"),

@@ -2,11 +2,11 @@
 //!
 //! - `cargo xtask test [CARGO-TEST-OPTS] [-- TEST-ARGS]`: install missing Debian packages,
 //!   build the OS fixtures (cached by recipe hash; each new fixture boot-checked once without
-//!   d2v), build a release d2v for the heavy tests (D2V_BIN) and its container image
+//!   d2v) and the app / kernel-image ones (each new one run-checked once, as root), build a release d2v for the heavy tests (D2V_BIN) and its container image
 //!   (D2V_IMAGE), run `cargo test --workspace -- --include-ignored`, print a summary; non-zero
 //!   exit on failure.
 //! - `cargo xtask deps`: only the Debian package step.
-//! - `cargo xtask fixtures [--force] [--boot-check|--keep-markers] [NAME…]`: only the fixtures
+//! - `cargo xtask fixtures [--force] [--boot-check|--keep-markers] [--run-check] [NAME…]`: only the fixtures
 //!   (OS fixtures and the app / kernel-image ones).
 //! - `cargo xtask demo`: its Debian packages → fixture → local registry → `d2v pull` → boot the
 //!   VMDK in QEMU (SeaBIOS, OVMF); run under strace, its packages must provide every program it starts.
@@ -36,12 +36,13 @@ usage: cargo xtask <command>
   test [OPTS] [-- ARGS] install Debian packages, build fixtures, run every test, ignored ones
                         included (CI entry point); OPTS go to cargo test, ARGS to the tests
   deps                  install missing Debian packages only
-  fixtures [--force] [--boot-check|--keep-markers] [NAME...]
+  fixtures [--force] [--boot-check|--keep-markers] [--run-check] [NAME...]
                         build (or reuse) the fixtures: OS ones (systemd, openrc, trixie) and app /
                         kernel images (kernel-debian, kernel-linuxkit, app-busybox, app-python,
                         app-systemd); --boot-check boots the OS ones
                         without d2v (umoci + mke2fs -d + qemu -kernel) to prove the self-check;
-                        --keep-markers: the same with /.dockerenv kept, which must fail
+                        --keep-markers: the same with /.dockerenv kept, which must fail;
+                        --run-check runs the app ones (runc; app-systemd in QEMU) as root
   boot [NAME...]        end-to-end boot tests only: d2v build each fixture, check the disk
                         (sgdisk, fsck.fat, e2fsck), boot under SeaBIOS and OVMF, compare self-check
   demo                  install its packages, build the demo image, serve it from a local registry,

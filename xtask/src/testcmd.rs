@@ -85,8 +85,9 @@ pub fn run(args: &[String]) -> Result<()> {
     times.push(("debian packages", t.secs()));
     let t = Timer::start();
     // The app and kernel-image fixtures too (tests find them through testkit).
-    let (fx, _apps) = fixtures::ensure_with_apps(&[], false)?;
+    let (fx, apps) = fixtures::ensure_with_apps(&[], false)?;
     fixtures::boot_check_once(&fx)?;
+    fixtures::run_check_once(&apps)?;
     let kernel = fixtures::kernel_fixture()?;
     times.push(("fixtures", t.secs()));
     let t = Timer::start();

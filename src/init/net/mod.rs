@@ -105,15 +105,34 @@ pub fn resolv_conf(dns: &[Ipv4Addr]) -> String {
     dns.iter().map(|d| format!("nameserver {d}\n")).collect()
 }
 
+/// Gives the interface its address (an error is fatal to the setup), then the default route
+/// and `/etc/resolv.conf` (errors printed: the address alone is still useful).
 fn apply(sock: &IfSock, c: &Configured) -> Result<(), NetError> {
     sock.set_addr(&c.iface, c.addr, c.prefix)?;
     if let Some(gw) = c.gateway {
-        sock.add_default_route(&c.iface, gw)?;
+        if let Err(e) = sock.add_default_route(&c.iface, gw) {
+            say(format_args!("network: {e}"));
+        }
     }
     if !c.dns.is_empty() {
-        std::fs::write("/etc/resolv.conf", resolv_conf(&c.dns)).map_err(NetError::Resolv)?;
+        if let Err(e) = write_resolv_conf(&c.dns) {
+            say(format_args!("network: {e}"));
+        }
     }
     Ok(())
+}
+
+/// Writes `/etc/resolv.conf` (creating `/etc`); a link that cannot be written through (to a
+/// resolver's file under a missing directory) is replaced by a file.
+fn write_resolv_conf(dns: &[Ipv4Addr]) -> Result<(), NetError> {
+    const PATH: &str = "/etc/resolv.conf";
+    let text = resolv_conf(dns);
+    let _ = std::fs::create_dir_all("/etc");
+    if std::fs::write(PATH, &text).is_ok() {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(PATH);
+    std::fs::write(PATH, &text).map_err(NetError::Resolv)
 }
 
 /// Sets the network up as `network` says, waiting at most `timeout`; prints the outcome.

@@ -193,7 +193,7 @@ fn configure(network: &Network, deadline: Instant, hostname: &str) -> Result<Con
                 .acquire(deadline)
                 .ok_or_else(|| NetError::NoLease(iface.clone()))?;
             let c = lease_config(&iface, &ack);
-            let renew = renew_thread(client, c.clone(), dhcp::renew_after(&ack));
+            let renew = renew_thread(client, c.clone(), ack.server, dhcp::renew_after(&ack));
             if let Err(e) = renew {
                 say(format_args!("DHCP renewal thread: {e}"));
             }
@@ -216,16 +216,22 @@ fn lease_config(iface: &str, ack: &dhcp::Reply) -> Configured {
 }
 
 /// Renews the lease at T1 for as long as init runs; a changed lease is applied.
-fn renew_thread(client: dhcp::Client, mut c: Configured, first: Duration) -> io::Result<()> {
+fn renew_thread(
+    client: dhcp::Client,
+    mut c: Configured,
+    mut server: Option<Ipv4Addr>,
+    first: Duration,
+) -> io::Result<()> {
     std::thread::Builder::new()
         .name("dhcp-renew".into())
         .spawn(move || {
             let mut after = first;
             loop {
                 std::thread::sleep(after);
-                match client.renew(c.addr, Duration::from_secs(10)) {
+                match client.renew(c.addr, server, Duration::from_secs(10)) {
                     Some(ack) => {
                         after = dhcp::renew_after(&ack);
+                        server = ack.server.or(server);
                         let new = lease_config(&c.iface, &ack);
                         if new != c {
                             let r = IfSock::new().and_then(|s| apply(&s, &new));
@@ -235,7 +241,11 @@ fn renew_thread(client: dhcp::Client, mut c: Configured, first: Duration) -> io:
                             c = new;
                         }
                     }
-                    None => after = Duration::from_secs(60),
+                    None => {
+                        // No answer from the server: ask any server (REBINDING) next time.
+                        server = None;
+                        after = Duration::from_secs(60);
+                    }
                 }
             }
         })

@@ -238,7 +238,7 @@ fn dhcp_http_as_a_user_and_the_power_button() {
         "busybox",
         "sh",
         "-c",
-        "id; exec busybox httpd -f -p 8080 -h /www",
+        "id; hostname; cat /etc/resolv.conf; exec busybox httpd -f -p 8080 -h /www",
     ];
     let mut guest = boot(&env, &config(&app, Restart::No), "", "");
     let port = guest.port;
@@ -247,8 +247,10 @@ fn dhcp_http_as_a_user_and_the_power_button() {
         vm,
         "d2v-init: network: eth0 10.0.2.15/24 via 10.0.2.2 (dhcp), dns 10.0.2.3",
     );
-    expect(vm, "d2v-init: starting app: busybox sh -c 'id; exec busybox httpd -f -p 8080 -h /www' (uid 1000, gid 1000, in /www)");
+    expect(vm, "d2v-init: starting app: busybox sh -c 'id; hostname; cat /etc/resolv.conf; exec busybox httpd -f -p 8080 -h /www' (uid 1000, gid 1000, in /www)");
     expect(vm, "[app] uid=1000 gid=1000 groups=2000");
+    expect(vm, "[app] d2v-test"); // the hostname
+    expect(vm, "[app] nameserver 10.0.2.3"); // resolv.conf from the lease
     let page = http_get(port, Duration::from_secs(60));
     assert!(
         page.as_deref().is_some_and(|p| p.ends_with(INDEX)),

@@ -285,16 +285,18 @@ impl Client {
         })
     }
 
+    /// Sends a message to `to` (broadcast until the client has an address).
     fn send(
         &self,
         kind: MessageType,
         ciaddr: Ipv4Addr,
         req: Option<Ipv4Addr>,
         server: Option<Ipv4Addr>,
+        to: Ipv4Addr,
     ) -> Result<(), NetError> {
         let secs = self.start.elapsed().as_secs().min(u16::MAX.into()) as u16;
         let m = encode(kind, &self.mac, secs, ciaddr, req, server, &self.hostname);
-        let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, SERVER_PORT);
+        let to = SocketAddrV4::new(to, SERVER_PORT);
         self.sock.send_to(&m, to).map_err(NetError::Socket)?;
         Ok(())
     }
@@ -334,7 +336,11 @@ impl Client {
             let until = (Instant::now() + wait).min(deadline);
             wait = (wait * 2).min(Duration::from_secs(4));
             let any = Ipv4Addr::UNSPECIFIED;
-            if self.send(MessageType::Discover, any, None, None).is_err() {
+            let all = Ipv4Addr::BROADCAST;
+            if self
+                .send(MessageType::Discover, any, None, None, all)
+                .is_err()
+            {
                 std::thread::sleep(until.saturating_duration_since(Instant::now()));
                 continue;
             }
@@ -343,7 +349,13 @@ impl Client {
             };
             let until = (Instant::now() + Duration::from_secs(2)).min(deadline);
             if self
-                .send(MessageType::Request, any, Some(offer.addr), offer.server)
+                .send(
+                    MessageType::Request,
+                    any,
+                    Some(offer.addr),
+                    offer.server,
+                    all,
+                )
                 .is_err()
             {
                 continue;
@@ -356,10 +368,17 @@ impl Client {
         None
     }
 
-    /// A renewing REQUEST for `addr` (RFC 2131 §4.3.2: `ciaddr` set, no options 50/54);
-    /// the ACK, if one comes within `patience`.
-    pub fn renew(&self, addr: Ipv4Addr, patience: Duration) -> Option<Reply> {
-        self.send(MessageType::Request, addr, None, None).ok()?;
+    /// A renewing REQUEST for `addr` (RFC 2131 §4.3.2: `ciaddr` set, no options 50/54),
+    /// unicast to the lease's `server` (broadcast if unknown); the ACK, if one comes within
+    /// `patience`.
+    pub fn renew(
+        &self,
+        addr: Ipv4Addr,
+        server: Option<Ipv4Addr>,
+        patience: Duration,
+    ) -> Option<Reply> {
+        let to = server.unwrap_or(Ipv4Addr::BROADCAST);
+        self.send(MessageType::Request, addr, None, None, to).ok()?;
         self.wait(
             Instant::now() + patience,
             &[MessageType::Ack, MessageType::Nak],

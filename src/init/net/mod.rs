@@ -105,15 +105,34 @@ pub fn resolv_conf(dns: &[Ipv4Addr]) -> String {
     dns.iter().map(|d| format!("nameserver {d}\n")).collect()
 }
 
+/// Gives the interface its address (an error is fatal to the setup), then the default route
+/// and `/etc/resolv.conf` (errors printed: the address alone is still useful).
 fn apply(sock: &IfSock, c: &Configured) -> Result<(), NetError> {
     sock.set_addr(&c.iface, c.addr, c.prefix)?;
     if let Some(gw) = c.gateway {
-        sock.add_default_route(&c.iface, gw)?;
+        if let Err(e) = sock.add_default_route(&c.iface, gw) {
+            say(format_args!("network: {e}"));
+        }
     }
     if !c.dns.is_empty() {
-        std::fs::write("/etc/resolv.conf", resolv_conf(&c.dns)).map_err(NetError::Resolv)?;
+        if let Err(e) = write_resolv_conf(&c.dns) {
+            say(format_args!("network: {e}"));
+        }
     }
     Ok(())
+}
+
+/// Writes `/etc/resolv.conf` (creating `/etc`); a link that cannot be written through (to a
+/// resolver's file under a missing directory) is replaced by a file.
+fn write_resolv_conf(dns: &[Ipv4Addr]) -> Result<(), NetError> {
+    const PATH: &str = "/etc/resolv.conf";
+    let text = resolv_conf(dns);
+    let _ = std::fs::create_dir_all("/etc");
+    if std::fs::write(PATH, &text).is_ok() {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(PATH);
+    std::fs::write(PATH, &text).map_err(NetError::Resolv)
 }
 
 /// Sets the network up as `network` says, waiting at most `timeout`; prints the outcome.
@@ -174,7 +193,7 @@ fn configure(network: &Network, deadline: Instant, hostname: &str) -> Result<Con
                 .acquire(deadline)
                 .ok_or_else(|| NetError::NoLease(iface.clone()))?;
             let c = lease_config(&iface, &ack);
-            let renew = renew_thread(client, c.clone(), dhcp::renew_after(&ack));
+            let renew = renew_thread(client, c.clone(), ack.server, dhcp::renew_after(&ack));
             if let Err(e) = renew {
                 say(format_args!("DHCP renewal thread: {e}"));
             }
@@ -197,16 +216,22 @@ fn lease_config(iface: &str, ack: &dhcp::Reply) -> Configured {
 }
 
 /// Renews the lease at T1 for as long as init runs; a changed lease is applied.
-fn renew_thread(client: dhcp::Client, mut c: Configured, first: Duration) -> io::Result<()> {
+fn renew_thread(
+    client: dhcp::Client,
+    mut c: Configured,
+    mut server: Option<Ipv4Addr>,
+    first: Duration,
+) -> io::Result<()> {
     std::thread::Builder::new()
         .name("dhcp-renew".into())
         .spawn(move || {
             let mut after = first;
             loop {
                 std::thread::sleep(after);
-                match client.renew(c.addr, Duration::from_secs(10)) {
+                match client.renew(c.addr, server, Duration::from_secs(10)) {
                     Some(ack) => {
                         after = dhcp::renew_after(&ack);
+                        server = ack.server.or(server);
                         let new = lease_config(&c.iface, &ack);
                         if new != c {
                             let r = IfSock::new().and_then(|s| apply(&s, &new));
@@ -216,7 +241,11 @@ fn renew_thread(client: dhcp::Client, mut c: Configured, first: Duration) -> io:
                             c = new;
                         }
                     }
-                    None => after = Duration::from_secs(60),
+                    None => {
+                        // No answer from the server: ask any server (REBINDING) next time.
+                        server = None;
+                        after = Duration::from_secs(60);
+                    }
                 }
             }
         })

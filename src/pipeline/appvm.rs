@@ -81,6 +81,8 @@ pub(super) fn prepare(
 ) -> Result<VmPlan, Error> {
     let mut plan = VmPlan::default();
     if let Some(k) = &i.app.kernel_from {
+        // Before pulling the kernel: the VM is x86-64 whatever the image is for.
+        check_architecture(image)?;
         plan.kernel = Some(graft_kernel(k, tree, i, log)?);
     }
     let own_init = crate::inspect::init_system(tree).1;
@@ -94,6 +96,9 @@ pub(super) fn prepare(
     {
         let ix = ModuleIndex::load(tree, &modules_dir_of(tree, v))?;
         plan.modules = ix.resolve(&WANTED);
+        if plan.kernel.is_some() && own_init.is_some() && i.install {
+            plan.lines.extend(load_boot_modules(tree, &ix)?);
+        }
         plan.drivers = drivers(&ix, i.controller);
         let lacking = ix.missing_for(controller_driver(i.controller));
         if !lacking.is_empty() {
@@ -253,6 +258,30 @@ impl VmPlan {
     }
 }
 
+/// Modules the image's own init must load for the ESP at `/boot` (vfat and its code pages),
+/// listed in `/etc/modules-load.d/` (systemd-modules-load and OpenRC read it): the kernel would
+/// load them on demand with `/sbin/modprobe`, which an image without a kernel of its own may
+/// lack (kmod comes with Debian's kernel package). `None` when they are built in or absent.
+fn load_boot_modules(tree: &mut Tree, ix: &ModuleIndex) -> Result<Option<String>, Error> {
+    let names: Vec<&str> = ["vfat", "nls_cp437", "nls_ascii", "nls_utf8"]
+        .into_iter()
+        .filter(|m| ix.has(m) && !ix.is_builtin(m))
+        .collect();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let path = "etc/modules-load.d/d2v-boot.conf";
+    let text = format!(
+        "# Written by d2v: the ESP mounted at /boot needs these (the kernel came from another image).\n{}\n",
+        names.join("\n")
+    );
+    crate::guest::put_reader(tree, path, &mut text.as_bytes(), 0o644)?;
+    Ok(Some(format!(
+        "wrote /{path}: {} (for /boot)",
+        names.join(", ")
+    )))
+}
+
 /// Pulls the kernel image and copies its kernel, modules and GRUB modules into `tree`.
 fn graft_kernel(
     reference: &str,
@@ -260,7 +289,10 @@ fn graft_kernel(
     i: &PlanInputs,
     log: &Log,
 ) -> Result<GraftedKernel, Error> {
-    let (kimage, ktree) = flatten(reference, i.src, i.json, log)?;
+    // The VM is x86-64: the kernel image's amd64 variant, whatever --platform picked.
+    let mut src = i.src.clone();
+    src.platform = "linux/amd64".into();
+    let (kimage, ktree) = flatten(reference, &src, i.json, log)?;
     let ks = kernel_source::find(&ktree).map_err(|source| Error::KernelSource {
         reference: kimage.reference.clone(),
         source: Box::new(source),

@@ -151,10 +151,11 @@ fn http_get(port: u16, path: &str, want: &str, timeout: Duration) -> Option<Stri
             let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
             let req = format!("GET {path} HTTP/1.0\r\nHost: vm\r\n\r\n");
             let mut body = String::new();
-            if s.write_all(req.as_bytes()).is_ok() && s.read_to_string(&mut body).is_ok() {
-                if body.contains(want) {
-                    return Some(body);
-                }
+            if s.write_all(req.as_bytes()).is_ok()
+                && s.read_to_string(&mut body).is_ok()
+                && body.contains(want)
+            {
+                return Some(body);
             }
         }
         std::thread::sleep(Duration::from_secs(1));
@@ -431,26 +432,43 @@ fn app_builds_are_reproducible_and_inspect_reports_the_vm() {
     let dir = work_dir("reproducible");
     let app = apps::load_app(apps::APP_PYTHON).oci_ref();
     let kernel = apps::load_app(apps::KERNEL_LINUXKIT).oci_ref();
-    let mut hashes = Vec::new();
-    for run in ["a", "b"] {
-        std::fs::create_dir_all(dir.join(run)).unwrap();
-        let ova = dir.join(run).join("vm.ova");
-        let out = Command::new(d2v())
+    // The second build runs unprivileged: uid/gid 65534, no groups, no capabilities.
+    let setpriv = testkit::require_tool("setpriv", "util-linux");
+    let mut outputs = Vec::new();
+    for run in ["root", "nobody"] {
+        let work = dir.join(run);
+        std::fs::create_dir_all(&work).unwrap();
+        let ova = work.join("vm.ova");
+        let mut cmd = if run == "root" {
+            Command::new(d2v())
+        } else {
+            std::os::unix::fs::chown(&work, Some(65534), Some(65534)).unwrap();
+            let mut c = Command::new(&setpriv);
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .args(["--inh-caps=-all", "--bounding-set=-all"])
+                .arg(d2v());
+            c
+        };
+        let out = cmd
             .args(["build", &app, "--kernel-from", &kernel, "-o"])
             .arg(&ova)
+            .arg("--cache-dir")
+            .arg(work.join("cache"))
             .env("SOURCE_DATE_EPOCH", "1700000000")
+            .env("HOME", &work)
+            .env("TMPDIR", &work)
             .output()
             .expect("run d2v");
         assert!(
             out.status.success(),
-            "{}",
+            "{run}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        hashes.push(std::fs::read(&ova).expect("the OVA"));
+        outputs.push(std::fs::read(&ova).expect("the OVA"));
     }
     assert!(
-        hashes[0] == hashes[1],
-        "two builds of the same inputs differ"
+        outputs[0] == outputs[1],
+        "the build as uid 65534 differs from root's (same inputs)"
     );
 
     let out = Command::new(d2v())

@@ -206,7 +206,7 @@ fn readme_examples_run() {
     std::fs::create_dir_all(&work).unwrap();
     let reg = Registry::start(Kind::Plain);
     // ghcr.io/org/app:tag, served by the local registry as 127.0.0.1:PORT/org/app:tag.
-    push_readme_image(&reg, &scratch);
+    let apps_served = push_readme_image(&reg, &scratch);
     let conf = scratch.join("registries.conf");
     std::fs::write(
         &conf,
@@ -248,6 +248,10 @@ fn readme_examples_run() {
     ];
     for (line, cmd) in &cmds {
         let what = format!("README:{line}: `{cmd}`");
+        if needs_app_fixtures(cmd) && !apps_served {
+            eprintln!("NOTICE: skipped {what}: the app fixtures are not built (cargo xtask test)");
+            continue;
+        }
         eprintln!("running {what}");
         let out = shell::run_ok(
             shell::shell(cmd, &work, false, &env, &shell::path_with(&bin)),
@@ -288,10 +292,12 @@ fn readme_examples_run() {
 /// Pushes the image the README's examples run on as `org/app:tag`: the systemd fixture (Debian
 /// 12 with its cloud kernel, as built by `cargo xtask test`) when it is there; else, unless
 /// fixtures are required (`D2V_REQUIRE_FIXTURES=1` or `D2V_FIXTURES` set), the small hand-made
-/// image of `testkit::shell`, with a notice.
-fn push_readme_image(reg: &Registry, scratch: &std::path::Path) {
+/// image of `testkit::shell`, with a notice. Also the app-image example's images; whether
+/// they are served.
+fn push_readme_image(reg: &Registry, scratch: &std::path::Path) -> bool {
     let required = std::env::var("D2V_REQUIRE_FIXTURES").as_deref() == Ok("1")
         || std::env::var_os("D2V_FIXTURES").is_some();
+    let apps_served = push_app_images(reg, required);
     match testkit::fixtures::try_load(testkit::fixtures::SYSTEMD) {
         Some(f) => reg.push(&f.oci_ref(), "org/app:tag"),
         None if required => {
@@ -305,6 +311,31 @@ fn push_readme_image(reg: &Registry, scratch: &std::path::Path) {
             shell::push_app_image(reg, scratch, "org/app:tag");
         }
     }
+    apps_served
+}
+
+/// The README's app-image example: `org/api:1.4` is the app-python fixture and
+/// `org/vm-kernel:6.1` the kernel-debian one. Without them (and not required), the lines using
+/// them are skipped ([`needs_app_fixtures`]).
+fn push_app_images(reg: &Registry, required: bool) -> bool {
+    use testkit::fixtures::apps;
+    let pairs = [
+        (apps::APP_PYTHON, "org/api:1.4"),
+        (apps::KERNEL_DEBIAN, "org/vm-kernel:6.1"),
+    ];
+    for (name, repo_tag) in pairs {
+        match apps::try_load_app(name) {
+            Some(f) => reg.push(&f.oci_ref(), repo_tag),
+            None if required => drop(apps::load_app(name)),
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Whether a README command needs the app fixtures (the app-image example).
+fn needs_app_fixtures(cmd: &str) -> bool {
+    cmd.contains("--kernel-from")
 }
 
 fn skopeo_copy(from: &str, to: &str) {

@@ -301,24 +301,75 @@ fn python_app_gets_sigterm_before_power_off_under_ovmf() {
     );
 }
 
-#[test]
-fn an_image_with_systemd_keeps_its_own_init() {
+/// Boots app-systemd and checks that its own systemd is PID 1 and powers the VM off.
+fn systemd_runs_as_its_own_init(kernel: &str, machine: Machine) {
     let Some(_) = registry() else { return };
     let app = apps::load_app(apps::APP_SYSTEMD);
-    let dir = work_dir("systemd-debian");
-    let (summary, vmdk) = pull(&dir, apps::APP_SYSTEMD, apps::KERNEL_DEBIAN, &[]);
+    let dir = work_dir(&format!("systemd-{kernel}"));
+    let (summary, vmdk) = pull(&dir, apps::APP_SYSTEMD, kernel, &[]);
     assert_ne!(summary["vm"]["init"], "d2v", "{summary}");
     assert!(summary["vm"]["app"].is_null(), "{summary}");
     let _slot = Slot::take(MAX_QEMUS);
-    let mut vm = start(&vmdk, &dir, Machine::SeabiosOvf, free_port());
+    let mut vm = start(&vmdk, &dir, machine, free_port());
     let marker = app.expect.serial_marker.clone().expect("serial marker");
+    // The marker names PID 1 (`pid1=systemd`).
     expect(&mut vm, &marker, "the image's own systemd unit");
-    assert!(!vm.log().contains("d2v-init:"), "{}", vm.log());
+    assert!(!vm.log().contains("d2v-init: starting app"), "{}", vm.log());
     assert!(
         vm.wait_exit(Duration::from_secs(120)).is_some(),
         "the systemd guest did not power off:\n{}",
         vm.log()
     );
+}
+
+#[test]
+fn an_image_with_systemd_keeps_its_own_init() {
+    systemd_runs_as_its_own_init(apps::KERNEL_DEBIAN, Machine::SeabiosOvf);
+}
+
+/// The LinuxKit kernel has no initramfs: d2v's early init finds the root and starts systemd.
+#[test]
+fn an_image_with_systemd_boots_through_d2vs_initramfs_under_ovmf() {
+    systemd_runs_as_its_own_init(apps::KERNEL_LINUXKIT, Machine::Ovmf);
+}
+
+#[test]
+fn a_given_kernel_replaces_the_images_own() {
+    let Some(_) = registry() else { return };
+    let Some(os) = testkit::fixtures::try_load(testkit::fixtures::SYSTEMD) else {
+        assert!(!required(), "the systemd fixture is missing");
+        return;
+    };
+    let dir = work_dir("replace-kernel");
+    let kernel = apps::load_app(apps::KERNEL_LINUXKIT).oci_ref();
+    let out = Command::new(d2v())
+        .args([
+            "build",
+            &os.oci_ref(),
+            "--kernel-from",
+            &kernel,
+            "--json",
+            "-o",
+        ])
+        .arg(dir.join("vm.ova"))
+        .output()
+        .expect("run d2v");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let replaced = v["vm"]["kernel"]["replaced"].as_array().expect("replaced");
+    let notes = v["vm"]["notes"].to_string();
+    assert!(
+        notes.contains("replaces the image's own"),
+        "build did not say so: {notes}"
+    );
+    assert!(
+        replaced.iter().any(|r| r.as_str() == Some(&*os.kernel)),
+        "{} not among the replaced: {replaced:?}",
+        os.kernel
+    );
+    // One kernel left to boot: the given one.
+    assert_eq!(v["kernels"].as_array().map(Vec::len), Some(1), "{v}");
 }
 
 /// Runs d2v expecting failure; its stderr.

@@ -21,6 +21,7 @@
 pub(crate) mod bytes;
 pub mod cli;
 pub mod disk;
+pub(crate) mod elf;
 mod error;
 pub mod export;
 pub(crate) mod guest;

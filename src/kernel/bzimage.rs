@@ -67,19 +67,12 @@ pub(crate) fn parse(head: &[u8]) -> Header {
 
 /// What a file without `HdrS` is, as far as its first bytes tell.
 fn describe(head: &[u8]) -> String {
-    if head.starts_with(b"\x7fELF") {
-        let machine = match u16_at(head, 18) {
-            Some(3) => "x86 (32-bit)",
-            Some(62) => "x86-64, an uncompressed vmlinux, not a bzImage",
-            Some(40) => "arm",
-            Some(183) => "aarch64",
-            Some(243) => "riscv",
-            Some(21) => "ppc64",
-            Some(22) => "s390",
-            _ => "another machine",
+    if let Some(m) = crate::elf::machine(head) {
+        let machine = match m {
+            crate::elf::EM_X86_64 => "x86-64, an uncompressed vmlinux, not a bzImage",
+            m => crate::elf::machine_name(m),
         };
-        let n = u16_at(head, 18).unwrap_or(0);
-        return format!("an ELF file for {machine} (e_machine {n})");
+        return format!("an ELF file for {machine} (e_machine {m})");
     }
     if head.get(0x38..0x3C) == Some(b"ARM\x64") {
         return "an arm64 kernel Image (magic ARM\\x64 at 0x38)".into();

@@ -284,32 +284,12 @@ fn check_program(tree: &Tree, program: &str, env: &[String]) -> Result<(), AppEr
             &mut head,
         );
     }
-    if head.starts_with(b"\x7fELF") && head.len() >= 20 {
-        let machine = u16::from_le_bytes([head[18], head[19]]);
-        if machine != ELF_X86_64 {
-            return Err(AppError::ForeignProgram {
-                path: path.clone(),
-                machine: elf_machine_name(machine),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// `e_machine` of x86-64.
-const ELF_X86_64: u16 = 62;
-
-/// A name for an ELF `e_machine` value.
-pub fn elf_machine_name(machine: u16) -> String {
-    match machine {
-        3 => "x86 (32-bit)".into(),
-        40 => "arm (32-bit)".into(),
-        62 => "x86-64".into(),
-        183 => "arm64 (aarch64)".into(),
-        243 => "riscv".into(),
-        21 => "ppc64".into(),
-        22 => "s390x".into(),
-        m => format!("ELF machine {m}"),
+    match crate::elf::machine(&head) {
+        Some(m) if m != crate::elf::EM_X86_64 => Err(AppError::ForeignProgram {
+            path: path.clone(),
+            machine: crate::elf::machine_name(m).to_string(),
+        }),
+        _ => Ok(()),
     }
 }
 

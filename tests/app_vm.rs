@@ -561,3 +561,36 @@ fn app_builds_are_reproducible_and_inspect_reports_the_vm() {
     assert!(text.contains("init:        d2v's init"), "{text}");
     assert!(text.contains("uid 1000 gid 1000"), "{text}");
 }
+
+/// Grafting a kernel, putting d2v's init in and writing its initramfs run inside d2v too:
+/// strace sees no program started but d2v itself.
+#[test]
+fn an_app_build_starts_no_other_program() {
+    let Some(_) = registry() else { return };
+    let strace = testkit::require_tool("strace", "strace");
+    let dir = work_dir("strace");
+    let log = dir.join("strace.log");
+    let out = Command::new(strace)
+        .args(["-f", "-qq", "-e", "trace=execve", "-o"])
+        .arg(&log)
+        .arg(d2v())
+        .args([
+            "build",
+            &apps::load_app(apps::APP_BUSYBOX).oci_ref(),
+            "--kernel-from",
+        ])
+        .arg(apps::load_app(apps::KERNEL_LINUXKIT).oci_ref())
+        .arg("-o")
+        .arg(dir.join("vm.ova"))
+        .output()
+        .expect("run strace");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(&log).expect("strace log");
+    let execs: Vec<&str> = log.lines().filter(|l| l.contains("execve(")).collect();
+    assert_eq!(execs.len(), 1, "programs started:\n{log}");
+    assert!(dir.join("vm.ova").is_file());
+}

@@ -267,7 +267,10 @@ fn user_groups_env_workdir_stderr_and_exit_status_without_network() {
         "busybox",
         "sh",
         "-c",
-        "id; pwd; echo \"$GREETING\"; echo oops >&2; exit 3",
+        // An orphan (the subshell's sleep, reparented to PID 1) must be reaped: no zombie.
+        "id; pwd; echo \"$GREETING\"; echo oops >&2; (busybox sleep 0.2 &); busybox sleep 2; \
+         busybox ps -o stat | busybox grep -q STAT && echo ps-works; \
+         echo zombies=$(busybox ps -o stat | busybox grep -c Z); exit 3",
     ];
     let mut guest = boot(&env, &config(&app, Restart::No), "d2v.network=none", "");
     let vm = &mut guest.running;
@@ -284,6 +287,8 @@ fn user_groups_env_workdir_stderr_and_exit_status_without_network() {
         "[app] /www",
         "[app] hello from the app",
         "[app:err] oops",
+        "[app] ps-works",
+        "[app] zombies=0",
         "d2v-init: powering off",
     ] {
         assert!(log.contains(line), "no {line:?} in the serial log:\n{log}");

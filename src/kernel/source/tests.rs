@@ -205,7 +205,7 @@ fn a_linuxkit_kernel_for_arm64_is_refused() {
     assert!(matches!(e, KernelError::NotX86 { .. }), "{e:?}");
     assert!(
         e.to_string()
-            .contains("/kernel is not an x86 kernel (bzImage): an ELF file for aarch64"),
+            .contains("/kernel is not an x86 kernel (bzImage): an ELF file for arm64 (aarch64)"),
         "{e}"
     );
 }

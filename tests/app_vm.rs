@@ -188,11 +188,7 @@ fn power_button_stops(vm: &mut Running, app_line: Option<&str>) {
         "d2v-init: powering off",
         "power-off after the app stopped",
     );
-    assert!(
-        vm.wait_exit(Duration::from_secs(60)).is_some(),
-        "QEMU did not exit after the guest powered off:\n{}",
-        vm.log()
-    );
+    vm.expect_power_off(Duration::from_secs(60), "after the guest powered off");
 }
 
 #[test]
@@ -274,11 +270,7 @@ fn python_app_runs_as_its_user_and_its_exit_status_powers_the_vm_off() {
         "d2v-init: powering off",
         "power-off after the app exited",
     );
-    assert!(
-        vm.wait_exit(Duration::from_secs(60)).is_some(),
-        "QEMU did not exit after the app did:\n{}",
-        vm.log()
-    );
+    vm.expect_power_off(Duration::from_secs(60), "after the app exited");
 }
 
 #[test]
@@ -315,11 +307,7 @@ fn systemd_runs_as_its_own_init(kernel: &str, machine: Machine) {
     // The marker names PID 1 (`pid1=systemd`).
     expect(&mut vm, &marker, "the image's own systemd unit");
     assert!(!vm.log().contains("d2v-init: starting app"), "{}", vm.log());
-    assert!(
-        vm.wait_exit(Duration::from_secs(120)).is_some(),
-        "the systemd guest did not power off:\n{}",
-        vm.log()
-    );
+    vm.expect_power_off(Duration::from_secs(120), "the systemd guest powering off");
 }
 
 #[test]

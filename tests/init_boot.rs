@@ -224,11 +224,7 @@ fn stop_with(vm: &mut Running, command: &str, why: &str) {
     expect(vm, "d2v-init: stopping the app (SIGTERM)");
     expect(vm, "d2v-init: app killed by signal 15 (SIGTERM)");
     expect(vm, "d2v-init: powering off");
-    assert!(
-        vm.wait_exit(Duration::from_secs(60)).is_some(),
-        "QEMU did not exit after power-off; serial log:\n{}",
-        vm.log()
-    );
+    vm.expect_power_off(Duration::from_secs(60), "after the power button");
 }
 
 #[test]
@@ -275,24 +271,20 @@ fn user_groups_env_workdir_stderr_and_exit_status_without_network() {
     let mut guest = boot(&env, &config(&app, Restart::No), "d2v.network=none", "");
     let vm = &mut guest.running;
     expect(vm, "d2v-init: app exited with status 3");
-    assert!(
-        vm.wait_exit(Duration::from_secs(60)).is_some(),
-        "QEMU did not exit; serial log:\n{}",
-        vm.log()
+    let log = vm.expect_power_off(Duration::from_secs(60), "after the app exited");
+    testkit::qemu::assert_log_has(
+        &log,
+        &[
+            "d2v-init: network: none (d2v.network=none)",
+            "[app] uid=1000 gid=1000 groups=2000",
+            "[app] /www",
+            "[app] hello from the app",
+            "[app:err] oops",
+            "[app] ps-works",
+            "[app] zombies=0",
+            "d2v-init: powering off",
+        ],
     );
-    let log = vm.log();
-    for line in [
-        "d2v-init: network: none (d2v.network=none)",
-        "[app] uid=1000 gid=1000 groups=2000",
-        "[app] /www",
-        "[app] hello from the app",
-        "[app:err] oops",
-        "[app] ps-works",
-        "[app] zombies=0",
-        "d2v-init: powering off",
-    ] {
-        assert!(log.contains(line), "no {line:?} in the serial log:\n{log}");
-    }
     assert!(
         !log.contains("(dhcp)"),
         "DHCP ran with d2v.network=none:\n{log}"
@@ -349,20 +341,16 @@ fn no_network_card_and_a_missing_executable() {
     let mut guest = boot_with(&env, &config, "", "", false);
     let vm = &mut guest.running;
     expect(vm, "d2v-init: app exited with status 127");
-    assert!(
-        vm.wait_exit(Duration::from_secs(60)).is_some(),
-        "QEMU did not exit; serial log:\n{}",
-        vm.log()
+    let log = vm.expect_power_off(Duration::from_secs(60), "after the app exited");
+    testkit::qemu::assert_log_has(
+        &log,
+        &[
+            "d2v-init: network: no Ethernet interface",
+            "d2v-init: network did not come up within 3 s; starting the app anyway",
+            "d2v-init: no-such-app: executable file not found in $PATH (/usr/local/sbin:",
+            "d2v-init: powering off",
+        ],
     );
-    let log = vm.log();
-    for line in [
-        "d2v-init: network: no Ethernet interface",
-        "d2v-init: network did not come up within 3 s; starting the app anyway",
-        "d2v-init: no-such-app: executable file not found in $PATH (/usr/local/sbin:",
-        "d2v-init: powering off",
-    ] {
-        assert!(log.contains(line), "no {line:?} in the serial log:\n{log}");
-    }
 }
 
 /// A config that is not an AppConfig: init says why and powers off after 10 s.
@@ -371,18 +359,14 @@ fn a_broken_config_powers_off() {
     let Some(env) = env() else { return };
     let mut guest = boot_with(&env, b"{\"args\": 1}", "d2v.network=none", "", false);
     let vm = &mut guest.running;
-    assert!(
-        vm.wait_exit(BOOT).is_some(),
-        "QEMU did not exit; serial log:\n{}",
-        vm.log()
+    let log = vm.expect_power_off(BOOT, "after the broken config");
+    testkit::qemu::assert_log_has(
+        &log,
+        &[
+            "d2v-init: /.d2v/config.json is not a valid configuration: invalid type: integer `1`",
+            "d2v-init: powering off in 10 s",
+        ],
     );
-    let log = vm.log();
-    for line in [
-        "d2v-init: /.d2v/config.json is not a valid configuration: invalid type: integer `1`",
-        "d2v-init: powering off in 10 s",
-    ] {
-        assert!(log.contains(line), "no {line:?} in the serial log:\n{log}");
-    }
     let off = log
         .lines()
         .any(|l| l.trim_end() == "d2v-init: powering off");
@@ -472,13 +456,14 @@ const VIRTIO_BLK: [&str; 6] = [
 fn early_init_switches_to_the_root_partition() {
     let Some(env) = env() else { return };
     let log = early_boot(&env, false);
-    for line in [
-        "[app] /dev/vda3 / ext4 rw",
-        "d2v-init: app exited with status 0",
-        "d2v-init: powering off",
-    ] {
-        assert!(log.contains(line), "no {line:?} in the serial log:\n{log}");
-    }
+    testkit::qemu::assert_log_has(
+        &log,
+        &[
+            "[app] /dev/vda3 / ext4 rw",
+            "d2v-init: app exited with status 0",
+            "d2v-init: powering off",
+        ],
+    );
 }
 
 /// Mode 1 with a PARTUUID no partition has: after 30 s the early init says so, lists the
@@ -487,14 +472,15 @@ fn early_init_switches_to_the_root_partition() {
 fn early_init_without_its_root_powers_off() {
     let Some(env) = env() else { return };
     let log = early_boot(&env, true);
-    for line in [
-        "appeared within 30 s",
-        "d2v-init: block devices: vda",
-        "d2v-init: modules loaded: /lib/modules/",
-        "virtio_blk.ko",
-        "d2v-init: powering off in 10 s",
-    ] {
-        assert!(log.contains(line), "no {line:?} in the serial log:\n{log}");
-    }
+    testkit::qemu::assert_log_has(
+        &log,
+        &[
+            "appeared within 30 s",
+            "d2v-init: block devices: vda",
+            "d2v-init: modules loaded: /lib/modules/",
+            "virtio_blk.ko",
+            "d2v-init: powering off in 10 s",
+        ],
+    );
     assert!(!log.contains("Kernel panic"), "{log}");
 }

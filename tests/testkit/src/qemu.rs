@@ -347,6 +347,15 @@ impl Running {
         }
     }
 
+    /// Waits up to `timeout` for the guest to power QEMU off by itself; panics with `what` and
+    /// the serial log when it does not. Returns the log.
+    pub fn expect_power_off(&mut self, timeout: Duration, what: &str) -> String {
+        if self.wait_exit(timeout).is_none() {
+            panic!("{what}: QEMU did not exit; serial log:\n{}", self.log());
+        }
+        self.log()
+    }
+
     /// Time since QEMU started.
     pub fn elapsed(&self) -> Duration {
         self.start.elapsed()
@@ -383,5 +392,12 @@ impl Drop for Slot {
     fn drop(&mut self) {
         *QEMUS.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
         QEMU_FREED.notify_one();
+    }
+}
+
+/// Panics, with the log, unless the serial log holds every one of `lines`.
+pub fn assert_log_has(log: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(log.contains(line), "no {line:?} in the serial log:\n{log}");
     }
 }

@@ -1,7 +1,9 @@
-//! `cargo xtask bench [export|ext4|ext4-tar|vmdk|ext4-scale|grub]…`: d2v against the reference
-//! tools on the systemd fixture (`ext4-tar`: the same image with its layers stored uncompressed,
-//! see [`crate::uncompressed`]; `ext4-scale`: on synthetic images, see [`crate::bench_scale`];
-//! `grub`: GRUB's images from the host's modules, see [`crate::bench_grub`]). Each
+//! `cargo xtask bench [export|ext4|ext4-tar|vmdk|ext4-scale|grub|app]…`: d2v against the
+//! reference tools on the systemd fixture (`ext4-tar`: the same image with its layers stored
+//! uncompressed, see [`crate::uncompressed`]; `ext4-scale`: on synthetic images, see
+//! [`crate::bench_scale`]; `grub`: GRUB's images from the host's modules, see
+//! [`crate::bench_grub`]; `app`: an app image with `--kernel-from` beside the systemd fixture,
+//! both by d2v, see [`crate::bench_app`]). Each
 //! comparison runs the two sides alternately (A B A B …, ≥ 3 rounds, outputs removed between
 //! runs outside the timing) and reports medians; results and the exact command lines go into
 //! a marked section of BENCHMARKS.md (other sections are kept).
@@ -30,7 +32,7 @@ pub(crate) fn rounds() -> usize {
         .max(3)
 }
 
-const ALL: &[&str] = &["export", "ext4", "ext4-tar", "vmdk", "ext4-scale", "grub"];
+const ALL: &[&str] = &["export", "ext4", "ext4-tar", "vmdk", "ext4-scale", "grub", "app"];
 
 /// One side of a comparison: commands run in sequence, timed together.
 pub(crate) struct Side {
@@ -103,7 +105,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let on_fixture: Vec<&str> = names
         .iter()
         .copied()
-        .filter(|n| *n != "ext4-scale" && *n != "grub")
+        .filter(|n| !["ext4-scale", "grub", "app"].contains(n))
         .collect();
     let mut sections = Vec::new();
     if !on_fixture.is_empty() {
@@ -116,6 +118,10 @@ pub fn run(args: &[String]) -> Result<()> {
     if names.contains(&"grub") {
         let text = crate::bench_grub::run(&d2v, &work, &load_before)?;
         sections.push(("grub", text));
+    }
+    if names.contains(&"app") {
+        let text = crate::bench_app::run(&d2v, &work, &load_before)?;
+        sections.push(("app", text));
     }
     let path = root().join("BENCHMARKS.md");
     let mut doc = fs::read_to_string(&path).unwrap_or_else(|_| {
@@ -601,7 +607,9 @@ pub(crate) fn render(c: &Comparison<'_>, o: &Outcome, load_before: &str) -> Stri
     s.push_str(&row(&c.b, &o.b));
     if let (Ok(a), Ok(b)) = (&o.a, &o.b) {
         s.push_str(&format!(
-            "\nd2v / reference: time {:.2}, peak RSS {:.2}",
+            "\n{} / {}: time {:.2}, peak RSS {:.2}",
+            c.a.label,
+            c.b.label,
             median_of(a, |s| s.secs) / median_of(b, |s| s.secs),
             median_of(a, |s| s.max_rss_kib as f64) / median_of(b, |s| s.max_rss_kib as f64),
         ));

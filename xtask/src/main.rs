@@ -15,6 +15,7 @@
 //! - `cargo xtask bench [NAME…]`: comparisons against the reference tools, results in BENCHMARKS.md.
 
 mod bench;
+mod bench_app;
 mod bench_grub;
 mod bench_scale;
 mod boottest;
@@ -50,7 +51,8 @@ usage: cargo xtask <command>
   man                   d2v's manual pages into target/dist/man (release artifacts)
   image [--source URL]  d2v's own container image, written without a container engine:
                         target/image/oci (OCI layout) and target/image/d2v.oci.tar (oci-archive)
-  bench [NAME...]       benchmarks (export, ext4, ext4-tar, vmdk, ext4-scale) -> BENCHMARKS.md
+  bench [NAME...]       benchmarks (export, ext4, ext4-tar, vmdk, ext4-scale, grub, app)
+                        -> BENCHMARKS.md
 ";
 
 fn main() -> ExitCode {

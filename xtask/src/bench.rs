@@ -32,7 +32,15 @@ pub(crate) fn rounds() -> usize {
         .max(3)
 }
 
-const ALL: &[&str] = &["export", "ext4", "ext4-tar", "vmdk", "ext4-scale", "grub", "app"];
+const ALL: &[&str] = &[
+    "export",
+    "ext4",
+    "ext4-tar",
+    "vmdk",
+    "ext4-scale",
+    "grub",
+    "app",
+];
 
 /// One side of a comparison: commands run in sequence, timed together.
 pub(crate) struct Side {

@@ -40,7 +40,10 @@ pub(crate) fn run(d2v: &Path, work: &Path, load_before: &str) -> Result<String> 
     };
     let a = Side {
         label: "d2v pull app-python --kernel-from".into(),
-        cmds: vec![pull("app-python", &[&"--kernel-from", &image("kernel-debian")])],
+        cmds: vec![pull(
+            "app-python",
+            &[&"--kernel-from", &image("kernel-debian")],
+        )],
         output: Some(out.clone()),
     };
     let b = Side {
@@ -53,9 +56,8 @@ pub(crate) fn run(d2v: &Path, work: &Path, load_before: &str) -> Result<String> 
     for side in [&a, &b] {
         exec(Command::new(&side.cmds[0][0]).args(&side.cmds[0][1..]))?;
     }
-    let layers = |layers: &[testkit::fixtures::FixtureLayer]| -> u64 {
-        layers.iter().map(|l| l.size).sum()
-    };
+    let layers =
+        |layers: &[testkit::fixtures::FixtureLayer]| -> u64 { layers.iter().map(|l| l.size).sum() };
     let cmp = Comparison {
         name: "app",
         title: "App image with a kernel from another image (`--kernel-from`) vs an image built \

@@ -54,8 +54,9 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         log,
     )?;
     let report = inspect::boot_report(&tree);
-    let warnings = bootability(&report, &image, args, log)?;
+    let mut warnings = bootability(&report, &image, args, log)?;
     let os_release = inspect::os_release_text(&tree);
+    let kernel_release = crate::kernel::source::find(&tree).ok().map(|k| k.version);
 
     // Root filesystem identity, then the guest fixes that refer to it, then the sizes.
     let mut ext4_opts = root_fs_options(args, &seed)?;
@@ -78,6 +79,8 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
 
     let mut out_opts = output_options(args, &name, &image, json);
     out_opts.os_release = os_release;
+    out_opts.vm.kernel_release = kernel_release;
+    warnings.extend(guest_id_note(&out_opts, log));
     log.step(format!("writing {}", out_path.display()));
     let summary = log
         .time(Stage::Output, || {
@@ -322,6 +325,7 @@ fn output_options(args: &BuildArgs, name: &str, image: &Image, json: bool) -> Ou
             Firmware::Bios => ovf::Firmware::Bios,
         },
         os_type: args.os_type.clone(),
+        kernel_release: None,
         source_reference: image.reference.clone(),
         manifest_digest: seed.clone(),
         d2v_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -30,6 +30,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         output::check_target(p, format)?;
     }
     let (image, mut tree) = flatten(&args.source, &args.src, json, log)?;
+    super::arch::check(&image, &tree)?;
     let seed = image.manifest_digest.clone();
     let name = args
         .name

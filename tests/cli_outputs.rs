@@ -940,3 +940,21 @@ fn progress_bars_only_on_a_terminal() {
         piped.stderr
     );
 }
+
+/// The descriptor records where the image came from without the build host's paths: a local
+/// layout `oci:/tmp/…/in/oci:v1` becomes its tag and manifest digest.
+#[test]
+fn the_descriptor_names_no_host_path() {
+    let sb = Sandbox::new(D2V);
+    let (dir, img, src) = tiny(&sb);
+    let out = sb.out_file("vmdir");
+    build(&sb, &src, "ovf", &out, &VM_NAME);
+    let ovf = std::fs::read_to_string(out.join("vmdir.ovf")).unwrap();
+    let host = dir.display().to_string();
+    for leak in [host.as_str(), "/tmp", "in/oci", "oci:"] {
+        assert!(!ovf.contains(leak), "{leak:?} in the descriptor:\n{ovf}");
+    }
+    let full = format!("<FullVersion>v1@{}</FullVersion>", img.manifest_digest);
+    assert!(ovf.contains(&full), "no {full}:\n{ovf}");
+    validate_ovf(&ovf);
+}

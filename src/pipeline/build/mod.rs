@@ -327,7 +327,8 @@ fn output_options(args: &BuildArgs, name: &str, image: &Image, json: bool) -> Ou
         },
         os_type: args.os_type.clone(),
         kernel_release: None,
-        source_reference: image.reference.clone(),
+        // Nothing of the build host (a local source's path) goes into what vCenter shows.
+        source_reference: image.name.clone().unwrap_or_else(|| seed.clone()),
         manifest_digest: seed.clone(),
         d2v_version: env!("CARGO_PKG_VERSION").to_string(),
     };

@@ -4,8 +4,9 @@
 //! (`/sbin/init`, symlinks followed in the image), the kernel's header (an arm64 or RISC-V
 //! `Image`, an ELF `vmlinux`).
 //!
-//! GRUB needs no check here: d2v reads its modules from `i386-pc` and `x86_64-efi` by name,
-//! and the image assembler refuses a `kernel.img` or module of another ELF machine.
+//! GRUB needs no check here: d2v reads only the `i386-pc` and `x86_64-efi` module directories
+//! (an arm64 image has `arm64-efi`, which is never used), and the image assembler refuses a
+//! `kernel.img` of another ELF machine (`EM_386`, `EM_X86_64`).
 
 use std::io::Read;
 

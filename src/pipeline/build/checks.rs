@@ -7,7 +7,8 @@ use super::super::Error;
 use crate::cli::{BuildArgs, Controller, Format};
 use crate::disk::ext4::{self, Ext4Options};
 use crate::inspect::BootReport;
-use crate::output::{self, guest_os, OutputOptions};
+use crate::output::guest_os::{self, GuestOs};
+use crate::output::{self, OutputOptions};
 use crate::pipeline::Log;
 use crate::tree::Tree;
 
@@ -241,10 +242,10 @@ pub(super) fn check_build_args(args: &BuildArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Logs why the OVF's guest ID is not the image's own: `--hw-version` made d2v fall back to
-/// one its ESXi knows (a note), or `--os-type` names one that ESXi may not know (a warning,
-/// also returned for `--json`).
-pub(super) fn guest_id_note(opts: &OutputOptions, log: &Log) -> Option<String> {
+/// The guest OS the OVF declares; logs why its guest ID is not the image's own:
+/// `--hw-version` made d2v fall back to one its ESXi knows (a note), or `--os-type` names one
+/// that ESXi may not know (a warning, also returned for `--json`).
+pub(super) fn guest_id(opts: &OutputOptions, log: &Log) -> (GuestOs, Option<String>) {
     let vm = &opts.vm;
     let os = guest_os::guest_os(
         opts.os_release.as_deref(),
@@ -252,13 +253,15 @@ pub(super) fn guest_id_note(opts: &OutputOptions, log: &Log) -> Option<String> {
         vm.os_type.as_deref(),
         vm.hw_version,
     );
-    let note = guest_os::note(&os, vm.hw_version, vm.os_type.is_some())?;
+    let Some(note) = guest_os::note(&os, vm.hw_version, vm.os_type.is_some()) else {
+        return (os, None);
+    };
     if vm.os_type.is_none() {
         log.step(format!("note: {note}"));
-        return None;
+        return (os, None);
     }
     log.step(format!("warning: {note}"));
-    Some(note)
+    (os, Some(note))
 }
 
 #[cfg(test)]

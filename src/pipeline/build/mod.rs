@@ -16,6 +16,7 @@ use crate::disk::grub::{ConfigMode, GrubOptions};
 use crate::disk::layout::{self, DiskOptions, DiskSummary, Layout};
 use crate::disk::DiskError;
 use crate::inspect::{self, BootReport};
+use crate::output::guest_os::GuestOs;
 use crate::output::{self, ovf, OutputOptions, OutputSummary};
 use crate::source::Image;
 use crate::tree::Tree;
@@ -81,7 +82,8 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
     let mut out_opts = output_options(args, &name, &image, json);
     out_opts.os_release = os_release;
     out_opts.vm.kernel_release = kernel_release;
-    warnings.extend(guest_id_note(&out_opts, log));
+    let (guest, warning) = guest_id(&out_opts, log);
+    warnings.extend(warning);
     log.step(format!("writing {}", out_path.display()));
     let summary = log
         .time(Stage::Output, || {
@@ -105,6 +107,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
             guest_fixes: &fix_lines,
             warnings: &warnings,
             vm: &plan,
+            ovf: (&out_opts.vm, &guest),
         };
         print_stdout(&format!(
             "{}\n",
@@ -357,9 +360,30 @@ struct Built<'a> {
     guest_fixes: &'a [String],
     warnings: &'a [String],
     vm: &'a appvm::VmPlan,
+    /// The VM the OVF describes and the guest OS it declares.
+    ovf: (&'a ovf::OvfOptions, &'a GuestOs),
 }
 
 impl Built<'_> {
+    /// What the descriptor declares (`null` for `--format vmdk|raw`, which write none).
+    fn ovf_json(&self) -> serde_json::Value {
+        let (vm, guest) = self.ovf;
+        if !matches!(
+            self.args.format,
+            crate::cli::Format::Ova | crate::cli::Format::Ovf
+        ) {
+            return serde_json::Value::Null;
+        }
+        serde_json::json!({
+            "hw_version": vm.hw_version.number(),
+            "esxi": vm.hw_version.esxi(),
+            "guest_id": guest.os_type,
+            "cim_os_type": guest.cim_id,
+            // The image's own, when the hardware version's ESXi does not know it.
+            "image_guest_id": guest.wished,
+        })
+    }
+
     fn json(&self, log: &Log) -> serde_json::Value {
         let (image, disk) = (self.image, self.disk);
         let kernels: Vec<&str> = disk
@@ -400,6 +424,7 @@ impl Built<'_> {
             })),
             "timings": log.timings_json(),
             "vm": self.vm.json(if self.vm.app.is_some() { "d2v" } else { "image" }),
+            "ovf": self.ovf_json(),
         })
     }
 }

@@ -30,6 +30,9 @@ const fn g(id: &'static str, since: &'static str, cim: u16) -> GuestId {
     GuestId { id, since, cim }
 }
 
+/// Linux of any kernel version: every vSphere knows it.
+const OTHER_LINUX: GuestId = g("otherLinux64Guest", "2.5", 101);
+
 /// The 64-bit Linux guest IDs d2v chooses from.
 pub(crate) const GUEST_IDS: &[GuestId] = &[
     g("debian8_64Guest", "5.5", 96),
@@ -62,7 +65,7 @@ pub(crate) const GUEST_IDS: &[GuestId] = &[
     g("other4xLinux64Guest", "6.7", 101),
     g("other5xLinux64Guest", "7.0.1.0", 101),
     g("other6xLinux64Guest", "8.0.0.1", 101),
-    g("otherLinux64Guest", "2.5", 101),
+    OTHER_LINUX,
 ];
 
 impl GuestId {
@@ -206,7 +209,7 @@ pub(crate) fn guest_os(
         .iter()
         .filter_map(|id| GuestId::find(id))
         .find(|g| g.known_by(hw))
-        .unwrap_or(g("otherLinux64Guest", "2.5", 101));
+        .unwrap_or(OTHER_LINUX);
     let first = wished.first().map(String::as_str);
     let (os_type, cim_id, wished) = match os_type {
         Some(t) => (

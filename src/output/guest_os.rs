@@ -214,7 +214,7 @@ pub(crate) fn guest_os(
     let (os_type, cim_id, wished) = match os_type {
         Some(t) => (
             t.to_string(),
-            GuestId::find(t).map_or(chosen.cim, |g| g.cim),
+            GuestId::find(t).unwrap_or(OTHER_LINUX).cim,
             None,
         ),
         None => {

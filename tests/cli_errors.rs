@@ -716,6 +716,8 @@ fn argument_parser_errors_name_the_value() {
         (&["build", "x", "--disk-size", "10Q"][..], "10Q"),
         (&["build", "x", "--disk-size", "99999999T"][..], "too large"),
         (&["build", "x", "--compression-level", "12"][..], "12"),
+        (&["build", "x", "--hw-version", "16"][..], "16"),
+        (&["build", "x", "--os-type", "debian"][..], "guest ID"),
         (&["build"][..], "<SOURCE>"),
         (&["frobnicate"][..], "frobnicate"),
     ] {
@@ -727,6 +729,9 @@ fn argument_parser_errors_name_the_value() {
         assert!(e.contains("error:") && e.contains(named), "{args:?}: {e}");
         assert!(r.stdout.is_empty());
     }
+    // An unknown hardware version: the versions vSphere has are listed.
+    let e = sb.d2v(["build", "x", "--hw-version", "12"]).stderr;
+    assert!(e.contains("13, 14, 15, 17, 18, 19, 20, 21"), "{e}");
 }
 
 #[test]

@@ -17,48 +17,20 @@ struct Row {
     api: &'static str,
 }
 
+const fn row(vmx: &'static str, esxi: &'static str, api: &'static str) -> Row {
+    Row { vmx, esxi, api }
+}
+
 /// Every hardware version d2v writes, oldest first.
 const TABLE: [Row; 8] = [
-    Row {
-        vmx: "13",
-        esxi: "ESXi 6.5",
-        api: "6.5",
-    },
-    Row {
-        vmx: "14",
-        esxi: "ESXi 6.7",
-        api: "6.7",
-    },
-    Row {
-        vmx: "15",
-        esxi: "ESXi 6.7 U2",
-        api: "6.7.2",
-    },
-    Row {
-        vmx: "17",
-        esxi: "ESXi 7.0",
-        api: "7.0",
-    },
-    Row {
-        vmx: "18",
-        esxi: "ESXi 7.0 U1",
-        api: "7.0.1.0",
-    },
-    Row {
-        vmx: "19",
-        esxi: "ESXi 7.0 U2",
-        api: "7.0.2.0",
-    },
-    Row {
-        vmx: "20",
-        esxi: "ESXi 8.0",
-        api: "8.0",
-    },
-    Row {
-        vmx: "21",
-        esxi: "ESXi 8.0 U2",
-        api: "8.0.2.0",
-    },
+    row("13", "ESXi 6.5", "6.5"),
+    row("14", "ESXi 6.7", "6.7"),
+    row("15", "ESXi 6.7 U2", "6.7.2"),
+    row("17", "ESXi 7.0", "7.0"),
+    row("18", "ESXi 7.0 U1", "7.0.1.0"),
+    row("19", "ESXi 7.0 U2", "7.0.2.0"),
+    row("20", "ESXi 8.0", "8.0"),
+    row("21", "ESXi 8.0 U2", "8.0.2.0"),
 ];
 
 /// A virtual hardware version vSphere has (an index into the table).

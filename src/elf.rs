@@ -3,6 +3,8 @@
 
 /// `e_machine` of x86-64.
 pub(crate) const EM_X86_64: u16 = 62;
+/// `e_machine` of arm64 (AArch64).
+pub(crate) const EM_AARCH64: u16 = 183;
 
 /// `e_machine` of the ELF file whose first bytes are `head` (little-endian, as every machine
 /// d2v names is); `None` when it is not an ELF file.
@@ -19,7 +21,7 @@ pub(crate) fn machine_name(machine: u16) -> &'static str {
         3 => "x86 (32-bit)",
         40 => "arm (32-bit)",
         EM_X86_64 => "x86-64",
-        183 => "arm64 (aarch64)",
+        EM_AARCH64 => "arm64 (aarch64)",
         243 => "riscv",
         21 => "ppc64",
         22 => "s390x",

@@ -716,6 +716,8 @@ fn argument_parser_errors_name_the_value() {
         (&["build", "x", "--disk-size", "10Q"][..], "10Q"),
         (&["build", "x", "--disk-size", "99999999T"][..], "too large"),
         (&["build", "x", "--compression-level", "12"][..], "12"),
+        (&["build", "x", "--hw-version", "16"][..], "16"),
+        (&["build", "x", "--os-type", "debian"][..], "guest ID"),
         (&["build"][..], "<SOURCE>"),
         (&["frobnicate"][..], "frobnicate"),
     ] {
@@ -727,6 +729,9 @@ fn argument_parser_errors_name_the_value() {
         assert!(e.contains("error:") && e.contains(named), "{args:?}: {e}");
         assert!(r.stdout.is_empty());
     }
+    // An unknown hardware version: the versions vSphere has are listed.
+    let e = sb.d2v(["build", "x", "--hw-version", "12"]).stderr;
+    assert!(e.contains("13, 14, 15, 17, 18, 19, 20, 21"), "{e}");
 }
 
 #[test]
@@ -935,4 +940,60 @@ fn proxy_from_the_environment() {
     assert!(!direct.stderr.contains("proxy"), "{}", direct.stderr);
     let bad = run(&[("HTTPS_PROXY", "socks5://127.0.0.1:9")]);
     assert_clean_failure(&bad, &["socks5://127.0.0.1:9", "http://"]);
+}
+
+/// The arm64 variant of a multi-platform image (`--platform linux/arm64`), and an image whose
+/// config says amd64 but whose content is arm64: refused before anything is written, naming
+/// each thing that says so (the config, `/sbin/init`'s ELF machine, the kernel's header).
+#[test]
+fn an_image_for_another_architecture() {
+    let sb = Sandbox::new(D2V);
+    let dir = sb.path("in/oci");
+    let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
+    elf.resize(18, 0);
+    elf.extend_from_slice(&183u16.to_le_bytes());
+    elf.resize(4096, 0);
+    let mut kernel = vec![0u8; 4096];
+    kernel[0x38..0x3C].copy_from_slice(b"ARM\x64");
+    let arm_content = || {
+        tar(&[
+            Entry::file("bin/sh", &elf),
+            Entry::file(format!("boot/vmlinuz-{KERNEL_VERSION}"), &kernel),
+        ])
+    };
+    let spec = |arch: &str, tag: &str, arm: bool| {
+        let mut s = ImageSpec::new().layer(base_layer("debian", true), Compression::Gzip);
+        if arm {
+            s = s.layer(arm_content(), Compression::Gzip);
+        }
+        s.architecture = arch.into();
+        s.tag(tag)
+    };
+    let amd = oci::write_image(&dir, &spec("amd64", "amd", false)).unwrap();
+    let arm = oci::write_image(&dir, &spec("arm64", "arm", true)).unwrap();
+    oci::write_index(&dir, &[&amd, &arm], "multi").unwrap();
+    let r = build_fails(
+        &sb,
+        &oci_src(&dir, "multi"),
+        &["--platform", "linux/arm64"],
+        &[
+            "architecture is arm64",
+            "/sbin/init",
+            "aarch64",
+            "/boot/vmlinuz-",
+            "x86-64",
+        ],
+    );
+    assert!(r.stderr.contains("--platform linux/amd64"), "{}", r.stderr);
+    oci::write_image(&dir, &spec("amd64", "mislabelled", true)).unwrap();
+    let r = build_fails(
+        &sb,
+        &oci_src(&dir, "mislabelled"),
+        &[],
+        &[
+            "/sbin/init is an ELF executable for arm64",
+            "the kernel /boot/vmlinuz-",
+        ],
+    );
+    assert!(!r.stderr.contains("config"), "{}", r.stderr);
 }

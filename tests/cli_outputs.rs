@@ -940,3 +940,58 @@ fn progress_bars_only_on_a_terminal() {
         piped.stderr
     );
 }
+
+/// The descriptor records where the image came from without the build host's paths: a local
+/// layout `oci:/tmp/…/in/oci:v1` becomes its tag and manifest digest.
+#[test]
+fn the_descriptor_names_no_host_path() {
+    let sb = Sandbox::new(D2V);
+    let (dir, img, src) = tiny(&sb);
+    let out = sb.out_file("vmdir");
+    build(&sb, &src, "ovf", &out, &VM_NAME);
+    let ovf = std::fs::read_to_string(out.join("vmdir.ovf")).unwrap();
+    let host = dir.display().to_string();
+    for leak in [host.as_str(), "/tmp", "in/oci", "oci:"] {
+        assert!(!ovf.contains(leak), "{leak:?} in the descriptor:\n{ovf}");
+    }
+    let full = format!("<FullVersion>v1@{}</FullVersion>", img.manifest_digest);
+    assert!(ovf.contains(&full), "no {full}:\n{ovf}");
+    validate_ovf(&ovf);
+}
+
+/// `--hw-version` picks the guest ID (Debian 12: `debian11_64Guest` at vmx-19, whose ESXi 7.0 U2
+/// predates `debian12_64Guest`), `--json` reports both, and an `--os-type` that ESXi may not
+/// know is warned about.
+#[test]
+fn hardware_version_and_guest_id_in_the_descriptor_and_json() {
+    let sb = Sandbox::new(D2V);
+    let (_, _, src) = tiny(&sb);
+    let out = sb.out_file("vmdir");
+    let r = build(&sb, &src, "ovf", &out, &["--hw-version", "19", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).expect("--json");
+    assert_eq!(v["ovf"]["hw_version"], 19, "{v:#}");
+    assert_eq!(v["ovf"]["esxi"], "ESXi 7.0 U2", "{v:#}");
+    assert_eq!(v["ovf"]["guest_id"], "debian11_64Guest", "{v:#}");
+    assert_eq!(v["ovf"]["cim_os_type"], 96, "{v:#}");
+    assert_eq!(v["ovf"]["image_guest_id"], "debian12_64Guest", "{v:#}");
+    let ovf = std::fs::read_to_string(out.join("vmdir.ovf")).unwrap();
+    assert!(ovf.contains("<vssd:VirtualSystemType>vmx-19</vssd:VirtualSystemType>"));
+    assert!(ovf.contains("vmw:osType=\"debian11_64Guest\""), "{ovf}");
+    validate_ovf(&ovf);
+
+    let out = sb.out_file("vm2");
+    let r = build(
+        &sb,
+        &src,
+        "ovf",
+        &out,
+        &["--os-type", "debian12_64Guest", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).expect("--json");
+    assert_eq!(v["ovf"]["guest_id"], "debian12_64Guest", "{v:#}");
+    let w = v["warnings"].to_string();
+    assert!(
+        w.contains("--os-type debian12_64Guest") && w.contains("--hw-version 21"),
+        "{w}"
+    );
+}

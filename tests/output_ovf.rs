@@ -1,6 +1,6 @@
 //! The OVF descriptor validated against the DMTF OVF 1.1.1 schema with xmllint.
 
-use d2v::output::ovf::{descriptor, DiskFile, Firmware, OvfOptions, ScsiController};
+use d2v::output::ovf::{descriptor, DiskFile, Firmware, HwVersion, OvfOptions, ScsiController};
 use testkit::ovf_schema::validate;
 
 fn disk() -> DiskFile {
@@ -35,7 +35,7 @@ fn option_variants_validate() {
     let o = OvfOptions {
         cpus: 8,
         memory_mib: 16384,
-        hw_version: 19,
+        hw_version: HwVersion::new(19).unwrap(),
         controller: ScsiController::LsiLogic,
         firmware: Firmware::Bios,
         network: "Lab \"net\"".into(),
@@ -58,5 +58,44 @@ fn schema_check_can_fail() {
     );
     if let Some(r) = validate(&x) {
         assert!(r.is_err(), "out-of-order RASD elements were accepted");
+    }
+}
+
+/// Every `--hw-version` × firmware × controller the CLI offers: the descriptor passes the DMTF
+/// schema, names its `vmx-NN`, and declares a guest ID that version's ESXi knows (Debian 12:
+/// `debian12_64Guest` needs vSphere API 8.0.0.1, after vmx-20's ESXi 8.0).
+#[test]
+fn every_hardware_version_firmware_and_controller_validates() {
+    let os_release = "ID=debian\nVERSION_ID=\"12\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"";
+    for hw in HwVersion::all() {
+        let want_os = match hw.number() {
+            13..=15 => "debian10_64Guest",
+            17..=20 => "debian11_64Guest",
+            _ => "debian12_64Guest",
+        };
+        for firmware in [Firmware::Efi, Firmware::Bios] {
+            for controller in [ScsiController::Pvscsi, ScsiController::LsiLogic] {
+                let o = OvfOptions {
+                    hw_version: hw,
+                    firmware,
+                    controller,
+                    source_reference: "ghcr.io/org/app:1.0".into(),
+                    manifest_digest: "sha256:0123abcd".into(),
+                    ..Default::default()
+                };
+                let x = descriptor(&o, Some(os_release), &disk());
+                let case = format!("{hw} {firmware:?} {controller:?}");
+                let vmx = format!(
+                    "<vssd:VirtualSystemType>vmx-{}</vssd:VirtualSystemType>",
+                    hw.number()
+                );
+                assert!(x.contains(&vmx), "{case}: no {vmx}");
+                let os = format!("<OperatingSystemSection ovf:id=\"96\" vmw:osType=\"{want_os}\">");
+                assert!(x.contains(&os), "{case}: no {os}\n{x}");
+                if let Some(r) = validate(&x) {
+                    r.unwrap_or_else(|e| panic!("{case}: schema validation failed:\n{e}\n{x}"));
+                }
+            }
+        }
     }
 }

@@ -633,6 +633,9 @@ fn check_same_by_name(
     )
     .unwrap();
     assert_eq!(by_tag.manifest_digest, img.manifest_digest);
+    // The name is the archive's own (RepoTags), not the file's path.
+    assert_eq!(img.name.as_deref(), Some(name));
+    assert_eq!(by_tag.name.as_deref(), Some(name));
 }
 
 /// A Docker 25+ `docker save` archive: an OCI layout plus manifest.json naming blobs/sha256/...

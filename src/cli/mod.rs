@@ -3,6 +3,7 @@
 
 pub(crate) mod size;
 
+pub(crate) use crate::output::hw::HwVersion;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -186,6 +187,30 @@ fn size_arg(s: &str) -> Result<u64, String> {
     size::parse_size(s)
 }
 
+/// `--os-type`: a guest ID as vSphere spells them (`debian11_64Guest`, `other5xLinux64Guest`).
+fn os_type_arg(s: &str) -> Result<String, String> {
+    let word = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if word && s.ends_with("Guest") {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a vSphere guest ID (VirtualMachineGuestOsIdentifier) such as \
+             debian11_64Guest, ubuntu64Guest or other5xLinux64Guest"
+        ))
+    }
+}
+
+/// `--hw-version`: the versions vSphere has, each with the ESXi release it needs in `--help`.
+impl ValueEnum for HwVersion {
+    fn value_variants<'a>() -> &'a [Self] {
+        HwVersion::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.arg()).help(self.esxi_and_later()))
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub(crate) struct BuildArgs {
     /// The image to convert.
@@ -231,9 +256,10 @@ pub(crate) struct BuildArgs {
     /// Firmware the VM boots with (the disk boots with both).
     #[arg(long, value_enum, default_value_t = Firmware::Efi)]
     pub(crate) firmware: Firmware,
-    /// Virtual hardware version (vmx-NN).
-    #[arg(long, default_value_t = 13)]
-    pub(crate) hw_version: u32,
+    /// Virtual hardware version (vmx-NN): the oldest ESXi the VM runs on, and which guest IDs
+    /// it may declare.
+    #[arg(long, value_enum, value_name = "N", default_value = "13")]
+    pub(crate) hw_version: HwVersion,
     #[arg(long, default_value_t = 2)]
     pub(crate) cpus: u32,
     /// Memory (e.g. 2G, 512M).
@@ -244,8 +270,9 @@ pub(crate) struct BuildArgs {
     /// Network the NIC connects to.
     #[arg(long, default_value = "VM Network")]
     pub(crate) network: String,
-    /// vSphere guest OS type (default: from the image's /etc/os-release, e.g. debian12_64Guest).
-    #[arg(long)]
+    /// vSphere guest ID (default: from the image's /etc/os-release and kernel, the newest
+    /// that --hw-version knows, e.g. debian11_64Guest for 17 to 20, debian12_64Guest for 21).
+    #[arg(long, value_parser = os_type_arg, value_name = "GUEST_ID")]
     pub(crate) os_type: Option<String>,
     /// Deflate level for VMDK grains (0-9).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]

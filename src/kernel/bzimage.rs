@@ -65,6 +65,21 @@ pub(crate) fn parse(head: &[u8]) -> Header {
     }
 }
 
+/// The machine a kernel file starting with `head` is for, when its first bytes say it is
+/// another than x86 (an ELF file's `e_machine`, an arm64 or RISC-V `Image`'s magic).
+pub(crate) fn foreign_machine(head: &[u8]) -> Option<&'static str> {
+    match crate::elf::machine(head) {
+        Some(crate::elf::EM_X86_64) => return None,
+        Some(m) => return Some(crate::elf::machine_name(m)),
+        None => {}
+    }
+    match head.get(0x38..0x3C)? {
+        b"ARM\x64" => Some(crate::elf::machine_name(crate::elf::EM_AARCH64)),
+        b"RSC\x05" => Some("riscv"),
+        _ => None,
+    }
+}
+
 /// What a file without `HdrS` is, as far as its first bytes tell.
 fn describe(head: &[u8]) -> String {
     if let Some(m) = crate::elf::machine(head) {
@@ -129,6 +144,9 @@ mod tests {
             panic!()
         };
         assert!(what.contains("arm64"), "{what}");
+        assert_eq!(foreign_machine(&image), Some("arm64 (aarch64)"));
+        assert_eq!(foreign_machine(&elf), Some("arm64 (aarch64)"));
+        assert_eq!(foreign_machine(&fake("6.1")), None);
         let Header::Other(what) = parse(&[0u8; 0x1000]) else {
             panic!()
         };

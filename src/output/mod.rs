@@ -10,6 +10,8 @@
 //! `NAME` is the output path's file stem. Nothing appears at the path until it is complete.
 
 pub(crate) mod atomic;
+pub(crate) mod guest_os;
+pub mod hw;
 pub(crate) mod ova;
 pub mod ovf;
 pub mod vmdk;

@@ -5,6 +5,9 @@
 
 use std::fmt::Write as _;
 
+use super::guest_os::guest_os;
+pub use super::hw::HwVersion;
+
 /// Virtual SCSI controller model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ScsiController {
@@ -77,16 +80,19 @@ pub struct OvfOptions {
     pub cpus: u32,
     /// Memory in MiB.
     pub memory_mib: u64,
-    /// Virtual hardware version: 13 gives `vmx-13` (ESXi 6.5 and later).
-    pub hw_version: u32,
+    /// Virtual hardware version (`vmx-13`: ESXi 6.5 and later).
+    pub hw_version: HwVersion,
     /// The SCSI controller the disk is attached to.
     pub controller: ScsiController,
     /// Network the NIC connects to.
     pub network: String,
     /// The firmware the VM boots with.
     pub firmware: Firmware,
-    /// `vmw:osType` override (`--os-type`); otherwise derived from `/etc/os-release`.
+    /// `vmw:osType` override (`--os-type`); otherwise derived from `/etc/os-release` and
+    /// `kernel_release`, the newest guest ID `hw_version` knows.
     pub os_type: Option<String>,
+    /// The version of the kernel the VM boots (`uname -r`), for `other{N}xLinux64Guest`.
+    pub kernel_release: Option<String>,
     /// Source image reference, manifest digest and d2v version, recorded in the descriptor.
     pub source_reference: String,
     /// The image's manifest digest.
@@ -101,11 +107,12 @@ impl Default for OvfOptions {
             name: "d2v-vm".into(),
             cpus: 2,
             memory_mib: 2048,
-            hw_version: 13,
+            hw_version: HwVersion::DEFAULT,
             controller: ScsiController::Pvscsi,
             network: "VM Network".into(),
             firmware: Firmware::Efi,
             os_type: None,
+            kernel_release: None,
             source_reference: String::new(),
             manifest_digest: String::new(),
             d2v_version: env!("CARGO_PKG_VERSION").into(),
@@ -124,74 +131,6 @@ pub struct DiskFile {
     pub capacity: u64,
     /// Bytes of stored grains.
     pub populated_size: u64,
-}
-
-/// A guest OS: CIM `OperatingSystemSection/@ovf:id`, VMware `vmw:osType`, and a description.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct GuestOs {
-    pub(crate) cim_id: u16,
-    pub os_type: String,
-    pub(crate) description: String,
-}
-
-/// Derive the guest OS from `/etc/os-release` text (`None`: the image has none).
-pub(crate) fn guest_os(os_release: Option<&str>) -> GuestOs {
-    let mut id = String::new();
-    let mut like = String::new();
-    let mut version = String::new();
-    let mut pretty = String::new();
-    for line in os_release.unwrap_or("").lines() {
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        let v = v.trim().trim_matches(|c| c == '"' || c == '\'').to_string();
-        match k.trim() {
-            "ID" => id = v.to_ascii_lowercase(),
-            "ID_LIKE" => like = v.to_ascii_lowercase(),
-            "VERSION_ID" => version = v,
-            "PRETTY_NAME" => pretty = v,
-            _ => {}
-        }
-    }
-    let major: u32 = version
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
-    let clamp = |lo: u32, hi: u32| major.clamp(lo, hi);
-    let (cim_id, os_type) = match id.as_str() {
-        "debian" if major > 0 => (96, format!("debian{}_64Guest", clamp(8, 12))),
-        "debian" => (96, "debian10_64Guest".to_string()),
-        "ubuntu" => (94, "ubuntu64Guest".into()),
-        "rhel" => (80, format!("rhel{}_64Guest", clamp(7, 9))),
-        "centos" => (107, format!("centos{}_64Guest", clamp(7, 9))),
-        "ol" => (109, format!("oracleLinux{}_64Guest", clamp(7, 9))),
-        "rocky" => (80, "rockylinux_64Guest".into()),
-        "almalinux" => (80, "almalinux_64Guest".into()),
-        "fedora" => (101, "fedora64Guest".into()),
-        "sles" | "sled" => (85, format!("sles{}_64Guest", clamp(11, 15))),
-        "opensuse" | "opensuse-leap" | "opensuse-tumbleweed" => (85, "opensuse64Guest".into()),
-        "photon" => (101, "vmwarePhoton64Guest".into()),
-        "amzn" => (101, "amazonlinux2_64Guest".into()),
-        _ if like.split_whitespace().any(|l| l == "debian") => (96, "debian10_64Guest".into()),
-        _ if like
-            .split_whitespace()
-            .any(|l| l == "rhel" || l == "fedora") =>
-        {
-            (80, "rhel8_64Guest".into())
-        }
-        _ => (101, "otherLinux64Guest".into()),
-    };
-    let description = if pretty.is_empty() {
-        "Linux (64-bit)".to_string()
-    } else {
-        pretty
-    };
-    GuestOs {
-        cim_id,
-        os_type,
-        description,
-    }
 }
 
 /// Escape text for XML content and attribute values; drops characters XML 1.0 forbids.
@@ -216,10 +155,12 @@ pub(crate) fn xml_escape(s: &str) -> String {
 /// (DSP0243's section order), which a split into pieces would hide.
 pub fn descriptor(opts: &OvfOptions, os_release: Option<&str>, disk: &DiskFile) -> String {
     let e = xml_escape;
-    let mut os = guest_os(os_release);
-    if let Some(t) = &opts.os_type {
-        os.os_type = t.clone();
-    }
+    let os = guest_os(
+        os_release,
+        opts.kernel_release.as_deref(),
+        opts.os_type.as_deref(),
+        opts.hw_version,
+    );
     let name = e(&opts.name);
     let net = e(&opts.network);
     let mut x = String::with_capacity(8192);
@@ -324,7 +265,7 @@ pub fn descriptor(opts: &OvfOptions, os_release: Option<&str>, disk: &DiskFile) 
         cim = os.cim_id,
         ostype = e(&os.os_type),
         osdesc = e(&os.description),
-        hw = opts.hw_version,
+        hw = opts.hw_version.number(),
         cpus = opts.cpus,
         mem = opts.memory_mib,
         scsi = opts.controller.resource_subtype(),
@@ -341,39 +282,6 @@ pub fn descriptor(opts: &OvfOptions, os_release: Option<&str>, disk: &DiskFile) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn os_release_maps_to_vmware_guest_ids() {
-        let deb = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n";
-        let g = guest_os(Some(deb));
-        assert_eq!((g.cim_id, g.os_type.as_str()), (96, "debian12_64Guest"));
-        assert_eq!(g.description, "Debian GNU/Linux 12 (bookworm)");
-        assert_eq!(
-            guest_os(Some("ID=ubuntu\nVERSION_ID=\"24.04\"\n")).os_type,
-            "ubuntu64Guest"
-        );
-        assert_eq!(
-            guest_os(Some("ID=\"centos\"\nVERSION_ID=\"7\"")).os_type,
-            "centos7_64Guest"
-        );
-        assert_eq!(
-            guest_os(Some("ID=rhel\nVERSION_ID=9.3")).os_type,
-            "rhel9_64Guest"
-        );
-        assert_eq!(
-            guest_os(Some("ID=linuxmint\nID_LIKE=\"ubuntu debian\"")).os_type,
-            "debian10_64Guest"
-        );
-        assert_eq!(
-            guest_os(Some("ID=alpine\nVERSION_ID=3.20.0")).os_type,
-            "otherLinux64Guest"
-        );
-        assert_eq!(guest_os(None).os_type, "otherLinux64Guest");
-        assert_eq!(
-            guest_os(Some("ID=debian\nVERSION_ID=13")).os_type,
-            "debian12_64Guest"
-        );
-    }
 
     #[test]
     fn text_is_escaped() {
@@ -398,7 +306,7 @@ mod tests {
         let o = OvfOptions {
             cpus: 4,
             memory_mib: 4096,
-            hw_version: 19,
+            hw_version: HwVersion::new(19).unwrap(),
             controller: ScsiController::LsiLogic,
             firmware: Firmware::Bios,
             network: "Prod Net".into(),

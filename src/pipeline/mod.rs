@@ -4,6 +4,7 @@
 //! `debug.rs`: the hidden `debug` commands (single stages).
 
 mod appvm;
+mod arch;
 mod build;
 mod debug;
 mod log;
@@ -62,16 +63,16 @@ pub enum Error {
     /// The image's config cannot be run by d2v's init (no command, unknown user, ...).
     #[error(transparent)]
     App(#[from] crate::guest::app::AppError),
-    /// An image or program for another machine than the VM's.
+    /// An image for another machine than the VM's.
     #[error(
-        "image {reference} is for {architecture}, but the VM is x86-64: pull its linux/amd64 \
-         variant (--platform linux/amd64) or build the image for amd64"
+        "image {reference} is not for x86-64 ({found}): d2v builds x86-64 VMs; pull its \
+         linux/amd64 variant (--platform linux/amd64) or build the image for amd64"
     )]
     ForeignArchitecture {
         /// The image.
         reference: String,
-        /// Its config's `architecture`.
-        architecture: String,
+        /// What says so: the config's `architecture`, the init's ELF machine, the kernel's.
+        found: String,
     },
     /// The guest fixes (fstab, hostname, machine-id, ...) failed.
     #[error("guest fixes: {0}")]

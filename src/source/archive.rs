@@ -230,12 +230,12 @@ impl Imported {
     }
 
     /// Turns a docker archive's manifest.json entry into a Docker schema2 manifest stored in the
-    /// cache and returns its digest.
+    /// cache; returns its digest and the entry's first `RepoTags` name.
     pub fn docker_manifest(
         &self,
         path: &Path,
         reference: Option<&str>,
-    ) -> Result<String, SourceError> {
+    ) -> Result<(String, Option<String>), SourceError> {
         let bad = |why: String| SourceError::Layout {
             path: path.to_path_buf(),
             why,
@@ -266,8 +266,10 @@ impl Imported {
             "layers": layers,
         });
         let bytes = serde_json::to_vec(&m).map_err(|e| bad(e.to_string()))?;
-        self.cache
-            .put_bytes(&bytes, None, &format!("{} manifest", path.display()))
+        let digest = self
+            .cache
+            .put_bytes(&bytes, None, &format!("{} manifest", path.display()))?;
+        Ok((digest, entry.tags().into_iter().next()))
     }
 
     /// A docker archive's layer media type, from its first bytes (the archive does not say).

@@ -101,6 +101,11 @@ impl Default for SourceOptions {
 pub struct Image {
     /// The normalised source (`docker.io/library/debian:12`, `oci:/dir:tag`, ...).
     pub reference: String,
+    /// The image's name as its source gives it, without any path of the build host: the
+    /// registry reference, the tag of an OCI layout or archive (`oci:DIR:TAG`: `TAG`, which
+    /// may be a whole reference), a docker archive's `RepoTags` entry (the one asked for, else
+    /// its first); `None` for `dir:` and untagged layouts.
+    pub name: Option<String>,
     /// Digest of the platform-specific image manifest (seed for deterministic IDs).
     pub manifest_digest: String,
     /// Digest of the index or manifest list the manifest was chosen from, if any.

@@ -25,7 +25,9 @@ pub fn resolve(source: &str, opts: &SourceOptions) -> Result<Image, SourceError>
         .unwrap_or_else(super::cache::default_dir);
     let cache = Cache::open(&cache_dir)?;
     match transport {
-        Transport::Registry(r) => from_registry(&r, opts, &cache),
+        Transport::Registry(r) => {
+            from_registry(&r, opts, &cache).map(|i| named(i, Some(r.to_string())))
+        }
         Transport::OciDir { dir, tag } => {
             let src = layout::OciDir::open(&dir, cache.clone())?;
             let what = match &tag {
@@ -33,7 +35,7 @@ pub fn resolve(source: &str, opts: &SourceOptions) -> Result<Image, SourceError>
                 None => format!("oci:{}", dir.display()),
             };
             let root = src.root(tag.as_deref(), &opts.platform)?;
-            run(&src, &cache, opts, what, root)
+            run(&src, &cache, opts, what, root).map(|i| named(i, tag))
         }
         Transport::OciArchive { file, tag } => {
             let src = archive::Imported::load(&file, &cache)?;
@@ -43,7 +45,7 @@ pub fn resolve(source: &str, opts: &SourceOptions) -> Result<Image, SourceError>
             };
             let index = src.small("index.json")?;
             let root = layout::root_from_index(&index, &file, tag.as_deref(), &opts.platform)?;
-            run(&src, &cache, opts, what, root)
+            run(&src, &cache, opts, what, root).map(|i| named(i, tag))
         }
         Transport::Dir { dir } => {
             let src = layout::OciDir::open_skopeo(&dir, cache.clone())?;
@@ -54,16 +56,17 @@ pub fn resolve(source: &str, opts: &SourceOptions) -> Result<Image, SourceError>
         Transport::DockerArchive { file, reference } => {
             let src = archive::Imported::load(&file, &cache)?;
             let what = format!("docker-archive:{}", file.display());
-            let digest = src.docker_manifest(&file, reference.as_deref())?;
-            run(
-                &src,
-                &cache,
-                opts,
-                what,
-                Root::Reference(digest.clone(), Some(digest)),
-            )
+            let (digest, repo_tag) = src.docker_manifest(&file, reference.as_deref())?;
+            let root = Root::Reference(digest.clone(), Some(digest));
+            run(&src, &cache, opts, what, root).map(|i| named(i, reference.or(repo_tag)))
         }
     }
+}
+
+/// `image` with its [`Image::name`].
+fn named(mut image: Image, name: Option<String>) -> Image {
+    image.name = name;
+    image
 }
 
 /// Pulls `r` from the first place the registries configuration gives that serves it (its
@@ -209,6 +212,7 @@ fn run(
         .collect();
     Ok(Image {
         reference: what,
+        name: None,
         manifest_digest: m.digest,
         index_digest: m.index_digest,
         config_digest: m.config.digest.clone(),

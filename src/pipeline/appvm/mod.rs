@@ -87,7 +87,7 @@ pub(super) fn prepare(
     let mut plan = VmPlan::default();
     if let Some(k) = &i.app.kernel_from {
         // Before pulling the kernel: the VM is x86-64 whatever the image is for.
-        check_architecture(image)?;
+        super::arch::check(image, tree)?;
         plan.kernel = Some(graft_kernel(k, tree, i, log, &mut plan.lines)?);
     }
     let own_init = crate::inspect::init_system(tree).1;
@@ -171,7 +171,7 @@ fn install_init(
     i: &PlanInputs,
     plan: &mut VmPlan,
 ) -> Result<(), Error> {
-    check_architecture(image)?;
+    super::arch::check(image, tree)?;
     let opts = app_options(i.app, i.hostname);
     let app = guest_app::resolve(tree, &image.config.config, &opts)?;
     plan.lines.push(describe(&app));
@@ -267,18 +267,6 @@ fn modules_dir_of(tree: &Tree, version: &str) -> String {
         .map(|d| format!("{d}/{version}"))
         .find(|d| tree.resolve_dir(d.as_bytes()).is_some())
         .unwrap_or_else(|| modules_dir(tree, version))
-}
-
-/// An image whose config says it is for another machine than the VM's.
-fn check_architecture(image: &Image) -> Result<(), Error> {
-    let arch = &image.config.architecture;
-    if !arch.is_empty() && arch != "amd64" {
-        return Err(Error::ForeignArchitecture {
-            reference: image.reference.clone(),
-            architecture: arch.clone(),
-        });
-    }
-    Ok(())
 }
 
 /// Writes d2v's initramfs (d2v's own executable as `/init`, `modules`) to

@@ -7,7 +7,9 @@ use super::super::Error;
 use crate::cli::{BuildArgs, Controller, Format};
 use crate::disk::ext4::{self, Ext4Options};
 use crate::inspect::BootReport;
-use crate::output;
+use crate::output::guest_os::{self, GuestOs};
+use crate::output::{self, OutputOptions};
+use crate::pipeline::Log;
 use crate::tree::Tree;
 
 /// What to tell the user to install when an image has no kernel.
@@ -238,6 +240,28 @@ pub(super) fn check_build_args(args: &BuildArgs) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The guest OS the OVF declares; logs why its guest ID is not the image's own:
+/// `--hw-version` made d2v fall back to one its ESXi knows (a note), or `--os-type` names one
+/// that ESXi may not know (a warning, also returned for `--json`).
+pub(super) fn guest_id(opts: &OutputOptions, log: &Log) -> (GuestOs, Option<String>) {
+    let vm = &opts.vm;
+    let os = guest_os::guest_os(
+        opts.os_release.as_deref(),
+        vm.kernel_release.as_deref(),
+        vm.os_type.as_deref(),
+        vm.hw_version,
+    );
+    let Some(note) = guest_os::note(&os, vm.hw_version, vm.os_type.is_some()) else {
+        return (os, None);
+    };
+    if vm.os_type.is_none() {
+        log.step(format!("note: {note}"));
+        return (os, None);
+    }
+    log.step(format!("warning: {note}"));
+    (os, Some(note))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::disk::grub::{ConfigMode, GrubOptions};
 use crate::disk::layout::{self, DiskOptions, DiskSummary, Layout};
 use crate::disk::DiskError;
 use crate::inspect::{self, BootReport};
+use crate::output::guest_os::GuestOs;
 use crate::output::{self, ovf, OutputOptions, OutputSummary};
 use crate::source::Image;
 use crate::tree::Tree;
@@ -30,6 +31,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         output::check_target(p, format)?;
     }
     let (image, mut tree) = flatten(&args.source, &args.src, json, log)?;
+    super::arch::check(&image, &tree)?;
     let seed = image.manifest_digest.clone();
     let name = args
         .name
@@ -54,8 +56,9 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         log,
     )?;
     let report = inspect::boot_report(&tree);
-    let warnings = bootability(&report, &image, args, log)?;
+    let mut warnings = bootability(&report, &image, args, log)?;
     let os_release = inspect::os_release_text(&tree);
+    let kernel_release = crate::kernel::source::find(&tree).ok().map(|k| k.version);
 
     // Root filesystem identity, then the guest fixes that refer to it, then the sizes.
     let mut ext4_opts = root_fs_options(args, &seed)?;
@@ -78,6 +81,9 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
 
     let mut out_opts = output_options(args, &name, &image, json);
     out_opts.os_release = os_release;
+    out_opts.vm.kernel_release = kernel_release;
+    let (guest, warning) = guest_id(&out_opts, log);
+    warnings.extend(warning);
     log.step(format!("writing {}", out_path.display()));
     let summary = log
         .time(Stage::Output, || {
@@ -101,6 +107,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
             guest_fixes: &fix_lines,
             warnings: &warnings,
             vm: &plan,
+            ovf: (&out_opts.vm, &guest),
         };
         print_stdout(&format!(
             "{}\n",
@@ -322,7 +329,9 @@ fn output_options(args: &BuildArgs, name: &str, image: &Image, json: bool) -> Ou
             Firmware::Bios => ovf::Firmware::Bios,
         },
         os_type: args.os_type.clone(),
-        source_reference: image.reference.clone(),
+        kernel_release: None,
+        // Nothing of the build host (a local source's path) goes into what vCenter shows.
+        source_reference: image.name.clone().unwrap_or_else(|| seed.clone()),
         manifest_digest: seed.clone(),
         d2v_version: env!("CARGO_PKG_VERSION").to_string(),
     };
@@ -351,9 +360,30 @@ struct Built<'a> {
     guest_fixes: &'a [String],
     warnings: &'a [String],
     vm: &'a appvm::VmPlan,
+    /// The VM the OVF describes and the guest OS it declares.
+    ovf: (&'a ovf::OvfOptions, &'a GuestOs),
 }
 
 impl Built<'_> {
+    /// What the descriptor declares (`null` for `--format vmdk|raw`, which write none).
+    fn ovf_json(&self) -> serde_json::Value {
+        let (vm, guest) = self.ovf;
+        if !matches!(
+            self.args.format,
+            crate::cli::Format::Ova | crate::cli::Format::Ovf
+        ) {
+            return serde_json::Value::Null;
+        }
+        serde_json::json!({
+            "hw_version": vm.hw_version.number(),
+            "esxi": vm.hw_version.esxi(),
+            "guest_id": guest.os_type,
+            "cim_os_type": guest.cim_id,
+            // The image's own, when the hardware version's ESXi does not know it.
+            "image_guest_id": guest.wished,
+        })
+    }
+
     fn json(&self, log: &Log) -> serde_json::Value {
         let (image, disk) = (self.image, self.disk);
         let kernels: Vec<&str> = disk
@@ -394,6 +424,7 @@ impl Built<'_> {
             })),
             "timings": log.timings_json(),
             "vm": self.vm.json(if self.vm.app.is_some() { "d2v" } else { "image" }),
+            "ovf": self.ovf_json(),
         })
     }
 }

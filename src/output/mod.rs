@@ -12,6 +12,7 @@
 pub(crate) mod atomic;
 pub(crate) mod ova;
 pub mod ovf;
+pub mod properties;
 pub mod vmdk;
 
 use atomic::{AtomicDir, AtomicFile};

@@ -98,8 +98,13 @@ fn properties_validate_and_declare_the_transports() {
     assert!(at("ovf:key=\"password\"") < at("ovf:key=\"greeting\""));
     assert!(at("ovf:key=\"greeting\"") < at("ovf:key=\"empty\""));
     assert!(at("ovf:key=\"empty\"") < at("</ProductSection>"));
+    assert!(
+        x.contains("<rasd:ResourceType>15</rasd:ResourceType>"),
+        "a CD-ROM for the ISO"
+    );
     assert_eq!(x, descriptor(&o, None, &disk()), "same input, same bytes");
     // Without properties: no transport, no Property.
     let plain = descriptor(&OvfOptions::default(), None, &disk());
     assert!(!plain.contains("ovf:transport") && !plain.contains("<Property "));
+    assert!(!plain.contains("CD-ROM"));
 }

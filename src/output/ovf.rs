@@ -313,7 +313,7 @@ pub fn descriptor(opts: &OvfOptions, os_release: Option<&str>, disk: &DiskFile) 
         <rasd:InstanceID>5</rasd:InstanceID>
         <rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType>
         <rasd:ResourceType>10</rasd:ResourceType>
-      </Item>
+      </Item>{cdrom}
       <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="{fw}"/>{secure}
     </VirtualHardwareSection>
   </VirtualSystem>
@@ -335,11 +335,17 @@ pub fn descriptor(opts: &OvfOptions, os_release: Option<&str>, disk: &DiskFile) 
         scsi = opts.controller.resource_subtype(),
         fw = opts.firmware.as_str(),
         props = super::properties::render(&opts.properties),
-        // Properties reach the guest as the OVF environment, through these transports.
+        // Properties reach the guest as the OVF environment, through these transports; the
+        // ISO needs a CD-ROM drive.
         transport = if opts.properties.is_empty() {
             String::new()
         } else {
             format!(" ovf:transport=\"{}\"", super::properties::TRANSPORTS)
+        },
+        cdrom = if opts.properties.is_empty() {
+            ""
+        } else {
+            super::properties::CDROM_ITEMS
         },
         // d2v's GRUB EFI binary is unsigned: UEFI Secure Boot must stay off.
         secure = match opts.firmware {

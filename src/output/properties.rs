@@ -230,6 +230,28 @@ pub fn assemble(
     Ok(props)
 }
 
+/// The VirtualHardwareSection's items for the `iso` transport, which needs a CD-ROM drive to
+/// put the environment's ISO in: an IDE controller (instance 6) and a CD-ROM drive on it
+/// (instance 7, not connected at power-on), as VMware's own template declares them.
+pub const CDROM_ITEMS: &str = r#"
+      <Item>
+        <rasd:Address>0</rasd:Address>
+        <rasd:Description>IDE Controller</rasd:Description>
+        <rasd:ElementName>IDE Controller 0</rasd:ElementName>
+        <rasd:InstanceID>6</rasd:InstanceID>
+        <rasd:ResourceType>5</rasd:ResourceType>
+      </Item>
+      <Item ovf:required="false">
+        <rasd:AddressOnParent>0</rasd:AddressOnParent>
+        <rasd:AutomaticAllocation>false</rasd:AutomaticAllocation>
+        <rasd:Description>CD-ROM drive for the OVF environment (iso transport)</rasd:Description>
+        <rasd:ElementName>CD-ROM 1</rasd:ElementName>
+        <rasd:InstanceID>7</rasd:InstanceID>
+        <rasd:Parent>6</rasd:Parent>
+        <rasd:ResourceSubType>vmware.cdrom.remotepassthrough</rasd:ResourceSubType>
+        <rasd:ResourceType>15</rasd:ResourceType>
+      </Item>"#;
+
 /// The `ovf:Property` elements, indented for the `ProductSection` (nothing for none).
 pub fn render(props: &[Property]) -> String {
     let e = xml_escape;

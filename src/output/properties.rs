@@ -206,25 +206,22 @@ pub fn assemble(
             None => props.push(Property::new(k, v)),
         }
     }
-    for (option, list) in [
-        ("property-label", args.labels),
-        ("property-description", args.descriptions),
-    ] {
+    type Slot = fn(&mut Property) -> &mut Option<String>;
+    let texts: [(&'static str, &[String], Slot); 2] = [
+        ("property-label", args.labels, |p| &mut p.label),
+        ("property-description", args.descriptions, |p| {
+            &mut p.description
+        }),
+    ];
+    for (option, list, slot) in texts {
         for arg in list {
             let (k, text) = key_value(option, arg)?;
-            let p =
-                props
-                    .iter_mut()
-                    .find(|p| p.key == k)
-                    .ok_or_else(|| PropertyError::UnknownKey {
-                        option,
-                        key: k.to_string(),
-                    })?;
-            let slot = match option {
-                "property-label" => &mut p.label,
-                _ => &mut p.description,
+            let unknown = || PropertyError::UnknownKey {
+                option,
+                key: k.to_string(),
             };
-            *slot = Some(text.to_string());
+            let p = props.iter_mut().find(|p| p.key == k).ok_or_else(unknown)?;
+            *slot(p) = Some(text.to_string());
         }
     }
     Ok(props)

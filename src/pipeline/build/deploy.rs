@@ -24,11 +24,9 @@ pub(super) fn deploy_properties(d: &DeployArgs, hostname: &str) -> Result<Vec<Pr
 
 /// Before anything is read: the properties are well-formed, and there is an OVF to hold them.
 pub(super) fn check_deploy_args(args: &BuildArgs) -> Result<(), Error> {
+    // A label or description without its property is refused here already.
     let props = deploy_properties(&args.deploy, "d2v")?;
-    let labels_only = props.is_empty()
-        && !(args.deploy.property_labels.is_empty()
-            && args.deploy.property_descriptions.is_empty());
-    if (!props.is_empty() || labels_only) && matches!(args.format, Format::Vmdk | Format::Raw) {
+    if !props.is_empty() && matches!(args.format, Format::Vmdk | Format::Raw) {
         return Err(Error::Usage(format!(
             "--property and --cloud-init describe the VM in its OVF descriptor, which --format {} \
              does not write: use --format ova or ovf",

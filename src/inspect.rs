@@ -12,6 +12,7 @@ use crate::tree::{components, show, InodeId, Kind, Tree};
 
 pub mod initramfs;
 pub mod network;
+pub mod ovfenv;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BootReport {
@@ -38,6 +39,9 @@ pub struct BootReport {
     /// VMware Tools in the guest (open-vm-tools' `vmtoolsd`), which vSphere's guest operations
     /// use: clean shutdown, the guest's IP addresses and name in vCenter, customization.
     pub vmware_tools: Option<String>,
+    /// What reads deploy-time OVF properties in the guest: cloud-init, its data sources,
+    /// `vmware-rpctool` ([`ovfenv::readers`]).
+    pub ovf_environment: ovfenv::OvfEnvReaders,
 }
 
 /// A file found by the report; for a symlink, the regular file it resolves to.
@@ -164,6 +168,7 @@ pub fn boot_report(tree: &Tree) -> BootReport {
         vmware_tools: ["/usr/bin/vmtoolsd", "/usr/sbin/vmtoolsd"]
             .iter()
             .find_map(|p| is_file(tree, p)),
+        ovf_environment: ovfenv::readers(tree),
     }
 }
 
@@ -437,6 +442,31 @@ impl BootReport {
     }
 }
 
+impl BootReport {
+    /// What reads deploy-time properties (`--property`, `--cloud-init`).
+    fn fmt_ovf_environment(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let env = &self.ovf_environment;
+        let readers = env.readers();
+        if readers.is_empty() {
+            writeln!(
+                f,
+                "ovf properties: nothing reads them (no cloud-init with its OVF data source, no \
+                 vmware-rpctool)"
+            )?;
+        } else {
+            writeln!(f, "ovf properties: read by {}", readers.join(", "))?;
+        }
+        if env.cloud_init.is_some() {
+            let list = env.datasource_list.as_ref().map_or(
+                "cloud-init's default (with OVF and VMware)".to_string(),
+                |l| l.join(", "),
+            );
+            writeln!(f, "  cloud-init data sources: {list}")?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for BootReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let list = |items: &[Artifact]| -> String {
@@ -497,6 +527,7 @@ impl fmt::Display for BootReport {
                 .as_deref()
                 .unwrap_or("none (no open-vm-tools: vSphere cannot shut the guest down cleanly or show its addresses)")
         )?;
+        self.fmt_ovf_environment(f)?;
         let markers = if self.container_markers.is_empty() {
             "none".into()
         } else {

@@ -646,6 +646,34 @@ fn invalid_option_values_fail_before_reading_the_image() {
 }
 
 #[test]
+fn bad_properties_fail_before_reading_the_image() {
+    let Debian { sb, src, .. } = debian_image(Compression::Gzip);
+    for (args, needles) in [
+        (
+            &["--property", "novalue"][..],
+            &["--property", "KEY=VALUE"][..],
+        ),
+        (&["--property", "=v"], &["--property", "key is empty"]),
+        (&["--property", "a.b=v"], &["\"a.b\"", "'.'"]),
+        (
+            &["--property", "a=1", "--property", "a=2"],
+            &["\"a\"", "twice"],
+        ),
+        (
+            &["--property-label", "nope=Label"],
+            &["--property-label", "no property \"nope\""],
+        ),
+        (
+            &["--cloud-init", "--format", "vmdk"],
+            &["--format vmdk", "ova or ovf"],
+        ),
+    ] {
+        let r = build_fails(&sb, &src, args, needles);
+        assert!(!r.stderr.contains("applied"), "{}", r.stderr);
+    }
+}
+
+#[test]
 fn bad_archives_and_cache_dir() {
     let sb = Sandbox::new(D2V);
     let garbage = sb.path("in/garbage.tar");

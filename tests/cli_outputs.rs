@@ -357,6 +357,32 @@ fn build_every_format_gives_valid_outputs() {
     assert_eq!(sb.out_listing(), ["vm.img", "vm.ova", "vm.vmdk", "vmdir"]);
 }
 
+/// `--property`/`--cloud-init` on an image that reads no OVF environment: the properties are
+/// in the schema-valid descriptor, and build warns (stderr and `--json`).
+#[test]
+fn properties_without_a_reader_are_warned_about() {
+    let sb = Sandbox::new(D2V);
+    let (_, _, src) = tiny(&sb);
+    let extra = ["--cloud-init", "--property", "role=web"];
+    let r = build(&sb, &src, "ovf", &sb.out_file("text"), &extra);
+    let warning = "warning: OVF properties are set (--property/--cloud-init) but nothing in \
+                   the guest reads them";
+    assert!(r.stderr.contains(warning), "{}", r.stderr);
+    let dir = sb.out_file("vm");
+    let r = build(&sb, &src, "ovf", &dir, &[&extra[..], &["--json"]].concat());
+    let summary: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert!(summary["warnings"]
+        .to_string()
+        .contains("nothing in the guest reads them"));
+    assert_eq!(summary["ovf_properties"][1], "hostname");
+    assert_eq!(summary["ovf_properties"][6], "role");
+    assert_eq!(summary["ovf_environment"]["readers"], serde_json::json!([]));
+    let xml = std::fs::read_to_string(dir.join("vm.ovf")).unwrap();
+    validate_ovf(&xml);
+    assert!(xml.contains(r#"<Property ovf:key="role" ovf:type="string" ovf:userConfigurable="true" ovf:value="web"/>"#));
+    assert!(xml.contains(r#"ovf:transport="iso com.vmware.guestInfo""#));
+}
+
 #[test]
 fn build_is_reproducible() {
     let sb = Sandbox::new(D2V);

@@ -99,3 +99,51 @@ fn every_hardware_version_firmware_and_controller_validates() {
         }
     }
 }
+
+#[test]
+fn properties_validate_and_declare_the_transports() {
+    use d2v::output::properties::{assemble, cloud_init, PropertyArgs};
+    let given: Vec<String> = [
+        "greeting=hello <world> & \"you\"",
+        "hostname=web01",
+        "empty=",
+    ]
+    .map(String::from)
+    .to_vec();
+    let labels = vec!["greeting=Greeting".to_string()];
+    let props = assemble(
+        cloud_init("vm", "iid-vm"),
+        &PropertyArgs {
+            properties: &given,
+            labels: &labels,
+            descriptions: &[],
+        },
+    )
+    .unwrap();
+    let o = OvfOptions {
+        properties: props,
+        ..Default::default()
+    };
+    let x = descriptor(&o, None, &disk());
+    if let Some(r) = validate(&x) {
+        r.unwrap_or_else(|e| panic!("schema validation failed:\n{e}\n{x}"));
+    }
+    assert!(x.contains("<VirtualHardwareSection ovf:transport=\"iso com.vmware.guestInfo\">"));
+    assert!(x.contains("ovf:key=\"hostname\" ovf:type=\"string\" ovf:userConfigurable=\"true\" ovf:value=\"web01\""));
+    assert!(x.contains("ovf:key=\"password\" ovf:type=\"string\" ovf:userConfigurable=\"true\" ovf:value=\"\" ovf:password=\"true\""));
+    // In the ProductSection, after FullVersion, in the order given.
+    let at = |s: &str| x.find(s).unwrap_or_else(|| panic!("no {s}"));
+    assert!(at("</FullVersion>") < at("ovf:key=\"instance-id\""));
+    assert!(at("ovf:key=\"password\"") < at("ovf:key=\"greeting\""));
+    assert!(at("ovf:key=\"greeting\"") < at("ovf:key=\"empty\""));
+    assert!(at("ovf:key=\"empty\"") < at("</ProductSection>"));
+    assert!(
+        x.contains("<rasd:ResourceType>15</rasd:ResourceType>"),
+        "a CD-ROM for the ISO"
+    );
+    assert_eq!(x, descriptor(&o, None, &disk()), "same input, same bytes");
+    // Without properties: no transport, no Property.
+    let plain = descriptor(&OvfOptions::default(), None, &disk());
+    assert!(!plain.contains("ovf:transport") && !plain.contains("<Property "));
+    assert!(!plain.contains("CD-ROM"));
+}

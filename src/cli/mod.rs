@@ -279,7 +279,30 @@ pub(crate) struct BuildArgs {
     pub(crate) compression_level: u32,
 
     #[command(flatten)]
+    pub(crate) deploy: DeployArgs,
+
+    #[command(flatten)]
     pub(crate) app: AppArgs,
+}
+
+/// Deploy-time configuration: OVF properties vSphere's deploy wizard asks for and the guest
+/// reads from its OVF environment (`src/output/properties.rs`).
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct DeployArgs {
+    /// A property the deploy wizard shows, VALUE its default (repeatable, kept in order); the
+    /// guest reads it from the OVF environment (an ISO's ovf-env.xml or guestinfo.ovfEnv).
+    #[arg(long = "property", value_name = "KEY=VALUE")]
+    pub(crate) properties: Vec<String>,
+    /// The label the deploy wizard shows for property KEY (repeatable).
+    #[arg(long = "property-label", value_name = "KEY=LABEL")]
+    pub(crate) property_labels: Vec<String>,
+    /// The description the deploy wizard shows under property KEY (repeatable).
+    #[arg(long = "property-description", value_name = "KEY=TEXT")]
+    pub(crate) property_descriptions: Vec<String>,
+    /// Add the properties cloud-init's OVF data source reads: instance-id, hostname,
+    /// public-keys, user-data (base64), seedfrom, password (a --property overrides a default).
+    #[arg(long)]
+    pub(crate) cloud_init: bool,
 }
 
 impl AppArgs {

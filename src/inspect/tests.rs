@@ -250,3 +250,46 @@ fn vmxnet3_driver_as_module_or_built_in() {
     assert_eq!((d[0].vmw_pvscsi, d[0].mptspi), (None, None));
     assert!(d[0].unreadable.is_some(), "{d:?}");
 }
+
+#[test]
+fn ovf_environment_readers_are_found() {
+    let mut entries = debian();
+    let t = tree(&entries);
+    let r = boot_report(&t);
+    assert_eq!(r.ovf_environment, ovfenv::OvfEnvReaders::default());
+    assert!(r.to_string().contains("ovf properties: nothing reads them"));
+
+    entries.extend([
+        Entry::file("usr/bin/cloud-init", "#!/usr/bin/python3").mode(0o755),
+        Entry::file("etc/cloud/cloud.cfg", "datasource_list: [ NoCloud ]\n"),
+        // The drop-in, read after cloud.cfg, wins.
+        Entry::file(
+            "etc/cloud/cloud.cfg.d/90_dpkg.cfg",
+            "datasource_list:\n  - OVF\n  - None\n",
+        ),
+        Entry::file("etc/cloud/cloud.cfg.d/README", "datasource_list: [ Ec2 ]\n"),
+        Entry::file("usr/bin/vmware-rpctool", "ELF").mode(0o755),
+    ]);
+    let r = boot_report(&tree(&entries));
+    let env = &r.ovf_environment;
+    assert_eq!(env.cloud_init.as_deref(), Some("/usr/bin/cloud-init"));
+    assert_eq!(
+        env.datasource_list,
+        Some(vec!["OVF".to_string(), "None".to_string()])
+    );
+    assert_eq!(
+        env.vmware_rpctool.as_deref(),
+        Some("/usr/bin/vmware-rpctool")
+    );
+    let text = r.to_string();
+    assert!(
+        text.contains("ovf properties: read by cloud-init (OVF data source), vmware-rpctool"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cloud-init data sources: OVF, None"),
+        "{text}"
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["ovf_environment"]["datasource_list"][0], "OVF");
+}

@@ -14,6 +14,7 @@ pub(crate) mod guest_os;
 pub mod hw;
 pub(crate) mod ova;
 pub mod ovf;
+pub mod properties;
 pub mod vmdk;
 
 use atomic::{AtomicDir, AtomicFile};

@@ -1,7 +1,9 @@
 //! The OVF 1.1 descriptor vSphere imports: one VirtualSystem with CPUs, memory, a SCSI
 //! controller (PVSCSI or LSI Logic), the streamOptimized disk, a VMXNET3 NIC, and the firmware
 //! (`vmw:Config key="firmware"`). Element order follows the DMTF schema (RASD children
-//! alphabetical) and VMware's own template.
+//! alphabetical) and VMware's own template. Deploy-time properties (`--property`) go into the
+//! `ProductSection`, with the OVF environment's transports on the `VirtualHardwareSection`
+//! (see [`super::properties`]).
 
 use std::fmt::Write as _;
 
@@ -99,6 +101,8 @@ pub struct OvfOptions {
     pub manifest_digest: String,
     /// The d2v version that wrote the descriptor.
     pub d2v_version: String,
+    /// User-configurable properties (`--property`, `--cloud-init`), in their order.
+    pub properties: Vec<super::properties::Property>,
 }
 
 impl Default for OvfOptions {
@@ -116,6 +120,7 @@ impl Default for OvfOptions {
             source_reference: String::new(),
             manifest_digest: String::new(),
             d2v_version: env!("CARGO_PKG_VERSION").into(),
+            properties: Vec::new(),
         }
     }
 }
@@ -194,13 +199,13 @@ pub fn descriptor(opts: &OvfOptions, os_release: Option<&str>, disk: &DiskFile) 
       <Product>{src}</Product>
       <Vendor>d2v {ver}</Vendor>
       <Version>{digest}</Version>
-      <FullVersion>{src}@{digest}</FullVersion>
+      <FullVersion>{src}@{digest}</FullVersion>{props}
     </ProductSection>
     <OperatingSystemSection ovf:id="{cim}" vmw:osType="{ostype}">
       <Info>The kind of installed guest operating system</Info>
       <Description>{osdesc}</Description>
     </OperatingSystemSection>
-    <VirtualHardwareSection>
+    <VirtualHardwareSection{transport}>
       <Info>Virtual hardware requirements</Info>
       <System>
         <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>
@@ -249,7 +254,7 @@ pub fn descriptor(opts: &OvfOptions, os_release: Option<&str>, disk: &DiskFile) 
         <rasd:InstanceID>5</rasd:InstanceID>
         <rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType>
         <rasd:ResourceType>10</rasd:ResourceType>
-      </Item>
+      </Item>{cdrom}
       <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="{fw}"/>{secure}
     </VirtualHardwareSection>
   </VirtualSystem>
@@ -270,6 +275,19 @@ pub fn descriptor(opts: &OvfOptions, os_release: Option<&str>, disk: &DiskFile) 
         mem = opts.memory_mib,
         scsi = opts.controller.resource_subtype(),
         fw = opts.firmware.as_str(),
+        props = super::properties::render(&opts.properties),
+        // Properties reach the guest as the OVF environment, through these transports; the
+        // ISO needs a CD-ROM drive.
+        transport = if opts.properties.is_empty() {
+            String::new()
+        } else {
+            format!(" ovf:transport=\"{}\"", super::properties::TRANSPORTS)
+        },
+        cdrom = if opts.properties.is_empty() {
+            ""
+        } else {
+            super::properties::CDROM_ITEMS
+        },
         // d2v's GRUB EFI binary is unsigned: UEFI Secure Boot must stay off.
         secure = match opts.firmware {
             Firmware::Efi => "\n      <vmw:Config ovf:required=\"false\" vmw:key=\"uefi.secureBoot.enabled\" vmw:value=\"false\"/>",

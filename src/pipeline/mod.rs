@@ -86,6 +86,9 @@ pub enum Error {
     /// The VMDK, OVF or OVA could not be written.
     #[error(transparent)]
     Output(#[from] output::OutputError),
+    /// A deploy-time property (`--property`, its label or description) is malformed.
+    #[error(transparent)]
+    Property(#[from] output::properties::PropertyError),
     /// A file operation failed.
     #[error("{what}: {source}")]
     Io {

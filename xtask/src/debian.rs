@@ -40,6 +40,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("qemu-utils", "qemu-img: VMDK checks, vmdk benchmark"),
     ("qemu-block-extra", "goes with qemu-utils (pinned together)"),
     ("ovmf", "UEFI firmware for the boot tests"),
+    (
+        "xorriso",
+        "the OVF environment test's ISO (ovf-env.xml on a CD-ROM, as vSphere attaches it)",
+    ),
     ("mmdebstrap", "builds the OS fixtures"),
     ("umoci", "reference unpacker for conformance tests"),
     (

@@ -1,7 +1,9 @@
 //! `d2v pull` / `d2v build`: image → staging tree → guest fixes → disk → VM output.
-//! `checks.rs`: what is checked and reported before anything is written.
+//! `checks.rs`: what is checked and reported before anything is written; `deploy.rs`: the
+//! OVF's deploy-time properties.
 
 mod checks;
+mod deploy;
 
 pub(super) use checks::check_output_file;
 
@@ -22,9 +24,11 @@ use crate::source::Image;
 use crate::tree::Tree;
 use crate::{guest, ids};
 use checks::*;
+use deploy::{check_deploy_args, deploy_properties, reader_warning};
 
 pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error> {
     check_build_args(args)?;
+    check_deploy_args(args)?;
     let format = output_format(args.format);
     if let Some(p) = &args.output {
         // Before reading the image: a wrong -o should not cost a download.
@@ -42,6 +46,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         .hostname
         .clone()
         .unwrap_or_else(|| guest::default_hostname(&name));
+    let properties = deploy_properties(&args.deploy, &hostname)?;
     let plan = appvm::prepare(
         &image,
         &mut tree,
@@ -57,6 +62,10 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
     )?;
     let report = inspect::boot_report(&tree);
     let mut warnings = bootability(&report, &image, args, log)?;
+    if let Some(w) = reader_warning(&properties, &report.ovf_environment) {
+        log.step(format!("warning: {w}"));
+        warnings.push(w);
+    }
     let os_release = inspect::os_release_text(&tree);
     let kernel_release = crate::kernel::source::find(&tree).ok().map(|k| k.version);
 
@@ -79,7 +88,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
     disk_opts.grub.kernel_args = plan.kernel_args.iter().cloned().chain(user_args).collect();
     let (disk, root_fs) = write_disk(&mut tree, &raw, &disk_opts, &ext4_opts, &scratch_dir, log)?;
 
-    let mut out_opts = output_options(args, &name, &image, json);
+    let mut out_opts = output_options(args, &name, &image, json, &properties);
     out_opts.os_release = os_release;
     out_opts.vm.kernel_release = kernel_release;
     let (guest, warning) = guest_id(&out_opts, log);
@@ -108,6 +117,8 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
             warnings: &warnings,
             vm: &plan,
             ovf: (&out_opts.vm, &guest),
+            properties: &properties,
+            ovf_environment: &report.ovf_environment,
         };
         print_stdout(&format!(
             "{}\n",
@@ -312,7 +323,13 @@ fn write_disk(
 }
 
 /// The VM the OVF describes and how the VMDK is written.
-fn output_options(args: &BuildArgs, name: &str, image: &Image, json: bool) -> OutputOptions {
+fn output_options(
+    args: &BuildArgs,
+    name: &str,
+    image: &Image,
+    json: bool,
+    properties: &[crate::output::properties::Property],
+) -> OutputOptions {
     let seed = &image.manifest_digest;
     let vm = ovf::OvfOptions {
         name: name.to_string(),
@@ -334,6 +351,7 @@ fn output_options(args: &BuildArgs, name: &str, image: &Image, json: bool) -> Ou
         source_reference: image.name.clone().unwrap_or_else(|| seed.clone()),
         manifest_digest: seed.clone(),
         d2v_version: env!("CARGO_PKG_VERSION").to_string(),
+        properties: properties.to_vec(),
     };
     let mut o = OutputOptions {
         vm,
@@ -362,6 +380,8 @@ struct Built<'a> {
     vm: &'a appvm::VmPlan,
     /// The VM the OVF describes and the guest OS it declares.
     ovf: (&'a ovf::OvfOptions, &'a GuestOs),
+    properties: &'a [crate::output::properties::Property],
+    ovf_environment: &'a inspect::ovfenv::OvfEnvReaders,
 }
 
 impl Built<'_> {
@@ -425,6 +445,13 @@ impl Built<'_> {
             "timings": log.timings_json(),
             "vm": self.vm.json(if self.vm.app.is_some() { "d2v" } else { "image" }),
             "ovf": self.ovf_json(),
+            "ovf_properties": self.properties.iter().map(|p| &p.key).collect::<Vec<_>>(),
+            "ovf_environment": {
+                "readers": self.ovf_environment.readers(),
+                "cloud_init": self.ovf_environment.cloud_init,
+                "datasource_list": self.ovf_environment.datasource_list,
+                "vmware_rpctool": self.ovf_environment.vmware_rpctool,
+            },
         })
     }
 }

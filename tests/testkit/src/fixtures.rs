@@ -13,6 +13,8 @@
 //!   a hardlink, and a layer adding the boot self-check service.
 //! - [`OPENRC`]: the same on `sysvinit-core` + `openrc`, with `/.dockerenv` in its layers.
 //! - [`TRIXIE`]: Debian 13 trixie (GRUB 2.12, Linux 6.12), systemd; base and self-check layers.
+//! - [`CLOUDINIT`]: bookworm, systemd and `cloud-init` (its OVF data source); the self-check
+//!   leaves the VM running, so that cloud-init's user scripts can run after it.
 //!
 //! The self-check (in the guest, at boot) writes to `/dev/ttyS0`:
 //! ```text
@@ -38,7 +40,9 @@ pub const SYSTEMD: &str = "systemd";
 pub const OPENRC: &str = "openrc";
 pub const TRIXIE: &str = "trixie";
 /// Every fixture, in build order.
-pub const ALL: &[&str] = &[SYSTEMD, OPENRC, TRIXIE];
+pub const CLOUDINIT: &str = "cloudinit";
+
+pub const ALL: &[&str] = &[SYSTEMD, OPENRC, TRIXIE, CLOUDINIT];
 
 pub const SELFCHECK_BEGIN: &str = "D2V-SELFCHECK-BEGIN";
 pub const SELFCHECK_END: &str = "D2V-SELFCHECK-END";

@@ -13,6 +13,8 @@
 //!   a hardlink, and a layer adding the boot self-check service.
 //! - [`OPENRC`]: the same on `sysvinit-core` + `openrc`, with `/.dockerenv` in its layers.
 //! - [`TRIXIE`]: Debian 13 trixie (GRUB 2.12, Linux 6.12), systemd; base and self-check layers.
+//! - [`SECUREBOOT`]: bookworm, systemd, with Debian's signed boot chain (`shim-signed`,
+//!   `grub-efi-amd64-signed`; the cloud kernel is signed); base and self-check layers.
 //!
 //! The self-check (in the guest, at boot) writes to `/dev/ttyS0`:
 //! ```text
@@ -21,6 +23,7 @@
 //! ABSENT <path>             (for a path that must not exist)
 //! OPENRC-SYS <openrc --sys> (OpenRC fixture only; must not be DOCKER)
 //! NET-ADDR <addresses>      (`hostname -I`, after waiting for DHCP when there is a NIC)
+//! SECUREBOOT <0|1>          (under UEFI: the firmware's `SecureBoot` variable)
 //! D2V-SELFCHECK-END
 //! ```
 //! then powers the VM off. [`Fixture::check_selfcheck`] compares a serial log with the
@@ -37,8 +40,9 @@ use std::path::{Path, PathBuf};
 pub const SYSTEMD: &str = "systemd";
 pub const OPENRC: &str = "openrc";
 pub const TRIXIE: &str = "trixie";
+pub const SECUREBOOT: &str = "secureboot";
 /// Every fixture, in build order.
-pub const ALL: &[&str] = &[SYSTEMD, OPENRC, TRIXIE];
+pub const ALL: &[&str] = &[SYSTEMD, OPENRC, TRIXIE, SECUREBOOT];
 
 pub const SELFCHECK_BEGIN: &str = "D2V-SELFCHECK-BEGIN";
 pub const SELFCHECK_END: &str = "D2V-SELFCHECK-END";
@@ -108,6 +112,8 @@ pub struct SelfCheckReport {
     /// The guest's addresses (`hostname -I`) after waiting for DHCP when it has a network
     /// adapter; `None` when the line is missing.
     pub net_addrs: Option<Vec<String>>,
+    /// The firmware's `SecureBoot` variable (1: enforcing) when booted under UEFI.
+    pub secure_boot: Option<u8>,
 }
 
 impl Fixture {
@@ -181,6 +187,8 @@ pub fn parse_selfcheck(log: &str) -> Option<SelfCheckReport> {
             report.files.insert(path.to_string(), None);
         } else if let Some(sys) = line.strip_prefix("OPENRC-SYS") {
             report.openrc_sys = Some(sys.trim().to_string());
+        } else if let Some(sb) = line.strip_prefix("SECUREBOOT ") {
+            report.secure_boot = sb.trim().parse().ok();
         } else if let Some(addrs) = line.strip_prefix("NET-ADDR") {
             report.net_addrs = Some(addrs.split_whitespace().map(str::to_string).collect());
         } else if let Some((sum, path)) = line.split_once("  ") {

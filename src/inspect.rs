@@ -38,6 +38,8 @@ pub struct BootReport {
     /// VMware Tools in the guest (open-vm-tools' `vmtoolsd`), which vSphere's guest operations
     /// use: clean shutdown, the guest's IP addresses and name in vCenter, customization.
     pub vmware_tools: Option<String>,
+    /// The image's signed boot chain for UEFI Secure Boot ([`crate::disk::secureboot`]).
+    pub secure_boot: crate::disk::secureboot::Chain,
 }
 
 /// A file found by the report; for a symlink, the regular file it resolves to.
@@ -164,6 +166,7 @@ pub fn boot_report(tree: &Tree) -> BootReport {
         vmware_tools: ["/usr/bin/vmtoolsd", "/usr/sbin/vmtoolsd"]
             .iter()
             .find_map(|p| is_file(tree, p)),
+        secure_boot: crate::disk::secureboot::Chain::find(tree),
     }
 }
 
@@ -496,6 +499,21 @@ impl fmt::Display for BootReport {
             self.vmware_tools
                 .as_deref()
                 .unwrap_or("none (no open-vm-tools: vSphere cannot shut the guest down cleanly or show its addresses)")
+        )?;
+        let sb = &self.secure_boot;
+        writeln!(
+            f,
+            "secure boot: {} ({sb}; `build --secure-boot auto` {})",
+            if sb.complete() {
+                "signed chain complete"
+            } else {
+                "no complete signed chain"
+            },
+            if sb.complete() {
+                "installs it and turns Secure Boot on for --firmware efi"
+            } else {
+                "keeps d2v's GRUB and Secure Boot off"
+            }
         )?;
         let markers = if self.container_markers.is_empty() {
             "none".into()

@@ -146,6 +146,17 @@ pub(crate) enum Firmware {
     Bios,
 }
 
+/// `--secure-boot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SecureBoot {
+    /// On when the image has a complete signed chain (shim, GRUB, kernels) and --firmware efi.
+    Auto,
+    /// On; an error when the chain is incomplete or the firmware is BIOS.
+    On,
+    /// d2v's own (unsigned) GRUB, Secure Boot off.
+    Off,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Controller {
     Pvscsi,
@@ -231,6 +242,9 @@ pub(crate) struct BuildArgs {
     /// Firmware the VM boots with (the disk boots with both).
     #[arg(long, value_enum, default_value_t = Firmware::Efi)]
     pub(crate) firmware: Firmware,
+    /// UEFI Secure Boot with the image's signed boot chain (shim, signed GRUB and kernel).
+    #[arg(long, value_enum, default_value_t = SecureBoot::Auto)]
+    pub(crate) secure_boot: SecureBoot,
     /// Virtual hardware version (vmx-NN).
     #[arg(long, default_value_t = 13)]
     pub(crate) hw_version: u32,

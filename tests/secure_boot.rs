@@ -47,18 +47,18 @@ fn boot_timeout() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// `d2v build FIXTURE --format vmdk --json` plus `extra` into `target/e2e/secureboot-NAME/`;
-/// the VMDK and the `--json` summary.
-fn build(f: &Fixture, name: &str, extra: &[&str]) -> (PathBuf, serde_json::Value) {
+/// `d2v build FIXTURE --format ovf --json` plus `extra` into `target/e2e/secureboot-NAME/`;
+/// the VMDK, the `--json` summary and the OVF descriptor.
+fn build(f: &Fixture, name: &str, extra: &[&str]) -> (PathBuf, serde_json::Value, String) {
     let dir = testkit::workspace_root()
         .join("target/e2e")
         .join(format!("secureboot-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let vmdk = dir.join("disk.vmdk");
+    let ovf_dir = dir.join("ovf");
     let out = Command::new(fixtures::d2v_bin(D2V))
-        .args(["build", &f.oci_ref(), "--format", "vmdk", "--json", "-o"])
-        .arg(&vmdk)
+        .args(["build", &f.oci_ref(), "--format", "ovf", "--json", "-o"])
+        .arg(&ovf_dir)
         .args(extra)
         .output()
         .expect("run d2v");
@@ -66,7 +66,22 @@ fn build(f: &Fixture, name: &str, extra: &[&str]) -> (PathBuf, serde_json::Value
     assert!(out.status.success(), "d2v build failed:\n{stderr}");
     eprintln!("{stderr}");
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    (vmdk, summary)
+    let with_ext = |ext: &str| {
+        std::fs::read_dir(&ovf_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == ext))
+            .unwrap_or_else(|| panic!("no .{ext} in {}", ovf_dir.display()))
+    };
+    let ovf = std::fs::read_to_string(with_ext("ovf")).unwrap();
+    (with_ext("vmdk"), summary, ovf)
+}
+
+/// The OVF's Secure Boot line, the `vmw:Config` key an import applies.
+fn ovf_secure_boot(on: bool) -> String {
+    format!(
+        "<vmw:Config ovf:required=\"false\" vmw:key=\"bootOptions.efiSecureBootEnabled\" vmw:value=\"{on}\"/>"
+    )
 }
 
 fn secure_boot(vmdk: &PathBuf, log: &str, marker: &str, timeout: Duration) -> Boot {
@@ -81,7 +96,17 @@ fn secure_boot(vmdk: &PathBuf, log: &str, marker: &str, timeout: Duration) -> Bo
 #[test]
 fn signed_chain_boots_with_secure_boot_enforced_and_unsigned_grub_is_refused() {
     let Some(f) = fixture() else { return };
-    let (vmdk, summary) = build(&f, "auto", &[]);
+    let inspect = Command::new(fixtures::d2v_bin(D2V))
+        .args(["inspect", &f.oci_ref()])
+        .output()
+        .expect("run d2v inspect");
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        text.contains("secure boot: signed chain complete (shim /usr/lib/shim/shimx64.efi.signed (signed), GRUB /usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed (signed) (prefix /EFI/debian), kernels /boot/vmlinuz-"),
+        "{text}"
+    );
+    let (vmdk, summary, ovf) = build(&f, "auto", &[]);
+    assert!(ovf.contains(&ovf_secure_boot(true)), "{ovf}");
     let sb = &summary["secure_boot"];
     assert_eq!(sb["enabled"], true, "{summary:#}");
     assert_eq!(sb["complete"], true, "{summary:#}");
@@ -111,7 +136,8 @@ fn signed_chain_boots_with_secure_boot_enforced_and_unsigned_grub_is_refused() {
     );
 
     // Negative control: d2v's own unsigned GRUB, same firmware and keys.
-    let (vmdk, summary) = build(&f, "off", &["--secure-boot", "off"]);
+    let (vmdk, summary, ovf) = build(&f, "off", &["--secure-boot", "off"]);
+    assert!(ovf.contains(&ovf_secure_boot(false)), "{ovf}");
     assert_eq!(summary["secure_boot"]["enabled"], false, "{summary:#}");
     // OVMF says, on the serial console, that it refused the disk's loader (then the shell,
     // unsigned too) and found nothing to boot.

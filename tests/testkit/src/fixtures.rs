@@ -344,6 +344,15 @@ mod tests {
     }
 
     #[test]
+    fn secure_boot_variable_is_parsed() {
+        let sum = "ab".repeat(32);
+        let r = parse_selfcheck(&log(&sum, "SECUREBOOT 1\r\n")).unwrap();
+        assert_eq!(r.secure_boot, Some(1));
+        let r = parse_selfcheck(&log(&sum, "")).unwrap();
+        assert_eq!(r.secure_boot, None, "no line under BIOS");
+    }
+
+    #[test]
     fn vmdk_comes_out_of_an_ova() {
         let dir = std::env::temp_dir().join(format!("testkit-ova-{}", std::process::id()));
         let src = dir.join("src");

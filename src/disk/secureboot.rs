@@ -65,6 +65,10 @@ pub struct Chain {
     pub grub: Option<Part>,
     /// The GRUB's built-in prefix, where it reads `grub.cfg` (e.g. `/EFI/debian`).
     pub grub_prefix: Option<String>,
+    /// The modules of [`GRUB_NEEDS`] the signed GRUB lacks (it cannot load any under Secure
+    /// Boot).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub grub_lacks_modules: Vec<String>,
     /// Every kernel in `/boot` (`vmlinuz-*`).
     pub kernels: Vec<Part>,
     /// What keeps the chain from being complete; empty: complete.
@@ -85,6 +89,8 @@ pub enum Lack {
     NoPrefix(String),
     /// No kernel in `/boot`.
     NoKernel,
+    /// A GRUB without modules d2v's configuration needs built in.
+    GrubModules(String),
 }
 
 impl fmt::Display for Lack {
@@ -95,6 +101,11 @@ impl fmt::Display for Lack {
             Lack::Unsigned(p) => write!(f, "{p} is not signed"),
             Lack::NoPrefix(p) => write!(f, "{p} has no built-in prefix d2v can read"),
             Lack::NoKernel => write!(f, "no kernel in /boot"),
+            Lack::GrubModules(p) => write!(
+                f,
+                "{p} lacks built-in modules d2v's grub.cfg needs ({})",
+                GRUB_NEEDS.join(", ")
+            ),
         }
     }
 }
@@ -121,6 +132,11 @@ pub enum SecureBootError {
         source: std::io::Error,
     },
 }
+
+/// The modules the prefix `grub.cfg` and d2v's menu need (`search --fs-uuid`, `configfile`,
+/// `linux` from the ESP's FAT on a GPT disk): under Secure Boot GRUB loads no module from disk,
+/// so the signed GRUB must have them built in (Debian's and Fedora's do).
+pub const GRUB_NEEDS: [&str; 6] = ["normal", "configfile", "search", "linux", "fat", "part_gpt"];
 
 /// Where Debian and Ubuntu put the chain, first found wins (Ubuntu's `.latest`).
 const DEBIAN_SHIM: [&str; 2] = [
@@ -194,10 +210,20 @@ impl Chain {
         let [shim, mm, grub] = chain_paths(tree);
         let get = |p: &Option<String>| p.as_deref().and_then(|p| part(tree, p));
         let grub = get(&grub);
-        let grub_prefix = grub
+        let built_in = grub
             .as_ref()
-            .and_then(|(_, data)| embedded::read(data).ok()?.prefix)
+            .and_then(|(_, data)| embedded::read(data).ok());
+        let grub_prefix = built_in
+            .as_ref()
+            .and_then(|e| e.prefix.clone())
             .filter(|p| !p.is_empty());
+        let grub_lacks_modules = built_in.map_or_else(Vec::new, |e| {
+            GRUB_NEEDS
+                .iter()
+                .filter(|m| !e.modules.iter().any(|n| n == *m))
+                .map(|m| m.to_string())
+                .collect()
+        });
         let kernels = find_kernels(tree)
             .iter()
             .filter_map(|k| part(tree, &format!("boot/{}", k.kernel)).map(|(p, _)| p))
@@ -207,6 +233,7 @@ impl Chain {
             mok_manager: get(&mm).map(|(p, _)| p),
             grub: grub.map(|(p, _)| p),
             grub_prefix,
+            grub_lacks_modules,
             kernels,
             missing: Vec::new(),
         };
@@ -227,6 +254,8 @@ impl Chain {
                 out.extend(unsigned(p));
                 if self.grub_prefix.is_none() {
                     out.push(Lack::NoPrefix(p.path.clone()));
+                } else if !self.grub_lacks_modules.is_empty() {
+                    out.push(Lack::GrubModules(p.path.clone()));
                 }
             }
         }
@@ -349,6 +378,7 @@ impl fmt::Display for Chain {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::disk::grub::mkimage::embedded::test_module;
     use crate::pe::testing::image;
     use crate::tree::testing::add_file_with;
     use crate::tree::Metadata;
@@ -364,7 +394,8 @@ mod tests {
         let signed = image(&[(".text", b"x")], Some(2));
         add(&mut t, DEBIAN_SHIM[0], &signed);
         add(&mut t, DEBIAN_MOK_MANAGER, &signed);
-        let area = crate::disk::grub::mkimage::modules::area(8, &[], "", "/EFI/debian");
+        let mods: Vec<Vec<u8>> = GRUB_NEEDS.iter().map(|m| test_module(m)).collect();
+        let area = crate::disk::grub::mkimage::modules::area(8, &mods, "", "/EFI/debian");
         add(&mut t, DEBIAN_GRUB, &image(&[("mods", &area)], Some(2)));
         let kernel = image(&[(".text", b"k")], kernel_signed.then_some(2));
         add(&mut t, "boot/vmlinuz-6.1.0-1-cloud-amd64", &kernel);
@@ -437,6 +468,16 @@ mod tests {
         let cfg = String::from_utf8(cfg).unwrap();
         assert!(cfg.contains("--set=root abcd-0123\n"), "{cfg}");
         assert!(cfg.ends_with("configfile $prefix/grub.cfg\n"), "{cfg}");
+    }
+
+    #[test]
+    fn a_grub_without_the_needed_modules_is_incomplete() {
+        let mut t = debian(true);
+        let area = crate::disk::grub::mkimage::modules::area(8, &[test_module("linux")], "", "/p");
+        add(&mut t, DEBIAN_GRUB, &image(&[("mods", &area)], Some(2)));
+        let c = Chain::find(&t);
+        assert!(c.grub_lacks_modules.contains(&"configfile".to_string()));
+        assert_eq!(c.missing, [Lack::GrubModules(format!("/{DEBIAN_GRUB}"))]);
     }
 
     #[test]

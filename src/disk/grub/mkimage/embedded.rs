@@ -98,6 +98,39 @@ pub fn read(pe: &[u8]) -> Result<Embedded, EmbeddedError> {
     Ok(out)
 }
 
+/// A minimal GRUB module for tests: an ELF64 object whose `.modname` section names it.
+#[cfg(test)]
+pub(crate) fn test_module(name: &str) -> Vec<u8> {
+    let shstrtab = b"\0.modname\0.shstrtab\0";
+    let mut f = vec![0u8; 64];
+    f[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+    f[16..18].copy_from_slice(&super::elf::ET_REL.to_le_bytes());
+    f[18..20].copy_from_slice(&super::elf::EM_X86_64.to_le_bytes());
+    let name_at = f.len() as u64;
+    f.extend_from_slice(name.as_bytes());
+    f.push(0);
+    let str_at = f.len() as u64;
+    f.extend_from_slice(shstrtab);
+    f.resize(f.len().div_ceil(8) * 8, 0);
+    let shoff = f.len() as u64;
+    f[40..48].copy_from_slice(&shoff.to_le_bytes());
+    f[58..60].copy_from_slice(&64u16.to_le_bytes());
+    f[60..62].copy_from_slice(&3u16.to_le_bytes());
+    f[62..64].copy_from_slice(&2u16.to_le_bytes());
+    let header = |name: u32, kind: u32, off: u64, size: u64| {
+        let mut h = vec![0u8; 64];
+        h[0..4].copy_from_slice(&name.to_le_bytes());
+        h[4..8].copy_from_slice(&kind.to_le_bytes());
+        h[24..32].copy_from_slice(&off.to_le_bytes());
+        h[32..40].copy_from_slice(&size.to_le_bytes());
+        h
+    };
+    f.extend(header(0, 0, 0, 0));
+    f.extend(header(1, 1, name_at, name.len() as u64 + 1));
+    f.extend(header(10, 3, str_at, shstrtab.len() as u64));
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +151,14 @@ mod tests {
         assert_eq!(e.config.as_deref(), Some("normal (memdisk)/grub.cfg\n"));
         // Not an ELF object: no name.
         assert!(e.modules.is_empty());
+    }
+
+    #[test]
+    fn built_in_modules_are_named_by_their_modname() {
+        let mods = [test_module("linux"), test_module("fat")];
+        let a = area(8, &mods, "", "/EFI/debian");
+        let e = read(&image(&[("mods", &a)], None)).unwrap();
+        assert_eq!(e.modules, ["linux", "fat"]);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Secure Boot enforced and Microsoft's keys enrolled (`OVMF_CODE_4M.ms.fd` with a copy of
 //! `OVMF_VARS_4M.ms.fd`, q35 with SMM), and the guest reports its `SecureBoot` variable as 1.
 //! Negative control: the same image built with `--secure-boot off` (d2v's own, unsigned GRUB)
-//! is refused by the same firmware. And `--secure-boot on` without a chain, or with BIOS
+//! is refused by the same firmware. The chain-carrying disk also boots with Secure Boot off
+//! (plain OVMF: SecureBoot=0) and under SeaBIOS. And `--secure-boot on` without a chain, or with BIOS
 //! firmware, is a clear error that writes nothing.
 //!
 //! The boots need the fixture: without it they print a notice and pass, unless
@@ -134,6 +135,24 @@ fn signed_chain_boots_with_secure_boot_enforced_and_unsigned_grub_is_refused() {
         "[secure boot] signed chain: self-check OK, SecureBoot=1 after {:.1} s",
         out.elapsed.as_secs_f64()
     );
+    // The same disk with Secure Boot off (shim boots GRUB anyway) and under SeaBIOS (d2v's
+    // core.img, unchanged by the chain).
+    for fw in [Firmware::Uefi, Firmware::Bios] {
+        let mut b = Boot::new(&vmdk, fw, SELFCHECK_END);
+        b.timeout = boot_timeout();
+        b.memory_mib = 1024;
+        b.log = Some(vmdk.with_file_name(format!("serial-{}.log", fw.name())));
+        let out = b.run();
+        let report = f
+            .check_selfcheck(&out.log)
+            .unwrap_or_else(|e| panic!("{} boot: {e}; serial log:\n{}", fw.name(), out.log));
+        let want = (fw == Firmware::Uefi).then_some(0);
+        assert_eq!(report.secure_boot, want, "{}: {}", fw.name(), out.log);
+        eprintln!(
+            "[secure boot] the same disk under {}: self-check OK",
+            fw.name()
+        );
+    }
 
     // Negative control: d2v's own unsigned GRUB, same firmware and keys.
     let (vmdk, summary, ovf) = build(&f, "off", &["--secure-boot", "off"]);

@@ -5,8 +5,8 @@
 //! `OVMF_VARS_4M.ms.fd`, q35 with SMM), and the guest reports its `SecureBoot` variable as 1.
 //! Negative control: the same image built with `--secure-boot off` (d2v's own, unsigned GRUB)
 //! is refused by the same firmware. The chain-carrying disk also boots with Secure Boot off
-//! (plain OVMF: SecureBoot=0) and under SeaBIOS. And `--secure-boot on` without a chain, or with BIOS
-//! firmware, is a clear error that writes nothing.
+//! (plain OVMF: SecureBoot=0) and under SeaBIOS. And `--secure-boot on` without a chain, or
+//! with BIOS firmware, is a clear error that writes nothing.
 //!
 //! The boots need the fixture: without it they print a notice and pass, unless
 //! `D2V_REQUIRE_FIXTURES=1` or `D2V_FIXTURES` is set (as in `tests/e2e_boot.rs`). Work files

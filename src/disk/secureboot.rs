@@ -337,7 +337,10 @@ pub(crate) fn install(
     if let Some(mm) = &chain.mok_manager {
         copy(mm, "boot/EFI/BOOT/mmx64.efi")?;
     }
-    let cfg = format!("boot/{}/grub.cfg", prefix_dir(prefix));
+    let cfg = match prefix_dir(prefix) {
+        "" => "boot/grub.cfg".to_string(),
+        dir => format!("boot/{dir}/grub.cfg"),
+    };
     put_file(tree, &cfg, prefix_config(esp_serial, prefix).as_bytes())?;
     Ok(vec![format!(
         "Secure Boot: \\EFI\\BOOT\\BOOTX64.EFI is {}, grubx64.efi {} (prefix {prefix}: /{})",
@@ -484,6 +487,7 @@ mod tests {
     fn prefix_dirs_are_esp_relative() {
         assert_eq!(prefix_dir("/EFI/debian"), "EFI/debian");
         assert_eq!(prefix_dir("(,gpt2)/EFI/fedora/"), "EFI/fedora");
+        assert_eq!(prefix_dir("/"), "");
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct BootReport {
     /// What reads deploy-time OVF properties in the guest: cloud-init, its data sources,
     /// `vmware-rpctool` ([`ovfenv::readers`]).
     pub ovf_environment: ovfenv::OvfEnvReaders,
+    /// The image's signed boot chain for UEFI Secure Boot ([`crate::disk::secureboot`]).
+    pub secure_boot: crate::disk::secureboot::Chain,
 }
 
 /// A file found by the report; for a symlink, the regular file it resolves to.
@@ -169,6 +171,7 @@ pub fn boot_report(tree: &Tree) -> BootReport {
             .iter()
             .find_map(|p| is_file(tree, p)),
         ovf_environment: ovfenv::readers(tree),
+        secure_boot: crate::disk::secureboot::Chain::find(tree),
     }
 }
 
@@ -528,6 +531,21 @@ impl fmt::Display for BootReport {
                 .unwrap_or("none (no open-vm-tools: vSphere cannot shut the guest down cleanly or show its addresses)")
         )?;
         self.fmt_ovf_environment(f)?;
+        let sb = &self.secure_boot;
+        writeln!(
+            f,
+            "secure boot: {} ({sb}; `build --secure-boot auto` {})",
+            if sb.complete() {
+                "signed chain complete"
+            } else {
+                "no complete signed chain"
+            },
+            if sb.complete() {
+                "installs it and turns Secure Boot on for --firmware efi"
+            } else {
+                "keeps d2v's GRUB and Secure Boot off"
+            }
+        )?;
         let markers = if self.container_markers.is_empty() {
             "none".into()
         } else {

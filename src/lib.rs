@@ -31,6 +31,7 @@ pub(crate) mod inspect;
 pub(crate) mod kernel;
 pub mod layers;
 pub mod output;
+pub(crate) mod pe;
 pub mod pipeline;
 pub(crate) mod progress;
 pub mod source;

@@ -147,6 +147,17 @@ pub(crate) enum Firmware {
     Bios,
 }
 
+/// `--secure-boot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SecureBoot {
+    /// On when the image has a complete signed chain (shim, GRUB, kernels) and --firmware efi.
+    Auto,
+    /// On; an error when the chain is incomplete or the firmware is BIOS.
+    On,
+    /// d2v's own (unsigned) GRUB, Secure Boot off.
+    Off,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Controller {
     Pvscsi,
@@ -256,6 +267,9 @@ pub(crate) struct BuildArgs {
     /// Firmware the VM boots with (the disk boots with both).
     #[arg(long, value_enum, default_value_t = Firmware::Efi)]
     pub(crate) firmware: Firmware,
+    /// UEFI Secure Boot with the image's signed boot chain (shim, signed GRUB and kernel).
+    #[arg(long, value_enum, default_value_t = SecureBoot::Auto)]
+    pub(crate) secure_boot: SecureBoot,
     /// Virtual hardware version (vmx-NN): the oldest ESXi the VM runs on, and which guest IDs
     /// it may declare.
     #[arg(long, value_enum, value_name = "N", default_value = "13")]

@@ -9,6 +9,7 @@ pub mod fat;
 pub mod gpt;
 pub mod grub;
 pub mod layout;
+pub mod secureboot;
 /// Errors from writing the disk; each names the part of the disk and keeps the part's own
 /// error (and through it the `io::Error`, if one is behind it) as its source.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,9 @@ pub enum DiskError {
     /// GRUB could not be built or installed.
     #[error("GRUB: {0}")]
     Grub(#[from] grub::GrubError),
+    /// The image's signed boot chain could not be installed.
+    #[error("Secure Boot: {0}")]
+    SecureBoot(#[from] secureboot::SecureBootError),
     /// The ext4 root filesystem could not be written.
     #[error("root filesystem: {0}")]
     Root(#[from] ext4::Ext4Error),

@@ -73,6 +73,21 @@ impl std::str::FromStr for Firmware {
     }
 }
 
+/// Secure Boot for a UEFI VM: on only with the image's signed chain on the disk (d2v's own
+/// GRUB is unsigned). A `vmw:Config` key names a property of the VM's configuration
+/// (`VirtualMachineConfigSpec.bootOptions.efiSecureBootEnabled`), which an OVF import sets;
+/// a `vmw:ExtraConfig` key is a `.vmx` line (`uefi.secureBoot.enabled` is one, and an import
+/// does not apply it as Secure Boot). vCenter's and OVF Tool's own exports carry this line.
+fn secure_boot_config(opts: &OvfOptions) -> String {
+    match opts.firmware {
+        Firmware::Efi => format!(
+            "\n      <vmw:Config ovf:required=\"false\" vmw:key=\"bootOptions.efiSecureBootEnabled\" vmw:value=\"{}\"/>",
+            opts.secure_boot
+        ),
+        Firmware::Bios => String::new(),
+    }
+}
+
 /// The virtual machine described by the OVF.
 #[derive(Debug, Clone)]
 pub struct OvfOptions {
@@ -90,6 +105,8 @@ pub struct OvfOptions {
     pub network: String,
     /// The firmware the VM boots with.
     pub firmware: Firmware,
+    /// UEFI Secure Boot on (the disk carries the image's signed chain; `efi` only).
+    pub secure_boot: bool,
     /// `vmw:osType` override (`--os-type`); otherwise derived from `/etc/os-release` and
     /// `kernel_release`, the newest guest ID `hw_version` knows.
     pub os_type: Option<String>,
@@ -115,6 +132,7 @@ impl Default for OvfOptions {
             controller: ScsiController::Pvscsi,
             network: "VM Network".into(),
             firmware: Firmware::Efi,
+            secure_boot: false,
             os_type: None,
             kernel_release: None,
             source_reference: String::new(),
@@ -288,11 +306,7 @@ pub fn descriptor(opts: &OvfOptions, os_release: Option<&str>, disk: &DiskFile) 
         } else {
             super::properties::CDROM_ITEMS
         },
-        // d2v's GRUB EFI binary is unsigned: UEFI Secure Boot must stay off.
-        secure = match opts.firmware {
-            Firmware::Efi => "\n      <vmw:Config ovf:required=\"false\" vmw:key=\"uefi.secureBoot.enabled\" vmw:value=\"false\"/>",
-            Firmware::Bios => "",
-        },
+        secure = secure_boot_config(opts),
     );
     x
 }
@@ -352,11 +366,33 @@ mod tests {
         ] {
             assert!(x.contains(want), "missing {want}");
         }
-        assert!(!x.contains("secureBoot"), "no Secure Boot key for BIOS");
+        assert!(!x.contains("SecureBoot"), "no Secure Boot key for BIOS");
         let efi = descriptor(&OvfOptions::default(), None, &d);
         assert!(efi.contains("vmw:key=\"firmware\" vmw:value=\"efi\""));
-        assert!(efi.contains("vmw:key=\"uefi.secureBoot.enabled\" vmw:value=\"false\""));
+        assert!(efi.contains("vmw:key=\"bootOptions.efiSecureBootEnabled\" vmw:value=\"false\""));
+        assert!(
+            !efi.contains("uefi.secureBoot"),
+            "a .vmx key an import ignores"
+        );
         assert!("bogus".parse::<Firmware>().is_err());
         assert!("bogus".parse::<ScsiController>().is_err());
+    }
+
+    #[test]
+    fn secure_boot_is_the_config_key_an_import_applies() {
+        let d = DiskFile {
+            href: "vm-disk1.vmdk".into(),
+            file_size: 1,
+            capacity: 1 << 20,
+            populated_size: 0,
+        };
+        let o = OvfOptions {
+            secure_boot: true,
+            ..Default::default()
+        };
+        let x = descriptor(&o, None, &d);
+        assert!(x.contains(
+            "<vmw:Config ovf:required=\"false\" vmw:key=\"bootOptions.efiSecureBootEnabled\" vmw:value=\"true\"/>"
+        ));
     }
 }

@@ -83,6 +83,9 @@ pub enum Error {
     /// The disk (GPT, ESP, GRUB, root) could not be written.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// `--secure-boot on` cannot be honoured.
+    #[error(transparent)]
+    SecureBoot(#[from] crate::disk::secureboot::SecureBootError),
     /// The VMDK, OVF or OVA could not be written.
     #[error(transparent)]
     Output(#[from] output::OutputError),

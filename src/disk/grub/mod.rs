@@ -258,6 +258,9 @@ pub struct GrubOptions {
     pub kernel_args: Vec<String>,
     /// Menu timeout in seconds of the generated grub.cfg.
     pub(crate) timeout: u32,
+    /// The image's signed chain to install in place of d2v's `BOOTX64.EFI`
+    /// ([`crate::disk::secureboot`]); `None`: d2v's GRUB, Secure Boot off.
+    pub secure_boot: Option<crate::disk::secureboot::Chain>,
 }
 
 impl Default for GrubOptions {
@@ -266,6 +269,7 @@ impl Default for GrubOptions {
             config: ConfigMode::default(),
             kernel_args: Vec::new(),
             timeout: 1,
+            secure_boot: None,
         }
     }
 }
@@ -284,11 +288,15 @@ pub struct Prepared {
     pub bios_modules: ModuleSource,
     /// Where the `x86_64-efi` modules came from.
     pub efi_modules: ModuleSource,
+    /// Whether the image's signed chain went on the ESP (Secure Boot can be on).
+    pub secure_boot: bool,
     /// Notes for the user: what was generated or kept, and from where.
     pub notes: Vec<String>,
 }
 
-fn put_file(tree: &mut Tree, path: &str, data: &[u8]) -> Result<()> {
+/// Puts `data` at `path` in the tree (a regular file, mode 0644, `SOURCE_DATE_EPOCH`'s mtime),
+/// replacing what was there.
+pub(crate) fn put_file(tree: &mut Tree, path: &str, data: &[u8]) -> Result<()> {
     let err = |source| GrubError::Put {
         path: path.into(),
         source,
@@ -394,7 +402,10 @@ pub fn prepare(
     let (efi_img, efi_dir, more) = build(tree, Platform::X86_64Efi, &early, scratch.path())?;
     notes.extend(more);
 
-    put_file(tree, "boot/EFI/BOOT/BOOTX64.EFI", &efi_img)?;
+    match &opts.secure_boot {
+        Some(chain) => notes.extend(crate::disk::secureboot::install(tree, chain, esp_serial)?),
+        None => put_file(tree, "boot/EFI/BOOT/BOOTX64.EFI", &efi_img)?,
+    }
     put_modules(tree, &bios_dir)?;
     put_modules(tree, &efi_dir)?;
 
@@ -408,11 +419,15 @@ pub fn prepare(
         ModuleSource::Image => format!("the image's /usr/lib/grub/{}", d.platform.name()),
         ModuleSource::Host => format!("the host's {}", d.path.display()),
     };
-    notes.push(format!(
-        "GRUB BIOS core.img from {}, UEFI BOOTX64.EFI from {}",
-        src(&bios_dir),
-        src(&efi_dir)
-    ));
+    if opts.secure_boot.is_none() {
+        notes.push(format!(
+            "GRUB BIOS core.img from {}, UEFI BOOTX64.EFI from {}",
+            src(&bios_dir),
+            src(&efi_dir)
+        ));
+    } else {
+        notes.push(format!("GRUB BIOS core.img from {}", src(&bios_dir)));
+    }
     if kernels.is_empty() {
         notes.push(format!("no kernel (vmlinuz-*) in /{}", show(b"boot")));
     }
@@ -423,6 +438,7 @@ pub fn prepare(
         generated_config: generate,
         bios_modules: bios_dir.source,
         efi_modules: efi_dir.source,
+        secure_boot: opts.secure_boot.is_some(),
         notes,
     })
 }

@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{appvm, flatten, io_err, print_stdout, Error, Log, Stage};
-use crate::cli::{BuildArgs, Controller, Firmware, GrubConfig};
+use crate::cli::{BuildArgs, Controller, Firmware, GrubConfig, SecureBoot};
 use crate::disk::ext4::{self, Ext4Options, Ext4Summary};
 use crate::disk::grub::{ConfigMode, GrubOptions};
 use crate::disk::layout::{self, DiskOptions, DiskSummary, Layout};
+use crate::disk::secureboot::{self, Chain};
 use crate::disk::DiskError;
 use crate::inspect::{self, BootReport};
 use crate::output::guest_os::GuestOs;
@@ -66,6 +67,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         log.step(format!("warning: {w}"));
         warnings.push(w);
     }
+    let secure_boot = secure_boot(args, &report.secure_boot, log)?;
     let os_release = inspect::os_release_text(&tree);
     let kernel_release = crate::kernel::source::find(&tree).ok().map(|k| k.version);
 
@@ -83,12 +85,14 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
     output::check_target(&out_path, format)?;
     let (scratch_dir, raw) = scratch_disk(&out_path)?;
     let mut disk_opts = disk_options(args, &seed, root_size);
+    disk_opts.grub.secure_boot = secure_boot.then(|| report.secure_boot.clone());
     // d2v's init words first: `--kernel-arg` can still override them.
     let user_args = std::mem::take(&mut disk_opts.grub.kernel_args);
     disk_opts.grub.kernel_args = plan.kernel_args.iter().cloned().chain(user_args).collect();
     let (disk, root_fs) = write_disk(&mut tree, &raw, &disk_opts, &ext4_opts, &scratch_dir, log)?;
 
     let mut out_opts = output_options(args, &name, &image, json, &properties);
+    out_opts.vm.secure_boot = secure_boot;
     out_opts.os_release = os_release;
     out_opts.vm.kernel_release = kernel_release;
     let (guest, warning) = guest_id(&out_opts, log);
@@ -119,6 +123,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
             ovf: (&out_opts.vm, &guest),
             properties: &properties,
             ovf_environment: &report.ovf_environment,
+            chain: &report.secure_boot,
         };
         print_stdout(&format!(
             "{}\n",
@@ -177,6 +182,34 @@ fn bootability(
         );
     }
     Ok(warnings)
+}
+
+/// Whether the image's signed chain goes on the ESP and Secure Boot on (`--secure-boot`, the
+/// firmware, what the image has); says so, and why not when `auto` finds part of a chain.
+fn secure_boot(args: &BuildArgs, chain: &Chain, log: &Log) -> Result<bool, Error> {
+    let mode = match args.secure_boot {
+        SecureBoot::Auto => secureboot::Mode::Auto,
+        SecureBoot::On => secureboot::Mode::On,
+        SecureBoot::Off => secureboot::Mode::Off,
+    };
+    let on = secureboot::decide(mode, args.firmware == Firmware::Efi, chain)?;
+    if on {
+        log.step(format!("Secure Boot on: the image's signed chain, {chain}"));
+    } else if mode == secureboot::Mode::Auto && chain.any() {
+        let why: Vec<String> = chain.missing.iter().map(ToString::to_string).collect();
+        log.step(format!(
+            "note: Secure Boot off: {}",
+            if why.is_empty() {
+                "BIOS firmware".to_string()
+            } else {
+                format!(
+                    "the image's signed chain is incomplete ({})",
+                    why.join("; ")
+                )
+            }
+        ));
+    }
+    Ok(on)
 }
 
 /// The root filesystem's identity: label `root`, UUID from the seed unless `--fs-uuid`.
@@ -345,6 +378,8 @@ fn output_options(
             Firmware::Efi => ovf::Firmware::Efi,
             Firmware::Bios => ovf::Firmware::Bios,
         },
+        // Decided with the image's chain (`secure_boot`), set by `build`.
+        secure_boot: false,
         os_type: args.os_type.clone(),
         kernel_release: None,
         // Nothing of the build host (a local source's path) goes into what vCenter shows.
@@ -382,6 +417,7 @@ struct Built<'a> {
     ovf: (&'a ovf::OvfOptions, &'a GuestOs),
     properties: &'a [crate::output::properties::Property],
     ovf_environment: &'a inspect::ovfenv::OvfEnvReaders,
+    chain: &'a Chain,
 }
 
 impl Built<'_> {
@@ -436,6 +472,11 @@ impl Built<'_> {
             })),
             "kernels": kernels,
             "grub_config_generated": disk.grub.generated_config,
+            "secure_boot": {
+                "enabled": disk.grub.secure_boot,
+                "chain": self.chain,
+                "complete": self.chain.complete(),
+            },
             "guest_fixes": self.guest_fixes,
             "warnings": self.warnings,
             "notes": disk.report(),

@@ -15,6 +15,8 @@
 //! - [`TRIXIE`]: Debian 13 trixie (GRUB 2.12, Linux 6.12), systemd; base and self-check layers.
 //! - [`CLOUDINIT`]: bookworm, systemd and `cloud-init` (its OVF data source); the self-check
 //!   leaves the VM running, so that cloud-init's user scripts can run after it.
+//! - [`SECUREBOOT`]: bookworm, systemd, with Debian's signed boot chain (`shim-signed`,
+//!   `grub-efi-amd64-signed`; the cloud kernel is signed); base and self-check layers.
 //!
 //! The self-check (in the guest, at boot) writes to `/dev/ttyS0`:
 //! ```text
@@ -23,6 +25,7 @@
 //! ABSENT <path>             (for a path that must not exist)
 //! OPENRC-SYS <openrc --sys> (OpenRC fixture only; must not be DOCKER)
 //! NET-ADDR <addresses>      (`hostname -I`, after waiting for DHCP when there is a NIC)
+//! SECUREBOOT <0|1>          (under UEFI: the firmware's `SecureBoot` variable)
 //! D2V-SELFCHECK-END
 //! ```
 //! then powers the VM off. [`Fixture::check_selfcheck`] compares a serial log with the
@@ -39,10 +42,11 @@ use std::path::{Path, PathBuf};
 pub const SYSTEMD: &str = "systemd";
 pub const OPENRC: &str = "openrc";
 pub const TRIXIE: &str = "trixie";
+pub const SECUREBOOT: &str = "secureboot";
 /// Every fixture, in build order.
 pub const CLOUDINIT: &str = "cloudinit";
 
-pub const ALL: &[&str] = &[SYSTEMD, OPENRC, TRIXIE, CLOUDINIT];
+pub const ALL: &[&str] = &[SYSTEMD, OPENRC, TRIXIE, SECUREBOOT, CLOUDINIT];
 
 pub const SELFCHECK_BEGIN: &str = "D2V-SELFCHECK-BEGIN";
 pub const SELFCHECK_END: &str = "D2V-SELFCHECK-END";
@@ -112,6 +116,8 @@ pub struct SelfCheckReport {
     /// The guest's addresses (`hostname -I`) after waiting for DHCP when it has a network
     /// adapter; `None` when the line is missing.
     pub net_addrs: Option<Vec<String>>,
+    /// The firmware's `SecureBoot` variable (1: enforcing) when booted under UEFI.
+    pub secure_boot: Option<u8>,
 }
 
 impl Fixture {
@@ -185,6 +191,8 @@ pub fn parse_selfcheck(log: &str) -> Option<SelfCheckReport> {
             report.files.insert(path.to_string(), None);
         } else if let Some(sys) = line.strip_prefix("OPENRC-SYS") {
             report.openrc_sys = Some(sys.trim().to_string());
+        } else if let Some(sb) = line.strip_prefix("SECUREBOOT ") {
+            report.secure_boot = sb.trim().parse().ok();
         } else if let Some(addrs) = line.strip_prefix("NET-ADDR") {
             report.net_addrs = Some(addrs.split_whitespace().map(str::to_string).collect());
         } else if let Some((sum, path)) = line.split_once("  ") {
@@ -337,6 +345,15 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("DOCKER"), "{err}");
         assert!(f.check_selfcheck(&log(&sum, "")).is_err());
+    }
+
+    #[test]
+    fn secure_boot_variable_is_parsed() {
+        let sum = "ab".repeat(32);
+        let r = parse_selfcheck(&log(&sum, "SECUREBOOT 1\r\n")).unwrap();
+        assert_eq!(r.secure_boot, Some(1));
+        let r = parse_selfcheck(&log(&sum, "")).unwrap();
+        assert_eq!(r.secure_boot, None, "no line under BIOS");
     }
 
     #[test]

@@ -26,6 +26,10 @@ impl Firmware {
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF built with Secure Boot (needs SMM: a q35 machine with `smm=on` and a secure pflash).
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
+/// The variable store with Microsoft's keys enrolled and Secure Boot enforced.
+pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 
 #[derive(Debug, Clone)]
 pub struct Boot {
@@ -59,6 +63,9 @@ pub struct Boot {
     pub hostfwd: Vec<String>,
     /// A Unix socket for the QEMU monitor (see [`Running::monitor`]); none by default.
     pub monitor: Option<PathBuf>,
+    /// With [`Firmware::Uefi`]: Secure Boot enforced, Microsoft's keys enrolled
+    /// ([`OVMF_CODE_SECBOOT`], a copy of [`OVMF_VARS_MS`], q35 with SMM).
+    pub secure_boot: bool,
 }
 
 /// What a boot produced.
@@ -89,6 +96,7 @@ impl Boot {
             echo: false,
             hostfwd: Vec::new(),
             monitor: None,
+            secure_boot: false,
             disk,
             firmware,
             marker: marker.into(),
@@ -222,15 +230,22 @@ impl Boot {
                 .arg(format!("{model},netdev=net0"));
         }
         if self.firmware == Firmware::Uefi {
+            let (code, vars_template) = if self.secure_boot {
+                cmd.args(["-machine", "q35,smm=on"])
+                    .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+                (OVMF_CODE_SECBOOT, OVMF_VARS_MS)
+            } else {
+                (OVMF_CODE, OVMF_VARS)
+            };
             assert!(
-                Path::new(OVMF_CODE).is_file(),
-                "{OVMF_CODE} not found: install Debian's ovmf"
+                Path::new(code).is_file(),
+                "{code} not found: install Debian's ovmf"
             );
             let vars = log_path.with_file_name("OVMF_VARS.fd");
-            std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF_VARS_4M.fd");
+            std::fs::copy(vars_template, &vars).expect("copy the OVMF variable store");
             cmd.arg("-drive")
                 .arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                    "if=pflash,format=raw,unit=0,readonly=on,file={code}"
                 ))
                 .arg("-drive")
                 .arg(format!(

@@ -210,7 +210,6 @@ impl<'a> Elf<'a> {
     }
 
     /// The index of the first section named `name`.
-    #[cfg(test)]
     pub(crate) fn find(&self, name: &[u8]) -> Option<usize> {
         self.sections.iter().position(|s| s.name == name)
     }

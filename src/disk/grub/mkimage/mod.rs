@@ -6,6 +6,7 @@
 
 pub mod efi;
 pub(crate) mod elf;
+pub mod embedded;
 mod error;
 pub(crate) mod modules;
 pub mod pc;

@@ -75,16 +75,26 @@ fn every_hardware_version_firmware_and_controller_validates() {
         };
         for firmware in [Firmware::Efi, Firmware::Bios] {
             for controller in [ScsiController::Pvscsi, ScsiController::LsiLogic] {
+                // Deploy-time properties (cloud-init's) and, under UEFI, Secure Boot on: the
+                // elements every variant may carry.
                 let o = OvfOptions {
                     hw_version: hw,
                     firmware,
                     controller,
                     source_reference: "ghcr.io/org/app:1.0".into(),
                     manifest_digest: "sha256:0123abcd".into(),
+                    properties: d2v::output::properties::cloud_init("vm", "iid-vm"),
+                    secure_boot: firmware == Firmware::Efi,
                     ..Default::default()
                 };
                 let x = descriptor(&o, Some(os_release), &disk());
                 let case = format!("{hw} {firmware:?} {controller:?}");
+                assert_transport_and_properties_placed(&x, &case);
+                assert_eq!(
+                    x.contains("vmw:key=\"bootOptions.efiSecureBootEnabled\" vmw:value=\"true\""),
+                    firmware == Firmware::Efi,
+                    "{case}: Secure Boot key"
+                );
                 let vmx = format!(
                     "<vssd:VirtualSystemType>vmx-{}</vssd:VirtualSystemType>",
                     hw.number()
@@ -97,6 +107,26 @@ fn every_hardware_version_firmware_and_controller_validates() {
                 }
             }
         }
+    }
+}
+
+/// Where DSP0243 (the OVF specification, its OVF environment clauses) puts them: the transports are an attribute of the
+/// `VirtualHardwareSection`, the properties `Property` children of the VirtualSystem's
+/// `ProductSection`, after its `Product`…`FullVersion` header and before `</ProductSection>`.
+fn assert_transport_and_properties_placed(x: &str, case: &str) {
+    let at = |s: &str| x.find(s).unwrap_or_else(|| panic!("{case}: no {s}\n{x}"));
+    assert!(at("<VirtualHardwareSection ovf:transport=\"iso com.vmware.guestInfo\">") > 0);
+    let (product, end) = (at("<ProductSection"), at("</ProductSection>"));
+    assert!(
+        at("<VirtualSystem ") < product,
+        "{case}: ProductSection in the VirtualSystem"
+    );
+    for key in ["instance-id", "hostname", "user-data"] {
+        let p = at(&format!("<Property ovf:key=\"{key}\""));
+        assert!(
+            at("</FullVersion>") < p && p < end,
+            "{case}: {key} in the ProductSection"
+        );
     }
 }
 

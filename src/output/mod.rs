@@ -39,6 +39,23 @@ pub enum Format {
     Raw,
 }
 
+impl Format {
+    /// Its `--format` name, also the output file's extension.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Format::Ova => "ova",
+            Format::Ovf => "ovf",
+            Format::Vmdk => "vmdk",
+            Format::Raw => "raw",
+        }
+    }
+
+    /// Whether the output has an OVF descriptor (`ova`, `ovf`).
+    pub(crate) fn has_descriptor(self) -> bool {
+        matches!(self, Format::Ova | Format::Ovf)
+    }
+}
+
 impl std::str::FromStr for Format {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -165,19 +182,10 @@ pub(crate) fn check_target(path: &Path, format: Format) -> Result<(), OutputErro
         _ => match meta {
             Some(m) if m.is_dir() => Err(bad(format!(
                 "is a directory; give a file path such as {}",
-                path.join(format!("vm.{}", format_ext(format))).display()
+                path.join(format!("vm.{}", format.name())).display()
             ))),
             _ => Ok(()),
         },
-    }
-}
-
-fn format_ext(format: Format) -> &'static str {
-    match format {
-        Format::Ova => "ova",
-        Format::Ovf => "ovf",
-        Format::Vmdk => "vmdk",
-        Format::Raw => "raw",
     }
 }
 

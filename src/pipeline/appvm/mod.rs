@@ -84,10 +84,11 @@ pub(super) fn prepare(
     i: &PlanInputs,
     log: &Log,
 ) -> Result<VmPlan, Error> {
+    // Before anything else (pulling a kernel, installing an init): the VM is x86-64, so is
+    // the image to be (`build` and `inspect` both come through here).
+    super::arch::check(image, tree)?;
     let mut plan = VmPlan::default();
     if let Some(k) = &i.app.kernel_from {
-        // Before pulling the kernel: the VM is x86-64 whatever the image is for.
-        super::arch::check(image, tree)?;
         plan.kernel = Some(graft_kernel(k, tree, i, log, &mut plan.lines)?);
     }
     let own_init = crate::inspect::init_system(tree).1;
@@ -171,7 +172,6 @@ fn install_init(
     i: &PlanInputs,
     plan: &mut VmPlan,
 ) -> Result<(), Error> {
-    super::arch::check(image, tree)?;
     let opts = app_options(i.app, i.hostname);
     let app = guest_app::resolve(tree, &image.config.config, &opts)?;
     plan.lines.push(describe(&app));

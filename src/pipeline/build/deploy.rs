@@ -2,7 +2,7 @@
 //! deploy-time properties, checked before the image is read, and whether the guest reads them.
 
 use super::Error;
-use crate::cli::{BuildArgs, DeployArgs, Format};
+use crate::cli::{BuildArgs, DeployArgs};
 use crate::inspect::ovfenv::OvfEnvReaders;
 use crate::output::properties::{self, Property, PropertyArgs};
 
@@ -26,15 +26,12 @@ pub(super) fn deploy_properties(d: &DeployArgs, hostname: &str) -> Result<Vec<Pr
 pub(super) fn check_deploy_args(args: &BuildArgs) -> Result<(), Error> {
     // A label or description without its property is refused here already.
     let props = deploy_properties(&args.deploy, "d2v")?;
-    if !props.is_empty() && matches!(args.format, Format::Vmdk | Format::Raw) {
+    let format = super::output_format(args.format);
+    if !props.is_empty() && !format.has_descriptor() {
         return Err(Error::Usage(format!(
             "--property and --cloud-init describe the VM in its OVF descriptor, which --format {} \
              does not write: use --format ova or ovf",
-            if args.format == Format::Vmdk {
-                "vmdk"
-            } else {
-                "raw"
-            }
+            format.name()
         )));
     }
     Ok(())

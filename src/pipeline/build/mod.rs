@@ -36,7 +36,6 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         output::check_target(p, format)?;
     }
     let (image, mut tree) = flatten(&args.source, &args.src, json, log)?;
-    super::arch::check(&image, &tree)?;
     let seed = image.manifest_digest.clone();
     let name = args
         .name
@@ -424,10 +423,7 @@ impl Built<'_> {
     /// What the descriptor declares (`null` for `--format vmdk|raw`, which write none).
     fn ovf_json(&self) -> serde_json::Value {
         let (vm, guest) = self.ovf;
-        if !matches!(
-            self.args.format,
-            crate::cli::Format::Ova | crate::cli::Format::Ovf
-        ) {
+        if !output_format(self.args.format).has_descriptor() {
             return serde_json::Value::Null;
         }
         serde_json::json!({

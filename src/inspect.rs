@@ -364,15 +364,7 @@ fn grub(tree: &Tree, path: &str) -> GrubModules {
 pub fn os_release_text(tree: &Tree) -> Option<String> {
     [&b"etc/os-release"[..], b"usr/lib/os-release"]
         .iter()
-        .find_map(|p| {
-            let mut buf = Vec::new();
-            tree.spill()
-                .reader(tree.resolve_file(p)?)
-                .take(64 * 1024)
-                .read_to_end(&mut buf)
-                .ok()?;
-            Some(String::from_utf8_lossy(&buf).into_owned())
-        })
+        .find_map(|p| tree.read_text(p, 64 * 1024))
 }
 
 fn os_release(tree: &Tree) -> OsRelease {

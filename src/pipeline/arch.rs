@@ -8,8 +8,6 @@
 //! (an arm64 image has `arm64-efi`, which is never used), and the image assembler refuses a
 //! `kernel.img` of another ELF machine (`EM_386`, `EM_X86_64`).
 
-use std::io::Read;
-
 use super::Error;
 use crate::kernel::{self, bzimage, KernelError};
 use crate::source::Image;
@@ -36,7 +34,8 @@ fn foreign(image: &Image, tree: &Tree) -> Vec<String> {
         found.push(format!("its config's architecture is {arch}"));
     }
     if let Some((path, _)) = crate::inspect::init_system(tree).1 {
-        let machine = head(tree, path, 20)
+        let machine = tree
+            .read_head(path.as_bytes(), 20)
             .as_deref()
             .and_then(crate::elf::machine);
         if let Some(m) = machine.filter(|m| *m != crate::elf::EM_X86_64) {
@@ -45,7 +44,8 @@ fn foreign(image: &Image, tree: &Tree) -> Vec<String> {
         }
     }
     if let Err(KernelError::NotX86 { path, .. }) = kernel::source::find(tree) {
-        if let Some(m) = head(tree, &path, 0x40)
+        if let Some(m) = tree
+            .read_head(path.as_bytes(), 0x40)
             .as_deref()
             .and_then(bzimage::foreign_machine)
         {
@@ -53,17 +53,4 @@ fn foreign(image: &Image, tree: &Tree) -> Vec<String> {
         }
     }
     found
-}
-
-/// The first `len` bytes of the file at `path` (symlinks followed); `None` when it is no
-/// file or cannot be read (the checks only refuse what is surely wrong).
-fn head(tree: &Tree, path: &str, len: u64) -> Option<Vec<u8>> {
-    let fd = tree.resolve_file(path.as_bytes())?;
-    let mut head = Vec::new();
-    tree.spill()
-        .reader(fd)
-        .take(len)
-        .read_to_end(&mut head)
-        .ok()?;
-    Some(head)
 }

@@ -102,9 +102,9 @@ impl Tree {
         }
     }
 
-    /// The first `max` bytes of the regular file `path` (symlinks followed inside the tree),
-    /// as text (invalid UTF-8 replaced); `None` when it is not a readable regular file.
-    pub(crate) fn read_text(&self, path: &[u8], max: u64) -> Option<String> {
+    /// The first `max` bytes of the regular file `path` (symlinks followed inside the tree);
+    /// `None` when it is not a readable regular file.
+    pub(crate) fn read_head(&self, path: &[u8], max: u64) -> Option<Vec<u8>> {
         let fd = self.resolve_file(path)?;
         let mut buf = Vec::new();
         std::io::Read::read_to_end(
@@ -112,6 +112,12 @@ impl Tree {
             &mut buf,
         )
         .ok()?;
+        Some(buf)
+    }
+
+    /// [`Tree::read_head`] as text (invalid UTF-8 replaced).
+    pub(crate) fn read_text(&self, path: &[u8], max: u64) -> Option<String> {
+        let buf = self.read_head(path, max)?;
         Some(String::from_utf8_lossy(&buf).into_owned())
     }
 }

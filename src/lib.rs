@@ -28,6 +28,7 @@ pub(crate) mod guest;
 pub mod ids;
 pub mod init;
 pub(crate) mod inspect;
+pub mod interrupt;
 pub(crate) mod kernel;
 pub mod layers;
 pub mod output;

@@ -9,6 +9,11 @@ fn main() {
             d2v::init::main();
         }
     }
+    // First, before any thread starts: SIGINT, SIGTERM and SIGHUP then remove d2v's temporary
+    // files. Without it they would still end d2v, only leaving named temporaries behind.
+    if let Err(e) = d2v::interrupt::install() {
+        let _ = writeln!(std::io::stderr(), "d2v: warning: signal handling: {e}");
+    }
     let cli = Cli::parse();
     let code = match d2v::pipeline::run(&cli) {
         Ok(()) => 0,

@@ -2,8 +2,9 @@
 //! directory and only gets a name on [`AtomicFile::commit`] (link to a temporary name, then
 //! rename over the target), so a killed process leaves nothing behind. Where the filesystem
 //! lacks `O_TMPFILE`, a hidden temporary name is used and removed on drop. Directories (the
-//! `ovf` format) are built under a hidden temporary name and renamed on commit; such hidden
-//! leftovers of killed runs are removed by the next run writing the same target.
+//! `ovf` format) are built under a hidden temporary name and renamed on commit. Hidden names
+//! are [`Temp`]s, so an interrupted d2v removes them (`crate::interrupt`); those of SIGKILLed
+//! runs are removed by the next run writing the same target.
 //!
 //! Test hook: with `D2V_TEST_HOLD_BEFORE_COMMIT=SECONDS` set, `commit` prints
 //! `d2v: holding output before commit` to stderr and sleeps first, so a test can kill the
@@ -16,6 +17,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::interrupt::Temp;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -91,7 +94,7 @@ pub(crate) struct AtomicFile {
     file: File,
     target: PathBuf,
     /// `Some` when the fallback named temporary file is used.
-    named: Option<PathBuf>,
+    named: Option<Temp>,
 }
 
 impl AtomicFile {
@@ -117,13 +120,16 @@ impl AtomicFile {
                     Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
                 ) =>
             {
-                let tmp = temp_sibling(target);
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o644)
-                    .open(&tmp)?;
+                let (file, tmp) = Temp::create(|| {
+                    let tmp = temp_sibling(target);
+                    let file = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o644)
+                        .open(&tmp)?;
+                    Ok((file, tmp))
+                })?;
                 Ok(AtomicFile {
                     file,
                     target: target.to_path_buf(),
@@ -149,44 +155,41 @@ impl AtomicFile {
         let tmp = match self.named.take() {
             Some(t) => t,
             None => {
-                let tmp = temp_sibling(&self.target);
-                let src = format!("/proc/self/fd/{}", self.file.as_raw_fd());
-                let c_src = std::ffi::CString::new(src).expect("no NUL");
-                let c_dst =
-                    std::ffi::CString::new(tmp.as_os_str().as_encoded_bytes()).map_err(|_| {
-                        io::Error::new(io::ErrorKind::InvalidInput, "NUL in output path")
-                    })?;
-                // SAFETY: two valid NUL-terminated paths; linkat gives the O_TMPFILE inode a name.
-                let r = unsafe {
-                    libc::linkat(
-                        libc::AT_FDCWD,
-                        c_src.as_ptr(),
-                        libc::AT_FDCWD,
-                        c_dst.as_ptr(),
-                        libc::AT_SYMLINK_FOLLOW,
-                    )
-                };
-                if r != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                tmp
+                Temp::create(|| {
+                    let tmp = temp_sibling(&self.target);
+                    link_unnamed(&self.file, &tmp)?;
+                    Ok(((), tmp))
+                })?
+                .1
             }
         };
-        if let Err(e) = std::fs::rename(&tmp, &self.target) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+        // A failed rename drops (removes) the temporary name.
+        tmp.finish(|t| std::fs::rename(t, &self.target))?;
         sync_dir(&parent_of(&self.target));
         Ok(())
     }
 }
 
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        if let Some(t) = self.named.take() {
-            let _ = std::fs::remove_file(t);
-        }
+/// Gives the `O_TMPFILE` inode of `file` the name `to`.
+fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
+    let src = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let c_src = std::ffi::CString::new(src).expect("no NUL");
+    let c_dst = std::ffi::CString::new(to.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in output path"))?;
+    // SAFETY: two valid NUL-terminated paths; linkat gives the O_TMPFILE inode a name.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            c_src.as_ptr(),
+            libc::AT_FDCWD,
+            c_dst.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
     }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) {
@@ -226,60 +229,54 @@ pub(crate) fn check_replaceable_dir(dir: &Path) -> io::Result<()> {
 /// An output directory that appears at its path only when committed.
 #[derive(Debug)]
 pub(crate) struct AtomicDir {
-    tmp: PathBuf,
+    tmp: Temp,
     target: PathBuf,
-    committed: bool,
 }
 
 impl AtomicDir {
     /// Start building directory `target` (its parent must exist).
     pub(crate) fn create(target: &Path) -> io::Result<AtomicDir> {
         remove_stale(target);
-        let tmp = temp_sibling(target);
-        std::fs::create_dir(&tmp)?;
+        let ((), tmp) = Temp::create(|| {
+            let tmp = temp_sibling(target);
+            std::fs::create_dir(&tmp)?;
+            Ok(((), tmp))
+        })?;
         Ok(AtomicDir {
             tmp,
             target: target.to_path_buf(),
-            committed: false,
         })
     }
 
     /// Where to write the directory's files until commit.
     pub(crate) fn path(&self) -> &Path {
-        &self.tmp
+        self.tmp.path()
     }
 
     /// Sync the files and rename the directory into place, replacing an existing one.
-    pub(crate) fn commit(mut self) -> io::Result<()> {
-        for entry in std::fs::read_dir(&self.tmp)? {
+    pub(crate) fn commit(self) -> io::Result<()> {
+        for entry in std::fs::read_dir(self.path())? {
             File::open(entry?.path())?.sync_all()?;
         }
-        sync_dir(&self.tmp);
+        sync_dir(self.path());
         hold_for_tests();
-        match std::fs::rename(&self.tmp, &self.target) {
-            Ok(()) => {}
-            Err(e) if self.target.is_dir() => {
+        let target = &self.target;
+        self.tmp.finish(|tmp| match std::fs::rename(tmp, target) {
+            Ok(()) => Ok(()),
+            Err(e) if target.is_dir() => {
                 // An earlier output: move it aside, put the new one in place, then delete it.
                 // Anything else is left alone.
-                check_replaceable_dir(&self.target)?;
-                let old = temp_sibling(&self.target);
-                std::fs::rename(&self.target, &old).map_err(|_| e)?;
-                std::fs::rename(&self.tmp, &self.target)?;
+                check_replaceable_dir(target)?;
+                let old = temp_sibling(target);
+                std::fs::rename(target, &old).map_err(|_| e)?;
+                std::fs::rename(tmp, target)?;
                 let _ = std::fs::remove_dir_all(old);
+                Ok(())
             }
-            Err(e) => return Err(e),
-        }
-        self.committed = true;
+            Err(e) => Err(e),
+        })?;
         sync_dir(&parent_of(&self.target));
         Ok(())
-    }
-}
-
-impl Drop for AtomicDir {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.tmp);
-        }
     }
 }
 

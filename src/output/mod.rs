@@ -326,6 +326,7 @@ fn write_ova(
         .map_err(&e)?;
     tar.append(&format!("{base}.mf"), mf.len() as u64, &mut mf.as_bytes())
         .map_err(&e)?;
+    crate::interrupt::pause_point("ova");
     scratch.rewind().map_err(&e)?;
     tar.append(&disk_name, s.file_size, &mut scratch)
         .map_err(&e)?;

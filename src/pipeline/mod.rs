@@ -288,6 +288,7 @@ fn apply_layers(image: &Image, tree: &mut Tree, json: bool) -> Result<(), Error>
             source,
         })?;
         bar.finish();
+        crate::interrupt::pause_point("flatten");
     }
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! A registry download goes to `<dir>/tmp/<hex>.partial`, locked (`flock`) while a process
 //! writes it and kept when the download fails, so the next run resumes it with a Range request
 //! instead of starting again (its bytes are hashed again first). A process that finds the
-//! partial file locked by another downloads into an unnamed temporary file instead.
+//! partial file locked by another downloads into a temporary file instead. Temporary files are
+//! [`Temp`]s, removed when d2v is interrupted; a partial file is kept then too.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
@@ -17,6 +18,7 @@ use sha2::{Digest, Sha256};
 use super::reference::check_digest;
 use super::SourceError;
 use crate::error::io_err;
+use crate::interrupt::Temp;
 
 /// The default cache directory: `$XDG_CACHE_HOME/d2v`, else `~/.cache/d2v`; when d2v cannot
 /// write there (a read-only root filesystem, as d2v's own container image runs with, or no
@@ -148,9 +150,14 @@ impl Cache {
     /// Starts writing a blob.
     pub(crate) fn writer(&self) -> Result<BlobWriter, SourceError> {
         let tmpdir = self.dir.join("tmp");
-        let file = tempfile::NamedTempFile::new_in(&tmpdir).map_err(io_err(&tmpdir))?;
+        let (file, temp) = Temp::create(|| {
+            tempfile::NamedTempFile::new_in(&tmpdir)?
+                .keep()
+                .map_err(|e| e.error)
+        })
+        .map_err(io_err(&tmpdir))?;
         Ok(BlobWriter {
-            tmp: Tmp::Anonymous(file),
+            tmp: Tmp::Anonymous { file, temp },
             hasher: Sha256::new(),
             len: 0,
             resumed: 0,
@@ -218,7 +225,7 @@ impl Write for HashSink<'_> {
 
 enum Tmp {
     /// Removed when dropped uncommitted.
-    Anonymous(tempfile::NamedTempFile),
+    Anonymous { file: File, temp: Temp },
     /// `tmp/<hex>.partial`, locked; kept when dropped uncommitted.
     Partial { file: File, path: PathBuf },
 }
@@ -226,7 +233,7 @@ enum Tmp {
 impl Tmp {
     fn file(&mut self) -> &mut File {
         match self {
-            Tmp::Anonymous(t) => t.as_file_mut(),
+            Tmp::Anonymous { file, .. } => file,
             Tmp::Partial { file, .. } => file,
         }
     }
@@ -302,8 +309,9 @@ impl BlobWriter {
         let mut tmp = self.tmp;
         tmp.file().sync_data().map_err(io_err(&dest))?;
         match tmp {
-            Tmp::Anonymous(t) => {
-                t.persist(&dest).map_err(|e| io_err(&dest)(e.error))?;
+            Tmp::Anonymous { temp, .. } => {
+                temp.finish(|t| fs::rename(t, &dest))
+                    .map_err(io_err(&dest))?;
             }
             // Renamed while still locked: a process waiting for the lock finds the blob.
             Tmp::Partial { path, .. } => fs::rename(&path, &dest).map_err(io_err(&dest))?,

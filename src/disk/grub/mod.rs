@@ -391,9 +391,10 @@ pub fn prepare(
     if generate && kernels.is_empty() {
         return Err(GrubError::NoKernel.into());
     }
-    let scratch = tempfile::tempdir()?;
+    let ((), scratch) = crate::interrupt::Temp::create(|| Ok(((), tempfile::tempdir()?.keep())))?;
     let early = early_config(esp_serial);
     let (core_img, bios_dir, mut notes) = build(tree, Platform::I386Pc, &early, scratch.path())?;
+    crate::interrupt::pause_point("esp_grub");
     let boot_img =
         std::fs::read(bios_dir.path.join("boot.img")).map_err(|source| GrubError::BootImg {
             dir: bios_dir.path.clone(),

@@ -65,6 +65,7 @@ pub fn write_stream_optimized(
     let mut head = vec![0u8; ((OVERHEAD_SECTORS - 1) * SECTOR) as usize];
     head[..desc.len()].copy_from_slice(desc.as_bytes());
     w.put(&head)?;
+    crate::interrupt::pause_point("vmdk");
 
     let gts = gt_count(capacity_sectors);
     let mut tables = Tables {

@@ -324,6 +324,7 @@ fn write_disk(
         let started = Instant::now();
         let mut o = ext4_opts.clone();
         o.size = Some(size);
+        crate::interrupt::pause_point("ext4");
         let s = ext4::write(t, f, off, &o)?;
         root_fs = Some(s);
         ext4_time += started.elapsed();

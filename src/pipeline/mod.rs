@@ -266,6 +266,9 @@ pub(crate) fn flatten(
     if let Some(from) = &image.pulled_from {
         log.step(format!("pulled from {from} (registries configuration)"));
     }
+    for w in &image.warnings {
+        log.step(format!("warning: {w}"));
+    }
     let mut tree = Tree::in_temp().map_err(Error::Spill)?;
     log.time(Stage::Flatten, || apply_layers(&image, &mut tree, json))?;
     tree.shrink_to_fit();

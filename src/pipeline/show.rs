@@ -26,6 +26,7 @@ pub(super) fn inspect(
             "reference": image.reference,
             "pulled_from": image.pulled_from,
             "endpoint_failures": image.endpoint_failures,
+            "warnings": image.warnings,
             "manifest_digest": image.manifest_digest,
             "index_digest": image.index_digest,
             "config_digest": image.config_digest,

@@ -151,6 +151,30 @@ fn auth_files(
     v
 }
 
+/// A warning for each auth file d2v reads credentials from that other users may read or
+/// change (any group or other permission bit), naming it and `chmod 600`; none with `--creds`.
+pub(crate) fn exposed_auth_files(opts: &SourceOptions) -> Vec<String> {
+    if opts.creds.is_some() {
+        return Vec::new();
+    }
+    auth_files(opts, |k| std::env::var_os(k))
+        .into_iter()
+        .filter_map(|(file, _)| exposed(&file))
+        .collect()
+}
+
+fn exposed(file: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "the auth file {0} holds registry credentials and other users may read it (mode \
+             {mode:04o}): restrict it with `chmod 600 {0}`",
+            file.display()
+        )
+    })
+}
+
 /// The credentials for `registry` (and `repository`), or `None` for anonymous access.
 pub(crate) fn lookup(
     registry: &str,
@@ -397,6 +421,31 @@ mod tests {
                 ("/home/u/.docker/config.json".to_string(), false)
             ]
         );
+    }
+
+    #[test]
+    fn auth_files_open_to_others_are_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("auth.json");
+        std::fs::write(&f, "{}").unwrap();
+        let o = opts_with(&f);
+        for (mode, warns) in [(0o600, false), (0o400, false), (0o644, true), (0o620, true)] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            let w = exposed_auth_files(&o);
+            assert_eq!(w.len(), usize::from(warns), "{mode:o}: {w:?}");
+            if let Some(w) = w.first() {
+                let name = f.display().to_string();
+                assert!(w.contains(&format!("chmod 600 {name}")), "{w}");
+                assert!(w.contains(&format!("{mode:04o}")), "{w}");
+            }
+        }
+        // With --creds no file is read: nothing to say.
+        let o = SourceOptions {
+            creds: Some("u:p".into()),
+            ..opts_with(&f)
+        };
+        assert!(exposed_auth_files(&o).is_empty());
     }
 
     #[test]

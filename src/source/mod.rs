@@ -125,6 +125,9 @@ pub struct Image {
     pub pulled_from: Option<String>,
     /// How each of those places failed.
     pub endpoint_failures: Vec<String>,
+    /// What the user should fix though it did not stop the pull: an auth file other users
+    /// may read.
+    pub warnings: Vec<String>,
 }
 
 /// One layer blob, verified and stored in the cache.

@@ -73,6 +73,7 @@ fn named(mut image: Image, name: Option<String>) -> Image {
 /// mirrors, then its registry or `location`), noting where it came from and what failed first.
 fn from_registry(r: &Reference, opts: &SourceOptions, cache: &Cache) -> Result<Image, SourceError> {
     let endpoints = opts.registries.endpoints(r)?;
+    let warnings = super::auth::exposed_auth_files(opts);
     let mut failures = Vec::new();
     let last = endpoints.len() - 1;
     for (i, ep) in endpoints.into_iter().enumerate() {
@@ -98,6 +99,7 @@ fn from_registry(r: &Reference, opts: &SourceOptions, cache: &Cache) -> Result<I
                         Some(format!("{e}{}", if ep.mirror { " (mirror)" } else { "" }));
                 }
                 img.endpoint_failures = failures;
+                img.warnings = warnings;
                 return Ok(img);
             }
             Err(err) if i < last => {
@@ -222,6 +224,7 @@ fn run(
         platforms_available,
         pulled_from: None,
         endpoint_failures: Vec::new(),
+        warnings: Vec::new(),
     })
 }
 

@@ -61,7 +61,9 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         log,
     )?;
     let report = inspect::boot_report(&tree);
-    let mut warnings = bootability(&report, &image, args, log)?;
+    // The image's own warnings were shown when it was read.
+    let mut warnings = image.warnings.clone();
+    warnings.extend(bootability(&report, &image, args, log)?);
     if let Some(w) = reader_warning(&properties, &report.ovf_environment) {
         log.step(format!("warning: {w}"));
         warnings.push(w);

@@ -177,6 +177,7 @@ impl Sandbox {
             .env_remove("XDG_RUNTIME_DIR")
             .env_remove("CONTAINERS_REGISTRIES_CONF")
             .env_remove("D2V_TEST_HOLD_BEFORE_COMMIT")
+            .env_remove("D2V_TEST_PAUSE_AT")
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null());
         // The machine's proxy settings must not reach d2v: tests set their own.

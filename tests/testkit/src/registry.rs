@@ -59,6 +59,8 @@ pub struct Registry {
     stderr: Arc<Mutex<Vec<String>>>,
     token_stop: Option<Arc<AtomicBool>>,
     token_port: Option<u16>,
+    /// The bearer tokens the token issuer handed out.
+    issued: Arc<Mutex<Vec<String>>>,
 }
 
 fn free_port() -> u16 {
@@ -131,6 +133,7 @@ impl Registry {
         require_tool("docker-registry", "docker-registry");
         let d = dir.as_path();
         let log = Arc::new(Mutex::new(Vec::new()));
+        let issued = Arc::new(Mutex::new(Vec::new()));
         let mut extra = String::new();
         let mut token_stop = None;
         let mut token_port = None;
@@ -174,7 +177,7 @@ impl Registry {
                     ],
                 );
                 let stop = Arc::new(AtomicBool::new(false));
-                let tport = start_token_issuer(d, stop.clone(), log.clone());
+                let tport = start_token_issuer(d, stop.clone(), log.clone(), issued.clone());
                 token_stop = Some(stop);
                 token_port = Some(tport);
                 extra = format!(
@@ -233,6 +236,7 @@ impl Registry {
                         stderr,
                         token_stop,
                         token_port,
+                        issued,
                     };
                 }
                 if child.try_wait().ok().flatten().is_some() {
@@ -287,6 +291,11 @@ impl Registry {
     /// `USER:PASS` when the registry needs credentials.
     pub fn creds(&self) -> Option<String> {
         matches!(self.kind, Kind::TlsBasic | Kind::Token).then(|| format!("{USER}:{PASSWORD}"))
+    }
+
+    /// The bearer tokens the token issuer has handed out so far ([`Kind::Token`] only).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.issued.lock().unwrap().clone()
     }
 
     /// The token issuer's port ([`Kind::Token`] only).

@@ -41,11 +41,12 @@ fn pct_decode(s: &str) -> String {
 /// basic credentials get the requested access, no credentials get pull access to `public/*`
 /// only, wrong credentials get 401. Also the OAuth2 form `POST /token` with
 /// `grant_type=refresh_token`: [`IDENTITY_TOKEN`] gets the requested access, any other 401
-/// (logged as method `TOKEN-REFRESH`).
+/// (logged as method `TOKEN-REFRESH`). Every token handed out is added to `issued`.
 pub(crate) fn start_token_issuer(
     d: &Path,
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<Request>>>,
+    issued: Arc<Mutex<Vec<String>>>,
 ) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind token issuer");
     let port = listener.local_addr().unwrap().port();
@@ -148,6 +149,7 @@ pub(crate) fn start_token_issuer(
                     .unwrap();
                 let sig = child.wait_with_output().unwrap().stdout;
                 let jwt = format!("{signing_input}.{}", b64url(&sig));
+                issued.lock().unwrap().push(jwt.clone());
                 (
                     200,
                     serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 600})

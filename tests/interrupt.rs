@@ -7,15 +7,15 @@
 //! other stages by d2v's test hook `D2V_TEST_PAUSE_AT=STAGE` (`src/interrupt.rs`), which
 //! pauses there after the stage's temporaries exist.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use testkit::cli::{ls, oci_src, write_tiny, Sandbox};
+use testkit::layout_registry::{Blob, LayoutRegistry};
 use testkit::oci::Compression;
 
 const D2V: &str = env!("CARGO_BIN_EXE_d2v");
@@ -192,105 +192,17 @@ fn signal_at_each_local_stage_removes_temporaries_and_exits_128_plus_signo() {
     assert_eq!(ls(&sb.path("tmp")), Vec::<String>::new());
 }
 
-/// A registry on 127.0.0.1 serving the OCI layout `dir`'s manifest `manifest` as `app:v1`;
-/// while `stall` is set, the blob `slow` gets its headers and half its bytes, then nothing
-/// (`stalled` is set then).
-struct StallingRegistry {
-    port: u16,
-    stall: Arc<AtomicBool>,
-    stalled: Arc<AtomicBool>,
-}
-
-fn stalling_registry(dir: &Path, manifest: Vec<u8>, slow: String) -> StallingRegistry {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let stall = Arc::new(AtomicBool::new(true));
-    let stalled = Arc::new(AtomicBool::new(false));
-    let (dir, st, sd) = (dir.to_path_buf(), stall.clone(), stalled.clone());
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut s) = conn else { continue };
-            let (dir, manifest, slow, st, sd) = (
-                dir.clone(),
-                manifest.clone(),
-                slow.clone(),
-                st.clone(),
-                sd.clone(),
-            );
-            std::thread::spawn(move || {
-                // A TLS ClientHello (d2v tries https first): hang up as a plain server would.
-                let mut first = [0u8; 1];
-                if s.peek(&mut first).unwrap_or(0) == 1 && first[0] == 0x16 {
-                    return;
-                }
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let head = testkit::http::read_request_head(&mut r).unwrap_or_default();
-                let blob = head.path.rsplit_once("/blobs/").map(|(_, d)| d.to_string());
-                let (body, ctype) = if head.path == "/v2/" {
-                    (b"{}".to_vec(), "application/json")
-                } else if head.path.contains("/manifests/") {
-                    (manifest, "application/vnd.oci.image.manifest.v1+json")
-                } else if let Some(d) = &blob {
-                    let p = dir
-                        .join("blobs/sha256")
-                        .join(d.trim_start_matches("sha256:"));
-                    match std::fs::read(p) {
-                        Ok(b) => (b, "application/octet-stream"),
-                        Err(_) => {
-                            let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                            return;
-                        }
-                    }
-                } else {
-                    let _ = s.write_all(
-                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    );
-                    return;
-                };
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\
-                     Docker-Content-Digest: {}\r\nConnection: close\r\n\r\n",
-                    body.len(),
-                    testkit::cli::sha256(&body)
-                );
-                if head.method == "HEAD" {
-                    return;
-                }
-                if blob.as_deref() == Some(slow.as_str()) && st.load(Ordering::SeqCst) {
-                    let _ = s.write_all(&body[..body.len() / 2]);
-                    let _ = s.flush();
-                    sd.store(true, Ordering::SeqCst);
-                    // Nothing more, until d2v hangs up.
-                    let _ = s.read(&mut [0u8; 1]);
-                    return;
-                }
-                let _ = s.write_all(&body);
-            });
-        }
-    });
-    StallingRegistry {
-        port,
-        stall,
-        stalled,
-    }
-}
-
 #[test]
 fn signal_during_a_download_keeps_the_cache_resumable() {
     let (sb, dir) = sandbox();
-    let (desc, manifest) = testkit::cli::manifest_of(&dir, "v1");
+    let (_, manifest) = testkit::cli::manifest_of(&dir, "v1");
     let slow = manifest["layers"][0]["digest"]
         .as_str()
         .unwrap()
         .to_string();
-    let bytes = std::fs::read(testkit::oci::blob_path(
-        &dir,
-        desc["digest"].as_str().unwrap(),
-    ))
-    .unwrap();
-    let reg = stalling_registry(&dir, bytes, slow.clone());
-    let src = format!("127.0.0.1:{}/app:v1", reg.port);
+    let reg = LayoutRegistry::start(&dir, "v1");
+    reg.set(&slow, Blob::Stall);
+    let src = format!("{}/app:v1", reg.host);
     let cache = sb.path("cache/c");
     let out = sb.out_file("vm.ova").display().to_string();
     let cache_s = cache.display().to_string();
@@ -309,7 +221,7 @@ fn signal_during_a_download_keeps_the_cache_resumable() {
         assert!(!blob.exists(), "half a blob committed to the cache");
     }
     // The next run completes from the same cache.
-    reg.stall.store(false, Ordering::SeqCst);
+    reg.set(&slow, Blob::Serve);
     sb.d2v(&args).ok();
     assert_eq!(sb.out_listing(), ["vm.ova"]);
     assert_eq!(ls(&sb.path("tmp")), Vec::<String>::new());

@@ -263,3 +263,33 @@ fn bearer_tokens_stay_out_of_every_output() {
     outs.add_files(&sb.out());
     outs.assert_free_of(&secrets);
 }
+
+/// A registry sends blob downloads to its storage with a pre-signed URL, whose query is a
+/// credential: when that place cannot be reached, the message names the blob (and the
+/// registry's URL for it), never the pre-signed URL.
+#[test]
+fn a_pre_signed_download_url_is_shown_without_its_signature() {
+    use testkit::layout_registry::{Blob, LayoutRegistry};
+    let sb = Sandbox::new(D2V);
+    let dir = sb.path("in/oci");
+    testkit::cli::write_tiny(&dir, "v1", "debian", true, Compression::Gzip);
+    let (_, manifest) = testkit::cli::manifest_of(&dir, "v1");
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let reg = LayoutRegistry::start(&dir, "v1");
+    // Nothing listens on port 1.
+    let sig = "X-Amz-Signature=5ec4e7516a7e";
+    reg.set(
+        layer,
+        Blob::Redirect(format!(
+            "http://127.0.0.1:1/blob?X-Amz-Credential=AKIA42&{sig}"
+        )),
+    );
+    let src = format!("{}/app:v1", reg.host);
+    let mut outs = Outputs::default();
+    for extra in [&["-v"][..], &["--json"]] {
+        let r = pull_fails(&sb, &src, extra, &mut outs);
+        assert!(r.stderr.contains(layer), "{}", r.stderr);
+    }
+    outs.add(&sb.d2v(["inspect", &src, "-v"]));
+    outs.assert_free_of(&[sig.to_string(), "AKIA42".to_string()]);
+}

@@ -56,6 +56,7 @@ pub fn require_grub_modules() {
 
 pub mod edge_cases;
 pub mod http;
+pub mod layout_registry;
 pub mod oci;
 pub mod ovf_schema;
 pub mod shell;

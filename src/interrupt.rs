@@ -188,6 +188,32 @@ mod tests {
         registry().paths.iter().any(|(_, q)| q == p)
     }
 
+    /// The module relies on it: a credential helper d2v runs must not inherit the mask.
+    #[test]
+    fn children_start_with_no_signal_blocked() {
+        let set = signal_set();
+        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid sets; only this test's thread is affected, and restored below.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) };
+        let blocked = |status: &str| {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("SigBlk:"))
+                .unwrap_or("");
+            u64::from_str_radix(line.trim_start_matches("SigBlk:").trim(), 16).unwrap_or(0)
+        };
+        let own = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        // SIGHUP, SIGINT and SIGTERM: bits 0, 1 and 14.
+        assert_eq!(blocked(&own) & 0x4003, 0x4003, "{own}");
+        let out = std::process::Command::new("sh")
+            .args(["-c", "grep SigBlk /proc/self/status"])
+            .output();
+        // SAFETY: as above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        let out = String::from_utf8(out.unwrap().stdout).unwrap();
+        assert!(out.starts_with("SigBlk:") && blocked(&out) == 0, "{out}");
+    }
+
     #[test]
     fn a_temp_is_registered_until_finished_or_dropped() {
         let d = tempfile::tempdir().unwrap();

@@ -227,3 +227,64 @@ fn signal_during_a_download_keeps_the_cache_resumable() {
     assert_eq!(ls(&sb.path("tmp")), Vec::<String>::new());
     assert_cache_clean(&cache);
 }
+
+/// The Debian `systemd` fixture, or `None` (after a notice) when it is not built and not
+/// required (`D2V_REQUIRE_FIXTURES=1` or `D2V_FIXTURES` set).
+fn systemd_fixture() -> Option<testkit::fixtures::Fixture> {
+    let required = std::env::var("D2V_REQUIRE_FIXTURES").as_deref() == Ok("1")
+        || std::env::var_os("D2V_FIXTURES").is_some();
+    match testkit::fixtures::try_load("systemd") {
+        Some(f) => Some(f),
+        None if required => Some(testkit::fixtures::load("systemd")),
+        None => {
+            eprintln!("NOTICE: skipped: the systemd fixture is not built (cargo xtask test)");
+            None
+        }
+    }
+}
+
+/// Signals in the middle of real work, no pause: a Debian image being flattened, its disk
+/// being written, its VMDK being compressed (as an OVF directory and as an OVA), each found by
+/// the `-v` line that starts the stage.
+#[test]
+#[ignore = "heavy: the systemd fixture (cargo xtask test)"]
+fn signal_mid_work_on_a_debian_image() {
+    let Some(fixture) = systemd_fixture() else {
+        return;
+    };
+    let (sb, _) = sandbox();
+    let src = fixture.oci_ref();
+    let cache = sb.path("cache/c").display().to_string();
+    let cases = [
+        ("time: pull", "ova", "vm.ova", libc::SIGINT, "SIGINT"),
+        ("writing disk:", "ova", "vm.ova", libc::SIGTERM, "SIGTERM"),
+        ("writing /", "ovf", "vmdir", libc::SIGINT, "SIGINT"),
+        ("writing /", "ova", "vm.ova", libc::SIGTERM, "SIGTERM"),
+    ];
+    for (marker, format, name, sig, sig_name) in cases {
+        let out = sb.out_file(name).display().to_string();
+        let mut args = build_args(&src, format, &out, &cache);
+        args.push("-v");
+        let mut since: Option<Instant> = None;
+        let got = interrupt(
+            &sb,
+            &args,
+            &[],
+            |line| {
+                if line.is_some_and(|l| l.starts_with(marker)) {
+                    since = Some(Instant::now());
+                }
+                // Well into the stage.
+                since.is_some_and(|t| t.elapsed() > Duration::from_millis(300))
+            },
+            sig,
+        );
+        assert!(
+            !got.stderr.contains("done:"),
+            "finished first:\n{}",
+            got.stderr
+        );
+        assert_clean_exit(&sb, &format!("{marker} ({format})"), &got, sig, sig_name);
+        assert_cache_clean(Path::new(&cache));
+    }
+}

@@ -146,6 +146,19 @@ fn basic_auth_secrets_stay_out_of_every_output() {
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     let w = v["warnings"].to_string();
     assert!(w.contains(&open_s) && w.contains("chmod 600"), "{v:#}");
+    let args = [
+        "inspect",
+        &src,
+        "--cert-dir",
+        &ca,
+        "--authfile",
+        &open_s,
+        "--json",
+    ];
+    let r = sb.d2v(args).ok();
+    outs.add(&r);
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert!(v["warnings"].to_string().contains("chmod 600"), "{v:#}");
     // REGISTRY_AUTH_FILE, private: no warning.
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = sb.out_file("c.ova").display().to_string();

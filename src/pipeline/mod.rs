@@ -250,13 +250,14 @@ pub(crate) fn source_options(src: &SourceArgs, json: bool) -> Result<SourceOptio
     })
 }
 
-/// Resolves the source (downloading and verifying every blob) and applies its layers in order.
+/// Resolves the source (downloading and verifying every blob) and applies its layers in order;
+/// and the warnings about its layers (logged here, returned for `--json`).
 pub(crate) fn flatten(
     source: &str,
     src: &SourceArgs,
     json: bool,
     log: &Log,
-) -> Result<(Image, Tree), Error> {
+) -> Result<(Image, Tree, Vec<String>), Error> {
     let options = source_options(src, json)?;
     let image = log.time(Stage::Pull, || source::resolve(source, &options))?;
     log.step(format!(
@@ -267,21 +268,27 @@ pub(crate) fn flatten(
         log.step(format!("pulled from {from} (registries configuration)"));
     }
     let mut tree = Tree::in_temp().map_err(Error::Spill)?;
-    log.time(Stage::Flatten, || apply_layers(&image, &mut tree, json))?;
+    let warnings = log.time(Stage::Flatten, || apply_layers(&image, &mut tree, json))?;
     tree.shrink_to_fit();
+    for w in &warnings {
+        log.step(format!("warning: {w}"));
+    }
     log.step(format!("applied {} layers", image.layers.len()));
-    Ok((image, tree))
+    Ok((image, tree, warnings))
 }
 
-/// Applies the image's layers, bottom first, to the staging tree.
-fn apply_layers(image: &Image, tree: &mut Tree, json: bool) -> Result<(), Error> {
+/// Applies the image's layers, bottom first, to the staging tree; the warnings about them (a
+/// layer read as Go reads it, see [`layers::Unterminated`]).
+fn apply_layers(image: &Image, tree: &mut Tree, json: bool) -> Result<Vec<String>, Error> {
     let count = image.layers.len();
+    let mut warnings = Vec::new();
     for (i, layer) in image.layers.iter().enumerate() {
         let bar = crate::progress::bar(!json, layer.size, format!("apply layer {}/{count}", i + 1));
         let mut r = source::open_layer_with(layer, Some(bar.clone()))?;
-        layers::apply_layer(tree, &mut r, &layer.digest).map_err(|e| {
+        let note = layers::apply_layer(tree, &mut r, &layer.digest).map_err(|e| {
             Error::from(e).or_no_space(SPILL_FULL.0, std::env::temp_dir(), SPILL_FULL.1)
         })?;
+        warnings.extend(note.map(|n| n.to_string()));
         // Read to the end so the uncompressed digest (diff_id) is checked.
         io::copy(&mut r, &mut io::sink()).map_err(|source| Error::LayerStream {
             layer: layer.digest.clone(),
@@ -289,7 +296,7 @@ fn apply_layers(image: &Image, tree: &mut Tree, json: bool) -> Result<(), Error>
         })?;
         bar.finish();
     }
-    Ok(())
+    Ok(warnings)
 }
 
 #[cfg(test)]

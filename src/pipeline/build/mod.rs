@@ -35,7 +35,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         // Before reading the image: a wrong -o should not cost a download.
         output::check_target(p, format)?;
     }
-    let (image, mut tree) = flatten(&args.source, &args.src, json, log)?;
+    let (image, mut tree, layer_warnings) = flatten(&args.source, &args.src, json, log)?;
     let seed = image.manifest_digest.clone();
     let name = args
         .name
@@ -61,7 +61,8 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         log,
     )?;
     let report = inspect::boot_report(&tree);
-    let mut warnings = bootability(&report, &image, args, log)?;
+    let mut warnings = layer_warnings;
+    warnings.extend(bootability(&report, &image, args, log)?);
     if let Some(w) = reader_warning(&properties, &report.ovf_environment) {
         log.step(format!("warning: {w}"));
         warnings.push(w);

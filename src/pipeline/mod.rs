@@ -243,6 +243,7 @@ pub(crate) fn source_options(src: &SourceArgs, json: bool) -> Result<SourceOptio
         authfile: src.authfile.clone(),
         cert_dir: src.cert_dir.clone(),
         tls_verify: src.tls_verify,
+        registry_timeout: std::time::Duration::from_secs(src.registry_timeout),
         progress: !json,
         proxy: source::proxy::ProxyConfig::from_env(),
         registries: source::registries::RegistriesConf::load(src.registries_conf.as_deref())?,

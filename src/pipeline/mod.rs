@@ -165,6 +165,13 @@ impl From<crate::disk::grub::mkimage::MkimageError> for Error {
     }
 }
 
+/// What the blob cache holds, and what to do when its filesystem is full.
+const CACHE_FULL: (&str, &str) = (
+    "the blob cache (downloaded image blobs)",
+    "free some space there or give another --cache-dir (a download that stopped is kept in \
+     its tmp/ and resumed by the next run)",
+);
+
 /// What the staging tree's spill file holds, and what to do when its filesystem is full.
 const SPILL_FULL: (&str, &str) = (
     "the staging tree's file data (a temporary file)",
@@ -259,8 +266,14 @@ pub(crate) fn flatten(
     json: bool,
     log: &Log,
 ) -> Result<(Image, Tree, Vec<String>), Error> {
-    let options = source_options(src, json)?;
-    let image = log.time(Stage::Pull, || source::resolve(source, &options))?;
+    let mut options = source_options(src, json)?;
+    let cache_dir = options
+        .cache_dir
+        .get_or_insert_with(source::cache::default_dir)
+        .clone();
+    let image = log
+        .time(Stage::Pull, || source::resolve(source, &options))
+        .map_err(|e| Error::from(e).or_no_space(CACHE_FULL.0, cache_dir, CACHE_FULL.1))?;
     log.step(format!(
         "image {} ({})",
         image.reference, image.manifest_digest

@@ -97,7 +97,16 @@ pub(in crate::pipeline) fn check_output_file(path: &Path) -> Result<(), Error> {
             path.join("rootfs.tar").display()
         )));
     }
-    Ok(())
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    crate::output::atomic::check_writable_dir(dir).map_err(|e| {
+        Error::Usage(format!(
+            "output directory {} cannot be written ({e}): give -o a writable directory",
+            dir.display()
+        ))
+    })
 }
 
 /// What to do when the filesystem beside the output (disk image, output) is full.

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use testkit::cli::*;
 use testkit::oci::{self, Compression, ImageSpec};
-use testkit::tar::{tar, Entry};
+use testkit::tar::{tar, unterminated, Entry};
 
 /// The d2v binary cargo built for these tests.
 const D2V: &str = env!("CARGO_BIN_EXE_d2v");
@@ -66,22 +66,12 @@ fn builds_with_warning(sb: &Sandbox, src: &str, digest: &str, entry: &str) {
     );
 }
 
-/// `entries` with nothing after the last entry's data (`last_len` bytes).
-fn unterminated(entries: &[Entry], last_len: usize) -> Vec<u8> {
-    let mut data = tar(entries);
-    data.truncate(data.len() - 1024 - (512 - last_len % 512) % 512);
-    data
-}
-
 #[test]
 fn a_layer_ending_after_the_last_files_data_builds_with_a_warning() {
-    let layer = unterminated(
-        &[
-            Entry::dir("etc/app"),
-            Entry::file("etc/app/conf", "key=1\n"),
-        ],
-        6,
-    );
+    let layer = unterminated(&[
+        Entry::dir("etc/app"),
+        Entry::file("etc/app/conf", "key=1\n"),
+    ]);
     for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
         let (sb, src, digest) = debian_with_layer(layer.clone(), c);
         builds_with_warning(&sb, &src, &digest, "etc/app/conf");

@@ -185,8 +185,8 @@ pub fn apply_layer(
     }
     io::copy(tar, &mut io::sink()).map_err(read_err)?;
     // Ended cleanly: at the end of the stream (not at end-of-archive blocks) after an entry?
-    Ok(match (track.end(), &last) {
-        (Some(end), Some(_)) => ending::ending(layer, end, last.as_ref()).short(),
+    Ok(match (track.end(), last) {
+        (Some(end), Some(last)) => ending::ending(layer, end, Some(&last)).short(),
         _ => None,
     })
 }

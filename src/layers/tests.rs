@@ -1,7 +1,7 @@
 use super::*;
 use crate::tree::testing::from_layers as layers;
 use crate::tree::{InodeId, ROOT};
-use testkit::tar::{tar, Entry};
+use testkit::tar::{tar, unterminated, Entry};
 
 fn apply(tree: &mut Tree, entries: &[Entry]) -> Result<(), LayerError> {
     apply_layer(tree, &mut &tar(entries)[..], "sha256:test").map(|note| assert!(note.is_none()))
@@ -575,15 +575,6 @@ fn all_nul_owner_fields_read_as_root() {
     assert_eq!((t.inode(id).meta.uid, t.inode(id).meta.gid), (0, 0));
 }
 
-/// `entries` as umoci 0.4.7's `insert` writes a layer: nothing after the last entry's data,
-/// which is `last_len` bytes (no padding to 512, no end-of-archive blocks).
-fn unterminated(entries: &[Entry], last_len: usize) -> Vec<u8> {
-    let mut data = tar(entries);
-    let padding = (512 - last_len % 512) % 512;
-    data.truncate(data.len() - 1024 - padding);
-    data
-}
-
 #[test]
 fn a_tar_ending_after_the_last_files_data_is_read_whole_with_a_warning() {
     let entries = [
@@ -591,7 +582,7 @@ fn a_tar_ending_after_the_last_files_data_is_read_whole_with_a_warning() {
         Entry::file("etc/a", vec![7u8; 700]),
         Entry::file("etc/b", "hello world"),
     ];
-    let short = unterminated(&entries, 11);
+    let short = unterminated(&entries);
     assert_eq!(short.len() % 512, 11);
     let mut t = Tree::in_temp().unwrap();
     let note = apply_layer(&mut t, &mut &short[..], "sha256:short")

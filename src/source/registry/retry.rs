@@ -236,6 +236,16 @@ mod tests {
     }
 
     #[test]
+    fn a_registry_that_timed_out_is_not_asked_again() {
+        // Waiting --registry-timeout again and again would keep d2v hanging.
+        let t = transport(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "timed out",
+        ));
+        assert!(timed_out(&t) && transport_is_final(&t), "{t}");
+    }
+
+    #[test]
     fn retry_stops_at_a_final_failure_or_after_the_attempts() {
         let again = |n: u32| Failure::Transient {
             error: Box::new(n),

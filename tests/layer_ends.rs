@@ -100,6 +100,14 @@ fn a_real_umoci_insert_layer_builds_with_a_warning() {
         .unwrap()
         .to_string();
     builds_with_warning(&sb, &src, &digest, "etc/inserted");
+    // inspect --json carries it too.
+    let r = sb.d2v(["inspect", "--json", &src]).ok();
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let warnings = v["warnings"].to_string();
+    assert!(
+        warnings.contains(&digest) && warnings.contains("etc/inserted"),
+        "{warnings}"
+    );
 }
 
 #[test]

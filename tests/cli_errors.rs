@@ -1060,7 +1060,7 @@ fn read_only_output_directory() {
 fn output_directory_removed_while_building() {
     use std::io::BufRead;
     let Debian { sb, src, .. } = debian_image(Compression::Gzip);
-    for (format, name) in [("ova", "vm.ova"), ("vmdk", "vm.vmdk")] {
+    for (format, name) in [("ova", "vm.ova"), ("vmdk", "vm.vmdk"), ("ovf", "vm")] {
         let dir = sb.path("vanishing");
         std::fs::create_dir_all(&dir).unwrap();
         let out = dir.join(name);

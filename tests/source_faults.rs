@@ -873,6 +873,22 @@ fn a_registry_that_answers_nothing_is_given_up_after_the_timeout() {
     let img = image();
     let tmp = tempfile::tempdir().unwrap();
     assert_eq!(gives_up_on(&img, Fault::Silent, tmp.path()), 0);
+    // Silent from the first request on (the /v2/ ping): given up on as soon.
+    let img = image();
+    img.server
+        .lock()
+        .unwrap()
+        .faults
+        .insert("/v2/".into(), Fault::Silent);
+    let t = std::time::Instant::now();
+    let e = resolve(&format!("{}/t/app:v1", img.host), &opts_timeout(tmp.path())).unwrap_err();
+    assert!(matches!(e, SourceError::Stalled { .. }), "{e}");
+    assert!(e.to_string().contains("did not answer in 2 s"), "{e}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[test]

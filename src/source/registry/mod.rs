@@ -242,6 +242,11 @@ impl Client {
                         detail: detail(resp),
                     })
                 }
+                // A plain-HTTP registry that took the connection but did not answer: that
+                // stall, not the https attempt's error, is what went wrong.
+                Err(ureq::Error::Transport(t)) if scheme == "http" && retry::timed_out(&t) => {
+                    return Err(self.net_err(&what, t));
+                }
                 Err(ureq::Error::Transport(t)) => {
                     first_err.get_or_insert_with(|| self.net_err(&what, t));
                     continue;

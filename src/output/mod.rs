@@ -142,7 +142,7 @@ pub enum OutputError {
 }
 
 /// Checks, before any work, that `format` can be written at `path`: a usable file name, an
-/// existing parent directory, no directory where a file goes (or the reverse), and for `ovf`
+/// existing parent directory that can be written, no directory where a file goes (or the reverse), and for `ovf`
 /// an existing directory only if it is an earlier OVF output.
 pub(crate) fn check_target(path: &Path, format: Format) -> Result<(), OutputError> {
     let bad = |why: String| OutputError::Target {
@@ -194,8 +194,8 @@ pub(crate) fn check_target(path: &Path, format: Format) -> Result<(), OutputErro
 
 use crate::error::io_err;
 
-/// The directory an output path is in.
-fn dir_of(path: &Path) -> &Path {
+/// The directory an output path is in (`.` for a bare name).
+pub(crate) fn dir_of(path: &Path) -> &Path {
     path.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))

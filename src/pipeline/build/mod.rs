@@ -142,11 +142,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
 /// The raw disk: an unnamed sparse temporary file (gone with the process, whatever happens)
 /// in the output's directory (else TMPDIR), and that directory.
 fn scratch_disk(out_path: &Path) -> Result<(PathBuf, File), Error> {
-    let dir = out_path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
+    let dir = output::dir_of(out_path).to_path_buf();
     let raw = tempfile::tempfile_in(&dir)
         .or_else(|_| tempfile::tempfile())
         .map_err(io_err("creating the temporary disk image"))?;

@@ -857,9 +857,14 @@ struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Tmpfs {
+        Tmpfs::mount_with(dir, &format!("size={size}"))
+    }
+
+    /// With mount options `options` (`ro`, ...).
+    fn mount_with(dir: &Path, options: &str) -> Tmpfs {
         std::fs::create_dir_all(dir).unwrap();
         let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(dir)
             .status()
             .expect("run mount");
@@ -1024,4 +1029,112 @@ fn an_image_for_another_architecture() {
         ],
     );
     assert!(!r.stderr.contains("config"), "{}", r.stderr);
+}
+
+/// An output directory that cannot be written (a read-only mount: the tests run as root, for
+/// whom a mode of 555 stops nothing): every format fails naming the directory, before the
+/// image is read.
+#[test]
+fn read_only_output_directory() {
+    let Debian { sb, src, .. } = debian_image(Compression::Gzip);
+    let ro = sb.path("ro-out");
+    let _ro = Tmpfs::mount_with(&ro, "ro,size=64k");
+    for (format, name) in [("ova", "vm.ova"), ("ovf", "vm"), ("vmdk", "vm.vmdk")] {
+        let r = build_as(&sb, &src, format, &ro.join(name));
+        assert_clean_failure(&r, &[ro.to_str().unwrap(), "read-only"]);
+        assert!(!r.stderr.contains("applied"), "{}", r.stderr);
+    }
+    let r = sb.d2v([
+        "export".as_ref(),
+        src.as_ref(),
+        "-o".as_ref(),
+        ro.join("rootfs.tar").as_os_str(),
+    ]);
+    assert_clean_failure(&r, &[ro.to_str().unwrap(), "read-only"]);
+    assert_eq!(ls(&ro), Vec::<String>::new());
+}
+
+/// The output directory removed while d2v writes (just before the output is committed): the
+/// error names the output and says the directory is gone; nothing is recreated.
+#[test]
+fn output_directory_removed_while_building() {
+    use std::io::BufRead;
+    let Debian { sb, src, .. } = debian_image(Compression::Gzip);
+    for (format, name) in [("ova", "vm.ova"), ("vmdk", "vm.vmdk"), ("ovf", "vm")] {
+        let dir = sb.path("vanishing");
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join(name);
+        let mut cmd = sb.command([
+            "build".as_ref(),
+            src.as_ref(),
+            "--format".as_ref(),
+            format.as_ref(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ]);
+        cmd.env("D2V_TEST_HOLD_BEFORE_COMMIT", "2")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut text = String::new();
+        let mut line = String::new();
+        while stderr.read_line(&mut line).unwrap() > 0 {
+            text += &line;
+            if line.contains("holding output before commit") {
+                std::fs::remove_dir_all(&dir).unwrap();
+            }
+            line.clear();
+        }
+        let status = child.wait().unwrap();
+        let ctx = format!("{format}:\n{text}");
+        assert!(text.contains("holding output"), "{ctx}");
+        assert_eq!(status.code(), Some(1), "{ctx}");
+        assert!(!text.contains("panicked"), "{ctx}");
+        let first = text
+            .lines()
+            .find(|l| l.starts_with("d2v: error: "))
+            .unwrap_or_else(|| panic!("no error line: {ctx}"));
+        assert!(
+            first.contains(out.to_str().unwrap()) && first.contains("no longer exists"),
+            "{ctx}"
+        );
+        assert!(!dir.exists(), "d2v recreated {}", dir.display());
+    }
+}
+
+/// A blob cache on a full filesystem: the download fails naming the cache directory and what
+/// to do; nothing half-written is in the cache's blobs (a kept partial download is in tmp/).
+#[test]
+fn cache_on_a_full_filesystem() {
+    let (_reg, Debian { sb, src, .. }) = debian_in_registry(Kind::Plain, "test/app:v1");
+    let cache = sb.path("small-cache");
+    let _small = Tmpfs::mount(&cache, "24k");
+    let r = sb.d2v([
+        "build".as_ref(),
+        src.as_ref(),
+        "-o".as_ref(),
+        sb.out_file("vm.ova").as_os_str(),
+        "--cache-dir".as_ref(),
+        cache.as_os_str(),
+    ]);
+    assert_clean_failure(
+        &r,
+        &[
+            cache.to_str().unwrap(),
+            "filesystem is full",
+            "--cache-dir",
+            "No space left",
+        ],
+    );
+    assert!(sb.out_listing().is_empty(), "{:?}", sb.out_listing());
+    for e in std::fs::read_dir(cache.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        assert_eq!(
+            sha256(&std::fs::read(e.path()).unwrap()),
+            format!("sha256:{name}"),
+            "a blob in the cache is not whole"
+        );
+    }
 }

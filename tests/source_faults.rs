@@ -29,6 +29,12 @@ enum Fault {
     AlwaysCut,
     /// Always answer 403 (the credentials are fine but may not pull this).
     Forbidden,
+    /// Read the request and send nothing, until the client hangs up.
+    Silent,
+    /// Send the headers and half the body, then nothing until the client hangs up.
+    Stall,
+    /// Send the headers and half the body, then one byte a second.
+    Trickle,
 }
 
 #[derive(Default)]
@@ -80,7 +86,13 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                         Some(Fault::Unavailable(n)) if n > 1 => Some(Fault::Unavailable(n - 1)),
                         Some(Fault::TooMany(n)) if n > 1 => Some(Fault::TooMany(n - 1)),
                         Some(Fault::CutShort(n)) if n > 1 => Some(Fault::CutShort(n - 1)),
-                        Some(f @ (Fault::AlwaysCut | Fault::Forbidden)) => Some(f),
+                        Some(
+                            f @ (Fault::AlwaysCut
+                            | Fault::Forbidden
+                            | Fault::Silent
+                            | Fault::Stall
+                            | Fault::Trickle),
+                        ) => Some(f),
                         _ => None,
                     };
                     match next {
@@ -103,6 +115,10 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                             let _ = s.write_all(body);
                         }
                     };
+                if fault == Some(Fault::Silent) {
+                    let _ = s.read(&mut [0u8; 1]); // until the client hangs up
+                    return;
+                }
                 if denied {
                     reply(
                         &mut s,
@@ -178,7 +194,22 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                             "Content-Type: {ct}\r\nDocker-Content-Digest: {digest}\r\nContent-Length: {}\r\n{extra}",
                             part.len()
                         );
-                        if matches!(fault, Some(Fault::CutShort(_)) | Some(Fault::AlwaysCut))
+                        if matches!(fault, Some(Fault::Stall | Fault::Trickle)) {
+                            let _ = write!(
+                                s,
+                                "HTTP/1.1 {status}\r\n{headers}Connection: close\r\n\r\n"
+                            );
+                            let _ = s.write_all(&part[..part.len() / 2]);
+                            if fault == Some(Fault::Stall) {
+                                let _ = s.read(&mut [0u8; 1]); // until the client hangs up
+                            }
+                            for b in &part[part.len() / 2..] {
+                                std::thread::sleep(std::time::Duration::from_secs(1));
+                                if s.write_all(&[*b]).is_err() {
+                                    break;
+                                }
+                            }
+                        } else if matches!(fault, Some(Fault::CutShort(_)) | Some(Fault::AlwaysCut))
                             && method == "GET"
                         {
                             let _ = write!(
@@ -796,4 +827,82 @@ fn docker_save_legacy_layout_with_linked_duplicate_layer() {
         assert_eq!(&out, want);
     }
     assert_eq!(img.layers[0].digest, img.layers[2].digest);
+}
+
+/// `--registry-timeout 2` for the stall tests.
+fn opts_timeout(dir: &std::path::Path) -> SourceOptions {
+    SourceOptions {
+        registry_timeout: std::time::Duration::from_secs(2),
+        ..opts(dir)
+    }
+}
+
+/// Resolves the image with the layer download misbehaving as `fault`: d2v must give up, once
+/// (no retry), within a few seconds of `--registry-timeout 2`, naming the layer's digest and
+/// the flag. The bytes that arrived stay in the partial file; its size is returned.
+fn gives_up_on(img: &Img, fault: Fault, tmp: &std::path::Path) -> u64 {
+    img.server
+        .lock()
+        .unwrap()
+        .faults
+        .insert(img.layer_path.clone(), fault);
+    let t = std::time::Instant::now();
+    let e = resolve(&format!("{}/t/app:v1", img.host), &opts_timeout(tmp)).unwrap_err();
+    let took = t.elapsed();
+    assert!(matches!(e, SourceError::Stalled { .. }), "{fault:?}: {e}");
+    let msg = e.to_string();
+    let digest = img.layer_path.rsplit('/').next().unwrap();
+    assert!(
+        msg.contains(digest) && msg.contains("--registry-timeout 2") && msg.contains("again"),
+        "{fault:?}: {msg}"
+    );
+    // Bounded by the timeout (a stall is not retried), not by the 2 minutes of old.
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "{fault:?}: {took:?}"
+    );
+    assert_eq!(img.layer_get_ranges().len(), 1, "{fault:?}: retried");
+    let hex = img.layer_path.rsplit(':').next().unwrap();
+    assert!(!tmp.join("blobs/sha256").join(hex).exists());
+    let partial = tmp.join("tmp").join(format!("{hex}.partial"));
+    std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0)
+}
+
+#[test]
+fn a_registry_that_answers_nothing_is_given_up_after_the_timeout() {
+    let img = image();
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(gives_up_on(&img, Fault::Silent, tmp.path()), 0);
+    // Silent from the first request on (the /v2/ ping): given up on as soon.
+    let img = image();
+    img.server
+        .lock()
+        .unwrap()
+        .faults
+        .insert("/v2/".into(), Fault::Silent);
+    let t = std::time::Instant::now();
+    let e = resolve(&format!("{}/t/app:v1", img.host), &opts_timeout(tmp.path())).unwrap_err();
+    assert!(matches!(e, SourceError::Stalled { .. }), "{e}");
+    assert!(e.to_string().contains("did not answer in 2 s"), "{e}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn stalled_and_trickling_downloads_give_up_and_the_next_run_resumes() {
+    for fault in [Fault::Stall, Fault::Trickle] {
+        let img = image();
+        let tmp = tempfile::tempdir().unwrap();
+        let kept = gives_up_on(&img, fault, tmp.path());
+        assert!(kept > 0, "{fault:?}: no partial download kept");
+        // The next run, the registry healthy again, asks only for the rest.
+        img.server.lock().unwrap().faults.clear();
+        img.server.lock().unwrap().log.clear();
+        let got = resolve(&format!("{}/t/app:v1", img.host), &opts_timeout(tmp.path())).unwrap();
+        assert_eq!(first_layer(&got), img.layer_tar);
+        assert_eq!(img.layer_get_ranges(), [Some(format!("bytes={kept}-"))]);
+    }
 }

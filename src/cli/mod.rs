@@ -131,6 +131,11 @@ pub(crate) struct SourceArgs {
     /// or /etc/containers/registries.conf, plus their registries.conf.d drop-ins).
     #[arg(long, value_name = "FILE")]
     pub(crate) registries_conf: Option<PathBuf>,
+    /// Give up on a registry that does not answer, or sends less than 1 KiB, in this many
+    /// seconds (a stalled download is kept: the next run resumes it).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub(crate) registry_timeout: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

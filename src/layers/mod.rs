@@ -14,7 +14,10 @@
 //!   usr-merged `lib -> usr/lib` lands in `usr/lib/x`); an entry's own last component is never
 //!   followed: the entry replaces a symlink found there.
 
+mod ending;
 mod whiteout;
+
+pub use ending::Unterminated;
 
 use crate::text::printable;
 use std::io::{self, Read};
@@ -72,6 +75,19 @@ pub enum LayerError {
         path: String,
         /// The tar type flag.
         kind: char,
+    },
+    /// The stream ends inside an entry's header or data.
+    #[error(
+        "layer {layer}: {what}: the layer is truncated (a broken image: rebuild or re-push it)"
+    )]
+    Truncated {
+        /// The layer as named to `apply_layer` (d2v names it by its digest).
+        layer: String,
+        /// Where it ends, naming the entry.
+        what: String,
+        /// The tar reader's error.
+        #[source]
+        error: io::Error,
     },
     /// A malformed tar or PAX header.
     #[error("layer {layer}: entry {path:?}: bad header: {what}")]
@@ -140,19 +156,60 @@ fn read_error(layer: &str, error: io::Error) -> LayerError {
 }
 
 /// Applies one layer's tar stream onto `tree`. `layer` names the layer in errors (its digest).
-/// The stream is read to its end, so a verifying reader sees all of it.
-pub fn apply_layer(tree: &mut Tree, tar: &mut dyn Read, layer: &str) -> Result<(), LayerError> {
+/// The stream is read to its end, so a verifying reader sees all of it. A stream that ends
+/// without its end-of-archive blocks, right after the last entry's data, is read as Go's
+/// `archive/tar` reads it: `Some` says so, for a warning.
+pub fn apply_layer(
+    tree: &mut Tree,
+    tar: &mut dyn Read,
+    layer: &str,
+) -> Result<Option<Unterminated>, LayerError> {
     let read_err = |error| read_error(layer, error);
     let mut ours = whiteout::Ours::for_layer_onto(tree);
+    let track = ending::Track::default();
+    let mut last = None;
     {
-        let mut archive = tar::Archive::new(&mut *tar);
+        let mut archive = tar::Archive::new(track.reader(&mut *tar));
         for entry in archive.entries().map_err(read_err)? {
-            let mut entry = entry.map_err(read_err)?;
+            let mut entry = match entry {
+                Ok(entry) => entry,
+                Err(error) => return stream_ended(layer, &track, last.as_ref(), error),
+            };
+            last = Some(ending::Last {
+                path: show(&entry.path_bytes()),
+                data: entry.raw_file_position(),
+                size: entry.size(),
+            });
             apply_entry(tree, &mut entry, layer, &mut ours)?;
         }
     }
     io::copy(tar, &mut io::sink()).map_err(read_err)?;
-    Ok(())
+    // Ended cleanly: at the end of the stream (not at end-of-archive blocks) after an entry?
+    Ok(match (track.end(), last) {
+        (Some(end), Some(last)) => ending::ending(layer, end, Some(&last)).short(),
+        _ => None,
+    })
+}
+
+/// The tar reader failed with `error`: a layer that ended in the padding after its last
+/// entry's data is read to there; one that ended elsewhere is cut; otherwise `error` stands.
+fn stream_ended(
+    layer: &str,
+    track: &ending::Track,
+    last: Option<&ending::Last>,
+    error: io::Error,
+) -> Result<Option<Unterminated>, LayerError> {
+    let Some(end) = track.end() else {
+        return Err(read_error(layer, error));
+    };
+    match ending::ending(layer, end, last) {
+        ending::Ending::Short(note) => Ok(Some(note)),
+        ending::Ending::Cut(what) => Err(LayerError::Truncated {
+            layer: layer.to_string(),
+            what,
+            error,
+        }),
+    }
 }
 
 /// The layer and the entry's path, as errors name them.

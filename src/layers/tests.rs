@@ -1,10 +1,10 @@
 use super::*;
 use crate::tree::testing::from_layers as layers;
 use crate::tree::{InodeId, ROOT};
-use testkit::tar::{tar, Entry};
+use testkit::tar::{tar, unterminated, Entry};
 
 fn apply(tree: &mut Tree, entries: &[Entry]) -> Result<(), LayerError> {
-    apply_layer(tree, &mut &tar(entries)[..], "sha256:test")
+    apply_layer(tree, &mut &tar(entries)[..], "sha256:test").map(|note| assert!(note.is_none()))
 }
 
 fn paths(t: &Tree) -> Vec<String> {
@@ -475,7 +475,7 @@ fn reads_the_stream_to_its_end_and_reports_corruption() {
 
     let truncated = &tar(&[Entry::file("a", vec![7u8; 2000])])[..1024];
     let err = apply_layer(&mut Tree::in_temp().unwrap(), &mut &truncated[..], "l").unwrap_err();
-    assert!(matches!(err, LayerError::Read { .. }), "{err}");
+    assert!(matches!(err, LayerError::Truncated { .. }), "{err}");
 }
 
 #[test]
@@ -573,4 +573,103 @@ fn all_nul_owner_fields_read_as_root() {
     apply_layer(&mut t, &mut &tar[..], "l").unwrap();
     let id = t.lookup(b"lib/x").unwrap();
     assert_eq!((t.inode(id).meta.uid, t.inode(id).meta.gid), (0, 0));
+}
+
+#[test]
+fn a_tar_ending_after_the_last_files_data_is_read_whole_with_a_warning() {
+    let entries = [
+        Entry::dir("etc"),
+        Entry::file("etc/a", vec![7u8; 700]),
+        Entry::file("etc/b", "hello world"),
+    ];
+    let short = unterminated(&entries);
+    assert_eq!(short.len() % 512, 11);
+    let mut t = Tree::in_temp().unwrap();
+    let note = apply_layer(&mut t, &mut &short[..], "sha256:short")
+        .unwrap()
+        .expect("a warning");
+    assert_eq!(read(&t, "etc/b"), b"hello world");
+    assert_eq!(read(&t, "etc/a"), vec![7u8; 700]);
+    let note = note.to_string();
+    assert!(
+        note.contains("sha256:short") && note.contains("etc/b") && note.contains("padding"),
+        "{note}"
+    );
+    // Part of the padding, or all of it but no end-of-archive blocks: read the same way.
+    let full = tar(&entries);
+    for end in [short.len() + 100, short.len() + 501] {
+        let mut t = Tree::in_temp().unwrap();
+        let note = apply_layer(&mut t, &mut &full[..end], "l").unwrap();
+        assert!(note.is_some(), "cut at {end}");
+        assert_eq!(read(&t, "etc/b"), b"hello world");
+    }
+    let mut t = Tree::in_temp().unwrap();
+    let note = apply_layer(&mut t, &mut &full[..full.len() - 1024], "l")
+        .unwrap()
+        .expect("a warning")
+        .to_string();
+    assert!(
+        note.contains("end-of-archive") && !note.contains("padding"),
+        "{note}"
+    );
+    // A whole tar, and one that has only the first end-of-archive block: no warning.
+    for end in [full.len(), full.len() - 512] {
+        let note = apply_layer(&mut Tree::in_temp().unwrap(), &mut &full[..end], "l").unwrap();
+        assert!(note.is_none(), "{end}: {note:?}");
+    }
+    // A last entry without data (a directory, a symlink) needs no padding.
+    let full = tar(&[Entry::file("f", "x"), Entry::symlink("s", "f")]);
+    let t = &mut Tree::in_temp().unwrap();
+    let note = apply_layer(t, &mut &full[..full.len() - 1024], "l").unwrap();
+    assert!(note.unwrap().to_string().contains("\"s\""));
+}
+
+#[test]
+fn a_tar_cut_inside_a_header_or_data_is_an_error_naming_the_entry() {
+    let entries = [
+        Entry::file("etc/a", vec![7u8; 700]),
+        Entry::file("etc/b", vec![8u8; 2000]),
+    ];
+    let full = tar(&entries);
+    let b_header = 512 + 1024;
+    let b_data = b_header + 512;
+    let cases = [
+        (b_data + 1999, "etc/b", "data"),
+        (b_data + 1000, "etc/b", "data"),
+        (b_data, "etc/b", "data"),
+        (b_header + 100, "etc/a", "header"),
+        (512 + 699, "etc/a", "data"),
+        (300, "first", "header"),
+    ];
+    for (cut, entry, what) in cases {
+        let err = apply_layer(
+            &mut Tree::in_temp().unwrap(),
+            &mut &full[..cut],
+            "sha256:cut",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, LayerError::Truncated { .. })
+                && text.contains("sha256:cut")
+                && text.contains(entry)
+                && text.contains(what),
+            "cut at {cut}: {text}"
+        );
+    }
+    // A cut inside a PAX header's records (before the entry it describes).
+    let pax = tar(&[
+        Entry::file("etc/a", "x"),
+        Entry::file("etc/long", "y").xattr("user.k", "v".repeat(300)),
+    ]);
+    let err = apply_layer(
+        &mut Tree::in_temp().unwrap(),
+        &mut &pax[..1024 + 512 + 200],
+        "l",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, LayerError::Truncated { .. }) && err.to_string().contains("etc/a"),
+        "{err}"
+    );
 }

@@ -78,6 +78,12 @@ pub(crate) fn remove_stale(target: &Path) {
     }
 }
 
+/// Whether a file can be made in the existing directory `dir` (an unnamed one, gone at once):
+/// a read-only mount or missing permissions fail here, before any work.
+pub(crate) fn check_writable_dir(dir: &Path) -> io::Result<()> {
+    tempfile::tempfile_in(dir).map(drop)
+}
+
 fn hold_for_tests() {
     if let Some(secs) = std::env::var("D2V_TEST_HOLD_BEFORE_COMMIT")
         .ok()

@@ -142,7 +142,7 @@ pub enum OutputError {
 }
 
 /// Checks, before any work, that `format` can be written at `path`: a usable file name, an
-/// existing parent directory, no directory where a file goes (or the reverse), and for `ovf`
+/// existing parent directory that can be written, no directory where a file goes (or the reverse), and for `ovf`
 /// an existing directory only if it is an earlier OVF output.
 pub(crate) fn check_target(path: &Path, format: Format) -> Result<(), OutputError> {
     let bad = |why: String| OutputError::Target {
@@ -159,16 +159,19 @@ pub(crate) fn check_target(path: &Path, format: Format) -> Result<(), OutputErro
             }
         }
     }
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = dir_of(path);
     if !parent.is_dir() {
         return Err(bad(format!(
             "the directory {} does not exist: create it or give another -o",
             parent.display()
         )));
     }
+    atomic::check_writable_dir(parent).map_err(|e| {
+        bad(format!(
+            "the directory {} cannot be written ({e}): give -o a writable directory",
+            parent.display()
+        ))
+    })?;
     let meta = std::fs::metadata(path).ok();
     match format {
         Format::Ovf => match meta {
@@ -190,6 +193,34 @@ pub(crate) fn check_target(path: &Path, format: Format) -> Result<(), OutputErro
 }
 
 use crate::error::io_err;
+
+/// The directory an output path is in (`.` for a bare name).
+pub(crate) fn dir_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// `e`, or when the output's directory was removed while d2v wrote, an error that says so.
+fn directory_gone(e: OutputError, path: &Path) -> OutputError {
+    let not_found = crate::error::causes(&e).any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+    });
+    let dir = dir_of(path);
+    if not_found && !dir.exists() {
+        OutputError::Target {
+            path: path.to_path_buf(),
+            why: format!(
+                "the directory {} no longer exists (removed while d2v was writing); nothing was \
+                 written: create it and run d2v again, or give another -o",
+                dir.display()
+            ),
+        }
+    } else {
+        e
+    }
+}
 
 impl<P: AsRef<Path>> From<crate::error::IoFailure<P>> for OutputError {
     fn from(f: crate::error::IoFailure<P>) -> OutputError {
@@ -234,15 +265,13 @@ pub fn write_outputs(
     path: &Path,
     opts: &OutputOptions,
 ) -> Result<OutputSummary, OutputError> {
-    let (bytes, vmdk) = match format {
-        Format::Raw => (write_raw(raw, path)?, None),
-        Format::Vmdk => {
-            let s = write_vmdk(raw, path, opts)?;
-            (s.file_size, Some(s))
-        }
-        Format::Ovf => write_ovf_dir(raw, path, opts)?,
-        Format::Ova => write_ova(raw, path, opts)?,
+    let written = match format {
+        Format::Raw => write_raw(raw, path).map(|b| (b, None)),
+        Format::Vmdk => write_vmdk(raw, path, opts).map(|s| (s.file_size, Some(s))),
+        Format::Ovf => write_ovf_dir(raw, path, opts),
+        Format::Ova => write_ova(raw, path, opts),
     };
+    let (bytes, vmdk) = written.map_err(|e| directory_gone(e, path))?;
     Ok(OutputSummary {
         path: path.to_path_buf(),
         format,

@@ -42,7 +42,7 @@ pub(super) fn run(cmd: &DebugCommand, log: &Log) -> Result<(), Error> {
 /// `debug ext4`: the flattened image as a bare ext4 filesystem (auto size, no guest fixes).
 fn ext4_image(source: &str, src: &SourceArgs, output: &Path, log: &Log) -> Result<(), Error> {
     let t = Instant::now();
-    let (image, tree) = flatten(source, src, false, log)?;
+    let (image, tree, _logged) = flatten(source, src, false, log)?;
     let flatten_secs = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let opts = Ext4Options::from_seed(&image.manifest_digest);

@@ -165,6 +165,13 @@ impl From<crate::disk::grub::mkimage::MkimageError> for Error {
     }
 }
 
+/// What the blob cache holds, and what to do when its filesystem is full.
+const CACHE_FULL: (&str, &str) = (
+    "the blob cache (downloaded image blobs)",
+    "free some space there or give another --cache-dir (a download that stopped is kept in \
+     its tmp/ and resumed by the next run)",
+);
+
 /// What the staging tree's spill file holds, and what to do when its filesystem is full.
 const SPILL_FULL: (&str, &str) = (
     "the staging tree's file data (a temporary file)",
@@ -243,6 +250,7 @@ pub(crate) fn source_options(src: &SourceArgs, json: bool) -> Result<SourceOptio
         authfile: src.authfile.clone(),
         cert_dir: src.cert_dir.clone(),
         tls_verify: src.tls_verify,
+        registry_timeout: std::time::Duration::from_secs(src.registry_timeout),
         progress: !json,
         proxy: source::proxy::ProxyConfig::from_env(),
         registries: source::registries::RegistriesConf::load(src.registries_conf.as_deref())?,
@@ -250,15 +258,22 @@ pub(crate) fn source_options(src: &SourceArgs, json: bool) -> Result<SourceOptio
     })
 }
 
-/// Resolves the source (downloading and verifying every blob) and applies its layers in order.
+/// Resolves the source (downloading and verifying every blob) and applies its layers in order;
+/// and the warnings about its layers (logged here, returned for `--json`).
 pub(crate) fn flatten(
     source: &str,
     src: &SourceArgs,
     json: bool,
     log: &Log,
-) -> Result<(Image, Tree), Error> {
-    let options = source_options(src, json)?;
-    let image = log.time(Stage::Pull, || source::resolve(source, &options))?;
+) -> Result<(Image, Tree, Vec<String>), Error> {
+    let mut options = source_options(src, json)?;
+    let cache_dir = options
+        .cache_dir
+        .get_or_insert_with(source::cache::default_dir)
+        .clone();
+    let image = log
+        .time(Stage::Pull, || source::resolve(source, &options))
+        .map_err(|e| Error::from(e).or_no_space(CACHE_FULL.0, cache_dir, CACHE_FULL.1))?;
     log.step(format!(
         "image {} ({})",
         image.reference, image.manifest_digest
@@ -270,21 +285,27 @@ pub(crate) fn flatten(
         log.step(format!("warning: {w}"));
     }
     let mut tree = Tree::in_temp().map_err(Error::Spill)?;
-    log.time(Stage::Flatten, || apply_layers(&image, &mut tree, json))?;
+    let warnings = log.time(Stage::Flatten, || apply_layers(&image, &mut tree, json))?;
     tree.shrink_to_fit();
+    for w in &warnings {
+        log.step(format!("warning: {w}"));
+    }
     log.step(format!("applied {} layers", image.layers.len()));
-    Ok((image, tree))
+    Ok((image, tree, warnings))
 }
 
-/// Applies the image's layers, bottom first, to the staging tree.
-fn apply_layers(image: &Image, tree: &mut Tree, json: bool) -> Result<(), Error> {
+/// Applies the image's layers, bottom first, to the staging tree; the warnings about them (a
+/// layer read as Go reads it, see [`layers::Unterminated`]).
+fn apply_layers(image: &Image, tree: &mut Tree, json: bool) -> Result<Vec<String>, Error> {
     let count = image.layers.len();
+    let mut warnings = Vec::new();
     for (i, layer) in image.layers.iter().enumerate() {
         let bar = crate::progress::bar(!json, layer.size, format!("apply layer {}/{count}", i + 1));
         let mut r = source::open_layer_with(layer, Some(bar.clone()))?;
-        layers::apply_layer(tree, &mut r, &layer.digest).map_err(|e| {
+        let note = layers::apply_layer(tree, &mut r, &layer.digest).map_err(|e| {
             Error::from(e).or_no_space(SPILL_FULL.0, std::env::temp_dir(), SPILL_FULL.1)
         })?;
+        warnings.extend(note.map(|n| n.to_string()));
         // Read to the end so the uncompressed digest (diff_id) is checked.
         io::copy(&mut r, &mut io::sink()).map_err(|source| Error::LayerStream {
             layer: layer.digest.clone(),
@@ -293,7 +314,7 @@ fn apply_layers(image: &Image, tree: &mut Tree, json: bool) -> Result<(), Error>
         bar.finish();
         crate::interrupt::pause_point("flatten");
     }
-    Ok(())
+    Ok(warnings)
 }
 
 #[cfg(test)]

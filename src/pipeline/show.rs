@@ -17,7 +17,7 @@ pub(super) fn inspect(
     json: bool,
     log: &Log,
 ) -> Result<(), Error> {
-    let (image, mut tree) = flatten(source, src, json, log)?;
+    let (image, mut tree, warnings) = flatten(source, src, json, log)?;
     let report = inspect::boot_report(&tree);
     let plan = vm_plan(&image, &mut tree, kernel_from, src, json, log)?;
     let init_name = format!("{:?}", report.init).to_lowercase();
@@ -26,7 +26,7 @@ pub(super) fn inspect(
             "reference": image.reference,
             "pulled_from": image.pulled_from,
             "endpoint_failures": image.endpoint_failures,
-            "warnings": image.warnings,
+            "warnings": image.warnings.iter().chain(&warnings).collect::<Vec<_>>(),
             "manifest_digest": image.manifest_digest,
             "index_digest": image.index_digest,
             "config_digest": image.config_digest,
@@ -119,7 +119,7 @@ pub(super) fn export(source: &str, output: &str, src: &SourceArgs, log: &Log) ->
     if output != "-" {
         check_output_file(Path::new(output))?;
     }
-    let (_image, tree) = flatten(
+    let (_image, tree, _logged) = flatten(
         source,
         src,
         false,

@@ -50,6 +50,9 @@ pub struct SourceOptions {
     pub progress: bool,
     /// Concurrent layer downloads (default 3).
     pub jobs: usize,
+    /// A registry that sends fewer than 1 KiB in this long (or does not answer, or cannot be
+    /// reached in this long) has stalled: d2v gives up (`--registry-timeout`, default 60 s).
+    pub registry_timeout: std::time::Duration,
     /// HTTP(S) proxies for registries; the command line reads them from the environment
     /// (`HTTPS_PROXY`, `NO_PROXY`, ...). Default: none.
     pub proxy: proxy::ProxyConfig,
@@ -73,11 +76,15 @@ impl std::fmt::Debug for SourceOptions {
             .field("tls_verify", &self.tls_verify)
             .field("progress", &self.progress)
             .field("jobs", &self.jobs)
+            .field("registry_timeout", &self.registry_timeout)
             .field("proxy", &self.proxy)
             .field("registries", &self.registries.files)
             .finish()
     }
 }
+
+/// `--registry-timeout`'s default.
+pub const DEFAULT_REGISTRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Default for SourceOptions {
     fn default() -> Self {
@@ -90,6 +97,7 @@ impl Default for SourceOptions {
             tls_verify: true,
             progress: false,
             jobs: 3,
+            registry_timeout: DEFAULT_REGISTRY_TIMEOUT,
             proxy: proxy::ProxyConfig::default(),
             registries: registries::RegistriesConf::default(),
         }
@@ -262,6 +270,23 @@ pub enum SourceError {
         source: Box<dyn std::error::Error + Send + Sync>,
         /// The proxy it went through, if any (may be empty).
         via: String,
+    },
+    /// A registry that stopped answering or sending: gave up after `--registry-timeout`.
+    #[error(
+        "{what}: {registry} {how} (--registry-timeout {seconds}: at least {} bytes every \
+         {seconds} s); gave up. A blob download that stopped is kept in the cache: run d2v again to resume it, or \
+         raise --registry-timeout for a slow registry",
+        registry::pace::MIN_BYTES
+    )]
+    Stalled {
+        /// What was asked for (a blob names its digest).
+        what: String,
+        /// The registry.
+        registry: String,
+        /// What it did ("sent nothing for 2 s").
+        how: String,
+        /// `--registry-timeout`.
+        seconds: u64,
     },
     /// A proxy setting from the environment that cannot be used.
     #[error(

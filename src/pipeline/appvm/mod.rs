@@ -220,7 +220,7 @@ fn graft_kernel(
     // The VM is x86-64: the kernel image's amd64 variant, whatever --platform picked.
     let mut src = i.src.clone();
     src.platform = "linux/amd64".into();
-    let (kimage, ktree) = flatten(reference, &src, i.json, log)?;
+    let (kimage, ktree, _logged) = flatten(reference, &src, i.json, log)?;
     let ks = kernel_source::find(&ktree).map_err(|source| Error::KernelSource {
         reference: kimage.reference.clone(),
         source: Box::new(source),

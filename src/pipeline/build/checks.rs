@@ -79,16 +79,15 @@ pub(super) fn default_output(name: &str, format: Format) -> PathBuf {
     })
 }
 
-/// Fails before any work when the directory an output goes into does not exist, or the
-/// output path is a directory.
+/// Fails before any work when the directory an output goes into does not exist or cannot
+/// be written, or the output path is a directory.
 pub(in crate::pipeline) fn check_output_file(path: &Path) -> Result<(), Error> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.is_dir() {
-            return Err(Error::Usage(format!(
-                "output directory {} does not exist: create it or give another -o",
-                dir.display()
-            )));
-        }
+    let dir = crate::output::dir_of(path);
+    if !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "output directory {} does not exist: create it or give another -o",
+            dir.display()
+        )));
     }
     if path.is_dir() || path.file_name().is_none() {
         return Err(Error::Usage(format!(
@@ -97,7 +96,12 @@ pub(in crate::pipeline) fn check_output_file(path: &Path) -> Result<(), Error> {
             path.join("rootfs.tar").display()
         )));
     }
-    Ok(())
+    crate::output::atomic::check_writable_dir(dir).map_err(|e| {
+        Error::Usage(format!(
+            "output directory {} cannot be written ({e}): give -o a writable directory",
+            dir.display()
+        ))
+    })
 }
 
 /// What to do when the filesystem beside the output (disk image, output) is full.

@@ -35,7 +35,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         // Before reading the image: a wrong -o should not cost a download.
         output::check_target(p, format)?;
     }
-    let (image, mut tree) = flatten(&args.source, &args.src, json, log)?;
+    let (image, mut tree, layer_warnings) = flatten(&args.source, &args.src, json, log)?;
     let seed = image.manifest_digest.clone();
     let name = args
         .name
@@ -61,8 +61,9 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         log,
     )?;
     let report = inspect::boot_report(&tree);
-    // The image's own warnings were shown when it was read.
+    // The image's own warnings and the layers' were shown when they were found.
     let mut warnings = image.warnings.clone();
+    warnings.extend(layer_warnings);
     warnings.extend(bootability(&report, &image, args, log)?);
     if let Some(w) = reader_warning(&properties, &report.ovf_environment) {
         log.step(format!("warning: {w}"));
@@ -143,11 +144,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
 /// The raw disk: an unnamed sparse temporary file (gone with the process, whatever happens)
 /// in the output's directory (else TMPDIR), and that directory.
 fn scratch_disk(out_path: &Path) -> Result<(PathBuf, File), Error> {
-    let dir = out_path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
+    let dir = output::dir_of(out_path).to_path_buf();
     let raw = tempfile::tempfile_in(&dir)
         .or_else(|_| tempfile::tempfile())
         .map_err(io_err("creating the temporary disk image"))?;

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use indicatif::ProgressBar;
 
 use super::retry::{retry, Failure};
-use super::Client;
+use super::{pace, Client};
 use crate::source::cache::{sha256_digest, BlobWriter};
 use crate::source::fetcher::Fetcher;
 use crate::source::manifest::{Descriptor, ACCEPT, MAX_MANIFEST};
-use crate::source::SourceError;
+use crate::source::{named_with_digest, SourceError};
 
 impl Fetcher for Client {
     fn manifest(&self, reference: &str) -> Result<(Vec<u8>, Option<String>), SourceError> {
@@ -96,7 +96,8 @@ impl Fetcher for Client {
 }
 
 impl Client {
-    /// Downloads blob `d` into `w` from where `w` ends (Range), retrying cut-short bodies.
+    /// Downloads blob `d` into `w` from where `w` ends (Range), retrying cut-short bodies; a
+    /// body that stalls is given up on at once (its bytes stay in `w`'s partial file).
     fn download(
         &self,
         d: &Descriptor,
@@ -130,6 +131,9 @@ impl Client {
             }
             self.receive(resp, &mut w, d.size, bar, &mut buf)
                 .map_err(|f| match f {
+                    Failure::Transient { error, .. } if pace::stall_of(&error).is_some() => {
+                        Failure::fatal(self.body_err(&named_with_digest(what, &d.digest), *error))
+                    }
                     Failure::Transient { error, .. } => {
                         Failure::transient(SourceError::SizeMismatch {
                             what: format!("{what} (download kept failing: {error})"),
@@ -154,7 +158,7 @@ impl Client {
         bar: &ProgressBar,
         buf: &mut [u8],
     ) -> Result<(), Failure<std::io::Error>> {
-        let mut body = resp.into_reader();
+        let mut body = self.paced(resp);
         loop {
             match body.read(buf) {
                 Ok(0) => return Ok(()),

@@ -1,15 +1,15 @@
 //! A synchronous OCI distribution client on `ureq`: /v2/ ping, anonymous, basic and bearer
 //! (WWW-Authenticate challenge) auth, retries with backoff for 429/5xx/connection resets
 //! (one loop for every request and download: [`retry`]), and blob downloads that resume with
-//! a Range request.
+//! a Range request. A registry that stalls is given up on after `--registry-timeout` ([`pace`]).
 
 mod fetch;
+pub(super) mod pace;
 mod retry;
 mod token;
 
 use std::io::Read;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use super::auth::{self, Creds};
 use super::cache::Cache;
@@ -94,8 +94,8 @@ impl Client {
         let tls = tls::client_config(opts.tls_verify, opts.cert_dir.as_deref(), &r.registry)?;
         let mut agent = ureq::AgentBuilder::new()
             .tls_config(tls)
-            .timeout_connect(Duration::from_secs(30))
-            .timeout_read(Duration::from_secs(120))
+            .timeout_connect(opts.registry_timeout)
+            .timeout_read(opts.registry_timeout)
             .redirect_auth_headers(ureq::RedirectAuthHeaders::SameHost)
             .user_agent(concat!("d2v/", env!("CARGO_PKG_VERSION")));
         // One agent per registry, so one proxy: the https one (registries speak https; a
@@ -130,8 +130,23 @@ impl Client {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The error of a request whose transport failed: TLS, or the registry out of reach.
+    /// A registry that stalled (`how`), as the error says it.
+    fn stalled(&self, what: &str, how: String) -> SourceError {
+        SourceError::Stalled {
+            what: what.to_string(),
+            registry: self.r.registry.clone(),
+            how,
+            seconds: self.opts.registry_timeout.as_secs(),
+        }
+    }
+
+    /// The error of a request whose transport failed: TLS, a registry that did not answer in
+    /// time, or one out of reach.
     fn net_err(&self, what: &str, t: ureq::Transport) -> SourceError {
+        if retry::timed_out(&t) {
+            let secs = self.opts.registry_timeout.as_secs();
+            return self.stalled(what, format!("did not answer in {secs} s"));
+        }
         if let Some(tls) = tls_failure(&t) {
             let hint = if tls.wants_client_certificate() {
                 format!(
@@ -175,16 +190,29 @@ impl Client {
         what: &str,
     ) -> Result<Vec<u8>, SourceError> {
         let mut body = Vec::new();
-        resp.into_reader()
+        self.paced(resp)
             .take(limit)
             .read_to_end(&mut body)
-            .map_err(|e| SourceError::Network {
+            .map_err(|e| self.body_err(what, e))?;
+        Ok(body)
+    }
+
+    /// `resp`'s body, held to the low-speed rule.
+    fn paced(&self, resp: ureq::Response) -> pace::Paced<Box<dyn Read + Send + Sync>> {
+        pace::Paced::new(resp.into_reader(), self.opts.registry_timeout)
+    }
+
+    /// The error of a body that could not be read: it stalled, or the network failed.
+    fn body_err(&self, what: &str, e: std::io::Error) -> SourceError {
+        match pace::stall_of(&e) {
+            Some(stall) => self.stalled(what, stall.0.clone()),
+            None => SourceError::Network {
                 what: what.to_string(),
                 registry: self.r.registry.clone(),
                 source: Box::new(e),
                 via: String::new(),
-            })?;
-        Ok(body)
+            },
+        }
     }
 
     /// Pings `/v2/` (https first; plain http for loopback or --tls-verify=false) and learns the
@@ -213,6 +241,11 @@ impl Client {
                         status,
                         detail: detail(resp),
                     })
+                }
+                // A plain-HTTP registry that took the connection but did not answer: that
+                // stall, not the https attempt's error, is what went wrong.
+                Err(ureq::Error::Transport(t)) if scheme == "http" && retry::timed_out(&t) => {
+                    return Err(self.net_err(&what, t));
                 }
                 Err(ureq::Error::Transport(t)) => {
                     first_err.get_or_insert_with(|| self.net_err(&what, t));

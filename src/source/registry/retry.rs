@@ -132,11 +132,22 @@ fn dns_is_temporary(t: &ureq::Transport) -> bool {
     })
 }
 
+/// A registry that did not answer (connect or read) within `--registry-timeout`.
+pub(super) fn timed_out(t: &ureq::Transport) -> bool {
+    crate::error::causes(t).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    })
+}
+
 /// Transport errors that another attempt cannot cure: TLS failures, a host name that does not
-/// exist (a temporary resolver failure is retried), refused proxy credentials, bad URLs.
+/// exist (a temporary resolver failure is retried), refused proxy credentials, bad URLs, and a
+/// registry that did not answer within `--registry-timeout` (waiting again and again would
+/// keep d2v hanging: the user runs it again, or gives it more time).
 fn transport_is_final(t: &ureq::Transport) -> bool {
     use ureq::ErrorKind as K;
     tls_failure(t).is_some()
+        || timed_out(t)
         || match t.kind() {
             K::Dns => !dns_is_temporary(t),
             K::ProxyUnauthorized | K::InvalidProxyUrl | K::InvalidUrl | K::UnknownScheme => true,
@@ -222,6 +233,16 @@ mod tests {
         ));
         assert_eq!(tls_failure(&t), None, "{t}");
         assert!(!transport_is_final(&t));
+    }
+
+    #[test]
+    fn a_registry_that_timed_out_is_not_asked_again() {
+        // Waiting --registry-timeout again and again would keep d2v hanging.
+        let t = transport(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "timed out",
+        ));
+        assert!(timed_out(&t) && transport_is_final(&t), "{t}");
     }
 
     #[test]

@@ -128,6 +128,21 @@ pub fn tar(entries: &[Entry]) -> Vec<u8> {
     out
 }
 
+/// `entries` as umoci 0.4.7's `insert` writes a layer: the stream ends right after the last
+/// entry's data (no padding to 512 bytes, no end-of-archive blocks), as Go's archive/tar reads.
+pub fn unterminated(entries: &[Entry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        write_entry(&mut out, e);
+    }
+    let last = match entries.last().map(|e| &e.kind) {
+        Some(Kind::File(d)) => d.len(),
+        _ => 0,
+    };
+    out.truncate(out.len() - (512 - last % 512) % 512);
+    out
+}
+
 fn write_entry(out: &mut Vec<u8>, e: &Entry) {
     let (flag, link, data, dev): (u8, &[u8], &[u8], (u32, u32)) = match &e.kind {
         Kind::File(d) => (b'0', b"", d, (0, 0)),

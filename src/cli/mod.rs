@@ -131,6 +131,15 @@ pub(crate) struct SourceArgs {
     /// or /etc/containers/registries.conf, plus their registries.conf.d drop-ins).
     #[arg(long, value_name = "FILE")]
     pub(crate) registries_conf: Option<PathBuf>,
+    /// The most a layer may decompress to, as a multiple of its compressed size (a layer of
+    /// up to 1 MiB always passes); a layer past it is refused as a decompression bomb.
+    #[arg(long, value_name = "RATIO", default_value_t = crate::source::DEFAULT_MAX_EXPANSION,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_expansion: u64,
+    /// The most all layers together may decompress to, e.g. 20G (default: no limit; the
+    /// --max-expansion ratio bounds each layer).
+    #[arg(long, value_parser = size_arg, value_name = "SIZE")]
+    pub(crate) max_image_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

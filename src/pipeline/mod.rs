@@ -16,6 +16,7 @@ use build::build;
 use show::{export, inspect};
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use clap::CommandFactory;
 
@@ -246,6 +247,10 @@ pub(crate) fn source_options(src: &SourceArgs, json: bool) -> Result<SourceOptio
         progress: !json,
         proxy: source::proxy::ProxyConfig::from_env(),
         registries: source::registries::RegistriesConf::load(src.registries_conf.as_deref())?,
+        limits: source::Limits {
+            max_expansion: src.max_expansion,
+            max_image_size: src.max_image_size,
+        },
         ..SourceOptions::default()
     })
 }
@@ -267,25 +272,40 @@ pub(crate) fn flatten(
         log.step(format!("pulled from {from} (registries configuration)"));
     }
     let mut tree = Tree::in_temp().map_err(Error::Spill)?;
-    log.time(Stage::Flatten, || apply_layers(&image, &mut tree, json))?;
+    let budget = source::Budget::new(options.limits);
+    log.time(Stage::Flatten, || {
+        apply_layers(&image, &mut tree, &budget, json)
+    })?;
     tree.shrink_to_fit();
     log.step(format!("applied {} layers", image.layers.len()));
     Ok((image, tree))
 }
 
-/// Applies the image's layers, bottom first, to the staging tree.
-fn apply_layers(image: &Image, tree: &mut Tree, json: bool) -> Result<(), Error> {
+/// Applies the image's layers, bottom first, to the staging tree, their decompressed bytes
+/// counted against `budget`: a layer past one of its limits fails with that limit.
+fn apply_layers(
+    image: &Image,
+    tree: &mut Tree,
+    budget: &Arc<source::Budget>,
+    json: bool,
+) -> Result<(), Error> {
     let count = image.layers.len();
+    let limit_or = |e: Error| match budget.exceeded() {
+        Some(limit) => Error::Source(limit.into()),
+        None => e,
+    };
     for (i, layer) in image.layers.iter().enumerate() {
         let bar = crate::progress::bar(!json, layer.size, format!("apply layer {}/{count}", i + 1));
-        let mut r = source::open_layer_with(layer, Some(bar.clone()))?;
+        let mut r = source::open_layer_with(layer, Some(bar.clone()), budget)?;
         layers::apply_layer(tree, &mut r, &layer.digest).map_err(|e| {
-            Error::from(e).or_no_space(SPILL_FULL.0, std::env::temp_dir(), SPILL_FULL.1)
+            limit_or(Error::from(e)).or_no_space(SPILL_FULL.0, std::env::temp_dir(), SPILL_FULL.1)
         })?;
         // Read to the end so the uncompressed digest (diff_id) is checked.
-        io::copy(&mut r, &mut io::sink()).map_err(|source| Error::LayerStream {
-            layer: layer.digest.clone(),
-            source,
+        io::copy(&mut r, &mut io::sink()).map_err(|source| {
+            limit_or(Error::LayerStream {
+                layer: layer.digest.clone(),
+                source,
+            })
         })?;
         bar.finish();
     }

@@ -181,3 +181,129 @@ fn bad_limit_values_are_usage_errors() {
         assert!(r.stderr.contains(flag), "{}", r.stderr);
     }
 }
+
+/// `d2v ARGS` under `/usr/bin/time -v`: the run, its peak RSS in KiB and its wall time.
+fn measured(sb: &Sandbox, args: &[&str]) -> (Run, u64, Duration) {
+    let time = testkit::require_tool("time", "time");
+    let t0 = Instant::now();
+    let r = sb.d2v_wrapped(&[time.as_os_str(), "-v".as_ref()], args);
+    let took = t0.elapsed();
+    let rss = r
+        .stderr
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS from time -v:\n{}", r.stderr));
+    (r, rss, took)
+}
+
+/// A manifest with 10 000 layers (the config's diff_ids and history as long): read and
+/// applied in bounded time and memory. d2v flattens the layers itself, so overlayfs' limit of
+/// about 128 lower directories (docker, containerd) does not apply; the 4 MiB manifest limit
+/// (about 20 000 layer descriptors) bounds the count.
+#[test]
+fn ten_thousand_layers_are_read_in_bounded_time_and_memory() {
+    let sb = Sandbox::new(D2V);
+    let dir = sb.path("in/oci");
+    let mut spec = ImageSpec::new()
+        .layer(base_layer("debian", true), Compression::Gzip)
+        .tag("v1");
+    for i in 1..10_000 {
+        let layer = tar(&[Entry::file(format!("layers/{i}"), i.to_string())]);
+        spec = spec.layer(layer, Compression::Gzip);
+    }
+    oci::write_image(&dir, &spec).unwrap();
+    let cache = sb.fresh_cache();
+    let src = oci_src(&dir, "v1");
+    let args = [
+        "inspect",
+        &src,
+        "--json",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    let (r, rss, took) = measured(&sb, &args);
+    assert!(r.status.success(), "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["layers"].as_array().unwrap().len(), 10_000);
+    eprintln!("10 000 layers: inspect in {took:?}, peak RSS {rss} KiB");
+    assert!(rss < 512 << 10, "peak RSS {rss} KiB");
+}
+
+/// An index of 10 000 manifests: the platform asked for is found among them; an index past
+/// the 4 MiB manifest limit is refused as oversized.
+#[test]
+fn an_index_of_ten_thousand_entries() {
+    let sb = Sandbox::new(D2V);
+    let dir = sb.path("in/oci");
+    let img = oci::write_image(&dir, &tiny("base", "debian", true, Compression::Gzip)).unwrap();
+    let mut entries: Vec<serde_json::Value> = (0..9_999)
+        .map(|i| {
+            let mut d = img.descriptor.clone();
+            d["platform"] = serde_json::json!({"os": "linux", "architecture": format!("arch{i}")});
+            d
+        })
+        .collect();
+    entries.push(img.descriptor.clone());
+    let index = |entries: &[serde_json::Value]| {
+        let index = serde_json::json!({"schemaVersion": 2,
+            "mediaType": oci::INDEX_MEDIA_TYPE, "manifests": entries});
+        let (digest, size) = oci::write_blob(&dir, &serde_json::to_vec(&index).unwrap()).unwrap();
+        assert!(size < 4 << 20 || entries.len() > 10_000, "{size}");
+        serde_json::json!({"mediaType": oci::INDEX_MEDIA_TYPE, "digest": digest, "size": size})
+    };
+    oci::add_to_index(&dir, index(&entries), Some("many")).unwrap();
+    let cache = sb.fresh_cache();
+    let src = oci_src(&dir, "many");
+    let args = [
+        "inspect",
+        &src,
+        "--json",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    let (r, rss, took) = measured(&sb, &args);
+    assert!(r.status.success(), "{}", r.stderr);
+    eprintln!("index of 10 000: inspect in {took:?}, peak RSS {rss} KiB");
+
+    let big: Vec<serde_json::Value> = std::iter::repeat_n(entries[0].clone(), 40_000).collect();
+    oci::add_to_index(&dir, index(&big), Some("huge")).unwrap();
+    let cache = sb.fresh_cache();
+    let src = oci_src(&dir, "huge");
+    let r = sb.d2v(["inspect", &src, "--cache-dir", cache.to_str().unwrap()]);
+    assert_clean_failure(&r, &["larger than", "4194304"]);
+}
+
+/// A config whose `history` is most of the 32 MiB config limit is read; one past the limit is
+/// refused as oversized, before it is parsed.
+#[test]
+fn a_config_with_a_huge_history() {
+    let sb = Sandbox::new(D2V);
+    let dir = sb.path("in/oci");
+    oci::write_image(&dir, &tiny("v1", "debian", true, Compression::Gzip)).unwrap();
+    let history = |n: usize| {
+        let entry = serde_json::json!({"created_by": "RUN ".to_string() + &"x".repeat(1000)});
+        serde_json::Value::Array(vec![entry; n])
+    };
+    rewrite_config(&dir, "v1", |c| c["history"] = history(30_000));
+    let cache = sb.fresh_cache();
+    let src = oci_src(&dir, "v1");
+    let args = [
+        "inspect",
+        &src,
+        "--json",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    let (r, rss, took) = measured(&sb, &args);
+    assert!(r.status.success(), "{}", r.stderr);
+    eprintln!("30 MB history: inspect in {took:?}, peak RSS {rss} KiB");
+
+    rewrite_config(&dir, "v1", |c| c["history"] = history(40_000));
+    let cache = sb.fresh_cache();
+    let r = sb.d2v(["inspect", &src, "--cache-dir", cache.to_str().unwrap()]);
+    assert_clean_failure(&r, &["larger than", "33554432"]);
+}

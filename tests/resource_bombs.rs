@@ -182,24 +182,6 @@ fn bad_limit_values_are_usage_errors() {
     }
 }
 
-/// `d2v ARGS` under `/usr/bin/time -v`: the run, its peak RSS in KiB and its wall time.
-fn measured(sb: &Sandbox, args: &[&str]) -> (Run, u64, Duration) {
-    let time = testkit::require_tool("time", "time");
-    let t0 = Instant::now();
-    let r = sb.d2v_wrapped(&[time.as_os_str(), "-v".as_ref()], args);
-    let took = t0.elapsed();
-    let rss = r
-        .stderr
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no peak RSS from time -v:\n{}", r.stderr));
-    (r, rss, took)
-}
-
 /// A manifest with 10 000 layers (the config's diff_ids and history as long): read and
 /// applied in bounded time and memory. d2v flattens the layers itself, so overlayfs' limit of
 /// about 128 lower directories (docker, containerd) does not apply; the 4 MiB manifest limit
@@ -225,7 +207,7 @@ fn ten_thousand_layers_are_read_in_bounded_time_and_memory() {
         "--cache-dir",
         cache.to_str().unwrap(),
     ];
-    let (r, rss, took) = measured(&sb, &args);
+    let (r, rss, took) = sb.d2v_measured(args);
     assert!(r.status.success(), "{}", r.stderr);
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(v["layers"].as_array().unwrap().len(), 10_000);
@@ -265,7 +247,7 @@ fn an_index_of_ten_thousand_entries() {
         "--cache-dir",
         cache.to_str().unwrap(),
     ];
-    let (r, rss, took) = measured(&sb, &args);
+    let (r, rss, took) = sb.d2v_measured(args);
     assert!(r.status.success(), "{}", r.stderr);
     eprintln!("index of 10 000: inspect in {took:?}, peak RSS {rss} KiB");
 
@@ -298,7 +280,7 @@ fn a_config_with_a_huge_history() {
         "--cache-dir",
         cache.to_str().unwrap(),
     ];
-    let (r, rss, took) = measured(&sb, &args);
+    let (r, rss, took) = sb.d2v_measured(args);
     assert!(r.status.success(), "{}", r.stderr);
     eprintln!("30 MB history: inspect in {took:?}, peak RSS {rss} KiB");
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use testkit::cli::*;
 use testkit::oci::{self, Compression, ImageSpec};
+use testkit::registry::{Kind, Registry};
 use testkit::tar::{tar, Entry};
 
 /// The d2v binary cargo built for these tests.
@@ -108,11 +109,25 @@ fn gzip_bomb_is_refused_naming_the_layer_and_the_flag() {
     b.sb.d2v(args).ok();
 }
 
+/// The same from a registry (`pull`) and for `inspect`, which read layers the same way.
 #[test]
-fn zstd_bomb_is_refused() {
+fn zstd_bomb_is_refused_by_pull_and_inspect() {
     let b = with_layer(zeros_layer(10 << 20), Compression::Zstd);
-    let r = b.build(&["--max-expansion", "10"]);
-    b.refused(&r, &["decompression bomb", "--max-expansion"]);
+    let spec = ImageSpec::new()
+        .layer(base_layer("debian", true), Compression::Gzip)
+        .layer(zeros_layer(10 << 20), Compression::Zstd)
+        .tag("v1");
+    let (reg, _) = Registry::with_image(Kind::Plain, &b.sb.path("in/push"), &spec, "bomb:v1");
+    let (out, cache) = (b.sb.out_file("vm.ova"), b.sb.fresh_cache());
+    let (out, cache) = (out.to_str().unwrap(), cache.to_str().unwrap());
+    let reference = format!("{}/bomb:v1", reg.host);
+    let args = ["pull", &reference, "-o", out, "--cache-dir", cache];
+    let r = b.sb.d2v([&args[..], &["--max-expansion", "10"]].concat());
+    b.refused(&r, &["decompression bomb", "--max-expansion (now 10)"]);
+    let cache = b.sb.fresh_cache();
+    let args = ["inspect", &b.src, "--cache-dir", cache.to_str().unwrap()];
+    let r = b.sb.d2v([&args[..], &["--max-expansion", "10"]].concat());
+    b.refused(&r, &["decompression bomb", "--max-expansion (now 10)"]);
 }
 
 /// A zstd stream of `frames` frames of 1 GiB of zeros each, the first starting with a tar

@@ -152,12 +152,16 @@ fn read_ahead<R: Read + Send + 'static>(r: R, layer: &Layer) -> Result<ReadAhead
     })
 }
 
-/// Decompresses a whole layer and checks its diff_id.
+/// Decompresses a whole layer and checks its diff_id; the default [`Limits`] apply.
 pub fn verify_layer(layer: &Layer) -> Result<(), SourceError> {
-    let mut r = open_layer(layer)?;
-    io::copy(&mut r, &mut io::sink()).map_err(|e| SourceError::LayerFormat {
-        layer: layer.digest.clone(),
-        why: e.to_string(),
+    let budget = Budget::new(Limits::default());
+    let mut r = open_layer_with(layer, None, &budget)?;
+    io::copy(&mut r, &mut io::sink()).map_err(|e| match budget.exceeded() {
+        Some(limit) => SourceError::Limit(limit),
+        None => SourceError::LayerFormat {
+            layer: layer.digest.clone(),
+            why: e.to_string(),
+        },
     })?;
     Ok(())
 }
@@ -233,6 +237,7 @@ impl<R: Read> Read for DiffIdReader<R> {
 mod tests {
     use super::*;
     use crate::source::manifest::{OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD};
+    use crate::source::LimitExceeded;
     use std::io::Write;
 
     fn layer(dir: &std::path::Path, bytes: &[u8], media_type: &str, diff_id: String) -> Layer {
@@ -302,6 +307,19 @@ mod tests {
             .unwrap()
             .to_string()
             .contains("unsupported media type"));
+    }
+
+    #[test]
+    fn a_bomb_is_stopped_with_the_limit_it_passed() {
+        let d = tempfile::tempdir().unwrap();
+        let data = vec![0u8; 8 << 20];
+        let zs = zstd::encode_all(&data[..], 3).unwrap();
+        let l = layer(d.path(), &zs, OCI_LAYER_ZSTD, sha(&data));
+        let e = verify_layer(&l).unwrap_err();
+        assert!(
+            matches!(&e, SourceError::Limit(LimitExceeded::Expansion { layer, .. }) if layer == "sha256:test"),
+            "{e:?}"
+        );
     }
 
     #[test]

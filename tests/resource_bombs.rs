@@ -304,3 +304,20 @@ fn a_config_with_a_huge_history() {
     let r = sb.d2v(["inspect", &src, "--cache-dir", cache.to_str().unwrap()]);
     assert_clean_failure(&r, &["larger than", "33554432"]);
 }
+
+/// A PAX extended header of 64 MiB (one xattr record) in an uncompressed layer: the tar reader
+/// would hold all of it in memory; refused past 1 MiB, as Go's archive/tar does, before it is.
+#[test]
+fn a_huge_pax_header_is_refused_before_it_is_in_memory() {
+    let record = vec![b'v'; 64 << 20];
+    let layer = tar(&[Entry::file("etc/big", "x\n").xattr("user.big", &record)]);
+    drop(record);
+    let b = with_layer(layer, Compression::None);
+    let (out, cache) = (b.sb.out_file("vm.ova"), b.sb.fresh_cache());
+    let (out, cache) = (out.to_str().unwrap(), cache.to_str().unwrap());
+    let (r, rss, took) =
+        b.sb.d2v_measured(["build", &b.src, "-o", out, "--cache-dir", cache]);
+    eprintln!("64 MiB PAX header: refused in {took:?}, peak RSS {rss} KiB");
+    b.refused(&r, &["PAX extended header", "1048576"]);
+    assert!(rss < 48 << 10, "peak RSS {rss} KiB");
+}

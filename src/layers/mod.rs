@@ -14,7 +14,10 @@
 //!   usr-merged `lib -> usr/lib` lands in `usr/lib/x`); an entry's own last component is never
 //!   followed: the entry replaces a symlink found there.
 
+mod special;
 mod whiteout;
+
+pub use special::{SpecialLimit, SpecialTooLarge, MAX_SPECIAL};
 
 use crate::text::printable;
 use std::io::{self, Read};

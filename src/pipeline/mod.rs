@@ -39,6 +39,9 @@ pub enum Error {
     /// A layer could not be applied to the staging tree.
     #[error(transparent)]
     Layer(#[from] layers::LayerError),
+    /// A layer's tar holds a PAX header or GNU long name larger than d2v reads.
+    #[error(transparent)]
+    LayerHeader(#[from] layers::SpecialTooLarge),
     /// Reading a layer's stream to its end (where its `diff_id` is checked) failed.
     #[error("layer {layer}: {source}")]
     LayerStream {
@@ -290,26 +293,43 @@ fn apply_layers(
     json: bool,
 ) -> Result<(), Error> {
     let count = image.layers.len();
-    let limit_or = |e: Error| match budget.exceeded() {
-        Some(limit) => Error::Source(limit.into()),
-        None => e,
-    };
     for (i, layer) in image.layers.iter().enumerate() {
         let bar = crate::progress::bar(!json, layer.size, format!("apply layer {}/{count}", i + 1));
-        let mut r = source::open_layer_with(layer, Some(bar.clone()), budget)?;
-        layers::apply_layer(tree, &mut r, &layer.digest).map_err(|e| {
-            limit_or(Error::from(e)).or_no_space(SPILL_FULL.0, std::env::temp_dir(), SPILL_FULL.1)
+        let r = source::open_layer_with(layer, Some(bar.clone()), budget)?;
+        let mut r = layers::SpecialLimit::new(r, &layer.digest);
+        let applied = layers::apply_layer(tree, &mut r, &layer.digest);
+        applied.map_err(|e| {
+            limit_or(budget, &r, Error::from(e)).or_no_space(
+                SPILL_FULL.0,
+                std::env::temp_dir(),
+                SPILL_FULL.1,
+            )
         })?;
         // Read to the end so the uncompressed digest (diff_id) is checked.
         io::copy(&mut r, &mut io::sink()).map_err(|source| {
-            limit_or(Error::LayerStream {
+            let e = Error::LayerStream {
                 layer: layer.digest.clone(),
                 source,
-            })
+            };
+            limit_or(budget, &r, e)
         })?;
         bar.finish();
     }
     Ok(())
+}
+
+/// The limit a layer's stream went past (`--max-expansion`, `--max-image-size`, a special tar
+/// entry's size), if it went past one, rather than `e`, how the tar reader saw the failure.
+fn limit_or<R: io::Read>(
+    budget: &source::Budget,
+    stream: &layers::SpecialLimit<R>,
+    e: Error,
+) -> Error {
+    match (budget.exceeded(), stream.exceeded()) {
+        (Some(limit), _) => Error::Source(limit.into()),
+        (None, Some(special)) => Error::LayerHeader(special.clone()),
+        (None, None) => e,
+    }
 }
 
 #[cfg(test)]

@@ -136,6 +136,15 @@ pub(crate) struct SourceArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub(crate) registry_timeout: u64,
+    /// The most a layer may decompress to, as a multiple of its compressed size (a layer of
+    /// up to 1 MiB always passes); a layer past it is refused as a decompression bomb.
+    #[arg(long, value_name = "RATIO", default_value_t = crate::source::DEFAULT_MAX_EXPANSION,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_expansion: u64,
+    /// The most all layers together may decompress to, e.g. 20G (default: no limit; the
+    /// --max-expansion ratio bounds each layer).
+    #[arg(long, value_parser = size_arg, value_name = "SIZE")]
+    pub(crate) max_image_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

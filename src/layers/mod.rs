@@ -15,9 +15,11 @@
 //!   followed: the entry replaces a symlink found there.
 
 mod ending;
+mod special;
 mod whiteout;
 
 pub use ending::Unterminated;
+pub use special::{SpecialLimit, SpecialTooLarge, MAX_SPECIAL};
 
 use crate::text::printable;
 use std::io::{self, Read};

@@ -16,6 +16,7 @@ use build::build;
 use show::{export, inspect};
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use clap::CommandFactory;
 
@@ -38,6 +39,9 @@ pub enum Error {
     /// A layer could not be applied to the staging tree.
     #[error(transparent)]
     Layer(#[from] layers::LayerError),
+    /// A layer's tar holds a PAX header or GNU long name larger than d2v reads.
+    #[error(transparent)]
+    LayerHeader(#[from] layers::SpecialTooLarge),
     /// Reading a layer's stream to its end (where its `diff_id` is checked) failed.
     #[error("layer {layer}: {source}")]
     LayerStream {
@@ -254,6 +258,10 @@ pub(crate) fn source_options(src: &SourceArgs, json: bool) -> Result<SourceOptio
         progress: !json,
         proxy: source::proxy::ProxyConfig::from_env(),
         registries: source::registries::RegistriesConf::load(src.registries_conf.as_deref())?,
+        limits: source::Limits {
+            max_expansion: src.max_expansion,
+            max_image_size: src.max_image_size,
+        },
         ..SourceOptions::default()
     })
 }
@@ -285,7 +293,10 @@ pub(crate) fn flatten(
         log.step(format!("warning: {w}"));
     }
     let mut tree = Tree::in_temp().map_err(Error::Spill)?;
-    let warnings = log.time(Stage::Flatten, || apply_layers(&image, &mut tree, json))?;
+    let budget = source::Budget::new(options.limits);
+    let warnings = log.time(Stage::Flatten, || {
+        apply_layers(&image, &mut tree, &budget, json)
+    })?;
     tree.shrink_to_fit();
     for w in &warnings {
         log.step(format!("warning: {w}"));
@@ -294,27 +305,56 @@ pub(crate) fn flatten(
     Ok((image, tree, warnings))
 }
 
-/// Applies the image's layers, bottom first, to the staging tree; the warnings about them (a
-/// layer read as Go reads it, see [`layers::Unterminated`]).
-fn apply_layers(image: &Image, tree: &mut Tree, json: bool) -> Result<Vec<String>, Error> {
+/// Applies the image's layers, bottom first, to the staging tree, their decompressed bytes
+/// counted against `budget`: a layer past one of its limits fails with that limit. Returns
+/// the warnings about them (a layer read as Go reads it, see [`layers::Unterminated`]).
+fn apply_layers(
+    image: &Image,
+    tree: &mut Tree,
+    budget: &Arc<source::Budget>,
+    json: bool,
+) -> Result<Vec<String>, Error> {
     let count = image.layers.len();
     let mut warnings = Vec::new();
     for (i, layer) in image.layers.iter().enumerate() {
         let bar = crate::progress::bar(!json, layer.size, format!("apply layer {}/{count}", i + 1));
-        let mut r = source::open_layer_with(layer, Some(bar.clone()))?;
-        let note = layers::apply_layer(tree, &mut r, &layer.digest).map_err(|e| {
-            Error::from(e).or_no_space(SPILL_FULL.0, std::env::temp_dir(), SPILL_FULL.1)
+        let r = source::open_layer_with(layer, Some(bar.clone()), budget)?;
+        let mut r = layers::SpecialLimit::new(r, &layer.digest);
+        let applied = layers::apply_layer(tree, &mut r, &layer.digest);
+        let note = applied.map_err(|e| {
+            limit_or(budget, &r, Error::from(e)).or_no_space(
+                SPILL_FULL.0,
+                std::env::temp_dir(),
+                SPILL_FULL.1,
+            )
         })?;
         warnings.extend(note.map(|n| n.to_string()));
         // Read to the end so the uncompressed digest (diff_id) is checked.
-        io::copy(&mut r, &mut io::sink()).map_err(|source| Error::LayerStream {
-            layer: layer.digest.clone(),
-            source,
+        io::copy(&mut r, &mut io::sink()).map_err(|source| {
+            let e = Error::LayerStream {
+                layer: layer.digest.clone(),
+                source,
+            };
+            limit_or(budget, &r, e)
         })?;
         bar.finish();
         crate::interrupt::pause_point("flatten");
     }
     Ok(warnings)
+}
+
+/// The limit a layer's stream went past (`--max-expansion`, `--max-image-size`, a special tar
+/// entry's size), if it went past one, rather than `e`, how the tar reader saw the failure.
+fn limit_or<R: io::Read>(
+    budget: &source::Budget,
+    stream: &layers::SpecialLimit<R>,
+    e: Error,
+) -> Error {
+    match (budget.exceeded(), stream.exceeded()) {
+        (Some(limit), _) => Error::Source(limit.into()),
+        (None, Some(special)) => Error::LayerHeader(special.clone()),
+        (None, None) => e,
+    }
 }
 
 #[cfg(test)]

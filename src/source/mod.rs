@@ -13,6 +13,7 @@ pub(crate) mod cache;
 mod fetcher;
 mod layer;
 mod layout;
+mod limits;
 pub(crate) mod manifest;
 pub mod proxy;
 mod readahead;
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 
 pub(crate) use layer::open_layer_with;
 pub use layer::{open_layer, verify_layer};
+pub use limits::{Budget, LimitExceeded, Limits, DEFAULT_MAX_EXPANSION};
 pub use manifest::{ContainerConfig, ImageConfig, Platform};
 pub use resolve::resolve;
 pub use tls::TlsError;
@@ -59,6 +61,8 @@ pub struct SourceOptions {
     /// Mirrors, rewritten locations, insecure and blocked registries
     /// (containers-registries.conf); the command line reads the usual files. Default: none.
     pub registries: registries::RegistriesConf,
+    /// How much the layers may decompress to (`--max-expansion`, `--max-image-size`).
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for SourceOptions {
@@ -79,6 +83,7 @@ impl std::fmt::Debug for SourceOptions {
             .field("registry_timeout", &self.registry_timeout)
             .field("proxy", &self.proxy)
             .field("registries", &self.registries.files)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -100,6 +105,7 @@ impl Default for SourceOptions {
             registry_timeout: DEFAULT_REGISTRY_TIMEOUT,
             proxy: proxy::ProxyConfig::default(),
             registries: registries::RegistriesConf::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -409,6 +415,9 @@ pub enum SourceError {
         /// What is wrong.
         why: String,
     },
+    /// A layer decompresses to more than `--max-expansion` or `--max-image-size` allow.
+    #[error(transparent)]
+    Limit(#[from] LimitExceeded),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

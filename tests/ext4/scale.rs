@@ -223,3 +223,43 @@ fn hash_collision_across_leaves() {
     fsck(&img.path);
     round_trip(&t, &img.path);
 }
+
+/// A sparse file larger than the filesystem: 100 GiB of holes and one block of data fit a
+/// 1 GiB filesystem (ext4 keeps the holes), without writing 100 GiB; a file past ext4's
+/// 16 TiB is refused naming it, before any of it is read.
+#[test]
+fn sparse_file_larger_than_the_disk() {
+    let mut t = Tree::in_temp().unwrap();
+    let huge = |t: &mut Tree, path: &str, len: u64| {
+        let offset = t.spill().len().next_multiple_of(4096);
+        let fd = d2v::tree::FileData { offset, len };
+        let inode = Inode {
+            meta: meta(0o644, 0, 0),
+            kind: Kind::File(fd),
+        };
+        t.insert(path.as_bytes(), inode).unwrap();
+        offset
+    };
+    let offset = huge(&mut t, "sparse", 100 << 30);
+    let file = t.spill().file();
+    file.set_len(offset + (100 << 30)).unwrap();
+    file.write_all_at(&[7; 4096], offset + (50 << 30)).unwrap();
+    let mut o = opts();
+    o.size = Some(1 << 30);
+    let (img, s) = write_image(&t, &o, 0);
+    assert_eq!(s.size, 1 << 30);
+    let allocated = std::fs::metadata(&img.path).unwrap().blocks() * 512;
+    assert!(allocated < 64 << 20, "{allocated} bytes written");
+    fsck(&img.path);
+    let st = debugfs(&img.path, "stat /sparse");
+    assert_eq!(field(&st, "Size:"), (100u64 << 30).to_string());
+    assert_eq!(field(&st, "Blockcount:"), "8", "one 4 KiB block: {st}");
+
+    huge(&mut t, "too-big", 17 << 40);
+    let err = ext4::write(&t, &tempfile::tempfile().unwrap(), 0, &o).unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("/too-big") && shown.contains("16 TiB"),
+        "{shown}"
+    );
+}

@@ -149,10 +149,18 @@ pub enum Ext4Error {
         why: String,
     },
     /// A file's extended attributes exceed the one xattr block of 4 KiB.
-    #[error("ext4: {path}: extended attributes need {bytes} bytes but an inode's xattr block holds {max}; remove some")]
+    #[error(
+        "ext4: {path}: extended attributes need {bytes} bytes ({name:?} alone {len}) but the \
+         one xattr block an inode may have holds {max}, and d2v keeps no value outside it \
+         (no ea_inode); remove the attribute from the image"
+    )]
     XattrsTooLarge {
         /// The file's path in the tree.
         path: String,
+        /// The largest attribute that did not fit in the inode.
+        name: String,
+        /// Bytes of its value.
+        len: usize,
         /// Bytes they need.
         bytes: usize,
         /// Bytes the block holds.
@@ -173,7 +181,10 @@ pub enum Ext4Error {
         len: usize,
     },
     /// An inode with more than 65000 hard links.
-    #[error("ext4: {path}: {links} hardlinks, ext4 allows at most 65000")]
+    #[error(
+        "ext4: {path}: {links} hardlinks to this file, ext4 allows at most 65000 (its link \
+         count is 16 bits); the image must give the file fewer names"
+    )]
     TooManyLinks {
         /// A path of the inode in the tree.
         path: String,

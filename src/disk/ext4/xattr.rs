@@ -30,6 +30,15 @@ impl Entry {
     fn key(&self) -> (u8, usize, &[u8]) {
         (self.index, self.name.len(), &self.name)
     }
+    /// The attribute's name as the tree has it (`user.x`, `system.posix_acl_access`).
+    fn full_name(&self) -> String {
+        let prefix: &[u8] = match self.index {
+            2 => b"system.posix_acl_access",
+            3 => b"system.posix_acl_default",
+            i => PREFIXES.iter().find(|p| p.1 == i).map_or(&b""[..], |p| p.0),
+        };
+        String::from_utf8_lossy(&[prefix, &self.name[..]].concat()).into_owned()
+    }
 }
 
 /// Name prefixes and their ext4 name index. Other `system.` names are refused: index 7 is
@@ -108,8 +117,11 @@ pub fn split(entries: Vec<Entry>, path: &str) -> Result<(Vec<Entry>, Vec<Entry>)
     }
     let need: usize = block.iter().map(Entry::space).sum::<usize>() + BLOCK_HEADER + 4;
     if need > BLOCK {
+        let largest = block.iter().max_by_key(|e| e.value.len());
         return Err(Ext4Error::XattrsTooLarge {
             path: path.to_string(),
+            name: largest.map(Entry::full_name).unwrap_or_default(),
+            len: largest.map_or(0, |e| e.value.len()),
             bytes: need,
             max: BLOCK,
         });
@@ -231,9 +243,10 @@ mod tests {
         };
         let (i, b) = split(vec![e("a", 10), e("b", 100), e("c", 20)], "/f").unwrap();
         assert_eq!((i.len(), b.len()), (2, 1));
-        assert!(matches!(
-            split(vec![e("a", 5000)], "/f"),
-            Err(Ext4Error::XattrsTooLarge { .. })
-        ));
+        let err = split(vec![e("a", 10), e("big", 5000)], "/f").unwrap_err();
+        assert!(
+            matches!(&err, Ext4Error::XattrsTooLarge { name, len: 5000, .. } if name == "user.big"),
+            "{err:?}"
+        );
     }
 }

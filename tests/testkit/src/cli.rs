@@ -138,6 +138,28 @@ impl Sandbox {
         run_with_timeout(self.wrapped(wrapper, args))
     }
 
+    /// `d2v ARGS` under `/usr/bin/time -v`: the run, its peak RSS in KiB and its wall time.
+    pub fn d2v_measured<I, S>(&self, args: I) -> (Run, u64, Duration)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let time = crate::require_tool("time", "time");
+        let t0 = Instant::now();
+        let r = self.d2v_wrapped(&[time.as_os_str(), "-v".as_ref()], args);
+        let took = t0.elapsed();
+        let rss = r
+            .stderr
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("Maximum resident set size (kbytes): ")
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no peak RSS from time -v:\n{}", r.stderr));
+        (r, rss, took)
+    }
+
     /// [`Sandbox::command`] run through `wrapper` (its program, then its arguments).
     pub fn wrapped<I, S>(&self, wrapper: &[&OsStr], args: I) -> Command
     where

@@ -100,11 +100,7 @@ fn debian_image(c: Compression) -> Debian {
 fn debian_with_layer(layer: Vec<u8>, c: Compression) -> Debian {
     let sb = Sandbox::new(D2V);
     let dir = sb.path("in/oci");
-    let spec = ImageSpec::new()
-        .layer(base_layer("debian", true), Compression::Gzip)
-        .layer(layer, c)
-        .tag("v1");
-    let img = oci::write_image(&dir, &spec).unwrap();
+    let img = debian_with_layer_at(&dir, layer, c);
     let src = oci_src(&dir, "v1");
     Debian { sb, dir, img, src }
 }

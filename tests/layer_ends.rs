@@ -7,7 +7,7 @@
 use std::process::Command;
 
 use testkit::cli::*;
-use testkit::oci::{self, Compression, ImageSpec};
+use testkit::oci::Compression;
 use testkit::tar::{tar, unterminated, Entry};
 
 /// The d2v binary cargo built for these tests.
@@ -18,11 +18,7 @@ const D2V: &str = env!("CARGO_BIN_EXE_d2v");
 fn debian_with_layer(layer: Vec<u8>, c: Compression) -> (Sandbox, String, String) {
     let sb = Sandbox::new(D2V);
     let dir = sb.path("in/oci");
-    let spec = ImageSpec::new()
-        .layer(base_layer("debian", true), Compression::Gzip)
-        .layer(layer, c)
-        .tag("v1");
-    let img = oci::write_image(&dir, &spec).unwrap();
+    let img = debian_with_layer_at(&dir, layer, c);
     let digest = img.layers[1].digest.clone();
     (sb, oci_src(&dir, "v1"), digest)
 }

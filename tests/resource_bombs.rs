@@ -29,11 +29,7 @@ struct Bomb {
 fn with_layer(extra: Vec<u8>, c: Compression) -> Bomb {
     let mut sb = Sandbox::new(D2V);
     let dir = sb.path("in/oci");
-    let spec = ImageSpec::new()
-        .layer(base_layer("debian", true), Compression::Gzip)
-        .layer(extra, c)
-        .tag("v1");
-    let img = oci::write_image(&dir, &spec).unwrap();
+    let img = debian_with_layer_at(&dir, extra, c);
     let tmp = sb.path("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     sb.env.push(("TMPDIR".into(), tmp.display().to_string()));

@@ -397,6 +397,16 @@ pub fn write_tiny(
     oci::write_image(dir, &tiny(tag, os_id, kernel, c)).unwrap()
 }
 
+/// The tiny Debian image (its base layer gzip, with a kernel) with `layer` (compressed with
+/// `c`) on top, written as `v1` of the layout `dir`.
+pub fn debian_with_layer_at(dir: &Path, layer: Vec<u8>, c: Compression) -> WrittenImage {
+    let spec = ImageSpec::new()
+        .layer(base_layer("debian", true), Compression::Gzip)
+        .layer(layer, c)
+        .tag("v1");
+    oci::write_image(dir, &spec).unwrap()
+}
+
 /// `oci:DIR:TAG`.
 pub fn oci_src(dir: &Path, tag: &str) -> String {
     format!("oci:{}:{tag}", dir.display())

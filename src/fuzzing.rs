@@ -401,7 +401,17 @@ pub fn initramfs(data: &[u8]) {
 
 /// GRUB's module ELF files and the module area of a signed GRUB EFI image.
 pub fn grub_elf(data: &[u8]) {
-    let _ = crate::disk::grub::mkimage::elf::Elf::parse(data);
+    use crate::disk::grub::mkimage::elf::{Elf, SHT_REL, SHT_RELA, SHT_SYMTAB};
+    if let Ok(elf) = Elf::parse(data) {
+        for (i, s) in elf.sections.iter().enumerate() {
+            let _ = elf.section_data(i);
+            match s.kind {
+                SHT_SYMTAB => drop(elf.symbols(i)),
+                SHT_REL | SHT_RELA => drop(elf.relocations(i)),
+                _ => {}
+            }
+        }
+    }
     let _ = crate::disk::grub::mkimage::embedded::objects(data);
     let _ = crate::disk::grub::mkimage::embedded::read(data);
 }

@@ -13,21 +13,28 @@ fn git(args: &[&str]) -> Option<String> {
 
 fn main() {
     println!("cargo:rerun-if-env-changed=D2V_COMMIT");
-    let commit = std::env::var("D2V_COMMIT")
-        .ok()
-        .filter(|c| !c.is_empty())
-        .or_else(|| git(&["rev-parse", "HEAD"]));
-    // Rebuild when HEAD moves: HEAD itself, the branch it names, and packed refs.
-    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+    let given = std::env::var("D2V_COMMIT").ok().filter(|c| !c.is_empty());
+    let commit = given.clone().or_else(|| git(&["rev-parse", "HEAD"]));
+    // Rebuild when HEAD moves: HEAD itself, the branch it names, and packed refs. Only files
+    // that exist: cargo reruns a build script every time a rerun-if-changed file is missing
+    // (a worktree has no refs of its own, a fresh clone often no packed-refs), which rebuilt
+    // d2v on every cargo invocation. A given D2V_COMMIT needs no watching.
+    let watch = |p: &Path| {
+        if p.exists() {
+            println!("cargo:rerun-if-changed={}", p.display());
+        }
+    };
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]).filter(|_| given.is_none()) {
         let dir = Path::new(&dir);
-        println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
+        watch(&dir.join("HEAD"));
         if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={}", dir.join(&r).display());
+            watch(&dir.join(&r));
         }
         if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
-            println!("cargo:rerun-if-changed={}/packed-refs", common);
+            let common = Path::new(&common);
+            watch(&common.join("packed-refs"));
             if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
-                println!("cargo:rerun-if-changed={}/{r}", common);
+                watch(&common.join(r));
             }
         }
     }

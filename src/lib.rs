@@ -24,6 +24,8 @@ pub mod disk;
 pub(crate) mod elf;
 mod error;
 pub mod export;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub(crate) mod guest;
 pub mod ids;
 pub mod init;

@@ -24,6 +24,10 @@ pub enum GptReadError {
         /// Size of one entry.
         size: u32,
     },
+    /// The header's partition entry array starts beyond any disk (its byte offset does not fit
+    /// in 64 bits).
+    #[error("GPT header with its partition entries at LBA {0}, beyond the end of any disk")]
+    EntriesBeyondDisk(u64),
 }
 
 /// The 1-based number of the partition whose unique GUID is `want` (text byte order) in the
@@ -44,8 +48,11 @@ pub fn find_partition(
     if !(1..=1024).contains(&count) || !(128..=4096).contains(&size) || size % 8 != 0 {
         return Err(GptReadError::BadEntries { count, size });
     }
+    let at = entries_lba
+        .checked_mul(sector)
+        .ok_or(GptReadError::EntriesBeyondDisk(entries_lba))?;
     let mut array = vec![0u8; (count * size) as usize];
-    read_at(&mut array, entries_lba * sector)?;
+    read_at(&mut array, at)?;
     let disk_order = crate::ids::guid_bytes(want);
     Ok(array
         .chunks(size as usize)
@@ -156,6 +163,26 @@ mod tests {
         swapped[0..4].reverse();
         let read_at = |buf: &mut [u8], off| f.read_exact_at(buf, off);
         assert_eq!(find_partition(read_at, 512, &swapped).unwrap(), None);
+    }
+
+    #[test]
+    fn entries_beyond_any_disk_are_an_error() {
+        // Found by fuzzing (testdata/fuzz/gpt/): the entries' LBA times the sector size
+        // overflowed.
+        let mut d = vec![0u8; 1024];
+        d[512..520].copy_from_slice(b"EFI PART");
+        d[512 + 72..512 + 80].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+        d[512 + 80..512 + 84].copy_from_slice(&4u32.to_le_bytes());
+        d[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
+        let read_at = |buf: &mut [u8], off: u64| {
+            let src = d.get(off as usize..).and_then(|s| s.get(..buf.len()));
+            buf.copy_from_slice(src.ok_or(io::ErrorKind::UnexpectedEof)?);
+            Ok(())
+        };
+        assert!(matches!(
+            find_partition(read_at, 512, &[1; 16]),
+            Err(GptReadError::EntriesBeyondDisk(l)) if l == u64::MAX / 2
+        ));
     }
 
     #[test]

@@ -203,7 +203,11 @@ pub(crate) fn lookup(
     Ok(None)
 }
 
-fn from_file(file: &Path, registry: &str, repository: &str) -> Result<Option<Creds>, SourceError> {
+pub(crate) fn from_file(
+    file: &Path,
+    registry: &str,
+    repository: &str,
+) -> Result<Option<Creds>, SourceError> {
     let bad = |why: String| SourceError::Credentials {
         why: format!("{}: {why}", file.display()),
     };

@@ -7,19 +7,19 @@
 //! an [`Image`] whose layers are files in the cache. [`open_layer`] turns one into a
 //! decompressed tar stream that checks the config's `diff_id` when it reaches its end.
 
-mod archive;
-mod auth;
+pub(crate) mod archive;
+pub(crate) mod auth;
 pub(crate) mod cache;
 mod fetcher;
-mod layer;
-mod layout;
+pub(crate) mod layer;
+pub(crate) mod layout;
 mod limits;
 pub(crate) mod manifest;
 pub mod proxy;
 mod readahead;
 pub mod reference;
 pub mod registries;
-mod registry;
+pub(crate) mod registry;
 mod resolve;
 mod tls;
 

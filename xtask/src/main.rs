@@ -13,6 +13,8 @@
 //! - `cargo xtask man`: d2v's manual pages into `target/dist/man/`.
 //! - `cargo xtask image [--source URL]`: d2v's own OCI image (layout and oci-archive), see image.rs.
 //! - `cargo xtask bench [NAME…]`: comparisons against the reference tools, results in BENCHMARKS.md.
+//! - `cargo xtask fuzz [TARGET…] [--seconds N]`: coverage-guided fuzzing (cargo fuzz, nightly),
+//!   results in FUZZING.md, crash inputs in testdata/fuzz/ (see fuzz.rs).
 
 mod bench;
 mod bench_app;
@@ -23,6 +25,9 @@ mod debian;
 mod demo;
 mod dist;
 mod fixtures;
+mod fuzz;
+mod fuzz_md;
+mod fuzz_seeds;
 mod image;
 mod programs;
 mod qemu;
@@ -53,6 +58,9 @@ usage: cargo xtask <command>
                         target/image/oci (OCI layout) and target/image/d2v.oci.tar (oci-archive)
   bench [NAME...]       benchmarks (export, ext4, ext4-tar, vmdk, ext4-scale, grub, app)
                         -> BENCHMARKS.md
+  fuzz [TARGET...] [--seconds N]
+                        fuzz each parser target (default all) for N s (default 60) with cargo fuzz
+                        (nightly; installed if missing) -> FUZZING.md, crashes -> testdata/fuzz/
 ";
 
 fn main() -> ExitCode {
@@ -67,6 +75,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(rest),
         Some("man") => dist::man(),
         Some("image") => image::run(rest),
+        Some("fuzz") => fuzz::run(rest),
         Some("help" | "-h" | "--help") | None => {
             print!("{HELP}");
             Ok(())

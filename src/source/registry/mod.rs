@@ -18,6 +18,16 @@ use super::{tls, SourceError, SourceOptions, TlsError};
 use retry::{classify, retry, retry_counting, tls_failure, Failure};
 use token::parse_challenge;
 
+/// For d2v::fuzzing: whether a `WWW-Authenticate` value parses as a challenge, and the token
+/// of a token endpoint's answer.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_auth(header: &str, body: &[u8]) -> (bool, Option<String>) {
+    (
+        token::parse_challenge(header).is_some(),
+        token::token_of(body),
+    )
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Auth {
     Anonymous,

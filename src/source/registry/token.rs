@@ -37,6 +37,17 @@ pub(super) fn parse_challenge(h: &str) -> Option<Auth> {
     }
 }
 
+/// The token of a token endpoint's JSON answer: `token`, else `access_token`; `None` when
+/// the answer is not JSON or the token is missing or empty.
+pub(super) fn token_of(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    v["token"]
+        .as_str()
+        .or(v["access_token"].as_str())
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+}
+
 fn pct(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -87,12 +98,7 @@ impl Client {
             ureq::Error::Transport(t) => self.net_err(&what, t),
         })?;
         let body = self.read_body(resp, 1 << 20, &what)?;
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let tok = v["token"]
-            .as_str()
-            .or(v["access_token"].as_str())
-            .filter(|t| !t.is_empty());
-        tok.map(str::to_string).ok_or_else(|| SourceError::Http {
+        token_of(&body).ok_or_else(|| SourceError::Http {
             what,
             status: 200,
             detail: " without a token in its JSON answer".into(),

@@ -311,7 +311,8 @@ fn string_at(data: &[u8], strtab: &Section, at: u32) -> R<Vec<u8>> {
             size: strtab.size,
         });
     }
-    let start = strtab.offset + at as u64;
+    // Saturating: an offset past u64 is past the end of the file (`get` says so).
+    let start = strtab.offset.saturating_add(at as u64);
     let len = (strtab.size - at as u64) as usize;
     let bytes = get(data, start, len)?;
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
@@ -401,6 +402,16 @@ mod tests {
         assert!(matches!(
             e.section_data(1),
             Err(MkimageError::Section { name, .. }) if name == ".text"
+        ));
+        // A name offset plus the string table's offset past u64 (found by fuzzing,
+        // testdata/fuzz/grub_elf/): the NULL section named at 7, the table at u64::MAX - 3.
+        let mut bad = f.clone();
+        bad[shoff..shoff + 4].copy_from_slice(&7u32.to_le_bytes());
+        let str_off = shoff + 2 * 64 + 24;
+        bad[str_off..str_off + 8].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
+        assert!(matches!(
+            Elf::parse(&bad),
+            Err(MkimageError::Truncated { .. })
         ));
     }
 }

@@ -129,8 +129,10 @@ fn decompress(blob: &[u8]) -> Box<dyn Read + '_> {
 fn apply_and_write(layers: &[&[u8]]) {
     let mut tree = Tree::in_temp().expect("a staging tree in TMPDIR");
     for (i, blob) in layers.iter().enumerate() {
-        let mut r = decompress(blob);
-        if crate::layers::apply_layer(&mut tree, &mut r, &format!("layer{i}")).is_err() {
+        // As the pipeline reads a layer: special entries (PAX, GNU long names) bounded.
+        let name = format!("layer{i}");
+        let mut r = crate::layers::SpecialLimit::new(decompress(blob), &name);
+        if crate::layers::apply_layer(&mut tree, &mut r, &name).is_err() {
             return;
         }
     }

@@ -260,7 +260,7 @@ fn read_kernel_tar(tree: &Tree) -> Result<Tree, KernelError> {
     let mut data = tree.spill().reader(tar);
     // A kernel.tar without its end-of-archive blocks is read as Go reads it, without a word:
     // LinuxKit's tools (Go) read it so.
-    let _unterminated = crate::layers::apply_layer(&mut scratch, &mut data, "kernel.tar")
+    let _applied = crate::layers::apply_layer(&mut scratch, &mut data, "kernel.tar")
         .map_err(KernelError::KernelTar)?;
     Ok(scratch)
 }

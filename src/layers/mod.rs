@@ -17,9 +17,11 @@
 mod ending;
 mod special;
 mod whiteout;
+mod xattrs;
 
 pub use ending::Unterminated;
 pub use special::{SpecialLimit, SpecialTooLarge, MAX_SPECIAL};
+pub use xattrs::DroppedXattrs;
 
 use crate::text::printable;
 use std::io::{self, Read};
@@ -157,14 +159,48 @@ fn read_error(layer: &str, error: io::Error) -> LayerError {
     }
 }
 
+/// What applying a layer read past, for warnings.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The stream lacked its end-of-archive blocks.
+    pub unterminated: Option<Unterminated>,
+    /// Attributes no Linux filesystem stores were dropped.
+    pub dropped_xattrs: Option<DroppedXattrs>,
+}
+
+impl Applied {
+    /// The warnings to show, one per thing read past.
+    pub fn warnings(&self) -> Vec<String> {
+        let unterminated = self.unterminated.iter().map(ToString::to_string);
+        unterminated
+            .chain(self.dropped_xattrs.iter().map(ToString::to_string))
+            .collect()
+    }
+}
+
 /// Applies one layer's tar stream onto `tree`. `layer` names the layer in errors (its digest).
 /// The stream is read to its end, so a verifying reader sees all of it. A stream that ends
 /// without its end-of-archive blocks, right after the last entry's data, is read as Go's
-/// `archive/tar` reads it: `Some` says so, for a warning.
+/// `archive/tar` reads it, and attributes no Linux filesystem stores are dropped as Docker
+/// drops them: [`Applied`] says so, for warnings.
 pub fn apply_layer(
     tree: &mut Tree,
     tar: &mut dyn Read,
     layer: &str,
+) -> Result<Applied, LayerError> {
+    let mut dropped = None;
+    let unterminated = apply_entries(tree, tar, layer, &mut dropped)?;
+    Ok(Applied {
+        unterminated,
+        dropped_xattrs: dropped,
+    })
+}
+
+fn apply_entries(
+    tree: &mut Tree,
+    tar: &mut dyn Read,
+    layer: &str,
+    dropped: &mut Option<DroppedXattrs>,
 ) -> Result<Option<Unterminated>, LayerError> {
     let read_err = |error| read_error(layer, error);
     let mut ours = whiteout::Ours::for_layer_onto(tree);
@@ -182,7 +218,7 @@ pub fn apply_layer(
                 data: entry.raw_file_position(),
                 size: entry.size(),
             });
-            apply_entry(tree, &mut entry, layer, &mut ours)?;
+            apply_entry(tree, &mut entry, layer, &mut ours, dropped)?;
         }
     }
     io::copy(tar, &mut io::sink()).map_err(read_err)?;
@@ -256,6 +292,7 @@ fn apply_entry<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     layer: &str,
     ours: &mut whiteout::Ours,
+    dropped: &mut Option<DroppedXattrs>,
 ) -> Result<(), LayerError> {
     let raw_path = entry.path_bytes().into_owned();
     let at = At {
@@ -274,7 +311,15 @@ fn apply_entry<R: Read>(
         .resolve_path(&path, false)
         .map_err(|_| at.symlink_loop())?
         .path;
-    let (meta, dev) = metadata(entry, &at)?;
+    let (mut meta, dev) = metadata(entry, &at)?;
+    let unstorable: Vec<Vec<u8>> = (meta.xattrs.iter())
+        .filter(|(name, _)| !xattrs::storable(name))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in unstorable {
+        DroppedXattrs::note(dropped, layer, &at.path, &name);
+        meta.xattrs.remove(&name);
+    }
     let Some(kind) = kind(tree, entry, &at, &path, dev, ours)? else {
         return Ok(());
     };

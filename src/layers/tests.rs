@@ -4,7 +4,8 @@ use crate::tree::{InodeId, ROOT};
 use testkit::tar::{tar, unterminated, Entry};
 
 fn apply(tree: &mut Tree, entries: &[Entry]) -> Result<(), LayerError> {
-    apply_layer(tree, &mut &tar(entries)[..], "sha256:test").map(|note| assert!(note.is_none()))
+    apply_layer(tree, &mut &tar(entries)[..], "sha256:test")
+        .map(|note| assert_eq!(note, Applied::default()))
 }
 
 fn paths(t: &Tree) -> Vec<String> {
@@ -252,6 +253,33 @@ fn xattrs_from_schily_records() {
     assert_eq!(x.get(b"security.capability".as_slice()).unwrap(), cap);
     assert_eq!(x.get(b"user.note".as_slice()).unwrap(), b"hello");
     assert_eq!(x.len(), 2);
+}
+
+#[test]
+fn xattrs_no_linux_filesystem_stores_are_dropped_with_a_warning() {
+    let mut t = Tree::in_temp().unwrap();
+    let layer = tar(&[
+        Entry::file("a", "x")
+            .xattr("com.apple.provenance", "m")
+            .xattr("user.keep", "k"),
+        Entry::file("b", "y").xattr("system.nfs4_acl", "n"),
+        Entry::file("c", "z").xattr("system.posix_acl_access", "\x02\0\0\0"),
+    ]);
+    let applied = apply_layer(&mut t, &mut &layer[..], "sha256:mac").unwrap();
+    let a = &t.inode(id(&t, "a")).meta.xattrs;
+    assert_eq!(
+        (a.len(), a.get(b"user.keep".as_slice()).map(Vec::as_slice)),
+        (1, Some(&b"k"[..]))
+    );
+    assert!(t.inode(id(&t, "b")).meta.xattrs.is_empty());
+    assert_eq!(t.inode(id(&t, "c")).meta.xattrs.len(), 1);
+    let warnings = applied.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let w = &warnings[0];
+    assert!(
+        w.contains("sha256:mac") && w.contains("com.apple.provenance") && w.contains("and 1 more"),
+        "{w}"
+    );
 }
 
 #[test]
@@ -587,6 +615,7 @@ fn a_tar_ending_after_the_last_files_data_is_read_whole_with_a_warning() {
     let mut t = Tree::in_temp().unwrap();
     let note = apply_layer(&mut t, &mut &short[..], "sha256:short")
         .unwrap()
+        .unterminated
         .expect("a warning");
     assert_eq!(read(&t, "etc/b"), b"hello world");
     assert_eq!(read(&t, "etc/a"), vec![7u8; 700]);
@@ -600,12 +629,13 @@ fn a_tar_ending_after_the_last_files_data_is_read_whole_with_a_warning() {
     for end in [short.len() + 100, short.len() + 501] {
         let mut t = Tree::in_temp().unwrap();
         let note = apply_layer(&mut t, &mut &full[..end], "l").unwrap();
-        assert!(note.is_some(), "cut at {end}");
+        assert!(note.unterminated.is_some(), "cut at {end}");
         assert_eq!(read(&t, "etc/b"), b"hello world");
     }
     let mut t = Tree::in_temp().unwrap();
     let note = apply_layer(&mut t, &mut &full[..full.len() - 1024], "l")
         .unwrap()
+        .unterminated
         .expect("a warning")
         .to_string();
     assert!(
@@ -615,13 +645,13 @@ fn a_tar_ending_after_the_last_files_data_is_read_whole_with_a_warning() {
     // A whole tar, and one that has only the first end-of-archive block: no warning.
     for end in [full.len(), full.len() - 512] {
         let note = apply_layer(&mut Tree::in_temp().unwrap(), &mut &full[..end], "l").unwrap();
-        assert!(note.is_none(), "{end}: {note:?}");
+        assert!(note.unterminated.is_none(), "{end}: {note:?}");
     }
     // A last entry without data (a directory, a symlink) needs no padding.
     let full = tar(&[Entry::file("f", "x"), Entry::symlink("s", "f")]);
     let t = &mut Tree::in_temp().unwrap();
     let note = apply_layer(t, &mut &full[..full.len() - 1024], "l").unwrap();
-    assert!(note.unwrap().to_string().contains("\"s\""));
+    assert!(note.unterminated.unwrap().to_string().contains("\"s\""));
 }
 
 #[test]

@@ -328,7 +328,7 @@ fn apply_layers(
                 SPILL_FULL.1,
             )
         })?;
-        warnings.extend(note.map(|n| n.to_string()));
+        warnings.extend(note.warnings());
         // Read to the end so the uncompressed digest (diff_id) is checked.
         io::copy(&mut r, &mut io::sink()).map_err(|source| {
             let e = Error::LayerStream {

@@ -24,6 +24,7 @@ pub mod disk;
 pub(crate) mod elf;
 mod error;
 pub mod export;
+pub mod finality;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub(crate) mod guest;

@@ -33,6 +33,7 @@ mod xattr;
 
 use std::fs::File;
 
+use crate::finality::Finality;
 use crate::tree::Tree;
 
 pub use hash::{dx_hash, HashVersion};
@@ -246,6 +247,18 @@ pub fn write(
     offset: u64,
     opts: &Ext4Options,
 ) -> Result<Ext4Summary, Ext4Error> {
+    write_reporting(tree, out, offset, opts, &Finality::new())
+}
+
+/// [`write`], telling `finality` which bytes are final as they become so (the filesystem's
+/// metadata is late: written at the end), so that a reader can follow the writer.
+pub fn write_reporting(
+    tree: &Tree,
+    out: &File,
+    offset: u64,
+    opts: &Ext4Options,
+    finality: &Finality,
+) -> Result<Ext4Summary, Ext4Error> {
     if opts.label.len() > 16 {
         return Err(Ext4Error::BadLabel(opts.label.clone()));
     }
@@ -254,5 +267,5 @@ pub fn write(
         Some(s) => s / layout::BLOCK,
         None => p.auto_blocks(opts)?,
     };
-    write::write(tree, &p, blocks, out, offset, opts)
+    write::write(tree, &p, blocks, out, offset, opts, finality)
 }

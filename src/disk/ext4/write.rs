@@ -14,6 +14,7 @@ use super::plan::{self, journal_blocks, Node, Plan, Src, JOURNAL_INO};
 use super::sb::{self, GroupInfo, SbInfo};
 use super::sink::{punch, DataCopy, Itable, Writer, CAP};
 use super::{csum, dir, io_err, xattr, Ext4Error, Ext4Options, Ext4Summary};
+use crate::finality::Finality;
 use crate::tree::{InodeId, Kind, Timestamp, Tree};
 
 fn extents_for(alloc: &mut Alloc, ranges: &[(u64, u64)]) -> Result<Vec<Extent>, Ext4Error> {
@@ -207,8 +208,14 @@ struct Pass<'a> {
     time: Timestamp,
 }
 
+/// Bytes of allocation progress between two reports to the [`Finality`].
+const REPORT_EVERY: u64 = 8 << 20;
+
 /// Writes the filesystem of `blocks` blocks planned by `p` into `out` at `offset`: the
-/// journal, every node, then the group metadata and the superblocks.
+/// journal, every node, then the group metadata and the superblocks. `finality` hears which
+/// bytes are final as the allocator moves forwards: the fixed metadata (superblocks,
+/// descriptor tables, bitmaps, inode tables) is written last, so it is late; every other block
+/// below the allocator's cursor is written once and for all.
 pub fn write(
     tree: &Tree,
     p: &Plan,
@@ -216,8 +223,11 @@ pub fn write(
     out: &File,
     offset: u64,
     opts: &Ext4Options,
+    finality: &Finality,
 ) -> Result<Ext4Summary, Ext4Error> {
     let layout = layout_for(p, blocks, opts)?;
+    let bytes = |(a, b): (u64, u64)| (offset + a * BLOCK, offset + b * BLOCK);
+    finality.add_late(layout.fixed.iter().copied().map(bytes));
     let size = layout.blocks * BLOCK;
     let zeroed = prepare_region(out, offset, size)?;
     let usage = InodeUse::new(tree, p, &layout);
@@ -240,8 +250,14 @@ pub fn write(
     let journal = pass.journal(layout.blocks, opts)?;
     let mut indexed_dirs = 0;
     let mut xattr_blocks = HashMap::new();
+    let mut reported = 0;
     for n in p.nodes(tree) {
         indexed_dirs += pass.node(tree, p, &n, &mut xattr_blocks)? as u64;
+        if (pass.alloc.cursor - reported) * BLOCK >= REPORT_EVERY {
+            pass.w.flush()?;
+            reported = pass.alloc.cursor;
+            finality.advance(offset + reported * BLOCK);
+        }
     }
     pass.w.flush()?;
     pass.itable.flush()?;

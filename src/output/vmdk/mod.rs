@@ -6,15 +6,47 @@
 //! marker and grain directory, the footer marker and footer (the header with the real
 //! `gdOffset`), and the end-of-stream marker. All-zero grains and holes of the raw file are left out.
 
+mod compress;
+mod emit;
 pub(crate) mod format;
-mod writer;
 
 #[cfg(test)]
 mod reader;
 #[cfg(test)]
 mod tests;
 
-pub use writer::write_stream_optimized;
+pub use compress::compress;
+pub use emit::Compressed;
+
+use crate::finality::Finality;
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Writes `raw` (a plain, possibly sparse disk image, written whole) as a streamOptimized VMDK
+/// to `out`, strictly sequentially (`out` may be a pipe or a tar entry). The compressed grains
+/// wait in a scratch file (in `opts.scratch_dir`, else TMPDIR) until they go out in disk order.
+pub fn write_stream_optimized(
+    raw: &File,
+    out: &mut dyn Write,
+    opts: &VmdkOptions,
+) -> Result<VmdkSummary, VmdkError> {
+    let len = raw
+        .metadata()
+        .map_err(|source| VmdkError::Read { offset: 0, source })?
+        .len();
+    let disk = compress(raw, len, &Finality::complete(), opts, scratch_file(opts)?)?;
+    disk.emit(out)
+}
+
+/// An unnamed scratch file for the compressed grains.
+pub fn scratch_file(opts: &VmdkOptions) -> Result<File, VmdkError> {
+    match &opts.scratch_dir {
+        Some(d) => tempfile::tempfile_in(d),
+        None => tempfile::tempfile(),
+    }
+    .map_err(VmdkError::Store)
+}
 
 /// Highest `--compression-level`.
 pub(crate) const MAX_LEVEL: u32 = 12;
@@ -39,8 +71,10 @@ pub struct VmdkOptions {
     pub tools_version: u32,
     /// Compression threads; 0 means one per available core.
     pub threads: usize,
-    /// Advanced by the bytes of disk data (whole grains) written; its length is set here.
+    /// Advanced by the bytes of the disk compressed (holes included); its length is set here.
     pub progress: Option<indicatif::ProgressBar>,
+    /// Where the compressed grains wait before they go out in disk order (default: TMPDIR).
+    pub scratch_dir: Option<PathBuf>,
 }
 
 impl Default for VmdkOptions {
@@ -54,6 +88,7 @@ impl Default for VmdkOptions {
             tools_version: 2147483647,
             threads: 0,
             progress: None,
+            scratch_dir: None,
         }
     }
 }
@@ -97,6 +132,12 @@ pub enum VmdkError {
     /// More compressed data than 32-bit grain table entries address (2 TiB).
     #[error("the VMDK would exceed 2 TiB of compressed data, beyond 32-bit grain table entries: use a smaller disk")]
     TooLarge,
+    /// The scratch file holding the compressed grains failed.
+    #[error("the VMDK's scratch file (beside the output) failed: {0} (check free space there)")]
+    Store(#[source] std::io::Error),
+    /// The disk writer gave up before the disk was whole.
+    #[error("the disk image was not finished, so no VMDK was written")]
+    Aborted,
     /// An empty raw disk image.
     #[error("the raw disk image is empty: a VMDK needs at least one sector")]
     Empty,

@@ -238,14 +238,13 @@ fn empty_input_is_an_error() {
 }
 
 #[test]
-fn progress_counts_every_grain_read() {
+fn progress_ends_full_and_grains_are_counted_once() {
     // Data in grains 0, 1–2 (one write across a boundary) and 40; the rest holes.
     let f = tempfile::tempfile().unwrap();
-    f.set_len(64 * GRAIN_BYTES).unwrap();
+    f.set_len(64 * GRAIN_BYTES + 100).unwrap();
     f.write_all_at(b"a", 10).unwrap();
     f.write_all_at(&[7u8; 100], 2 * GRAIN_BYTES - 50).unwrap();
     f.write_all_at(b"z", 40 * GRAIN_BYTES + 5).unwrap();
-    let extents = crate::sparse::data_extents(&f, 0, 64 * GRAIN_BYTES).unwrap();
     let bar = indicatif::ProgressBar::hidden();
     let o = VmdkOptions {
         progress: Some(bar.clone()),
@@ -253,17 +252,80 @@ fn progress_counts_every_grain_read() {
     };
     let sum = write_stream_optimized(&f, &mut Vec::new(), &o).unwrap();
     assert_eq!(sum.grains, 4);
-    // The bar ends full, at the grains the file system reports data in (at least those 4).
-    assert_eq!(bar.length(), Some(bar.position()));
-    assert_eq!(bar.position() % GRAIN_BYTES, 0);
-    assert!(bar.position() >= 4 * GRAIN_BYTES, "{}", bar.position());
+    assert_eq!(bar.length(), Some(64 * GRAIN_BYTES + 100));
+    assert_eq!(bar.position(), 64 * GRAIN_BYTES + 100);
+    let grains = |e: &[(u64, u64)]| super::compress::grains(e).collect::<Vec<_>>();
     assert_eq!(
-        bar.position(),
-        super::writer::grains_in(&extents) * GRAIN_BYTES
+        grains(&[(0, 1), (10, 20), (GRAIN_BYTES, 3 * GRAIN_BYTES + 1)]),
+        [0, 1, 2, 3]
     );
-    assert_eq!(
-        super::writer::grains_in(&[(0, 1), (10, 20), (GRAIN_BYTES, 3 * GRAIN_BYTES + 1)]),
-        4
+    assert!(grains(&[]).is_empty());
+}
+
+/// A disk compressed while it is written (ascending data behind a watermark, late ranges
+/// written at the end, some of them holes until then) comes out byte for byte as the same
+/// disk compressed once written whole; and a writer that gives up stops the compression.
+#[test]
+fn compressing_while_the_disk_is_written_matches_compressing_it_whole() {
+    use crate::finality::{Finality, Finisher};
+    let mut rng = Rng(0x5eed_d15c);
+    let len = 300 * GRAIN_BYTES + 1234;
+    let late = [
+        (0, 3 * GRAIN_BYTES + 17),
+        (100 * GRAIN_BYTES + 5, 101 * GRAIN_BYTES),
+    ];
+    let raw = tempfile::tempfile().unwrap();
+    raw.set_len(len).unwrap();
+    let finality = Finality::new();
+    finality.add_late(late);
+    let disk = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let store = tempfile::tempfile().unwrap();
+            compress(&raw, len, &finality, &opts(2), store)
+        });
+        let done = Finisher::new(&finality);
+        let mut at = 0;
+        while at < len {
+            let n = rng.below(3 * GRAIN_BYTES).min(len - at);
+            if rng.below(3) > 0 {
+                let data: Vec<u8> = (0..n).map(|_| rng.below(4) as u8).collect();
+                raw.write_all_at(&data, at).unwrap();
+            }
+            at += n;
+            finality.advance(at);
+        }
+        for (a, b) in late {
+            raw.write_all_at(&vec![9u8; (b - a) as usize], a).unwrap();
+        }
+        done.done();
+        reader.join().unwrap().unwrap()
+    });
+    let (mut streamed, mut whole) = (Vec::new(), Vec::new());
+    let sum = disk.emit(&mut streamed).unwrap();
+    assert_eq!(disk.summary().unwrap(), sum);
+    assert_eq!(sum.file_size, streamed.len() as u64);
+    write_stream_optimized(&raw, &mut whole, &opts(1)).unwrap();
+    assert!(streamed == whole, "the streamed VMDK differs");
+    let (read, _) = roundtrip(&raw, 2);
+    assert_eq!(read, whole);
+
+    let finality = Finality::new();
+    let gave_up = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            compress(
+                &raw,
+                len,
+                &finality,
+                &opts(2),
+                tempfile::tempfile().unwrap(),
+            )
+        });
+        drop(Finisher::new(&finality));
+        reader.join().unwrap()
+    });
+    assert!(
+        matches!(gave_up, Err(VmdkError::Aborted)),
+        "{:?}",
+        gave_up.err()
     );
-    assert_eq!(super::writer::grains_in(&[]), 0);
 }

@@ -1,0 +1,260 @@
+//! The compression pass: grains of the raw disk are read as they become final (see
+//! [`crate::finality`]: the VMDK can be compressed while the disk is still being written),
+//! compressed on every core and appended, in the order they finish, to a store file. The
+//! store and its index are a [`Compressed`] disk, which `emit` writes out in disk order.
+//!
+//! Memory is bounded by a fixed pool of grain buffers (8 per thread): a buffer goes back to
+//! the reader once its grain is in the store. Holes of the raw file are never read; grains that
+//! meet a late range (written only at the disk writer's end) are read once the disk is whole.
+
+use super::emit::Compressed;
+use super::format::*;
+use super::{VmdkError, VmdkOptions, MAX_LEVEL};
+use crate::finality::{Finality, Ready};
+use libdeflater::{CompressionLvl, Compressor};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+
+struct Job {
+    grain: u64,
+    buf: Vec<u8>,
+}
+
+struct Done {
+    grain: u64,
+    buf: Vec<u8>,
+    /// Grain marker + zlib data padded to a sector; `None` for an all-zero grain.
+    block: Option<Vec<u8>>,
+}
+
+/// Compresses the `len` bytes of `raw` as they become final by `finality`, into `store` (an
+/// empty scratch file). Returns when the disk is whole and every grain is compressed;
+/// [`VmdkError::Aborted`] when the disk writer gave up.
+pub fn compress(
+    raw: &File,
+    len: u64,
+    finality: &Finality,
+    opts: &VmdkOptions,
+    store: File,
+) -> Result<Compressed, VmdkError> {
+    if opts.compression_level > MAX_LEVEL {
+        return Err(VmdkError::Level(opts.compression_level));
+    }
+    if len == 0 {
+        return Err(VmdkError::Empty);
+    }
+    let capacity_sectors = len.div_ceil(SECTOR);
+    let descriptor = super::descriptor(capacity_sectors, opts)?;
+    if descriptor.len() as u64 > DESCRIPTOR_SECTORS * SECTOR {
+        return Err(VmdkError::FileName(opts.file_name.clone()));
+    }
+    if let Some(bar) = &opts.progress {
+        bar.set_length(len);
+    }
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut out = Store {
+        file: BufWriter::with_capacity(1 << 20, &store),
+        pos: 0,
+        index: BTreeMap::new(),
+    };
+    let aborted = pipeline(raw, len, finality, opts, threads, &mut out)?;
+    if aborted {
+        return Err(VmdkError::Aborted);
+    }
+    out.file.flush().map_err(VmdkError::Write)?;
+    let index = std::mem::take(&mut out.index);
+    drop(out);
+    Ok(Compressed::new(store, index, capacity_sectors, descriptor))
+}
+
+/// The compressed grains so far: appended to the store file, indexed by grain number.
+struct Store<'f> {
+    file: BufWriter<&'f File>,
+    pos: u64,
+    index: BTreeMap<u64, (u64, u32)>,
+}
+
+/// The reader, `threads` compressors and the store on the calling thread. Whether the disk
+/// writer gave up.
+fn pipeline(
+    raw: &File,
+    len: u64,
+    finality: &Finality,
+    opts: &VmdkOptions,
+    threads: usize,
+    out: &mut Store,
+) -> Result<bool, VmdkError> {
+    let pool_size = threads * 8;
+    let level = opts.compression_level;
+    std::thread::scope(|s| {
+        let (pool_tx, pool_rx) = channel::<Vec<u8>>();
+        for _ in 0..pool_size {
+            pool_tx
+                .send(vec![0u8; GRAIN_BYTES as usize])
+                .expect("pool receiver alive");
+        }
+        let (job_tx, job_rx) = sync_channel::<Job>(pool_size);
+        let (done_tx, done_rx) = sync_channel::<Result<Done, VmdkError>>(pool_size);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let bar = opts.progress.clone();
+        let reader = s.spawn(move || read_final_grains(raw, len, finality, pool_rx, job_tx, bar));
+        for _ in 0..threads {
+            let job_rx = Arc::clone(&job_rx);
+            let done_tx = done_tx.clone();
+            s.spawn(move || compress_grains(level, &job_rx, &done_tx));
+        }
+        drop(done_tx);
+        let stored = store_grains(done_rx, &pool_tx, out);
+        drop(pool_tx);
+        let read = reader.join().expect("reader thread panicked");
+        stored?;
+        read
+    })
+}
+
+/// Appends every compressed grain to the store, giving each buffer back to the reader.
+fn store_grains(
+    done: Receiver<Result<Done, VmdkError>>,
+    pool: &std::sync::mpsc::Sender<Vec<u8>>,
+    out: &mut Store,
+) -> Result<(), VmdkError> {
+    for r in done.iter() {
+        let d = r?;
+        if let Some(block) = &d.block {
+            out.file.write_all(block).map_err(VmdkError::Write)?;
+            out.index.insert(d.grain, (out.pos, block.len() as u32));
+            out.pos += block.len() as u64;
+        }
+        // The reader may have stopped on an error; then nobody needs the buffer.
+        let _ = pool.send(d.buf);
+    }
+    Ok(())
+}
+
+/// The grains overlapping the data extents (sorted, disjoint `[start, end)`), in order, each
+/// once (two extents may share a grain).
+pub(super) fn grains(extents: &[(u64, u64)]) -> impl Iterator<Item = u64> + '_ {
+    let mut next_grain = 0u64; // first grain not yet given
+    extents.iter().flat_map(move |&(start, end)| {
+        let first = (start / GRAIN_BYTES).max(next_grain);
+        let last = (end - 1) / GRAIN_BYTES;
+        next_grain = next_grain.max(last + 1);
+        first..=last
+    })
+}
+
+/// Reader thread: each window of grains the watermark passes, its data grains into pool
+/// buffers; grains meeting a late range wait for the end. Whether the disk writer gave up.
+fn read_final_grains(
+    raw: &File,
+    len: u64,
+    finality: &Finality,
+    pool: Receiver<Vec<u8>>,
+    jobs: SyncSender<Job>,
+    bar: Option<indicatif::ProgressBar>,
+) -> Result<bool, VmdkError> {
+    let total = len.div_ceil(GRAIN_BYTES);
+    let (mut next, mut deferred) = (0u64, Vec::new());
+    let send = |grain: u64| -> Result<bool, VmdkError> {
+        let Ok(mut buf) = pool.recv() else {
+            return Ok(false); // the store gave up
+        };
+        let off = grain * GRAIN_BYTES;
+        let n = (len - off).min(GRAIN_BYTES) as usize;
+        raw.read_exact_at(&mut buf[..n], off)
+            .map_err(|source| VmdkError::Read {
+                offset: off,
+                source,
+            })?;
+        buf[n..].fill(0);
+        Ok(jobs.send(Job { grain, buf }).is_ok())
+    };
+    while next < total {
+        let (upto, all) = match finality.wait_beyond((next + 1) * GRAIN_BYTES - 1) {
+            Ready::Aborted => return Ok(true),
+            Ready::All => (total, true),
+            Ready::Below(b) => ((b / GRAIN_BYTES).min(total), false),
+        };
+        let (from, to) = (next * GRAIN_BYTES, (upto * GRAIN_BYTES).min(len));
+        let extents =
+            crate::sparse::data_extents(raw, from, to).map_err(|source| VmdkError::Read {
+                offset: from,
+                source,
+            })?;
+        for grain in grains(&extents) {
+            if !all && finality.is_late(grain * GRAIN_BYTES, (grain + 1) * GRAIN_BYTES) {
+                continue; // read below, with the other late grains
+            }
+            if !send(grain)? {
+                return Ok(false);
+            }
+        }
+        if !all {
+            deferred.extend(
+                (next..upto).filter(|g| finality.is_late(g * GRAIN_BYTES, (g + 1) * GRAIN_BYTES)),
+            );
+        }
+        if let Some(bar) = &bar {
+            bar.inc(to - from);
+        }
+        next = upto;
+    }
+    // The disk is whole: the late grains (written or not, holes read as zeros).
+    for grain in deferred {
+        if !send(grain)? {
+            return Ok(false);
+        }
+    }
+    Ok(false)
+}
+
+/// Worker thread: zero check, then zlib (RFC 1950) compression (libdeflate) of a whole grain into
+/// grain marker + data, padded to a sector.
+fn compress_grains(
+    level: u32,
+    jobs: &Mutex<Receiver<Job>>,
+    done: &SyncSender<Result<Done, VmdkError>>,
+) {
+    let lvl = CompressionLvl::new(level as i32).unwrap_or_default();
+    let mut z = Compressor::new(lvl);
+    loop {
+        let job = {
+            let rx = jobs.lock().unwrap_or_else(|p| p.into_inner());
+            rx.recv()
+        };
+        let Ok(Job { grain, buf }) = job else {
+            return;
+        };
+        let r = if crate::bytes::is_zero(&buf) {
+            Ok(None)
+        } else {
+            compress_one(&mut z, grain, &buf).map(Some)
+        };
+        if done
+            .send(r.map(|block| Done { grain, buf, block }))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn compress_one(z: &mut Compressor, grain: u64, data: &[u8]) -> Result<Vec<u8>, VmdkError> {
+    let bound = z.zlib_compress_bound(data.len());
+    let mut out = vec![0u8; (GRAIN_MARKER_LEN + bound).next_multiple_of(SECTOR as usize)];
+    out[..8].copy_from_slice(&(grain * GRAIN_SECTORS).to_le_bytes());
+    let size = z
+        .zlib_compress(data, &mut out[GRAIN_MARKER_LEN..])
+        .map_err(|e| VmdkError::Compress(format!("{e:?}")))?;
+    out[8..12].copy_from_slice(&(size as u32).to_le_bytes());
+    out.truncate((GRAIN_MARKER_LEN + size).next_multiple_of(SECTOR as usize));
+    out[GRAIN_MARKER_LEN + size..].fill(0);
+    Ok(out)
+}

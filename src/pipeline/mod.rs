@@ -274,14 +274,10 @@ pub(crate) fn flatten(
     json: bool,
     log: &Log,
 ) -> Result<(Image, Tree, Vec<String>), Error> {
-    let mut options = source_options(src, json)?;
-    let cache_dir = options
-        .cache_dir
-        .get_or_insert_with(source::cache::default_dir)
-        .clone();
+    let options = source_options(src, json)?;
     let image = log
         .time(Stage::Pull, || source::resolve(source, &options))
-        .map_err(|e| Error::from(e).or_no_space(CACHE_FULL.0, cache_dir, CACHE_FULL.1))?;
+        .map_err(|e| cache_full_or(&options, Error::from(e)))?;
     log.step(format!(
         "image {} ({})",
         image.reference, image.manifest_digest
@@ -303,6 +299,19 @@ pub(crate) fn flatten(
     }
     log.step(format!("applied {} layers", image.layers.len()));
     Ok((image, tree, warnings))
+}
+
+/// `e`, or when the disk is full, that the blob cache's filesystem is (only a registry's
+/// blobs are written: a local source is read in place).
+fn cache_full_or(options: &SourceOptions, e: Error) -> Error {
+    if !e.is_storage_full() {
+        return e;
+    }
+    let dir = options
+        .cache_dir
+        .clone()
+        .unwrap_or_else(source::cache::default_dir);
+    e.or_no_space(CACHE_FULL.0, dir, CACHE_FULL.1)
 }
 
 /// Applies the image's layers, bottom first, to the staging tree, their decompressed bytes

@@ -331,11 +331,8 @@ fn apply_layers(
         let mut r = layers::SpecialLimit::new(r, &layer.digest);
         let applied = layers::apply_layer(tree, &mut r, &layer.digest);
         let note = applied.map_err(|e| {
-            limit_or(budget, &r, Error::from(e)).or_no_space(
-                SPILL_FULL.0,
-                std::env::temp_dir(),
-                SPILL_FULL.1,
-            )
+            let e = mismatch_or(layer, &mut r, Error::from(e));
+            limit_or(budget, &r, e).or_no_space(SPILL_FULL.0, std::env::temp_dir(), SPILL_FULL.1)
         })?;
         warnings.extend(note.map(|n| n.to_string()));
         // Read to the end so the uncompressed digest (diff_id) is checked.
@@ -350,6 +347,34 @@ fn apply_layers(
         crate::interrupt::pause_point("flatten");
     }
     Ok(warnings)
+}
+
+/// For a layer read in place whose tar stream failed: the blob's digest mismatch, if reading
+/// the stream to its end finds one (corrupt bytes that still inflate reach the tar reader
+/// before the digest check at the end; the mismatch is the cause), else `e`. A blob from the
+/// cache was verified before it was read: `e` as it is.
+fn mismatch_or(layer: &source::Layer, stream: &mut impl io::Read, e: Error) -> Error {
+    if !layer.in_place {
+        return e;
+    }
+    let Err(drained) = io::copy(stream, &mut io::sink()) else {
+        return e;
+    };
+    match drained
+        .into_inner()
+        .map(|i| i.downcast::<source::SourceError>())
+    {
+        Some(Ok(m))
+            if matches!(
+                *m,
+                source::SourceError::InPlaceMismatch { .. }
+                    | source::SourceError::SizeMismatch { .. }
+            ) =>
+        {
+            Error::Source(*m)
+        }
+        _ => e,
+    }
 }
 
 /// The limit a layer's stream went past (`--max-expansion`, `--max-image-size`, a special tar

@@ -298,19 +298,17 @@ pub fn layer_entries(data: &[u8]) {
 }
 
 /// A `docker save` / `skopeo copy docker-archive:` / kaniko `--tar-path` archive or an
-/// oci-archive: read into a temporary cache; its manifest.json turned into a manifest, its
+/// oci-archive: its members found in place; its manifest.json turned into a manifest, its
 /// index.json read.
 pub fn archive(data: &[u8]) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let file = dir.path().join("archive.tar");
     std::fs::write(&file, data).expect("write the archive");
-    let cache =
-        crate::source::cache::Cache::open(&dir.path().join("cache")).expect("a temporary cache");
-    let Ok(imported) = crate::source::archive::Imported::load(&file, &cache) else {
+    let Ok(mut imported) = crate::source::archive::Imported::load(&file) else {
         return;
     };
-    let _ = imported.docker_manifest(&file, None);
-    let _ = imported.docker_manifest(&file, Some("a:1"));
+    let _ = imported.docker_manifest(None);
+    let _ = imported.docker_manifest(Some("a:1"));
     if let Ok(index) = imported.small("index.json") {
         let want = crate::source::Platform::default();
         let _ = crate::source::layout::root_from_index(&index, &file, None, &want);

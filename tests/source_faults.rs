@@ -630,13 +630,17 @@ fn append_files<const N: usize>(
     }
 }
 
-/// Resolves the docker-archive `f`, with its blob cache under `tmp`.
+/// Resolves the docker-archive `f`, with its blob cache under `tmp`, which it never makes:
+/// the layers are read in place, at their offsets in `f`.
 fn resolve_archive(f: &std::path::Path, tmp: &std::path::Path) -> d2v::source::Image {
-    resolve(
+    let img = resolve(
         &format!("docker-archive:{}", f.display()),
         &opts(&tmp.join("c")),
     )
-    .unwrap()
+    .unwrap();
+    assert!(img.layers.iter().all(|l| l.path == f && l.offset > 0));
+    assert!(!tmp.join("c").exists());
+    img
 }
 
 /// The image has one layer, of `media_type`, whose stream is `tar`.

@@ -757,6 +757,8 @@ fn dir_made_by_skopeo() {
         e.to_string().contains(&layer) && e.to_string().contains("missing"),
         "{e}"
     );
+    // Read in place: nothing went into the cache.
+    assert!(!cache.exists());
 }
 
 #[test]
@@ -796,6 +798,10 @@ fn docker_and_oci_archives_made_by_skopeo() {
     assert_eq!(untagged.manifest_digest, img.manifest_digest);
     let e = resolve(&format!("oci-archive:{}:nope", oa.display()), &opts(&cache)).unwrap_err();
     assert!(e.to_string().contains("nope"), "{e}");
+    // Read in place: the layers are the archives' members, the cache was never made.
+    assert_eq!(img.layers[0].path, oa);
+    assert!(img.layers[0].offset > 0);
+    assert!(!cache.exists());
 }
 
 #[test]
@@ -832,9 +838,11 @@ fn bad_layouts_give_clear_errors() {
     let mut b = std::fs::read(&p).unwrap();
     b[0] ^= 1;
     std::fs::write(&p, &b).unwrap();
-    let e = resolve(&format!("oci:{}:v1", lay.display()), &opts(&cache)).unwrap_err();
-    assert!(matches!(e, SourceError::DigestMismatch { .. }), "{e}");
+    // Read in place, it is refused as it is read, by name.
+    let img = resolve(&format!("oci:{}:v1", lay.display()), &opts(&cache)).unwrap();
+    let e = d2v::source::verify_layer(&img.layers[2]).unwrap_err();
     assert!(e.to_string().contains(&made.image.layers[2].digest), "{e}");
+    assert!(e.to_string().contains("diff_id"), "{e}");
 
     // Only an arm64 image, and linux/amd64 asked for (the default).
     let lay = tmp.path().join("arm");

@@ -110,8 +110,8 @@ pub(crate) struct SourceArgs {
     /// Platform to pick from a multi-platform image (os/arch[/variant]); never the host's by default.
     #[arg(long, default_value = "linux/amd64")]
     pub(crate) platform: String,
-    /// Blob cache directory (default: $XDG_CACHE_HOME/d2v or ~/.cache/d2v; where that cannot
-    /// be written, $TMPDIR/d2v-cache-UID).
+    /// Blob cache directory for registry pulls; local images are read in place (default:
+    /// $XDG_CACHE_HOME/d2v or ~/.cache/d2v; where that cannot be written, $TMPDIR/d2v-cache-UID).
     #[arg(long, value_name = "DIR")]
     pub(crate) cache_dir: Option<PathBuf>,
     /// Registry credentials USER:PASS.

@@ -274,14 +274,10 @@ pub(crate) fn flatten(
     json: bool,
     log: &Log,
 ) -> Result<(Image, Tree, Vec<String>), Error> {
-    let mut options = source_options(src, json)?;
-    let cache_dir = options
-        .cache_dir
-        .get_or_insert_with(source::cache::default_dir)
-        .clone();
+    let options = source_options(src, json)?;
     let image = log
         .time(Stage::Pull, || source::resolve(source, &options))
-        .map_err(|e| Error::from(e).or_no_space(CACHE_FULL.0, cache_dir, CACHE_FULL.1))?;
+        .map_err(|e| cache_full_or(&options, Error::from(e)))?;
     log.step(format!(
         "image {} ({})",
         image.reference, image.manifest_digest
@@ -305,6 +301,19 @@ pub(crate) fn flatten(
     Ok((image, tree, warnings))
 }
 
+/// `e`, or when the disk is full, that the blob cache's filesystem is (only a registry's
+/// blobs are written: a local source is read in place).
+fn cache_full_or(options: &SourceOptions, e: Error) -> Error {
+    if !e.is_storage_full() {
+        return e;
+    }
+    let dir = options
+        .cache_dir
+        .clone()
+        .unwrap_or_else(source::cache::default_dir);
+    e.or_no_space(CACHE_FULL.0, dir, CACHE_FULL.1)
+}
+
 /// Applies the image's layers, bottom first, to the staging tree, their decompressed bytes
 /// counted against `budget`: a layer past one of its limits fails with that limit. Returns
 /// the warnings about them (a layer read as Go reads it, see [`layers::Unterminated`]).
@@ -322,11 +331,8 @@ fn apply_layers(
         let mut r = layers::SpecialLimit::new(r, &layer.digest);
         let applied = layers::apply_layer(tree, &mut r, &layer.digest);
         let note = applied.map_err(|e| {
-            limit_or(budget, &r, Error::from(e)).or_no_space(
-                SPILL_FULL.0,
-                std::env::temp_dir(),
-                SPILL_FULL.1,
-            )
+            let e = mismatch_or(layer, &mut r, Error::from(e));
+            limit_or(budget, &r, e).or_no_space(SPILL_FULL.0, std::env::temp_dir(), SPILL_FULL.1)
         })?;
         warnings.extend(note.warnings());
         // Read to the end so the uncompressed digest (diff_id) is checked.
@@ -341,6 +347,34 @@ fn apply_layers(
         crate::interrupt::pause_point("flatten");
     }
     Ok(warnings)
+}
+
+/// For a layer read in place whose tar stream failed: the blob's digest mismatch, if reading
+/// the stream to its end finds one (corrupt bytes that still inflate reach the tar reader
+/// before the digest check at the end; the mismatch is the cause), else `e`. A blob from the
+/// cache was verified before it was read: `e` as it is.
+fn mismatch_or(layer: &source::Layer, stream: &mut impl io::Read, e: Error) -> Error {
+    if !layer.in_place {
+        return e;
+    }
+    let Err(drained) = io::copy(stream, &mut io::sink()) else {
+        return e;
+    };
+    match drained
+        .into_inner()
+        .map(|i| i.downcast::<source::SourceError>())
+    {
+        Some(Ok(m))
+            if matches!(
+                *m,
+                source::SourceError::InPlaceMismatch { .. }
+                    | source::SourceError::SizeMismatch { .. }
+            ) =>
+        {
+            Error::Source(*m)
+        }
+        _ => e,
+    }
 }
 
 /// The limit a layer's stream went past (`--max-expansion`, `--max-image-size`, a special tar

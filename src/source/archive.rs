@@ -2,8 +2,11 @@
 //! (`docker save`, `skopeo copy … docker-archive:`, kaniko `--tar-path`: manifest.json, config
 //! and layer tars, or since Docker 25 an OCI layout with manifest.json beside it).
 //!
-//! The archive is read once: every regular file is hashed into the blob cache as it streams
-//! by, and small JSON files are kept in memory.
+//! The archive is read in place ([`super::in_place`]): loading walks its tar headers only
+//! (seeking over the data) and records where each member's bytes are; manifests and configs
+//! are read from there when asked for, and a layer is streamed from its offset by
+//! [`open_layer`](super::open_layer), its digest checked as it goes. Only uncompressed tar
+//! archives are read (as before: a compressed one is refused as not a tar archive).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -12,24 +15,32 @@ use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 
-use super::cache::Cache;
-use super::fetcher::Fetcher;
+use super::cache::sha256_digest;
+use super::fetcher::{Fetcher, Location};
+use super::in_place::{check_bytes, digest_at, read_at};
 use super::layer::sniff;
 use super::manifest::{
     Compression, Descriptor, DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR, DOCKER_MANIFEST,
-    MAX_MANIFEST, OCI_LAYER_ZSTD,
+    MAX_CONFIG, MAX_MANIFEST, OCI_LAYER_ZSTD,
 };
-use super::reference::Reference;
+use super::reference::{check_digest, Reference};
 use super::SourceError;
 
-/// An archive whose files are in the cache.
+/// Where a member's bytes are in the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Member {
+    offset: u64,
+    size: u64,
+}
+
+/// An archive whose members were found, not read.
 pub(crate) struct Imported {
     path: PathBuf,
-    cache: Cache,
-    /// Archive member name → (digest, size).
-    files: BTreeMap<String, (String, u64)>,
-    /// Small JSON members by name.
-    small: BTreeMap<String, Vec<u8>>,
+    /// Regular members by name (a link member as the member it names).
+    files: BTreeMap<String, Member>,
+    /// Members by digest: `blobs/sha256/<hex>` by their names, a docker archive's config and
+    /// layers once [`Imported::docker_manifest`] found theirs.
+    blobs: BTreeMap<String, Member>,
 }
 
 /// `a/b/../c` → `a/c` (archive member paths; nothing above the root).
@@ -69,40 +80,8 @@ fn link_target<R: Read>(entry: &tar::Entry<'_, R>, name: &str) -> Option<String>
     Some(resolve_path(&format!("{base}{t}")))
 }
 
-/// Stores the regular member `name` of the archive at `path` in the cache (checked against
-/// its name under `blobs/sha256/`): its digest and size, and its bytes when it is a small JSON
-/// member to keep in memory.
-fn store_member<R: Read>(
-    path: &Path,
-    cache: &Cache,
-    name: &str,
-    entry: &mut tar::Entry<'_, R>,
-) -> Result<(String, u64, Option<Vec<u8>>), SourceError> {
-    let io = |source| SourceError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let size = entry.size();
-    let json = name.ends_with(".json") || name == "repositories" || name == "oci-layout";
-    let keep = size <= MAX_MANIFEST && (json || name.starts_with("blobs/"));
-    let mut w = cache.writer()?;
-    let mut head = Vec::new();
-    if keep {
-        entry.read_to_end(&mut head).map_err(io)?;
-        std::io::Write::write_all(&mut w, &head).map_err(io)?;
-    } else {
-        std::io::copy(entry, &mut w).map_err(io)?;
-    }
-    let expect = name
-        .strip_prefix("blobs/sha256/")
-        .map(|h| (format!("sha256:{h}"), size));
-    let what = format!("{} member {name}", path.display());
-    let (digest, len) = w.commit(expect.as_ref().map(|(d, s)| (d.as_str(), *s)), &what)?;
-    Ok((digest, len, (keep && json).then_some(head)))
-}
-
 /// Gives each link member the file it names (a few hops at most).
-fn follow_links(files: &mut BTreeMap<String, (String, u64)>, links: &BTreeMap<String, String>) {
+fn follow_links(files: &mut BTreeMap<String, Member>, links: &BTreeMap<String, String>) {
     for (name, target) in links {
         let mut target = target;
         for _ in 0..8 {
@@ -111,7 +90,7 @@ fn follow_links(files: &mut BTreeMap<String, (String, u64)>, links: &BTreeMap<St
                 None => break,
             }
         }
-        if let Some(f) = files.get(target).cloned() {
+        if let Some(f) = files.get(target).copied() {
             files.insert(name.clone(), f);
         }
     }
@@ -167,26 +146,37 @@ fn choose<'a>(
         .ok_or_else(|| format!("no image {r:?} in manifest.json"))
 }
 
+/// The digest a member's name carries: `blobs/sha256/<hex>`, or a file named `<hex>` or
+/// `sha256:<hex>` with or without extensions (kaniko's layers are `<hex>.tar.gz`).
+fn digest_in_name(name: &str) -> Option<String> {
+    let base = name.rsplit('/').next()?;
+    let base = base.strip_prefix("sha256:").unwrap_or(base);
+    let d = format!("sha256:{}", base.split('.').next()?);
+    check_digest(&d).ok()?;
+    Some(d)
+}
+
 impl Imported {
-    pub fn load(path: &Path, cache: &Cache) -> Result<Imported, SourceError> {
+    /// Walks the archive's headers (seeking over the data) and records its members.
+    pub fn load(path: &Path) -> Result<Imported, SourceError> {
         let f = File::open(path).map_err(|source| SourceError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut ar = tar::Archive::new(BufReader::with_capacity(1 << 20, f));
+        let len = f.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+        let mut ar = tar::Archive::new(BufReader::with_capacity(64 << 10, f));
         let mut files = BTreeMap::new();
-        let mut small = BTreeMap::new();
         let mut links = BTreeMap::new();
-        let corrupt = |e: std::io::Error| SourceError::Layout {
+        let corrupt = |why: String| SourceError::Layout {
             path: path.to_path_buf(),
             why: format!(
                 "not a tar archive, or a corrupt one ({}); expected what `docker save` or \
                  `skopeo copy` writes",
-                crate::text::printable(&e.to_string())
+                crate::text::printable(&why)
             ),
         };
-        for entry in ar.entries().map_err(corrupt)? {
-            let mut entry = entry.map_err(corrupt)?;
+        for entry in ar.entries_with_seek().map_err(|e| corrupt(e.to_string()))? {
+            let entry = entry.map_err(|e| corrupt(e.to_string()))?;
             let name = norm(&String::from_utf8_lossy(&entry.path_bytes()));
             let kind = entry.header().entry_type();
             if kind.is_symlink() || kind.is_hard_link() {
@@ -195,49 +185,63 @@ impl Imported {
                     links.insert(name, target);
                 }
             } else if kind.is_file() {
-                let (digest, len, kept) = store_member(path, cache, &name, &mut entry)?;
-                if let Some(bytes) = kept {
-                    small.insert(name.clone(), bytes);
+                let m = Member {
+                    offset: entry.raw_file_position(),
+                    size: entry.size(),
+                };
+                if m.offset.checked_add(m.size).is_none_or(|end| end > len) {
+                    return Err(corrupt(format!("{name} ends past the end of the file")));
                 }
-                files.insert(name, (digest, len));
+                files.insert(name, m);
             }
         }
         follow_links(&mut files, &links);
+        let blobs = files
+            .iter()
+            .filter_map(|(name, m)| {
+                let hex = name.strip_prefix("blobs/sha256/")?;
+                let d = format!("sha256:{hex}");
+                check_digest(&d).ok()?;
+                Some((d, *m))
+            })
+            .collect();
         Ok(Imported {
             path: path.to_path_buf(),
-            cache: cache.clone(),
             files,
-            small,
+            blobs,
         })
+    }
+
+    /// The bytes of a member (at most `max`).
+    fn read(&self, m: Member, max: u64) -> Result<Vec<u8>, SourceError> {
+        read_at(&self.path, m.offset, m.size, max)
     }
 
     /// A small JSON member (`index.json`, `manifest.json`).
     pub fn small(&self, name: &str) -> Result<Vec<u8>, SourceError> {
-        self.small
-            .get(name)
-            .cloned()
-            .ok_or_else(|| SourceError::Layout {
-                path: self.path.clone(),
-                why: format!(
-                    "{name} is missing: not {} archive",
-                    if name == "index.json" {
-                        "an OCI"
-                    } else {
-                        "a docker"
-                    }
-                ),
-            })
+        let m = self.files.get(name).ok_or_else(|| SourceError::Layout {
+            path: self.path.clone(),
+            why: format!(
+                "{name} is missing: not {} archive",
+                if name == "index.json" {
+                    "an OCI"
+                } else {
+                    "a docker"
+                }
+            ),
+        })?;
+        self.read(*m, MAX_MANIFEST)
     }
 
-    /// Turns a docker archive's manifest.json entry into a Docker schema2 manifest stored in the
-    /// cache; returns its digest and the entry's first `RepoTags` name.
+    /// Turns a docker archive's manifest.json entry into a Docker schema2 manifest (its
+    /// config's and layers' digests noted for the fetcher); returns it and the entry's first
+    /// `RepoTags` name.
     pub fn docker_manifest(
-        &self,
-        path: &Path,
+        &mut self,
         reference: Option<&str>,
-    ) -> Result<(String, Option<String>), SourceError> {
+    ) -> Result<(Vec<u8>, Option<String>), SourceError> {
         let bad = |why: String| SourceError::Layout {
-            path: path.to_path_buf(),
+            path: self.path.clone(),
             why,
         };
         let bytes = self.small("manifest.json")?;
@@ -245,75 +249,119 @@ impl Imported {
             .map_err(|e| bad(format!("manifest.json is not valid: {e}")))?;
         let entry = choose(&entries, reference).map_err(bad)?;
         let member = |name: &str| {
-            self.files.get(&norm(name)).cloned().ok_or_else(|| {
+            self.files.get(&norm(name)).copied().ok_or_else(|| {
                 bad(format!(
                     "manifest.json names {name}, which is not in the archive"
                 ))
             })
         };
-        let (cdigest, csize) = member(&entry.config)?;
+        let cm = member(&entry.config)?;
+        let config = self.read(cm, MAX_CONFIG)?;
+        let cdigest = sha256_digest(&config);
+        let config: serde_json::Value = serde_json::from_slice(&config).unwrap_or_default();
+        let mut found = vec![(cdigest.clone(), cm)];
         let mut layers = Vec::new();
-        for l in &entry.layers {
-            let (digest, size) = member(l)?;
-            let media_type = self.layer_media_type(&digest)?;
-            layers
-                .push(serde_json::json!({"mediaType": media_type, "size": size, "digest": digest}));
+        for (i, l) in entry.layers.iter().enumerate() {
+            let m = member(l)?;
+            let diff_id = config["rootfs"]["diff_ids"][i].as_str();
+            let (digest, media_type) = self.layer_identity(l, m, diff_id)?;
+            layers.push(
+                serde_json::json!({"mediaType": media_type, "size": m.size, "digest": digest}),
+            );
+            found.push((digest, m));
         }
+        self.blobs.extend(found);
         let m = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": DOCKER_MANIFEST,
-            "config": {"mediaType": DOCKER_CONFIG, "size": csize, "digest": cdigest},
+            "config": {"mediaType": DOCKER_CONFIG, "size": cm.size, "digest": cdigest},
             "layers": layers,
         });
         let bytes = serde_json::to_vec(&m).map_err(|e| bad(e.to_string()))?;
-        let digest = self
-            .cache
-            .put_bytes(&bytes, None, &format!("{} manifest", path.display()))?;
-        Ok((digest, entry.tags().into_iter().next()))
+        Ok((bytes, entry.tags().into_iter().next()))
     }
 
-    /// A docker archive's layer media type, from its first bytes (the archive does not say).
-    fn layer_media_type(&self, digest: &str) -> Result<&'static str, SourceError> {
-        let p = self.cache.path(digest)?;
-        let mut head = [0u8; 4];
-        let n = File::open(&p)
-            .and_then(|mut f| f.read(&mut head))
-            .map_err(|e| SourceError::Io { path: p, source: e })?;
-        Ok(match sniff(&head[..n]) {
+    /// A docker archive layer's digest and media type, which the archive does not state: the
+    /// media type is what its first bytes show; the digest of an uncompressed layer is its
+    /// `diff_id`, of a compressed one the digest its name carries (kaniko, Docker 25), both
+    /// checked as the layer is read. Otherwise (a compressed layer named by neither, which no
+    /// writer d2v knows makes) the member is hashed here: read twice, but still in place.
+    fn layer_identity(
+        &self,
+        name: &str,
+        m: Member,
+        diff_id: Option<&str>,
+    ) -> Result<(String, &'static str), SourceError> {
+        let head = self.read(
+            Member {
+                size: m.size.min(4),
+                ..m
+            },
+            4,
+        )?;
+        let compression = sniff(&head);
+        let media_type = match compression {
             Compression::None => DOCKER_LAYER_TAR,
             Compression::Gzip => DOCKER_LAYER_GZIP,
             Compression::Zstd => OCI_LAYER_ZSTD,
-        })
+        };
+        let diff_id = diff_id.filter(|d| check_digest(d).is_ok());
+        // A compressed layer named by its diff_id is not named by its own digest.
+        let named = digest_in_name(name)
+            .filter(|d| compression == Compression::None || Some(d.as_str()) != diff_id);
+        let digest = match (compression, diff_id, named) {
+            (Compression::None, Some(d), _) => d.to_string(),
+            (_, _, Some(d)) => d,
+            _ => digest_at(&self.path, m.offset, m.size)?,
+        };
+        Ok((digest, media_type))
+    }
+
+    /// The member holding blob `d`, or why not.
+    fn blob_member(&self, d: &Descriptor, what: &str) -> Result<Member, SourceError> {
+        let m = self
+            .blobs
+            .get(&d.digest)
+            .ok_or_else(|| SourceError::Layout {
+                path: self.path.clone(),
+                why: format!("{what}: blob {} is not in the archive", d.digest),
+            })?;
+        if m.size != d.size {
+            return Err(SourceError::SizeMismatch {
+                what: what.to_string(),
+                digest: d.digest.clone(),
+                expected: d.size,
+                got: m.size,
+            });
+        }
+        Ok(*m)
     }
 }
 
 impl Fetcher for Imported {
     fn manifest(&self, reference: &str) -> Result<(Vec<u8>, Option<String>), SourceError> {
-        self.cache
-            .read_small(reference, MAX_MANIFEST)?
-            .map(|b| (b, None))
-            .ok_or_else(|| SourceError::Layout {
-                path: self.path.clone(),
-                why: format!("manifest {reference} is not in the archive"),
-            })
-    }
-
-    fn blob(&self, d: &Descriptor, what: &str, bar: &ProgressBar) -> Result<PathBuf, SourceError> {
-        if let Some(p) = self.cache.get(&d.digest, Some(d.size))? {
-            bar.set_position(d.size);
-            return Ok(p);
-        }
-        match self.cache.get(&d.digest, None)? {
-            Some(p) => Err(SourceError::SizeMismatch {
-                what: what.to_string(),
-                digest: d.digest.clone(),
-                expected: d.size,
-                got: std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0),
-            }),
+        match self.blobs.get(reference) {
+            Some(m) => Ok((self.read(*m, MAX_MANIFEST)?, None)),
             None => Err(SourceError::Layout {
                 path: self.path.clone(),
-                why: format!("{what}: blob {} is not in the archive", d.digest),
+                why: format!("manifest {reference} is not in the archive"),
             }),
         }
+    }
+
+    fn config(&self, d: &Descriptor, what: &str) -> Result<Vec<u8>, SourceError> {
+        let bytes = self.read(self.blob_member(d, what)?, MAX_CONFIG)?;
+        check_bytes(&bytes, &d.digest, Some(d.size), what)?;
+        Ok(bytes)
+    }
+
+    fn blob(&self, d: &Descriptor, what: &str, bar: &ProgressBar) -> Result<Location, SourceError> {
+        let m = self.blob_member(d, what)?;
+        bar.set_position(d.size);
+        Ok(Location {
+            path: self.path.clone(),
+            offset: m.offset,
+            in_place: true,
+        })
     }
 }

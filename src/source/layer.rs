@@ -1,13 +1,14 @@
-//! Opening a cached layer blob as a decompressed tar stream whose `diff_id` is checked at
-//! the end of the stream.
+//! Opening a layer blob (in the cache, or in place in a local source) as a decompressed tar
+//! stream whose `diff_id` is checked at the end of the stream, and the digest of a blob read
+//! in place when its input ends.
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::in_place::{open_at, Checked};
 use super::limits::{Bounded, Budget, Limits};
 use super::manifest::{layer_compression, Compression};
 use super::readahead::ReadAhead;
@@ -30,7 +31,9 @@ pub(crate) fn sniff(head: &[u8]) -> Compression {
 /// Opens a layer as an uncompressed tar stream, decompressed ahead of the reader on a thread
 /// of its own (at most 1 MiB ahead). The media type must agree with the blob's magic bytes.
 /// When the stream reaches its end, the sha256 of everything read is compared with
-/// `layer.diff_id` and a mismatch is returned as an `InvalidData` error naming the layer.
+/// `layer.diff_id` and a mismatch is returned as an `InvalidData` error naming the layer; a
+/// blob read in place from a local source has its own digest checked when the decompressor
+/// reaches the end of its input (or fails: a digest mismatch explains corrupt data).
 ///
 /// Tar readers stop at the end-of-archive marker and may leave padding unread: drain the
 /// stream afterwards (`std::io::copy(&mut r, &mut std::io::sink())`) so the check runs, or use
@@ -48,12 +51,17 @@ pub(crate) fn open_layer_with(
     budget: &Arc<Budget>,
 ) -> Result<Box<dyn Read + Send>, SourceError> {
     let name = &layer.digest;
-    let (inner, actual) = decompressor(layer, progress)?;
+    let Opened {
+        inner,
+        actual,
+        check,
+    } = decompressor(layer, progress)?;
     let compressed = (actual != Compression::None).then_some(layer.size);
     let decoded = Bounded::new(
         Decoded {
             inner,
             layer: name.clone(),
+            check,
         },
         name,
         compressed,
@@ -75,12 +83,22 @@ pub(crate) fn open_layer_with(
     })
 }
 
+/// A layer's blob, opened by [`decompressor`].
+struct Opened {
+    /// Decompressed as its first bytes say.
+    inner: Box<dyn Read + Send>,
+    /// What they say.
+    actual: Compression,
+    /// The check of a blob read in place, to finish at the end of its input.
+    check: Option<Checked>,
+}
+
 /// The layer's blob, decompressed as its first bytes say, once they agree with its media
-/// type; and that compression.
+/// type.
 fn decompressor(
     layer: &Layer,
     progress: Option<indicatif::ProgressBar>,
-) -> Result<(Box<dyn Read + Send>, Compression), SourceError> {
+) -> Result<Opened, SourceError> {
     let name = &layer.digest;
     let declared =
         layer_compression(&layer.media_type).ok_or_else(|| SourceError::LayerFormat {
@@ -90,13 +108,17 @@ fn decompressor(
                 layer.media_type
             ),
         })?;
-    let f = File::open(&layer.path).map_err(|e| SourceError::Io {
-        path: layer.path.clone(),
-        source: e,
-    })?;
+    let f = open_at(&layer.path, layer.offset, layer.size)?;
     let f: Box<dyn Read + Send> = match progress {
         Some(bar) => Box::new(bar.wrap_read(f)),
         None => Box::new(f),
+    };
+    let (f, check): (Box<dyn Read + Send>, _) = match in_place_check(layer, declared) {
+        Some(what) => {
+            let c = Checked::new(f, &what, name, layer.size);
+            (Box::new(c.clone()), Some(c))
+        }
+        None => (f, None),
     };
     let mut r = BufReader::with_capacity(INPUT_BUF, f);
     let head = r.fill_buf().map_err(|e| SourceError::Io {
@@ -133,7 +155,26 @@ fn decompressor(
             })?)
         }
     };
-    Ok((inner, actual))
+    Ok(Opened {
+        inner,
+        actual,
+        check,
+    })
+}
+
+/// How a layer read in place names itself in the error of its digest check, unless no check
+/// is needed: a blob in the cache was checked when stored, and an uncompressed blob whose
+/// digest is its `diff_id` is checked as that.
+fn in_place_check(layer: &Layer, declared: Compression) -> Option<String> {
+    let as_diff_id = declared == Compression::None && layer.digest == layer.diff_id;
+    (layer.in_place && !as_diff_id).then(|| match layer.offset {
+        0 => format!("layer {} ({})", layer.digest, layer.path.display()),
+        at => format!(
+            "layer {} (at byte {at} of {})",
+            layer.digest,
+            layer.path.display()
+        ),
+    })
 }
 
 /// The compressed blob is read in pieces this large.
@@ -166,24 +207,39 @@ pub fn verify_layer(layer: &Layer) -> Result<(), SourceError> {
     Ok(())
 }
 
-/// The decompressed stream; its errors name the layer and say the image is broken.
+/// The decompressed stream; its errors name the layer and say the image is broken. A blob
+/// read in place is checked at the end of the stream, and before corrupt data is blamed on
+/// the image: a blob that does not match its digest is the cause.
 struct Decoded {
     inner: Box<dyn Read + Send>,
     layer: String,
+    check: Option<Checked>,
 }
 
 impl Read for Decoded {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "layer {}: corrupt compressed data: {e}; the blob matches its digest, so the \
-                     image itself is broken: rebuild or re-push it",
-                    self.layer
-                ),
-            )
-        })
+        match self.inner.read(buf) {
+            Ok(0) if !buf.is_empty() => {
+                if let Some(c) = self.check.take() {
+                    c.finish()?;
+                }
+                Ok(0)
+            }
+            Ok(n) => Ok(n),
+            Err(e) => {
+                if let Some(c) = self.check.take() {
+                    c.finish()?;
+                }
+                Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "layer {}: corrupt compressed data: {e}; the blob matches its digest, so \
+                         the image itself is broken: rebuild or re-push it",
+                        self.layer
+                    ),
+                ))
+            }
+        }
     }
 }
 
@@ -249,6 +305,8 @@ mod tests {
             media_type: media_type.into(),
             diff_id,
             path,
+            offset: 0,
+            in_place: false,
         }
     }
 
@@ -337,6 +395,45 @@ mod tests {
             assert_eq!(head[..], data[..1000]);
             drop(r); // stops and joins the read-ahead thread
         }
+    }
+
+    #[test]
+    fn a_blob_read_in_place_is_checked_against_its_digest() {
+        let d = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).unwrap();
+        let gz = gz.finish().unwrap();
+        // The blob as a member at byte 3 of a bigger file, as in an archive.
+        let at = |blob: &[u8]| {
+            let mut l = layer(
+                d.path(),
+                &[b"abc", blob, b"xyz"].concat(),
+                OCI_LAYER_GZIP,
+                sha(&data),
+            );
+            (l.digest, l.size, l.offset, l.in_place) = (sha(&gz), blob.len() as u64, 3, true);
+            l
+        };
+        verify_layer(&at(&gz)).unwrap();
+        // Corrupt in the middle: the digest mismatch is told, not the inflate error it causes.
+        let mut bad = gz.clone();
+        let mid = bad.len() / 2;
+        bad[mid..mid + 64].iter_mut().for_each(|b| *b ^= 0xa5);
+        let e = verify_layer(&at(&bad)).unwrap_err().to_string();
+        assert!(
+            e.contains("digest mismatch") && e.contains(&sha(&gz)),
+            "{e}"
+        );
+        assert!(
+            e.contains("at byte 3 of") && !e.contains("matches its digest"),
+            "{e}"
+        );
+        // Trailing bytes a decompressor leaves unread are part of the blob and checked too.
+        let mut trailing = gz.clone();
+        trailing.extend_from_slice(&[0; 16]);
+        let e = verify_layer(&at(&trailing)).unwrap_err().to_string();
+        assert!(e.contains("digest mismatch"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! `blobs/<alg>/<hex>`) and skopeo's directory transport (`dir:DIR`: `manifest.json`, blobs as
 //! `<hex>`; with `skopeo copy --all`, `manifest.json` is the index and each platform's manifest
 //! is `<hex>.manifest.json`).
+//!
+//! Blobs are read where they are ([`super::in_place`]): the config is checked when read, a
+//! layer's size now and its digest as it is read.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -9,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 
-use super::cache::Cache;
-use super::fetcher::{Fetcher, Root};
-use super::manifest::{Descriptor, Platform, MAX_MANIFEST};
+use super::fetcher::{Fetcher, Location, Root};
+use super::in_place::check_bytes;
+use super::manifest::{Descriptor, Platform, MAX_CONFIG, MAX_MANIFEST};
 use super::reference::check_digest;
 use super::SourceError;
 
@@ -58,7 +61,7 @@ pub(crate) fn root_from_index(
             }
             _ if found.iter().all(|d| d.platform.is_some()) => {
                 let list: Vec<Descriptor> = found.into_iter().cloned().collect();
-                Ok(Root::Index(
+                Ok(Root::Inline(
                     serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": list}))
                         .unwrap_or_default(),
                 ))
@@ -69,7 +72,7 @@ pub(crate) fn root_from_index(
     match idx.manifests.as_slice() {
         [] => Err(err("index.json lists no images".into())),
         [d] => Ok(Root::Descriptor(d.clone())),
-        list if list.iter().all(|d| d.platform.is_some()) => Ok(Root::Index(index.to_vec())),
+        list if list.iter().all(|d| d.platform.is_some()) => Ok(Root::Inline(index.to_vec())),
         _ => Err(err(
             "index.json lists several images: name one with :TAG".into()
         )),
@@ -91,12 +94,11 @@ pub(crate) const DIR_MANIFEST: &str = "manifest.json";
 /// An image directory: an OCI layout or a skopeo `dir:`.
 pub(crate) struct OciDir {
     dir: PathBuf,
-    cache: Cache,
     naming: Naming,
 }
 
 impl OciDir {
-    pub fn open(dir: &Path, cache: Cache) -> Result<OciDir, SourceError> {
+    pub fn open(dir: &Path) -> Result<OciDir, SourceError> {
         if !dir.join("index.json").is_file() {
             return Err(SourceError::Layout {
                 path: dir.to_path_buf(),
@@ -105,13 +107,12 @@ impl OciDir {
         }
         Ok(OciDir {
             dir: dir.to_path_buf(),
-            cache,
             naming: Naming::Oci,
         })
     }
 
     /// A directory written by `skopeo copy … dir:DIR`.
-    pub fn open_skopeo(dir: &Path, cache: Cache) -> Result<OciDir, SourceError> {
+    pub fn open_skopeo(dir: &Path) -> Result<OciDir, SourceError> {
         if !dir.join(DIR_MANIFEST).is_file() {
             let why = if dir.join("index.json").is_file() {
                 "manifest.json is missing; this is an OCI layout: use oci:DIR"
@@ -125,7 +126,6 @@ impl OciDir {
         }
         Ok(OciDir {
             dir: dir.to_path_buf(),
-            cache,
             naming: Naming::Skopeo,
         })
     }
@@ -191,35 +191,56 @@ impl Fetcher for OciDir {
         ))
     }
 
-    fn blob(&self, d: &Descriptor, what: &str, bar: &ProgressBar) -> Result<PathBuf, SourceError> {
-        if let Some(p) = self.cache.get(&d.digest, Some(d.size))? {
-            bar.set_position(d.size);
-            return Ok(p);
-        }
+    fn config(&self, d: &Descriptor, what: &str) -> Result<Vec<u8>, SourceError> {
         let src = self.blob_path(&d.digest)?;
-        let f = File::open(&src).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => SourceError::Layout {
+        let bytes = read_limited(&src, MAX_CONFIG).map_err(|e| missing(e, &src, what))?;
+        check_bytes(
+            &bytes,
+            &d.digest,
+            Some(d.size),
+            &format!("{what} ({})", src.display()),
+        )?;
+        Ok(bytes)
+    }
+
+    fn blob(&self, d: &Descriptor, what: &str, bar: &ProgressBar) -> Result<Location, SourceError> {
+        let src = self.blob_path(&d.digest)?;
+        let m = std::fs::metadata(&src).map_err(|source| {
+            let e = SourceError::Io {
                 path: src.clone(),
+                source,
+            };
+            missing(e, &src, what)
+        })?;
+        if !m.is_file() || m.len() != d.size {
+            return Err(SourceError::SizeMismatch {
+                what: format!("{what} ({})", src.display()),
+                digest: d.digest.clone(),
+                expected: d.size,
+                got: m.len(),
+            });
+        }
+        bar.set_position(d.size);
+        Ok(Location {
+            path: src,
+            offset: 0,
+            in_place: true,
+        })
+    }
+}
+
+/// `e`, or when it is a missing file, that the blob `what` is missing from the directory.
+fn missing(e: SourceError, src: &Path, what: &str) -> SourceError {
+    match e {
+        SourceError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+            SourceError::Layout {
+                path: src.to_path_buf(),
                 why: format!(
                     "{what} is missing from the image directory (an incomplete copy?); copy \
                      the image again, e.g. with skopeo copy"
                 ),
-            },
-            _ => SourceError::Io {
-                path: src.clone(),
-                source: e,
-            },
-        })?;
-        let mut w = self.cache.writer()?;
-        // Read one byte past the declared size so an oversized blob is noticed.
-        io::copy(&mut bar.wrap_read(f.take(d.size + 1)), &mut w).map_err(|e| SourceError::Io {
-            path: src.clone(),
-            source: e,
-        })?;
-        let (_, _) = w.commit(
-            Some((&d.digest, d.size)),
-            &format!("{what} ({})", src.display()),
-        )?;
-        self.cache.path(&d.digest)
+            }
+        }
+        e => e,
     }
 }

@@ -2,15 +2,18 @@
 //! OCI archives (`oci-archive:FILE[:TAG]`), docker archives (`docker-archive:FILE`) and
 //! skopeo's directories (`dir:DIR`).
 //!
-//! [`resolve`] reads the manifest (choosing a platform from an index), verifies every blob
-//! against its digest and size while storing it in the content-addressed `cache`, and returns
-//! an [`Image`] whose layers are files in the cache. [`open_layer`] turns one into a
-//! decompressed tar stream that checks the config's `diff_id` when it reaches its end.
+//! [`resolve`] reads the manifest (choosing a platform from an index) and the config, and
+//! returns an [`Image`] whose layers say where their blobs are. A registry's blobs are
+//! verified against digest and size while they are stored in the content-addressed `cache`;
+//! a local source's (layout, archive, `dir:`) are read where they are, never copied
+//! (`in_place`). [`open_layer`] turns a layer into a decompressed tar stream that checks the
+//! blob's digest (when read in place) and the config's `diff_id` as it reads.
 
 pub(crate) mod archive;
 pub(crate) mod auth;
 pub(crate) mod cache;
 mod fetcher;
+mod in_place;
 pub(crate) mod layer;
 pub(crate) mod layout;
 mod limits;
@@ -37,7 +40,8 @@ pub use tls::TlsError;
 pub struct SourceOptions {
     /// The platform to pick from a multi-platform image (default `linux/amd64`, never the host's).
     pub platform: Platform,
-    /// Blob cache directory; `None` means `$XDG_CACHE_HOME/d2v` or `~/.cache/d2v`.
+    /// Blob cache directory for registries (local sources are read in place); `None` means
+    /// `$XDG_CACHE_HOME/d2v` or `~/.cache/d2v`.
     pub cache_dir: Option<PathBuf>,
     /// `USER:PASS` for the registry (`--creds`).
     pub creds: Option<String>,
@@ -110,7 +114,8 @@ impl Default for SourceOptions {
     }
 }
 
-/// A resolved image: every blob verified and present in the cache.
+/// A resolved image: its manifest and config verified, every layer blob found (verified in
+/// the cache, or in place in a local source, checked as it is read).
 #[derive(Debug, Clone)]
 pub struct Image {
     /// The normalised source (`docker.io/library/debian:12`, `oci:/dir:tag`, ...).
@@ -144,7 +149,7 @@ pub struct Image {
     pub warnings: Vec<String>,
 }
 
-/// One layer blob, verified and stored in the cache.
+/// One layer blob: verified in the cache, or where a local source has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layer {
     /// Digest of the blob as stored (compressed).
@@ -154,8 +159,13 @@ pub struct Layer {
     pub media_type: String,
     /// Digest of the uncompressed tar, from the config's `rootfs.diff_ids`.
     pub diff_id: String,
-    /// The verified blob in the cache.
+    /// The file holding the blob: the verified blob in the cache, or a local source's blob
+    /// file or archive.
     pub path: PathBuf,
+    /// Where the blob starts in `path` (0 but for a member of an archive).
+    pub offset: u64,
+    /// Read in place from a local source: its digest is checked as it is read.
+    pub(crate) in_place: bool,
 }
 
 /// Everything that can go wrong reading a source. Messages name the thing and what to do.
@@ -362,6 +372,20 @@ pub enum SourceError {
     )]
     DigestMismatch {
         /// The blob.
+        what: String,
+        /// The digest it should have.
+        expected: String,
+        /// The digest it has.
+        got: String,
+    },
+    /// A local source's blob whose bytes, read in place, differ from its digest.
+    #[error(
+        "{what}: digest mismatch: expected {expected}, got {got}; the blob is corrupt or was \
+         changed after the image was written (d2v reads local images in place): copy or save \
+         the image again"
+    )]
+    InPlaceMismatch {
+        /// The blob and where it is.
         what: String,
         /// The digest it should have.
         expected: String,

@@ -1,14 +1,16 @@
 //! From a source string to a verified [`Image`]: manifest → (index → platform) → config →
-//! layers, with the layers fetched concurrently into the cache.
+//! layers, a registry's layers fetched concurrently into the cache, a local source's found
+//! where they are (the cache is not even opened for those).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use indicatif::ProgressBar;
 
 use super::cache::{sha256_digest, Cache};
-use super::fetcher::{Fetcher, Root};
+use super::fetcher::{Fetcher, Location, Root};
+use super::in_place::check_bytes;
 use super::manifest::{
     layer_compression, parse_manifest, select_platform, Descriptor, ImageConfig, Parsed, Platform,
     MAX_CONFIG, MAX_MANIFEST,
@@ -16,50 +18,51 @@ use super::manifest::{
 use super::reference::{check_digest, parse_source, Reference, Transport};
 use super::{archive, layout, registry, Image, Layer, SourceError, SourceOptions};
 
-/// Resolves `source` to an image whose blobs are verified and cached.
+/// Resolves `source` to an image whose manifest and config are verified and whose layer
+/// blobs are verified in the cache (a registry) or found in place (a local source).
 pub fn resolve(source: &str, opts: &SourceOptions) -> Result<Image, SourceError> {
-    let transport = parse_source(source)?;
-    let cache_dir = opts
-        .cache_dir
-        .clone()
-        .unwrap_or_else(super::cache::default_dir);
-    let cache = Cache::open(&cache_dir)?;
-    match transport {
+    match parse_source(source)? {
         Transport::Registry(r) => {
+            let cache_dir = opts
+                .cache_dir
+                .clone()
+                .unwrap_or_else(super::cache::default_dir);
+            let cache = Cache::open(&cache_dir)?;
             from_registry(&r, opts, &cache).map(|i| named(i, Some(r.to_string())))
         }
         Transport::OciDir { dir, tag } => {
-            let src = layout::OciDir::open(&dir, cache.clone())?;
-            let what = match &tag {
-                Some(t) => format!("oci:{}:{t}", dir.display()),
-                None => format!("oci:{}", dir.display()),
-            };
+            let src = layout::OciDir::open(&dir)?;
+            let what = tagged("oci", &dir, tag.as_deref());
             let root = src.root(tag.as_deref(), &opts.platform)?;
-            run(&src, &cache, opts, what, root).map(|i| named(i, tag))
+            run(&src, opts, what, root).map(|i| named(i, tag))
         }
         Transport::OciArchive { file, tag } => {
-            let src = archive::Imported::load(&file, &cache)?;
-            let what = match &tag {
-                Some(t) => format!("oci-archive:{}:{t}", file.display()),
-                None => format!("oci-archive:{}", file.display()),
-            };
+            let src = archive::Imported::load(&file)?;
+            let what = tagged("oci-archive", &file, tag.as_deref());
             let index = src.small("index.json")?;
             let root = layout::root_from_index(&index, &file, tag.as_deref(), &opts.platform)?;
-            run(&src, &cache, opts, what, root).map(|i| named(i, tag))
+            run(&src, opts, what, root).map(|i| named(i, tag))
         }
         Transport::Dir { dir } => {
-            let src = layout::OciDir::open_skopeo(&dir, cache.clone())?;
+            let src = layout::OciDir::open_skopeo(&dir)?;
             let what = format!("dir:{}", dir.display());
             let root = Root::Reference(layout::DIR_MANIFEST.into(), None);
-            run(&src, &cache, opts, what, root)
+            run(&src, opts, what, root)
         }
         Transport::DockerArchive { file, reference } => {
-            let src = archive::Imported::load(&file, &cache)?;
+            let mut src = archive::Imported::load(&file)?;
             let what = format!("docker-archive:{}", file.display());
-            let (digest, repo_tag) = src.docker_manifest(&file, reference.as_deref())?;
-            let root = Root::Reference(digest.clone(), Some(digest));
-            run(&src, &cache, opts, what, root).map(|i| named(i, reference.or(repo_tag)))
+            let (manifest, repo_tag) = src.docker_manifest(reference.as_deref())?;
+            run(&src, opts, what, Root::Inline(manifest)).map(|i| named(i, reference.or(repo_tag)))
         }
+    }
+}
+
+/// `TRANSPORT:PATH[:TAG]`, how errors name a layout or archive.
+fn tagged(transport: &str, path: &Path, tag: Option<&str>) -> String {
+    match tag {
+        Some(t) => format!("{transport}:{}:{t}", path.display()),
+        None => format!("{transport}:{}", path.display()),
     }
 }
 
@@ -90,7 +93,7 @@ fn from_registry(r: &Reference, opts: &SourceOptions, cache: &Cache) -> Result<I
         let e = &ep.reference;
         let got = registry::Client::new(e, opts, cache.clone()).and_then(|client| {
             let root = Root::Reference(e.manifest_ref().to_string(), e.digest.clone());
-            run(&client, cache, opts, r.to_string(), root)
+            run(&client, opts, r.to_string(), root)
         });
         match got {
             Ok(mut img) => {
@@ -136,24 +139,10 @@ fn fetch_manifest(
             limit: MAX_MANIFEST,
         });
     }
-    let digest = sha256_digest(&bytes);
     if let Some((want, size)) = expect {
-        if let Some(s) = size.filter(|s| *s != bytes.len() as u64) {
-            return Err(SourceError::SizeMismatch {
-                what: what.to_string(),
-                digest: want.to_string(),
-                expected: s,
-                got: bytes.len() as u64,
-            });
-        }
-        if digest != want {
-            return Err(SourceError::DigestMismatch {
-                what: what.to_string(),
-                expected: want.to_string(),
-                got: digest,
-            });
-        }
+        check_bytes(&bytes, want, size, what)?;
     }
+    let digest = sha256_digest(&bytes);
     Ok((bytes, ct, digest))
 }
 
@@ -161,18 +150,16 @@ fn fetch_manifest(
 /// the config, the layers checked against it and fetched.
 fn run(
     f: &dyn Fetcher,
-    cache: &Cache,
     opts: &SourceOptions,
     what: String,
     root: Root,
 ) -> Result<Image, SourceError> {
     let want = &opts.platform;
     let m = manifest_for_platform(f, &what, want, root)?;
-    // Keep the manifest: a later resolve by digest needs no network.
-    cache.put_bytes(&m.bytes, Some((&m.digest, m.bytes.len() as u64)), &what)?;
+    f.keep_manifest(&m.bytes, &m.digest)?;
 
     let cwhat = format!("{what} config {}", m.config.digest);
-    let config = fetch_config(f, cache, &m.config, &cwhat)?;
+    let config = fetch_config(f, &m.config, &cwhat)?;
     // The config says which platform the image is for; old images may leave it out.
     let declared = !config.os.is_empty() && !config.architecture.is_empty();
     let platform = if declared {
@@ -198,18 +185,20 @@ fn run(
     let diff_ids = &config.rootfs.diff_ids;
     check_layers(&m.layers, diff_ids, &cwhat)?;
 
-    let paths = fetch_layers(f, opts, &what, &m.layers)?;
+    let found = fetch_layers(f, opts, &what, &m.layers)?;
     let layers = m
         .layers
         .iter()
         .zip(diff_ids)
-        .zip(paths)
-        .map(|((d, id), path)| Layer {
+        .zip(found)
+        .map(|((d, id), at)| Layer {
             digest: d.digest.clone(),
             size: d.size,
             media_type: d.media_type.clone(),
             diff_id: id.clone(),
-            path,
+            path: at.path,
+            offset: at.offset,
+            in_place: at.in_place,
         })
         .collect();
     Ok(Image {
@@ -257,7 +246,7 @@ fn manifest_for_platform(
             Some((&d.digest, Some(d.size))),
             &format!("{what} manifest {}", d.digest),
         )?,
-        Root::Index(b) => {
+        Root::Inline(b) => {
             let d = sha256_digest(&b);
             (b, None, d)
         }
@@ -316,10 +305,9 @@ fn manifest_for_platform(
     }
 }
 
-/// The image config, fetched (at most [`MAX_CONFIG`] bytes) and parsed.
+/// The image config, fetched (at most [`MAX_CONFIG`] bytes), verified and parsed.
 fn fetch_config(
     f: &dyn Fetcher,
-    cache: &Cache,
     desc: &Descriptor,
     cwhat: &str,
 ) -> Result<ImageConfig, SourceError> {
@@ -329,14 +317,7 @@ fn fetch_config(
             limit: MAX_CONFIG,
         });
     }
-    let cpath = f.blob(desc, cwhat, &ProgressBar::hidden())?;
-    let cbytes =
-        cache
-            .read_small(&desc.digest, MAX_CONFIG)?
-            .ok_or_else(|| SourceError::Layout {
-                path: cpath.clone(),
-                why: "config blob vanished from the cache".into(),
-            })?;
+    let cbytes = f.config(desc, cwhat)?;
     serde_json::from_slice(&cbytes).map_err(|e| SourceError::BadManifest {
         what: cwhat.to_string(),
         why: format!("config is not valid JSON: {e}"),
@@ -380,10 +361,10 @@ fn fetch_layers(
     opts: &SourceOptions,
     what: &str,
     descs: &[Descriptor],
-) -> Result<Vec<PathBuf>, SourceError> {
+) -> Result<Vec<Location>, SourceError> {
     let multi = crate::progress::multi(opts.progress);
     let style = crate::progress::bytes_style();
-    let results: Vec<Mutex<Option<Result<PathBuf, SourceError>>>> =
+    let results: Vec<Mutex<Option<Result<Location, SourceError>>>> =
         descs.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let jobs = opts.jobs.clamp(1, 16).min(descs.len().max(1));

@@ -1,15 +1,14 @@
 //! Manifests and blobs from the registry, through the blob cache.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 
 use indicatif::ProgressBar;
 
 use super::retry::{retry, Failure};
 use super::{pace, Client};
 use crate::source::cache::{sha256_digest, BlobWriter};
-use crate::source::fetcher::Fetcher;
-use crate::source::manifest::{Descriptor, ACCEPT, MAX_MANIFEST};
+use crate::source::fetcher::{Fetcher, Location};
+use crate::source::manifest::{Descriptor, ACCEPT, MAX_CONFIG, MAX_MANIFEST};
 use crate::source::{named_with_digest, SourceError};
 
 impl Fetcher for Client {
@@ -69,10 +68,27 @@ impl Fetcher for Client {
         Ok((body, ct))
     }
 
-    fn blob(&self, d: &Descriptor, what: &str, bar: &ProgressBar) -> Result<PathBuf, SourceError> {
+    fn config(&self, desc: &Descriptor, what: &str) -> Result<Vec<u8>, SourceError> {
+        let at = self.blob(desc, what, &ProgressBar::hidden())?;
+        self.cache
+            .read_small(&desc.digest, MAX_CONFIG)?
+            .ok_or_else(|| SourceError::Layout {
+                path: at.path,
+                why: "config blob vanished from the cache".into(),
+            })
+    }
+
+    fn keep_manifest(&self, bytes: &[u8], digest: &str) -> Result<(), SourceError> {
+        let what = format!("{} manifest {digest}", self.r);
+        self.cache
+            .put_bytes(bytes, Some((digest, bytes.len() as u64)), &what)?;
+        Ok(())
+    }
+
+    fn blob(&self, d: &Descriptor, what: &str, bar: &ProgressBar) -> Result<Location, SourceError> {
         if let Some(p) = self.cache.get(&d.digest, Some(d.size))? {
             bar.set_position(d.size);
-            return Ok(p);
+            return Ok(Location::cached(p));
         }
         // Resume what an earlier run left; if those bytes turn out wrong, once more afresh.
         let w = self.cache.resumable_writer(&d.digest)?;
@@ -91,7 +107,7 @@ impl Fetcher for Client {
                 r?;
             }
         }
-        self.cache.path(&d.digest)
+        self.cache.path(&d.digest).map(Location::cached)
     }
 }
 

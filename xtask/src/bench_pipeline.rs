@@ -48,6 +48,9 @@ struct Run {
 
 type Runs = std::result::Result<Vec<Run>, String>;
 
+/// A check of the plain-tools pipeline's VM: what, and its outcome.
+type Check = (String, std::result::Result<String, String>);
+
 /// Untimed inputs: d2v's raw disk (its layout, and the deflate row's input), the VMDK d2v
 /// makes of it and the uncompressed layers (the hash row's input), the script's templates.
 struct Inputs {
@@ -70,33 +73,35 @@ pub(crate) fn run(d2v: &Path, work: &Path, load_before: &str) -> Result<String> 
     let inputs = prepare(d2v, &fixture, &image, &dir)?;
     let scratch = dir.join("scratch");
     let rows = rows(d2v, &image, &fixture, &inputs, &scratch);
-    step(
-        "bench pipeline: the plain-tools pipeline once (untimed), its disk checked, its VM booted",
-    );
-    let plain = &rows
-        .iter()
-        .find(|r| r.role == Role::Plain)
-        .expect("row")
-        .side;
-    let checks = match bench::time_side(plain, &scratch) {
-        Ok(s) => {
-            println!("  untimed run: {:.2} s", s.secs);
-            plain_pipeline::check(&fixture, &scratch, &dir.join("boot"))
-        }
-        Err(e) => vec![("plain-tools pipeline".into(), Err(e))],
-    };
-    for (what, r) in &checks {
-        println!(
-            "  {what:<24} {}",
-            r.as_ref()
-                .map_or_else(|e| format!("FAILED {e}"), |s| format!("ok {s}"))
-        );
-    }
+    let checks = check_plain(&rows, &fixture, &scratch, &dir.join("boot"));
     step("bench pipeline: timed rounds");
     let runs = measure(&rows, &scratch);
     drop(registry);
     let _ = fs::remove_dir_all(&scratch);
     Ok(render(&rows, &runs, &checks, &inputs, load_before))
+}
+
+/// One untimed run of the plain-tools pipeline, then its disk checked and its VM booted
+/// ([`plain_pipeline::check`]); the results printed and returned.
+fn check_plain(rows: &[Row], f: &Fixture, scratch: &Path, logs: &Path) -> Vec<Check> {
+    step(
+        "bench pipeline: the plain-tools pipeline once (untimed), its disk checked, its VM booted",
+    );
+    let plain = rows.iter().find(|r| r.role == Role::Plain).expect("row");
+    let checks = match bench::time_side(&plain.side, scratch) {
+        Ok(s) => {
+            println!("  untimed run: {:.2} s", s.secs);
+            plain_pipeline::check(f, scratch, logs)
+        }
+        Err(e) => vec![("plain-tools pipeline".into(), Err(e))],
+    };
+    for (what, r) in &checks {
+        let r = r
+            .as_ref()
+            .map_or_else(|e| format!("FAILED {e}"), |s| format!("ok {s}"));
+        println!("  {what:<24} {r}");
+    }
+    checks
 }
 
 /// The untimed first runs: `d2v pull --format raw` fills the warm cache and gives the raw disk.
@@ -137,79 +142,79 @@ fn prepare(d2v: &Path, f: &Fixture, image: &str, dir: &Path) -> Result<Inputs> {
     })
 }
 
-/// The measured rows, in the order they run each round.
+impl Row {
+    fn new(role: Role, label: &str, cmd: Vec<String>, output: Option<PathBuf>) -> Row {
+        let side = Side {
+            label: label.into(),
+            cmds: vec![cmd],
+            output,
+        };
+        Row { role, side }
+    }
+}
+
+/// The measured rows, in the order they run each round: d2v warm, the plain tools, d2v cold,
+/// levels 1 and 9, the floor.
 fn rows(d2v: &Path, image: &str, f: &Fixture, i: &Inputs, scratch: &Path) -> Vec<Row> {
     let ova = scratch.join("d2v.ova");
-    let pull = |label: &str, cache: &Path, extra: &[&str]| {
+    let pull = |role, label: &str, cache: &Path, extra: &[&str]| {
         let mut a = argv(&[&d2v, &"pull", &image, &"-o", &ova, &"--cache-dir", &cache]);
         a.extend(extra.iter().map(|s| s.to_string()));
-        Side {
-            label: label.into(),
-            cmds: vec![a],
-            output: Some(ova.clone()),
-        }
+        Row::new(role, label, a, Some(ova.clone()))
     };
-    let plain = |label: &str, cmd: Vec<String>, output: Option<PathBuf>| Side {
-        label: label.into(),
-        cmds: vec![cmd],
-        output,
-    };
-    let blobs = f.layers.iter().map(|l| {
-        let hex = l.digest.trim_start_matches("sha256:");
-        f.oci_layout.join("blobs/sha256").join(hex)
-    });
-    let inflate = argv(&[&"libdeflate-gzip", &"-d", &"-c"])
-        .into_iter()
-        .chain(blobs.map(|p| p.display().to_string()));
-    let hashed = i
-        .tars
-        .iter()
-        .chain([&i.vmdk])
-        .map(|p| p.display().to_string());
-    let disk = scratch.join("disk.vmdk");
-    let deflate = argv(&[&d2v, &"debug", &"vmdk", &i.raw, &"-o", &disk]);
-    let level = |n: u8| Row {
-        role: Role::Level(n),
-        side: pull(
-            &format!("d2v pull --compression-level {n}"),
+    let level = |n: u8| {
+        let label = format!("d2v pull --compression-level {n}");
+        let arg = n.to_string();
+        pull(
+            Role::Level(n),
+            &label,
             &i.cache,
-            &["--compression-level", &n.to_string()],
-        ),
+            &["--compression-level", &arg],
+        )
     };
-    vec![
-        Row {
-            role: Role::Warm,
-            side: pull("d2v pull (warm cache)", &i.cache, &[]),
-        },
+    let mut rows = vec![
+        pull(Role::Warm, "d2v pull (warm cache)", &i.cache, &[]),
         Row {
             role: Role::Plain,
             side: plain_pipeline::side(image, &i.templates, &i.layout, scratch),
         },
-        Row {
-            role: Role::Cold,
-            side: pull("d2v pull (cold cache)", &scratch.join("cache"), &[]),
-        },
+        pull(
+            Role::Cold,
+            "d2v pull (cold cache)",
+            &scratch.join("cache"),
+            &[],
+        ),
         level(1),
         level(9),
-        Row {
-            role: Role::Inflate,
-            side: plain("inflate: libdeflate-gzip -d", inflate.collect(), None),
-        },
-        Row {
-            role: Role::Deflate,
-            side: plain("deflate: d2v debug vmdk", deflate, Some(disk)),
-        },
-        Row {
-            role: Role::Hash,
-            side: plain(
-                "hash: sha256sum",
-                ["sha256sum".to_string()]
-                    .into_iter()
-                    .chain(hashed)
-                    .collect(),
-                None,
-            ),
-        },
+    ];
+    rows.extend(floor_rows(d2v, f, i, scratch));
+    rows
+}
+
+/// The floor's rows: inflating the fixture's layer blobs, d2v's VMDK writer on its raw disk,
+/// SHA-256 of the uncompressed layers and the VMDK.
+fn floor_rows(d2v: &Path, f: &Fixture, i: &Inputs, scratch: &Path) -> Vec<Row> {
+    let paths = |ps: &mut dyn Iterator<Item = PathBuf>| -> Vec<String> {
+        ps.map(|p| p.display().to_string()).collect()
+    };
+    let mut inflate = argv(&[&"libdeflate-gzip", &"-d", &"-c"]);
+    inflate.extend(paths(&mut f.layers.iter().map(|l| {
+        let hex = l.digest.trim_start_matches("sha256:");
+        f.oci_layout.join("blobs/sha256").join(hex)
+    })));
+    let mut hash = vec!["sha256sum".to_string()];
+    hash.extend(paths(&mut i.tars.iter().chain([&i.vmdk]).cloned()));
+    let disk = scratch.join("disk.vmdk");
+    let deflate = argv(&[&d2v, &"debug", &"vmdk", &i.raw, &"-o", &disk]);
+    vec![
+        Row::new(Role::Inflate, "inflate: libdeflate-gzip -d", inflate, None),
+        Row::new(
+            Role::Deflate,
+            "deflate: d2v debug vmdk",
+            deflate,
+            Some(disk),
+        ),
+        Row::new(Role::Hash, "hash: sha256sum", hash, None),
     ]
 }
 
@@ -439,9 +444,7 @@ fn levels(rows: &[Row], runs: &[Runs]) -> String {
     s
 }
 
-type Checks = [(String, std::result::Result<String, String>)];
-
-fn render(rows: &[Row], runs: &[Runs], checks: &Checks, i: &Inputs, load_before: &str) -> String {
+fn render(rows: &[Row], runs: &[Runs], checks: &[Check], i: &Inputs, load_before: &str) -> String {
     let mut s = "## pipeline\n\nEnd to end, the systemd fixture from a local registry to a finished OVA: \
                  `d2v pull` against the plain-tools pipeline, and the floor of the work measured alone\n\n"
         .to_string();
@@ -503,4 +506,42 @@ fn notes(i: &Inputs) -> String {
          everything perfectly would take.\n",
         l.bytes, l.bios.start, l.esp.size, l.esp.start, l.root.size, l.root.start
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child that burns CPU for a moment: its time shows up once it has been waited for.
+    #[test]
+    fn children_cpu_counts_waited_for_children() {
+        let before = children_cpu();
+        let status = Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let used = children_cpu() - before;
+        assert!(used > 0.05 && used < 60.0, "{used} s");
+    }
+
+    #[test]
+    fn vmdk_member_size_of_an_ova() {
+        let dir = std::env::temp_dir().join(format!("xtask-ova-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let ova = dir.join("x.ova");
+        let mut b = tar::Builder::new(fs::File::create(&ova).unwrap());
+        for (name, len) in [("x.ovf", 10), ("x.mf", 20), ("x-disk1.vmdk", 1234)] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(len);
+            h.set_cksum();
+            b.append_data(&mut h, name, &vec![7u8; len as usize][..])
+                .unwrap();
+        }
+        b.finish().unwrap();
+        drop(b);
+        assert_eq!(vmdk_member(&ova), Some(1234));
+        assert_eq!(vmdk_member(&dir.join("x.vmdk")), None);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -231,156 +231,150 @@ pub(crate) fn ovf_template(capacity: u64) -> String {
 
 /// The VMDK a run of [`side`] leaves in `scratch`.
 pub(crate) fn vmdk(scratch: &Path) -> PathBuf {
-    scratch.join(format!("out/{NAME}-disk1.vmdk"))
+    scratch.join("out").join(vmdk_name())
+}
+
+fn vmdk_name() -> String {
+    format!("{NAME}-disk1.vmdk")
+}
+
+/// A command line: `words` split at blanks (fixed words only, no paths), then `args`.
+fn cmd(words: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<String> {
+    let words = words.split_whitespace().map(String::from);
+    words.chain(argv(args)).collect()
+}
+
+/// The files of a run, all in its scratch directory.
+struct Files {
+    bundle: PathBuf,
+    rootfs: PathBuf,
+    /// The ESP's content (the image's /boot, GRUB's files).
+    esp: PathBuf,
+    /// The OVA's members.
+    out: PathBuf,
+    disk: PathBuf,
+    esp_img: PathBuf,
+    root_img: PathBuf,
+    core_img: PathBuf,
+    ova: PathBuf,
+}
+
+impl Files {
+    fn new(scratch: &Path) -> Files {
+        let p = |f: &str| scratch.join(f);
+        Files {
+            bundle: p("bundle"),
+            rootfs: p("bundle/rootfs"),
+            esp: p("esp"),
+            out: p("out"),
+            disk: p("disk.raw"),
+            esp_img: p("esp.img"),
+            root_img: p("root.img"),
+            core_img: p("core.img"),
+            ova: p(&format!("{NAME}.ova")),
+        }
+    }
 }
 
 /// The pipeline as one benchmark side: `image` (HOST/REPO:TAG, plain HTTP) to
 /// `scratch/plain.ova`, every intermediate in `scratch`.
 pub(crate) fn side(image: &str, t: &Templates, l: &Layout, scratch: &Path) -> Side {
-    let p = |f: &str| scratch.join(f);
-    let (rootfs, esp, out, disk) = (p("bundle/rootfs"), p("esp"), p("out"), p("disk.raw"));
-    let (esp_img, root_img, core_img) = (p("esp.img"), p("root.img"), p("core.img"));
-    let ova = p(&format!("{NAME}.ova"));
-    let oci = format!("{}:latest", p("oci").display());
-    let dd = |input: &dyn AsRef<std::ffi::OsStr>, at: u64, extra: &[&str]| {
-        let mut a = argv(&[
-            &"dd",
-            &format!("if={}", Path::new(input).display()),
-            &format!("of={}", disk.display()),
-            &"bs=1M",
-            &format!("seek={at}"),
-            &"oflag=seek_bytes",
-            &"conv=notrunc,sparse",
-            &"status=none",
-        ]);
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    };
-    let boot_img = "/usr/lib/grub/i386-pc/boot.img";
-    let cmds = vec![
-        argv(&[
-            &"skopeo",
-            &"copy",
-            &"--quiet",
-            &"--src-tls-verify=false",
-            &format!("docker://{image}"),
-            &format!("oci:{oci}"),
-        ]),
-        argv(&[
-            &"umoci",
-            &"unpack",
-            &"--rootless",
-            &"--image",
-            &oci,
-            &p("bundle"),
-        ]),
+    let f = Files::new(scratch);
+    let oci = format!("{}:latest", scratch.join("oci").display());
+    let mut cmds = vec![
+        cmd(
+            "skopeo copy --quiet --src-tls-verify=false",
+            &[&format!("docker://{image}"), &format!("oci:{oci}")],
+        ),
+        cmd("umoci unpack --rootless --image", &[&oci, &f.bundle]),
         // /boot becomes the ESP's content; the root keeps an empty /boot to mount it on.
-        argv(&[&"mv", &rootfs.join("boot"), &esp]),
-        argv(&[
-            &"mkdir",
-            &"-p",
-            &rootfs.join("boot"),
-            &esp.join("grub"),
-            &esp.join("EFI/BOOT"),
-            &out,
-        ]),
-        argv(&[&"cp", &t.fstab, &rootfs.join("etc/fstab")]),
-        argv(&[&"cp", &t.grub_cfg, &esp.join("grub/grub.cfg")]),
+        cmd("mv", &[&f.rootfs.join("boot"), &f.esp]),
+        cmd(
+            "mkdir -p",
+            &[
+                &f.rootfs.join("boot"),
+                &f.esp.join("grub"),
+                &f.esp.join("EFI/BOOT"),
+                &f.out,
+            ],
+        ),
+        cmd("cp", &[&t.fstab, &f.rootfs.join("etc/fstab")]),
+        cmd("cp", &[&t.grub_cfg, &f.esp.join("grub/grub.cfg")]),
         grub_mkimage(
             "x86_64-efi",
             &t.early_cfg,
-            &esp.join("EFI/BOOT/BOOTX64.EFI"),
+            &f.esp.join("EFI/BOOT/BOOTX64.EFI"),
         ),
-        grub_mkimage("i386-pc", &t.early_cfg, &core_img),
-        argv(&[&"truncate", &"-s", &l.bytes.to_string(), &disk]),
-        sgdisk(l, &disk),
-        argv(&[
-            &"mkfs.vfat",
-            &"-F",
-            &"32",
-            &"-i",
-            &ESP_SERIAL,
-            &"-n",
-            &"ESP",
-            &"-C",
-            &esp_img,
-            &(l.esp.size / 2).to_string(),
-        ]),
-        // mcopy -s of each top-level entry (mcopy copies a directory as a subdirectory).
-        argv(&[
-            &"find",
-            &esp,
-            &"-mindepth",
-            &"1",
-            &"-maxdepth",
-            &"1",
-            &"-exec",
-            &"mcopy",
-            &"-s",
-            &"-i",
-            &esp_img,
-            &"{}",
-            &"::/",
-            &";",
-        ]),
-        argv(&[
-            &"mke2fs",
-            &"-q",
-            &"-F",
-            &"-t",
-            &"ext4",
-            &"-E",
-            &"nodiscard",
-            &"-U",
-            &ROOT_FS_UUID,
-            &"-L",
-            &"root",
-            &"-d",
-            &rootfs,
-            &root_img,
-            &format!("{}k", l.root.size / 2),
-        ]),
-        dd(&esp_img, l.esp.start * 512, &[]),
-        dd(&root_img, l.root.start * 512, &[]),
-        dd(&boot_img, 0, &["count=440", "iflag=count_bytes"]),
-        dd(&t.boot_lba, BOOT_IMG_KERNEL_SECTOR, &[]),
-        dd(&core_img, l.bios.start * 512, &[]),
-        dd(
-            &t.core_lba,
-            l.bios.start * 512 + CORE_IMG_BLOCKLIST_START,
-            &[],
-        ),
-        argv(&[
-            &"qemu-img",
-            &"convert",
-            &"-f",
-            &"raw",
-            &"-O",
-            &"vmdk",
-            &"-o",
-            &"subformat=streamOptimized",
-            &disk,
-            &vmdk(scratch),
-        ]),
-        argv(&[&"sh", &"-c", &ovf_and_manifest(&out, &t.ovf)]),
-        argv(&[
-            &"tar",
-            &"--format=ustar",
-            &"-cf",
-            &ova,
-            &"-C",
-            &out,
-            &format!("{NAME}.ovf"),
-            &format!("{NAME}.mf"),
-            &format!("{NAME}-disk1.vmdk"),
-        ]),
-        argv(&[&"sync", &ova]),
+        grub_mkimage("i386-pc", &t.early_cfg, &f.core_img),
     ];
+    cmds.extend(disk(t, l, &f));
+    cmds.extend([
+        cmd(
+            "qemu-img convert -f raw -O vmdk -o subformat=streamOptimized",
+            &[&f.disk, &vmdk(scratch)],
+        ),
+        cmd("sh -c", &[&ovf_and_manifest(&f.out, &t.ovf)]),
+        cmd(
+            "tar --format=ustar -cf",
+            &[
+                &f.ova,
+                &"-C",
+                &f.out,
+                &format!("{NAME}.ovf"),
+                &format!("{NAME}.mf"),
+                &vmdk_name(),
+            ],
+        ),
+        cmd("sync", &[&f.ova]),
+    ]);
     Side {
         label: "plain tools (skopeo … tar)".into(),
         cmds,
-        output: Some(ova),
+        output: Some(f.ova),
     }
+}
+
+/// The raw disk: partitions, the two file systems made apart, then everything put in place
+/// with `dd` (GRUB's boot.img and core.img, with the sectors grub-bios-setup would patch).
+fn disk(t: &Templates, l: &Layout, f: &Files) -> Vec<Vec<String>> {
+    let dd = |input: &dyn AsRef<std::ffi::OsStr>, at: u64, extra: &str| {
+        let (i, o) = (Path::new(input).display(), f.disk.display());
+        let how = "bs=1M oflag=seek_bytes conv=notrunc,sparse status=none";
+        cmd(
+            &format!("dd {how} seek={at} {extra}"),
+            &[&format!("if={i}"), &format!("of={o}")],
+        )
+    };
+    let bios = l.bios.start * 512;
+    vec![
+        cmd("truncate -s", &[&l.bytes.to_string(), &f.disk]),
+        sgdisk(l, &f.disk),
+        cmd(
+            &format!("mkfs.vfat -F 32 -i {ESP_SERIAL} -n ESP -C"),
+            &[&f.esp_img, &(l.esp.size / 2).to_string()],
+        ),
+        // mcopy -s of each top-level entry (mcopy copies a directory as a subdirectory).
+        [
+            cmd("find", &[&f.esp]),
+            cmd("-mindepth 1 -maxdepth 1 -exec mcopy -s -i", &[&f.esp_img]),
+            cmd("{} ::/ ;", &[]),
+        ]
+        .concat(),
+        cmd(
+            &format!("mke2fs -q -F -t ext4 -E nodiscard -U {ROOT_FS_UUID} -L root -d"),
+            &[&f.rootfs, &f.root_img, &format!("{}k", l.root.size / 2)],
+        ),
+        dd(&f.esp_img, l.esp.start * 512, ""),
+        dd(&f.root_img, l.root.start * 512, ""),
+        dd(
+            &"/usr/lib/grub/i386-pc/boot.img",
+            0,
+            "count=440 iflag=count_bytes",
+        ),
+        dd(&t.boot_lba, BOOT_IMG_KERNEL_SECTOR, ""),
+        dd(&f.core_img, bios, ""),
+        dd(&t.core_lba, bios + CORE_IMG_BLOCKLIST_START, ""),
+    ]
 }
 
 fn grub_mkimage(target: &str, early_cfg: &Path, out: &Path) -> Vec<String> {
@@ -424,7 +418,7 @@ fn sgdisk(l: &Layout, disk: &Path) -> Vec<String> {
 /// The shell line writing the OVF (the template with the VMDK's size) and the manifest
 /// (`SHA256(name)= hex`, OVF's format, from `sha256sum --tag`) in `out`.
 fn ovf_and_manifest(out: &Path, template: &Path) -> String {
-    let disk = format!("{NAME}-disk1.vmdk");
+    let disk = vmdk_name();
     format!(
         "cd '{}' && sed \"s/@VMDK_SIZE@/$(stat -c %s {disk})/\" '{}' > {NAME}.ovf && \
          sha256sum --tag {NAME}.ovf {disk} | sed -E 's/^SHA256 \\((.*)\\) = /SHA256(\\1)= /' \

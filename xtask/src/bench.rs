@@ -41,6 +41,7 @@ const ALL: &[&str] = &[
     "grub",
     "app",
     "local",
+    "pipeline",
 ];
 
 /// One side of a comparison: commands run in sequence, timed together.
@@ -114,7 +115,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let on_fixture: Vec<&str> = names
         .iter()
         .copied()
-        .filter(|n| !["ext4-scale", "grub", "app", "local"].contains(n))
+        .filter(|n| !["ext4-scale", "grub", "app", "local", "pipeline"].contains(n))
         .collect();
     let mut sections = Vec::new();
     if !on_fixture.is_empty() {
@@ -135,6 +136,10 @@ pub fn run(args: &[String]) -> Result<()> {
     if names.contains(&"local") {
         let text = crate::bench_local::run(&d2v, &work, &load_before)?;
         sections.push(("local", text));
+    }
+    if names.contains(&"pipeline") {
+        let text = crate::bench_pipeline::run(&d2v, &work, &load_before)?;
+        sections.push(("pipeline", text));
     }
     let path = root().join("BENCHMARKS.md");
     let mut doc = fs::read_to_string(&path).unwrap_or_else(|_| {

@@ -150,12 +150,28 @@ fn one(d2v: &Path, f: &Fixture) -> Result<Outcome> {
         disk_checks(&raw, &work, &mut checks);
         let _ = fs::remove_file(&raw);
     }
-    // The two firmwares boot at once (TCG is one thread per vCPU; the machine has 2 cores).
-    let boots: Vec<(Firmware, Result<String>)> = std::thread::scope(|s| {
+    for (fw, r) in boot_both(f, &vmdk, &work) {
+        record(
+            &mut checks,
+            &format!("boot {} self-check", fw.name()),
+            r,
+            |s| s.clone(),
+        );
+    }
+    Ok(Outcome {
+        name: f.name.clone(),
+        checks,
+    })
+}
+
+/// Boots `vmdk` under SeaBIOS and OVMF at once (TCG is one thread per vCPU; the machine has
+/// 2 cores) and checks each guest's self-check against `f`: per firmware, a one-line summary
+/// or the error (with the serial log's path).
+pub(crate) fn boot_both(f: &Fixture, vmdk: &Path, work: &Path) -> Vec<(Firmware, Result<String>)> {
+    std::thread::scope(|s| {
         let hs: Vec<_> = [Firmware::Bios, Firmware::Uefi]
             .into_iter()
             .map(|fw| {
-                let (vmdk, work) = (&vmdk, &work);
                 s.spawn(move || {
                     let r = qemu::boot(vmdk, "vmdk", fw, work, SELFCHECK_END).and_then(|b| {
                         f.check_selfcheck(&b.log)
@@ -178,24 +194,12 @@ fn one(d2v: &Path, f: &Fixture) -> Result<Outcome> {
         hs.into_iter()
             .map(|h| h.join().expect("boot thread"))
             .collect()
-    });
-    for (fw, r) in boots {
-        record(
-            &mut checks,
-            &format!("boot {} self-check", fw.name()),
-            r,
-            |s| s.clone(),
-        );
-    }
-    Ok(Outcome {
-        name: f.name.clone(),
-        checks,
     })
 }
 
 /// sgdisk -v on the disk; fsck.fat -n on the ESP; e2fsck -fn on the root (partitions copied
 /// out by the offsets sfdisk reports).
-fn disk_checks(
+pub(crate) fn disk_checks(
     raw: &Path,
     work: &Path,
     checks: &mut Vec<(String, std::result::Result<String, String>)>,
@@ -257,7 +261,7 @@ fn disk_checks(
 }
 
 /// (type GUID, start sector, size in sectors) from `sfdisk -J`.
-fn partitions(raw: &Path) -> Result<Vec<(String, u64, u64)>> {
+pub(crate) fn partitions(raw: &Path) -> Result<Vec<(String, u64, u64)>> {
     let j: serde_json::Value =
         serde_json::from_str(&output(Command::new("sfdisk").arg("-J").arg(raw))?)?;
     let parts = j["partitiontable"]["partitions"]

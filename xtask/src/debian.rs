@@ -95,6 +95,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "ip netns: the app fixtures' run check runs them in a network namespace of their own",
     ),
     ("hyperfine", "cargo xtask bench"),
+    (
+        "libdeflate-tools",
+        "libdeflate-gzip: the inflate floor of cargo xtask bench pipeline",
+    ),
     ("libc6-dev", "libc.a: the release d2v is linked statically"),
     ("file", "file(1): checks that the release d2v is static"),
     ("zsh", "checks d2v's zsh completion script"),

@@ -20,6 +20,7 @@ mod bench;
 mod bench_app;
 mod bench_grub;
 mod bench_local;
+mod bench_pipeline;
 mod bench_scale;
 mod boottest;
 mod debian;
@@ -30,6 +31,7 @@ mod fuzz;
 mod fuzz_md;
 mod fuzz_seeds;
 mod image;
+mod plain_pipeline;
 mod programs;
 mod qemu;
 mod testcmd;
@@ -57,7 +59,8 @@ usage: cargo xtask <command>
   man                   d2v's manual pages into target/dist/man (release artifacts)
   image [--source URL]  d2v's own container image, written without a container engine:
                         target/image/oci (OCI layout) and target/image/d2v.oci.tar (oci-archive)
-  bench [NAME...]       benchmarks (export, ext4, ext4-tar, vmdk, ext4-scale, grub, app, local)
+  bench [NAME...]       benchmarks (export, ext4, ext4-tar, vmdk, ext4-scale, grub, app,
+                        local, pipeline)
                         -> BENCHMARKS.md
   fuzz [TARGET...] [--seconds N]
                         fuzz each parser target (default all) for N s (default 60) with cargo fuzz

@@ -40,6 +40,7 @@ const ALL: &[&str] = &[
     "ext4-scale",
     "grub",
     "app",
+    "scale",
 ];
 
 /// One side of a comparison: commands run in sequence, timed together.
@@ -113,7 +114,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let on_fixture: Vec<&str> = names
         .iter()
         .copied()
-        .filter(|n| !["ext4-scale", "grub", "app"].contains(n))
+        .filter(|n| !["ext4-scale", "grub", "app", "scale"].contains(n))
         .collect();
     let mut sections = Vec::new();
     if !on_fixture.is_empty() {
@@ -130,6 +131,10 @@ pub fn run(args: &[String]) -> Result<()> {
     if names.contains(&"app") {
         let text = crate::bench_app::run(&d2v, &work, &load_before)?;
         sections.push(("app", text));
+    }
+    if names.contains(&"scale") {
+        let text = crate::bench_size::run(&d2v, &work, &load_before)?;
+        sections.push(("scale", text));
     }
     let path = root().join("BENCHMARKS.md");
     let mut doc = fs::read_to_string(&path).unwrap_or_else(|_| {

@@ -70,7 +70,7 @@ pub fn run_all(d2v: &Path, fixtures: &[Fixture]) -> Result<Vec<Outcome>> {
     Ok(out)
 }
 
-fn record<T>(
+pub(crate) fn record<T>(
     checks: &mut Vec<(String, std::result::Result<String, String>)>,
     what: &str,
     r: Result<T>,
@@ -195,7 +195,7 @@ fn one(d2v: &Path, f: &Fixture) -> Result<Outcome> {
 
 /// sgdisk -v on the disk; fsck.fat -n on the ESP; e2fsck -fn on the root (partitions copied
 /// out by the offsets sfdisk reports).
-fn disk_checks(
+pub(crate) fn disk_checks(
     raw: &Path,
     work: &Path,
     checks: &mut Vec<(String, std::result::Result<String, String>)>,

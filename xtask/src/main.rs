@@ -20,6 +20,7 @@ mod bench;
 mod bench_app;
 mod bench_grub;
 mod bench_scale;
+mod bench_size;
 mod boottest;
 mod debian;
 mod demo;
@@ -31,6 +32,7 @@ mod fuzz_seeds;
 mod image;
 mod programs;
 mod qemu;
+mod synth;
 mod testcmd;
 mod uncompressed;
 mod util;
@@ -56,7 +58,8 @@ usage: cargo xtask <command>
   man                   d2v's manual pages into target/dist/man (release artifacts)
   image [--source URL]  d2v's own container image, written without a container engine:
                         target/image/oci (OCI layout) and target/image/d2v.oci.tar (oci-archive)
-  bench [NAME...]       benchmarks (export, ext4, ext4-tar, vmdk, ext4-scale, grub, app)
+  bench [NAME...]       benchmarks (export, ext4, ext4-tar, vmdk, ext4-scale, grub, app,
+                        scale)
                         -> BENCHMARKS.md
   fuzz [TARGET...] [--seconds N]
                         fuzz each parser target (default all) for N s (default 60) with cargo fuzz

@@ -1,9 +1,13 @@
-//! `cargo xtask bench [export|ext4|ext4-tar|vmdk|ext4-scale|grub|app]…`: d2v against the
+//! `cargo xtask bench [export|ext4|ext4-tar|vmdk|ext4-scale|grub|app|local|pipeline|scale]…`: d2v against the
 //! reference tools on the systemd fixture (`ext4-tar`: the same image with its layers stored
 //! uncompressed, see [`crate::uncompressed`]; `ext4-scale`: on synthetic images, see
 //! [`crate::bench_scale`]; `grub`: GRUB's images from the host's modules, see
 //! [`crate::bench_grub`]; `app`: an app image with `--kernel-from` beside the systemd fixture,
-//! both by d2v, see [`crate::bench_app`]). Each
+//! both by d2v, see [`crate::bench_app`]; `local`: builds from an OCI layout and a docker
+//! archive read in place against a warm cache, see [`crate::bench_local`]; `pipeline`: `d2v
+//! pull` end to end against the plain-tools baseline of [`crate::plain_pipeline`], see
+//! [`crate::bench_pipeline`]; `scale`: synthetic 1–8 GiB and 60-layer images, see
+//! [`crate::bench_size`]). Each
 //! comparison runs the two sides alternately (A B A B …, ≥ 3 rounds, outputs removed between
 //! runs outside the timing) and reports medians; results and the exact command lines go into
 //! a marked section of BENCHMARKS.md (other sections are kept).
@@ -42,6 +46,7 @@ const ALL: &[&str] = &[
     "app",
     "local",
     "pipeline",
+    "scale",
 ];
 
 /// One side of a comparison: commands run in sequence, timed together.
@@ -115,7 +120,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let on_fixture: Vec<&str> = names
         .iter()
         .copied()
-        .filter(|n| !["ext4-scale", "grub", "app", "local", "pipeline"].contains(n))
+        .filter(|n| !["ext4-scale", "grub", "app", "local", "pipeline", "scale"].contains(n))
         .collect();
     let mut sections = Vec::new();
     if !on_fixture.is_empty() {
@@ -140,6 +145,10 @@ pub fn run(args: &[String]) -> Result<()> {
     if names.contains(&"pipeline") {
         let text = crate::bench_pipeline::run(&d2v, &work, &load_before)?;
         sections.push(("pipeline", text));
+    }
+    if names.contains(&"scale") {
+        let text = crate::bench_size::run(&d2v, &work, &load_before)?;
+        sections.push(("scale", text));
     }
     let path = root().join("BENCHMARKS.md");
     let mut doc = fs::read_to_string(&path).unwrap_or_else(|_| {

@@ -99,20 +99,22 @@ pub(crate) fn fill(index: u64, buf: &mut [u8]) {
     }
 }
 
+/// A ustar header of the synthetic layers: root-owned, fixed mtime.
+pub(crate) fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(crate::fixtures::oci::EPOCH);
+    h.set_size(size);
+    h
+}
+
 /// Writes the case's layer tar (ustar, root-owned, fixed mtime): `data/`, then each
 /// directory followed by its files.
 pub(crate) fn write_tar<W: Write>(case: &Case, out: W) -> Result<W> {
     let mut b = tar::Builder::new(out);
-    let header = |kind, mode, size| {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(crate::fixtures::oci::EPOCH);
-        h.set_size(size);
-        h
-    };
     let dir = |b: &mut tar::Builder<W>, path: &str| {
         b.append_data(
             &mut header(tar::EntryType::Directory, 0o755, 0),

@@ -70,7 +70,7 @@ pub fn run_all(d2v: &Path, fixtures: &[Fixture]) -> Result<Vec<Outcome>> {
     Ok(out)
 }
 
-fn record<T>(
+pub(crate) fn record<T>(
     checks: &mut Vec<(String, std::result::Result<String, String>)>,
     what: &str,
     r: Result<T>,

@@ -22,6 +22,7 @@ mod bench_grub;
 mod bench_local;
 mod bench_pipeline;
 mod bench_scale;
+mod bench_size;
 mod boottest;
 mod debian;
 mod demo;
@@ -34,6 +35,7 @@ mod image;
 mod plain_pipeline;
 mod programs;
 mod qemu;
+mod synth;
 mod testcmd;
 mod uncompressed;
 mod util;
@@ -60,7 +62,7 @@ usage: cargo xtask <command>
   image [--source URL]  d2v's own container image, written without a container engine:
                         target/image/oci (OCI layout) and target/image/d2v.oci.tar (oci-archive)
   bench [NAME...]       benchmarks (export, ext4, ext4-tar, vmdk, ext4-scale, grub, app,
-                        local, pipeline)
+                        local, pipeline, scale)
                         -> BENCHMARKS.md
   fuzz [TARGET...] [--seconds N]
                         fuzz each parser target (default all) for N s (default 60) with cargo fuzz

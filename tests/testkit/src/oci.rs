@@ -136,6 +136,16 @@ pub fn write_image(dir: &Path, image: &ImageSpec) -> io::Result<WrittenImage> {
         };
         layers.push(write_layer(dir, &mut input, *c)?);
     }
+    write_image_of_layers(dir, image, layers)
+}
+
+/// Writes the config, manifest and index entry of an image whose layers are already in the
+/// layout at `dir` (written by [`write_layer`], in order); `image.layers` is not read.
+pub fn write_image_of_layers(
+    dir: &Path,
+    image: &ImageSpec,
+    layers: Vec<WrittenLayer>,
+) -> io::Result<WrittenImage> {
     let config = json!({
         "architecture": image.architecture,
         "os": image.os,

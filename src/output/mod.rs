@@ -251,9 +251,12 @@ fn base_name(path: &Path) -> Result<String, OutputError> {
     Ok(base)
 }
 
-fn vmdk_opts(opts: &OutputOptions, file_name: String) -> VmdkOptions {
+/// The VMDK options for the disk `file_name` of the output at `path`; its compressed grains
+/// wait in a scratch file beside the output (where the user chose to have the space).
+fn vmdk_opts(opts: &OutputOptions, file_name: String, path: &Path) -> VmdkOptions {
     let mut v = opts.vmdk.clone();
     v.file_name = file_name;
+    v.scratch_dir = Some(dir_of(path).to_path_buf());
     v.adapter_type = "lsilogic".into(); // VMware writes lsilogic for PVSCSI disks too
     v
 }
@@ -298,7 +301,7 @@ fn write_vmdk(raw: &File, path: &Path, opts: &OutputOptions) -> Result<VmdkSumma
         .ok_or(OutputError::Path(path.into()))?;
     let mut out = AtomicFile::create(path).map_err(&e)?;
     let mut w = BufWriter::with_capacity(1 << 20, out.file_mut());
-    let s = vmdk::write_stream_optimized(raw, &mut w, &vmdk_opts(opts, name.to_string()))?;
+    let s = vmdk::write_stream_optimized(raw, &mut w, &vmdk_opts(opts, name.to_string(), path))?;
     w.flush().map_err(&e)?;
     drop(w);
     out.commit().map_err(&e)?;
@@ -389,7 +392,7 @@ fn package(
     path: &Path,
 ) -> Result<Package, OutputError> {
     let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, disk));
-    let s = vmdk::write_stream_optimized(raw, &mut w, &vmdk_opts(opts, disk_name.clone()))?;
+    let s = vmdk::write_stream_optimized(raw, &mut w, &vmdk_opts(opts, disk_name.clone(), path))?;
     let (disk_digest, bw) = w.finish();
     bw.into_inner()
         .map_err(|e| e.into_error())

@@ -133,7 +133,7 @@ pub enum VmdkError {
     #[error("the VMDK would exceed 2 TiB of compressed data, beyond 32-bit grain table entries: use a smaller disk")]
     TooLarge,
     /// The scratch file holding the compressed grains failed.
-    #[error("the VMDK's scratch file (beside the output) failed: {0} (check free space there)")]
+    #[error("the scratch file of the compressed grains (beside the output, else in TMPDIR) failed: {0} (check free space there)")]
     Store(#[source] std::io::Error),
     /// The disk writer gave up before the disk was whole.
     #[error("the disk image was not finished, so no VMDK was written")]

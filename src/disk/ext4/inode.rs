@@ -126,9 +126,16 @@ impl Default for InodeRec {
     }
 }
 
+/// The seconds ext4's 32 bits and two epoch bits hold: 1901-12-13 to 2446-05-10.
+const MIN_SEC: i64 = -(1 << 31);
+const MAX_SEC: i64 = (1 << 34) - (1 << 31) - 1;
+
+/// `i_*time` and `i_*time_extra`; a time outside ext4's range is clamped to it, as the kernel
+/// clamps it (a layer's PAX `mtime` may say any number).
 fn time_parts(t: Timestamp) -> (u32, u32) {
-    let lo = t.sec as i32;
-    let epoch = ((t.sec - lo as i64) >> 32) as u32 & 3;
+    let sec = t.sec.clamp(MIN_SEC, MAX_SEC);
+    let lo = sec as i32;
+    let epoch = ((sec - lo as i64) >> 32) as u32 & 3;
     (lo as u32, (t.nsec.min(999_999_999) << 2) | epoch)
 }
 
@@ -189,6 +196,13 @@ mod tests {
             (1 << 31, 1)
         );
         assert_eq!(time_parts(Timestamp { sec: -1, nsec: 0 }), (u32::MAX, 0));
+        // Past the range (a PAX mtime can say anything; fuzz input
+        // testdata/fuzz/layer_entries/mtime-out-of-range): clamped to its ends.
+        let at = |sec| time_parts(Timestamp { sec, nsec: 0 });
+        assert_eq!(at(i64::MAX), at(MAX_SEC));
+        assert_eq!(at(MAX_SEC), (i32::MAX as u32, 3));
+        assert_eq!(at(i64::MIN), at(MIN_SEC));
+        assert_eq!(at(MIN_SEC), (i32::MIN as u32, 0));
     }
 
     #[test]

@@ -89,20 +89,6 @@ fn sources(sb: &Sandbox) -> Vec<Local> {
     ]
 }
 
-/// Every file under `dir`, at any depth.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// Flips 64 bytes in the middle of `len` bytes at `at` of `file`; returns what was there.
 fn corrupt(file: &Path, at: u64, len: u64) -> Vec<u8> {
     let mut f = std::fs::OpenOptions::new()
@@ -141,9 +127,9 @@ fn local_sources_write_no_blob_anywhere() {
         let r = sb.d2v_env(["inspect", &local.src, "--json"], &tmp_env);
         assert!(r.status.success(), "{}: {}", local.src, r.stderr);
         // XDG_CACHE_HOME is the sandbox's cache directory: nothing was written there.
-        let cached = files_under(&sb.path("cache"));
+        let cached = testkit::files_under(&sb.path("cache"));
         assert!(cached.is_empty(), "{}: {cached:?}", local.src);
-        let spilled = files_under(&tmp);
+        let spilled = testkit::files_under(&tmp);
         assert!(spilled.is_empty(), "{}: {spilled:?}", local.src);
         std::fs::remove_file(&out).unwrap();
     }
@@ -169,7 +155,7 @@ fn a_blob_corrupted_in_place_is_refused_by_name() {
             r.stderr
         );
         assert!(sb.out_listing().is_empty(), "{:?}", sb.out_listing());
-        assert!(files_under(&sb.path("cache")).is_empty());
+        assert!(testkit::files_under(&sb.path("cache")).is_empty());
         // Put back, the source builds again.
         let mut f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
         f.seek(SeekFrom::Start(at + len / 2)).unwrap();

@@ -84,23 +84,9 @@ pub(crate) fn run(d2v: &Path, work: &Path, load_before: &str) -> Result<String> 
         text.push_str(&bench::render(&cmp, &outcome, load_before));
         text.push('\n');
     }
-    let written = files_under(&local_cache);
+    let written = testkit::files_under(&local_cache);
     if !written.is_empty() {
         bail!("the local builds wrote into their --cache-dir: {written:?}");
     }
     Ok(text)
-}
-
-/// Every file under `dir`, at any depth (none when it does not exist).
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

@@ -183,24 +183,25 @@ fn read_final_grains(
             Ready::Below(b) => ((b / GRAIN_BYTES).min(total), false),
         };
         let (from, to) = (next * GRAIN_BYTES, (upto * GRAIN_BYTES).min(len));
+        // Grains meeting a late range wait for the end, written or not (ascending).
+        let late: Vec<u64> = if all {
+            Vec::new()
+        } else {
+            (next..upto)
+                .filter(|g| finality.is_late(g * GRAIN_BYTES, (g + 1) * GRAIN_BYTES))
+                .collect()
+        };
         let extents =
             crate::sparse::data_extents(raw, from, to).map_err(|source| VmdkError::Read {
                 offset: from,
                 source,
             })?;
         for grain in grains(&extents) {
-            if !all && finality.is_late(grain * GRAIN_BYTES, (grain + 1) * GRAIN_BYTES) {
-                continue; // read below, with the other late grains
-            }
-            if !send(grain)? {
+            if late.binary_search(&grain).is_err() && !send(grain)? {
                 return Ok(false);
             }
         }
-        if !all {
-            deferred.extend(
-                (next..upto).filter(|g| finality.is_late(g * GRAIN_BYTES, (g + 1) * GRAIN_BYTES)),
-            );
-        }
+        deferred.extend(late);
         if let Some(bar) = &bar {
             bar.inc(to - from);
         }

@@ -1,6 +1,7 @@
 //! Sparse files: the byte ranges that hold data, via `lseek(SEEK_DATA/SEEK_HOLE)`, so that
 //! holes cost nothing. One walk for every stage that reads a sparse file: the ext4 writer
-//! (file data in the staging tree's spill file) and the VMDK writer (the raw disk).
+//! (file data in the staging tree's spill file) and the VMDK writer (the raw disk); and
+//! punching holes, to clear a region or give back the space of bytes no longer needed.
 
 use std::fs::File;
 use std::io;
@@ -101,4 +102,19 @@ mod tests {
         let ext = data_extents(&f, 0, 1 << 20).unwrap();
         assert!(ext.is_empty() || ext == vec![(0, 1 << 20)], "{ext:?}");
     }
+}
+
+/// Deallocates `[offset, offset + len)` of `file` (it then reads as zeros; the size is kept).
+/// Whether the filesystem did it: one that cannot keeps the bytes.
+pub fn punch_hole(file: &File, offset: u64, len: u64) -> bool {
+    // SAFETY: fallocate on a valid descriptor with plain integer arguments.
+    let r = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    r == 0
 }

@@ -1,7 +1,9 @@
 //! vSphere outputs: streamOptimized VMDK, OVF descriptor, OVA archive, and the atomic
 //! (temp + rename) writing every output format goes through.
 //!
-//! [`write_outputs`] turns the finished raw disk into the chosen `--format`:
+//! [`write_outputs`] turns the raw disk into the chosen `--format` (and
+//! [`write_outputs_following`] does so while the disk is still being written, see
+//! [`crate::finality`]); `package.rs` writes the VMDK and the OVF package around it:
 //! - `ova` (default): one ustar file, `NAME.ovf`, `NAME.mf`, `NAME-disk1.vmdk`;
 //! - `ovf`: a directory with the same three files;
 //! - `vmdk`: the streamOptimized disk alone;
@@ -14,13 +16,13 @@ pub(crate) mod guest_os;
 pub mod hw;
 pub(crate) mod ova;
 pub mod ovf;
+mod package;
 pub mod properties;
 pub mod vmdk;
 
-use atomic::{AtomicDir, AtomicFile};
-use ova::{HashingWriter, TarWriter};
+use crate::finality::{Finality, Ready};
+use atomic::AtomicFile;
 use std::fs::File;
-use std::io::{BufWriter, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use vmdk::{VmdkError, VmdkOptions, VmdkSummary};
@@ -131,6 +133,9 @@ pub enum OutputError {
     /// The OVA's tar could not be written.
     #[error(transparent)]
     Tar(#[from] ova::TarError),
+    /// The disk writer gave up before the disk was whole: nothing was written.
+    #[error("the disk image was not finished, so no output was written")]
+    Unfinished,
     /// The output path cannot be written or replaced.
     #[error("output {path}: {why}")]
     Target {
@@ -251,28 +256,34 @@ fn base_name(path: &Path) -> Result<String, OutputError> {
     Ok(base)
 }
 
-/// The VMDK options for the disk `file_name` of the output at `path`; its compressed grains
-/// wait in a scratch file beside the output (where the user chose to have the space).
-fn vmdk_opts(opts: &OutputOptions, file_name: String, path: &Path) -> VmdkOptions {
-    let mut v = opts.vmdk.clone();
-    v.file_name = file_name;
-    v.scratch_dir = Some(dir_of(path).to_path_buf());
-    v.adapter_type = "lsilogic".into(); // VMware writes lsilogic for PVSCSI disks too
-    v
-}
-
-/// Write `raw` as `format` at `path`, atomically.
+/// Write the finished disk `raw` as `format` at `path`, atomically.
 pub fn write_outputs(
     raw: &File,
     format: Format,
     path: &Path,
     opts: &OutputOptions,
 ) -> Result<OutputSummary, OutputError> {
+    let len = raw.metadata().map_err(io_err(path))?.len();
+    write_outputs_following(raw, len, &Finality::complete(), format, path, opts)
+}
+
+/// [`write_outputs`] of the `len` bytes of a disk still being written: the VMDK's grains are
+/// compressed as `finality` says they are final, and the files go out once the disk is whole.
+/// [`OutputError::Unfinished`] if the disk writer gives up.
+pub fn write_outputs_following(
+    raw: &File,
+    len: u64,
+    finality: &Finality,
+    format: Format,
+    path: &Path,
+    opts: &OutputOptions,
+) -> Result<OutputSummary, OutputError> {
+    let disk = package::Disk { raw, len, finality };
     let written = match format {
-        Format::Raw => write_raw(raw, path).map(|b| (b, None)),
-        Format::Vmdk => write_vmdk(raw, path, opts).map(|s| (s.file_size, Some(s))),
-        Format::Ovf => write_ovf_dir(raw, path, opts),
-        Format::Ova => write_ova(raw, path, opts),
+        Format::Raw => write_raw(disk, path).map(|b| (b, None)),
+        Format::Vmdk => package::write_vmdk(disk, path, opts).map(|s| (s.file_size, Some(s))),
+        Format::Ovf => package::write_ovf_dir(disk, path, opts),
+        Format::Ova => package::write_ova(disk, path, opts),
     };
     let (bytes, vmdk) = written.map_err(|e| directory_gone(e, path))?;
     Ok(OutputSummary {
@@ -283,142 +294,16 @@ pub fn write_outputs(
     })
 }
 
-/// The raw disk, holes kept; its size.
-fn write_raw(raw: &File, path: &Path) -> Result<u64, OutputError> {
+/// The raw disk once whole, holes kept; its size.
+fn write_raw(disk: package::Disk, path: &Path) -> Result<u64, OutputError> {
+    if disk.finality.wait_beyond(u64::MAX) == Ready::Aborted {
+        return Err(OutputError::Unfinished);
+    }
     let e = io_err(path);
     let out = AtomicFile::create(path).map_err(&e)?;
-    let bytes = sparse_copy(raw, out.file()).map_err(&e)?;
+    let bytes = sparse_copy(disk.raw, out.file()).map_err(&e)?;
     out.commit().map_err(&e)?;
     Ok(bytes)
-}
-
-/// The disk alone as a streamOptimized VMDK.
-fn write_vmdk(raw: &File, path: &Path, opts: &OutputOptions) -> Result<VmdkSummary, OutputError> {
-    let e = io_err(path);
-    let name = path
-        .file_name()
-        .and_then(|s| s.to_str())
-        .ok_or(OutputError::Path(path.into()))?;
-    let mut out = AtomicFile::create(path).map_err(&e)?;
-    let mut w = BufWriter::with_capacity(1 << 20, out.file_mut());
-    let s = vmdk::write_stream_optimized(raw, &mut w, &vmdk_opts(opts, name.to_string(), path))?;
-    w.flush().map_err(&e)?;
-    drop(w);
-    out.commit().map_err(&e)?;
-    Ok(s)
-}
-
-/// A directory with the `.ovf`, the `.mf` and the VMDK; the three files' size.
-fn write_ovf_dir(
-    raw: &File,
-    path: &Path,
-    opts: &OutputOptions,
-) -> Result<(u64, Option<VmdkSummary>), OutputError> {
-    let e = io_err(path);
-    let base = base_name(path)?;
-    let dir = AtomicDir::create(path).map_err(&e)?;
-    let disk_name = disk_name(&base);
-    let f = File::create(dir.path().join(&disk_name)).map_err(&e)?;
-    let p = package(raw, f, &base, disk_name, opts, path)?;
-    std::fs::write(dir.path().join(&p.ovf_name), &p.ovf).map_err(&e)?;
-    std::fs::write(dir.path().join(format!("{base}.mf")), &p.mf).map_err(&e)?;
-    dir.commit().map_err(&e)?;
-    let bytes = p.s.file_size + p.ovf.len() as u64 + p.mf.len() as u64;
-    Ok((bytes, Some(p.s)))
-}
-
-/// The OVA: a ustar of the `.ovf`, the `.mf` and the VMDK, in that order; its size.
-fn write_ova(
-    raw: &File,
-    path: &Path,
-    opts: &OutputOptions,
-) -> Result<(u64, Option<VmdkSummary>), OutputError> {
-    let e = io_err(path);
-    let base = base_name(path)?;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    // The disk goes to an unnamed scratch file first: the .ovf before it needs its size.
-    let mut scratch = tempfile::tempfile_in(dir).map_err(&e)?;
-    let disk_name = disk_name(&base);
-    let Package {
-        s,
-        ovf_name,
-        ovf,
-        mf,
-    } = package(raw, &scratch, &base, disk_name.clone(), opts, path)?;
-
-    let mut out = AtomicFile::create(path).map_err(&e)?;
-    let mut tar = TarWriter::new(
-        BufWriter::with_capacity(1 << 20, out.file_mut()),
-        opts.mtime,
-    );
-    tar.append(&ovf_name, ovf.len() as u64, &mut ovf.as_bytes())
-        .map_err(&e)?;
-    tar.append(&format!("{base}.mf"), mf.len() as u64, &mut mf.as_bytes())
-        .map_err(&e)?;
-    crate::interrupt::pause_point("ova");
-    scratch.rewind().map_err(&e)?;
-    tar.append(&disk_name, s.file_size, &mut scratch)
-        .map_err(&e)?;
-    tar.finish().map_err(&e)?;
-    let bytes = out.file().metadata().map_err(&e)?.len();
-    out.commit().map_err(&e)?;
-    Ok((bytes, Some(s)))
-}
-
-fn disk_name(base: &str) -> String {
-    format!("{base}-disk1.vmdk")
-}
-
-/// An OVF package's VMDK (written to `disk`) and the descriptor and manifest naming it.
-struct Package {
-    s: VmdkSummary,
-    ovf_name: String,
-    ovf: String,
-    mf: String,
-}
-
-/// Writes `raw` as the streamOptimized VMDK `disk_name` to `disk`, hashing it on the way,
-/// then makes the `.ovf` descriptor and the `.mf` manifest of the package `base` (its I/O
-/// errors name the output `path`).
-fn package(
-    raw: &File,
-    disk: impl Write,
-    base: &str,
-    disk_name: String,
-    opts: &OutputOptions,
-    path: &Path,
-) -> Result<Package, OutputError> {
-    let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, disk));
-    let s = vmdk::write_stream_optimized(raw, &mut w, &vmdk_opts(opts, disk_name.clone(), path))?;
-    let (disk_digest, bw) = w.finish();
-    bw.into_inner()
-        .map_err(|e| e.into_error())
-        .map_err(io_err(path))?;
-    let ovf = descriptor(opts, &disk_name, &s);
-    let ovf_name = format!("{base}.ovf");
-    let mf = ova::manifest(&[
-        (&ovf_name, &ova::sha256(ovf.as_bytes())),
-        (&disk_name, &disk_digest),
-    ]);
-    Ok(Package {
-        s,
-        ovf_name,
-        ovf,
-        mf,
-    })
-}
-
-fn descriptor(opts: &OutputOptions, disk_name: &str, s: &VmdkSummary) -> String {
-    let disk = ovf::DiskFile {
-        href: disk_name.to_string(),
-        file_size: s.file_size,
-        capacity: s.capacity,
-        populated_size: s.populated_size,
-    };
-    ovf::descriptor(&opts.vm, opts.os_release.as_deref(), &disk)
 }
 
 /// Copy `src` to `dst` keeping holes: only data extents are copied. Returns the length.

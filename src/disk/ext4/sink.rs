@@ -120,19 +120,6 @@ impl<'f, 'l> Itable<'f, 'l> {
     }
 }
 
-pub(super) fn punch(out: &File, offset: u64, len: u64) -> bool {
-    // SAFETY: fallocate on a valid descriptor with plain integer arguments.
-    let r = unsafe {
-        libc::fallocate(
-            out.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    r == 0
-}
-
 /// Copies `len` bytes from `from` at `src` to `to` at `dst` inside the kernel. `Ok(false)`:
 /// `copy_file_range` cannot do it for these files (nothing was copied); the caller copies
 /// through its own buffer instead.

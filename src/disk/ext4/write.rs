@@ -12,7 +12,7 @@ use super::inode::{encode_tree, tree_shape, Extent, InodeRec, EXTENTS_FL, INDEX_
 use super::layout::{self, has_super, Alloc, Layout, BLOCK, DESC_SIZE, INODE_SIZE};
 use super::plan::{self, journal_blocks, Node, Plan, Src, JOURNAL_INO};
 use super::sb::{self, GroupInfo, SbInfo};
-use super::sink::{punch, DataCopy, Itable, Writer, CAP};
+use super::sink::{DataCopy, Itable, Writer, CAP};
 use super::{csum, dir, io_err, xattr, Ext4Error, Ext4Options, Ext4Summary};
 use crate::finality::Finality;
 use crate::tree::{InodeId, Kind, Timestamp, Tree};
@@ -173,7 +173,7 @@ fn prepare_region(out: &File, offset: u64, size: u64) -> Result<bool, Ext4Error>
         out.set_len(offset + size)
             .map_err(io_err("extending the output file"))?;
     }
-    Ok(cur_len <= offset || punch(out, offset, size.min(cur_len - offset)))
+    Ok(cur_len <= offset || crate::sparse::punch_hole(out, offset, size.min(cur_len - offset)))
 }
 
 /// Clears the inode-table blocks the records will not cover (a region not known to be zero).

@@ -71,7 +71,13 @@ pub fn compress(
     out.file.flush().map_err(VmdkError::Write)?;
     let index = std::mem::take(&mut out.index);
     drop(out);
-    Ok(Compressed::new(store, index, capacity_sectors, descriptor))
+    Ok(Compressed::new(
+        store,
+        index,
+        capacity_sectors,
+        descriptor,
+        opts.consume,
+    ))
 }
 
 /// The compressed grains so far: appended to the store file, indexed by grain number.
@@ -104,7 +110,9 @@ fn pipeline(
         let (done_tx, done_rx) = sync_channel::<Result<Done, VmdkError>>(pool_size);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let bar = opts.progress.clone();
-        let reader = s.spawn(move || read_final_grains(raw, len, finality, pool_rx, job_tx, bar));
+        let punch = Puncher::new(raw, opts.consume);
+        let reader =
+            s.spawn(move || read_final_grains(raw, len, finality, pool_rx, job_tx, bar, punch));
         for _ in 0..threads {
             let job_rx = Arc::clone(&job_rx);
             let done_tx = done_tx.clone();
@@ -159,6 +167,7 @@ fn read_final_grains(
     pool: Receiver<Vec<u8>>,
     jobs: SyncSender<Job>,
     bar: Option<indicatif::ProgressBar>,
+    mut punch: Puncher,
 ) -> Result<bool, VmdkError> {
     let total = len.div_ceil(GRAIN_BYTES);
     let (mut next, mut deferred) = (0u64, Vec::new());
@@ -197,8 +206,11 @@ fn read_final_grains(
                 source,
             })?;
         for grain in grains(&extents) {
-            if late.binary_search(&grain).is_err() && !send(grain)? {
-                return Ok(false);
+            if late.binary_search(&grain).is_err() {
+                if !send(grain)? {
+                    return Ok(false);
+                }
+                punch.add(grain);
             }
         }
         deferred.extend(late);
@@ -214,6 +226,51 @@ fn read_final_grains(
         }
     }
     Ok(false)
+}
+
+/// Gives back the raw disk's space behind the reader ([`VmdkOptions::consume`]): runs of
+/// grains read, punched out of the file every 32 MiB and where a run breaks. A grain is only
+/// added once read and final (never a late one), so nothing punched is read or written again.
+struct Puncher<'f> {
+    file: Option<&'f File>,
+    /// Grains `[start, end)` read and not punched yet.
+    run: (u64, u64),
+}
+
+impl<'f> Puncher<'f> {
+    const RUN_GRAINS: u64 = (32 << 20) / GRAIN_BYTES;
+
+    fn new(file: &'f File, consume: bool) -> Puncher<'f> {
+        Puncher {
+            file: consume.then_some(file),
+            run: (0, 0),
+        }
+    }
+
+    fn add(&mut self, grain: u64) {
+        if self.file.is_none() {
+            return;
+        }
+        if grain != self.run.1 || self.run.1 - self.run.0 >= Self::RUN_GRAINS {
+            self.flush();
+            self.run.0 = grain;
+        }
+        self.run.1 = grain + 1;
+    }
+
+    fn flush(&mut self) {
+        let (a, b) = std::mem::take(&mut self.run);
+        if let Some(f) = self.file.filter(|_| b > a) {
+            // Only space is at stake: a filesystem that cannot punch keeps the bytes.
+            crate::sparse::punch_hole(f, a * GRAIN_BYTES, (b - a) * GRAIN_BYTES);
+        }
+    }
+}
+
+impl Drop for Puncher<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// Worker thread: zero check, then zlib (RFC 1950) compression (libdeflate) of a whole grain into

@@ -17,6 +17,8 @@ pub struct Compressed {
     index: BTreeMap<u64, (u64, u32)>,
     capacity_sectors: u64,
     descriptor: String,
+    /// Punch the store behind [`Compressed::emit`] ([`super::VmdkOptions::consume`]).
+    consume: bool,
 }
 
 impl Compressed {
@@ -25,12 +27,14 @@ impl Compressed {
         index: BTreeMap<u64, (u64, u32)>,
         capacity_sectors: u64,
         descriptor: String,
+        consume: bool,
     ) -> Compressed {
         Compressed {
             store,
             index,
             capacity_sectors,
             descriptor,
+            consume,
         }
     }
 
@@ -39,7 +43,7 @@ impl Compressed {
         self.write_out(&mut Out::counting())
     }
 
-    /// Writes the VMDK to `out`.
+    /// Writes the VMDK to `out` (once, if the store is consumed on the way).
     pub fn emit(&self, out: &mut dyn Write) -> Result<VmdkSummary, VmdkError> {
         crate::interrupt::pause_point("vmdk");
         self.write_out(&mut Out::to(out))
@@ -65,6 +69,8 @@ impl Compressed {
             gt: vec![0; GTES_PER_GT as usize],
         };
         let mut block = Vec::new();
+        let mut punch =
+            StorePuncher::new(&self.store, &self.index, self.consume && !w.is_counting());
         for (&grain, &(at, len)) in &self.index {
             tables.advance_to(grain / GTES_PER_GT, w)?;
             let sector = u32::try_from(w.pos / SECTOR).map_err(|_| VmdkError::TooLarge)?;
@@ -78,6 +84,7 @@ impl Compressed {
                 .read_exact_at(&mut block, at)
                 .map_err(VmdkError::Store)?;
             w.put(&block)?;
+            punch.written(at);
         }
         tables.advance_to(gts, w)?;
         write_tail(w, &tables, gts, capacity_sectors)?;
@@ -88,6 +95,57 @@ impl Compressed {
             file_size: w.pos,
             grains,
         })
+    }
+}
+
+/// Gives back the store's space behind `emit`: the grains go out in disk order, which is
+/// nearly the order they were stored in; the store below the first grain not yet written is
+/// punched, 32 MiB at a time.
+struct StorePuncher<'f> {
+    store: Option<&'f File>,
+    /// Every grain's offset in the store, ascending, and whether it was written.
+    order: Vec<u64>,
+    written: Vec<bool>,
+    /// `order[low]` is the first grain not yet written; the store is punched below `punched`.
+    low: usize,
+    punched: u64,
+}
+
+impl<'f> StorePuncher<'f> {
+    const EVERY: u64 = 32 << 20;
+
+    fn new(store: &'f File, index: &BTreeMap<u64, (u64, u32)>, on: bool) -> StorePuncher<'f> {
+        let mut order: Vec<u64> = if on {
+            index.values().map(|&(at, _)| at).collect()
+        } else {
+            Vec::new()
+        };
+        order.sort_unstable();
+        StorePuncher {
+            store: on.then_some(store),
+            written: vec![false; order.len()],
+            order,
+            low: 0,
+            punched: 0,
+        }
+    }
+
+    fn written(&mut self, at: u64) {
+        let Some(store) = self.store else { return };
+        if let Ok(i) = self.order.binary_search(&at) {
+            self.written[i] = true;
+        }
+        while self.written.get(self.low) == Some(&true) {
+            self.low += 1;
+        }
+        // Once all are written the store goes as a whole.
+        let below = self.order.get(self.low).copied().unwrap_or(self.punched);
+        let upto = below / Self::EVERY * Self::EVERY;
+        if upto > self.punched {
+            // Only space is at stake: a filesystem that cannot punch keeps the bytes.
+            crate::sparse::punch_hole(store, self.punched, upto - self.punched);
+            self.punched = upto;
+        }
     }
 }
 

@@ -75,6 +75,10 @@ pub struct VmdkOptions {
     pub progress: Option<indicatif::ProgressBar>,
     /// Where the compressed grains wait before they go out in disk order (default: TMPDIR).
     pub scratch_dir: Option<PathBuf>,
+    /// The raw disk is a temporary nobody reads after: each grain's bytes are punched out of
+    /// it once read, and the compressed grains out of the scratch file once written, so the
+    /// temporary files shrink as the VMDK grows.
+    pub consume: bool,
 }
 
 impl Default for VmdkOptions {
@@ -89,6 +93,7 @@ impl Default for VmdkOptions {
             threads: 0,
             progress: None,
             scratch_dir: None,
+            consume: false,
         }
     }
 }

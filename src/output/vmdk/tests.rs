@@ -329,3 +329,46 @@ fn compressing_while_the_disk_is_written_matches_compressing_it_whole() {
         gave_up.err()
     );
 }
+
+/// With `consume`, the raw disk's space is given back as it is read and the scratch store's as
+/// it is written out, and the VMDK is the same.
+#[test]
+fn consuming_gives_back_the_raw_disk_and_the_store() {
+    use std::os::unix::fs::MetadataExt;
+    let mut rng = Rng(0xc0ff_ee00);
+    let len = 80 << 20;
+    let raw = tempfile::tempfile().unwrap();
+    raw.set_len(len).unwrap();
+    // Incompressible, so the store outgrows the 32 MiB between two punches.
+    let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+    raw.write_all_at(&data, 0).unwrap();
+    let mut whole = Vec::new();
+    write_stream_optimized(&raw, &mut whole, &opts(2)).unwrap();
+    let allocated = |f: &File| f.metadata().unwrap().blocks() * 512;
+    assert!(allocated(&raw) >= len);
+
+    let consuming = VmdkOptions {
+        consume: true,
+        ..opts(2)
+    };
+    let store = tempfile::tempfile().unwrap();
+    let disk = compress(
+        &raw,
+        len,
+        &crate::finality::Finality::complete(),
+        &consuming,
+        store.try_clone().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(allocated(&raw), 0, "the raw disk was read whole");
+    let stored = allocated(&store);
+    assert!(stored >= len, "{stored}");
+    let mut streamed = Vec::new();
+    disk.emit(&mut streamed).unwrap();
+    assert!(streamed == whole, "consuming changed the VMDK");
+    assert!(
+        allocated(&store) <= stored - (64 << 20),
+        "the store kept {} of {stored} bytes",
+        allocated(&store)
+    );
+}

@@ -18,6 +18,7 @@ use crate::disk::grub::{ConfigMode, GrubOptions};
 use crate::disk::layout::{self, DiskOptions, DiskSummary, Layout};
 use crate::disk::secureboot::{self, Chain};
 use crate::disk::DiskError;
+use crate::finality::{Finality, Finisher};
 use crate::inspect::{self, BootReport};
 use crate::output::guest_os::GuestOs;
 use crate::output::{self, ovf, OutputOptions, OutputSummary};
@@ -91,7 +92,6 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
     // d2v's init words first: `--kernel-arg` can still override them.
     let user_args = std::mem::take(&mut disk_opts.grub.kernel_args);
     disk_opts.grub.kernel_args = plan.kernel_args.iter().cloned().chain(user_args).collect();
-    let (disk, root_fs) = write_disk(&mut tree, &raw, &disk_opts, &ext4_opts, &scratch_dir, log)?;
 
     let mut out_opts = output_options(args, &name, &image, json, &properties);
     out_opts.vm.secure_boot = secure_boot;
@@ -99,12 +99,14 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
     out_opts.vm.kernel_release = kernel_release;
     let (guest, warning) = guest_id(&out_opts, log);
     warnings.extend(warning);
-    log.step(format!("writing {}", out_path.display()));
-    let summary = log
-        .time(Stage::Output, || {
-            output::write_outputs(&raw, format, &out_path, &out_opts)
-        })
-        .map_err(|e| Error::from(e).or_no_space("the output", &scratch_dir, OUTPUT_DIR_FULL))?;
+    let target = Target {
+        format,
+        path: &out_path,
+        opts: &out_opts,
+        scratch_dir: &scratch_dir,
+    };
+    let (disk, root_fs, summary) =
+        write_disk_and_outputs(tree, &raw, &disk_opts, &ext4_opts, &target, log)?;
     if let Some(bar) = &out_opts.vmdk.progress {
         bar.finish();
     }
@@ -302,16 +304,74 @@ fn disk_options(args: &BuildArgs, seed: &str, root_size: u64) -> DiskOptions {
     o
 }
 
-/// Writes the whole disk into `raw`: GPT, ESP and GRUB, and the ext4 root (timed apart). A
-/// full filesystem or one that cannot hold so large a file is named with what to do.
+/// Where the output goes and how.
+struct Target<'a> {
+    format: output::Format,
+    path: &'a Path,
+    opts: &'a OutputOptions,
+    /// The directory of the temporary disk image (and of the VMDK's scratch file).
+    scratch_dir: &'a Path,
+}
+
+/// Writes the disk into `raw` and, on a second thread following it (see
+/// [`crate::finality`]), the output: the VMDK's grains are compressed while the ext4 root is
+/// still being written. The tree (and its spill file) is dropped once the disk is written. A
+/// disk error is reported before the output's.
+fn write_disk_and_outputs(
+    mut tree: Tree,
+    raw: &File,
+    disk_opts: &DiskOptions,
+    ext4_opts: &Ext4Options,
+    target: &Target,
+    log: &Log,
+) -> Result<(DiskSummary, Option<Ext4Summary>, OutputSummary), Error> {
+    let len = Layout::plan(&disk_opts.seed, disk_opts.esp_size, disk_opts.root_size).disk_size;
+    let finality = Finality::new();
+    log.step(format!("writing {}", target.path.display()));
+    let (disk, output) = std::thread::scope(|s| {
+        let output = s.spawn(|| {
+            let r = output::write_outputs_following(
+                raw,
+                len,
+                &finality,
+                target.format,
+                target.path,
+                target.opts,
+            );
+            (r, Instant::now())
+        });
+        let disk = write_disk(&mut tree, raw, disk_opts, ext4_opts, &finality, target, log);
+        let disk_done = Instant::now();
+        drop(tree);
+        let (r, output_done) = output
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (disk, (r, output_done.saturating_duration_since(disk_done)))
+    });
+    let (disk, root_fs) = disk?;
+    let (summary, tail) = output;
+    // What the output took beyond the disk: its compression ran beside the ext4 writer.
+    log.add(Stage::Output, tail);
+    let summary = summary.map_err(|e| {
+        Error::from(e).or_no_space("the output", target.scratch_dir, OUTPUT_DIR_FULL)
+    })?;
+    Ok((disk, root_fs, summary))
+}
+
+/// Writes the whole disk into `raw`: GPT, ESP and GRUB, and the ext4 root (timed apart),
+/// telling `finality` what is final as it goes. A full filesystem or one that cannot hold so
+/// large a file is named with what to do.
 fn write_disk(
     tree: &mut Tree,
     raw: &File,
     disk_opts: &DiskOptions,
     ext4_opts: &Ext4Options,
-    scratch_dir: &Path,
+    finality: &Finality,
+    target: &Target,
     log: &Log,
 ) -> Result<(DiskSummary, Option<Ext4Summary>), Error> {
+    // Readers stop if this returns early, with an error or a panic.
+    let finisher = Finisher::new(finality);
     log.step(format!(
         "writing disk: ESP {} MiB, root {} MiB",
         disk_opts.esp_size >> 20,
@@ -320,11 +380,13 @@ fn write_disk(
     let mut root_fs = None;
     let (disk_started, mut ext4_time) = (Instant::now(), Duration::ZERO);
     let disk = layout::write_disk(tree, raw, disk_opts, |t, f, off, size| {
+        // The GPTs, the ESP and GRUB, everything below the root, are written.
+        finality.advance(off);
         let started = Instant::now();
         let mut o = ext4_opts.clone();
         o.size = Some(size);
         crate::interrupt::pause_point("ext4");
-        let s = ext4::write(t, f, off, &o)?;
+        let s = ext4::write_reporting(t, f, off, &o, finality)?;
         root_fs = Some(s);
         ext4_time += started.elapsed();
         Ok(())
@@ -335,14 +397,15 @@ fn write_disk(
              file: give a smaller --root-size/--root-free/--disk-size, or an -o on a filesystem \
              with larger files (e.g. XFS)",
             Layout::plan(&disk_opts.seed, disk_opts.esp_size, disk_opts.root_size).disk_size >> 30,
-            scratch_dir.display()
+            target.scratch_dir.display()
         )),
         e => Error::from(e).or_no_space(
             "the disk image (a temporary file beside the output)",
-            scratch_dir,
+            target.scratch_dir,
             OUTPUT_DIR_FULL,
         ),
     })?;
+    finisher.done();
     log.add(Stage::Ext4, ext4_time);
     log.add(
         Stage::EspGrub,
@@ -393,6 +456,8 @@ fn output_options(
     };
     o.vmdk.seed = seed.clone();
     o.vmdk.compression_level = args.compression_level;
+    // The raw disk and the VMDK's scratch file are d2v's own temporaries.
+    o.vmdk.consume = true;
     if output_format(args.format) != output::Format::Raw {
         o.vmdk.progress = Some(crate::progress::bar(!json, 0, "VMDK"));
     }

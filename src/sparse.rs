@@ -51,6 +51,21 @@ fn seek(file: &File, pos: u64, whence: libc::c_int) -> io::Result<u64> {
     }
 }
 
+/// Deallocates `[offset, offset + len)` of `file` (it then reads as zeros; the size is kept).
+/// Whether the filesystem did it: one that cannot keeps the bytes.
+pub fn punch_hole(file: &File, offset: u64, len: u64) -> bool {
+    // SAFETY: fallocate on a valid descriptor with plain integer arguments.
+    let r = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    r == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,19 +117,4 @@ mod tests {
         let ext = data_extents(&f, 0, 1 << 20).unwrap();
         assert!(ext.is_empty() || ext == vec![(0, 1 << 20)], "{ext:?}");
     }
-}
-
-/// Deallocates `[offset, offset + len)` of `file` (it then reads as zeros; the size is kept).
-/// Whether the filesystem did it: one that cannot keeps the bytes.
-pub fn punch_hole(file: &File, offset: u64, len: u64) -> bool {
-    // SAFETY: fallocate on a valid descriptor with plain integer arguments.
-    let r = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    r == 0
 }

@@ -35,6 +35,8 @@ enum Fault {
     Stall,
     /// Send the headers and half the body, then one byte a second.
     Trickle,
+    /// Send the status line, then a header that never ends, a byte every half second.
+    TrickleHeaders,
 }
 
 #[derive(Default)]
@@ -91,7 +93,8 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                             | Fault::Forbidden
                             | Fault::Silent
                             | Fault::Stall
-                            | Fault::Trickle),
+                            | Fault::Trickle
+                            | Fault::TrickleHeaders),
                         ) => Some(f),
                         _ => None,
                     };
@@ -194,7 +197,12 @@ fn serve(server: Arc<Mutex<Server>>) -> u16 {
                             "Content-Type: {ct}\r\nDocker-Content-Digest: {digest}\r\nContent-Length: {}\r\n{extra}",
                             part.len()
                         );
-                        if matches!(fault, Some(Fault::Stall | Fault::Trickle)) {
+                        if fault == Some(Fault::TrickleHeaders) {
+                            let _ = write!(s, "HTTP/1.1 {status}\r\nX-Slow: ");
+                            while s.write_all(b"a").is_ok() {
+                                std::thread::sleep(std::time::Duration::from_millis(500));
+                            }
+                        } else if matches!(fault, Some(Fault::Stall | Fault::Trickle)) {
                             let _ = write!(
                                 s,
                                 "HTTP/1.1 {status}\r\n{headers}Connection: close\r\n\r\n"
@@ -893,6 +901,32 @@ fn a_registry_that_answers_nothing_is_given_up_after_the_timeout() {
         "{:?}",
         t.elapsed()
     );
+}
+
+/// Response headers a byte every half second: each read is within `--registry-timeout`, but
+/// the whole head is not, and d2v gives up on it.
+#[test]
+fn a_registry_that_trickles_its_headers_is_given_up() {
+    let img = image();
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(gives_up_on(&img, Fault::TrickleHeaders, tmp.path()), 0);
+    let e = resolve_error_after(&img, Fault::TrickleHeaders, tmp.path());
+    assert!(
+        e.contains("did not finish its response headers in 4 s"),
+        "{e}"
+    );
+}
+
+/// The error of a resolve with the layer download misbehaving as `fault`.
+fn resolve_error_after(img: &Img, fault: Fault, tmp: &std::path::Path) -> String {
+    img.server
+        .lock()
+        .unwrap()
+        .faults
+        .insert(img.layer_path.clone(), fault);
+    resolve(&format!("{}/t/app:v1", img.host), &opts_timeout(tmp))
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]

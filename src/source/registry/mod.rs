@@ -153,6 +153,9 @@ impl Client {
     /// The error of a request whose transport failed: TLS, a registry that did not answer in
     /// time, or one out of reach.
     fn net_err(&self, what: &str, t: ureq::Transport) -> SourceError {
+        if let Some(stall) = pace::stall_of_transport(&t) {
+            return self.stalled(what, stall.0.clone());
+        }
         if retry::timed_out(&t) {
             let secs = self.opts.registry_timeout.as_secs();
             return self.stalled(what, format!("did not answer in {secs} s"));
@@ -277,7 +280,7 @@ impl Client {
     /// failure is left to that at once; the ping's 429/5xx wait for the backoff alone.
     fn ping(&self, base: &str, http_ok: bool) -> Result<ureq::Response, Box<ureq::Error>> {
         retry(|| {
-            let sent = self.agent.get(&format!("{base}/v2/")).call();
+            let sent = self.call(self.agent.get(&format!("{base}/v2/")));
             sent.map_err(|e| match classify(e) {
                 Failure::Transient { error, .. }
                     if http_ok && matches!(*error, ureq::Error::Transport(_)) =>
@@ -289,6 +292,19 @@ impl Client {
             })
         })
         .map_err(Box::new)
+    }
+
+    /// Sends `req`, its response head bounded by [`pace::call_within`].
+    fn call(&self, req: ureq::Request) -> Result<ureq::Response, ureq::Error> {
+        self.call_with(move || req.call())
+    }
+
+    /// Sends a request (`send`), its response head bounded by [`pace::call_within`].
+    fn call_with(
+        &self,
+        send: impl FnOnce() -> Result<ureq::Response, ureq::Error> + Send + 'static,
+    ) -> Result<ureq::Response, ureq::Error> {
+        pace::call_within(2 * self.opts.registry_timeout, send)
     }
 
     /// Sends a request with auth, retrying 429/5xx/transport errors; maps error statuses.
@@ -316,7 +332,7 @@ impl Client {
                 if let Some(r) = range {
                     req = req.set("Range", &format!("bytes={r}-"));
                 }
-                req.call().map_err(classify)
+                self.call(req).map_err(classify)
             });
             match sent {
                 Ok(resp) => return Ok(resp),

@@ -3,6 +3,10 @@
 //! socket's read timeout, the same number of seconds, ends the wait) or trickles a byte a
 //! second (which no per-read timeout catches) has stalled: d2v gives up for good, and the next
 //! run resumes the partial download.
+//!
+//! Before the body, the response headers: ureq 2's per-read timeout lets a registry that
+//! trickles them a byte a second hold d2v forever, so [`call_within`] waits for the whole
+//! response head at most twice `--registry-timeout` (one to connect, one to answer).
 
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
@@ -18,6 +22,43 @@ pub(crate) struct Stall(pub(crate) String);
 /// The stall behind `e`, if `e` is one.
 pub(super) fn stall_of(e: &io::Error) -> Option<&Stall> {
     e.get_ref().and_then(|inner| inner.downcast_ref::<Stall>())
+}
+
+/// Sends a request (`send`) and waits at most `limit` for the status line and headers. The
+/// request runs on a thread of its own, abandoned when the limit passes (it ends when the
+/// registry hangs up or the process exits); the error is then a [`Stall`] as a transport error.
+pub(super) fn call_within(
+    limit: Duration,
+    send: impl FnOnce() -> Result<ureq::Response, ureq::Error> + Send + 'static,
+) -> Result<ureq::Response, ureq::Error> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let call = move || {
+        let _ = tx.send(send());
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("d2v-request".into())
+        .spawn(call)
+    {
+        return Err(e.into());
+    }
+    match rx.recv_timeout(limit) {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            Stall(format!(
+                "did not finish its response headers in {} s",
+                limit.as_secs()
+            )),
+        )
+        .into()),
+    }
+}
+
+/// The stall behind a transport error, if it is one.
+pub(super) fn stall_of_transport(t: &ureq::Transport) -> Option<&Stall> {
+    crate::error::causes(t)
+        .find_map(|e| e.downcast_ref::<io::Error>())
+        .and_then(stall_of)
 }
 
 /// A response body held to the low-speed rule.

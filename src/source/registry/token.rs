@@ -130,14 +130,24 @@ impl Client {
                 if let Some(s) = service {
                     form.push(("service", s));
                 }
-                self.agent.post(realm).send_form(&form).map_err(classify)
+                let form: Vec<(String, String)> = form
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                let req = self.agent.post(realm);
+                self.call_with(move || {
+                    let form: Vec<(&str, &str)> =
+                        form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    req.send_form(&form)
+                })
+                .map_err(classify)
             }
             None => {
                 let mut req = self.agent.get(url);
                 if let Some(c) = &self.creds {
                     req = req.set("Authorization", &c.basic_header());
                 }
-                req.call().map_err(classify)
+                self.call(req).map_err(classify)
             }
         }
     }

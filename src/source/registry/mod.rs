@@ -281,7 +281,7 @@ impl Client {
     fn ping(&self, base: &str, http_ok: bool) -> Result<ureq::Response, Box<ureq::Error>> {
         retry(|| {
             let sent = self.call(self.agent.get(&format!("{base}/v2/")));
-            sent.map_err(|e| match classify(e) {
+            sent.map_err(|e| match classify(*e) {
                 Failure::Transient { error, .. }
                     if http_ok && matches!(*error, ureq::Error::Transport(_)) =>
                 {
@@ -295,15 +295,15 @@ impl Client {
     }
 
     /// Sends `req`, its response head bounded by [`pace::call_within`].
-    fn call(&self, req: ureq::Request) -> Result<ureq::Response, ureq::Error> {
-        self.call_with(move || req.call())
+    fn call(&self, req: ureq::Request) -> Result<ureq::Response, Box<ureq::Error>> {
+        self.call_with(move || req.call().map_err(Box::new))
     }
 
     /// Sends a request (`send`), its response head bounded by [`pace::call_within`].
     fn call_with(
         &self,
-        send: impl FnOnce() -> Result<ureq::Response, ureq::Error> + Send + 'static,
-    ) -> Result<ureq::Response, ureq::Error> {
+        send: impl FnOnce() -> Result<ureq::Response, Box<ureq::Error>> + Send + 'static,
+    ) -> Result<ureq::Response, Box<ureq::Error>> {
         pace::call_within(2 * self.opts.registry_timeout, send)
     }
 
@@ -332,7 +332,7 @@ impl Client {
                 if let Some(r) = range {
                     req = req.set("Range", &format!("bytes={r}-"));
                 }
-                self.call(req).map_err(classify)
+                self.call(req).map_err(|e| classify(*e))
             });
             match sent {
                 Ok(resp) => return Ok(resp),

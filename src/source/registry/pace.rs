@@ -29,8 +29,8 @@ pub(super) fn stall_of(e: &io::Error) -> Option<&Stall> {
 /// registry hangs up or the process exits); the error is then a [`Stall`] as a transport error.
 pub(super) fn call_within(
     limit: Duration,
-    send: impl FnOnce() -> Result<ureq::Response, ureq::Error> + Send + 'static,
-) -> Result<ureq::Response, ureq::Error> {
+    send: impl FnOnce() -> Result<ureq::Response, Box<ureq::Error>> + Send + 'static,
+) -> Result<ureq::Response, Box<ureq::Error>> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let call = move || {
         let _ = tx.send(send());
@@ -39,18 +39,20 @@ pub(super) fn call_within(
         .name("d2v-request".into())
         .spawn(call)
     {
-        return Err(e.into());
+        return Err(Box::new(e.into()));
     }
     match rx.recv_timeout(limit) {
         Ok(r) => r,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            Stall(format!(
-                "did not finish its response headers in {} s",
-                limit.as_secs()
-            )),
-        )
-        .into()),
+        Err(_) => Err(Box::new(
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                Stall(format!(
+                    "did not finish its response headers in {} s",
+                    limit.as_secs()
+                )),
+            )
+            .into(),
+        )),
     }
 }
 

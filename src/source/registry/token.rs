@@ -138,16 +138,16 @@ impl Client {
                 self.call_with(move || {
                     let form: Vec<(&str, &str)> =
                         form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                    req.send_form(&form)
+                    req.send_form(&form).map_err(Box::new)
                 })
-                .map_err(classify)
+                .map_err(|e| classify(*e))
             }
             None => {
                 let mut req = self.agent.get(url);
                 if let Some(c) = &self.creds {
                     req = req.set("Authorization", &c.basic_header());
                 }
-                self.call(req).map_err(classify)
+                self.call(req).map_err(|e| classify(*e))
             }
         }
     }

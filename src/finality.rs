@@ -7,6 +7,11 @@
 //! [`Finality::finish`] (everything is final) or [`Finality::abort`] (the disk will not be
 //! finished; readers stop). A reader waits with [`Finality::wait_beyond`].
 //!
+//! The other way round, a reader may hold the writer back: with [`Finality::limit_lead`] the
+//! watermark stays within that many bytes of what the reader has [`Finality::consumed`]
+//! (`advance` waits), so that the bytes written but not yet read stay bounded, until the
+//! reader lets go ([`Finality::release`], which its [`Reading`] guard does on any return).
+//!
 //! A leaf module: the disk writers and the VMDK writer both import it, neither the other.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -29,6 +34,9 @@ struct State {
     late: Vec<(u64, u64)>,
     done: bool,
     aborted: bool,
+    /// What the reader has read, and how far beyond it the watermark may go.
+    consumed: u64,
+    lead: Option<u64>,
 }
 
 /// The shared progress of a disk being written; see the module docs.
@@ -70,13 +78,46 @@ impl Finality {
         s.late = merged;
     }
 
-    /// Every byte below `offset`, outside the late ranges, is final. Never moves back.
+    /// Every byte below `offset`, outside the late ranges, is final. Never moves back. Waits
+    /// while the watermark is further than the lead limit beyond what the reader consumed.
     pub fn advance(&self, offset: u64) {
         let mut s = self.lock();
         if offset > s.below {
             s.below = offset;
             self.cv.notify_all();
         }
+        while s
+            .lead
+            .is_some_and(|l| s.below > s.consumed.saturating_add(l) && !s.aborted)
+        {
+            s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Holds the writer within `bytes` of what the reader has consumed, from now until
+    /// [`Finality::release`].
+    pub fn limit_lead(&self, bytes: u64) {
+        self.lock().lead = Some(bytes);
+    }
+
+    /// The reader is done with every byte below `offset`.
+    pub fn consumed(&self, offset: u64) {
+        let mut s = self.lock();
+        if offset > s.consumed {
+            s.consumed = offset;
+            self.cv.notify_all();
+        }
+    }
+
+    /// The reader holds the writer back no more.
+    pub fn release(&self) {
+        self.lock().lead = None;
+        self.cv.notify_all();
+    }
+
+    /// A guard that releases the writer when the reader returns, whatever it returns with.
+    pub fn reading(&self) -> Reading<'_> {
+        Reading(self)
     }
 
     /// Every byte is final.
@@ -113,6 +154,15 @@ impl Finality {
         let s = self.lock();
         let i = s.late.partition_point(|&(_, b)| b <= start);
         s.late.get(i).is_some_and(|&(a, _)| a < end)
+    }
+}
+
+/// Releases the writer when dropped: see [`Finality::reading`].
+pub struct Reading<'a>(&'a Finality);
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.0.release();
     }
 }
 
@@ -172,6 +222,26 @@ mod tests {
         let (a, b) = t.join().unwrap();
         assert!(matches!(a, Ready::Below(20) | Ready::All), "{a:?}");
         assert_eq!(b, Ready::All);
+    }
+
+    #[test]
+    fn the_reader_holds_the_writer_within_the_lead_until_it_lets_go() {
+        let f = Arc::new(Finality::new());
+        f.limit_lead(100);
+        f.advance(100); // within the lead: no wait
+        let g = Arc::clone(&f);
+        let writer = std::thread::spawn(move || {
+            g.advance(250);
+            g.advance(1000);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!writer.is_finished(), "250 is beyond 0 + 100");
+        f.consumed(150);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!writer.is_finished(), "1000 is beyond 150 + 100");
+        assert_eq!(f.wait_beyond(200), Ready::Below(1000));
+        drop(f.reading());
+        writer.join().unwrap();
     }
 
     #[test]

@@ -278,6 +278,8 @@ pub fn write_outputs_following(
     path: &Path,
     opts: &OutputOptions,
 ) -> Result<OutputSummary, OutputError> {
+    // A limit on the writer's lead (set by the VMDK outputs) ends with this function.
+    let _reading = finality.reading();
     let disk = package::Disk { raw, len, finality };
     let written = match format {
         Format::Raw => write_raw(disk, path).map(|b| (b, None)),

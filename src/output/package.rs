@@ -13,6 +13,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use vmdk::{Compressed, VmdkOptions, VmdkSummary};
 
+/// How far the disk writer may run ahead of the compression: the raw disk's bytes on disk
+/// (beyond the late metadata) when its grains are punched once read.
+const LEAD: u64 = 128 << 20;
+
 /// The raw disk: `len` bytes of `raw`, final as `finality` says.
 #[derive(Clone, Copy)]
 pub(super) struct Disk<'a> {
@@ -35,6 +39,10 @@ impl Disk<'_> {
         v.scratch_dir = Some(dir_of(path).to_path_buf());
         v.adapter_type = "lsilogic".into(); // VMware writes lsilogic for PVSCSI disks too
         let store = vmdk::scratch_file(&v)?;
+        if v.consume {
+            // The raw disk is given back as it is read: keep what is written ahead bounded.
+            self.finality.limit_lead(LEAD);
+        }
         let c = match vmdk::compress(self.raw, self.len, self.finality, &v, store) {
             Err(vmdk::VmdkError::Aborted) => return Err(OutputError::Unfinished),
             r => r?,

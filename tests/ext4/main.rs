@@ -2,7 +2,7 @@
 //! read back what the tree holds) and, optionally, a real kernel.
 
 mod features;
-mod finality;
 mod host;
 mod scale;
+mod streaming;
 mod support;

@@ -60,6 +60,9 @@ pub struct Ext4Options {
     pub reserved_percent: u32,
     /// Journal size in bytes; `None`: by filesystem size, 4 MiB (< 128 MiB) to 64 MiB (>= 2 GiB).
     pub(crate) journal_size: Option<u64>,
+    /// The tree's file data is not needed after: each file's bytes are punched out of the
+    /// spill file once copied, so the temporary disk shrinks as the root fills.
+    pub consume_spill: bool,
 }
 
 impl Default for Ext4Options {
@@ -74,6 +77,7 @@ impl Default for Ext4Options {
             bytes_per_inode: 16384,
             reserved_percent: 0,
             journal_size: None,
+            consume_spill: false,
         }
     }
 }

@@ -182,6 +182,8 @@ pub(super) struct DataCopy<'a> {
     kernel: bool,
     /// Bytes copied since writeback of the output was last started.
     unflushed: u64,
+    /// Punch each file's data out of the spill once copied ([`super::Ext4Options::consume_spill`]).
+    consume: bool,
 }
 
 /// Writeback of the output is started every this many bytes of file data, so that the final
@@ -190,20 +192,44 @@ const WRITEBACK_EVERY: u64 = 32 << 20;
 
 impl<'a> DataCopy<'a> {
     /// `zeroed`: the output region reads as zeros, so the kernel may copy (block tails need
-    /// no writing).
-    pub(super) fn new(spill: &'a Spill, out: &'a File, base: u64, zeroed: bool) -> DataCopy<'a> {
+    /// no writing). `consume`: the spill's space is given back file by file.
+    pub(super) fn new(
+        spill: &'a Spill,
+        out: &'a File,
+        base: u64,
+        zeroed: bool,
+        consume: bool,
+    ) -> DataCopy<'a> {
         DataCopy {
             spill,
             out,
             base,
             kernel: zeroed,
             unflushed: 0,
+            consume,
         }
+    }
+
+    /// Writes the contents of `fd` (see [`DataCopy::extents`]), then gives back its space in
+    /// the spill if consuming: every file's data is written once (hard links share an inode).
+    pub(super) fn file(
+        &mut self,
+        fd: &FileData,
+        extents: &[Extent],
+        w: &mut Writer,
+    ) -> Result<(), Ext4Error> {
+        self.extents(fd, extents, w)?;
+        if self.consume && fd.len > 0 {
+            // Only space is at stake: a filesystem that cannot punch keeps the bytes. Files
+            // start 4 KiB-aligned in the spill, so whole blocks go.
+            crate::sparse::punch_hole(self.spill.file(), fd.offset, fd.len.next_multiple_of(BLOCK));
+        }
+        Ok(())
     }
 
     /// Writes the contents of `fd` covered by `extents`; block tails past the end of the file
     /// are zero (the region was punched) or written as zeros through `w`.
-    pub(super) fn file(
+    fn extents(
         &mut self,
         fd: &FileData,
         extents: &[Extent],

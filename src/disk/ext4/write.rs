@@ -238,7 +238,7 @@ pub fn write(
         alloc: Alloc::new(&layout),
         w: Writer::new(out, offset),
         itable: Itable::new(out, offset, &layout),
-        copy: DataCopy::new(tree.spill(), out, offset, zeroed),
+        copy: DataCopy::new(tree.spill(), out, offset, zeroed, opts.consume_spill),
         fs_seed: csum::fs_seed(&opts.uuid),
         time: Timestamp {
             sec: opts.time,

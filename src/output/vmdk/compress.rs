@@ -211,8 +211,12 @@ fn read_final_grains(
                     return Ok(false);
                 }
                 punch.add(grain);
+                if grain % CONSUMED_EVERY == 0 {
+                    finality.consumed(grain * GRAIN_BYTES);
+                }
             }
         }
+        finality.consumed(to);
         deferred.extend(late);
         if let Some(bar) = &bar {
             bar.inc(to - from);
@@ -227,6 +231,9 @@ fn read_final_grains(
     }
     Ok(false)
 }
+
+/// Grains between two reports of the reader's progress to the writer.
+const CONSUMED_EVERY: u64 = (8 << 20) / GRAIN_BYTES;
 
 /// Gives back the raw disk's space behind the reader ([`VmdkOptions::consume`]): runs of
 /// grains read, punched out of the file every 32 MiB and where a run breaks. A grain is only

@@ -385,6 +385,8 @@ fn write_disk(
         let started = Instant::now();
         let mut o = ext4_opts.clone();
         o.size = Some(size);
+        // The tree's file data goes once in the root (the tree is dropped after the disk).
+        o.consume_spill = true;
         crate::interrupt::pause_point("ext4");
         let s = ext4::write_reporting(t, f, off, &o, finality)?;
         root_fs = Some(s);

@@ -1,7 +1,8 @@
-//! The ext4 writer's reports to a [`Finality`]: a byte it says is final (below the watermark,
-//! outside the late ranges) never changes afterwards. An observer copies every block as soon
-//! as it is reported final; once the filesystem is written, the copies must match it, and
-//! the image must still be a clean filesystem.
+//! Writing while others follow. The ext4 writer's reports to a [`Finality`]: a byte it says
+//! is final (below the watermark, outside the late ranges) never changes afterwards; an
+//! observer copies every block as soon as it is reported final, and once the filesystem is
+//! written the copies must match it and the image must still be a clean filesystem. And
+//! `consume_spill`: the spill's space is given back, the filesystem the same.
 
 use crate::support::*;
 use d2v::finality::{Finality, Finisher, Ready};
@@ -98,4 +99,26 @@ fn bytes_reported_final_never_change() {
         .unwrap();
     assert!(out.success());
     fsck(&dir.path().join("region.img"));
+}
+
+#[test]
+fn consuming_the_spill_gives_its_space_back_and_writes_the_same_filesystem() {
+    use std::os::unix::fs::MetadataExt;
+    let allocated = |t: &Tree| t.spill().file().metadata().unwrap().blocks() * 512;
+    let kept = varied_tree();
+    let (a, _) = write_image(&kept, &opts(), 0);
+    assert!(allocated(&kept) > 80 << 20);
+    let consumed = varied_tree();
+    let mut o = opts();
+    o.consume_spill = true;
+    let (b, _) = write_image(&consumed, &o, 0);
+    assert!(
+        allocated(&consumed) < 1 << 20,
+        "the spill kept {} bytes",
+        allocated(&consumed)
+    );
+    assert!(
+        std::fs::read(&a.path).unwrap() == std::fs::read(&b.path).unwrap(),
+        "consuming the spill changed the filesystem"
+    );
 }

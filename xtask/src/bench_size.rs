@@ -121,10 +121,11 @@ fn blob_bytes(layout: &Path) -> Result<u64> {
     Ok(sizes.sum::<std::io::Result<u64>>()?)
 }
 
-/// Free disk a run of `s` is given at least: 3 × its file data + 1 GiB (measured: temporary
-/// files and output about 2.5 ×), so that a full disk never breaks a run or anything else.
+/// Free disk a run of `s` is given at least: 2 × its file data + 1 GiB (measured at 1 GiB:
+/// peak temporary files and output together about 1 × the data), so that a full disk never
+/// breaks a run or anything else.
 fn run_need(s: &Synth) -> u64 {
-    3 * s.data + (1 << 30)
+    2 * s.data + (1 << 30)
 }
 
 /// An error saying so when the disk of `dir` has less than `need` bytes free (`df`).

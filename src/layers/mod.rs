@@ -80,6 +80,19 @@ pub enum LayerError {
         /// The tar type flag.
         kind: char,
     },
+    /// A sparse file in GNU tar's PAX formats: its sparse map and data only GNU tar puts back
+    /// together (Go's archive/tar, Docker and containerd do not write these).
+    #[error(
+        "layer {layer}: entry {path:?} is a sparse file in GNU tar's PAX format (GNU.sparse.* \
+         records), which d2v does not read: rebuild the layer without tar's --sparse, or with \
+         --format=gnu"
+    )]
+    PaxSparse {
+        /// The layer as named to `apply_layer`.
+        layer: String,
+        /// The file's path (`GNU.sparse.name` when given).
+        path: String,
+    },
     /// The stream ends inside an entry's header or data.
     #[error(
         "layer {layer}: {what}: the layer is truncated (a broken image: rebuild or re-push it)"
@@ -391,8 +404,14 @@ fn metadata<R: Read>(
         .pax_extensions()
         .map_err(|e| at.bad(format!("PAX header: {e}")))?
     {
+        let mut sparse = None;
         for ext in exts {
             let ext = ext.map_err(|e| at.bad(format!("PAX record: {e}")))?;
+            if let Some(k) = ext.key_bytes().strip_prefix(b"GNU.sparse.") {
+                let named = (k == b"name").then(|| show(ext.value_bytes()));
+                sparse = named.or(sparse).or_else(|| Some(at.path.clone()));
+                continue;
+            }
             pax_record(
                 ext.key_bytes(),
                 ext.value_bytes(),
@@ -401,6 +420,12 @@ fn metadata<R: Read>(
                 &mut dev,
             )
             .map_err(|what| at.bad(what))?;
+        }
+        if let Some(path) = sparse {
+            return Err(LayerError::PaxSparse {
+                layer: at.layer.to_string(),
+                path,
+            });
         }
     }
     Ok((meta, dev))
@@ -468,7 +493,8 @@ fn kind<R: Read>(
     };
     use tar::EntryType as T;
     Ok(Some(match entry.header().entry_type() {
-        T::Regular | T::Continuous => Kind::File(store(tree, entry, at)?),
+        // tar reads an old GNU sparse file whole, its holes as zeros.
+        T::Regular | T::Continuous | T::GNUSparse => Kind::File(store(tree, entry, at)?),
         T::Directory => Kind::Dir(Default::default()),
         T::Symlink => Kind::Symlink(link_name(entry).into()),
         T::Char => {

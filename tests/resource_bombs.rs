@@ -209,20 +209,8 @@ fn ten_thousand_layers_are_read_in_bounded_time_and_memory() {
         spec = spec.layer(layer, Compression::Gzip);
     }
     oci::write_image(&dir, &spec).unwrap();
-    let cache = sb.fresh_cache();
-    let src = oci_src(&dir, "v1");
-    let args = [
-        "inspect",
-        &src,
-        "--json",
-        "--cache-dir",
-        cache.to_str().unwrap(),
-    ];
-    let (r, rss, took) = sb.d2v_measured(args);
-    assert!(r.status.success(), "{}", r.stderr);
-    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let (v, rss) = inspected(&sb, &oci_src(&dir, "v1"), "10 000 layers");
     assert_eq!(v["layers"].as_array().unwrap().len(), 10_000);
-    eprintln!("10 000 layers: inspect in {took:?}, peak RSS {rss} KiB");
     assert!(rss < 512 << 10, "peak RSS {rss} KiB");
 }
 
@@ -249,25 +237,12 @@ fn an_index_of_ten_thousand_entries() {
         serde_json::json!({"mediaType": oci::INDEX_MEDIA_TYPE, "digest": digest, "size": size})
     };
     oci::add_to_index(&dir, index(&entries), Some("many")).unwrap();
-    let cache = sb.fresh_cache();
-    let src = oci_src(&dir, "many");
-    let args = [
-        "inspect",
-        &src,
-        "--json",
-        "--cache-dir",
-        cache.to_str().unwrap(),
-    ];
-    let (r, rss, took) = sb.d2v_measured(args);
-    assert!(r.status.success(), "{}", r.stderr);
-    eprintln!("index of 10 000: inspect in {took:?}, peak RSS {rss} KiB");
+    let (v, _) = inspected(&sb, &oci_src(&dir, "many"), "index of 10 000");
+    assert_eq!(v["platform"], "linux/amd64");
 
     let big: Vec<serde_json::Value> = std::iter::repeat_n(entries[0].clone(), 40_000).collect();
     oci::add_to_index(&dir, index(&big), Some("huge")).unwrap();
-    let cache = sb.fresh_cache();
-    let src = oci_src(&dir, "huge");
-    let r = sb.d2v(["inspect", &src, "--cache-dir", cache.to_str().unwrap()]);
-    assert_clean_failure(&r, &["larger than", "4194304"]);
+    inspect_refused(&sb, &oci_src(&dir, "huge"), &["larger than", "4194304"]);
 }
 
 /// A config whose `history` is most of the 32 MiB config limit is read; one past the limit is
@@ -282,23 +257,36 @@ fn a_config_with_a_huge_history() {
         serde_json::Value::Array(vec![entry; n])
     };
     rewrite_config(&dir, "v1", |c| c["history"] = history(30_000));
-    let cache = sb.fresh_cache();
     let src = oci_src(&dir, "v1");
+    inspected(&sb, &src, "30 MB history");
+
+    rewrite_config(&dir, "v1", |c| c["history"] = history(40_000));
+    inspect_refused(&sb, &src, &["larger than", "33554432"]);
+}
+
+/// `d2v inspect --json` of `src` with a fresh cache, which must succeed: its JSON and peak RSS
+/// (KiB), both printed with the time under `what`.
+fn inspected(sb: &Sandbox, src: &str, what: &str) -> (serde_json::Value, u64) {
+    let cache = sb.fresh_cache();
     let args = [
         "inspect",
-        &src,
+        src,
         "--json",
         "--cache-dir",
         cache.to_str().unwrap(),
     ];
     let (r, rss, took) = sb.d2v_measured(args);
-    assert!(r.status.success(), "{}", r.stderr);
-    eprintln!("30 MB history: inspect in {took:?}, peak RSS {rss} KiB");
+    assert!(r.status.success(), "{what}: {}", r.stderr);
+    eprintln!("{what}: inspect in {took:?}, peak RSS {rss} KiB");
+    let v = serde_json::from_slice(&r.stdout).unwrap_or_else(|e| panic!("{what}: {e}"));
+    (v, rss)
+}
 
-    rewrite_config(&dir, "v1", |c| c["history"] = history(40_000));
+/// `d2v inspect` of `src` with a fresh cache fails cleanly, its error holding `expect`.
+fn inspect_refused(sb: &Sandbox, src: &str, expect: &[&str]) {
     let cache = sb.fresh_cache();
-    let r = sb.d2v(["inspect", &src, "--cache-dir", cache.to_str().unwrap()]);
-    assert_clean_failure(&r, &["larger than", "33554432"]);
+    let r = sb.d2v(["inspect", src, "--cache-dir", cache.to_str().unwrap()]);
+    assert_clean_failure(&r, expect);
 }
 
 /// A PAX extended header of 64 MiB (one xattr record) in an uncompressed layer: the tar reader

@@ -15,6 +15,7 @@ use super::fat::{self, FatOptions, FatSummary};
 use super::gpt::{self, Gpt, Partition};
 use super::grub::{self, GrubOptions, Prepared};
 use super::{DiskError, Region, Result, MIB, SECTOR};
+use crate::finality::Finality;
 use crate::ids;
 use crate::tree::{Inode, Metadata, Tree};
 
@@ -200,9 +201,23 @@ pub fn write_disk(
     opts: &DiskOptions,
     write_root: impl FnOnce(&Tree, &File, u64, u64) -> Result<()>,
 ) -> Result<DiskSummary> {
+    write_disk_reporting(tree, out, opts, &Finality::new(), write_root)
+}
+
+/// [`write_disk`], telling `finality` what is final before the root: everything below it once
+/// the ESP is written, but the first `esp.offset` bytes (the MBR and GPT headers, the BIOS boot
+/// partition), which GRUB's BIOS code goes into last, are late.
+pub fn write_disk_reporting(
+    tree: &mut Tree,
+    out: &File,
+    opts: &DiskOptions,
+    finality: &Finality,
+    write_root: impl FnOnce(&Tree, &File, u64, u64) -> Result<()>,
+) -> Result<DiskSummary> {
     let layout = Layout::plan(&opts.seed, opts.esp_size, opts.root_size);
     let partuuid = ids::uuid_string(&layout.root_uuid);
     let prepared = grub::prepare(tree, &layout.esp_volume_id_string(), &partuuid, &opts.grub)?;
+    finality.add_late([(0, layout.esp.offset)]);
     write_partition_table(&layout, out)?;
     let fat_opts = FatOptions {
         volume_id: layout.esp_volume_id,
@@ -210,6 +225,7 @@ pub fn write_disk(
         source: b"boot".to_vec(),
     };
     let esp = fat::write(tree, out, layout.esp.offset, layout.esp.size, &fat_opts)?;
+    finality.advance(layout.root.offset);
     grub::bios::install(
         out,
         layout.bios_boot,

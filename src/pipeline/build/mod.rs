@@ -379,9 +379,7 @@ fn write_disk(
     ));
     let mut root_fs = None;
     let (disk_started, mut ext4_time) = (Instant::now(), Duration::ZERO);
-    let disk = layout::write_disk(tree, raw, disk_opts, |t, f, off, size| {
-        // The GPTs, the ESP and GRUB, everything below the root, are written.
-        finality.advance(off);
+    let disk = layout::write_disk_reporting(tree, raw, disk_opts, finality, |t, f, off, size| {
         let started = Instant::now();
         let mut o = ext4_opts.clone();
         o.size = Some(size);

@@ -38,8 +38,8 @@ fn required() -> bool {
 /// The registry serving every app and kernel fixture as `d2v-apps/NAME:latest`, or `None`
 /// (after a notice) when the fixtures are not built and not required.
 fn registry() -> Option<&'static Registry> {
-    static REG: OnceLock<Option<Registry>> = OnceLock::new();
-    REG.get_or_init(|| {
+    static REG: OnceLock<Option<&'static Registry>> = OnceLock::new();
+    *REG.get_or_init(|| {
         let fixtures: Vec<AppFixture> = apps::ALL
             .iter()
             .filter_map(|n| apps::try_load_app(n))
@@ -55,9 +55,8 @@ fn registry() -> Option<&'static Registry> {
         for f in &fixtures {
             reg.push(&f.oci_ref(), &format!("d2v-apps/{}:latest", f.name));
         }
-        Some(reg)
+        Some(reg.until_exit())
     })
-    .as_ref()
 }
 
 fn d2v() -> PathBuf {

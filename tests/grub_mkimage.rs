@@ -140,7 +140,7 @@ fn bios_core_img_decompresses_to_grub_mkimages() {
 }
 
 /// A copy of the host's x86_64-efi directory to damage.
-fn copied_dir(name: &str) -> PathBuf {
+fn copied_dir(name: &str) -> testkit::Scratch {
     let from = module_dir(Platform::X86_64Efi);
     let dir = testkit::scratch_dir(name);
     for e in std::fs::read_dir(&from).unwrap() {

@@ -181,7 +181,8 @@ fn write_many_files(path: &Path, dir: &str, n: usize) {
 #[test]
 #[ignore = "70 s in a debug build (d2v 56 s, 245 MB peak RSS); cargo xtask test runs it"]
 fn a_million_entries_in_one_directory() {
-    let tar_path = testkit::scratch_dir("million").join("layer.tar");
+    let scratch = testkit::scratch_dir("million");
+    let tar_path = scratch.join("layer.tar");
     write_many_files(&tar_path, "big", 1_000_000);
     let (sb, src) = image(ImageSpec::new().layer_file(&tar_path, Compression::Zstd));
     std::fs::remove_file(&tar_path).unwrap();

@@ -126,24 +126,30 @@ impl AtomicFile {
                     Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
                 ) =>
             {
-                let (file, tmp) = Temp::create(|| {
-                    let tmp = temp_sibling(target);
-                    let file = OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o644)
-                        .open(&tmp)?;
-                    Ok((file, tmp))
-                })?;
-                Ok(AtomicFile {
-                    file,
-                    target: target.to_path_buf(),
-                    named: Some(tmp),
-                })
+                AtomicFile::create_named(target)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The fallback of [`AtomicFile::create`] where the filesystem lacks `O_TMPFILE`: a hidden
+    /// named temporary beside `target`, a [`Temp`] (removed on drop and on a signal).
+    fn create_named(target: &Path) -> io::Result<AtomicFile> {
+        let (file, tmp) = Temp::create(|| {
+            let tmp = temp_sibling(target);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&tmp)?;
+            Ok((file, tmp))
+        })?;
+        Ok(AtomicFile {
+            file,
+            target: target.to_path_buf(),
+            named: Some(tmp),
+        })
     }
 
     pub(crate) fn file(&self) -> &File {
@@ -355,6 +361,35 @@ mod tests {
         a.file_mut().write_all(&[1; 4096]).unwrap();
         drop(a);
         assert!(names(d.path()).is_empty());
+    }
+
+    /// The fallback for filesystems without `O_TMPFILE` (vfat, some FUSE and network
+    /// filesystems): a hidden name while writing, the target's name on commit (replacing an
+    /// earlier file), nothing left when dropped.
+    #[test]
+    fn named_fallback_is_hidden_until_commit_and_removed_when_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("out.ova");
+        let mut a = AtomicFile::create_named(&t).unwrap();
+        a.file_mut().write_all(b"hello").unwrap();
+        let during = names(d.path());
+        assert_eq!(during.len(), 1, "{during:?}");
+        assert!(
+            during[0].starts_with(&format!(".out.ova.d2v-tmp-{}-", std::process::id())),
+            "{during:?}"
+        );
+        a.commit().unwrap();
+        assert_eq!(names(d.path()), ["out.ova"]);
+        assert_eq!(std::fs::read(&t).unwrap(), b"hello");
+        let mut b = AtomicFile::create_named(&t).unwrap();
+        b.file_mut().write_all(b"new").unwrap();
+        b.commit().unwrap();
+        assert_eq!(std::fs::read(&t).unwrap(), b"new");
+        let mut c = AtomicFile::create_named(&t).unwrap();
+        c.file_mut().write_all(b"half").unwrap();
+        drop(c);
+        assert_eq!(names(d.path()), ["out.ova"]);
+        assert_eq!(std::fs::read(&t).unwrap(), b"new");
     }
 
     #[test]

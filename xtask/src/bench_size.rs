@@ -130,14 +130,7 @@ fn run_need(s: &Synth) -> u64 {
 
 /// An error saying so when the disk of `dir` has less than `need` bytes free (`df`).
 fn disk_room(dir: &Path, need: u64) -> std::result::Result<(), String> {
-    let mut df = Command::new("df");
-    df.args(["--output=avail", "-B1"]).arg(dir);
-    let free = output(&mut df).map_err(|e| e.to_string())?;
-    let free: u64 = free
-        .lines()
-        .nth(1)
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(0);
+    let free = crate::util::free_bytes(dir).map_err(|e| e.to_string())?;
     if free >= need {
         return Ok(());
     }
@@ -648,8 +641,9 @@ fn notes() -> String {
      while d2v runs: the allocated bytes (`st_blocks`) of the files in it and of the files in \
      it d2v holds open (its spill file and raw disk are unnamed `O_TMPFILE`s), each inode \
      once. The temporary files are d2v's spill file of the staging tree (the file data, holes \
-     for zeros; in TMPDIR), the raw disk, and the scratch VMDK the OVA is then copied from \
-     (both in the output's directory); at the peak all three exist at once. \"peak temp \
+     for zeros; in TMPDIR) and the raw disk (in the output's directory); the OVA is written \
+     while the disk is, and both temporaries are given back (holes punched) behind their \
+     readers, so the peak is mostly the spill just before the root filesystem is written. \"peak temp \
      disk\" leaves the output file (its inode) out, \"peak temp + output\" \
      counts it; both the largest over the runs. Peak RSS is `/usr/bin/time -f %M`; anon RSS \
      sampled from /proc every 2 ms. Checks: the OVA read once (members .ovf, .mf, .vmdk in \
@@ -658,7 +652,7 @@ fn notes() -> String {
      VMDK; for the images of at most 1 GiB also `qemu-img convert` to raw, `sgdisk -v`, \
      `fsck.fat -n` of the ESP and `e2fsck -fn` of the root partition (the checks of \
      `cargo xtask boot`). An image is not generated or run when the disk has less free space \
-     than 3 × its file data + 1 GiB (+ half its data to generate it): its row says so.\n"
+     than 2 × its file data + 1 GiB (+ half its data to generate it): its row says so.\n"
         .into()
 }
 

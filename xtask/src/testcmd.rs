@@ -77,8 +77,56 @@ fn parse_result(line: &str, c: &mut Counts) -> bool {
     true
 }
 
+/// The disk space a full run takes from a clean clone, at its peak: the fixtures and the
+/// kernel images (≈ 6.5 GB under `target/fixtures`), the debug and release builds (≈ 8 GB),
+/// and the tests' own files (registries, VM disks, OVAs; in TMPDIR and `target/`). A clean
+/// clone's run failed with ENOSPC in dozens of tests on a disk with ≈ 14 GB free, and passed
+/// with 21 GB free.
+const FULL_RUN_DISK: u64 = 20_000_000_000;
+
+/// Refuses to start a full run on a disk with less than [`FULL_RUN_DISK`] free (counting what
+/// `target/` already holds): dozens of tests would fail late with ENOSPC, far from the cause.
+/// A filtered run (test names given) is not checked.
+fn disk_room(args: &[String]) -> Result<()> {
+    if !args.is_empty() {
+        return Ok(());
+    }
+    let target = root().join("target");
+    let held = crate::util::output(Command::new("du").args(["-sxb"]).arg(&target))
+        .ok()
+        .and_then(|o| o.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    std::fs::create_dir_all(&target)?;
+    let free = crate::util::free_bytes(&target)?;
+    let tmp = std::env::temp_dir();
+    let tmp_free = crate::util::free_bytes(&tmp)?;
+    let gb = |b: u64| b as f64 / 1e9;
+    println!(
+        "disk: {:.1} GB free for {} (it holds {:.1} GB), {:.1} GB for {}; a full run needs {:.0} GB",
+        gb(free),
+        target.display(),
+        gb(held),
+        gb(tmp_free),
+        tmp.display(),
+        gb(FULL_RUN_DISK)
+    );
+    if free + held < FULL_RUN_DISK {
+        bail!(
+            "not enough disk space for the full suite: {:.1} GB free on the disk of {} (plus \
+             {:.1} GB it already holds), {:.0} GB needed; free some space (or run some tests: \
+             `cargo xtask test NAME`)",
+            gb(free),
+            target.display(),
+            gb(held),
+            gb(FULL_RUN_DISK)
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: &[String]) -> Result<()> {
     let total = Timer::start();
+    disk_room(args)?;
     let mut times = Vec::new();
     let t = Timer::start();
     debian::ensure(debian::PACKAGES)?;

@@ -2,7 +2,7 @@
 
 use sha2::{Digest, Sha256};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -64,6 +64,20 @@ pub fn output(cmd: &mut Command) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The bytes free for an unprivileged user on the disk holding `dir` (`df`).
+pub fn free_bytes(dir: &Path) -> Result<u64> {
+    let mut df = Command::new("df");
+    df.args(["--output=avail", "-B1"]).arg(dir);
+    let text = output(&mut df)?;
+    match text.lines().nth(1).and_then(|l| l.trim().parse().ok()) {
+        Some(free) => Ok(free),
+        None => bail!(
+            "cannot read the free space of {} from df: {text:?}",
+            dir.display()
+        ),
+    }
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

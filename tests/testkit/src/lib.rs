@@ -100,16 +100,55 @@ pub fn assert_vmdk_matches_raw(raw: &std::path::Path, vmdk: &std::path::Path) {
     );
 }
 
-/// A fresh directory under the system temp dir for one test's files (left in place so logs
-/// can be inspected after a failure).
-pub fn scratch_dir(what: &str) -> PathBuf {
+/// A fresh directory under the system temp dir for one test's files, removed when the
+/// returned guard is dropped — unless the thread is panicking: after a failure it is left in
+/// place (and named on stderr) so its logs can be inspected. Bind the guard for as long as the
+/// directory is used (`scratch_dir(..).join(..)` on a temporary would remove it at once).
+#[must_use = "the directory is removed when the guard is dropped"]
+pub fn scratch_dir(what: &str) -> Scratch {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("d2v-{what}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+    Scratch(dir)
+}
+
+/// A directory of [`scratch_dir`]; derefs to its path.
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Scratch {
+    /// The path, the directory left in place for its owner to remove.
+    pub fn keep(self) -> PathBuf {
+        let path = self.0.clone();
+        std::mem::forget(self);
+        path
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("testkit: {} kept for inspection", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Every file under `dir`, at any depth (none when it does not exist).

@@ -164,7 +164,7 @@ impl Boot {
     fn log_path(&self) -> PathBuf {
         let log_path = match &self.log {
             Some(log) => log.clone(),
-            None => crate::scratch_dir("qemu").join("serial.log"),
+            None => crate::scratch_dir("qemu").keep().join("serial.log"),
         };
         let _ = std::fs::remove_file(&log_path);
         log_path

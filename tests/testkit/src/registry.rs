@@ -373,6 +373,39 @@ impl Registry {
     }
 }
 
+/// What [`stop_at_exit`] stops: the pid of each registry given to [`Registry::until_exit`]
+/// and the temporary directory it removes.
+static AT_EXIT: Mutex<Vec<(u32, Option<PathBuf>)>> = Mutex::new(Vec::new());
+
+impl Registry {
+    /// This registry for the rest of the test process (held by a `static` its tests share).
+    /// A `static` is never dropped, so the registry would outlive the process, serving its
+    /// temporary storage: instead it is killed and the storage removed when the process
+    /// exits (`atexit`; the test harness ends with `exit`).
+    pub fn until_exit(self) -> &'static Registry {
+        let reg: &'static Registry = Box::leak(Box::new(self));
+        let mut all = AT_EXIT.lock().unwrap();
+        if all.is_empty() {
+            // SAFETY: registers a plain `extern "C" fn` that captures nothing.
+            unsafe { libc::atexit(stop_at_exit) };
+        }
+        let temp = reg._temp.as_ref().map(|t| t.path().to_path_buf());
+        all.push((reg.child.id(), temp));
+        reg
+    }
+}
+
+extern "C" fn stop_at_exit() {
+    let all = AT_EXIT.lock().unwrap_or_else(|e| e.into_inner());
+    for (pid, temp) in all.iter() {
+        // SAFETY: kill(2) on our own child's pid; it cannot have been reaped (nobody waits).
+        unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
+        if let Some(dir) = temp {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -19,7 +19,9 @@ echo \"d2v-marker-$word root=$root\"
 halt
 ";
 
-fn build_disk() -> (std::path::PathBuf, String) {
+/// The disk (in a scratch directory that lives as long as the returned guard) and the ESP's
+/// serial.
+fn build_disk() -> (testkit::Scratch, std::path::PathBuf, String) {
     testkit::require_grub_modules();
     let mut tree = Tree::in_temp().unwrap();
     add_file(&mut tree, "boot/grub/grub.cfg", GRUB_CFG.as_bytes());
@@ -59,11 +61,11 @@ fn build_disk() -> (std::path::PathBuf, String) {
         v.status.success() && text.contains("No problems found"),
         "sgdisk -v:\n{text}"
     );
-    (path, summary.layout.esp_volume_id_string())
+    (dir, path, summary.layout.esp_volume_id_string())
 }
 
 fn boot(firmware: Firmware) {
-    let (disk, _serial) = build_disk();
+    let (_dir, disk, _serial) = build_disk();
     let mut b = Boot::new(&disk, firmware, "d2v-marker-GRUB-OK root=hd0,gpt2");
     b.timeout = Duration::from_secs(180);
     b.expect_marker();
@@ -83,7 +85,7 @@ fn grub_boots_under_ovmf() {
 /// The same disk as a streamOptimized VMDK (what goes into an OVA), booted by QEMU's vmdk driver.
 #[test]
 fn grub_boots_from_a_stream_optimized_vmdk() {
-    let (disk, _) = build_disk();
+    let (_dir, disk, _) = build_disk();
     let vmdk = disk.with_extension("vmdk");
     let qemu_img = testkit::require_tool("qemu-img", "qemu-utils");
     let st = std::process::Command::new(qemu_img)

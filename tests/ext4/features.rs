@@ -34,6 +34,25 @@ fn same_bytes_when_file_data_cannot_be_copied_by_the_kernel() {
 }
 
 #[test]
+fn same_bytes_from_a_packed_spill() {
+    // Every file packed (compressed frame by frame) instead of stored verbatim: the same
+    // filesystem, holes included, and the files' space given back as they are written.
+    let packed = full_tree_in(Tree::new(d2v::tree::Spill::packing_after(
+        tempfile::tempfile().unwrap(),
+        0,
+    )));
+    let (a, _) = write_image(&packed, &opts(), 0);
+    fsck(&a.path);
+    round_trip(&packed, &a.path);
+    let (b, _) = write_image(&full_tree(), &opts(), 0);
+    assert!(std::fs::read(&a.path).unwrap() == std::fs::read(&b.path).unwrap());
+    let mut consumed = opts();
+    consumed.consume_spill = true;
+    let (c, _) = write_image(&packed, &consumed, 0);
+    assert!(std::fs::read(&c.path).unwrap() == std::fs::read(&b.path).unwrap());
+}
+
+#[test]
 fn region_at_an_offset_and_hole_outside() {
     let t = full_tree();
     let (img, _) = write_image(&t, &opts(), 1 << 20);

@@ -641,7 +641,7 @@ fn notes() -> String {
      while d2v runs: the allocated bytes (`st_blocks`) of the files in it and of the files in \
      it d2v holds open (its spill file and raw disk are unnamed `O_TMPFILE`s), each inode \
      once. The temporary files are d2v's spill file of the staging tree (the file data, holes \
-     for zeros; in TMPDIR) and the raw disk (in the output's directory); the OVA is written \
+     for zeros, packed with zstd past its first 512 MiB; in TMPDIR) and the raw disk (in the output's directory); the OVA is written \
      while the disk is, and both temporaries are given back (holes punched) behind their \
      readers, so the peak is mostly the spill just before the root filesystem is written. \"peak temp \
      disk\" leaves the output file (its inode) out, \"peak temp + output\" \

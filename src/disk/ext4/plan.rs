@@ -138,12 +138,12 @@ pub fn ftype(k: &Kind) -> u8 {
 
 /// Logical 4 KiB block ranges of `fd` that hold data, from the spill file's holes.
 pub fn data_ranges(spill: &Spill, fd: &FileData) -> Result<Vec<(u64, u64)>, Ext4Error> {
-    let start = fd.offset;
-    let out = crate::sparse::data_extents(spill.file(), start, start + fd.len)
+    let out = spill
+        .data_ranges(fd)
         .map_err(io_err("spill file SEEK_DATA/SEEK_HOLE"))?;
     let mut blocks: Vec<(u64, u64)> = Vec::with_capacity(out.len());
     for (a, b) in out {
-        let (a, b) = ((a - start) / BLOCK, (b - start).div_ceil(BLOCK));
+        let (a, b) = (a / BLOCK, b.div_ceil(BLOCK));
         match blocks.last_mut() {
             Some(l) if l.1 >= a => l.1 = l.1.max(b),
             _ => blocks.push((a, b)),

@@ -219,10 +219,8 @@ impl<'a> DataCopy<'a> {
         w: &mut Writer,
     ) -> Result<(), Ext4Error> {
         self.extents(fd, extents, w)?;
-        if self.consume && fd.len > 0 {
-            // Only space is at stake: a filesystem that cannot punch keeps the bytes. Files
-            // start 4 KiB-aligned in the spill, so whole blocks go.
-            crate::sparse::punch_hole(self.spill.file(), fd.offset, fd.len.next_multiple_of(BLOCK));
+        if self.consume {
+            self.spill.release(fd);
         }
         Ok(())
     }
@@ -239,8 +237,8 @@ impl<'a> DataCopy<'a> {
             let pos = e.logical as u64 * BLOCK;
             let total = e.len as u64 * BLOCK;
             let avail = fd.len.saturating_sub(pos).min(total);
-            if self.kernel {
-                let src = fd.offset + pos;
+            if let Some(offset) = self.spill.verbatim_offset(fd).filter(|_| self.kernel) {
+                let src = offset + pos;
                 let dst = self.base + e.phys * BLOCK;
                 if kernel_copy(self.spill.file(), src, self.out, dst, avail)
                     .map_err(io_err("copying file data from the spill file"))?

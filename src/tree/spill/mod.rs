@@ -1,0 +1,473 @@
+//! The spill file: file contents of the staging tree, appended one after another, so that
+//! memory use does not grow with the image size.
+//!
+//! The first [`PACK_AFTER`] bytes of data are stored verbatim, all-zero stretches left as
+//! holes: a file's bytes are then a range of the spill file that the kernel can copy
+//! (`copy_file_range`) and probe (`SEEK_DATA`). Past that, files are packed ([`frames`]):
+//! compressed frame by frame, so that a large image's staging tree takes about as much disk
+//! as its compressed output rather than all of its data.
+
+mod frames;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+
+use frames::{Frames, FRAME};
+
+/// Bytes of file data stored verbatim before files are packed. Packing costs CPU on the
+/// flatten's one thread (zstd at level 1 both ways: the systemd fixture's 360 MB packed whole
+/// took 1.2 s more CPU and 0.5 s more wall time, +12 %), which an image of this size does not
+/// win back: its spill is small and short-lived. Past it, disk is what runs out: an 8 GiB
+/// image's peak temporary disk goes from 1.74× its OVA to 1.15× (BENCHMARKS.md, scale).
+pub const PACK_AFTER: u64 = 512 << 20;
+
+/// Where a regular file's contents live in the spill file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct FileData {
+    /// Byte offset in the spill file; for a packed file, its logical offset (see [`frames`]).
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// The spill file: the staging tree's file contents, one after another, verbatim with holes
+/// for all-zero stretches, then packed.
+pub struct Spill {
+    file: File,
+    /// End of the files' (logical) offsets.
+    end: u64,
+    /// The file's length: the end of the last write or `set_len` (no `fstat` per file).
+    file_len: u64,
+    /// Bytes of data stored verbatim (holes left out).
+    verbatim_data: u64,
+    /// Files are packed once `verbatim_data` reaches this.
+    pack_after: u64,
+    /// The packed files' frames, once packing has begun.
+    frames: Option<Frames>,
+}
+
+/// Size of the pieces appended at a time; an all-zero piece becomes a hole (a packed file's
+/// frame: the two are the same size, so a file's holes are the same either way).
+const CHUNK: usize = FRAME;
+
+impl Spill {
+    /// A spill file over `file`, which must be empty.
+    pub(crate) fn new(file: File) -> Spill {
+        Spill::packing_after(file, PACK_AFTER)
+    }
+
+    /// A spill file over `file` (empty) that packs files once `bytes` of data are stored
+    /// verbatim (0: every file).
+    pub fn packing_after(file: File, bytes: u64) -> Spill {
+        Spill {
+            file,
+            end: 0,
+            file_len: 0,
+            verbatim_data: 0,
+            pack_after: bytes,
+            frames: None,
+        }
+    }
+
+    /// An unnamed temporary file in `$TMPDIR` (removed by the OS when closed).
+    pub(crate) fn temp() -> io::Result<Spill> {
+        Ok(Spill::new(tempfile::tempfile()?))
+    }
+
+    /// An unnamed temporary file in `dir`.
+    pub fn temp_in(dir: &std::path::Path) -> io::Result<Spill> {
+        Ok(Spill::new(tempfile::tempfile_in(dir)?))
+    }
+
+    /// Total bytes appended so far (holes included).
+    pub fn len(&self) -> u64 {
+        self.end
+    }
+
+    /// Whether no file contents have been stored.
+    pub fn is_empty(&self) -> bool {
+        self.end == 0
+    }
+
+    /// Appends everything `data` yields, verbatim or packed (see the module's doc).
+    pub(crate) fn append(&mut self, data: &mut dyn Read) -> io::Result<FileData> {
+        if self.frames.is_none() && self.verbatim_data >= self.pack_after {
+            let base = self.end.max(self.file_len).next_multiple_of(FRAME as u64);
+            // Past the last verbatim file's last block, which its release punches whole.
+            self.frames = Some(Frames::new(base, self.file_len.next_multiple_of(4096)));
+        }
+        match &mut self.frames {
+            Some(frames) => {
+                let offset = frames.next_offset();
+                let len = for_each_chunk(data, |piece, _| frames.push(&self.file, piece))?;
+                self.end = offset + len;
+                Ok(FileData { offset, len })
+            }
+            None => self.append_verbatim(data),
+        }
+    }
+
+    /// Appends `data` verbatim. Offsets are kept 4 KiB-aligned so that block-sized pieces of
+    /// a file map to block-sized pieces of the spill file.
+    fn append_verbatim(&mut self, data: &mut dyn Read) -> io::Result<FileData> {
+        let offset = self.end.next_multiple_of(4096);
+        let len = for_each_chunk(data, |piece, pos| {
+            if !crate::bytes::is_zero(piece) {
+                // Positioned writes: no seek per file or per hole.
+                let at = offset + pos;
+                self.file.write_all_at(piece, at)?;
+                self.file_len = self.file_len.max(at + piece.len() as u64);
+                self.verbatim_data += piece.len() as u64;
+            }
+            Ok(())
+        })?;
+        self.end = offset + len;
+        // Make a trailing hole part of the file so reads of it return zeros.
+        if self.file_len < self.end {
+            self.file.set_len(self.end)?;
+            self.file_len = self.end;
+        }
+        Ok(FileData { offset, len })
+    }
+
+    /// Reads `buf.len()` bytes of `data` starting `pos` bytes into it.
+    pub(crate) fn read_at(&self, data: &FileData, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        if pos + buf.len() as u64 > data.len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past the end of a spilled file",
+            ));
+        }
+        match &self.frames {
+            Some(f) if f.holds(data.offset) => {
+                f.read_at(&self.file, (data.offset, data.len), pos, buf)
+            }
+            _ => self.file.read_exact_at(buf, data.offset + pos),
+        }
+    }
+
+    /// Where `data`'s bytes lie as they are in the spill file ([`Spill::file`]), if they do:
+    /// not for a packed file.
+    pub fn verbatim_offset(&self, data: &FileData) -> Option<u64> {
+        match &self.frames {
+            Some(f) if f.holds(data.offset) => None,
+            _ => Some(data.offset),
+        }
+    }
+
+    /// Byte ranges `[start, end)` of `data`, from its start, that hold data rather than
+    /// zeros left out (holes of the verbatim spill, frames of zeros of a packed file).
+    pub fn data_ranges(&self, data: &FileData) -> io::Result<Vec<(u64, u64)>> {
+        if let Some(f) = self.frames.as_ref().filter(|f| f.holds(data.offset)) {
+            return Ok(f.data_ranges(data.offset, data.len));
+        }
+        let start = data.offset;
+        let ranges = crate::sparse::data_extents(&self.file, start, start + data.len)?;
+        Ok(ranges
+            .into_iter()
+            .map(|(a, b)| (a - start, b - start))
+            .collect())
+    }
+
+    /// Gives back the disk space of `data`'s bytes (punching a hole), which must not be read
+    /// again. Only space is at stake: a filesystem that cannot punch keeps the bytes.
+    pub fn release(&self, data: &FileData) {
+        if data.len == 0 {
+            return;
+        }
+        let (start, end) = match self.frames.as_ref().filter(|f| f.holds(data.offset)) {
+            // Packed files share the blocks at their ends with their neighbours: only the
+            // blocks wholly theirs go.
+            Some(f) => {
+                let (a, b) = f.stored_range(data.offset, data.len);
+                (a.next_multiple_of(4096), b / 4096 * 4096)
+            }
+            // Verbatim files start 4 KiB-aligned: whole blocks go.
+            None => (data.offset, data.offset + data.len.next_multiple_of(4096)),
+        };
+        if end > start {
+            crate::sparse::punch_hole(&self.file, start, end - start);
+        }
+    }
+
+    /// Bytes of the spill file in use: the end of the verbatim bytes or of the packed frames.
+    pub fn stored_end(&self) -> u64 {
+        self.frames.as_ref().map_or(self.file_len, Frames::phys_end)
+    }
+
+    /// A reader over one file's contents.
+    pub fn reader<'a>(&'a self, data: &FileData) -> SpillReader<'a> {
+        SpillReader {
+            spill: self,
+            data: *data,
+            pos: 0,
+            packed: self.verbatim_offset(data).is_none(),
+            frame: None,
+        }
+    }
+
+    /// The underlying file, for consumers that want `SEEK_DATA`/`SEEK_HOLE` or `copy_file_range`.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+/// A reader over one file's contents ([`Spill::reader`]).
+pub struct SpillReader<'a> {
+    spill: &'a Spill,
+    data: FileData,
+    pos: u64,
+    /// The file is packed: reads go through one whole frame at a time.
+    packed: bool,
+    /// The frame last read of a packed file (its number and bytes), so that small reads do
+    /// not decompress it again.
+    frame: Option<(u64, Vec<u8>)>,
+}
+
+impl Read for SpillReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.data.len - self.pos;
+        let n = (buf.len() as u64).min(left) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        if !self.packed {
+            self.spill.read_at(&self.data, self.pos, &mut buf[..n])?;
+            self.pos += n as u64;
+            return Ok(n);
+        }
+        let k = self.pos / FRAME as u64;
+        let start = k * FRAME as u64;
+        if self.frame.as_ref().is_none_or(|(at, _)| *at != k) {
+            let size = (self.data.len - start).min(FRAME as u64) as usize;
+            let mut bytes = self.frame.take().map(|(_, b)| b).unwrap_or_default();
+            bytes.resize(size, 0);
+            self.spill.read_at(&self.data, start, &mut bytes)?;
+            self.frame = Some((k, bytes));
+        }
+        let bytes = &self.frame.as_ref().expect("just read").1;
+        let skip = (self.pos - start) as usize;
+        let n = n.min(bytes.len() - skip);
+        buf[..n].copy_from_slice(&bytes[skip..skip + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads `data` in [`CHUNK`]-sized pieces (the last one shorter), handing each to `piece` with
+/// its position in the file; returns the file's length.
+fn for_each_chunk(
+    data: &mut dyn Read,
+    mut piece: impl FnMut(&[u8], u64) -> io::Result<()>,
+) -> io::Result<u64> {
+    // Not kept between calls: a buffer held by the tree would stay resident through the ext4
+    // stage, when d2v's memory use peaks; reusing one measured no faster.
+    let mut buf = vec![0u8; CHUNK];
+    let mut len = 0u64;
+    loop {
+        let n = read_full(data, &mut buf)?;
+        if n == 0 {
+            return Ok(len);
+        }
+        piece(&buf[..n], len)?;
+        len += n as u64;
+        if n < CHUNK {
+            return Ok(len);
+        }
+    }
+}
+
+/// Reads until `buf` is full or the reader ends; returns the bytes read.
+pub(crate) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_are_aligned_and_holes_read_as_zeros() {
+        let mut s = Spill::temp().unwrap();
+        // Data, a zero chunk, data, ending in a zero chunk: the file must reach its end.
+        let mut a = vec![0u8; 3 * CHUNK + 10];
+        a[5] = 1;
+        a[2 * CHUNK + 3] = 2;
+        let fa = s.append(&mut &a[..]).unwrap();
+        let b = vec![0u8; CHUNK + 1]; // only zeros
+        let fb = s.append(&mut &b[..]).unwrap();
+        let fc = s.append(&mut &b"tail"[..]).unwrap();
+        assert_eq!(s.len(), fc.offset + 4);
+        let empty = s.append(&mut io::empty()).unwrap();
+        assert_eq!((fa.offset, fa.len), (0, a.len() as u64));
+        assert_eq!(fb.offset, (a.len() as u64).next_multiple_of(4096));
+        assert_eq!(fc.offset, (fb.offset + fb.len).next_multiple_of(4096));
+        assert_eq!(empty.len, 0);
+        for (fd, want) in [(&fa, &a[..]), (&fb, &b[..]), (&fc, b"tail")] {
+            let mut got = Vec::new();
+            s.reader(fd).read_to_end(&mut got).unwrap();
+            assert_eq!(got, want);
+        }
+        // Holes, not written zeros (where the file system supports them: tmpfs, ext4, xfs).
+        let blocks = {
+            use std::os::unix::fs::MetadataExt;
+            s.file().metadata().unwrap().blocks() * 512
+        };
+        assert!(blocks < s.len(), "{blocks} bytes allocated for {}", s.len());
+    }
+
+    /// Bytes that compress (text), that do not (xorshift), and zeros, `len` of them.
+    fn mixed(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|i| match (i / 50_000) % 3 {
+                0 => b"spill frames of text "[i % 21],
+                1 => {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                }
+                _ => 0,
+            })
+            .collect()
+    }
+
+    fn read_all(s: &Spill, fd: &FileData) -> Vec<u8> {
+        let mut got = Vec::new();
+        s.reader(fd).read_to_end(&mut got).unwrap();
+        got
+    }
+
+    #[test]
+    fn packed_files_read_back_whole_in_pieces_and_at_any_offset() {
+        let mut s = Spill::packing_after(tempfile::tempfile().unwrap(), 0);
+        let files: Vec<Vec<u8>> = [0, 1, 10, CHUNK - 1, CHUNK, 3 * CHUNK + 77, 400_000]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| mixed(n, i as u64 + 1))
+            .collect();
+        let fds: Vec<FileData> = files
+            .iter()
+            .map(|f| s.append(&mut &f[..]).unwrap())
+            .collect();
+        for (fd, want) in fds.iter().zip(&files) {
+            assert_eq!(s.verbatim_offset(fd), None, "packed from the first byte");
+            assert_eq!(fd.offset % CHUNK as u64, 0);
+            assert_eq!(read_all(&s, fd), *want);
+            // Small reads through the reader, and positioned reads across frame boundaries.
+            let mut r = s.reader(fd);
+            let mut got = Vec::new();
+            let mut piece = [0u8; 1000];
+            loop {
+                let n = r.read(&mut piece).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&piece[..n]);
+            }
+            assert_eq!(got, *want);
+            if want.len() > CHUNK + 10 {
+                let mut buf = vec![0u8; CHUNK];
+                s.read_at(fd, 10, &mut buf).unwrap();
+                assert_eq!(buf, want[10..10 + CHUNK]);
+            }
+            let mut past = [0u8; 2];
+            assert!(s.read_at(fd, want.len() as u64 - 1, &mut past).is_err());
+        }
+        // Text compresses, noise is stored as is, zeros not at all: less than the data.
+        let total: usize = files.iter().map(Vec::len).sum();
+        assert!(
+            s.stored_end() < total as u64 * 3 / 4,
+            "{} of {total}",
+            s.stored_end()
+        );
+    }
+
+    #[test]
+    fn packed_data_ranges_are_the_frames_that_are_not_zeros() {
+        let mut s = Spill::packing_after(tempfile::tempfile().unwrap(), 0);
+        let mut f = vec![0u8; 4 * CHUNK + 5];
+        f[CHUNK + 3] = 1; // frame 1
+        f[4 * CHUNK + 4] = 2; // frame 4, the short last one
+        let fd = s.append(&mut &f[..]).unwrap();
+        let c = CHUNK as u64;
+        assert_eq!(
+            s.data_ranges(&fd).unwrap(),
+            [(c, 2 * c), (4 * c, 4 * c + 5)]
+        );
+        // The verbatim spill reports the same ranges from its holes.
+        let mut v = Spill::temp().unwrap();
+        let vd = v.append(&mut &f[..]).unwrap();
+        assert_eq!(
+            v.data_ranges(&vd).unwrap(),
+            [(c, 2 * c), (4 * c, 4 * c + 5)]
+        );
+    }
+
+    #[test]
+    fn files_are_packed_once_the_verbatim_data_reaches_the_bound() {
+        let mut s = Spill::packing_after(tempfile::tempfile().unwrap(), 2 * CHUNK as u64);
+        let a = mixed(CHUNK + 1, 1);
+        let b = mixed(CHUNK + 100, 2);
+        let c = mixed(3 * CHUNK, 3);
+        let (fa, fb, fc) = (
+            s.append(&mut &a[..]).unwrap(),
+            s.append(&mut &b[..]).unwrap(),
+            s.append(&mut &c[..]).unwrap(),
+        );
+        assert_eq!(s.verbatim_offset(&fa), Some(0));
+        assert!(
+            s.verbatim_offset(&fb).is_some(),
+            "under the bound when it began"
+        );
+        assert_eq!(s.verbatim_offset(&fc), None);
+        assert!(fc.offset >= fb.offset + fb.len);
+        for (fd, want) in [(&fa, &a), (&fb, &b), (&fc, &c)] {
+            assert_eq!(read_all(&s, fd), *want);
+        }
+        // Giving back the last verbatim file (whole blocks, past its unaligned end) leaves
+        // the first packed one whole.
+        s.release(&fb);
+        assert_eq!(read_all(&s, &fc), c);
+        assert_eq!(read_all(&s, &fa), a);
+    }
+
+    #[test]
+    fn releasing_a_packed_file_gives_back_its_own_blocks_only() {
+        use std::os::unix::fs::MetadataExt;
+        let mut s = Spill::packing_after(tempfile::tempfile().unwrap(), 0);
+        let noise = |seed| mixed(20 * CHUNK, seed).into_iter().enumerate();
+        // Incompressible only: every frame is stored as is.
+        let f: Vec<Vec<u8>> = (1..4u64)
+            .map(|seed| {
+                noise(seed)
+                    .filter(|(i, _)| (i / 50_000) % 3 == 1)
+                    .map(|p| p.1)
+                    .collect()
+            })
+            .collect();
+        let fds: Vec<FileData> = f.iter().map(|d| s.append(&mut &d[..]).unwrap()).collect();
+        let allocated = |s: &Spill| s.file().metadata().unwrap().blocks() * 512;
+        let before = allocated(&s);
+        s.release(&fds[1]);
+        let freed = before - allocated(&s);
+        let len = f[1].len() as u64;
+        assert!(
+            freed + 8192 >= len && freed <= len,
+            "{freed} of {len} bytes given back"
+        );
+        assert_eq!(read_all(&s, &fds[0]), f[0], "the neighbours are intact");
+        assert_eq!(read_all(&s, &fds[2]), f[2]);
+    }
+}

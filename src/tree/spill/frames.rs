@@ -8,9 +8,11 @@
 //! entry `(L - base) / FRAME + k` of the frame table. The range costs no disk; the frames do.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
 
 /// Bytes of file per frame (the last frame of a file may be shorter).
 pub(super) const FRAME: usize = 64 * 1024;
@@ -30,6 +32,9 @@ struct Frame {
     compressed: bool,
 }
 
+/// The unit of the spill file's space given back (a punched hole is whole blocks).
+const BLOCK: u64 = 4096;
+
 /// The frame table and the end of the stored bytes.
 #[derive(Debug)]
 pub(super) struct Frames {
@@ -38,6 +43,10 @@ pub(super) struct Frames {
     frames: Vec<Frame>,
     /// End of the stored bytes in the spill file.
     phys_end: u64,
+    /// Blocks of the spill file that packed files share (a file's stored bytes start and end
+    /// anywhere in a block): how many files not yet released have bytes in each. A shared
+    /// block is given back when the last of them is released.
+    shared: Mutex<HashMap<u64, u32>>,
 }
 
 thread_local! {
@@ -60,6 +69,7 @@ impl Frames {
             base,
             frames: Vec::new(),
             phys_end: phys,
+            shared: Mutex::default(),
         }
     }
 
@@ -76,6 +86,15 @@ impl Frames {
     /// End of the stored bytes in the spill file.
     pub(super) fn phys_end(&self) -> u64 {
         self.phys_end
+    }
+
+    /// Notes the file whose frames were pushed since the stored bytes ended at `start`: the
+    /// blocks it shares with other files.
+    pub(super) fn file_stored(&mut self, start: u64) {
+        let shared = self.shared.get_mut().unwrap_or_else(|p| p.into_inner());
+        for block in shared_blocks(start, self.phys_end) {
+            *shared.entry(block).or_insert(0) += 1;
+        }
     }
 
     /// Stores `chunk` (at most [`FRAME`] bytes; shorter only as a file's last) as the next
@@ -159,7 +178,7 @@ impl Frames {
 
     /// The stored bytes of the file at `offset` (of `len` bytes) in the spill file: one range,
     /// since a file's frames are stored one after another.
-    pub(super) fn stored_range(&self, offset: u64, len: u64) -> (u64, u64) {
+    fn stored_range(&self, offset: u64, len: u64) -> (u64, u64) {
         let frames = len.div_ceil(FRAME as u64);
         if frames == 0 {
             return (0, 0);
@@ -168,6 +187,38 @@ impl Frames {
         let (last, _) = self.frame(offset, len, frames - 1);
         (first.phys, last.phys + last.stored as u64)
     }
+
+    /// Gives back the space of the file at `offset` (of `len` bytes), released once: the
+    /// blocks wholly its own, and the shared ones it was the last to hold.
+    pub(super) fn release(&self, file: &File, offset: u64, len: u64) {
+        let (a, b) = self.stored_range(offset, len);
+        let (own_start, own_end) = (a.next_multiple_of(BLOCK), b / BLOCK * BLOCK);
+        if own_end > own_start {
+            crate::sparse::punch_hole(file, own_start, own_end - own_start);
+        }
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        for block in shared_blocks(a, b) {
+            let Some(holders) = shared.get_mut(&block) else {
+                continue;
+            };
+            *holders -= 1;
+            if *holders == 0 {
+                shared.remove(&block);
+                crate::sparse::punch_hole(file, block * BLOCK, BLOCK);
+            }
+        }
+    }
+}
+
+/// The blocks that the stored bytes `[a, b)` touch without covering them whole: at most the
+/// first and the last.
+fn shared_blocks(a: u64, b: u64) -> impl Iterator<Item = u64> {
+    let (first, last) = (a / BLOCK, b.saturating_sub(1) / BLOCK);
+    let partial = move |k: u64| a < b && (k * BLOCK < a || (k + 1) * BLOCK > b);
+    let last = (last != first).then_some(last);
+    std::iter::once(first)
+        .chain(last)
+        .filter(move |&k| partial(k))
 }
 
 /// Compresses `chunk` into `out`; whether that made it smaller (else `out` is to be ignored).

@@ -99,8 +99,9 @@ impl Spill {
         }
         match &mut self.frames {
             Some(frames) => {
-                let offset = frames.next_offset();
+                let (offset, start) = (frames.next_offset(), frames.phys_end());
                 let len = for_each_chunk(data, |piece, _| frames.push(&self.file, piece))?;
+                frames.file_stored(start);
                 self.end = offset + len;
                 Ok(FileData { offset, len })
             }
@@ -176,19 +177,11 @@ impl Spill {
         if data.len == 0 {
             return;
         }
-        let (start, end) = match self.frames.as_ref().filter(|f| f.holds(data.offset)) {
-            // Packed files share the blocks at their ends with their neighbours: only the
-            // blocks wholly theirs go.
-            Some(f) => {
-                let (a, b) = f.stored_range(data.offset, data.len);
-                (a.next_multiple_of(4096), b / 4096 * 4096)
-            }
-            // Verbatim files start 4 KiB-aligned: whole blocks go.
-            None => (data.offset, data.offset + data.len.next_multiple_of(4096)),
-        };
-        if end > start {
-            crate::sparse::punch_hole(&self.file, start, end - start);
+        if let Some(f) = self.frames.as_ref().filter(|f| f.holds(data.offset)) {
+            return f.release(&self.file, data.offset, data.len);
         }
+        // Verbatim files start 4 KiB-aligned and own the blocks they touch: whole blocks go.
+        crate::sparse::punch_hole(&self.file, data.offset, data.len.next_multiple_of(4096));
     }
 
     /// Bytes of the spill file in use: the end of the verbatim bytes or of the packed frames.
@@ -469,5 +462,37 @@ mod tests {
         );
         assert_eq!(read_all(&s, &fds[0]), f[0], "the neighbours are intact");
         assert_eq!(read_all(&s, &fds[2]), f[2]);
+        // The blocks shared with the middle file go with the last of their holders.
+        s.release(&fds[0]);
+        s.release(&fds[2]);
+        assert_eq!(allocated(&s), 0);
+    }
+
+    #[test]
+    fn blocks_shared_by_many_small_packed_files_go_with_the_last_of_them() {
+        use std::os::unix::fs::MetadataExt;
+        let mut s = Spill::packing_after(tempfile::tempfile().unwrap(), 0);
+        // Tens of bytes stored each: many files to a block, and files across block ends.
+        let f: Vec<Vec<u8>> = (0..2000u64)
+            .map(|i| mixed(20 + (i as usize * 37) % 300, i))
+            .collect();
+        let fds: Vec<FileData> = f.iter().map(|d| s.append(&mut &d[..]).unwrap()).collect();
+        let allocated = |s: &Spill| s.file().metadata().unwrap().blocks() * 512;
+        // Every third file first: the rest must read back whole.
+        for fd in fds.iter().step_by(3) {
+            s.release(fd);
+        }
+        for (i, (fd, want)) in fds.iter().zip(&f).enumerate().filter(|(i, _)| i % 3 != 0) {
+            assert_eq!(read_all(&s, fd), *want, "file {i}");
+        }
+        for fd in fds
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|p| p.1)
+        {
+            s.release(fd);
+        }
+        assert_eq!(allocated(&s), 0, "of {} bytes stored", s.stored_end());
     }
 }

@@ -14,6 +14,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
+use super::BLOCK;
+
 /// Bytes of file per frame (the last frame of a file may be shorter).
 pub(super) const FRAME: usize = 64 * 1024;
 
@@ -31,9 +33,6 @@ struct Frame {
     /// The stored bytes are zstd's (otherwise the frame itself).
     compressed: bool,
 }
-
-/// The unit of the spill file's space given back (a punched hole is whole blocks).
-const BLOCK: u64 = 4096;
 
 /// The frame table and the end of the stored bytes.
 #[derive(Debug)]

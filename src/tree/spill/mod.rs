@@ -19,8 +19,12 @@ use frames::{Frames, FRAME};
 /// flatten's one thread (zstd at level 1 both ways: the systemd fixture's 360 MB packed whole
 /// took 1.2 s more CPU and 0.5 s more wall time, +12 %), which an image of this size does not
 /// win back: its spill is small and short-lived. Past it, disk is what runs out: an 8 GiB
-/// image's peak temporary disk goes from 1.74× its OVA to 1.15× (BENCHMARKS.md, scale).
+/// image's peak temporary disk goes from 1.74× its OVA to 1.13× (BENCHMARKS.md, scale).
 pub const PACK_AFTER: u64 = 512 << 20;
+
+/// The unit of the spill file's space: verbatim files start on a block, and a punched hole
+/// is whole blocks.
+const BLOCK: u64 = 4096;
 
 /// Where a regular file's contents live in the spill file.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -95,7 +99,7 @@ impl Spill {
         if self.frames.is_none() && self.verbatim_data >= self.pack_after {
             let base = self.end.max(self.file_len).next_multiple_of(FRAME as u64);
             // Past the last verbatim file's last block, which its release punches whole.
-            self.frames = Some(Frames::new(base, self.file_len.next_multiple_of(4096)));
+            self.frames = Some(Frames::new(base, self.file_len.next_multiple_of(BLOCK)));
         }
         match &mut self.frames {
             Some(frames) => {
@@ -112,7 +116,7 @@ impl Spill {
     /// Appends `data` verbatim. Offsets are kept 4 KiB-aligned so that block-sized pieces of
     /// a file map to block-sized pieces of the spill file.
     fn append_verbatim(&mut self, data: &mut dyn Read) -> io::Result<FileData> {
-        let offset = self.end.next_multiple_of(4096);
+        let offset = self.end.next_multiple_of(BLOCK);
         let len = for_each_chunk(data, |piece, pos| {
             if !crate::bytes::is_zero(piece) {
                 // Positioned writes: no seek per file or per hole.
@@ -140,27 +144,27 @@ impl Spill {
                 "read past the end of a spilled file",
             ));
         }
-        match &self.frames {
-            Some(f) if f.holds(data.offset) => {
-                f.read_at(&self.file, (data.offset, data.len), pos, buf)
-            }
-            _ => self.file.read_exact_at(buf, data.offset + pos),
+        match self.packed(data) {
+            Some(f) => f.read_at(&self.file, (data.offset, data.len), pos, buf),
+            None => self.file.read_exact_at(buf, data.offset + pos),
         }
+    }
+
+    /// The frames of `data`, if it is a packed file.
+    fn packed(&self, data: &FileData) -> Option<&Frames> {
+        self.frames.as_ref().filter(|f| f.holds(data.offset))
     }
 
     /// Where `data`'s bytes lie as they are in the spill file ([`Spill::file`]), if they do:
     /// not for a packed file.
     pub fn verbatim_offset(&self, data: &FileData) -> Option<u64> {
-        match &self.frames {
-            Some(f) if f.holds(data.offset) => None,
-            _ => Some(data.offset),
-        }
+        self.packed(data).is_none().then_some(data.offset)
     }
 
     /// Byte ranges `[start, end)` of `data`, from its start, that hold data rather than
     /// zeros left out (holes of the verbatim spill, frames of zeros of a packed file).
     pub fn data_ranges(&self, data: &FileData) -> io::Result<Vec<(u64, u64)>> {
-        if let Some(f) = self.frames.as_ref().filter(|f| f.holds(data.offset)) {
+        if let Some(f) = self.packed(data) {
             return Ok(f.data_ranges(data.offset, data.len));
         }
         let start = data.offset;
@@ -177,15 +181,16 @@ impl Spill {
         if data.len == 0 {
             return;
         }
-        if let Some(f) = self.frames.as_ref().filter(|f| f.holds(data.offset)) {
+        if let Some(f) = self.packed(data) {
             return f.release(&self.file, data.offset, data.len);
         }
-        // Verbatim files start 4 KiB-aligned and own the blocks they touch: whole blocks go.
-        crate::sparse::punch_hole(&self.file, data.offset, data.len.next_multiple_of(4096));
+        // Verbatim files start on a block and own the blocks they touch: whole blocks go.
+        crate::sparse::punch_hole(&self.file, data.offset, data.len.next_multiple_of(BLOCK));
     }
 
     /// Bytes of the spill file in use: the end of the verbatim bytes or of the packed frames.
-    pub fn stored_end(&self) -> u64 {
+    #[cfg(test)]
+    fn stored_end(&self) -> u64 {
         self.frames.as_ref().map_or(self.file_len, Frames::phys_end)
     }
 
@@ -195,7 +200,7 @@ impl Spill {
             spill: self,
             data: *data,
             pos: 0,
-            packed: self.verbatim_offset(data).is_none(),
+            packed: self.packed(data).is_some(),
             frame: None,
         }
     }

@@ -4,8 +4,8 @@
 //! The first [`PACK_AFTER`] bytes of data are stored verbatim, all-zero stretches left as
 //! holes: a file's bytes are then a range of the spill file that the kernel can copy
 //! (`copy_file_range`) and probe (`SEEK_DATA`). Past that, files are packed ([`frames`]):
-//! compressed frame by frame, so that a large image's staging tree takes about as much disk
-//! as its compressed output rather than all of its data.
+//! compressed frame by frame, so that a large image's staging tree takes nearer its compressed
+//! output's disk than all of its data (1.13× the OVA at 8 GiB of data instead of 1.74×).
 
 mod frames;
 

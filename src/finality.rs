@@ -1,9 +1,9 @@
 //! Which bytes of a disk image being written are final, so that a reader (the VMDK writer)
 //! can work on them while the disk writers (GPT, FAT, ext4) go on.
 //!
-//! A writer says two things: *late* ranges, which it will write only at its end (ext4's
-//! superblocks, descriptor tables, bitmaps and inode tables), and a *watermark*: every byte
-//! below it, outside the late ranges, is written and will not change. At the end it says
+//! A writer says how far the disk is final with a *watermark*: every byte below it is written
+//! and will not change (the disk writers write front to back; ext4 writes its metadata before
+//! its file contents for this). At the end it says
 //! [`Finality::finish`] (everything is final) or [`Finality::abort`] (the disk will not be
 //! finished; readers stop). A reader waits with [`Finality::wait_beyond`].
 //!
@@ -19,7 +19,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 /// What a reader may read now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ready {
-    /// Bytes below this offset are final, except the late ranges.
+    /// Bytes below this offset are final.
     Below(u64),
     /// Every byte is final.
     All,
@@ -30,8 +30,6 @@ pub enum Ready {
 #[derive(Debug, Default)]
 struct State {
     below: u64,
-    /// Sorted, disjoint `[start, end)` byte ranges.
-    late: Vec<(u64, u64)>,
     done: bool,
     aborted: bool,
     /// What the reader has read, and how far beyond it the watermark may go.
@@ -63,22 +61,7 @@ impl Finality {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds byte ranges written only at the end (each `[start, end)`).
-    pub fn add_late(&self, ranges: impl IntoIterator<Item = (u64, u64)>) {
-        let mut s = self.lock();
-        s.late.extend(ranges.into_iter().filter(|(a, b)| a < b));
-        s.late.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(s.late.len());
-        for &(a, b) in &s.late {
-            match merged.last_mut() {
-                Some(last) if a <= last.1 => last.1 = last.1.max(b),
-                _ => merged.push((a, b)),
-            }
-        }
-        s.late = merged;
-    }
-
-    /// Every byte below `offset`, outside the late ranges, is final. Never moves back. Waits
+    /// Every byte below `offset` is final. Never moves back. Waits
     /// while the watermark is further than the lead limit beyond what the reader consumed.
     pub fn advance(&self, offset: u64) {
         let mut s = self.lock();
@@ -148,13 +131,6 @@ impl Finality {
             s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
         }
     }
-
-    /// Whether `[start, end)` meets a late range (and so may still change before the end).
-    pub fn is_late(&self, start: u64, end: u64) -> bool {
-        let s = self.lock();
-        let i = s.late.partition_point(|&(_, b)| b <= start);
-        s.late.get(i).is_some_and(|&(a, _)| a < end)
-    }
 }
 
 /// Releases the writer when dropped: see [`Finality::reading`].
@@ -196,18 +172,6 @@ impl Drop for Finisher<'_> {
 mod tests {
     use super::*;
     use std::sync::Arc;
-
-    #[test]
-    fn late_ranges_merge_and_are_found() {
-        let f = Finality::new();
-        f.add_late([(100, 200), (150, 300), (500, 600), (700, 700)]);
-        assert!(!f.is_late(0, 100));
-        assert!(f.is_late(0, 101));
-        assert!(f.is_late(250, 260));
-        assert!(!f.is_late(300, 500));
-        assert!(f.is_late(599, 1000));
-        assert!(!f.is_late(600, 10_000));
-    }
 
     #[test]
     fn waiting_follows_the_watermark_then_the_end() {

@@ -204,9 +204,8 @@ pub fn write_disk(
     write_disk_reporting(tree, out, opts, &Finality::new(), write_root)
 }
 
-/// [`write_disk`], telling `finality` what is final before the root: everything below it once
-/// the ESP is written, but the first `esp.offset` bytes (the MBR and GPT headers, the BIOS boot
-/// partition), which GRUB's BIOS code goes into last, are late.
+/// [`write_disk`], telling `finality` what is final before the root: the partition table and
+/// GRUB's BIOS code (everything before the ESP), then the ESP once written.
 pub fn write_disk_reporting(
     tree: &mut Tree,
     out: &File,
@@ -217,8 +216,14 @@ pub fn write_disk_reporting(
     let layout = Layout::plan(&opts.seed, opts.esp_size, opts.root_size);
     let partuuid = ids::uuid_string(&layout.root_uuid);
     let prepared = grub::prepare(tree, &layout.esp_volume_id_string(), &partuuid, &opts.grub)?;
-    finality.add_late([(0, layout.esp.offset)]);
     write_partition_table(&layout, out)?;
+    grub::bios::install(
+        out,
+        layout.bios_boot,
+        &prepared.boot_img,
+        &prepared.core_img,
+    )?;
+    finality.advance(layout.esp.offset);
     let fat_opts = FatOptions {
         volume_id: layout.esp_volume_id,
         label: "ESP".into(),
@@ -226,12 +231,6 @@ pub fn write_disk_reporting(
     };
     let esp = fat::write(tree, out, layout.esp.offset, layout.esp.size, &fat_opts)?;
     finality.advance(layout.root.offset);
-    grub::bios::install(
-        out,
-        layout.bios_boot,
-        &prepared.boot_img,
-        &prepared.core_img,
-    )?;
     empty_boot(tree)?;
     write_root(tree, out, layout.root.offset, layout.root.size)?;
     Ok(DiskSummary {

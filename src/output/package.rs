@@ -14,7 +14,7 @@ use std::path::Path;
 use vmdk::{Compressed, VmdkOptions, VmdkSummary};
 
 /// How far the disk writer may run ahead of the compression: the raw disk's bytes on disk
-/// (beyond the late metadata) when its grains are punched once read.
+/// (beyond the metadata ext4 writes first) when its grains are punched once read.
 const LEAD: u64 = 32 << 20;
 
 /// The raw disk: `len` bytes of `raw`, final as `finality` says.

@@ -254,8 +254,9 @@ pub fn write(
     write_reporting(tree, out, offset, opts, &Finality::new())
 }
 
-/// [`write`], telling `finality` which bytes are final as they become so (the filesystem's
-/// metadata is late: written at the end), so that a reader can follow the writer.
+/// [`write`], telling `finality` which bytes are final as they become so (front to back: the
+/// filesystem's metadata is written before its file contents), so that a reader can follow
+/// the writer.
 pub fn write_reporting(
     tree: &Tree,
     out: &File,

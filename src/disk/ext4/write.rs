@@ -1,8 +1,9 @@
-//! The write pass: one walk over the plan's nodes in inode order that allocates each node's
-//! blocks, copies its data (file contents straight from the spill file, with
-//! `copy_file_range` where the kernel can), writes its directory, extent-tree and xattr blocks
-//! and its inode record; then bitmaps, group descriptors and superblocks. Nothing is kept per
-//! node once it is written, so memory does not grow with the tree beyond the plan itself.
+//! The write passes: two walks over the plan's nodes in inode order that allocate each node
+//! the same blocks. The metadata pass writes each node's directory, symlink, extent-tree and
+//! xattr blocks and its inode record, then bitmaps, group descriptors and superblocks; the
+//! data pass copies file contents (straight from the spill file, with `copy_file_range` where
+//! the kernel can), so the image becomes final front to back. Nothing is kept per node once it
+//! is written, so memory does not grow with the tree beyond the plan itself.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -211,11 +212,16 @@ struct Pass<'a> {
 /// Bytes of allocation progress between two reports to the [`Finality`].
 const REPORT_EVERY: u64 = 8 << 20;
 
-/// Writes the filesystem of `blocks` blocks planned by `p` into `out` at `offset`: the
-/// journal, every node, then the group metadata and the superblocks. `finality` hears which
-/// bytes are final as the allocator moves forwards: the fixed metadata (superblocks,
-/// descriptor tables, bitmaps, inode tables) is written last, so it is late; every other block
-/// below the allocator's cursor is written once and for all.
+/// Writes the filesystem of `blocks` blocks planned by `p` into `out` at `offset`, in two
+/// walks of the plan that allocate the same blocks in the same order:
+/// - the metadata pass writes everything but file contents: the journal, every node's
+///   directory, symlink, extent-tree and xattr blocks and its inode record, then the bitmaps,
+///   group descriptors and superblocks;
+/// - the data pass copies file contents into their blocks, telling `finality` as the
+///   allocator's cursor moves forwards: every byte below it is then final.
+///
+/// So the disk becomes final front to back, and a reader (the VMDK writer) never waits for
+/// the end to read the metadata at the start of each flex group.
 pub fn write(
     tree: &Tree,
     p: &Plan,
@@ -226,8 +232,6 @@ pub fn write(
     finality: &Finality,
 ) -> Result<Ext4Summary, Ext4Error> {
     let layout = layout_for(p, blocks, opts)?;
-    let bytes = |(a, b): (u64, u64)| (offset + a * BLOCK, offset + b * BLOCK);
-    finality.add_late(layout.fixed.iter().copied().map(bytes));
     let size = layout.blocks * BLOCK;
     let zeroed = prepare_region(out, offset, size)?;
     let usage = InodeUse::new(tree, p, &layout);
@@ -250,18 +254,11 @@ pub fn write(
     let journal = pass.journal(layout.blocks, opts)?;
     let mut indexed_dirs = 0;
     let mut xattr_blocks = HashMap::new();
-    let mut reported = 0;
     for n in p.nodes(tree) {
         indexed_dirs += pass.node(tree, p, &n, &mut xattr_blocks)? as u64;
-        if (pass.alloc.cursor - reported) * BLOCK >= REPORT_EVERY {
-            pass.w.flush()?;
-            reported = pass.alloc.cursor;
-            finality.advance(offset + reported * BLOCK);
-        }
     }
     pass.w.flush()?;
     pass.itable.flush()?;
-
     let groups = pass.groups(&layout, &usage, zeroed)?;
     let info = SbInfo {
         layout: &layout,
@@ -276,6 +273,20 @@ pub fn write(
     };
     pass.superblocks(&info, &groups.gdt)?;
     pass.w.flush()?;
+
+    let end = std::mem::replace(&mut pass.alloc, Alloc::new(&layout)).cursor;
+    pass.journal_extents(layout.blocks, opts)?;
+    let mut reported = 0;
+    for n in p.nodes(tree) {
+        pass.node_data(tree, &n)?;
+        if (pass.alloc.cursor - reported) * BLOCK >= REPORT_EVERY {
+            pass.w.flush()?;
+            reported = pass.alloc.cursor;
+            finality.advance(offset + reported * BLOCK);
+        }
+    }
+    pass.w.flush()?;
+    debug_assert_eq!(pass.alloc.cursor, end, "both passes allocate alike");
     Ok(Ext4Summary {
         size,
         blocks: layout.blocks,
@@ -321,14 +332,28 @@ struct Groups {
 }
 
 impl Pass<'_> {
-    /// The journal's blocks, its superblock, extent tree and inode record.
-    fn journal(&mut self, fs_blocks: u64, opts: &Ext4Options) -> Result<Journal, Ext4Error> {
+    /// The journal's blocks and extent-tree blocks, allocated.
+    fn journal_extents(
+        &mut self,
+        fs_blocks: u64,
+        opts: &Ext4Options,
+    ) -> Result<(u64, Vec<Extent>, Vec<u64>), Ext4Error> {
         let blocks = journal_blocks(fs_blocks, opts);
         let extents = extents_for(&mut self.alloc, &[(0, blocks)])?;
-        let mut tree_blocks = Vec::new();
-        for _ in 0..tree_shape(extents.len()).iter().sum::<usize>() {
-            tree_blocks.push(self.alloc.run(1)?.0);
-        }
+        let tree_blocks = self.tree_blocks(extents.len())?;
+        Ok((blocks, extents, tree_blocks))
+    }
+
+    /// Blocks for the extent tree of `extents` extents (none when they fit in the inode).
+    fn tree_blocks(&mut self, extents: usize) -> Result<Vec<u64>, Ext4Error> {
+        (0..tree_shape(extents).iter().sum::<usize>())
+            .map(|_| Ok(self.alloc.run(1)?.0))
+            .collect()
+    }
+
+    /// The journal's blocks, its superblock, extent tree and inode record.
+    fn journal(&mut self, fs_blocks: u64, opts: &Ext4Options) -> Result<Journal, Ext4Error> {
+        let (blocks, extents, tree_blocks) = self.journal_extents(fs_blocks, opts)?;
         self.w.put(
             extents[0].phys,
             &sb::journal_superblock(blocks as u32, &opts.uuid),
@@ -353,9 +378,33 @@ impl Pass<'_> {
         Ok(Journal { blocks, i_block })
     }
 
-    /// One node: its blocks allocated, its data, directory or symlink blocks, extent tree and
-    /// xattr block written, then its inode record. `xattr_blocks` holds the block of each
-    /// shared xattr block's owner. Whether it is a hashed (indexed) directory.
+    /// A node's blocks, allocated: its data extents, its extent-tree blocks and the xattr
+    /// block it owns (if any). Both passes call it for every node in the same order.
+    fn place(&mut self, tree: &Tree, n: &Node) -> Result<(Vec<Extent>, Vec<u64>, u64), Ext4Error> {
+        let extents = extents_for(&mut self.alloc, &plan::ranges(tree, n)?)?;
+        let tree_blocks = self.tree_blocks(extents.len())?;
+        let owned_xattr = match n.owns_xattr_block() {
+            true => self.alloc.run(1)?.0,
+            false => 0,
+        };
+        Ok((extents, tree_blocks, owned_xattr))
+    }
+
+    /// The data pass's work on one node: a file's contents into the blocks the metadata pass
+    /// gave it.
+    fn node_data(&mut self, tree: &Tree, n: &Node) -> Result<(), Ext4Error> {
+        let (extents, _, _) = self.place(tree, n)?;
+        if let Src::Tree(id) = n.src {
+            if let Kind::File(fd) = &tree.inode(id).kind {
+                self.copy.file(fd, &extents, &mut self.w)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One node in the metadata pass: its blocks allocated, its directory or symlink blocks,
+    /// extent tree and xattr block written, then its inode record. `xattr_blocks` holds the
+    /// block of each shared xattr block's owner. Whether it is a hashed (indexed) directory.
     fn node(
         &mut self,
         tree: &Tree,
@@ -363,17 +412,12 @@ impl Pass<'_> {
         n: &Node,
         xattr_blocks: &mut HashMap<InodeId, u64>,
     ) -> Result<bool, Ext4Error> {
-        let extents = extents_for(&mut self.alloc, &plan::ranges(tree, n)?)?;
-        let mut tree_blocks = Vec::new();
-        for _ in 0..tree_shape(extents.len()).iter().sum::<usize>() {
-            tree_blocks.push(self.alloc.run(1)?.0);
-        }
+        let (extents, tree_blocks, owned_xattr) = self.place(tree, n)?;
         let mut xattr_block = 0;
         if let Some(x) = n.xattrs.filter(|x| !x.block.is_empty()) {
             xattr_block = if n.owns_xattr_block() {
-                let b = self.alloc.run(1)?.0;
-                xattr_blocks.insert(x.owner, b);
-                b
+                xattr_blocks.insert(x.owner, owned_xattr);
+                owned_xattr
             } else {
                 xattr_blocks[&x.owner]
             };
@@ -401,8 +445,8 @@ impl Pass<'_> {
         Ok(indexed)
     }
 
-    /// A node's data blocks: a directory's entries, a slow symlink's target, a file's
-    /// contents. Whether the directory was written as a hashed tree.
+    /// A node's blocks other than file contents: a directory's entries, a slow symlink's
+    /// target. Whether the directory was written as a hashed tree.
     fn contents(
         &mut self,
         tree: &Tree,
@@ -431,7 +475,6 @@ impl Pass<'_> {
             Some(Kind::Symlink(t)) if !extents.is_empty() => {
                 self.w.slot(extents[0].phys, BLOCK as usize)?[..t.len()].copy_from_slice(t);
             }
-            Some(Kind::File(fd)) => self.copy.file(fd, extents, &mut self.w)?,
             _ => {}
         }
         Ok(false)

@@ -4,8 +4,7 @@
 //! store and its index are a [`Compressed`] disk, which `emit` writes out in disk order.
 //!
 //! Memory is bounded by a fixed pool of grain buffers (8 per thread): a buffer goes back to
-//! the reader once its grain is in the store. Holes of the raw file are never read; grains that
-//! meet a late range (written only at the disk writer's end) are read once the disk is whole.
+//! the reader once its grain is in the store. Holes of the raw file are never read.
 
 use super::emit::Compressed;
 use super::format::*;
@@ -159,7 +158,7 @@ pub(super) fn grains(extents: &[(u64, u64)]) -> impl Iterator<Item = u64> + '_ {
 }
 
 /// Reader thread: each window of grains the watermark passes, its data grains into pool
-/// buffers; grains meeting a late range wait for the end. Whether the disk writer gave up.
+/// buffers, in disk order. Whether the disk writer gave up.
 fn read_final_grains(
     raw: &File,
     len: u64,
@@ -170,64 +169,44 @@ fn read_final_grains(
     mut punch: Puncher,
 ) -> Result<bool, VmdkError> {
     let total = len.div_ceil(GRAIN_BYTES);
-    let (mut next, mut deferred) = (0u64, Vec::new());
-    let send = |grain: u64| -> Result<bool, VmdkError> {
-        let Ok(mut buf) = pool.recv() else {
-            return Ok(false); // the store gave up
-        };
-        let off = grain * GRAIN_BYTES;
-        let n = (len - off).min(GRAIN_BYTES) as usize;
-        raw.read_exact_at(&mut buf[..n], off)
-            .map_err(|source| VmdkError::Read {
-                offset: off,
-                source,
-            })?;
-        buf[n..].fill(0);
-        Ok(jobs.send(Job { grain, buf }).is_ok())
-    };
+    let mut next = 0u64;
     while next < total {
-        let (upto, all) = match finality.wait_beyond((next + 1) * GRAIN_BYTES - 1) {
+        let upto = match finality.wait_beyond((next + 1) * GRAIN_BYTES - 1) {
             Ready::Aborted => return Ok(true),
-            Ready::All => (total, true),
-            Ready::Below(b) => ((b / GRAIN_BYTES).min(total), false),
+            Ready::All => total,
+            Ready::Below(b) => (b / GRAIN_BYTES).min(total),
         };
         let (from, to) = (next * GRAIN_BYTES, (upto * GRAIN_BYTES).min(len));
-        // Grains meeting a late range wait for the end, written or not (ascending).
-        let late: Vec<u64> = if all {
-            Vec::new()
-        } else {
-            (next..upto)
-                .filter(|g| finality.is_late(g * GRAIN_BYTES, (g + 1) * GRAIN_BYTES))
-                .collect()
-        };
         let extents =
             crate::sparse::data_extents(raw, from, to).map_err(|source| VmdkError::Read {
                 offset: from,
                 source,
             })?;
         for grain in grains(&extents) {
-            if late.binary_search(&grain).is_err() {
-                if !send(grain)? {
-                    return Ok(false);
-                }
-                punch.add(grain);
-                if grain % CONSUMED_EVERY == 0 {
-                    finality.consumed(grain * GRAIN_BYTES);
-                }
+            let Ok(mut buf) = pool.recv() else {
+                return Ok(false); // the store gave up
+            };
+            let off = grain * GRAIN_BYTES;
+            let n = (len - off).min(GRAIN_BYTES) as usize;
+            raw.read_exact_at(&mut buf[..n], off)
+                .map_err(|source| VmdkError::Read {
+                    offset: off,
+                    source,
+                })?;
+            buf[n..].fill(0);
+            if jobs.send(Job { grain, buf }).is_err() {
+                return Ok(false);
+            }
+            punch.add(grain);
+            if grain % CONSUMED_EVERY == 0 {
+                finality.consumed(grain * GRAIN_BYTES);
             }
         }
         finality.consumed(to);
-        deferred.extend(late);
         if let Some(bar) = &bar {
             bar.inc(to - from);
         }
         next = upto;
-    }
-    // The disk is whole: the late grains (written or not, holes read as zeros).
-    for grain in deferred {
-        if !send(grain)? {
-            return Ok(false);
-        }
     }
     Ok(false)
 }
@@ -237,7 +216,7 @@ const CONSUMED_EVERY: u64 = (8 << 20) / GRAIN_BYTES;
 
 /// Gives back the raw disk's space behind the reader ([`VmdkOptions::consume`]): runs of
 /// grains read, punched out of the file every 32 MiB and where a run breaks. A grain is only
-/// added once read and final (never a late one), so nothing punched is read or written again.
+/// added once read and final, so nothing punched is read or written again.
 struct Puncher<'f> {
     file: Option<&'f File>,
     /// Grains `[start, end)` read and not punched yet.

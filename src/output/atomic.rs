@@ -160,6 +160,13 @@ impl AtomicFile {
         &mut self.file
     }
 
+    /// [`AtomicFile::commit`] under another name, on the same filesystem as the one it was
+    /// created for (e.g. inside a directory made after the file).
+    pub(crate) fn commit_as(mut self, target: &Path) -> io::Result<()> {
+        self.target = target.to_path_buf();
+        self.commit()
+    }
+
     /// Flush to disk and give the file its name, replacing any existing file there.
     pub(crate) fn commit(mut self) -> io::Result<()> {
         self.file.sync_all()?;

@@ -2,7 +2,7 @@
 //! Deterministic: fixed modes, uid/gid 0, mtime from the caller.
 
 use sha2::{Digest, Sha256};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 pub(crate) const BLOCK: usize = 512;
 
@@ -102,87 +102,19 @@ pub(crate) fn header(name: &str, size: u64, mtime: u64) -> Result<[u8; BLOCK], T
     Ok(h)
 }
 
-/// Streams entries into a tar archive.
-pub(crate) struct TarWriter<W: Write> {
-    out: W,
-    mtime: u64,
-    /// Bytes of the archive written so far.
-    pos: u64,
+/// A whole entry: header, `data`, zeros to the next block.
+pub(crate) fn entry(name: &str, data: &[u8], mtime: u64) -> Result<Vec<u8>, TarError> {
+    let mut e = header(name, data.len() as u64, mtime)?.to_vec();
+    e.extend_from_slice(data);
+    e.resize(BLOCK + (data.len()).next_multiple_of(BLOCK), 0);
+    Ok(e)
 }
 
-impl<W: Write> TarWriter<W> {
-    pub(crate) fn new(out: W, mtime: u64) -> Self {
-        TarWriter { out, mtime, pos: 0 }
-    }
-
-    /// Where the next entry's header goes.
-    pub(crate) fn position(&self) -> u64 {
-        self.pos
-    }
-
-    /// Append a file of exactly `size` bytes read from `data`.
-    pub(crate) fn append(&mut self, name: &str, size: u64, data: &mut dyn Read) -> io::Result<()> {
-        self.append_written(
-            name,
-            size,
-            |e| e,
-            |w| io::copy(&mut data.take(size), w).map(drop),
-        )
-    }
-
-    /// Append a file of exactly `size` bytes that `write` writes itself; the archive's own
-    /// write errors become `E`s by `io_err`.
-    pub(crate) fn append_written<E>(
-        &mut self,
-        name: &str,
-        size: u64,
-        io_err: impl Fn(io::Error) -> E,
-        write: impl FnOnce(&mut dyn Write) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let h = header(name, size, self.mtime)
-            .map_err(|e| io_err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-        self.out.write_all(&h).map_err(&io_err)?;
-        let mut counted = Counted {
-            inner: &mut self.out,
-            bytes: 0,
-        };
-        write(&mut counted)?;
-        let n = counted.bytes;
-        if n != size {
-            return Err(io_err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("{name}: expected {size} bytes, got {n}"),
-            )));
-        }
-        let pad = (BLOCK - (size as usize % BLOCK)) % BLOCK;
-        self.out.write_all(&[0u8; BLOCK][..pad]).map_err(io_err)?;
-        self.pos += BLOCK as u64 + size + pad as u64;
-        Ok(())
-    }
-
-    /// Two zero blocks end the archive.
-    pub(crate) fn finish(mut self) -> io::Result<W> {
-        self.out.write_all(&[0u8; 2 * BLOCK])?;
-        self.out.flush()?;
-        Ok(self.out)
-    }
-}
-
-/// A writer that counts what goes through it.
-struct Counted<'a, W: Write> {
-    inner: &'a mut W,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Counted<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
+/// What ends an archive whose last entry holds `size` bytes: zeros to the next block, then
+/// two zero blocks.
+pub(crate) fn end(size: u64) -> Vec<u8> {
+    let pad = size.next_multiple_of(BLOCK as u64) - size;
+    vec![0u8; pad as usize + 2 * BLOCK]
 }
 
 #[cfg(test)]

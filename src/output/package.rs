@@ -1,17 +1,17 @@
-//! The VMDK outputs: the disk alone, an OVF directory, an OVA. Each compresses the disk first
-//! (beside its writer, see [`crate::finality`]), so the VMDK's size is known before a byte of
-//! it goes out; the descriptor is made from that size and the VMDK is written once, straight
-//! to its place, hashed on the way for the `.mf`.
+//! The VMDK outputs: the disk alone, an OVF directory, an OVA. Each writes the VMDK straight
+//! to its place while the disk is written (see [`crate::finality`]), hashed on the way for the
+//! `.mf`; what depends on the VMDK's size and digest (the `.ovf`, the `.mf`, the OVA's tar
+//! headers) is written once the VMDK is whole.
 
 use super::atomic::{AtomicDir, AtomicFile};
-use super::ova::{self, HashingWriter, TarWriter};
-use super::{base_name, dir_of, io_err, ovf, vmdk, OutputError, OutputOptions};
+use super::ova::{self, HashingWriter};
+use super::{base_name, io_err, ovf, vmdk, OutputError, OutputOptions};
 use crate::finality::Finality;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use vmdk::{Compressed, VmdkOptions, VmdkSummary};
+use vmdk::{VmdkOptions, VmdkSummary};
 
 /// How far the disk writer may run ahead of the compression: the raw disk's bytes on disk
 /// (beyond the metadata ext4 writes first) when its grains are punched once read.
@@ -26,29 +26,24 @@ pub(super) struct Disk<'a> {
 }
 
 impl Disk<'_> {
-    /// The disk compressed as the VMDK `file_name` of the output at `path`; its compressed
-    /// grains wait in a scratch file beside the output (where the user chose to have the space).
+    /// Writes the disk to `out` as the VMDK `file_name`, as it becomes final.
     fn compress(
         self,
         opts: &OutputOptions,
         file_name: String,
-        path: &Path,
-    ) -> Result<(Compressed, VmdkSummary), OutputError> {
+        out: &mut dyn Write,
+    ) -> Result<VmdkSummary, OutputError> {
         let mut v: VmdkOptions = opts.vmdk.clone();
         v.file_name = file_name;
-        v.scratch_dir = Some(dir_of(path).to_path_buf());
         v.adapter_type = "lsilogic".into(); // VMware writes lsilogic for PVSCSI disks too
-        let store = vmdk::scratch_file(&v)?;
         if v.consume {
             // The raw disk is given back as it is read: keep what is written ahead bounded.
             self.finality.limit_lead(LEAD);
         }
-        let c = match vmdk::compress(self.raw, self.len, self.finality, &v, store) {
-            Err(vmdk::VmdkError::Aborted) => return Err(OutputError::Unfinished),
-            r => r?,
-        };
-        let s = c.summary()?;
-        Ok((c, s))
+        match vmdk::compress(self.raw, self.len, self.finality, &v, out) {
+            Err(vmdk::VmdkError::Aborted) => Err(OutputError::Unfinished),
+            r => Ok(r?),
+        }
     }
 }
 
@@ -63,10 +58,9 @@ pub(super) fn write_vmdk(
         .file_name()
         .and_then(|s| s.to_str())
         .ok_or(OutputError::Path(path.into()))?;
-    let (c, _) = disk.compress(opts, name.to_string(), path)?;
     let mut out = AtomicFile::create(path).map_err(&e)?;
     let mut w = BufWriter::with_capacity(1 << 20, out.file_mut());
-    let s = c.emit(&mut w)?;
+    let s = disk.compress(opts, name.to_string(), &mut w)?;
     w.flush().map_err(&e)?;
     drop(w);
     out.commit().map_err(&e)?;
@@ -82,15 +76,17 @@ pub(super) fn write_ovf_dir(
     let e = io_err(path);
     let base = base_name(path)?;
     let names = Names::new(&base);
-    let (c, s) = disk.compress(opts, names.disk.clone(), path)?;
-    let dir = AtomicDir::create(path).map_err(&e)?;
-    let f = File::create(dir.path().join(&names.disk)).map_err(&e)?;
-    let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, f));
-    c.emit(&mut w)?;
-    let (disk_digest, bw) = w.finish();
-    bw.into_inner().map_err(|e| e.into_error()).map_err(&e)?;
+    // The VMDK is an unnamed file until the directory is made around it, once it is whole.
+    let mut vmdk = AtomicFile::create(path).map_err(&e)?;
+    let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, vmdk.file_mut()));
+    let s = disk.compress(opts, names.disk.clone(), &mut w)?;
+    let (disk_digest, mut bw) = w.finish();
+    bw.flush().map_err(&e)?;
+    drop(bw);
     let ovf = descriptor(opts, &names.disk, &s);
     let mf = names.manifest(&ovf, &disk_digest);
+    let dir = AtomicDir::create(path).map_err(&e)?;
+    vmdk.commit_as(&dir.path().join(&names.disk)).map_err(&e)?;
     std::fs::write(dir.path().join(&names.ovf), &ovf).map_err(&e)?;
     std::fs::write(dir.path().join(&names.mf), &mf).map_err(&e)?;
     dir.commit().map_err(&e)?;
@@ -98,9 +94,12 @@ pub(super) fn write_ovf_dir(
     Ok((bytes, Some(s)))
 }
 
-/// The OVA: a ustar of the `.ovf`, the `.mf` and the VMDK, in that order; its size. The `.mf`
-/// holds the VMDK's digest, known only once the VMDK is written after it: its entry is
-/// written with a placeholder of the same length, then overwritten in place.
+/// The OVA: a ustar of the `.ovf`, the `.mf` and the VMDK, in that order; its size.
+///
+/// The VMDK goes first, to its place after room left for the `.ovf` and `.mf` entries and its
+/// own tar header, which are written once its size and digest are known. The room is sized by
+/// the descriptor with the widest sizes a VMDK can have; the real one is padded to it with
+/// spaces after its root element (white space XML allows there).
 pub(super) fn write_ova(
     disk: Disk,
     path: &Path,
@@ -109,44 +108,48 @@ pub(super) fn write_ova(
     let e = io_err(path);
     let base = base_name(path)?;
     let names = Names::new(&base);
-    let (c, s) = disk.compress(opts, names.disk.clone(), path)?;
-    let ovf = descriptor(opts, &names.disk, &s);
-    let placeholder = names.manifest(&ovf, &[0; 32]);
+    let widest = VmdkSummary {
+        capacity: disk.len.next_multiple_of(512),
+        populated_size: u64::MAX,
+        file_size: u64::MAX,
+        grains: 0,
+    };
+    let widest = descriptor(opts, &names.disk, &widest);
+    // The names are checked here, before the work.
+    let body = names
+        .head(
+            &widest,
+            &names.manifest(&widest, &[0; 32]),
+            u64::MAX,
+            opts.mtime,
+        )?
+        .len() as u64;
 
     let mut out = AtomicFile::create(path).map_err(&e)?;
-    let mut tar = TarWriter::new(
-        BufWriter::with_capacity(1 << 20, out.file_mut()),
-        opts.mtime,
-    );
-    tar.append(&names.ovf, ovf.len() as u64, &mut ovf.as_bytes())
-        .map_err(&e)?;
-    let mf_at = tar.position() + ova::BLOCK as u64;
-    tar.append(
-        &names.mf,
-        placeholder.len() as u64,
-        &mut placeholder.as_bytes(),
-    )
-    .map_err(&e)?;
+    out.file_mut().seek(SeekFrom::Start(body)).map_err(&e)?;
+    let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, out.file_mut()));
+    let s = disk.compress(opts, names.disk.clone(), &mut w)?;
+    let (disk_digest, mut bw) = w.finish();
+    bw.write_all(&ova::end(s.file_size)).map_err(&e)?;
+    bw.flush().map_err(&e)?;
+    drop(bw);
     crate::interrupt::pause_point("ova");
-    let mut disk_digest = [0; 32];
-    tar.append_written(
-        &names.disk,
-        s.file_size,
-        |x| OutputError::from(e(x)),
-        |w| {
-            let mut h = HashingWriter::new(w);
-            c.emit(&mut h)?;
-            disk_digest = h.finish().0;
-            Ok(())
-        },
-    )?;
-    tar.finish().map_err(&e)?;
+
+    let ovf = padded(descriptor(opts, &names.disk, &s), widest.len());
     let mf = names.manifest(&ovf, &disk_digest);
-    debug_assert_eq!(mf.len(), placeholder.len());
-    out.file().write_all_at(mf.as_bytes(), mf_at).map_err(&e)?;
+    let head = names.head(&ovf, &mf, s.file_size, opts.mtime)?;
+    debug_assert_eq!(head.len() as u64, body);
+    out.file().write_all_at(&head, 0).map_err(&e)?;
     let bytes = out.file().metadata().map_err(&e)?.len();
     out.commit().map_err(&e)?;
     Ok((bytes, Some(s)))
+}
+
+/// `ovf` padded to `room` bytes with spaces after its root element.
+fn padded(ovf: String, room: usize) -> String {
+    let body = ovf.trim_end_matches('\n');
+    let pad = room.saturating_sub(ovf.len());
+    format!("{body}{}\n", " ".repeat(pad))
 }
 
 /// The file names of the package `base`.
@@ -163,6 +166,21 @@ impl Names {
             mf: format!("{base}.mf"),
             disk: format!("{base}-disk1.vmdk"),
         }
+    }
+
+    /// The OVA up to the VMDK's data: the `.ovf` and `.mf` entries and the VMDK's tar header
+    /// for `disk_size` bytes.
+    fn head(
+        &self,
+        ovf: &str,
+        mf: &str,
+        disk_size: u64,
+        mtime: u64,
+    ) -> Result<Vec<u8>, ova::TarError> {
+        let mut head = ova::entry(&self.ovf, ovf.as_bytes(), mtime)?;
+        head.extend(ova::entry(&self.mf, mf.as_bytes(), mtime)?);
+        head.extend(ova::header(&self.disk, disk_size, mtime)?);
+        Ok(head)
     }
 
     /// The `.mf`: the descriptor's digest and the disk's.
@@ -182,4 +200,16 @@ fn descriptor(opts: &OutputOptions, disk_name: &str, s: &VmdkSummary) -> String 
         populated_size: s.populated_size,
     };
     ovf::descriptor(&opts.vm, opts.os_release.as_deref(), &disk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::padded;
+
+    #[test]
+    fn the_descriptor_is_padded_after_its_root_element() {
+        let ovf = "<Envelope/>\n".to_string();
+        assert_eq!(padded(ovf.clone(), 16), "<Envelope/>    \n");
+        assert_eq!(padded(ovf.clone(), ovf.len()), ovf);
+    }
 }

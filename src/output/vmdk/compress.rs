@@ -1,45 +1,48 @@
 //! The compression pass: grains of the raw disk are read as they become final (see
-//! [`crate::finality`]: the VMDK can be compressed while the disk is still being written),
-//! compressed on every core and appended, in the order they finish, to a store file. The
-//! store and its index are a [`Compressed`] disk, which `emit` writes out in disk order.
+//! [`crate::finality`]: the VMDK is written while the disk is still being written), in disk
+//! order, compressed on every core, put back in disk order and written out by an
+//! [`Emitter`] as they come: nothing of the VMDK waits anywhere but in memory.
 //!
 //! Memory is bounded by a fixed pool of grain buffers (8 per thread): a buffer goes back to
-//! the reader once its grain is in the store. Holes of the raw file are never read.
+//! the reader once its grain is written out. Holes of the raw file are never read.
 
-use super::emit::Compressed;
+use super::emit::Emitter;
 use super::format::*;
-use super::{VmdkError, VmdkOptions, MAX_LEVEL};
+use super::{VmdkError, VmdkOptions, VmdkSummary, MAX_LEVEL};
 use crate::finality::{Finality, Ready};
 use libdeflater::{CompressionLvl, Compressor};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 
 struct Job {
+    /// The job's place in the reader's order.
+    seq: u64,
     grain: u64,
     buf: Vec<u8>,
 }
 
 struct Done {
+    seq: u64,
     grain: u64,
     buf: Vec<u8>,
     /// Grain marker + zlib data padded to a sector; `None` for an all-zero grain.
     block: Option<Vec<u8>>,
 }
 
-/// Compresses the `len` bytes of `raw` as they become final by `finality`, into `store` (an
-/// empty scratch file). Returns when the disk is whole and every grain is compressed;
-/// [`VmdkError::Aborted`] when the disk writer gave up.
+/// Writes the `len` bytes of `raw` as a streamOptimized VMDK to `out`, sequentially, as they
+/// become final by `finality`. Returns when the disk is whole and written out;
+/// [`VmdkError::Aborted`] when the disk writer gave up (`out` then holds a part).
 pub fn compress(
     raw: &File,
     len: u64,
     finality: &Finality,
     opts: &VmdkOptions,
-    store: File,
-) -> Result<Compressed, VmdkError> {
+    out: &mut dyn Write,
+) -> Result<VmdkSummary, VmdkError> {
     if opts.compression_level > MAX_LEVEL {
         return Err(VmdkError::Level(opts.compression_level));
     }
@@ -58,35 +61,15 @@ pub fn compress(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let mut out = Store {
-        file: BufWriter::with_capacity(1 << 20, &store),
-        pos: 0,
-        index: BTreeMap::new(),
-    };
-    let aborted = pipeline(raw, len, finality, opts, threads, &mut out)?;
-    if aborted {
+    let mut emitter = Emitter::start(out, capacity_sectors, &descriptor)?;
+    crate::interrupt::pause_point("vmdk");
+    if pipeline(raw, len, finality, opts, threads, &mut emitter)? {
         return Err(VmdkError::Aborted);
     }
-    out.file.flush().map_err(VmdkError::Write)?;
-    let index = std::mem::take(&mut out.index);
-    drop(out);
-    Ok(Compressed::new(
-        store,
-        index,
-        capacity_sectors,
-        descriptor,
-        opts.consume,
-    ))
+    emitter.finish()
 }
 
-/// The compressed grains so far: appended to the store file, indexed by grain number.
-struct Store<'f> {
-    file: BufWriter<&'f File>,
-    pos: u64,
-    index: BTreeMap<u64, (u64, u32)>,
-}
-
-/// The reader, `threads` compressors and the store on the calling thread. Whether the disk
+/// The reader, `threads` compressors and the emitter on the calling thread. Whether the disk
 /// writer gave up.
 fn pipeline(
     raw: &File,
@@ -94,7 +77,7 @@ fn pipeline(
     finality: &Finality,
     opts: &VmdkOptions,
     threads: usize,
-    out: &mut Store,
+    out: &mut Emitter,
 ) -> Result<bool, VmdkError> {
     let pool_size = threads * 8;
     let level = opts.compression_level;
@@ -118,29 +101,34 @@ fn pipeline(
             s.spawn(move || compress_grains(level, &job_rx, &done_tx));
         }
         drop(done_tx);
-        let stored = store_grains(done_rx, &pool_tx, out);
+        let emitted = emit_in_order(done_rx, &pool_tx, out);
         drop(pool_tx);
         let read = reader.join().expect("reader thread panicked");
-        stored?;
+        emitted?;
         read
     })
 }
 
-/// Appends every compressed grain to the store, giving each buffer back to the reader.
-fn store_grains(
+/// Writes every compressed grain out in the reader's order (the compressors finish in any
+/// order), giving each buffer back to the reader once its grain is out.
+fn emit_in_order(
     done: Receiver<Result<Done, VmdkError>>,
-    pool: &std::sync::mpsc::Sender<Vec<u8>>,
-    out: &mut Store,
+    pool: &Sender<Vec<u8>>,
+    out: &mut Emitter,
 ) -> Result<(), VmdkError> {
+    let mut waiting = BTreeMap::new();
+    let mut next = 0u64;
     for r in done.iter() {
         let d = r?;
-        if let Some(block) = &d.block {
-            out.file.write_all(block).map_err(VmdkError::Write)?;
-            out.index.insert(d.grain, (out.pos, block.len() as u32));
-            out.pos += block.len() as u64;
+        waiting.insert(d.seq, d);
+        while let Some(d) = waiting.remove(&next) {
+            if let Some(block) = &d.block {
+                out.grain(d.grain, block)?;
+            }
+            next += 1;
+            // The reader may have stopped on an error; then nobody needs the buffer.
+            let _ = pool.send(d.buf);
         }
-        // The reader may have stopped on an error; then nobody needs the buffer.
-        let _ = pool.send(d.buf);
     }
     Ok(())
 }
@@ -169,7 +157,7 @@ fn read_final_grains(
     mut punch: Puncher,
 ) -> Result<bool, VmdkError> {
     let total = len.div_ceil(GRAIN_BYTES);
-    let mut next = 0u64;
+    let (mut next, mut seq) = (0u64, 0u64);
     while next < total {
         let upto = match finality.wait_beyond((next + 1) * GRAIN_BYTES - 1) {
             Ready::Aborted => return Ok(true),
@@ -184,7 +172,7 @@ fn read_final_grains(
             })?;
         for grain in grains(&extents) {
             let Ok(mut buf) = pool.recv() else {
-                return Ok(false); // the store gave up
+                return Ok(false); // the emitter gave up
             };
             let off = grain * GRAIN_BYTES;
             let n = (len - off).min(GRAIN_BYTES) as usize;
@@ -194,9 +182,10 @@ fn read_final_grains(
                     source,
                 })?;
             buf[n..].fill(0);
-            if jobs.send(Job { grain, buf }).is_err() {
+            if jobs.send(Job { seq, grain, buf }).is_err() {
                 return Ok(false);
             }
+            seq += 1;
             punch.add(grain);
             if grain % CONSUMED_EVERY == 0 {
                 finality.consumed(grain * GRAIN_BYTES);
@@ -273,7 +262,7 @@ fn compress_grains(
             let rx = jobs.lock().unwrap_or_else(|p| p.into_inner());
             rx.recv()
         };
-        let Ok(Job { grain, buf }) = job else {
+        let Ok(Job { seq, grain, buf }) = job else {
             return;
         };
         let r = if crate::bytes::is_zero(&buf) {
@@ -282,7 +271,12 @@ fn compress_grains(
             compress_one(&mut z, grain, &buf).map(Some)
         };
         if done
-            .send(r.map(|block| Done { grain, buf, block }))
+            .send(r.map(|block| Done {
+                seq,
+                grain,
+                buf,
+                block,
+            }))
             .is_err()
         {
             return;

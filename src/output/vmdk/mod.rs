@@ -16,16 +16,13 @@ mod reader;
 mod tests;
 
 pub use compress::compress;
-pub use emit::Compressed;
 
 use crate::finality::Finality;
 use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
 
 /// Writes `raw` (a plain, possibly sparse disk image, written whole) as a streamOptimized VMDK
-/// to `out`, strictly sequentially (`out` may be a pipe or a tar entry). The compressed grains
-/// wait in a scratch file (in `opts.scratch_dir`, else TMPDIR) until they go out in disk order.
+/// to `out`, strictly sequentially (`out` may be a pipe or a tar entry).
 pub fn write_stream_optimized(
     raw: &File,
     out: &mut dyn Write,
@@ -35,17 +32,7 @@ pub fn write_stream_optimized(
         .metadata()
         .map_err(|source| VmdkError::Read { offset: 0, source })?
         .len();
-    let disk = compress(raw, len, &Finality::complete(), opts, scratch_file(opts)?)?;
-    disk.emit(out)
-}
-
-/// An unnamed scratch file for the compressed grains.
-pub fn scratch_file(opts: &VmdkOptions) -> Result<File, VmdkError> {
-    match &opts.scratch_dir {
-        Some(d) => tempfile::tempfile_in(d),
-        None => tempfile::tempfile(),
-    }
-    .map_err(VmdkError::Store)
+    compress(raw, len, &Finality::complete(), opts, out)
 }
 
 /// Highest `--compression-level`.
@@ -73,11 +60,8 @@ pub struct VmdkOptions {
     pub threads: usize,
     /// Advanced by the bytes of the disk compressed (holes included); its length is set here.
     pub progress: Option<indicatif::ProgressBar>,
-    /// Where the compressed grains wait before they go out in disk order (default: TMPDIR).
-    pub scratch_dir: Option<PathBuf>,
     /// The raw disk is a temporary nobody reads after: each grain's bytes are punched out of
-    /// it once read, and the compressed grains out of the scratch file once written, so the
-    /// temporary files shrink as the VMDK grows.
+    /// it once read, so the temporary file shrinks as the VMDK grows.
     pub consume: bool,
 }
 
@@ -92,7 +76,6 @@ impl Default for VmdkOptions {
             tools_version: 2147483647,
             threads: 0,
             progress: None,
-            scratch_dir: None,
             consume: false,
         }
     }
@@ -137,9 +120,6 @@ pub enum VmdkError {
     /// More compressed data than 32-bit grain table entries address (2 TiB).
     #[error("the VMDK would exceed 2 TiB of compressed data, beyond 32-bit grain table entries: use a smaller disk")]
     TooLarge,
-    /// The scratch file holding the compressed grains failed.
-    #[error("the scratch file of the compressed grains (beside the output, else in TMPDIR) failed: {0} (check free space there)")]
-    Store(#[source] std::io::Error),
     /// The disk writer gave up before the disk was whole.
     #[error("the disk image was not finished, so no VMDK was written")]
     Aborted,

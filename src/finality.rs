@@ -64,17 +64,29 @@ impl Finality {
     /// Every byte below `offset` is final. Never moves back. Waits
     /// while the watermark is further than the lead limit beyond what the reader consumed.
     pub fn advance(&self, offset: u64) {
-        let mut s = self.lock();
-        if offset > s.below {
-            s.below = offset;
-            self.cv.notify_all();
-        }
+        let mut s = self.advanced(offset);
         while s
             .lead
             .is_some_and(|l| s.below > s.consumed.saturating_add(l) && !s.aborted)
         {
             s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    /// [`Finality::advance`] without waiting for the reader: for a region whose written bytes
+    /// are bounded otherwise (the ESP, by its size; mostly holes), so the writer goes on to
+    /// its next region while the reader works through this one.
+    pub fn advance_now(&self, offset: u64) {
+        drop(self.advanced(offset));
+    }
+
+    fn advanced(&self, offset: u64) -> MutexGuard<'_, State> {
+        let mut s = self.lock();
+        if offset > s.below {
+            s.below = offset;
+            self.cv.notify_all();
+        }
+        s
     }
 
     /// Holds the writer within `bytes` of what the reader has consumed, from now until
@@ -206,6 +218,14 @@ mod tests {
         assert_eq!(f.wait_beyond(200), Ready::Below(1000));
         drop(f.reading());
         writer.join().unwrap();
+    }
+
+    #[test]
+    fn advancing_now_does_not_wait_for_the_reader() {
+        let f = Finality::new();
+        f.limit_lead(100);
+        f.advance_now(10_000); // far beyond 0 + 100, and no reader: returns at once
+        assert_eq!(f.wait_beyond(5_000), Ready::Below(10_000));
     }
 
     #[test]

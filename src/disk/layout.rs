@@ -205,7 +205,8 @@ pub fn write_disk(
 }
 
 /// [`write_disk`], telling `finality` what is final before the root: the partition table and
-/// GRUB's BIOS code (everything before the ESP), then the ESP once written.
+/// GRUB's BIOS code (everything before the ESP), then the ESP once written. Neither waits
+/// for the reader: the root's writer plans and writes its metadata meanwhile.
 pub fn write_disk_reporting(
     tree: &mut Tree,
     out: &File,
@@ -223,14 +224,14 @@ pub fn write_disk_reporting(
         &prepared.boot_img,
         &prepared.core_img,
     )?;
-    finality.advance(layout.esp.offset);
+    finality.advance_now(layout.esp.offset);
     let fat_opts = FatOptions {
         volume_id: layout.esp_volume_id,
         label: "ESP".into(),
         source: b"boot".to_vec(),
     };
     let esp = fat::write(tree, out, layout.esp.offset, layout.esp.size, &fat_opts)?;
-    finality.advance(layout.root.offset);
+    finality.advance_now(layout.root.offset);
     empty_boot(tree)?;
     write_root(tree, out, layout.root.offset, layout.root.size)?;
     Ok(DiskSummary {

@@ -205,8 +205,8 @@ pub fn write_disk(
 }
 
 /// [`write_disk`], telling `finality` what is final before the root: the partition table and
-/// GRUB's BIOS code (everything before the ESP), then the ESP once written. Neither waits
-/// for the reader: the root's writer plans and writes its metadata meanwhile.
+/// GRUB's BIOS code (everything before the ESP), then the ESP as it is written. None of this
+/// waits for the reader: the root's writer plans and writes its metadata meanwhile.
 pub fn write_disk_reporting(
     tree: &mut Tree,
     out: &File,
@@ -230,7 +230,8 @@ pub fn write_disk_reporting(
         label: "ESP".into(),
         source: b"boot".to_vec(),
     };
-    let esp = fat::write(tree, out, layout.esp.offset, layout.esp.size, &fat_opts)?;
+    let (esp_at, esp_size) = (layout.esp.offset, layout.esp.size);
+    let esp = fat::write_reporting(tree, out, esp_at, esp_size, &fat_opts, finality)?;
     finality.advance_now(layout.root.offset);
     empty_boot(tree)?;
     write_root(tree, out, layout.root.offset, layout.root.size)?;

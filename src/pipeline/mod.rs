@@ -406,7 +406,6 @@ mod tests {
         let fat = DiskError::Fat(FatError::Entry {
             path: "boot/vmlinuz".into(),
             source: full(libc::ENOSPC),
-            esp_mib: 256,
         });
         let ext4 = DiskError::Root(ext4::Ext4Error::Io {
             what: "writing the ext4 image".into(),

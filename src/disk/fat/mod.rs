@@ -1,61 +1,81 @@
 //! The FAT32 EFI System Partition, filled from the staging tree's `/boot` (the ESP is the
-//! guest's `/boot`, as in the seed article).
+//! guest's `/boot`, as in the seed article), written by d2v from the FAT specification.
 //!
-//! FAT has no symlinks, owners or modes: a symlink is resolved inside the image root and its
-//! target copied, or dropped with a warning; names FAT cannot hold are dropped with a warning.
+//! The volume is planned whole first ([`plan`]: names, then clusters, directories before file
+//! contents), so it is written front to back in one sequential pass: reserved sectors, both
+//! FATs, directories, file contents, telling a [`Finality`] as it goes so the VMDK writer
+//! compresses the ESP while it is written.
+//!
 //! Output is deterministic: the volume serial comes from the layout (derived from the image
 //! digest) and time stamps from the tree's mtimes, clamped to `SOURCE_DATE_EPOCH` when set: a
-//! file's created/modified/accessed are its mtime, a directory's created (and its `.` entry)
-//! its own mtime and its modified the mtime of the last entry copied into it (as writing the
-//! entry would set it on any file system). No wall clock, no FAT epoch.
+//! file's created/modified/accessed are its mtime, a directory's created (and its `.` and `..`
+//! entries) its own mtime and its modified the mtime of its last entry (as writing the entry
+//! would set it on any file system). No wall clock, no FAT epoch.
 
-mod fixup;
-mod window;
+mod dirent;
+mod geometry;
+mod plan;
 
-use std::cell::Cell;
-use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 
-use fatfs::{FatType, FileSystem, FormatVolumeOptions, FsOptions};
-
-pub(crate) use window::Window;
+use dirent::dos_time;
+use dirent::{Short, ATTR_ARCHIVE, ATTR_DIRECTORY};
+use geometry::{Geometry, END_OF_CHAIN, ROOT_CLUSTER, SECTOR};
+use plan::{Node, NodeKind};
 
 use super::Result;
-use crate::tree::{show, InodeId, Kind, Tree};
+use crate::finality::Finality;
+use crate::tree::{show, Tree};
 
-/// The ESP could not be written: the filesystem as a whole (`what` was being done), or one
-/// entry copied from `/boot`.
+/// The ESP could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum FatError {
-    /// The FAT32 volume as a whole failed (`what` was being done).
+    /// Writing the volume's structures failed (`what` was being written).
     #[error("{what}: {source}")]
     Volume {
-        /// What was being done.
+        /// What was being written.
         what: String,
         /// The error.
         source: io::Error,
     },
-    /// One entry copied from `/boot` failed.
-    #[error("/{path}: {source}{}", too_small_hint(.source, *.esp_mib))]
+    /// Copying one file from `/boot` failed (reading it from the staging tree, or writing it).
+    #[error("/{path}: {source}")]
     Entry {
-        /// Its path below `/boot`.
+        /// Its path in the image.
         path: String,
         /// The error.
         source: io::Error,
-        /// The partition's size, for the hint.
+    },
+    /// `/boot` does not fit: this entry was the first without room.
+    #[error("/{path}: no room left on the ESP ({esp_mib} MiB); if /boot does not fit, raise --boot-size")]
+    NoSpace {
+        /// Its path in the image.
+        path: String,
+        /// The partition's size.
         esp_mib: u64,
     },
-}
-
-/// An OS error comes from the disk image file (its filesystem is full, say); the FAT's own
-/// errors (out of clusters) mean `/boot` does not fit the ESP.
-fn too_small_hint(e: &io::Error, esp_mib: u64) -> String {
-    if e.raw_os_error().is_some() {
-        String::new()
-    } else {
-        format!(" (the ESP is {esp_mib} MiB; if /boot does not fit, raise --boot-size)")
-    }
+    /// A directory with more entries than FAT allows (65 536, long-name parts included).
+    #[error("/{path}: more entries than a FAT directory holds (65 536 with their long names)")]
+    TooManyEntries {
+        /// Its path in the image.
+        path: String,
+    },
+    /// A file FAT cannot hold (4 GiB or more).
+    #[error("/{path}: {len} bytes; FAT holds files below 4 GiB")]
+    TooLarge {
+        /// Its path in the image.
+        path: String,
+        /// Its size.
+        len: u64,
+    },
+    /// The partition cannot be FAT32 (fewer than 65 525 clusters of 512 bytes).
+    #[error("an ESP of {size} bytes is too small for FAT32; --boot-size must be at least 34 MiB")]
+    Size {
+        /// The partition's size.
+        size: u64,
+    },
 }
 
 /// How to write the FAT32 EFI System Partition.
@@ -79,30 +99,6 @@ pub struct FatSummary {
     pub(crate) warnings: Vec<String>,
 }
 
-/// Deepest directory nesting copied (guards against symlinked directory loops).
-const MAX_DEPTH: usize = 32;
-
-thread_local! {
-    /// The mtime (seconds) of the entry being created, for [`EntryTime`].
-    static ENTRY_SECS: Cell<i64> = const { Cell::new(0) };
-}
-
-/// `fatfs` stamps each new entry with its time provider's "now": this provider answers the
-/// mtime of the tree entry being copied (set in [`ENTRY_SECS`] just before), never a clock.
-#[derive(Debug)]
-struct EntryTime;
-
-impl fatfs::TimeProvider for EntryTime {
-    fn get_current_date(&self) -> fatfs::Date {
-        self.get_current_date_time().date
-    }
-    fn get_current_date_time(&self) -> fatfs::DateTime {
-        dos_time(ENTRY_SECS.with(Cell::get))
-    }
-}
-
-static ENTRY_TIME: EntryTime = EntryTime;
-
 /// Formats `[offset, offset+size)` of `out` as FAT32 and copies `opts.source` into it.
 pub fn write(
     tree: &Tree,
@@ -111,215 +107,231 @@ pub fn write(
     size: u64,
     opts: &FatOptions,
 ) -> Result<FatSummary> {
-    let fat_err = |what: &str, source: io::Error| FatError::Volume {
-        what: what.into(),
-        source,
-    };
-    let mut label = [b' '; 11];
-    for (d, s) in label
-        .iter_mut()
-        .zip(opts.label.to_ascii_uppercase().bytes())
-    {
-        *d = s;
-    }
-    let format = FormatVolumeOptions::new()
-        .fat_type(FatType::Fat32)
-        .volume_id(opts.volume_id)
-        .volume_label(label);
-    let mut disk = Window::new(out, offset, size);
-    fatfs::format_volume(&mut disk, format)
-        .map_err(|e| fat_err(&format!("formatting a {} MiB partition", size >> 20), e))?;
-    let fs = FileSystem::new(&mut disk, FsOptions::new().time_provider(&ENTRY_TIME))
-        .map_err(|e| fat_err("opening the new filesystem", e))?;
+    write_reporting(tree, out, offset, size, opts, &Finality::new())
+}
+
+/// [`write`], telling `finality` (without waiting for its reader: the partition's size bounds
+/// what it holds) how far the disk is final as the volume is written front to back.
+pub fn write_reporting(
+    tree: &Tree,
+    out: &File,
+    offset: u64,
+    size: u64,
+    opts: &FatOptions,
+    finality: &Finality,
+) -> Result<FatSummary> {
+    let g = Geometry::for_size(size).ok_or(FatError::Size { size })?;
     let mut summary = FatSummary::default();
-    match tree.resolve(&opts.source, true) {
-        Some(id) if tree.inode(id).kind.is_dir() => {
-            let mut cx = Copy {
-                tree,
-                summary: &mut summary,
-                ancestors: vec![id],
-                top: opts.source.clone(),
-                size,
-            };
-            cx.dir(id, &opts.source, &fs.root_dir())?;
-        }
-        _ => summary.warnings.push(format!(
-            "/{} is not a directory in the image: the ESP is empty",
-            show(&opts.source)
-        )),
+    let plan = plan::plan(tree, &opts.source, &g, &mut summary)?;
+    let label = label(&opts.label);
+    let end = ROOT_CLUSTER + plan.used;
+    let next_free = if plan.used < g.clusters {
+        end
+    } else {
+        u32::MAX
+    };
+    let mut w = Sequential::new(out, offset, finality);
+    let volume = |what: &str| {
+        let what = what.to_string();
+        move |source| FatError::Volume { what, source }
+    };
+    let reserved = g.reserved_region(
+        opts.volume_id,
+        label,
+        (offset / SECTOR) as u32,
+        g.clusters - plan.used,
+        next_free,
+    );
+    w.put(&reserved)
+        .map_err(volume("writing the boot sector"))?;
+    let fat = fat_table(&g, &plan.nodes);
+    debug_assert_eq!(w.pos, g.fat_offset(0));
+    for _ in 0..2 {
+        w.put(&fat).map_err(volume("writing the FAT"))?;
     }
-    fs.unmount().map_err(|e| fat_err("writing the FAT", e))?;
-    fixup::repair(&mut disk, (offset / super::SECTOR) as u32)
-        .map_err(|e| fat_err("repairing directories", e))?;
-    disk.flush()
-        .map_err(|e| fat_err("writing the partition", e))?;
+    for node in &plan.nodes {
+        if let NodeKind::Dir { entries, parent } = &node.kind {
+            debug_assert_eq!(w.pos, g.cluster_offset(node.first));
+            let bytes = dir_bytes(&plan.nodes, node, entries, *parent, label, &g);
+            w.put(&bytes).map_err(volume("writing directories"))?;
+        }
+    }
+    for node in &plan.nodes {
+        if let NodeKind::File(data) = &node.kind {
+            copy_file(tree, node, data, &g, &mut w)?;
+        }
+    }
+    w.flush().map_err(volume("writing the partition"))?;
     Ok(summary)
 }
 
-struct Copy<'t, 's> {
-    tree: &'t Tree,
-    summary: &'s mut FatSummary,
-    /// Directories on the current path (loop detection for symlinked directories).
-    ancestors: Vec<InodeId>,
-    top: Vec<u8>,
-    /// Partition size, for error messages.
-    size: u64,
+/// The 11-byte volume label: upper case, space padded.
+fn label(l: &str) -> [u8; 11] {
+    let mut label = [b' '; 11];
+    for (d, s) in label.iter_mut().zip(l.to_ascii_uppercase().bytes()) {
+        *d = s;
+    }
+    label
 }
 
-impl Copy<'_, '_> {
-    /// The FAT name for `name` (in the directory at `path`), or `None` (with a warning) for an
-    /// entry FAT cannot or should not hold: `/boot/boot`, a name FAT cannot store, a name that
-    /// differs from one in `taken` only in case.
-    fn fat_name_for(
-        &mut self,
-        path: &[u8],
-        name: &[u8],
-        child_path: &[u8],
-        taken: &mut BTreeSet<String>,
-    ) -> Option<String> {
-        if path == self.top.as_slice() && name == b"boot" {
-            self.warn(
-                child_path,
-                "skipped (a /boot/boot link is meaningless when /boot is its own filesystem)",
-            );
-            return None;
+/// One FAT: entries 0 and 1, then each node's contiguous chain.
+fn fat_table(g: &Geometry, nodes: &[Node]) -> Vec<u8> {
+    let mut fat = vec![0u8; g.fat_bytes() as usize];
+    let mut set = |c: u32, v: u32| {
+        let at = c as usize * 4;
+        fat[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    };
+    let [e0, e1] = Geometry::fat_head();
+    set(0, e0);
+    set(1, e1);
+    for n in nodes.iter().filter(|n| n.clusters > 0) {
+        let last = n.first + n.clusters - 1;
+        for c in n.first..last {
+            set(c, c + 1);
         }
-        let Some(fat_name) = fat_name(name) else {
-            self.warn(child_path, "name cannot be stored on FAT; dropped");
-            return None;
-        };
-        if !taken.insert(fat_name.to_lowercase()) {
-            self.warn(
-                child_path,
-                "differs only in case from another name; FAT is case-insensitive; dropped",
-            );
-            return None;
-        }
-        Some(fat_name)
+        set(last, END_OF_CHAIN);
     }
+    fat
+}
 
-    /// What to copy for `child`: itself, or for a symlink (FAT has none) the file or
-    /// directory it resolves to inside the image; `None` (with a warning) when it does not.
-    fn follow(&mut self, child: InodeId, child_path: &[u8]) -> Option<InodeId> {
-        let Kind::Symlink(to) = &self.tree.inode(child).kind else {
-            return Some(child);
-        };
-        match self.tree.resolve(child_path, true) {
-            Some(t) if matches!(self.tree.inode(t).kind, Kind::Dir(_) | Kind::File(_)) => {
-                self.summary.warnings.push(format!(
-                    "/{}: symlink to {:?}; FAT has no symlinks, copied its target",
-                    show(child_path),
-                    show(to)
-                ));
-                Some(t)
-            }
-            _ => {
-                let why = format!(
-                    "symlink to {:?} does not resolve inside the image; dropped",
-                    show(to)
-                );
-                self.warn(child_path, &why);
-                None
+/// The clusters of directory `node` (of `nodes`): the volume label (root) or `.` and `..`,
+/// then each entry's long-name entries and short entry, zeros to the end (no more entries).
+fn dir_bytes(
+    nodes: &[Node],
+    node: &Node,
+    entries: &[plan::Entry],
+    parent: Option<usize>,
+    label: [u8; 11],
+    g: &Geometry,
+) -> Vec<u8> {
+    let own = dos_time(node.mtime);
+    let mut v = Vec::with_capacity((node.clusters as u64 * g.cluster_bytes()) as usize);
+    match parent {
+        None => v.extend_from_slice(&dirent::volume_label(label)),
+        Some(p) => {
+            // `..` of a directory in the root names cluster 0, not the root's.
+            let up = if p == 0 { 0 } else { nodes[p].first };
+            for (name, first) in [(*b".          ", node.first), (*b"..         ", up)] {
+                let e = Short {
+                    name,
+                    attr: ATTR_DIRECTORY,
+                    created: own,
+                    modified: own,
+                    first_cluster: first,
+                    size: 0,
+                };
+                v.extend_from_slice(&e.bytes());
             }
         }
     }
+    for e in entries {
+        let child = &nodes[e.node];
+        for l in dirent::lfn_entries(&e.name, &e.short) {
+            v.extend_from_slice(&l);
+        }
+        let (attr, size) = match &child.kind {
+            NodeKind::Dir { .. } => (ATTR_DIRECTORY, 0),
+            NodeKind::File(data) => (ATTR_ARCHIVE, data.len as u32),
+        };
+        let short = Short {
+            name: e.short,
+            attr,
+            created: dos_time(child.mtime),
+            modified: dos_time(child.modified(nodes)),
+            first_cluster: child.first,
+            size,
+        };
+        v.extend_from_slice(&short.bytes());
+    }
+    v.resize((node.clusters as u64 * g.cluster_bytes()) as usize, 0);
+    v
+}
 
-    fn warn(&mut self, path: &[u8], why: &str) {
-        self.summary
-            .warnings
-            .push(format!("/{}: {why}", show(path)));
+/// Copies one file's contents from the staging tree into its clusters, zero-padded to the
+/// last cluster's end.
+fn copy_file(
+    tree: &Tree,
+    node: &Node,
+    data: &crate::tree::FileData,
+    g: &Geometry,
+    w: &mut Sequential,
+) -> Result<()> {
+    if node.clusters == 0 {
+        return Ok(());
+    }
+    let err = |source| FatError::Entry {
+        path: show(&node.path),
+        source,
+    };
+    debug_assert_eq!(w.pos, g.cluster_offset(node.first));
+    let mut reader = tree.spill().reader(data).take(data.len);
+    let mut chunk = vec![0u8; COPY_CHUNK.min(data.len as usize)];
+    let mut left = data.len;
+    while left > 0 {
+        let n = reader.read(&mut chunk).map_err(err)?;
+        if n == 0 {
+            let eof = io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the staging tree's data ended early",
+            );
+            return Err(err(eof).into());
+        }
+        w.put(&chunk[..n]).map_err(err)?;
+        left -= n as u64;
+    }
+    let tail = node.clusters as u64 * g.cluster_bytes() - data.len;
+    w.put(&vec![0u8; tail as usize]).map_err(err)?;
+    Ok(())
+}
+
+/// Size of the reads from the staging tree.
+const COPY_CHUNK: usize = 1 << 20;
+/// Size of the writes into the partition.
+const WRITE_CHUNK: usize = 4 << 20;
+
+/// Writes the partition front to back in large `pwrite`s, telling the [`Finality`] after each.
+struct Sequential<'a> {
+    out: &'a File,
+    base: u64,
+    finality: &'a Finality,
+    /// Partition offset where `buf` starts.
+    start: u64,
+    /// Partition offset of the next byte put.
+    pos: u64,
+    buf: Vec<u8>,
+}
+
+impl<'a> Sequential<'a> {
+    fn new(out: &'a File, base: u64, finality: &'a Finality) -> Sequential<'a> {
+        Sequential {
+            out,
+            base,
+            finality,
+            start: 0,
+            pos: 0,
+            buf: Vec::with_capacity(WRITE_CHUNK),
+        }
     }
 
-    fn dir<T: fatfs::ReadWriteSeek>(
-        &mut self,
-        id: InodeId,
-        path: &[u8],
-        fat: &fatfs::Dir<T>,
-    ) -> Result<()> {
-        let Kind::Dir(d) = &self.tree.inode(id).kind else {
-            return Ok(());
-        };
-        let mut taken = BTreeSet::new();
-        for (name, &child) in &d.entries {
-            let child_path = [path, b"/", name].concat();
-            let Some(fat_name) = self.fat_name_for(path, name, &child_path, &mut taken) else {
-                continue;
-            };
-            let Some(target) = self.follow(child, &child_path) else {
-                continue;
-            };
-            let esp_mib = self.size >> 20;
-            let io = |source: io::Error| FatError::Entry {
-                path: show(&child_path),
-                source,
-                esp_mib,
-            };
-            let inode = self.tree.inode(target);
-            ENTRY_SECS.with(|s| s.set(inode.meta.mtime.sec));
-            match &inode.kind {
-                Kind::Dir(_) => {
-                    if self.ancestors.contains(&target) || self.ancestors.len() >= MAX_DEPTH {
-                        self.warn(&child_path, "directory loop or nesting too deep; dropped");
-                        continue;
-                    }
-                    let sub = fat.create_dir(&fat_name).map_err(io)?;
-                    self.summary.dirs += 1;
-                    self.ancestors.push(target);
-                    self.dir(target, &child_path, &sub)?;
-                    self.ancestors.pop();
-                }
-                Kind::File(data) => {
-                    let mut f = fat.create_file(&fat_name).map_err(io)?;
-                    let mut reader = self.tree.spill().reader(data);
-                    io::copy(&mut reader, &mut f).map_err(io)?;
-                    #[allow(deprecated)]
-                    f.set_modified(dos_time(inode.meta.mtime.sec));
-                    f.flush().map_err(io)?;
-                    self.summary.files += 1;
-                    self.summary.bytes += data.len;
-                }
-                _ => self.warn(&child_path, "special file cannot be stored on FAT; dropped"),
+    fn put(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let n = bytes.len().min(WRITE_CHUNK - self.buf.len());
+            self.buf.extend_from_slice(&bytes[..n]);
+            self.pos += n as u64;
+            bytes = &bytes[n..];
+            if self.buf.len() == WRITE_CHUNK {
+                self.flush()?;
             }
         }
         Ok(())
     }
-}
 
-/// The name as FAT long-name text, or `None` when FAT cannot hold it.
-pub(crate) fn fat_name(name: &[u8]) -> Option<String> {
-    let s = std::str::from_utf8(name).ok()?;
-    let bad = |c: char| c < ' ' || "\"*/:<>?\\|".contains(c);
-    if s.is_empty()
-        || s.encode_utf16().count() > 255
-        || s.chars().any(bad)
-        || s.ends_with(['.', ' '])
-    {
-        return None;
-    }
-    Some(s.to_string())
-}
-
-/// A Unix time as a FAT time stamp (UTC), clamped to `SOURCE_DATE_EPOCH` when set and to
-/// FAT's range 1980-01-01..2107-12-31.
-pub(crate) fn dos_time(mut secs: i64) -> fatfs::DateTime {
-    if let Some(sde) = crate::ids::source_date_epoch() {
-        secs = secs.min(sde);
-    }
-    let secs = secs.clamp(315_532_800, 4_354_819_199);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = crate::ids::civil_from_days(days);
-    fatfs::DateTime {
-        date: fatfs::Date {
-            year: y as u16,
-            month: m as u16,
-            day: d as u16,
-        },
-        time: fatfs::Time {
-            hour: (rem / 3600) as u16,
-            min: (rem / 60 % 60) as u16,
-            sec: (rem % 60) as u16,
-            millis: 0,
-        },
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.write_all_at(&self.buf, self.base + self.start)?;
+        self.start = self.pos;
+        self.buf.clear();
+        self.finality.advance_now(self.base + self.start);
+        Ok(())
     }
 }
 

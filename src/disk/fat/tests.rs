@@ -1,5 +1,8 @@
-use std::io::Read;
+use std::io::{Cursor, Read};
 
+use fatfs::{FatType, FileSystem, FsOptions};
+
+use super::plan::fat_name;
 use super::*;
 use crate::tree::testing::{add_file_with, add_symlink as add_link, file_meta};
 use crate::tree::{Metadata, Timestamp};
@@ -20,7 +23,17 @@ fn add_file(t: &mut Tree, path: &str, data: &[u8], mtime: i64) {
     );
 }
 
-fn read(fs: &FileSystem<Window>, path: &str) -> Vec<u8> {
+type Fs = FileSystem<Cursor<Vec<u8>>>;
+
+/// The partition at `[offset, offset+size)` of `f`, opened by the `fatfs` crate (an
+/// implementation independent of d2v's writer).
+fn open(f: &File, offset: u64, size: u64) -> Fs {
+    let mut bytes = vec![0u8; size as usize];
+    std::os::unix::fs::FileExt::read_exact_at(f, &mut bytes, offset).unwrap();
+    FileSystem::new(Cursor::new(bytes), FsOptions::new()).unwrap()
+}
+
+fn read(fs: &Fs, path: &str) -> Vec<u8> {
     let mut v = Vec::new();
     fs.root_dir()
         .open_file(path)
@@ -65,7 +78,7 @@ fn copies_boot_resolving_links_and_skipping_what_fat_cannot_hold() {
     };
     let s = write(&t, &f, 1 << 20, 40 << 20, &opts).unwrap();
 
-    let fs = FileSystem::new(Window::new(&f, 1 << 20, 40 << 20), FsOptions::new()).unwrap();
+    let fs = open(&f, 1 << 20, 40 << 20);
     assert_eq!(fs.fat_type(), FatType::Fat32);
     assert_eq!(fs.volume_id(), 0xabcd_1234);
     assert_eq!(read(&fs, "vmlinuz-6.1.0-13-cloud-amd64"), b"kernel");
@@ -161,10 +174,10 @@ fn output_is_deterministic() {
 fn dos_times_follow_the_calendar() {
     // 2000-03-01 12:34:56 UTC
     let t = dos_time(951_914_096);
-    assert_eq!((t.date.year, t.date.month, t.date.day), (2000, 3, 1));
-    assert_eq!((t.time.hour, t.time.min, t.time.sec), (12, 34, 56));
+    assert_eq!((t.year, t.month, t.day), (2000, 3, 1));
+    assert_eq!((t.hour, t.min, t.sec), (12, 34, 56));
     // Before 1980 clamps to FAT's epoch.
-    assert_eq!(dos_time(0).date.year, 1980);
+    assert_eq!(dos_time(0).year, 1980);
     assert_eq!(crate::ids::civil_from_days(0), (1970, 1, 1));
     assert_eq!(crate::ids::civil_from_days(-1), (1969, 12, 31));
 }
@@ -214,7 +227,7 @@ fn every_entry_carries_its_own_mtime() {
         source: b"boot".to_vec(),
     };
     write(&t, &f, 1 << 20, 40 << 20, &opts).unwrap();
-    let fs = FileSystem::new(Window::new(&f, 1 << 20, 40 << 20), FsOptions::new()).unwrap();
+    let fs = open(&f, 1 << 20, 40 << 20);
     let stamp = |d: fatfs::DateTime| (d.date.year, d.date.month, d.date.day, d.time.hour);
     fn entry<'a, T: fatfs::ReadWriteSeek>(
         dir: &fatfs::Dir<'a, T>,
@@ -248,23 +261,79 @@ fn every_entry_carries_its_own_mtime() {
     assert_ne!(grub.created().date.year, 1980);
 }
 
+/// A volume with what trips FAT writers: a directory over many clusters, long and
+/// non-ASCII names, names that are their own short names, lower-case 8.3 names, an empty
+/// file, a file of exactly one cluster, deep nesting. `fsck.fat -n` (dosfstools) finds
+/// nothing to fix, and `fatfs` reads every name and byte back.
 #[test]
-fn an_entry_error_hints_at_boot_size_unless_the_os_failed() {
-    let entry = |source| FatError::Entry {
-        path: "boot/initrd.img".into(),
-        source,
-        esp_mib: 256,
+fn fsck_fat_finds_nothing_to_fix_and_every_file_reads_back() {
+    let fsck = testkit::require_tool("fsck.fat", "dosfstools");
+    let mut t = Tree::in_temp().unwrap();
+    let mut want: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut add = |t: &mut Tree, path: &str, data: Vec<u8>| {
+        add_file(t, &format!("boot/{path}"), &data, 1_700_000_000);
+        want.push((path.to_string(), data));
     };
-    let full = entry(io::Error::from_raw_os_error(libc::ENOSPC)).to_string();
-    assert!(
-        full.starts_with("/boot/initrd.img: No space left"),
-        "{full}"
+    for k in 0..60 {
+        add(
+            &mut t,
+            &format!("grub/x86_64-efi/module-number-{k}.mod"),
+            vec![k as u8; 700 + k],
+        );
+    }
+    add(&mut t, "EFI/BOOT/BOOTX64.EFI", b"MZ".repeat(3000));
+    add(&mut t, "grub/grub.cfg", b"set timeout=0\n".to_vec());
+    add(&mut t, "grub/empty", Vec::new());
+    add(&mut t, "one-cluster", vec![9u8; 512]);
+    add(&mut t, "ünïcödé nämé with spaces.txt", b"utf-16".to_vec());
+    add(&mut t, "a/b/c/d/e/deep", vec![1u8; 3 << 20]);
+    add(
+        &mut t,
+        "initrd.img-6.1.0-13-cloud-amd64",
+        vec![5u8; 100_000],
     );
-    assert!(!full.contains("--boot-size"), "{full}");
-    let out_of_clusters = entry(io::Error::other("no free clusters")).to_string();
+    add(
+        &mut t,
+        "initrd.img-6.1.0-14-cloud-amd64",
+        vec![6u8; 100_001],
+    );
+    let f = tempfile::NamedTempFile::new().unwrap();
+    let size = 64 << 20;
+    f.as_file().set_len(size).unwrap();
+    let opts = FatOptions {
+        volume_id: 0x1234_5678,
+        label: "ESP".into(),
+        source: b"boot".to_vec(),
+    };
+    let finality = Finality::new();
+    let s = write_reporting(&t, f.as_file(), 0, size, &opts, &finality).unwrap();
+    assert_eq!(s.files, want.len() as u64);
+    // Every byte written is final: the watermark is past the last file's last cluster.
+    let crate::finality::Ready::Below(final_to) = finality.wait_beyond(0) else {
+        panic!("nothing reported final");
+    };
+    assert!(final_to > 3 << 20, "watermark {final_to}");
+
+    let out = std::process::Command::new(fsck)
+        .arg("-n")
+        .arg(f.path())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "fsck.fat -n:\n{text}");
+    // Its version line and its summary: any problem would be a line of its own.
+    assert_eq!(text.lines().count(), 2, "fsck.fat -n:\n{text}");
+    assert!(text.contains(" files, "), "fsck.fat -n:\n{text}");
+    assert_eq!(s.dirs, 9);
+
+    let fs = open(f.as_file(), 0, size);
+    assert_eq!(fs.volume_id(), 0x1234_5678);
     assert_eq!(
-        out_of_clusters,
-        "/boot/initrd.img: no free clusters (the ESP is 256 MiB; if /boot does not fit, raise \
-         --boot-size)"
+        fs.read_volume_label_from_root_dir().unwrap().as_deref(),
+        Some("ESP")
     );
+    for (path, data) in &want {
+        assert_eq!(&read(&fs, path), data, "{path}");
+    }
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::disk::Result;
 use crate::tree::{show, Inode, Kind, Metadata, Tree};
+use mkimage::PlatformDir;
 
 pub(crate) use config::{find_kernels, BootEntry, ConfigOptions};
 pub use error::GrubError;
@@ -85,10 +86,10 @@ impl Platform {
 
     /// The modules d2v builds in (`Platform::modules`) that the module directory `dir` has
     /// (`NAME.mod`).
-    pub fn available_modules(self, dir: &Path) -> Vec<&'static str> {
+    pub fn available_modules(self, dir: &(impl PlatformDir + ?Sized)) -> Vec<&'static str> {
         self.modules()
             .into_iter()
-            .filter(|m| dir.join(format!("{m}.mod")).is_file())
+            .filter(|m| dir.has(&format!("{m}.mod")))
             .collect()
     }
 }
@@ -102,35 +103,116 @@ pub enum ModuleSource {
     Host,
 }
 
-/// A GRUB module directory to build from.
+/// A GRUB module directory to build from: the image's, read from the staging tree, or the
+/// host's.
 #[derive(Debug, Clone)]
 pub(crate) struct ModuleDir {
     pub(crate) platform: Platform,
+    /// `/usr/lib/grub/<platform>`, of the image or of the host as `source` says.
     pub(crate) path: PathBuf,
     pub(crate) source: ModuleSource,
 }
 
-const HOST_GRUB_LIB: &str = "/usr/lib/grub";
+impl ModuleDir {
+    /// The directory's files as [`mkimage::build`] reads them (`tree`: the image).
+    pub(crate) fn files<'a>(&'a self, tree: &'a Tree) -> Files<'a> {
+        Files { dir: self, tree }
+    }
 
-/// The image's module directory for `platform`, copied out of the tree under `scratch`, when
-/// the image has a usable one (with `kernel.img` and `moddep.lst`); else the host's.
-pub(crate) fn module_dir(tree: &Tree, platform: Platform, scratch: &Path) -> Result<ModuleDir> {
-    let in_image = format!("usr/lib/grub/{}", platform.name());
-    if let Some(dir) = extract_dir(tree, &in_image, &scratch.join(platform.name()))? {
-        if dir.join("kernel.img").is_file() && dir.join("moddep.lst").is_file() {
-            return Ok(ModuleDir {
-                platform,
-                path: dir,
-                source: ModuleSource::Image,
-            });
+    /// Its path in the tree (for the image's directory): no leading `/`.
+    fn tree_dir(&self) -> Vec<u8> {
+        let dir = self.path.to_string_lossy();
+        dir.trim_start_matches('/').as_bytes().to_vec()
+    }
+
+    /// The path of its file `name` in the tree.
+    fn in_tree(&self, name: &str) -> Vec<u8> {
+        [&self.tree_dir(), b"/".as_slice(), name.as_bytes()].concat()
+    }
+
+    /// The names of its regular files.
+    fn names(&self, tree: &Tree) -> std::io::Result<Vec<String>> {
+        match self.source {
+            ModuleSource::Image => {
+                let Some(d) = tree.resolve_dir(&self.tree_dir()) else {
+                    return Ok(Vec::new());
+                };
+                Ok(d.entries
+                    .keys()
+                    .filter_map(|n| std::str::from_utf8(n).ok())
+                    .filter(|n| tree.resolve_file(&self.in_tree(n)).is_some())
+                    .map(str::to_string)
+                    .collect())
+            }
+            ModuleSource::Host => {
+                let mut names = Vec::new();
+                for entry in std::fs::read_dir(&self.path)? {
+                    let entry = entry?;
+                    if entry.file_type()?.is_file() {
+                        names.push(entry.file_name().to_string_lossy().into_owned());
+                    }
+                }
+                names.sort();
+                Ok(names)
+            }
         }
+    }
+}
+
+/// A [`ModuleDir`]'s files, readable by [`mkimage::build`].
+pub(crate) struct Files<'a> {
+    dir: &'a ModuleDir,
+    tree: &'a Tree,
+}
+
+impl PlatformDir for Files<'_> {
+    fn path(&self) -> &Path {
+        &self.dir.path
+    }
+
+    fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
+        match self.dir.source {
+            ModuleSource::Host => std::fs::read(self.dir.path.join(name)),
+            ModuleSource::Image => {
+                let Some(data) = self.tree.resolve_file(&self.dir.in_tree(name)) else {
+                    return Err(std::io::ErrorKind::NotFound.into());
+                };
+                let mut v = Vec::with_capacity(data.len as usize);
+                std::io::Read::read_to_end(&mut self.tree.spill().reader(data), &mut v)?;
+                Ok(v)
+            }
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        match self.dir.source {
+            ModuleSource::Host => self.dir.path.join(name).is_file(),
+            ModuleSource::Image => self.tree.resolve_file(&self.dir.in_tree(name)).is_some(),
+        }
+    }
+}
+
+/// GRUB's platform directories, on the host and in images.
+const GRUB_LIB: &str = "/usr/lib/grub";
+
+/// The image's module directory for `platform` when it has a usable one (with `kernel.img`
+/// and `moddep.lst`); else the host's.
+pub(crate) fn module_dir(tree: &Tree, platform: Platform) -> Result<ModuleDir> {
+    let image = ModuleDir {
+        platform,
+        path: Path::new(GRUB_LIB).join(platform.name()),
+        source: ModuleSource::Image,
+    };
+    let files = image.files(tree);
+    if files.has("kernel.img") && files.has("moddep.lst") {
+        return Ok(image);
     }
     host_module_dir(platform)
 }
 
 /// The host's module directory for `platform`.
 pub(crate) fn host_module_dir(platform: Platform) -> Result<ModuleDir> {
-    let path = Path::new(HOST_GRUB_LIB).join(platform.name());
+    let path = Path::new(GRUB_LIB).join(platform.name());
     if !path.join("kernel.img").is_file() {
         return Err(GrubError::NoModules {
             platform: platform.name(),
@@ -143,27 +225,6 @@ pub(crate) fn host_module_dir(platform: Platform) -> Result<ModuleDir> {
         path,
         source: ModuleSource::Host,
     })
-}
-
-/// Copies the regular files of the tree directory `path` (following symlinks inside the
-/// image) to `to`. `None` when the image has no such directory.
-fn extract_dir(tree: &Tree, path: &str, to: &Path) -> Result<Option<PathBuf>> {
-    let Some(d) = tree.resolve_dir(path.as_bytes()) else {
-        return Ok(None);
-    };
-    std::fs::create_dir_all(to)?;
-    for name in d.entries.keys() {
-        let full = [path.as_bytes(), b"/", name].concat();
-        let Some(data) = tree.resolve_file(&full) else {
-            continue;
-        };
-        let Ok(name) = std::str::from_utf8(name) else {
-            continue;
-        };
-        let mut out = std::fs::File::create(to.join(name))?;
-        std::io::copy(&mut tree.spill().reader(data), &mut out)?;
-    }
-    Ok(Some(to.to_path_buf()))
 }
 
 /// The early config built into core.img/BOOTX64.EFI: find the ESP by its FAT serial, make it
@@ -192,11 +253,12 @@ const ESSENTIAL: [&str; 7] = [
 ];
 
 /// Assembles the image for `dir.platform` ([`mkimage::build`]), returning its bytes.
-pub(crate) fn mkimage(dir: &ModuleDir, early_cfg: &str) -> Result<Vec<u8>> {
+pub(crate) fn mkimage(tree: &Tree, dir: &ModuleDir, early_cfg: &str) -> Result<Vec<u8>> {
+    let files = dir.files(tree);
     let missing: Vec<&str> = ESSENTIAL
         .into_iter()
         .chain((dir.platform == Platform::I386Pc).then_some("biosdisk"))
-        .filter(|m| !dir.path.join(format!("{m}.mod")).is_file())
+        .filter(|m| !files.has(&format!("{m}.mod")))
         .collect();
     if !missing.is_empty() {
         return Err(GrubError::MissingModules {
@@ -205,9 +267,9 @@ pub(crate) fn mkimage(dir: &ModuleDir, early_cfg: &str) -> Result<Vec<u8>> {
         }
         .into());
     }
-    let modules = dir.platform.available_modules(&dir.path);
+    let modules = dir.platform.available_modules(&files);
     Ok(mkimage::build(
-        &dir.path,
+        &files,
         dir.platform,
         &modules,
         early_cfg,
@@ -222,14 +284,13 @@ pub(crate) fn build(
     tree: &Tree,
     platform: Platform,
     early_cfg: &str,
-    scratch: &Path,
 ) -> Result<(Vec<u8>, ModuleDir, Vec<String>)> {
-    let dir = module_dir(tree, platform, scratch)?;
-    match mkimage(&dir, early_cfg) {
+    let dir = module_dir(tree, platform)?;
+    match mkimage(tree, &dir, early_cfg) {
         Ok(img) => Ok((img, dir, Vec::new())),
         Err(e) if dir.source == ModuleSource::Image => {
             let host = host_module_dir(platform)?;
-            let img = mkimage(&host, early_cfg)?;
+            let img = mkimage(tree, &host, early_cfg)?;
             Ok((
                 img,
                 host,
@@ -320,11 +381,9 @@ pub(crate) fn put_file(tree: &mut Tree, path: &str, data: &[u8]) -> Result<()> {
 /// Copies a module directory's modules and lists into the tree at `boot/grub/<platform>`, so
 /// `insmod` in grub.cfg finds modules matching the GRUB that loaded it.
 fn put_modules(tree: &mut Tree, dir: &ModuleDir) -> Result<()> {
-    for entry in std::fs::read_dir(&dir.path)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in dir.names(tree)? {
         if name.ends_with(".mod") || name.ends_with(".lst") {
-            let data = std::fs::read(entry.path())?;
+            let data = dir.files(tree).read(&name)?;
             put_file(
                 tree,
                 &format!("boot/grub/{}/{name}", dir.platform.name()),
@@ -391,16 +450,25 @@ pub fn prepare(
     if generate && kernels.is_empty() {
         return Err(GrubError::NoKernel.into());
     }
-    let ((), scratch) = crate::interrupt::Temp::create(|| Ok(((), tempfile::tempdir()?.keep())))?;
     let early = early_config(esp_serial);
-    let (core_img, bios_dir, mut notes) = build(tree, Platform::I386Pc, &early, scratch.path())?;
+    // The two images are independent: one is built on another thread.
+    let (bios, efi) = {
+        let (tree, early) = (&*tree, &early);
+        std::thread::scope(|s| {
+            let efi = s.spawn(move || build(tree, Platform::X86_64Efi, early));
+            (build(tree, Platform::I386Pc, early), efi.join())
+        })
+    };
+    let (core_img, bios_dir, mut notes) = bios?;
+    let (efi_img, efi_dir, more) = efi.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
     crate::interrupt::pause_point("esp_grub");
-    let boot_img =
-        std::fs::read(bios_dir.path.join("boot.img")).map_err(|source| GrubError::BootImg {
+    let boot_img = bios_dir
+        .files(tree)
+        .read("boot.img")
+        .map_err(|source| GrubError::BootImg {
             dir: bios_dir.path.clone(),
             source,
         })?;
-    let (efi_img, efi_dir, more) = build(tree, Platform::X86_64Efi, &early, scratch.path())?;
     notes.extend(more);
 
     match &opts.secure_boot {
@@ -415,9 +483,8 @@ pub fn prepare(
     } else {
         notes.push("kept the image's /boot/grub/grub.cfg".into());
     }
-    // The image's directory is read from a scratch copy: name it as the image has it.
     let src = |d: &ModuleDir| match d.source {
-        ModuleSource::Image => format!("the image's /usr/lib/grub/{}", d.platform.name()),
+        ModuleSource::Image => format!("the image's {}", d.path.display()),
         ModuleSource::Host => format!("the host's {}", d.path.display()),
     };
     if opts.secure_boot.is_none() {

@@ -17,15 +17,56 @@ pub use error::MkimageError;
 
 use super::Platform;
 
-fn read(dir: &Path, name: &str) -> Result<Vec<u8>, MkimageError> {
-    let path = dir.join(name);
-    std::fs::read(&path).map_err(|source| MkimageError::Read { path, source })
+/// A GRUB platform directory (`/usr/lib/grub/i386-pc`, say) to build from: on the host, or
+/// inside the image being converted.
+pub trait PlatformDir {
+    /// The directory as messages name it.
+    fn path(&self) -> &Path;
+    /// The contents of its file `name`.
+    fn read(&self, name: &str) -> std::io::Result<Vec<u8>>;
+    /// Whether it has a regular file `name`.
+    fn has(&self, name: &str) -> bool;
+}
+
+impl PlatformDir for Path {
+    fn path(&self) -> &Path {
+        self
+    }
+
+    fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.join(name))
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.join(name).is_file()
+    }
+}
+
+impl PlatformDir for std::path::PathBuf {
+    fn path(&self) -> &Path {
+        self
+    }
+
+    fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
+        self.as_path().read(name)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.as_path().has(name)
+    }
+}
+
+fn read(dir: &(impl PlatformDir + ?Sized), name: &str) -> Result<Vec<u8>, MkimageError> {
+    dir.read(name).map_err(|source| MkimageError::Read {
+        path: dir.path().join(name),
+        source,
+    })
 }
 
 /// The image for `platform` from the module directory `dir`, with `modules` (and what they
 /// depend on) built in, `config` as the embedded early config and `prefix` as `$prefix`.
 pub fn build(
-    dir: &Path,
+    dir: &(impl PlatformDir + ?Sized),
     platform: Platform,
     modules: &[&str],
     config: &str,
@@ -33,7 +74,7 @@ pub fn build(
 ) -> Result<Vec<u8>, MkimageError> {
     let moddep = String::from_utf8_lossy(&read(dir, "moddep.lst")?).into_owned();
     let deps = modules::parse_moddep(&moddep).map_err(|e| MkimageError::InDir {
-        dir: dir.into(),
+        dir: dir.path().into(),
         source: Box::new(e),
     })?;
     let objects = modules::resolve(modules, &deps)
@@ -42,7 +83,7 @@ pub fn build(
         .collect::<Result<Vec<_>, _>>()?;
     let kernel = read(dir, "kernel.img")?;
     let bad = |e| MkimageError::Kernel {
-        dir: dir.into(),
+        dir: dir.path().into(),
         source: Box::new(e),
     };
     match platform {
@@ -56,7 +97,7 @@ pub fn build(
                 &read(dir, "lzma_decompress.img")?,
             )
             .map_err(|e| MkimageError::CoreImg {
-                dir: dir.into(),
+                dir: dir.path().into(),
                 source: Box::new(e),
             })
         }

@@ -59,7 +59,7 @@ pub(super) fn write_vmdk(
         .and_then(|s| s.to_str())
         .ok_or(OutputError::Path(path.into()))?;
     let mut out = AtomicFile::create(path).map_err(&e)?;
-    let mut w = BufWriter::with_capacity(1 << 20, out.file_mut());
+    let mut w = BufWriter::with_capacity(1 << 20, out.writer());
     let s = disk.compress(opts, name.to_string(), &mut w)?;
     w.flush().map_err(&e)?;
     drop(w);
@@ -78,7 +78,7 @@ pub(super) fn write_ovf_dir(
     let names = Names::new(&base);
     // The VMDK is an unnamed file until the directory is made around it, once it is whole.
     let mut vmdk = AtomicFile::create(path).map_err(&e)?;
-    let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, vmdk.file_mut()));
+    let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, vmdk.writer()));
     let s = disk.compress(opts, names.disk.clone(), &mut w)?;
     let (disk_digest, mut bw) = w.finish();
     bw.flush().map_err(&e)?;
@@ -127,7 +127,7 @@ pub(super) fn write_ova(
 
     let mut out = AtomicFile::create(path).map_err(&e)?;
     out.file_mut().seek(SeekFrom::Start(body)).map_err(&e)?;
-    let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, out.file_mut()));
+    let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, out.writer()));
     let s = disk.compress(opts, names.disk.clone(), &mut w)?;
     let (disk_digest, mut bw) = w.finish();
     bw.write_all(&ova::end(s.file_size)).map_err(&e)?;

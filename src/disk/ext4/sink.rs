@@ -162,16 +162,6 @@ fn kernel_copy(from: &File, src: u64, to: &File, dst: u64, len: u64) -> std::io:
     Ok(true)
 }
 
-/// Starts writing the output's dirty pages to disk without waiting (`sync_file_range`); only
-/// a hint, so errors are ignored (the final fsync reports real ones).
-fn start_writeback(out: &File) {
-    // SAFETY: a valid descriptor and plain integer arguments; offset 0 and length 0 mean the
-    // whole file.
-    unsafe {
-        libc::sync_file_range(out.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
 /// How file contents reach the image.
 pub(super) struct DataCopy<'a> {
     spill: &'a Spill,
@@ -180,15 +170,9 @@ pub(super) struct DataCopy<'a> {
     /// `copy_file_range` works between the spill file and the output (until it fails so). Only
     /// used when the output region reads as zeros, so block tails need no writing.
     kernel: bool,
-    /// Bytes copied since writeback of the output was last started.
-    unflushed: u64,
     /// Punch each file's data out of the spill once copied ([`super::Ext4Options::consume_spill`]).
     consume: bool,
 }
-
-/// Writeback of the output is started every this many bytes of file data, so that the final
-/// fsync has less left to wait for.
-const WRITEBACK_EVERY: u64 = 32 << 20;
 
 impl<'a> DataCopy<'a> {
     /// `zeroed`: the output region reads as zeros, so the kernel may copy (block tails need
@@ -205,7 +189,6 @@ impl<'a> DataCopy<'a> {
             out,
             base,
             kernel: zeroed,
-            unflushed: 0,
             consume,
         }
     }
@@ -243,11 +226,6 @@ impl<'a> DataCopy<'a> {
                 if kernel_copy(self.spill.file(), src, self.out, dst, avail)
                     .map_err(io_err("copying file data from the spill file"))?
                 {
-                    self.unflushed += avail;
-                    if self.unflushed >= WRITEBACK_EVERY {
-                        self.unflushed = 0;
-                        start_writeback(self.out);
-                    }
                     continue;
                 }
                 self.kernel = false;

@@ -162,7 +162,7 @@ mod tests {
     /// a sector to spare, and everything fits the partition.
     #[test]
     fn fats_fit_their_clusters() {
-        for mib in [34u64, 40, 256, 260, 261, 1024, 9 * 1024] {
+        for mib in [33u64, 40, 256, 260, 261, 1024, 9 * 1024, 1 << 20] {
             let g = Geometry::for_size(mib << 20).unwrap();
             let entries = g.fat_bytes() / 4;
             assert!(entries >= g.clusters as u64 + 2, "{mib} MiB");
@@ -189,6 +189,7 @@ mod tests {
     #[test]
     fn too_small_for_fat32_is_none() {
         assert!(Geometry::for_size(32 << 20).is_none());
+        assert!(Geometry::for_size(2 << 40).is_none());
         assert!(Geometry::for_size(0).is_none());
     }
 

@@ -70,8 +70,9 @@ pub enum FatError {
         /// Its size.
         len: u64,
     },
-    /// The partition cannot be FAT32 (fewer than 65 525 clusters of 512 bytes).
-    #[error("an ESP of {size} bytes is too small for FAT32; --boot-size must be at least 34 MiB")]
+    /// The partition cannot be FAT32: fewer than 65 525 clusters of 512 bytes fit (below
+    /// 33 MiB), or more sectors than FAT32 counts (2 TiB).
+    #[error("an ESP of {size} bytes cannot be FAT32 (33 MiB to 2 TiB): change --boot-size")]
     Size {
         /// The partition's size.
         size: u64,
@@ -144,10 +145,14 @@ pub fn write_reporting(
     );
     w.put(&reserved)
         .map_err(volume("writing the boot sector"))?;
-    let fat = fat_table(&g, &plan.nodes);
+    // Only the entries up to the last used cluster are not zero: those are made, the rest
+    // of each FAT written as zeros in pieces (a large ESP's FATs are 128 MiB each).
+    let used_fat = used_fat(&plan.nodes, end);
     debug_assert_eq!(w.pos, g.fat_offset(0));
     for _ in 0..2 {
-        w.put(&fat).map_err(volume("writing the FAT"))?;
+        w.put(&used_fat).map_err(volume("writing the FAT"))?;
+        w.zeros(g.fat_bytes() - used_fat.len() as u64)
+            .map_err(volume("writing the FAT"))?;
     }
     for node in &plan.nodes {
         if let NodeKind::Dir { entries, parent } = &node.kind {
@@ -174,9 +179,10 @@ fn label(l: &str) -> [u8; 11] {
     label
 }
 
-/// One FAT: entries 0 and 1, then each node's contiguous chain.
-fn fat_table(g: &Geometry, nodes: &[Node]) -> Vec<u8> {
-    let mut fat = vec![0u8; g.fat_bytes() as usize];
+/// The start of a FAT up to cluster `end` (excluded): entries 0 and 1, then each node's
+/// contiguous chain; every entry after it is 0 (free).
+fn used_fat(nodes: &[Node], end: u32) -> Vec<u8> {
+    let mut fat = vec![0u8; end as usize * 4];
     let mut set = |c: u32, v: u32| {
         let at = c as usize * 4;
         fat[at..at + 4].copy_from_slice(&v.to_le_bytes());
@@ -280,7 +286,7 @@ fn copy_file(
         left -= n as u64;
     }
     let tail = node.clusters as u64 * g.cluster_bytes() - data.len;
-    w.put(&vec![0u8; tail as usize]).map_err(err)?;
+    w.zeros(tail).map_err(err)?;
     Ok(())
 }
 
@@ -322,6 +328,17 @@ impl<'a> Sequential<'a> {
             if self.buf.len() == WRITE_CHUNK {
                 self.flush()?;
             }
+        }
+        Ok(())
+    }
+
+    /// Puts `n` zero bytes.
+    fn zeros(&mut self, mut n: u64) -> io::Result<()> {
+        let zeros = [0u8; 64 << 10];
+        while n > 0 {
+            let k = n.min(zeros.len() as u64) as usize;
+            self.put(&zeros[..k])?;
+            n -= k as u64;
         }
         Ok(())
     }

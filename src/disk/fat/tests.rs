@@ -33,7 +33,7 @@ fn open(f: &File, offset: u64, size: u64) -> Fs {
     FileSystem::new(Cursor::new(bytes), FsOptions::new()).unwrap()
 }
 
-fn read(fs: &Fs, path: &str) -> Vec<u8> {
+fn read<T: fatfs::ReadWriteSeek>(fs: &FileSystem<T>, path: &str) -> Vec<u8> {
     let mut v = Vec::new();
     fs.root_dir()
         .open_file(path)
@@ -297,43 +297,61 @@ fn fsck_fat_finds_nothing_to_fix_and_every_file_reads_back() {
         "initrd.img-6.1.0-14-cloud-amd64",
         vec![6u8; 100_001],
     );
-    let f = tempfile::NamedTempFile::new().unwrap();
-    let size = 64 << 20;
-    f.as_file().set_len(size).unwrap();
+    // 512-byte clusters (up to 260 MiB) and 4 KiB ones.
+    for size in [64u64 << 20, 1 << 30] {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(size).unwrap();
+        let opts = FatOptions {
+            volume_id: 0x1234_5678,
+            label: "ESP".into(),
+            source: b"boot".to_vec(),
+        };
+        let finality = Finality::new();
+        let s = write_reporting(&t, f.as_file(), 0, size, &opts, &finality).unwrap();
+        assert_eq!(s.files, want.len() as u64);
+        // Every byte written is final: the watermark is past the last file's last cluster.
+        let crate::finality::Ready::Below(final_to) = finality.wait_beyond(0) else {
+            panic!("nothing reported final");
+        };
+        assert!(final_to > 3 << 20, "watermark {final_to}");
+
+        let out = std::process::Command::new(&fsck)
+            .arg("-n")
+            .arg(f.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "fsck.fat -n:\n{text}");
+        // Its version line and its summary: any problem would be a line of its own.
+        assert_eq!(text.lines().count(), 2, "fsck.fat -n:\n{text}");
+        assert!(text.contains(" files, "), "fsck.fat -n:\n{text}");
+        assert_eq!(s.dirs, 9);
+
+        let fs = FileSystem::new(f.reopen().unwrap(), FsOptions::new()).unwrap();
+        assert_eq!(fs.volume_id(), 0x1234_5678);
+        assert_eq!(
+            fs.read_volume_label_from_root_dir().unwrap().as_deref(),
+            Some("ESP")
+        );
+        for (path, data) in &want {
+            assert_eq!(&read(&fs, path), data, "{path}");
+        }
+    }
+}
+
+#[test]
+fn a_partition_too_small_for_fat32_is_an_error_naming_boot_size() {
+    let t = Tree::in_temp().unwrap();
+    let f = tempfile::tempfile().unwrap();
     let opts = FatOptions {
-        volume_id: 0x1234_5678,
+        volume_id: 1,
         label: "ESP".into(),
         source: b"boot".to_vec(),
     };
-    let finality = Finality::new();
-    let s = write_reporting(&t, f.as_file(), 0, size, &opts, &finality).unwrap();
-    assert_eq!(s.files, want.len() as u64);
-    // Every byte written is final: the watermark is past the last file's last cluster.
-    let crate::finality::Ready::Below(final_to) = finality.wait_beyond(0) else {
-        panic!("nothing reported final");
-    };
-    assert!(final_to > 3 << 20, "watermark {final_to}");
-
-    let out = std::process::Command::new(fsck)
-        .arg("-n")
-        .arg(f.path())
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "fsck.fat -n:\n{text}");
-    // Its version line and its summary: any problem would be a line of its own.
-    assert_eq!(text.lines().count(), 2, "fsck.fat -n:\n{text}");
-    assert!(text.contains(" files, "), "fsck.fat -n:\n{text}");
-    assert_eq!(s.dirs, 9);
-
-    let fs = open(f.as_file(), 0, size);
-    assert_eq!(fs.volume_id(), 0x1234_5678);
-    assert_eq!(
-        fs.read_volume_label_from_root_dir().unwrap().as_deref(),
-        Some("ESP")
+    let err = write(&t, &f, 0, 32 << 20, &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("33 MiB") && err.contains("--boot-size"),
+        "{err}"
     );
-    for (path, data) in &want {
-        assert_eq!(&read(&fs, path), data, "{path}");
-    }
 }

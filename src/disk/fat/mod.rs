@@ -20,8 +20,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 
-use dirent::dos_time;
-use dirent::{Short, ATTR_ARCHIVE, ATTR_DIRECTORY};
+use dirent::{dos_time, Short, ATTR_ARCHIVE, ATTR_DIRECTORY};
 use geometry::{Geometry, END_OF_CHAIN, ROOT_CLUSTER, SECTOR};
 use plan::{Node, NodeKind};
 

@@ -25,6 +25,15 @@ fn add_file(t: &mut Tree, path: &str, data: &[u8], mtime: i64) {
 
 type Fs = FileSystem<Cursor<Vec<u8>>>;
 
+/// Options copying the tree's `/boot`.
+fn boot_opts(volume_id: u32, label: &str) -> FatOptions {
+    FatOptions {
+        volume_id,
+        label: label.into(),
+        source: b"boot".to_vec(),
+    }
+}
+
 /// The partition at `[offset, offset+size)` of `f`, opened by the `fatfs` crate (an
 /// implementation independent of d2v's writer).
 fn open(f: &File, offset: u64, size: u64) -> Fs {
@@ -71,11 +80,7 @@ fn copies_boot_resolving_links_and_skipping_what_fat_cannot_hold() {
     add_file(&mut t, "boot/case", b"2", 0);
     let f = tempfile::tempfile().unwrap();
     f.set_len(48 << 20).unwrap();
-    let opts = FatOptions {
-        volume_id: 0xabcd_1234,
-        label: "esp".into(),
-        source: b"boot".to_vec(),
-    };
+    let opts = boot_opts(0xabcd_1234, "esp");
     let s = write(&t, &f, 1 << 20, 40 << 20, &opts).unwrap();
 
     let fs = open(&f, 1 << 20, 40 << 20);
@@ -155,11 +160,7 @@ fn output_is_deterministic() {
             1_600_000_000,
         );
         let f = tempfile::tempfile().unwrap();
-        let opts = FatOptions {
-            volume_id: 1,
-            label: "ESP".into(),
-            source: b"boot".to_vec(),
-        };
+        let opts = boot_opts(1, "ESP");
         write(&t, &f, 0, 40 << 20, &opts).unwrap();
         let mut v = Vec::new();
         let mut f2 = &f;
@@ -198,11 +199,7 @@ fn a_full_esp_is_an_error_naming_boot_size() {
     let mut t = Tree::in_temp().unwrap();
     add_file(&mut t, "boot/huge", &vec![1u8; 41 << 20], 0);
     let f = tempfile::tempfile().unwrap();
-    let opts = FatOptions {
-        volume_id: 1,
-        label: "ESP".into(),
-        source: b"boot".to_vec(),
-    };
+    let opts = boot_opts(1, "ESP");
     let err = write(&t, &f, 0, 40 << 20, &opts).unwrap_err().to_string();
     assert!(
         err.contains("/boot/huge") && err.contains("--boot-size"),
@@ -221,11 +218,7 @@ fn every_entry_carries_its_own_mtime() {
     ]]);
     let f = tempfile::tempfile().unwrap();
     f.set_len(48 << 20).unwrap();
-    let opts = FatOptions {
-        volume_id: 1,
-        label: "esp".into(),
-        source: b"boot".to_vec(),
-    };
+    let opts = boot_opts(1, "esp");
     write(&t, &f, 1 << 20, 40 << 20, &opts).unwrap();
     let fs = open(&f, 1 << 20, 40 << 20);
     let stamp = |d: fatfs::DateTime| (d.date.year, d.date.month, d.date.day, d.time.hour);
@@ -301,11 +294,7 @@ fn fsck_fat_finds_nothing_to_fix_and_every_file_reads_back() {
     for size in [64u64 << 20, 1 << 30] {
         let f = tempfile::NamedTempFile::new().unwrap();
         f.as_file().set_len(size).unwrap();
-        let opts = FatOptions {
-            volume_id: 0x1234_5678,
-            label: "ESP".into(),
-            source: b"boot".to_vec(),
-        };
+        let opts = boot_opts(0x1234_5678, "ESP");
         let finality = Finality::new();
         let s = write_reporting(&t, f.as_file(), 0, size, &opts, &finality).unwrap();
         assert_eq!(s.files, want.len() as u64);
@@ -344,11 +333,7 @@ fn fsck_fat_finds_nothing_to_fix_and_every_file_reads_back() {
 fn a_partition_too_small_for_fat32_is_an_error_naming_boot_size() {
     let t = Tree::in_temp().unwrap();
     let f = tempfile::tempfile().unwrap();
-    let opts = FatOptions {
-        volume_id: 1,
-        label: "ESP".into(),
-        source: b"boot".to_vec(),
-    };
+    let opts = boot_opts(1, "ESP");
     let err = write(&t, &f, 0, 32 << 20, &opts).unwrap_err().to_string();
     assert!(
         err.contains("33 MiB") && err.contains("--boot-size"),

@@ -172,7 +172,7 @@ impl PlatformDir for Files<'_> {
 
     fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
         match self.dir.source {
-            ModuleSource::Host => std::fs::read(self.dir.path.join(name)),
+            ModuleSource::Host => self.dir.path.read(name),
             ModuleSource::Image => {
                 let Some(data) = self.tree.resolve_file(&self.dir.in_tree(name)) else {
                     return Err(std::io::ErrorKind::NotFound.into());
@@ -186,7 +186,7 @@ impl PlatformDir for Files<'_> {
 
     fn has(&self, name: &str) -> bool {
         match self.dir.source {
-            ModuleSource::Host => self.dir.path.join(name).is_file(),
+            ModuleSource::Host => self.dir.path.has(name),
             ModuleSource::Image => self.tree.resolve_file(&self.dir.in_tree(name)).is_some(),
         }
     }

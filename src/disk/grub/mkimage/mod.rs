@@ -28,31 +28,18 @@ pub trait PlatformDir {
     fn has(&self, name: &str) -> bool;
 }
 
-impl PlatformDir for Path {
+/// A directory on the host: `Path`, `PathBuf` and the like.
+impl<P: AsRef<Path> + ?Sized> PlatformDir for P {
     fn path(&self) -> &Path {
-        self
+        self.as_ref()
     }
 
     fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
-        std::fs::read(self.join(name))
+        std::fs::read(self.as_ref().join(name))
     }
 
     fn has(&self, name: &str) -> bool {
-        self.join(name).is_file()
-    }
-}
-
-impl PlatformDir for std::path::PathBuf {
-    fn path(&self) -> &Path {
-        self
-    }
-
-    fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
-        self.as_path().read(name)
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.as_path().has(name)
+        self.as_ref().join(name).is_file()
     }
 }
 

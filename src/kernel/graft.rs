@@ -5,8 +5,11 @@
 //! app's own kernels in `/boot` are removed, so GRUB boots only this one. Nothing else of the
 //! kernel image enters the app's tree.
 //!
-//! File data is copied from the kernel image's spill file into the app's; metadata (mode,
-//! owner, mtime, xattrs) is kept; symlinks and hardlinks inside the copied directories too.
+//! File data moves from the kernel image's spill file into the app's: each file's space in
+//! the kernel image's is given back once copied (that tree is dropped after the graft), so
+//! the kernel and its modules are not on disk twice. Metadata (mode, owner, mtime, xattrs) is
+//! kept; symlinks and hardlinks too, a file met twice (a hardlink between two of the copied
+//! paths) becoming a hardlink to its first copy.
 
 use std::collections::HashMap;
 
@@ -47,7 +50,8 @@ pub(crate) struct GraftReport {
     pub(crate) replaced: Vec<String>,
 }
 
-/// Copies kernel `k` of the kernel image `src` into the app's tree `dst`.
+/// Moves kernel `k` of the kernel image `src` into the app's tree `dst`: the files copied
+/// read as zeros in `src` afterwards (see the module's doc).
 pub(crate) fn graft(
     src: &Tree,
     k: &KernelSource,
@@ -55,19 +59,20 @@ pub(crate) fn graft(
     opts: GraftOptions,
 ) -> Result<GraftReport, KernelError> {
     let replaced = remove_boot_kernels(dst)?;
+    let mut moved = Moved::default();
     let kernel = dest(dst, &format!("boot/vmlinuz-{}", k.version));
-    copy(src, &k.kernel, dst, &kernel)?;
+    moved.copy(src, &k.kernel, dst, &kernel)?;
     let initrd = match (&k.initrd, opts.keep_initrd) {
         (Some(from), true) => {
             let to = dest(dst, &format!("boot/initrd.img-{}", k.version));
-            copy(src, from, dst, &to)?;
+            moved.copy(src, from, dst, &to)?;
             Some(to)
         }
         _ => None,
     };
     let modules = dest(dst, &modules_dir(dst, &k.version));
     dst.remove(&modules).map_err(tree_err(&modules))?;
-    copy(k.modules_tree(src), &k.modules_dir, dst, &modules)?;
+    moved.copy(k.modules_tree(src), &k.modules_dir, dst, &modules)?;
     let mut grub = Vec::new();
     for (platform, from) in &k.grub {
         let to = dest(dst, &format!("usr/lib/grub/{platform}"));
@@ -75,7 +80,7 @@ pub(crate) fn graft(
             continue;
         }
         dst.remove(&to).map_err(tree_err(&to))?;
-        copy(src, from, dst, &to)?;
+        moved.copy(src, from, dst, &to)?;
         grub.push(to);
     }
     let abs = |p: &[u8]| format!("/{}", show(p));
@@ -146,43 +151,57 @@ fn remove_boot_kernels(dst: &mut Tree) -> Result<Vec<String>, KernelError> {
     Ok(replaced)
 }
 
-/// Copies what `from` names in `src` (symlinks followed) to `to` in `dst`, a directory with
-/// everything below it. Hardlinks within it stay hardlinks.
-fn copy(src: &Tree, from: &[u8], dst: &mut Tree, to: &[u8]) -> Result<(), KernelError> {
-    let root = src
-        .resolve(from, true)
-        .ok_or_else(|| KernelError::NotInImage {
-            path: format!("/{}", show(from)),
-        })?;
-    let mut first_copy: HashMap<InodeId, Vec<u8>> = HashMap::new();
-    let mut stack = vec![(root, to.to_vec())];
-    while let Some((id, path)) = stack.pop() {
-        let inode = src.inode(id);
-        if !inode.kind.is_dir() {
-            if let Some(first) = first_copy.get(&id) {
-                dst.hardlink(&path, first).map_err(tree_err(&path))?;
-                continue;
-            }
-            first_copy.insert(id, path.clone());
-        }
-        let kind = match &inode.kind {
-            Kind::File(fd) => Kind::File(
-                dst.store(&mut src.spill().reader(fd))
-                    .map_err(tree_err(&path))?,
-            ),
-            Kind::Dir(d) => {
-                for (name, &child) in d.entries.iter().rev() {
-                    stack.push((child, join(&path, name)));
+/// The inodes moved so far, by their tree (its address: the kernel image's, or the tree read
+/// from its `kernel.tar`) and number: where each went in the app's tree.
+#[derive(Default)]
+struct Moved(HashMap<(*const Tree, InodeId), Vec<u8>>);
+
+impl Moved {
+    /// Moves what `from` names in `src` (symlinks followed) to `to` in `dst`, a directory
+    /// with everything below it. Hardlinks stay hardlinks, also to what an earlier call moved.
+    fn copy(
+        &mut self,
+        src: &Tree,
+        from: &[u8],
+        dst: &mut Tree,
+        to: &[u8],
+    ) -> Result<(), KernelError> {
+        let root = src
+            .resolve(from, true)
+            .ok_or_else(|| KernelError::NotInImage {
+                path: format!("/{}", show(from)),
+            })?;
+        let mut stack = vec![(root, to.to_vec())];
+        while let Some((id, path)) = stack.pop() {
+            let inode = src.inode(id);
+            if !inode.kind.is_dir() {
+                let key = (std::ptr::from_ref(src), id);
+                if let Some(first) = self.0.get(&key) {
+                    dst.hardlink(&path, first).map_err(tree_err(&path))?;
+                    continue;
                 }
-                Kind::Dir(Default::default())
+                self.0.insert(key, path.clone());
             }
-            other => other.clone(),
-        };
-        let meta = inode.meta.clone();
-        dst.insert(&path, Inode { meta, kind })
-            .map_err(tree_err(&path))?;
+            let kind = match &inode.kind {
+                Kind::File(fd) => {
+                    let copy = dst.store(&mut src.spill().reader(fd));
+                    src.spill().release(fd);
+                    Kind::File(copy.map_err(tree_err(&path))?)
+                }
+                Kind::Dir(d) => {
+                    for (name, &child) in d.entries.iter().rev() {
+                        stack.push((child, join(&path, name)));
+                    }
+                    Kind::Dir(Default::default())
+                }
+                other => other.clone(),
+            };
+            let meta = inode.meta.clone();
+            dst.insert(&path, Inode { meta, kind })
+                .map_err(tree_err(&path))?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

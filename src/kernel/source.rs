@@ -74,6 +74,24 @@ impl KernelSource {
 
 /// Finds the kernel of the kernel image `tree`.
 pub(crate) fn find(tree: &Tree) -> Result<KernelSource, KernelError> {
+    find_in(tree, Tar::Keep)
+}
+
+/// [`find`] in a kernel image whose tree is dropped once its kernel is grafted: a LinuxKit
+/// `kernel.tar`'s space is given back as its modules are read out of it, so the two are not
+/// on disk whole at once (reading `/kernel.tar` again yields zeros).
+pub(crate) fn find_to_graft(tree: &Tree) -> Result<KernelSource, KernelError> {
+    find_in(tree, Tar::GiveBack)
+}
+
+/// What becomes of a LinuxKit image's `kernel.tar` once read.
+#[derive(Clone, Copy)]
+enum Tar {
+    Keep,
+    GiveBack,
+}
+
+fn find_in(tree: &Tree, tar: Tar) -> Result<KernelSource, KernelError> {
     if let Some(entry) = find_kernels(tree).into_iter().next() {
         let kernel = format!("boot/{}", entry.kernel);
         let initrd = entry.initrd.map(|i| format!("boot/{i}"));
@@ -89,7 +107,7 @@ pub(crate) fn find(tree: &Tree) -> Result<KernelSource, KernelError> {
         return distribution(tree, &version, &kernel, initrd.as_deref());
     }
     if tree.resolve_file(b"kernel").is_some() {
-        return linuxkit(tree);
+        return linuxkit(tree, tar);
     }
     Err(KernelError::NoKernel {
         searched: vec![
@@ -228,10 +246,10 @@ fn read_header(tree: &Tree, path: &[u8]) -> Result<String, KernelError> {
 }
 
 /// LinuxKit: `/kernel` and the modules of its version in `/kernel.tar`.
-fn linuxkit(tree: &Tree) -> Result<KernelSource, KernelError> {
+fn linuxkit(tree: &Tree, tar: Tar) -> Result<KernelSource, KernelError> {
     let header = read_header(tree, b"kernel")?;
     let version = Header::release(&header).to_string();
-    let scratch = read_kernel_tar(tree)?;
+    let scratch = read_kernel_tar(tree, tar)?;
     let dir = format!("lib/modules/{version}");
     if scratch.resolve_dir(dir.as_bytes()).is_none() {
         return Err(no_modules(&scratch, "/kernel", &version, " in /kernel.tar"));
@@ -249,7 +267,7 @@ fn linuxkit(tree: &Tree) -> Result<KernelSource, KernelError> {
 }
 
 /// `/kernel.tar` applied to a scratch tree (spilled to `$TMPDIR`).
-fn read_kernel_tar(tree: &Tree) -> Result<Tree, KernelError> {
+fn read_kernel_tar(tree: &Tree, how: Tar) -> Result<Tree, KernelError> {
     let Some(tar) = tree.resolve_file(b"kernel.tar") else {
         return Err(KernelError::NoModules {
             kernel: "/kernel".into(),
@@ -257,11 +275,21 @@ fn read_kernel_tar(tree: &Tree) -> Result<Tree, KernelError> {
         });
     };
     let mut scratch = Tree::in_temp().map_err(tree_err(b"kernel.tar"))?;
-    let mut data = tree.spill().reader(tar);
     // A kernel.tar without its end-of-archive blocks is read as Go reads it, without a word:
     // LinuxKit's tools (Go) read it so.
-    let _applied = crate::layers::apply_layer(&mut scratch, &mut data, "kernel.tar")
-        .map_err(KernelError::KernelTar)?;
+    let mut apply = |data: &mut dyn std::io::Read| {
+        crate::layers::apply_layer(&mut scratch, data, "kernel.tar").map_err(KernelError::KernelTar)
+    };
+    let _applied = match how {
+        Tar::Keep => apply(&mut tree.spill().reader(tar))?,
+        Tar::GiveBack => {
+            let mut data = tree.spill().consuming_reader(tar);
+            let applied = apply(&mut data);
+            // The tar reader stops at the end-of-archive blocks: what follows goes too.
+            data.finish();
+            applied?
+        }
+    };
     Ok(scratch)
 }
 

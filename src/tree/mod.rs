@@ -19,6 +19,7 @@ pub(crate) use entries::Entries;
 pub use id::PerInode;
 pub use id::{InodeId, ROOT};
 pub(crate) use name::Name;
+pub use spill::ConsumingReader;
 pub use spill::FileData;
 pub use spill::Spill;
 pub use walk::Walk;

@@ -81,6 +81,7 @@ fn merged_app() -> Tree {
 fn merged_usr_app_gets_the_kernel_modules_and_missing_grub() {
     let src = kernel_image();
     let k = find(&src).unwrap();
+    let kernel = read(&src, &format!("boot/vmlinuz-{V}"));
     let mut dst = merged_app();
     let r = graft(&src, &k, &mut dst, GraftOptions::default()).unwrap();
     assert_eq!(r.kernel, format!("/boot/vmlinuz-{V}"));
@@ -98,7 +99,7 @@ fn merged_usr_app_gets_the_kernel_modules_and_missing_grub() {
     );
     // The kernel with its bytes and metadata.
     let id = dst.lookup(&r.kernel.as_bytes()[1..]).unwrap();
-    assert_eq!(read(&dst, &r.kernel), read(&src, &r.kernel));
+    assert_eq!(read(&dst, &r.kernel), kernel);
     let meta = &dst.inode(id).meta;
     assert_eq!(
         (meta.mode, meta.uid, meta.gid, meta.mtime.sec),
@@ -178,18 +179,68 @@ fn linuxkit_modules_come_from_kernel_tar() {
     ]);
     add_file(&mut src, "kernel.tar", &t);
     let k = find(&src).unwrap();
+    let kernel = read(&src, "kernel");
     let mut dst = merged_app();
     let r = graft(&src, &k, &mut dst, GraftOptions { keep_initrd: true }).unwrap();
     assert_eq!(
         read(&dst, &format!("usr/lib/modules/{lk}/kernel/x.ko")),
         b"X"
     );
-    assert_eq!(
-        read(&dst, &format!("boot/vmlinuz-{lk}")),
-        read(&src, "kernel")
-    );
+    assert_eq!(read(&dst, &format!("boot/vmlinuz-{lk}")), kernel);
     assert_eq!((r.initrd, r.grub.len()), (None, 0));
     assert!(dst.lookup(b"kernel.tar").is_none() && dst.lookup(b"kernel").is_none());
+}
+
+#[test]
+fn the_graft_moves_the_data_a_file_met_twice_is_linked() {
+    use std::os::unix::fs::MetadataExt;
+    use testkit::tar::{tar, Entry};
+    let mut src = Tree::in_temp().unwrap();
+    let lk = "6.6.13-linuxkit";
+    let big = |b: u8| vec![b; 3 << 20];
+    add_file(&mut src, "kernel", &[bzimage::fake(lk), big(1)].concat());
+    let t = tar(&[
+        Entry::file(format!("lib/modules/{lk}/modules.dep"), "kernel/x.ko:\n"),
+        Entry::file(format!("lib/modules/{lk}/kernel/x.ko"), big(2)),
+    ]);
+    add_file(&mut src, "kernel.tar", &t);
+    let allocated = |t: &Tree| t.spill().file().metadata().unwrap().blocks() * 512;
+    let k = crate::kernel::source::find_to_graft(&src).unwrap();
+    // kernel.tar is given back as its modules are read out of it: the kernel stays.
+    assert!(allocated(&src) < 4 << 20, "{} bytes", allocated(&src));
+    let mut dst = merged_app();
+    graft(&src, &k, &mut dst, GraftOptions::default()).unwrap();
+    assert_eq!(
+        read(&dst, &format!("usr/lib/modules/{lk}/kernel/x.ko")),
+        big(2)
+    );
+    assert!(read(&dst, &format!("boot/vmlinuz-{lk}")).ends_with(&big(1)));
+    // Both trees given back what moved (a block or so each for the small files).
+    assert!(allocated(&src) < 64 << 10, "{} bytes", allocated(&src));
+    let scratch = k.modules_tree(&src);
+    assert!(
+        allocated(scratch) < 64 << 10,
+        "{} bytes",
+        allocated(scratch)
+    );
+
+    // A hardlink between the kernel and the modules directory: linked in the app too.
+    let mut src = kernel_image();
+    let m = format!("usr/lib/modules/{V}");
+    src.hardlink(
+        format!("{m}/vmlinuz").as_bytes(),
+        format!("boot/vmlinuz-{V}").as_bytes(),
+    )
+    .unwrap();
+    let kernel = read(&src, &format!("boot/vmlinuz-{V}"));
+    let k = find(&src).unwrap();
+    let mut dst = merged_app();
+    graft(&src, &k, &mut dst, GraftOptions::default()).unwrap();
+    assert_eq!(read(&dst, &format!("{m}/vmlinuz")), kernel);
+    assert_eq!(
+        dst.resolve(format!("{m}/vmlinuz").as_bytes(), false),
+        dst.resolve(format!("boot/vmlinuz-{V}").as_bytes(), false)
+    );
 }
 
 #[test]

@@ -221,7 +221,7 @@ fn graft_kernel(
     let mut src = i.src.clone();
     src.platform = "linux/amd64".into();
     let (kimage, ktree, _logged) = flatten(reference, &src, i.json, log)?;
-    let ks = kernel_source::find(&ktree).map_err(|source| Error::KernelSource {
+    let ks = kernel_source::find_to_graft(&ktree).map_err(|source| Error::KernelSource {
         reference: kimage.reference.clone(),
         source: Box::new(source),
     })?;

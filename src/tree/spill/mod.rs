@@ -188,6 +188,18 @@ impl Spill {
         crate::sparse::punch_hole(&self.file, data.offset, data.len.next_multiple_of(BLOCK));
     }
 
+    /// A reader over one file's contents that gives back the space of what it has read as it
+    /// goes (whole blocks of a verbatim file, every [`RELEASE_EVERY`] bytes) and of the rest
+    /// at its end: for a file read once and never again (a kernel image's `kernel.tar`, whose
+    /// tree is dropped after its modules are taken). A packed file is given back at its end.
+    pub fn consuming_reader<'a>(&'a self, data: &FileData) -> ConsumingReader<'a> {
+        ConsumingReader {
+            inner: self.reader(data),
+            released: 0,
+            done: false,
+        }
+    }
+
     /// Bytes of the spill file in use: the end of the verbatim bytes or of the packed frames.
     #[cfg(test)]
     fn stored_end(&self) -> u64 {
@@ -221,6 +233,48 @@ pub struct SpillReader<'a> {
     /// The frame last read of a packed file (its number and bytes), so that small reads do
     /// not decompress it again.
     frame: Option<(u64, Vec<u8>)>,
+}
+
+/// Bytes read between two punches of a [`ConsumingReader`].
+pub const RELEASE_EVERY: u64 = 8 << 20;
+
+/// See [`Spill::consuming_reader`].
+pub struct ConsumingReader<'a> {
+    inner: SpillReader<'a>,
+    /// Bytes from the file's start given back.
+    released: u64,
+    /// The whole file was given back (once: a packed file's blocks are counted).
+    done: bool,
+}
+
+impl ConsumingReader<'_> {
+    /// Gives back the whole file, read to its end or not.
+    pub fn finish(mut self) {
+        self.release_all();
+    }
+
+    fn release_all(&mut self) {
+        if !self.done {
+            self.inner.spill.release(&self.inner.data);
+            self.done = true;
+        }
+    }
+}
+
+impl Read for ConsumingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let (spill, data, pos) = (self.inner.spill, self.inner.data, self.inner.pos);
+        if n == 0 && !buf.is_empty() {
+            self.release_all();
+        } else if !self.inner.packed && pos - self.released >= RELEASE_EVERY {
+            // The blocks wholly behind the reader: a verbatim file owns the blocks it touches.
+            let upto = pos / BLOCK * BLOCK;
+            crate::sparse::punch_hole(&spill.file, data.offset, upto);
+            self.released = upto;
+        }
+        Ok(n)
+    }
 }
 
 impl Read for SpillReader<'_> {
@@ -469,6 +523,62 @@ mod tests {
         assert_eq!(read_all(&s, &fds[0]), f[0], "the neighbours are intact");
         assert_eq!(read_all(&s, &fds[2]), f[2]);
         // The blocks shared with the middle file go with the last of their holders.
+        s.release(&fds[0]);
+        s.release(&fds[2]);
+        assert_eq!(allocated(&s), 0);
+    }
+
+    #[test]
+    fn a_consuming_reader_gives_back_what_it_has_read() {
+        use std::os::unix::fs::MetadataExt;
+        let allocated = |s: &Spill| s.file().metadata().unwrap().blocks() * 512;
+        // Verbatim: noise (no holes), a neighbour after it that must stay.
+        let mut s = Spill::temp().unwrap();
+        let len = 3 * RELEASE_EVERY as usize + 5000;
+        let data: Vec<u8> = mixed(3 * len, 9)
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| (i / 50_000) % 3 == 1)
+            .map(|p| p.1)
+            .take(len)
+            .collect();
+        let fd = s.append(&mut &data[..]).unwrap();
+        let next = s.append(&mut &b"neighbour"[..]).unwrap();
+        let whole = allocated(&s);
+        let mut r = s.consuming_reader(&fd);
+        let mut got = vec![0u8; RELEASE_EVERY as usize + 4096];
+        r.read_exact(&mut got).unwrap();
+        assert_eq!(got, data[..got.len()]);
+        let freed = whole - allocated(&s);
+        assert!(
+            (RELEASE_EVERY..=got.len() as u64).contains(&freed),
+            "{freed} bytes given back after reading {}",
+            got.len()
+        );
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert_eq!(
+            rest,
+            data[got.len()..],
+            "what is ahead of the reader is intact"
+        );
+        assert!(allocated(&s) <= 4096, "{} bytes left", allocated(&s));
+        assert_eq!(read_all(&s, &next), b"neighbour");
+        // Packed: given back at the end, once (its shared blocks are counted).
+        let mut s = Spill::packing_after(tempfile::tempfile().unwrap(), 0);
+        let files: Vec<Vec<u8>> = (1..4u64).map(|i| mixed(3 * CHUNK + 11, i)).collect();
+        let fds: Vec<FileData> = files
+            .iter()
+            .map(|d| s.append(&mut &d[..]).unwrap())
+            .collect();
+        let mut r = s.consuming_reader(&fds[1]);
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).unwrap();
+        assert_eq!(got, files[1]);
+        assert_eq!(r.read(&mut [0; 8]).unwrap(), 0);
+        r.finish();
+        assert_eq!(read_all(&s, &fds[0]), files[0], "the neighbours are intact");
+        assert_eq!(read_all(&s, &fds[2]), files[2]);
         s.release(&fds[0]);
         s.release(&fds[2]);
         assert_eq!(allocated(&s), 0);

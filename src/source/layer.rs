@@ -145,7 +145,7 @@ fn decompressor(
     }
     let inner: Box<dyn Read + Send> = match actual {
         Compression::None => Box::new(r),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Compression::Gzip => Box::new(super::gzip::Members::new(r)),
         Compression::Zstd => {
             Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(|e| {
                 SourceError::LayerFormat {

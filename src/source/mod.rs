@@ -13,6 +13,7 @@ pub(crate) mod archive;
 pub(crate) mod auth;
 pub(crate) mod cache;
 mod fetcher;
+mod gzip;
 mod in_place;
 pub(crate) mod layer;
 pub(crate) mod layout;

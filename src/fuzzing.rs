@@ -407,7 +407,8 @@ pub fn image_text(data: &[u8]) {
 
 /// An initramfs (cpio newc, concatenated archives, compressed or not) scanned for modules.
 pub fn initramfs(data: &[u8]) {
-    let _ = crate::inspect::initramfs::scan(data);
+    let _ = crate::inspect::initramfs::scan_for(data, &[]);
+    let _ = crate::inspect::initramfs::scan_for(data, &["vmw_pvscsi", "mptspi"]);
 }
 
 /// GRUB's module ELF files and the module area of a signed GRUB EFI image.

@@ -60,9 +60,11 @@ pub struct Artifact {
 pub struct InitramfsDrivers {
     /// The initramfs file, symlinks resolved.
     pub path: String,
-    /// `vmw_pvscsi` (VMware Paravirtual SCSI, `--controller pvscsi`); `None`: not readable.
+    /// `vmw_pvscsi` (VMware Paravirtual SCSI, `--controller pvscsi`); `None`: not readable
+    /// (or not looked for, [`boot_report_for`]).
     pub vmw_pvscsi: Option<bool>,
-    /// `mptspi` (LSI Logic Parallel, `--controller lsilogic`); `None`: not readable.
+    /// `mptspi` (LSI Logic Parallel, `--controller lsilogic`); `None`: not readable (or not
+    /// looked for).
     pub mptspi: Option<bool>,
     /// Why the file could not be read (e.g. `xz-compressed`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -124,6 +126,16 @@ const MARKERS: [&str; 2] = ["/.dockerenv", "/run/.containerenv"];
 
 /// Builds the bootability report of `tree`.
 pub fn boot_report(tree: &Tree) -> BootReport {
+    boot_report_for(tree, &SCSI_DRIVERS)
+}
+
+/// The SCSI drivers a boot report looks for in each initramfs (see [`InitramfsDrivers`]).
+pub const SCSI_DRIVERS: [&str; 2] = ["vmw_pvscsi", "mptspi"];
+
+/// [`boot_report`] looking in each initramfs only for `drivers` (of [`SCSI_DRIVERS`]), which
+/// stops its scan once they are found (a build needs only its controller's); the others
+/// read as unknown (`None`).
+pub fn boot_report_for(tree: &Tree, drivers: &[&str]) -> BootReport {
     let mut kernels = Vec::new();
     let mut initramfs = Vec::new();
     for name in dir_names(tree, "/boot") {
@@ -149,7 +161,7 @@ pub fn boot_report(tree: &Tree) -> BootReport {
     }
     let (init, found) = init_system(tree);
     let init_path = found.map(|(_, resolved)| resolved);
-    let initramfs_drivers = initramfs_drivers(tree, &initramfs);
+    let initramfs_drivers = initramfs_drivers(tree, &initramfs, drivers);
     let kernel_modules = kernel_modules(tree, &kernels);
     BootReport {
         kernels,
@@ -177,7 +189,11 @@ pub fn boot_report(tree: &Tree) -> BootReport {
 
 /// Scans each initramfs file once for the SCSI drivers; the kernel's built-in drivers listed in
 /// the image's `/lib/modules/*/modules.builtin` count as present.
-fn initramfs_drivers(tree: &Tree, initramfs: &[Artifact]) -> Vec<InitramfsDrivers> {
+fn initramfs_drivers(
+    tree: &Tree,
+    initramfs: &[Artifact],
+    drivers: &[&str],
+) -> Vec<InitramfsDrivers> {
     let builtin: std::collections::BTreeSet<String> = dir_names(tree, "/lib/modules")
         .iter()
         .flat_map(|version| builtin_modules(tree, version))
@@ -192,15 +208,15 @@ fn initramfs_drivers(tree: &Tree, initramfs: &[Artifact]) -> Vec<InitramfsDriver
         let Some(fd) = tree.resolve_file(path.trim_start_matches('/').as_bytes()) else {
             continue;
         };
-        let (modules, unreadable) = match initramfs::scan(tree.spill().reader(fd)) {
+        let scan = initramfs::scan_for(tree.spill().reader(fd), drivers);
+        let (modules, unreadable) = match scan {
             Ok(initramfs::Contents::Modules(m)) => (Some(m), None),
             Ok(initramfs::Contents::Unreadable(c)) => (None, Some(format!("{c}-compressed"))),
             Err(e) => (None, Some(format!("not a readable initramfs: {e}"))),
         };
         let has = |d: &str| {
-            modules
-                .as_ref()
-                .map(|m| m.contains(d) || builtin.contains(d))
+            let m = modules.as_ref().filter(|_| drivers.contains(&d))?;
+            Some(m.contains(d) || builtin.contains(d))
         };
         out.push(InitramfsDrivers {
             vmw_pvscsi: has("vmw_pvscsi"),

@@ -252,6 +252,24 @@ fn vmxnet3_driver_as_module_or_built_in() {
 }
 
 #[test]
+fn a_build_looks_for_its_controllers_driver_only() {
+    let initrd = testkit::cpio::newc(&[(
+        &format!("usr/lib/modules/{K}/kernel/drivers/scsi/vmw_pvscsi.ko")[..],
+        &b""[..],
+    )]);
+    let mut entries = debian();
+    entries.retain(|e| !e.path.starts_with(b"boot/initrd"));
+    entries.push(Entry::file(format!("boot/initrd.img-{K}"), initrd));
+    let t = tree(&entries);
+    let d = &boot_report(&t).initramfs_drivers[0];
+    assert_eq!((d.vmw_pvscsi, d.mptspi), (Some(true), Some(false)), "{d:?}");
+    let d = &boot_report_for(&t, &["vmw_pvscsi"]).initramfs_drivers[0];
+    assert_eq!((d.vmw_pvscsi, d.mptspi), (Some(true), None), "{d:?}");
+    let d = &boot_report_for(&t, &["mptspi"]).initramfs_drivers[0];
+    assert_eq!((d.vmw_pvscsi, d.mptspi), (None, Some(false)), "{d:?}");
+}
+
+#[test]
 fn ovf_environment_readers_are_found() {
     let mut entries = debian();
     let t = tree(&entries);

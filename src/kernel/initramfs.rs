@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use crate::init::config::MODULES_PATH;
-use crate::inspect::initramfs::{scan, Contents};
+use crate::inspect::initramfs::{scan_for, Contents};
 use crate::kernel::modules::ModuleIndex;
 use crate::kernel::newc::{default_mtime, Writer};
 use crate::kernel::source::KernelSource;
@@ -117,8 +117,9 @@ pub(crate) fn needs_own_initramfs(image: &Tree, k: &KernelSource, controller_dri
     if builtin {
         return false;
     }
-    match scan(image.spill().reader(fd)) {
-        Ok(Contents::Modules(m)) => !m.contains(&controller_driver.replace('-', "_")),
+    let driver = controller_driver.replace('-', "_");
+    match scan_for(image.spill().reader(fd), &[&driver]) {
+        Ok(Contents::Modules(m)) => !m.contains(&driver),
         _ => true,
     }
 }

@@ -2,6 +2,7 @@
 //! the kernel image's initrd will not do.
 
 use super::*;
+use crate::inspect::initramfs::scan;
 use crate::kernel::bzimage;
 use crate::kernel::source::find;
 use crate::tree::testing::{add_file, add_symlink};

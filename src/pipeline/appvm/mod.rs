@@ -68,7 +68,7 @@ pub(super) struct PlanInputs<'a> {
 }
 
 /// The driver of the VM's disk controller.
-fn controller_driver(c: Controller) -> &'static str {
+pub(super) fn controller_driver(c: Controller) -> &'static str {
     match c {
         Controller::Pvscsi => "vmw_pvscsi",
         Controller::Lsilogic => "mptspi",

@@ -61,7 +61,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         },
         log,
     )?;
-    let report = inspect::boot_report(&tree);
+    let report = inspect::boot_report_for(&tree, &[appvm::controller_driver(args.controller)]);
     // The image's own warnings and the layers' were shown when they were found.
     let mut warnings = image.warnings.clone();
     warnings.extend(layer_warnings);

@@ -188,6 +188,15 @@ impl Spill {
         crate::sparse::punch_hole(&self.file, data.offset, data.len.next_multiple_of(BLOCK));
     }
 
+    /// Gives back the blocks wholly within the first `upto` bytes of `data`, which must not be
+    /// read again, if it is verbatim; a packed file's frames go only with [`Spill::release`]
+    /// (its first and last blocks are shared, and counted).
+    fn release_front(&self, data: &FileData, upto: u64) {
+        if self.packed(data).is_none() {
+            crate::sparse::punch_hole(&self.file, data.offset, upto / BLOCK * BLOCK);
+        }
+    }
+
     /// A reader over one file's contents that gives back the space of what it has read as it
     /// goes (whole blocks of a verbatim file, every [`RELEASE_EVERY`] bytes) and of the rest
     /// at its end: for a file read once and never again (a kernel image's `kernel.tar`, whose
@@ -241,7 +250,7 @@ pub const RELEASE_EVERY: u64 = 8 << 20;
 /// See [`Spill::consuming_reader`].
 pub struct ConsumingReader<'a> {
     inner: SpillReader<'a>,
-    /// Bytes from the file's start given back.
+    /// Bytes from the file's start given back (of a verbatim file) when last asked.
     released: u64,
     /// The whole file was given back (once: a packed file's blocks are counted).
     done: bool,
@@ -264,14 +273,12 @@ impl ConsumingReader<'_> {
 impl Read for ConsumingReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let (spill, data, pos) = (self.inner.spill, self.inner.data, self.inner.pos);
+        let pos = self.inner.pos;
         if n == 0 && !buf.is_empty() {
             self.release_all();
-        } else if !self.inner.packed && pos - self.released >= RELEASE_EVERY {
-            // The blocks wholly behind the reader: a verbatim file owns the blocks it touches.
-            let upto = pos / BLOCK * BLOCK;
-            crate::sparse::punch_hole(&spill.file, data.offset, upto);
-            self.released = upto;
+        } else if pos - self.released >= RELEASE_EVERY {
+            self.inner.spill.release_front(&self.inner.data, pos);
+            self.released = pos;
         }
         Ok(n)
     }

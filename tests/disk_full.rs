@@ -154,33 +154,17 @@ fn add_modules(tree: &mut Tree, platform: &str, skip: &str) {
 
 #[test]
 fn grub_modules_come_from_the_image_when_it_has_them() {
-    use d2v::disk::grub::{prepare, GrubOptions, ModuleSource};
+    use d2v::disk::grub::ModuleSource;
     testkit::require_grub_modules();
-    let mut tree = Tree::in_temp().unwrap();
-    add_modules(&mut tree, "i386-pc", "");
     // An unusable x86_64-efi directory (no moddep.lst): the host's modules are used.
-    add_modules(&mut tree, "x86_64-efi", "moddep.lst");
-    add_file_with(
-        &mut tree,
-        "boot/vmlinuz-6.1",
-        b"kernel",
-        Metadata::default(),
-    );
-    let p = prepare(&mut tree, "ABCD-0123", "uuid", &GrubOptions::default()).unwrap();
+    let mut tree = kernel_and_modules("", "moddep.lst");
+    let p = prepare_for(&mut tree, None, "ABCD-0123");
     assert_eq!(p.bios_modules, ModuleSource::Image);
     assert_eq!(p.efi_modules, ModuleSource::Host);
     // An image directory without normal.mod would give a GRUB that stops at its rescue
     // prompt: the host's is used, and the note says why.
-    let mut tree = Tree::in_temp().unwrap();
-    add_modules(&mut tree, "i386-pc", "normal.mod");
-    add_modules(&mut tree, "x86_64-efi", "");
-    add_file_with(
-        &mut tree,
-        "boot/vmlinuz-6.1",
-        b"kernel",
-        Metadata::default(),
-    );
-    let q = prepare(&mut tree, "ABCD-0123", "uuid", &GrubOptions::default()).unwrap();
+    let mut tree = kernel_and_modules("normal.mod", "");
+    let q = prepare_for(&mut tree, None, "ABCD-0123");
     assert_eq!(q.bios_modules, ModuleSource::Host);
     assert_eq!(q.efi_modules, ModuleSource::Image);
     assert!(
@@ -200,4 +184,51 @@ fn grub_modules_come_from_the_image_when_it_has_them() {
     );
     assert!(tree.lookup(b"boot/EFI/BOOT/BOOTX64.EFI").is_some());
     assert!(tree.lookup(b"boot/grub/i386-pc/normal.mod").is_some());
+}
+
+/// A tree with a kernel and GRUB modules for both platforms, each without the file named
+/// (`""`: complete).
+fn kernel_and_modules(bios_without: &str, efi_without: &str) -> Tree {
+    let mut t = Tree::in_temp().unwrap();
+    add_modules(&mut t, "i386-pc", bios_without);
+    add_modules(&mut t, "x86_64-efi", efi_without);
+    add_file_with(&mut t, "boot/vmlinuz-6.1", b"kernel", Metadata::default());
+    t
+}
+
+/// `grub::prepare` with default options for the ESP `serial`.
+fn prepare_for(
+    tree: &mut Tree,
+    images: Option<d2v::disk::grub::Images>,
+    serial: &str,
+) -> d2v::disk::grub::Prepared {
+    use d2v::disk::grub::{prepare, GrubOptions};
+    prepare(tree, images, serial, "uuid", &GrubOptions::default()).unwrap()
+}
+
+/// GRUB's images built ahead (as a build does, beside the boot report) are the ones `prepare`
+/// would build; images built for another ESP serial are not used.
+#[test]
+fn grub_images_built_ahead_are_used_only_for_their_esp_serial() {
+    use d2v::disk::grub::Images;
+    testkit::require_grub_modules();
+    let core = |serial: &str, ahead: Option<&str>| {
+        let mut t = kernel_and_modules("", "");
+        let images = ahead.map(|a| Images::build(&t, a));
+        let p = prepare_for(&mut t, images, serial);
+        let id = t.lookup(b"boot/EFI/BOOT/BOOTX64.EFI").unwrap();
+        let d2v::tree::Kind::File(efi) = &t.inode(id).kind else {
+            panic!("BOOTX64.EFI is not a file");
+        };
+        let mut efi_bytes = Vec::new();
+        std::io::Read::read_to_end(&mut t.spill().reader(efi), &mut efi_bytes).unwrap();
+        (p.core_img, efi_bytes)
+    };
+    let built_here = core("ABCD-0123", None);
+    assert_eq!(core("ABCD-0123", Some("ABCD-0123")), built_here);
+    assert_eq!(core("ABCD-0123", Some("FFFF-0000")), built_here);
+    // The serial is in both images: images for another serial would differ.
+    let other = core("FFFF-0000", None);
+    assert_ne!(other.0, built_here.0);
+    assert_ne!(other.1, built_here.1);
 }

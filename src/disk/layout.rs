@@ -201,22 +201,25 @@ pub fn write_disk(
     opts: &DiskOptions,
     write_root: impl FnOnce(&Tree, &File, u64, u64) -> Result<()>,
 ) -> Result<DiskSummary> {
-    write_disk_reporting(tree, out, opts, &Finality::new(), write_root)
+    write_disk_reporting(tree, out, opts, None, &Finality::new(), write_root)
 }
 
 /// [`write_disk`], telling `finality` what is final before the root: the partition table and
 /// GRUB's BIOS code (everything before the ESP), then the ESP as it is written. None of this
 /// waits for the reader: the root's writer plans and writes its metadata meanwhile.
+/// `grub_images`: GRUB's images if built already (see [`grub::Images::build`]).
 pub fn write_disk_reporting(
     tree: &mut Tree,
     out: &File,
     opts: &DiskOptions,
+    grub_images: Option<grub::Images>,
     finality: &Finality,
     write_root: impl FnOnce(&Tree, &File, u64, u64) -> Result<()>,
 ) -> Result<DiskSummary> {
     let layout = Layout::plan(&opts.seed, opts.esp_size, opts.root_size);
     let partuuid = ids::uuid_string(&layout.root_uuid);
-    let prepared = grub::prepare(tree, &layout.esp_volume_id_string(), &partuuid, &opts.grub)?;
+    let esp_serial = layout.esp_volume_id_string();
+    let prepared = grub::prepare(tree, grub_images, &esp_serial, &partuuid, &opts.grub)?;
     write_partition_table(&layout, out)?;
     grub::bios::install(
         out,

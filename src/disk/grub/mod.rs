@@ -435,11 +435,42 @@ fn write_config(
     Ok(notes)
 }
 
-/// Builds GRUB for both firmwares and puts what belongs on the ESP into the tree's `/boot`:
-/// `EFI/BOOT/BOOTX64.EFI`, `grub/grub.cfg` (generated unless kept), `grub/<platform>/*.mod`.
-/// `esp_serial` is the ESP's `XXXX-XXXX`; `root_partuuid` the root partition's GUID.
+/// GRUB's two images, built by [`Images::build`] for an ESP serial before [`prepare`] puts
+/// them in place; each an image, the module directory it came from and notes, or why not.
+pub struct Images {
+    esp_serial: String,
+    bios: Result<(Vec<u8>, ModuleDir, Vec<String>)>,
+    efi: Result<(Vec<u8>, ModuleDir, Vec<String>)>,
+}
+
+impl Images {
+    /// Builds the BIOS `core.img` and the UEFI image from the tree's modules (the host's when
+    /// the image's cannot be used) for the ESP `esp_serial`. They read only the module
+    /// directories, so this can run while other work reads the tree; failures are kept for
+    /// [`prepare`] to report in its order.
+    pub fn build(tree: &Tree, esp_serial: &str) -> Images {
+        let early = early_config(esp_serial);
+        // The two images are independent: one is built on another thread.
+        let (bios, efi) = std::thread::scope(|s| {
+            let efi = s.spawn(|| build(tree, Platform::X86_64Efi, &early));
+            let bios = build(tree, Platform::I386Pc, &early);
+            (bios, efi.join())
+        });
+        Images {
+            esp_serial: esp_serial.to_string(),
+            bios,
+            efi: efi.unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        }
+    }
+}
+
+/// Builds GRUB for both firmwares (unless `images` were built for `esp_serial` already) and
+/// puts what belongs on the ESP into the tree's `/boot`: `EFI/BOOT/BOOTX64.EFI`,
+/// `grub/grub.cfg` (generated unless kept), `grub/<platform>/*.mod`. `esp_serial` is the
+/// ESP's `XXXX-XXXX`; `root_partuuid` the root partition's GUID.
 pub fn prepare(
     tree: &mut Tree,
+    images: Option<Images>,
     esp_serial: &str,
     root_partuuid: &str,
     opts: &GrubOptions,
@@ -450,17 +481,12 @@ pub fn prepare(
     if generate && kernels.is_empty() {
         return Err(GrubError::NoKernel.into());
     }
-    let early = early_config(esp_serial);
-    // The two images are independent: one is built on another thread.
-    let (bios, efi) = {
-        let (tree, early) = (&*tree, &early);
-        std::thread::scope(|s| {
-            let efi = s.spawn(move || build(tree, Platform::X86_64Efi, early));
-            (build(tree, Platform::I386Pc, early), efi.join())
-        })
+    let images = match images {
+        Some(i) if i.esp_serial == esp_serial => i,
+        _ => Images::build(tree, esp_serial),
     };
-    let (core_img, bios_dir, mut notes) = bios?;
-    let (efi_img, efi_dir, more) = efi.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+    let (core_img, bios_dir, mut notes) = images.bios?;
+    let (efi_img, efi_dir, more) = images.efi?;
     crate::interrupt::pause_point("esp_grub");
     let boot_img = bios_dir
         .files(tree)
@@ -518,7 +544,7 @@ mod tests {
     #[test]
     fn generating_a_config_without_a_kernel_names_packages() {
         let mut t = Tree::in_temp().unwrap();
-        let err = prepare(&mut t, "ABCD-0123", "u", &GrubOptions::default()).unwrap_err();
+        let err = prepare(&mut t, None, "ABCD-0123", "u", &GrubOptions::default()).unwrap_err();
         assert!(
             matches!(err, crate::disk::DiskError::Grub(GrubError::NoKernel)),
             "{err}"

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::{appvm, flatten, io_err, print_stdout, Error, Log, Stage};
 use crate::cli::{BuildArgs, Controller, Firmware, GrubConfig, SecureBoot};
 use crate::disk::ext4::{self, Ext4Options, Ext4Summary};
-use crate::disk::grub::{ConfigMode, GrubOptions};
+use crate::disk::grub::{self, ConfigMode, GrubOptions};
 use crate::disk::layout::{self, DiskOptions, DiskSummary, Layout};
 use crate::disk::secureboot::{self, Chain};
 use crate::disk::DiskError;
@@ -61,7 +61,7 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         },
         log,
     )?;
-    let report = inspect::boot_report_for(&tree, &[appvm::controller_driver(args.controller)]);
+    let (report, grub_images) = report_and_grub(&tree, args, &seed);
     // The image's own warnings and the layers' were shown when they were found.
     let mut warnings = image.warnings.clone();
     warnings.extend(layer_warnings);
@@ -105,8 +105,12 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         opts: &out_opts,
         scratch_dir: &scratch_dir,
     };
-    let (disk, root_fs, summary) =
-        write_disk_and_outputs(tree, &raw, &disk_opts, &ext4_opts, &target, log)?;
+    let disk_inputs = DiskInputs {
+        opts: &disk_opts,
+        ext4: &ext4_opts,
+        grub_images,
+    };
+    let (disk, root_fs, summary) = write_disk_and_outputs(tree, &raw, disk_inputs, &target, log)?;
     if let Some(bar) = &out_opts.vmdk.progress {
         bar.finish();
     }
@@ -141,6 +145,30 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         ));
     }
     Ok(())
+}
+
+/// The boot report (its initramfs scan looks for the controller's driver only) and GRUB's
+/// images, built beside it: both only read the tree, and nothing before the disk changes
+/// what the images are built from (`/usr/lib/grub`; the ESP serial follows from `seed`).
+fn report_and_grub(tree: &Tree, args: &BuildArgs, seed: &str) -> (BootReport, grub::Images) {
+    let esp_serial = Layout::plan(seed, args.boot_size, 0).esp_volume_id_string();
+    let drivers = [appvm::controller_driver(args.controller)];
+    std::thread::scope(|s| {
+        let report = s.spawn(|| inspect::boot_report_for(tree, &drivers));
+        let images = grub::Images::build(tree, &esp_serial);
+        let report = report
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (report, images)
+    })
+}
+
+/// What the disk is written from besides the tree.
+struct DiskInputs<'a> {
+    opts: &'a DiskOptions,
+    ext4: &'a Ext4Options,
+    /// Built by [`report_and_grub`].
+    grub_images: grub::Images,
 }
 
 /// The raw disk: an unnamed sparse temporary file (gone with the process, whatever happens)
@@ -320,12 +348,12 @@ struct Target<'a> {
 fn write_disk_and_outputs(
     mut tree: Tree,
     raw: &File,
-    disk_opts: &DiskOptions,
-    ext4_opts: &Ext4Options,
+    disk: DiskInputs,
     target: &Target,
     log: &Log,
 ) -> Result<(DiskSummary, Option<Ext4Summary>, OutputSummary), Error> {
-    let len = Layout::plan(&disk_opts.seed, disk_opts.esp_size, disk_opts.root_size).disk_size;
+    let o = disk.opts;
+    let len = Layout::plan(&o.seed, o.esp_size, o.root_size).disk_size;
     let finality = Finality::new();
     log.step(format!("writing {}", target.path.display()));
     let (disk, output) = std::thread::scope(|s| {
@@ -340,7 +368,7 @@ fn write_disk_and_outputs(
             );
             (r, Instant::now())
         });
-        let disk = write_disk(&mut tree, raw, disk_opts, ext4_opts, &finality, target, log);
+        let disk = write_disk(&mut tree, raw, disk, &finality, target, log);
         let disk_done = Instant::now();
         drop(tree);
         let (r, output_done) = output
@@ -364,12 +392,12 @@ fn write_disk_and_outputs(
 fn write_disk(
     tree: &mut Tree,
     raw: &File,
-    disk_opts: &DiskOptions,
-    ext4_opts: &Ext4Options,
+    disk: DiskInputs,
     finality: &Finality,
     target: &Target,
     log: &Log,
 ) -> Result<(DiskSummary, Option<Ext4Summary>), Error> {
+    let (disk_opts, ext4_opts) = (disk.opts, disk.ext4);
     // Readers stop if this returns early, with an error or a panic.
     let finisher = Finisher::new(finality);
     log.step(format!(
@@ -379,32 +407,35 @@ fn write_disk(
     ));
     let mut root_fs = None;
     let (disk_started, mut ext4_time) = (Instant::now(), Duration::ZERO);
-    let disk = layout::write_disk_reporting(tree, raw, disk_opts, finality, |t, f, off, size| {
-        let started = Instant::now();
-        let mut o = ext4_opts.clone();
-        o.size = Some(size);
-        // The tree's file data goes once in the root (the tree is dropped after the disk).
-        o.consume_spill = true;
-        crate::interrupt::pause_point("ext4");
-        let s = ext4::write_reporting(t, f, off, &o, finality)?;
-        root_fs = Some(s);
-        ext4_time += started.elapsed();
-        Ok(())
-    })
-    .map_err(|e| match e {
-        DiskError::Io(io) if io.raw_os_error() == Some(libc::EFBIG) => Error::Usage(format!(
-            "the {} GiB disk image is larger than the filesystem holding {} allows for one \
+    let images = Some(disk.grub_images);
+    let disk =
+        layout::write_disk_reporting(tree, raw, disk_opts, images, finality, |t, f, off, size| {
+            let started = Instant::now();
+            let mut o = ext4_opts.clone();
+            o.size = Some(size);
+            // The tree's file data goes once in the root (the tree is dropped after the disk).
+            o.consume_spill = true;
+            crate::interrupt::pause_point("ext4");
+            let s = ext4::write_reporting(t, f, off, &o, finality)?;
+            root_fs = Some(s);
+            ext4_time += started.elapsed();
+            Ok(())
+        })
+        .map_err(|e| match e {
+            DiskError::Io(io) if io.raw_os_error() == Some(libc::EFBIG) => Error::Usage(format!(
+                "the {} GiB disk image is larger than the filesystem holding {} allows for one \
              file: give a smaller --root-size/--root-free/--disk-size, or an -o on a filesystem \
              with larger files (e.g. XFS)",
-            Layout::plan(&disk_opts.seed, disk_opts.esp_size, disk_opts.root_size).disk_size >> 30,
-            target.scratch_dir.display()
-        )),
-        e => Error::from(e).or_no_space(
-            "the disk image (a temporary file beside the output)",
-            target.scratch_dir,
-            OUTPUT_DIR_FULL,
-        ),
-    })?;
+                Layout::plan(&disk_opts.seed, disk_opts.esp_size, disk_opts.root_size).disk_size
+                    >> 30,
+                target.scratch_dir.display()
+            )),
+            e => Error::from(e).or_no_space(
+                "the disk image (a temporary file beside the output)",
+                target.scratch_dir,
+                OUTPUT_DIR_FULL,
+            ),
+        })?;
     finisher.done();
     log.add(Stage::Ext4, ext4_time);
     log.add(

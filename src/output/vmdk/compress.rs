@@ -74,7 +74,8 @@ pub fn compress(
 /// grain slow to compress (or its emitter slow to be scheduled) holds the buffers of every
 /// grain after it; the pool is how far the compressors can run ahead of that. `d2v pull` of
 /// the systemd fixture on 2 cores, wall / (CPU / cores): 1.095 with 8 per thread, 1.073 with
-/// 32 (medians of 8 runs, alternating), 1.074 with 64 (of 6); peak RSS +1 MiB.
+/// 32 (medians of 8 runs, alternating), 1.074 with 64 (of 6); peak RSS +1 MiB there, +4.7 MiB
+/// (41.2 → 45.9) for the 8 GiB image of `cargo xtask bench scale`.
 const POOL_PER_THREAD: usize = 32;
 
 /// The reader, `threads` compressors and the emitter on the calling thread. Whether the disk

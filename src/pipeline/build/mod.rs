@@ -407,25 +407,25 @@ fn write_disk(
     ));
     let mut root_fs = None;
     let (disk_started, mut ext4_time) = (Instant::now(), Duration::ZERO);
+    let write_root = |t: &Tree, f: &File, off, size| {
+        let started = Instant::now();
+        let mut o = ext4_opts.clone();
+        o.size = Some(size);
+        // The tree's file data goes once in the root (the tree is dropped after the disk).
+        o.consume_spill = true;
+        crate::interrupt::pause_point("ext4");
+        let s = ext4::write_reporting(t, f, off, &o, finality)?;
+        root_fs = Some(s);
+        ext4_time += started.elapsed();
+        Ok(())
+    };
     let images = Some(disk.grub_images);
-    let disk =
-        layout::write_disk_reporting(tree, raw, disk_opts, images, finality, |t, f, off, size| {
-            let started = Instant::now();
-            let mut o = ext4_opts.clone();
-            o.size = Some(size);
-            // The tree's file data goes once in the root (the tree is dropped after the disk).
-            o.consume_spill = true;
-            crate::interrupt::pause_point("ext4");
-            let s = ext4::write_reporting(t, f, off, &o, finality)?;
-            root_fs = Some(s);
-            ext4_time += started.elapsed();
-            Ok(())
-        })
+    let disk = layout::write_disk_reporting(tree, raw, disk_opts, images, finality, write_root)
         .map_err(|e| match e {
             DiskError::Io(io) if io.raw_os_error() == Some(libc::EFBIG) => Error::Usage(format!(
                 "the {} GiB disk image is larger than the filesystem holding {} allows for one \
-             file: give a smaller --root-size/--root-free/--disk-size, or an -o on a filesystem \
-             with larger files (e.g. XFS)",
+                 file: give a smaller --root-size/--root-free/--disk-size, or an -o on a \
+                 filesystem with larger files (e.g. XFS)",
                 Layout::plan(&disk_opts.seed, disk_opts.esp_size, disk_opts.root_size).disk_size
                     >> 30,
                 target.scratch_dir.display()

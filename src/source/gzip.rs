@@ -90,12 +90,15 @@ fn invalid(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("gzip: {why}"))
 }
 
+fn header_cut_short() -> io::Error {
+    invalid("a member's header is cut short")
+}
+
 /// Reads a member's header: magic, method 8 (deflate), no reserved flag, then the optional
 /// fields the flags announce.
 fn header(r: &mut impl BufRead) -> io::Result<()> {
     let mut fixed = [0u8; 10];
-    r.read_exact(&mut fixed)
-        .map_err(|_| invalid("a member's header is cut short"))?;
+    r.read_exact(&mut fixed).map_err(|_| header_cut_short())?;
     if fixed[..2] != [0x1f, 0x8b] {
         return Err(invalid("not a gzip member (bad magic bytes)"));
     }
@@ -106,10 +109,9 @@ fn header(r: &mut impl BufRead) -> io::Result<()> {
     if flags & RESERVED != 0 {
         return Err(invalid("reserved header flags are set"));
     }
-    let cut = |_| invalid("a member's header is cut short");
     if flags & FEXTRA != 0 {
         let mut xlen = [0u8; 2];
-        r.read_exact(&mut xlen).map_err(cut)?;
+        r.read_exact(&mut xlen).map_err(|_| header_cut_short())?;
         skip(r, u16::from_le_bytes(xlen) as u64)?;
     }
     for flag in [FNAME, FCOMMENT] {
@@ -117,7 +119,7 @@ fn header(r: &mut impl BufRead) -> io::Result<()> {
             let mut field = Vec::new();
             r.read_until(0, &mut field)?;
             if field.last() != Some(&0) {
-                return Err(invalid("a member's header is cut short"));
+                return Err(header_cut_short());
             }
         }
     }
@@ -130,7 +132,7 @@ fn header(r: &mut impl BufRead) -> io::Result<()> {
 fn skip(r: &mut impl BufRead, n: u64) -> io::Result<()> {
     match io::copy(&mut r.take(n), &mut io::sink())? {
         got if got == n => Ok(()),
-        _ => Err(invalid("a member's header is cut short")),
+        _ => Err(header_cut_short()),
     }
 }
 

@@ -201,8 +201,28 @@ pub fn apply_layer(
     tar: &mut dyn Read,
     layer: &str,
 ) -> Result<Applied, LayerError> {
+    apply_layer_deferring(tree, tar, layer, None)
+}
+
+/// Which of a layer's files may be left in it ([`Tree::defer`]) rather than stored.
+pub struct Deferral<'a> {
+    /// The layer's index in the image (bottom 0), as the tree's spill reads it again.
+    pub index: usize,
+    /// Whether a file at this path (in the tree, no leading `/`) must be stored: one the
+    /// build reads before the disk's data pass.
+    pub keep: &'a dyn Fn(&[u8]) -> bool,
+}
+
+/// [`apply_layer`], leaving the regular files `deferral` allows in the layer when the tree's
+/// spill defers (an old GNU sparse file is always stored: its bytes are not one run).
+pub fn apply_layer_deferring(
+    tree: &mut Tree,
+    tar: &mut dyn Read,
+    layer: &str,
+    deferral: Option<&Deferral>,
+) -> Result<Applied, LayerError> {
     let mut dropped = None;
-    let unterminated = apply_entries(tree, tar, layer, &mut dropped)?;
+    let unterminated = apply_entries(tree, tar, layer, deferral, &mut dropped)?;
     Ok(Applied {
         unterminated,
         dropped_xattrs: dropped,
@@ -213,6 +233,7 @@ fn apply_entries(
     tree: &mut Tree,
     tar: &mut dyn Read,
     layer: &str,
+    deferral: Option<&Deferral>,
     dropped: &mut Option<DroppedXattrs>,
 ) -> Result<Option<Unterminated>, LayerError> {
     let read_err = |error| read_error(layer, error);
@@ -231,7 +252,7 @@ fn apply_entries(
                 data: entry.raw_file_position(),
                 size: entry.size(),
             });
-            apply_entry(tree, &mut entry, layer, &mut ours, dropped)?;
+            apply_entry(tree, &mut entry, layer, deferral, &mut ours, dropped)?;
         }
     }
     io::copy(tar, &mut io::sink()).map_err(read_err)?;
@@ -304,6 +325,7 @@ fn apply_entry<R: Read>(
     tree: &mut Tree,
     entry: &mut tar::Entry<'_, R>,
     layer: &str,
+    deferral: Option<&Deferral>,
     ours: &mut whiteout::Ours,
     dropped: &mut Option<DroppedXattrs>,
 ) -> Result<(), LayerError> {
@@ -333,7 +355,7 @@ fn apply_entry<R: Read>(
         DroppedXattrs::note(dropped, layer, &at.path, &name);
         meta.xattrs.remove(&name);
     }
-    let Some(kind) = kind(tree, entry, &at, &path, dev, ours)? else {
+    let Some(kind) = kind(tree, entry, &at, &path, dev, deferral, ours)? else {
         return Ok(());
     };
     tree.insert(&path, Inode { meta, kind })
@@ -471,6 +493,7 @@ fn kind<R: Read>(
     at: &At,
     path: &[u8],
     dev: DevOverride,
+    deferral: Option<&Deferral>,
     ours: &mut whiteout::Ours,
 ) -> Result<Option<Kind>, LayerError> {
     let device = |e: &tar::Entry<'_, R>| -> Result<(u32, u32), LayerError> {
@@ -493,8 +516,13 @@ fn kind<R: Read>(
     };
     use tar::EntryType as T;
     Ok(Some(match entry.header().entry_type() {
-        // tar reads an old GNU sparse file whole, its holes as zeros.
-        T::Regular | T::Continuous | T::GNUSparse => Kind::File(store(tree, entry, at)?),
+        T::Regular | T::Continuous => {
+            let defer = deferral.filter(|d| !(d.keep)(path)).map(|d| d.index);
+            Kind::File(store(tree, entry, at, defer)?)
+        }
+        // tar reads an old GNU sparse file whole, its holes as zeros: stored, since its bytes
+        // are not one run of the stream.
+        T::GNUSparse => Kind::File(store(tree, entry, at, None)?),
         T::Directory => Kind::Dir(Default::default()),
         T::Symlink => Kind::Symlink(link_name(entry).into()),
         T::Char => {
@@ -529,13 +557,20 @@ fn kind<R: Read>(
     }))
 }
 
-/// A regular file's data into the spill file.
+/// A regular file's data into the spill file, or left in layer `defer` if given.
 fn store<R: Read>(
     tree: &mut Tree,
     entry: &mut tar::Entry<'_, R>,
     at: &At,
+    defer: Option<usize>,
 ) -> Result<FileData, LayerError> {
-    tree.store(&mut LayerReadSide(entry)).map_err(|e| match e {
+    let pos = entry.raw_file_position();
+    let data = &mut LayerReadSide(entry);
+    let stored = match defer {
+        Some(layer) => tree.defer(data, layer, pos),
+        None => tree.store(data),
+    };
+    stored.map_err(|e| match e {
         // The layer stream failed (corrupt compression, diff_id), not the spill file.
         TreeError::Io(io) if io.get_ref().is_some_and(|r| r.is::<ReadSideError>()) => {
             read_error(at.layer, io)

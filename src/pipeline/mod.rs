@@ -24,7 +24,7 @@ use crate::cli::{Cli, Command, SourceArgs};
 use crate::disk::{ext4, DiskError};
 use crate::output;
 use crate::source::{self, Image, Platform, SourceOptions};
-use crate::tree::Tree;
+use crate::tree::{LayerStreams, Spill, Tree};
 use crate::{guest, layers};
 
 /// Why a command failed; `main` prints it and its causes.
@@ -274,6 +274,29 @@ pub(crate) fn flatten(
     json: bool,
     log: &Log,
 ) -> Result<(Image, Tree, Vec<String>), Error> {
+    flatten_with(source, src, json, log, Spilled::All)
+}
+
+/// What the staging tree's spill file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Spilled {
+    /// Every file's bytes: for a tree read whole, in any order (export, a kernel image).
+    All,
+    /// Only the files the build reads before the root's data pass ([`Kept`]); the
+    /// others are left in their layers and read again in the data pass, so the temporary
+    /// disk does not grow with the image.
+    Early,
+}
+
+/// Resolves the source and applies its layers like [`flatten`], the spill holding what
+/// `spilled` says.
+pub(crate) fn flatten_with(
+    source: &str,
+    src: &SourceArgs,
+    json: bool,
+    log: &Log,
+    spilled: Spilled,
+) -> Result<(Image, Tree, Vec<String>), Error> {
     let options = source_options(src, json)?;
     let image = log
         .time(Stage::Pull, || source::resolve(source, &options))
@@ -288,7 +311,14 @@ pub(crate) fn flatten(
     for w in &image.warnings {
         log.step(format!("warning: {w}"));
     }
-    let mut tree = Tree::in_temp().map_err(Error::Spill)?;
+    let mut tree = match spilled {
+        Spilled::All => Tree::in_temp().map_err(Error::Spill)?,
+        Spilled::Early => {
+            let streams = Arc::new(Reread::new(&image.layers)?);
+            let file = tempfile::tempfile().map_err(|e| Error::Spill(e.into()))?;
+            Tree::new(Spill::deferring(file, streams))
+        }
+    };
     let budget = source::Budget::new(options.limits);
     let warnings = log.time(Stage::Flatten, || {
         apply_layers(&image, &mut tree, &budget, json)
@@ -325,11 +355,17 @@ fn apply_layers(
 ) -> Result<Vec<String>, Error> {
     let count = image.layers.len();
     let mut warnings = Vec::new();
+    let kept = Kept::new(&image.config.config);
     for (i, layer) in image.layers.iter().enumerate() {
         let bar = crate::progress::bar(!json, layer.size, format!("apply layer {}/{count}", i + 1));
         let r = source::open_layer_with(layer, Some(bar.clone()), budget)?;
         let mut r = layers::SpecialLimit::new(r, &layer.digest);
-        let applied = layers::apply_layer(tree, &mut r, &layer.digest);
+        let deferral = layers::Deferral {
+            index: i,
+            keep: &|p: &[u8]| kept.keeps(p),
+        };
+        let deferral = tree.spill().defers().then_some(&deferral);
+        let applied = layers::apply_layer_deferring(tree, &mut r, &layer.digest, deferral);
         let note = applied.map_err(|e| {
             let e = mismatch_or(layer, &mut r, Error::from(e));
             limit_or(budget, &r, e).or_no_space(SPILL_FULL.0, std::env::temp_dir(), SPILL_FULL.1)
@@ -347,6 +383,89 @@ fn apply_layers(
         crate::interrupt::pause_point("flatten");
     }
     Ok(warnings)
+}
+
+/// The files the build reads before the root's data pass, whose bytes must so be in the
+/// spill (any other file read early is read from its layer then, [`Spill::early_reads`]:
+/// correct, only slower).
+struct Kept {
+    /// The file names of the init candidates: the architecture check reads their first
+    /// bytes, wherever their directory is (a symlinked `sbin` is resolved by the time a path
+    /// is matched).
+    names: Vec<&'static [u8]>,
+    /// The file name of the image's program (its entrypoint, else its command), which the
+    /// app checks read: files whose names begin with it are kept (`python3` is often a link
+    /// to `python3.11`).
+    program: Option<Vec<u8>>,
+}
+
+impl Kept {
+    /// Directories read early: the guest fixes and checks (`/etc`), the kernel and its
+    /// initramfs, modules and their indexes (`/boot`, `/lib/modules`), GRUB's modules and
+    /// Secure Boot's shim and signed GRUB (`/usr/lib/grub`, `/usr/lib/shim`), networkd's
+    /// shipped configuration.
+    const DIRS: [&[u8]; 7] = [
+        b"boot/",
+        b"etc/",
+        b"lib/modules/",
+        b"usr/lib/modules/",
+        b"usr/lib/grub/",
+        b"usr/lib/shim/",
+        b"usr/lib/systemd/network/",
+    ];
+
+    /// What a build of an image with config `c` reads early.
+    fn new(c: &source::ContainerConfig) -> Kept {
+        let program = (c.entrypoint.iter().chain(&c.cmd))
+            .find_map(|v| v.first())
+            .and_then(|p| p.rsplit('/').next())
+            .filter(|n| !n.is_empty());
+        Kept {
+            names: vec![b"init", b"systemd", b"openrc-init", b"busybox"],
+            program: program.map(|p| p.as_bytes().to_vec()),
+        }
+    }
+
+    /// Whether the file at `path` (in the tree, no leading `/`) is kept in the spill.
+    fn keeps(&self, path: &[u8]) -> bool {
+        let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+        Self::DIRS.iter().any(|d| path.starts_with(d))
+            || path == b"usr/lib/os-release"
+            || self.names.contains(&name)
+            || self.program.as_ref().is_some_and(|p| name.starts_with(p))
+    }
+}
+
+/// The image's layers read again in the root's data pass ([`LayerStreams`]): each blob where
+/// the source found it, refused if its file changed since the flatten began.
+struct Reread {
+    layers: Vec<source::Layer>,
+    stamps: Vec<source::BlobStamp>,
+}
+
+impl Reread {
+    fn new(layers: &[source::Layer]) -> Result<Reread, Error> {
+        Ok(Reread {
+            layers: layers.to_vec(),
+            stamps: layers
+                .iter()
+                .map(source::BlobStamp::of)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl LayerStreams for Reread {
+    fn open(&self, index: usize) -> io::Result<Box<dyn io::Read + Send>> {
+        let layer = &self.layers[index];
+        if source::BlobStamp::of(layer).ok().as_ref() != Some(&self.stamps[index]) {
+            return Err(io::Error::other(source::SourceError::BlobChanged {
+                layer: layer.digest.clone(),
+                path: layer.path.clone(),
+            }));
+        }
+        source::reopen_layer(layer).map_err(io::Error::other)
+    }
 }
 
 /// For a layer read in place whose tar stream failed: the blob's digest mismatch, if reading
@@ -399,6 +518,62 @@ mod tests {
 
     fn full(code: i32) -> io::Error {
         io::Error::from_raw_os_error(code)
+    }
+
+    #[test]
+    fn a_layer_whose_blob_changed_since_the_flatten_is_not_read_again() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("blob");
+        std::fs::write(&path, vec![7u8; 4096]).unwrap();
+        let layer = source::Layer {
+            digest: "sha256:aa".into(),
+            size: 4096,
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            diff_id: "sha256:aa".into(),
+            path: path.clone(),
+            offset: 0,
+            in_place: true,
+        };
+        let reread = Reread::new(std::slice::from_ref(&layer)).unwrap();
+        let mut head = [0u8; 16];
+        reread.open(0).unwrap().read_exact(&mut head).unwrap();
+        assert_eq!(head, [7u8; 16]);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, vec![8u8; 4096]).unwrap();
+        let e = reread.open(0).err().expect("refused");
+        let text = e.to_string();
+        assert!(
+            text.contains("sha256:aa") && text.contains("changed"),
+            "{text}"
+        );
+        assert!(e.get_ref().is_some_and(|c| c.is::<source::SourceError>()));
+    }
+
+    #[test]
+    fn kept_paths_are_what_the_build_reads_early() {
+        let kept = Kept::new(&source::ContainerConfig {
+            entrypoint: Some(vec!["/usr/local/bin/python3".into()]),
+            ..Default::default()
+        });
+        for p in [
+            "etc/passwd",
+            "boot/vmlinuz-6.1",
+            "usr/lib/modules/6.1/kernel/a.ko",
+            "usr/lib/grub/i386-pc/normal.mod",
+            "usr/lib/os-release",
+            "usr/lib/systemd/systemd",
+            "usr/bin/python3.11",
+        ] {
+            assert!(kept.keeps(p.as_bytes()), "{p}");
+        }
+        for p in [
+            "usr/share/doc/x",
+            "usr/lib/os-release.d",
+            "etcx/a",
+            "usr/bin/perl",
+        ] {
+            assert!(!kept.keeps(p.as_bytes()), "{p}");
+        }
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub(crate) fn open_layer_with(
         inner,
         actual,
         check,
-    } = decompressor(layer, progress)?;
+    } = decompressor(layer, progress, true)?;
     let compressed = (actual != Compression::None).then_some(layer.size);
     let decoded = Bounded::new(
         Decoded {
@@ -98,6 +98,7 @@ struct Opened {
 fn decompressor(
     layer: &Layer,
     progress: Option<indicatif::ProgressBar>,
+    check_in_place: bool,
 ) -> Result<Opened, SourceError> {
     let name = &layer.digest;
     let declared =
@@ -113,7 +114,8 @@ fn decompressor(
         Some(bar) => Box::new(bar.wrap_read(f)),
         None => Box::new(f),
     };
-    let (f, check): (Box<dyn Read + Send>, _) = match in_place_check(layer, declared) {
+    let what = in_place_check(layer, declared).filter(|_| check_in_place);
+    let (f, check): (Box<dyn Read + Send>, _) = match what {
         Some(what) => {
             let c = Checked::new(f, &what, name, layer.size);
             (Box::new(c.clone()), Some(c))
@@ -191,6 +193,44 @@ fn read_ahead<R: Read + Send + 'static>(r: R, layer: &Layer) -> Result<ReadAhead
             source: io::Error::new(e.kind(), format!("starting a read-ahead thread: {e}")),
         }
     })
+}
+
+/// A layer's tar stream read again, after [`open_layer_with`] read the whole blob and checked
+/// it: decompressed on a read-ahead thread, with no digest check (a second reader stops
+/// where it has what it came for). [`BlobStamp`] tells whether the blob changed in between.
+pub(crate) fn reopen_layer(layer: &Layer) -> Result<Box<dyn Read + Send>, SourceError> {
+    Ok(Box::new(read_ahead(
+        decompressor(layer, None, false)?.inner,
+        layer,
+    )?))
+}
+
+/// What changes when a blob's file is written to: its identity, length and times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BlobStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl BlobStamp {
+    /// The stamp of the file holding `layer`'s blob.
+    pub(crate) fn of(layer: &Layer) -> Result<BlobStamp, SourceError> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&layer.path).map_err(|source| SourceError::Io {
+            path: layer.path.clone(),
+            source,
+        })?;
+        Ok(BlobStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
 }
 
 /// Decompresses a whole layer and checks its diff_id; the default [`Limits`] apply.
@@ -378,6 +418,32 @@ mod tests {
             matches!(&e, SourceError::Limit(LimitExceeded::Expansion { layer, .. }) if layer == "sha256:test"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn a_layer_reopened_reads_from_its_start_unchecked_and_its_stamp_sees_writes() {
+        let d = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 241) as u8).collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut l = layer(d.path(), &gz, OCI_LAYER_GZIP, sha(&data));
+        // Read in place with a wrong digest: a second reading checks nothing, it stops short.
+        (l.in_place, l.digest) = (true, sha(b"not this blob"));
+        let stamp = BlobStamp::of(&l).unwrap();
+        for _ in 0..2 {
+            let mut r = reopen_layer(&l).unwrap();
+            let mut head = vec![0u8; 100_000];
+            r.read_exact(&mut head).unwrap();
+            assert_eq!(head, data[..100_000]);
+        }
+        assert_eq!(BlobStamp::of(&l).unwrap(), stamp, "reading changes nothing");
+        // The same bytes written again: a write all the same.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&l.path, &gz).unwrap();
+        assert_ne!(BlobStamp::of(&l).unwrap(), stamp);
+        std::fs::remove_file(&l.path).unwrap();
+        assert!(BlobStamp::of(&l).is_err());
     }
 
     #[test]

@@ -29,8 +29,8 @@ mod tls;
 
 use std::path::PathBuf;
 
-pub(crate) use layer::open_layer_with;
 pub use layer::{open_layer, verify_layer};
+pub(crate) use layer::{open_layer_with, reopen_layer, BlobStamp};
 pub use limits::{Budget, LimitExceeded, Limits, DEFAULT_MAX_EXPANSION};
 pub use manifest::{ContainerConfig, ImageConfig, Platform};
 pub use resolve::resolve;
@@ -443,6 +443,15 @@ pub enum SourceError {
     /// A layer decompresses to more than `--max-expansion` or `--max-image-size` allow.
     #[error(transparent)]
     Limit(#[from] LimitExceeded),
+    /// A layer's blob changed (or went) between the flatten and the disk's data pass, which
+    /// reads it again.
+    #[error("layer {layer}: its blob {} changed or went away while d2v was building from it; keep the source (or the blob cache) unchanged during a build, and run d2v again", path.display())]
+    BlobChanged {
+        /// The layer's digest.
+        layer: String,
+        /// The file that held it.
+        path: PathBuf,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

@@ -22,6 +22,7 @@ pub(crate) use name::Name;
 pub use spill::ConsumingReader;
 pub use spill::FileData;
 pub use spill::Spill;
+pub use spill::{LayerCursor, LayerStreams};
 pub use walk::Walk;
 pub use walk::WalkEntry;
 
@@ -304,6 +305,17 @@ impl Tree {
     /// Appends file contents to the spill file.
     pub fn store(&mut self, data: &mut dyn std::io::Read) -> Result<FileData, TreeError> {
         Ok(self.spill.append(data)?)
+    }
+
+    /// Reads file contents at `pos` of layer `layer`'s tar stream, leaving them there if the
+    /// spill defers ([`Spill::defer`]), else stores them.
+    pub(crate) fn defer(
+        &mut self,
+        data: &mut dyn std::io::Read,
+        layer: usize,
+        pos: u64,
+    ) -> Result<FileData, TreeError> {
+        Ok(self.spill.defer(data, layer, pos)?)
     }
 
     fn dir_entries(&self, id: InodeId) -> Option<&Entries> {

@@ -240,6 +240,20 @@ impl<'a> Alloc<'a> {
         }
     }
 
+    /// An allocator whose next run starts at or after block `cursor`.
+    pub fn at(layout: &'a Layout, cursor: u64) -> Alloc<'a> {
+        Alloc {
+            cursor,
+            layout,
+            idx: layout.fixed.partition_point(|f| f.1 <= cursor),
+        }
+    }
+
+    /// The layout it allocates in.
+    pub fn layout(&self) -> &'a Layout {
+        self.layout
+    }
+
     /// A run of up to `max` contiguous free blocks: `(start, len)`.
     pub fn run(&mut self, max: u64) -> Result<(u64, u64), Ext4Error> {
         let fixed = &self.layout.fixed;

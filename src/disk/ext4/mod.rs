@@ -9,10 +9,13 @@
 //! How it works: [`plan`] numbers the inodes (root 2, journal 8, `lost+found` 11, the rest
 //! from 12 in walk order; an ext4 inode number is an [`ino::Ino`], never the tree's
 //! [`InodeId`](crate::tree::InodeId)) and measures every inode; [`layout`] places the group
-//! metadata; blocks are then handed out by a forward-only allocator in walk order, so the
-//! data pass over the spill file and the output writes are both sequential. Holes in the spill file
-//! stay holes (unallocated) in the filesystem; the output region is punched first so that
-//! everything not written reads as zeros.
+//! metadata; blocks are then handed out by a forward-only allocator ([`order`]): everything
+//! but file contents in walk order, then the files' contents in the order of their bytes in
+//! the spill, which is the order the layers were read in. So the data pass reads the spill
+//! (and the layers, for files left in them) front to back and the output writes are
+//! sequential. Holes in the spill file (and a deferred file's pieces of zeros) stay holes
+//! (unallocated) in the filesystem; the output region is punched first so that everything
+//! not written reads as zeros.
 //!
 //! Size: [`plan_size`] gives `opts.size` when set, else the content (data, directories,
 //! extent and xattr blocks, journal, metadata) plus free space of `opts.free_space` or by
@@ -25,6 +28,7 @@ mod hash;
 mod ino;
 mod inode;
 mod layout;
+mod order;
 mod plan;
 mod sb;
 mod sink;

@@ -27,6 +27,7 @@ pub enum Src {
 
 /// One inode to write, as [`Plan::nodes`] produces them in writing order. Nothing per node is
 /// stored beyond inode numbers and link counts: nodes are made again from the tree when needed.
+#[derive(Clone, Copy)]
 pub struct Node<'p> {
     pub ino: Ino,
     pub src: Src,

@@ -10,7 +10,7 @@ use super::ino::Ino;
 use super::inode::Extent;
 use super::layout::{Layout, BLOCK, INODE_SIZE};
 use super::{io_err, Ext4Error};
-use crate::tree::{FileData, Spill};
+use crate::tree::{FileData, LayerCursor, Spill};
 
 /// Largest single buffered write (and the size of each write buffer).
 pub(super) const CAP: usize = 128 << 10;
@@ -172,6 +172,8 @@ pub(super) struct DataCopy<'a> {
     kernel: bool,
     /// Punch each file's data out of the spill once copied ([`super::Ext4Options::consume_spill`]).
     consume: bool,
+    /// Where the layers are read again for the files left in them (opened at the first).
+    layers: Option<LayerCursor>,
 }
 
 impl<'a> DataCopy<'a> {
@@ -190,6 +192,7 @@ impl<'a> DataCopy<'a> {
             base,
             kernel: zeroed,
             consume,
+            layers: None,
         }
     }
 
@@ -216,6 +219,9 @@ impl<'a> DataCopy<'a> {
         extents: &[Extent],
         w: &mut Writer,
     ) -> Result<(), Ext4Error> {
+        if let Some((layer, start)) = self.spill.stream_at(fd) {
+            return self.copy_from_layer(fd, (layer, start), extents, w);
+        }
         for e in extents {
             let pos = e.logical as u64 * BLOCK;
             let total = e.len as u64 * BLOCK;
@@ -238,6 +244,39 @@ impl<'a> DataCopy<'a> {
                 self.spill
                     .read_at(fd, pos + done, &mut s[..avail])
                     .map_err(io_err("reading the spill file"))?;
+                done += chunk;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the contents of `fd`, left in its layer at `(layer, start)` of the layer's tar
+    /// stream, read again there: files come in the order of their bytes in the layers, so
+    /// the stream is read forwards.
+    fn copy_from_layer(
+        &mut self,
+        fd: &FileData,
+        (layer, start): (usize, u64),
+        extents: &[Extent],
+        w: &mut Writer,
+    ) -> Result<(), Ext4Error> {
+        let spill = self.spill;
+        let cursor = self.layers.get_or_insert_with(|| {
+            spill
+                .layer_cursor()
+                .expect("a file left in its layer has a spill that defers")
+        });
+        let read_err = io_err("reading a layer again for the root's file data");
+        for e in extents {
+            let pos = e.logical as u64 * BLOCK;
+            let total = e.len as u64 * BLOCK;
+            cursor.seek(layer, start + pos).map_err(&read_err)?;
+            let mut done = 0u64;
+            while done < total {
+                let chunk = (total - done).min(CAP as u64);
+                let avail = fd.len.saturating_sub(pos + done).min(chunk) as usize;
+                let s = w.slot(e.phys + done / BLOCK, chunk as usize)?;
+                cursor.read_exact(&mut s[..avail]).map_err(&read_err)?;
                 done += chunk;
             }
         }

@@ -1,39 +1,25 @@
-//! The write passes: two walks over the plan's nodes in inode order that allocate each node
-//! the same blocks. The metadata pass writes each node's directory, symlink, extent-tree and
-//! xattr blocks and its inode record, then bitmaps, group descriptors and superblocks; the
-//! data pass copies file contents (straight from the spill file, with `copy_file_range` where
-//! the kernel can), so the image becomes final front to back. Nothing is kept per node once it
-//! is written, so memory does not grow with the tree beyond the plan itself.
+//! The write passes: two walks that allocate each node the same blocks ([`order`]). The
+//! metadata pass walks the plan's nodes in inode order and writes each node's directory,
+//! symlink, extent-tree and xattr blocks and its inode record, then bitmaps, group
+//! descriptors and superblocks; the data pass walks the files in data order and copies their
+//! contents (straight from the spill file, with `copy_file_range` where the kernel can, or
+//! from their layers read again), so the image becomes final front to back. Nothing is kept
+//! per node once it is written beyond where each file's blocks begin, so memory grows with
+//! the tree only by that and the plan itself.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use super::inode::{encode_tree, tree_shape, Extent, InodeRec, EXTENTS_FL, INDEX_FL, MAX_LEN};
+use super::inode::{encode_tree, Extent, InodeRec, EXTENTS_FL, INDEX_FL};
 use super::layout::{self, has_super, Alloc, Layout, BLOCK, DESC_SIZE, INODE_SIZE};
-use super::plan::{self, journal_blocks, Node, Plan, Src, JOURNAL_INO};
+use super::order::{self, Order};
+use super::plan::{self, Node, Plan, Src, JOURNAL_INO};
 use super::sb::{self, GroupInfo, SbInfo};
 use super::sink::{DataCopy, Itable, Writer, CAP};
 use super::{csum, dir, io_err, xattr, Ext4Error, Ext4Options, Ext4Summary};
 use crate::finality::Finality;
 use crate::tree::{InodeId, Kind, Timestamp, Tree};
-
-fn extents_for(alloc: &mut Alloc, ranges: &[(u64, u64)]) -> Result<Vec<Extent>, Ext4Error> {
-    let mut out = Vec::new();
-    for &(a, b) in ranges {
-        let mut l = a;
-        while l < b {
-            let (phys, n) = alloc.run((b - l).min(MAX_LEN))?;
-            out.push(Extent {
-                logical: l as u32,
-                len: n as u16,
-                phys,
-            });
-            l += n;
-        }
-    }
-    Ok(out)
-}
 
 /// Where a node's blocks went.
 struct Placed<'a> {
@@ -213,7 +199,7 @@ struct Pass<'a> {
 const REPORT_EVERY: u64 = 8 << 20;
 
 /// Writes the filesystem of `blocks` blocks planned by `p` into `out` at `offset`, in two
-/// walks of the plan that allocate the same blocks in the same order:
+/// walks that allocate the same blocks ([`Order`]):
 /// - the metadata pass writes everything but file contents: the journal, every node's
 ///   directory, symlink, extent-tree and xattr blocks and its inode record, then the bitmaps,
 ///   group descriptors and superblocks;
@@ -238,6 +224,7 @@ pub fn write(
     if !zeroed {
         clear_inode_tables(out, offset, &layout, &usage)?;
     }
+    let order = Order::new(tree, p, &layout, opts)?;
     let mut pass = Pass {
         alloc: Alloc::new(&layout),
         w: Writer::new(out, offset),
@@ -249,14 +236,19 @@ pub fn write(
             nsec: 0,
         },
     };
-    // The journal comes first, then every node in plan order: the allocator hands out blocks
-    // forwards, so data and output writes are both sequential.
+    // The journal comes first, then every node in plan order, each file's blocks where the
+    // order put them.
     let journal = pass.journal(layout.blocks, opts)?;
     let mut indexed_dirs = 0;
     let mut xattr_blocks = HashMap::new();
     for n in p.nodes(tree) {
-        indexed_dirs += pass.node(tree, p, &n, &mut xattr_blocks)? as u64;
+        indexed_dirs += pass.node(tree, p, &n, &order, &mut xattr_blocks)? as u64;
     }
+    debug_assert_eq!(
+        pass.alloc.cursor, order.data_start,
+        "both walks allocate alike"
+    );
+    pass.alloc.cursor = order.end;
     pass.w.flush()?;
     pass.itable.flush()?;
     let groups = pass.groups(&layout, &usage, zeroed)?;
@@ -274,11 +266,12 @@ pub fn write(
     pass.superblocks(&info, &groups.gdt)?;
     pass.w.flush()?;
 
-    let end = std::mem::replace(&mut pass.alloc, Alloc::new(&layout)).cursor;
-    pass.journal_extents(layout.blocks, opts)?;
-    let mut reported = 0;
-    for n in p.nodes(tree) {
-        pass.node_data(tree, &n)?;
+    // Everything below the files' data is written.
+    pass.alloc = Alloc::at(&layout, order.data_start);
+    let mut reported = order.data_start;
+    finality.advance(offset + reported * BLOCK);
+    for n in &order.files {
+        pass.node_data(tree, n)?;
         if (pass.alloc.cursor - reported) * BLOCK >= REPORT_EVERY {
             pass.w.flush()?;
             reported = pass.alloc.cursor;
@@ -286,7 +279,7 @@ pub fn write(
         }
     }
     pass.w.flush()?;
-    debug_assert_eq!(pass.alloc.cursor, end, "both passes allocate alike");
+    debug_assert_eq!(pass.alloc.cursor, order.end, "both passes allocate alike");
     Ok(Ext4Summary {
         size,
         blocks: layout.blocks,
@@ -332,28 +325,9 @@ struct Groups {
 }
 
 impl Pass<'_> {
-    /// The journal's blocks and extent-tree blocks, allocated.
-    fn journal_extents(
-        &mut self,
-        fs_blocks: u64,
-        opts: &Ext4Options,
-    ) -> Result<(u64, Vec<Extent>, Vec<u64>), Ext4Error> {
-        let blocks = journal_blocks(fs_blocks, opts);
-        let extents = extents_for(&mut self.alloc, &[(0, blocks)])?;
-        let tree_blocks = self.tree_blocks(extents.len())?;
-        Ok((blocks, extents, tree_blocks))
-    }
-
-    /// Blocks for the extent tree of `extents` extents (none when they fit in the inode).
-    fn tree_blocks(&mut self, extents: usize) -> Result<Vec<u64>, Ext4Error> {
-        (0..tree_shape(extents).iter().sum::<usize>())
-            .map(|_| Ok(self.alloc.run(1)?.0))
-            .collect()
-    }
-
     /// The journal's blocks, its superblock, extent tree and inode record.
     fn journal(&mut self, fs_blocks: u64, opts: &Ext4Options) -> Result<Journal, Ext4Error> {
-        let (blocks, extents, tree_blocks) = self.journal_extents(fs_blocks, opts)?;
+        let (blocks, extents, tree_blocks) = order::journal(&mut self.alloc, fs_blocks, opts)?;
         self.w.put(
             extents[0].phys,
             &sb::journal_superblock(blocks as u32, &opts.uuid),
@@ -378,26 +352,12 @@ impl Pass<'_> {
         Ok(Journal { blocks, i_block })
     }
 
-    /// A node's blocks, allocated: its data extents, its extent-tree blocks and the xattr
-    /// block it owns (if any). Both passes call it for every node in the same order.
-    fn place(&mut self, tree: &Tree, n: &Node) -> Result<(Vec<Extent>, Vec<u64>, u64), Ext4Error> {
-        let extents = extents_for(&mut self.alloc, &plan::ranges(tree, n)?)?;
-        let tree_blocks = self.tree_blocks(extents.len())?;
-        let owned_xattr = match n.owns_xattr_block() {
-            true => self.alloc.run(1)?.0,
-            false => 0,
-        };
-        Ok((extents, tree_blocks, owned_xattr))
-    }
-
-    /// The data pass's work on one node: a file's contents into the blocks the metadata pass
-    /// gave it.
+    /// The data pass's work on one file: its contents into the blocks the metadata pass gave
+    /// it (the allocator stands where the file's blocks begin).
     fn node_data(&mut self, tree: &Tree, n: &Node) -> Result<(), Ext4Error> {
-        let (extents, _, _) = self.place(tree, n)?;
-        if let Src::Tree(id) = n.src {
-            if let Kind::File(fd) = &tree.inode(id).kind {
-                self.copy.file(fd, &extents, &mut self.w)?;
-            }
+        let (extents, _, _) = order::place(&mut self.alloc, tree, n)?;
+        if let Some(fd) = order::file_data(tree, n) {
+            self.copy.file(fd, &extents, &mut self.w)?;
         }
         Ok(())
     }
@@ -410,9 +370,13 @@ impl Pass<'_> {
         tree: &Tree,
         p: &Plan,
         n: &Node,
+        order: &Order,
         xattr_blocks: &mut HashMap<InodeId, u64>,
     ) -> Result<bool, Ext4Error> {
-        let (extents, tree_blocks, owned_xattr) = self.place(tree, n)?;
+        let (extents, tree_blocks, owned_xattr) = match order.start(n) {
+            Some(at) => order::place(&mut Alloc::at(self.alloc.layout(), at), tree, n)?,
+            None => order::place(&mut self.alloc, tree, n)?,
+        };
         let mut xattr_block = 0;
         if let Some(x) = n.xattrs.filter(|x| !x.block.is_empty()) {
             xattr_block = if n.owns_xattr_block() {

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{appvm, flatten, io_err, print_stdout, Error, Log, Stage};
+use super::{appvm, flatten_with, io_err, print_stdout, Error, Log, Spilled, Stage};
 use crate::cli::{BuildArgs, Controller, Firmware, GrubConfig, SecureBoot};
 use crate::disk::ext4::{self, Ext4Options, Ext4Summary};
 use crate::disk::grub::{self, ConfigMode, GrubOptions};
@@ -36,7 +36,8 @@ pub(super) fn build(args: &BuildArgs, json: bool, log: &Log) -> Result<(), Error
         // Before reading the image: a wrong -o should not cost a download.
         output::check_target(p, format)?;
     }
-    let (image, mut tree, layer_warnings) = flatten(&args.source, &args.src, json, log)?;
+    let (image, mut tree, layer_warnings) =
+        flatten_with(&args.source, &args.src, json, log, Spilled::Early)?;
     let seed = image.manifest_digest.clone();
     let name = args
         .name
@@ -437,6 +438,13 @@ fn write_disk(
             ),
         })?;
     finisher.done();
+    let early = tree.spill().early_reads();
+    if early > 0 {
+        log.step(format!(
+            "{early} files left in their layers were read before the root's data pass (each \
+             from its layer again)"
+        ));
+    }
     log.add(Stage::Ext4, ext4_time);
     log.add(
         Stage::EspGrub,

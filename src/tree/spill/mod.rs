@@ -6,12 +6,21 @@
 //! (`copy_file_range`) and probe (`SEEK_DATA`). Past that, files are packed ([`frames`]):
 //! compressed frame by frame, so that a large image's staging tree takes nearer its compressed
 //! output's disk than all of its data (1.13× the OVA at 8 GiB of data instead of 1.74×).
+//!
+//! A build's spill stores less still ([`Spill::deferring`]): only the files read before the
+//! root's data pass; the others are [`deferred`], left in their layers and read from them
+//! again, each file given the offset it would have had if stored, so the filesystem written
+//! is the same.
 
+mod deferred;
 mod frames;
+
+pub use deferred::{LayerCursor, LayerStreams};
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use frames::{Frames, FRAME};
 
@@ -49,6 +58,8 @@ pub struct Spill {
     pack_after: u64,
     /// The packed files' frames, once packing has begun.
     frames: Option<Frames>,
+    /// Files left in their layers, for a spill that defers ([`Spill::deferring`]).
+    deferred: Option<deferred::Deferred>,
 }
 
 /// Size of the pieces appended at a time; an all-zero piece becomes a hole (a packed file's
@@ -71,7 +82,81 @@ impl Spill {
             verbatim_data: 0,
             pack_after: bytes,
             frames: None,
+            deferred: None,
         }
+    }
+
+    /// A spill file over `file` (empty) that can leave files in their layers
+    /// ([`Spill::defer`]), read again through `streams`. It never packs: what it stores are
+    /// the files read early, few and small beside the image.
+    pub fn deferring(file: File, streams: Arc<dyn LayerStreams>) -> Spill {
+        Spill {
+            deferred: Some(deferred::Deferred::new(streams)),
+            ..Spill::packing_after(file, u64::MAX)
+        }
+    }
+
+    /// Whether files can be deferred ([`Spill::deferring`]).
+    pub fn defers(&self) -> bool {
+        self.deferred.is_some()
+    }
+
+    /// Reads `data` (a file's bytes, at `pos` of layer `layer`'s tar stream) to its end but
+    /// stores none of it: the file is read from its layer again when needed. Notes which
+    /// [`CHUNK`]-sized pieces are all zeros, as a stored file's holes. A spill that does not
+    /// defer stores the file ([`Spill::append`]).
+    pub(crate) fn defer(
+        &mut self,
+        data: &mut dyn Read,
+        layer: usize,
+        pos: u64,
+    ) -> io::Result<FileData> {
+        let Some(deferred) = &mut self.deferred else {
+            return self.append(data);
+        };
+        let offset = self.end.next_multiple_of(BLOCK);
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        let len = for_each_chunk(data, |piece, at| {
+            if !crate::bytes::is_zero(piece) {
+                let end = at + piece.len() as u64;
+                match ranges.last_mut() {
+                    Some(r) if r.1 == at => r.1 = end,
+                    _ => ranges.push((at, end)),
+                }
+            }
+            Ok(())
+        })?;
+        if len > 0 {
+            // (an empty file is nothing to read: no entry, and its offset may be the next's)
+            deferred.push(offset, len, layer, pos, ranges);
+            self.end = offset + len;
+        }
+        Ok(FileData { offset, len })
+    }
+
+    /// Whether `data`'s bytes are left in their layer.
+    fn is_deferred(&self, data: &FileData) -> bool {
+        data.len > 0 && self.deferred.as_ref().is_some_and(|d| d.holds(data.offset))
+    }
+
+    /// For a deferred file: its layer and the position of its first byte in the layer's tar
+    /// stream, to read with a [`Spill::layer_cursor`].
+    pub fn stream_at(&self, data: &FileData) -> Option<(usize, u64)> {
+        match data.len {
+            0 => None,
+            _ => self.deferred.as_ref()?.stream_at(data.offset),
+        }
+    }
+
+    /// A reader of the layers' streams for deferred files, if this spill defers.
+    pub fn layer_cursor(&self) -> Option<LayerCursor> {
+        self.deferred.as_ref().map(|d| d.cursor())
+    }
+
+    /// How many deferred files were read before the disk's data pass (each read from its
+    /// layer then, and kept).
+    pub fn early_reads(&self) -> usize {
+        self.deferred.as_ref().map_or(0, |d| d.early_reads())
     }
 
     /// An unnamed temporary file in `$TMPDIR` (removed by the OS when closed).
@@ -144,6 +229,10 @@ impl Spill {
                 "read past the end of a spilled file",
             ));
         }
+        if self.is_deferred(data) {
+            let d = self.deferred.as_ref().expect("deferring");
+            return d.read_early(data.offset, data.len, pos, buf);
+        }
         match self.packed(data) {
             Some(f) => f.read_at(&self.file, (data.offset, data.len), pos, buf),
             None => self.file.read_exact_at(buf, data.offset + pos),
@@ -158,7 +247,7 @@ impl Spill {
     /// Where `data`'s bytes lie as they are in the spill file ([`Spill::file`]), if they do:
     /// not for a packed file.
     pub fn verbatim_offset(&self, data: &FileData) -> Option<u64> {
-        self.packed(data).is_none().then_some(data.offset)
+        (self.packed(data).is_none() && !self.is_deferred(data)).then_some(data.offset)
     }
 
     /// Byte ranges `[start, end)` of `data`, from its start, that hold data rather than
@@ -166,6 +255,12 @@ impl Spill {
     pub fn data_ranges(&self, data: &FileData) -> io::Result<Vec<(u64, u64)>> {
         if let Some(f) = self.packed(data) {
             return Ok(f.data_ranges(data.offset, data.len));
+        }
+        if let Some(r) = (self.deferred.as_ref())
+            .filter(|_| data.len > 0)
+            .and_then(|d| d.data_ranges(data.offset, data.len))
+        {
+            return Ok(r);
         }
         let start = data.offset;
         let ranges = crate::sparse::data_extents(&self.file, start, start + data.len)?;
@@ -178,7 +273,7 @@ impl Spill {
     /// Gives back the disk space of `data`'s bytes (punching a hole), which must not be read
     /// again. Only space is at stake: a filesystem that cannot punch keeps the bytes.
     pub fn release(&self, data: &FileData) {
-        if data.len == 0 {
+        if data.len == 0 || self.is_deferred(data) {
             return;
         }
         if let Some(f) = self.packed(data) {
@@ -192,7 +287,7 @@ impl Spill {
     /// read again, if it is verbatim; a packed file's frames go only with [`Spill::release`]
     /// (its first and last blocks are shared, and counted).
     fn release_front(&self, data: &FileData, upto: u64) {
-        if self.packed(data).is_none() {
+        if self.verbatim_offset(data).is_some() {
             crate::sparse::punch_hole(&self.file, data.offset, upto / BLOCK * BLOCK);
         }
     }
@@ -617,5 +712,79 @@ mod tests {
             s.release(fd);
         }
         assert_eq!(allocated(&s), 0, "of {} bytes stored", s.stored_end());
+    }
+
+    /// One "layer": the bytes of `files` one after another, at known positions.
+    struct OneLayer(Vec<u8>, std::sync::atomic::AtomicUsize);
+
+    impl LayerStreams for OneLayer {
+        fn open(&self, index: usize) -> io::Result<Box<dyn Read + Send>> {
+            assert_eq!(index, 3);
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(Box::new(io::Cursor::new(self.0.clone())))
+        }
+    }
+
+    #[test]
+    fn deferred_files_take_the_offsets_and_holes_stored_ones_would() {
+        let mut holey = mixed(5 * CHUNK + 9, 4);
+        holey[..CHUNK].fill(0);
+        holey[3 * CHUNK..4 * CHUNK].fill(0);
+        let files = [
+            mixed(10_000, 1),
+            vec![0u8; 3 * CHUNK],
+            holey,
+            Vec::new(),
+            b"x".to_vec(),
+        ];
+        let stream: Vec<u8> = files.concat();
+        let layer = Arc::new(OneLayer(stream, Default::default()));
+        let mut d = Spill::deferring(tempfile::tempfile().unwrap(), layer.clone());
+        let mut v = Spill::temp().unwrap();
+        let mut pos = 0u64;
+        let mut fds = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let (fd, plain) = match i % 2 {
+                0 => (
+                    d.defer(&mut &f[..], 3, pos).unwrap(),
+                    v.append(&mut &f[..]).unwrap(),
+                ),
+                _ => (
+                    d.append(&mut &f[..]).unwrap(),
+                    v.append(&mut &f[..]).unwrap(),
+                ),
+            };
+            assert_eq!(fd, plain, "file {i}");
+            assert_eq!(d.data_ranges(&fd).unwrap(), v.data_ranges(&plain).unwrap());
+            let deferred = i % 2 == 0 && !f.is_empty();
+            assert_eq!(d.stream_at(&fd).is_some(), deferred, "file {i}");
+            assert_eq!(d.verbatim_offset(&fd).is_none(), deferred, "file {i}");
+            fds.push((fd, pos));
+            pos += f.len() as u64;
+        }
+        assert_eq!(d.stream_at(&fds[2].0), Some((3, fds[2].1)));
+        // Only the stored files take space in the spill file.
+        use std::os::unix::fs::MetadataExt;
+        assert!(d.file().metadata().unwrap().blocks() * 512 <= 8192);
+        // Read before the data pass: from the layer, once per file, then kept.
+        assert_eq!(d.early_reads(), 0);
+        for _ in 0..2 {
+            for ((fd, _), f) in fds.iter().zip(&files) {
+                assert_eq!(read_all(&d, fd), *f);
+            }
+        }
+        assert_eq!(d.early_reads(), 3, "the three deferred files with bytes");
+        let opened = layer.1.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(opened, 1, "read forwards on one opening of the layer");
+        // A cursor goes back by opening the layer again.
+        let mut c = d.layer_cursor().unwrap();
+        let mut buf = [0u8; 4];
+        c.seek(3, fds[2].1 + CHUNK as u64 + 1).unwrap();
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, files[2][CHUNK + 1..CHUNK + 5]);
+        c.seek(3, 5).unwrap();
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, files[0][5..9]);
+        assert!(c.seek(3, pos + 1).is_err(), "past the end of the layer");
     }
 }

@@ -128,6 +128,14 @@ impl<'p> Order<'p> {
         })
     }
 
+    /// The layer and stream position of the first file whose contents are read from its
+    /// layer, if any is.
+    pub(super) fn first_in_layer(&self, tree: &Tree) -> Option<(usize, u64)> {
+        (self.files.iter())
+            .filter_map(|n| file_data(tree, n))
+            .find_map(|fd| tree.spill().stream_at(fd))
+    }
+
     /// Where the blocks of file `n` begin, if it is a file.
     pub(super) fn start(&self, n: &Node) -> Option<u64> {
         self.starts.get(&n.ino.get()).copied()

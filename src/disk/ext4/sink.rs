@@ -172,8 +172,16 @@ pub(super) struct DataCopy<'a> {
     kernel: bool,
     /// Punch each file's data out of the spill once copied ([`super::Ext4Options::consume_spill`]).
     consume: bool,
-    /// Where the layers are read again for the files left in them (opened at the first).
-    layers: Option<LayerCursor>,
+    /// Where the layers are read again for the files left in them.
+    layers: Layers,
+}
+
+/// The reader of the layers for the files left in them: not yet opened, being moved to the
+/// first such file on a thread of its own ([`DataCopy::read_ahead_to`]), or open.
+enum Layers {
+    Closed,
+    Seeking(std::thread::JoinHandle<std::io::Result<LayerCursor>>),
+    Open(LayerCursor),
 }
 
 impl<'a> DataCopy<'a> {
@@ -192,7 +200,48 @@ impl<'a> DataCopy<'a> {
             base,
             kernel: zeroed,
             consume,
-            layers: None,
+            layers: Layers::Closed,
+        }
+    }
+
+    /// Starts reading the layers again up to `at` (a layer and a position in its tar
+    /// stream: the first file left in its layer) on a thread of its own, while the metadata
+    /// pass runs: the bytes before it (the files kept in the spill, those deleted by later
+    /// layers) are inflated and dropped then rather than in the data pass, whose readers
+    /// would wait for them.
+    pub(super) fn read_ahead_to(&mut self, (layer, pos): (usize, u64)) {
+        let Some(mut cursor) = self.spill.layer_cursor() else {
+            return;
+        };
+        let seek = move || cursor.seek(layer, pos).map(|()| cursor);
+        let spawned = std::thread::Builder::new()
+            .name("d2v-layer-seek".into())
+            .spawn(seek);
+        // (no thread: the data pass seeks itself)
+        if let Ok(handle) = spawned {
+            self.layers = Layers::Seeking(handle);
+        }
+    }
+
+    /// The reader of the layers, opened or taken from its seeking thread.
+    fn layer_cursor(&mut self) -> Result<&mut LayerCursor, Ext4Error> {
+        let read_err = io_err("reading a layer again for the root's file data");
+        self.layers = match std::mem::replace(&mut self.layers, Layers::Closed) {
+            Layers::Closed => Layers::Open(
+                (self.spill.layer_cursor())
+                    .expect("a file left in its layer has a spill that defers"),
+            ),
+            Layers::Seeking(handle) => Layers::Open(
+                handle
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+                    .map_err(read_err)?,
+            ),
+            open => open,
+        };
+        match &mut self.layers {
+            Layers::Open(c) => Ok(c),
+            _ => unreachable!("just opened"),
         }
     }
 
@@ -260,13 +309,8 @@ impl<'a> DataCopy<'a> {
         extents: &[Extent],
         w: &mut Writer,
     ) -> Result<(), Ext4Error> {
-        let spill = self.spill;
-        let cursor = self.layers.get_or_insert_with(|| {
-            spill
-                .layer_cursor()
-                .expect("a file left in its layer has a spill that defers")
-        });
         let read_err = io_err("reading a layer again for the root's file data");
+        let cursor = self.layer_cursor()?;
         for e in extents {
             let pos = e.logical as u64 * BLOCK;
             let total = e.len as u64 * BLOCK;

@@ -236,6 +236,9 @@ pub fn write(
             nsec: 0,
         },
     };
+    if let Some(at) = order.first_in_layer(tree) {
+        pass.copy.read_ahead_to(at);
+    }
     // The journal comes first, then every node in plan order, each file's blocks where the
     // order put them.
     let journal = pass.journal(layout.blocks, opts)?;

@@ -55,7 +55,12 @@ pub(crate) fn open_layer_with(
         inner,
         actual,
         check,
-    } = decompressor(layer, progress, true)?;
+    } = decompressor(
+        layer,
+        Box::new(open_at(&layer.path, layer.offset, layer.size)?),
+        progress,
+        true,
+    )?;
     let compressed = (actual != Compression::None).then_some(layer.size);
     let decoded = Bounded::new(
         Decoded {
@@ -97,6 +102,7 @@ struct Opened {
 /// type.
 fn decompressor(
     layer: &Layer,
+    f: Box<dyn Read + Send>,
     progress: Option<indicatif::ProgressBar>,
     check_in_place: bool,
 ) -> Result<Opened, SourceError> {
@@ -109,7 +115,6 @@ fn decompressor(
                 layer.media_type
             ),
         })?;
-    let f = open_at(&layer.path, layer.offset, layer.size)?;
     let f: Box<dyn Read + Send> = match progress {
         Some(bar) => Box::new(bar.wrap_read(f)),
         None => Box::new(f),
@@ -195,40 +200,94 @@ fn read_ahead<R: Read + Send + 'static>(r: R, layer: &Layer) -> Result<ReadAhead
     })
 }
 
-/// A layer's tar stream read again, after [`open_layer_with`] read the whole blob and checked
-/// it: decompressed on a read-ahead thread, with no digest check (a second reader stops
-/// where it has what it came for). [`BlobStamp`] tells whether the blob changed in between.
-pub(crate) fn reopen_layer(layer: &Layer) -> Result<Box<dyn Read + Send>, SourceError> {
-    Ok(Box::new(read_ahead(
-        decompressor(layer, None, false)?.inner,
-        layer,
-    )?))
+/// A layer's blob file, held open from before the flatten to the disk's data pass, which
+/// reads its tar stream again. Holding the file makes the second reading see the bytes the
+/// first one checked even when the path is replaced meanwhile (a build next door storing the
+/// same blob in a shared cache renames its copy over this one; a cache prune removes it); a
+/// write into the file itself shows in its stamp, and the second reading is refused.
+pub(crate) struct HeldLayer {
+    layer: Layer,
+    file: Arc<std::fs::File>,
+    stamp: BlobStamp,
 }
 
-/// What changes when a blob's file is written to: its identity, length and times.
+impl HeldLayer {
+    /// Opens `layer`'s blob file and notes its stamp.
+    pub(crate) fn open(layer: &Layer) -> Result<HeldLayer, SourceError> {
+        let file = std::fs::File::open(&layer.path).map_err(|source| SourceError::Io {
+            path: layer.path.clone(),
+            source,
+        })?;
+        let stamp = BlobStamp::of(&file, layer)?;
+        Ok(HeldLayer {
+            layer: layer.clone(),
+            file: Arc::new(file),
+            stamp,
+        })
+    }
+
+    /// The layer's tar stream from its start, decompressed on a read-ahead thread, with no
+    /// digest check ([`open_layer_with`] read the whole blob and checked it; a second reader
+    /// stops where it has what it came for). [`SourceError::BlobChanged`] if the file was
+    /// written to since [`HeldLayer::open`].
+    pub(crate) fn reread(&self) -> Result<Box<dyn Read + Send>, SourceError> {
+        let layer = &self.layer;
+        if BlobStamp::of(&self.file, layer).ok().as_ref() != Some(&self.stamp) {
+            return Err(SourceError::BlobChanged {
+                layer: layer.digest.clone(),
+                path: layer.path.clone(),
+            });
+        }
+        let blob = ReadAt {
+            file: self.file.clone(),
+            pos: layer.offset,
+            end: layer.offset + layer.size,
+        };
+        Ok(Box::new(read_ahead(
+            decompressor(layer, Box::new(blob), None, false)?.inner,
+            layer,
+        )?))
+    }
+}
+
+/// Bytes `pos..end` of a file shared with other readers, each at its own position.
+struct ReadAt {
+    file: Arc<std::fs::File>,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for ReadAt {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf
+            .len()
+            .min(usize::try_from(self.end - self.pos).unwrap_or(usize::MAX));
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// What changes when a blob's file is written to: its length and modification time. (Not
+/// its change time: that moves when the path is renamed over and the file loses its name.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BlobStamp {
-    dev: u64,
-    ino: u64,
+struct BlobStamp {
     len: u64,
     mtime: (i64, i64),
-    ctime: (i64, i64),
 }
 
 impl BlobStamp {
-    /// The stamp of the file holding `layer`'s blob.
-    pub(crate) fn of(layer: &Layer) -> Result<BlobStamp, SourceError> {
+    /// The stamp of `file`, which holds `layer`'s blob.
+    fn of(file: &std::fs::File, layer: &Layer) -> Result<BlobStamp, SourceError> {
         use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(&layer.path).map_err(|source| SourceError::Io {
+        let m = file.metadata().map_err(|source| SourceError::Io {
             path: layer.path.clone(),
             source,
         })?;
         Ok(BlobStamp {
-            dev: m.dev(),
-            ino: m.ino(),
             len: m.len(),
             mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
         })
     }
 }
@@ -421,7 +480,7 @@ mod tests {
     }
 
     #[test]
-    fn a_layer_reopened_reads_from_its_start_unchecked_and_its_stamp_sees_writes() {
+    fn a_held_layer_reads_from_its_start_unchecked_and_refuses_a_written_blob() {
         let d = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 241) as u8).collect();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -430,20 +489,24 @@ mod tests {
         let mut l = layer(d.path(), &gz, OCI_LAYER_GZIP, sha(&data));
         // Read in place with a wrong digest: a second reading checks nothing, it stops short.
         (l.in_place, l.digest) = (true, sha(b"not this blob"));
-        let stamp = BlobStamp::of(&l).unwrap();
-        for _ in 0..2 {
-            let mut r = reopen_layer(&l).unwrap();
-            let mut head = vec![0u8; 100_000];
-            r.read_exact(&mut head).unwrap();
-            assert_eq!(head, data[..100_000]);
-        }
-        assert_eq!(BlobStamp::of(&l).unwrap(), stamp, "reading changes nothing");
+        let held = HeldLayer::open(&l).unwrap();
+        // Two readers at once, each from the start.
+        let (mut a, mut b) = (held.reread().unwrap(), held.reread().unwrap());
+        let mut piece = vec![0u8; 100_000];
+        a.read_exact(&mut piece).unwrap();
+        b.read_exact(&mut piece).unwrap();
+        a.read_exact(&mut piece).unwrap();
+        assert_eq!(piece, data[100_000..200_000]);
+        let mut rest = Vec::new();
+        b.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, data[100_000..]);
         // The same bytes written again: a write all the same.
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&l.path, &gz).unwrap();
-        assert_ne!(BlobStamp::of(&l).unwrap(), stamp);
-        std::fs::remove_file(&l.path).unwrap();
-        assert!(BlobStamp::of(&l).is_err());
+        assert!(matches!(
+            held.reread().err(),
+            Some(SourceError::BlobChanged { layer, path }) if layer == l.digest && path == l.path
+        ));
     }
 
     #[test]

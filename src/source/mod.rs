@@ -30,7 +30,7 @@ mod tls;
 use std::path::PathBuf;
 
 pub use layer::{open_layer, verify_layer};
-pub(crate) use layer::{open_layer_with, reopen_layer, BlobStamp};
+pub(crate) use layer::{open_layer_with, HeldLayer};
 pub use limits::{Budget, LimitExceeded, Limits, DEFAULT_MAX_EXPANSION};
 pub use manifest::{ContainerConfig, ImageConfig, Platform};
 pub use resolve::resolve;
@@ -443,9 +443,9 @@ pub enum SourceError {
     /// A layer decompresses to more than `--max-expansion` or `--max-image-size` allow.
     #[error(transparent)]
     Limit(#[from] LimitExceeded),
-    /// A layer's blob changed (or went) between the flatten and the disk's data pass, which
+    /// A layer's blob file was written to between the flatten and the disk's data pass, which
     /// reads it again.
-    #[error("layer {layer}: its blob {} changed or went away while d2v was building from it; keep the source (or the blob cache) unchanged during a build, and run d2v again", path.display())]
+    #[error("layer {layer}: its blob {} was written to while d2v was building from it; keep the source (or the blob cache) unchanged during a build, and run d2v again", path.display())]
     BlobChanged {
         /// The layer's digest.
         layer: String,

@@ -438,12 +438,15 @@ fn write_disk(
             ),
         })?;
     finisher.done();
-    let early = tree.spill().early_reads();
-    if early > 0 {
-        log.step(format!(
-            "{early} files left in their layers were read before the root's data pass (each \
-             from its layer again)"
-        ));
+    match tree.spill().early_reads() {
+        0 => {}
+        1 => log.step(
+            "1 file left in its layer was read before the root's data pass (from its layer again)",
+        ),
+        n => log.step(format!(
+            "{n} files left in their layers were read before the root's data pass (each from \
+             its layer again)"
+        )),
     }
     log.add(Stage::Ext4, ext4_time);
     log.add(

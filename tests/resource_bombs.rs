@@ -196,7 +196,8 @@ fn bad_limit_values_are_usage_errors() {
 /// A manifest with 10 000 layers (the config's diff_ids and history as long): read and
 /// applied in bounded time and memory. d2v flattens the layers itself, so overlayfs' limit of
 /// about 128 lower directories (docker, containerd) does not apply; the 4 MiB manifest limit
-/// (about 20 000 layer descriptors) bounds the count.
+/// (about 20 000 layer descriptors) bounds the count. Built too, under the default soft
+/// open-files limit (1024) and under a hard one too low for its 10 000 blob files.
 #[test]
 fn ten_thousand_layers_are_read_in_bounded_time_and_memory() {
     let sb = Sandbox::new(D2V);
@@ -212,6 +213,37 @@ fn ten_thousand_layers_are_read_in_bounded_time_and_memory() {
     let (v, rss) = inspected(&sb, &oci_src(&dir, "v1"), "10 000 layers");
     assert_eq!(v["layers"].as_array().unwrap().len(), 10_000);
     assert!(rss < 512 << 10, "peak RSS {rss} KiB");
+    // Built under Debian's default open-files limit (soft 1024): a build holds each layer's
+    // blob file open from the flatten to the root's data pass, and raises its soft limit to
+    // what that needs. Under a hard limit below it, the error names the limit.
+    let (src, cache) = (oci_src(&dir, "v1"), sb.fresh_cache());
+    let build = |limits: &str, out: &str| {
+        let script = format!("ulimit {limits} && exec \"$@\"");
+        let wrapper = ["sh", "-c", script.as_str(), "sh"].map(std::ffi::OsStr::new);
+        let out = sb.out_file(out);
+        let out = out.to_str().unwrap();
+        let args = [
+            "build",
+            &src,
+            "-o",
+            out,
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ];
+        sb.d2v_wrapped(&wrapper, args)
+    };
+    let r = build("-Sn 1024", "vm.raw");
+    assert!(r.status.success(), "{}", r.stderr);
+    let r = build("-n 512", "low.raw");
+    assert_clean_failure(
+        &r,
+        &[
+            "10000 layer blob files",
+            "open-files limit is 512",
+            "ulimit -n",
+        ],
+    );
+    assert!(!sb.out_file("low.raw").exists());
 }
 
 /// An index of 10 000 manifests: the platform asked for is found among them; an index past

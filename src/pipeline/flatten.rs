@@ -202,12 +202,7 @@ struct Reread(Vec<source::HeldLayer>);
 
 impl Reread {
     fn new(layers: &[source::Layer]) -> Result<Reread, Error> {
-        Ok(Reread(
-            layers
-                .iter()
-                .map(source::HeldLayer::open)
-                .collect::<Result<_, _>>()?,
-        ))
+        Ok(Reread(source::HeldLayer::open_all(layers)?))
     }
 }
 

@@ -89,9 +89,9 @@ pub(crate) fn open_layer_with(
 }
 
 /// A layer's blob, opened by [`decompressor`].
-struct Opened {
+pub(super) struct Opened {
     /// Decompressed as its first bytes say.
-    inner: Box<dyn Read + Send>,
+    pub(super) inner: Box<dyn Read + Send>,
     /// What they say.
     actual: Compression,
     /// The check of a blob read in place, to finish at the end of its input.
@@ -100,7 +100,7 @@ struct Opened {
 
 /// The layer's blob, decompressed as its first bytes say, once they agree with its media
 /// type.
-fn decompressor(
+pub(super) fn decompressor(
     layer: &Layer,
     f: Box<dyn Read + Send>,
     progress: Option<indicatif::ProgressBar>,
@@ -191,105 +191,16 @@ const INPUT_BUF: usize = 64 << 10;
 const READ_AHEAD_BUFS: usize = 4;
 const READ_AHEAD_BUF: usize = 256 << 10;
 
-fn read_ahead<R: Read + Send + 'static>(r: R, layer: &Layer) -> Result<ReadAhead, SourceError> {
+pub(super) fn read_ahead<R: Read + Send + 'static>(
+    r: R,
+    layer: &Layer,
+) -> Result<ReadAhead, SourceError> {
     ReadAhead::new(r, "d2v-layer-read", READ_AHEAD_BUFS, READ_AHEAD_BUF).map_err(|e| {
         SourceError::Io {
             path: layer.path.clone(),
             source: io::Error::new(e.kind(), format!("starting a read-ahead thread: {e}")),
         }
     })
-}
-
-/// A layer's blob file, held open from before the flatten to the disk's data pass, which
-/// reads its tar stream again. Holding the file makes the second reading see the bytes the
-/// first one checked even when the path is replaced meanwhile (a build next door storing the
-/// same blob in a shared cache renames its copy over this one; a cache prune removes it); a
-/// write into the file itself shows in its stamp, and the second reading is refused.
-pub(crate) struct HeldLayer {
-    layer: Layer,
-    file: Arc<std::fs::File>,
-    stamp: BlobStamp,
-}
-
-impl HeldLayer {
-    /// Opens `layer`'s blob file and notes its stamp.
-    pub(crate) fn open(layer: &Layer) -> Result<HeldLayer, SourceError> {
-        let file = std::fs::File::open(&layer.path).map_err(|source| SourceError::Io {
-            path: layer.path.clone(),
-            source,
-        })?;
-        let stamp = BlobStamp::of(&file, layer)?;
-        Ok(HeldLayer {
-            layer: layer.clone(),
-            file: Arc::new(file),
-            stamp,
-        })
-    }
-
-    /// The layer's tar stream from its start, decompressed on a read-ahead thread, with no
-    /// digest check ([`open_layer_with`] read the whole blob and checked it; a second reader
-    /// stops where it has what it came for). [`SourceError::BlobChanged`] if the file was
-    /// written to since [`HeldLayer::open`].
-    pub(crate) fn reread(&self) -> Result<Box<dyn Read + Send>, SourceError> {
-        let layer = &self.layer;
-        if BlobStamp::of(&self.file, layer).ok().as_ref() != Some(&self.stamp) {
-            return Err(SourceError::BlobChanged {
-                layer: layer.digest.clone(),
-                path: layer.path.clone(),
-            });
-        }
-        let blob = ReadAt {
-            file: self.file.clone(),
-            pos: layer.offset,
-            end: layer.offset + layer.size,
-        };
-        Ok(Box::new(read_ahead(
-            decompressor(layer, Box::new(blob), None, false)?.inner,
-            layer,
-        )?))
-    }
-}
-
-/// Bytes `pos..end` of a file shared with other readers, each at its own position.
-struct ReadAt {
-    file: Arc<std::fs::File>,
-    pos: u64,
-    end: u64,
-}
-
-impl Read for ReadAt {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let want = buf
-            .len()
-            .min(usize::try_from(self.end - self.pos).unwrap_or(usize::MAX));
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-/// What changes when a blob's file is written to: its length and modification time. (Not
-/// its change time: that moves when the path is renamed over and the file loses its name.)
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct BlobStamp {
-    len: u64,
-    mtime: (i64, i64),
-}
-
-impl BlobStamp {
-    /// The stamp of `file`, which holds `layer`'s blob.
-    fn of(file: &std::fs::File, layer: &Layer) -> Result<BlobStamp, SourceError> {
-        use std::os::unix::fs::MetadataExt;
-        let m = file.metadata().map_err(|source| SourceError::Io {
-            path: layer.path.clone(),
-            source,
-        })?;
-        Ok(BlobStamp {
-            len: m.len(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-        })
-    }
 }
 
 /// Decompresses a whole layer and checks its diff_id; the default [`Limits`] apply.
@@ -477,36 +388,6 @@ mod tests {
             matches!(&e, SourceError::Limit(LimitExceeded::Expansion { layer, .. }) if layer == "sha256:test"),
             "{e:?}"
         );
-    }
-
-    #[test]
-    fn a_held_layer_reads_from_its_start_unchecked_and_refuses_a_written_blob() {
-        let d = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 241) as u8).collect();
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&data).unwrap();
-        let gz = gz.finish().unwrap();
-        let mut l = layer(d.path(), &gz, OCI_LAYER_GZIP, sha(&data));
-        // Read in place with a wrong digest: a second reading checks nothing, it stops short.
-        (l.in_place, l.digest) = (true, sha(b"not this blob"));
-        let held = HeldLayer::open(&l).unwrap();
-        // Two readers at once, each from the start.
-        let (mut a, mut b) = (held.reread().unwrap(), held.reread().unwrap());
-        let mut piece = vec![0u8; 100_000];
-        a.read_exact(&mut piece).unwrap();
-        b.read_exact(&mut piece).unwrap();
-        a.read_exact(&mut piece).unwrap();
-        assert_eq!(piece, data[100_000..200_000]);
-        let mut rest = Vec::new();
-        b.read_to_end(&mut rest).unwrap();
-        assert_eq!(rest, data[100_000..]);
-        // The same bytes written again: a write all the same.
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::write(&l.path, &gz).unwrap();
-        assert!(matches!(
-            held.reread().err(),
-            Some(SourceError::BlobChanged { layer, path }) if layer == l.digest && path == l.path
-        ));
     }
 
     #[test]

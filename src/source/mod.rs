@@ -14,6 +14,7 @@ pub(crate) mod auth;
 pub(crate) mod cache;
 mod fetcher;
 mod gzip;
+mod held;
 mod in_place;
 pub(crate) mod layer;
 pub(crate) mod layout;
@@ -29,8 +30,9 @@ mod tls;
 
 use std::path::PathBuf;
 
+pub(crate) use held::HeldLayer;
+pub(crate) use layer::open_layer_with;
 pub use layer::{open_layer, verify_layer};
-pub(crate) use layer::{open_layer_with, HeldLayer};
 pub use limits::{Budget, LimitExceeded, Limits, DEFAULT_MAX_EXPANSION};
 pub use manifest::{ContainerConfig, ImageConfig, Platform};
 pub use resolve::resolve;
@@ -451,6 +453,15 @@ pub enum SourceError {
         layer: String,
         /// The file that held it.
         path: PathBuf,
+    },
+    /// The image's layer blobs are in more files than the process may hold open (a build
+    /// holds each from the flatten to the disk's data pass).
+    #[error("the image's layers are in {files} layer blob files, which a build holds open from the flatten to the root's data pass, but the hard open-files limit is {limit}: raise it (`ulimit -n`, or LimitNOFILE= for a systemd service) and run d2v again")]
+    OpenFilesLimit {
+        /// The files holding the layers' blobs.
+        files: u64,
+        /// The limit in the way.
+        limit: u64,
     },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]

@@ -45,23 +45,17 @@ impl HeldLayer {
             files: paths.len() as u64,
             limit,
         })?;
-        let mut files: HashMap<&Path, Arc<HeldFile>> = HashMap::new();
-        let mut held = Vec::with_capacity(layers.len());
-        for layer in layers {
-            let file = match files.get(layer.path.as_path()) {
-                Some(f) => f.clone(),
-                None => {
-                    let f = Arc::new(HeldFile::open(&layer.path)?);
-                    files.insert(&layer.path, f.clone());
-                    f
-                }
-            };
-            held.push(HeldLayer {
+        let files = paths
+            .into_iter()
+            .map(|p| Ok((p, Arc::new(HeldFile::open(p)?))))
+            .collect::<Result<HashMap<_, _>, SourceError>>()?;
+        Ok(layers
+            .iter()
+            .map(|layer| HeldLayer {
                 layer: layer.clone(),
-                file,
-            });
-        }
-        Ok(held)
+                file: files[layer.path.as_path()].clone(),
+            })
+            .collect())
     }
 
     /// The layer's tar stream from its start, decompressed on a read-ahead thread, with no
